@@ -1,0 +1,25 @@
+//! Calendar-aware rate limiting for the tool calls of Highway workflows.
+//!
+//! A [`layer::RateLimitLayer`] wraps any tool [`tower::Service`]. For each call it reads who is
+//! calling from the request's extensions, checks an availability report computed from a
+//! TaskJuggler-style schedule (business hours, holidays, capacity by weekday or time slot), charges
+//! the call to every limited window (minute to month) in one atomic step, and only then calls the
+//! tool.
+//!
+//! The modules follow a call's path:
+//! - [`schedule`]: the `.tjp` schedule language, parsed into a typed model.
+//! - [`calendar`]: working time and capacity computed from the model.
+//! - [`report`]: the availability report and its O(log n) queries.
+//! - [`window`]: the calendar windows calls are counted in.
+//! - [`store`]: token stores, in process and in PostgreSQL.
+//! - [`policy`]: the limits of a tool for a tenant.
+//! - [`layer`]: the Tower middleware.
+
+pub mod calendar;
+#[doc(hidden)]
+pub mod cli;
+pub mod policy;
+pub mod report;
+pub mod schedule;
+pub mod store;
+pub mod window;

@@ -1,0 +1,133 @@
+//! Policies: the limits of one tool for one tenant, and where they come from.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use chrono::Weekday;
+use chrono_tz::Tz;
+use futures_util::future::BoxFuture;
+
+use crate::report::{AvailabilityReport, Capacity};
+use crate::store::StoreError;
+
+/// The tenant id whose policies apply to tenants that have no policy of their own.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// Which calls share one counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Scope {
+    /// One counter for every caller of the tool.
+    Global,
+    /// One counter per tenant.
+    #[default]
+    Tenant,
+    /// One counter per workflow run.
+    Workflow,
+}
+
+impl Scope {
+    /// The name stored in the `limit_scope` column: `global`, `tenant` or `workflow`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Scope::Global => "global",
+            Scope::Tenant => "tenant",
+            Scope::Workflow => "workflow",
+        }
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error for a scope name that is not `global`, `tenant` or `workflow`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid scope {0:?}: expected global, tenant or workflow")]
+pub struct ParseScopeError(pub String);
+
+impl FromStr for Scope {
+    type Err = ParseScopeError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "global" => Ok(Scope::Global),
+            "tenant" => Ok(Scope::Tenant),
+            "workflow" => Ok(Scope::Workflow),
+            _ => Err(ParseScopeError(s.to_owned())),
+        }
+    }
+}
+
+/// A schedule attached to a policy: its `.tjp` text and the report computed from it.
+#[derive(Debug, Clone)]
+pub struct PolicySchedule {
+    /// The `.tjp` text, kept so that the report can be computed again before it expires.
+    pub definition: String,
+    /// The resource of the schedule whose availability applies; `None` when it has one resource.
+    pub resource: Option<String>,
+    /// The report in force.
+    pub report: Arc<AvailabilityReport>,
+}
+
+/// The limits of one tool for one tenant (or for the `default` tenant).
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// The tenant the policy belongs to; [`DEFAULT_TENANT`] for the defaults.
+    pub tenant: String,
+    /// The tool name, such as `tools.email.send`.
+    pub tool: String,
+    /// Which calls share one counter.
+    pub scope: Scope,
+    /// Limits used when there is no schedule (`requests_per_minute`, `_hour`, `_day`).
+    pub static_capacity: Capacity,
+    /// The schedule whose report decides when calls are allowed and with which capacity.
+    pub schedule: Option<PolicySchedule>,
+    /// The time zone whose calendar the day, week and month windows follow.
+    pub timezone: Tz,
+    /// The first day of a week window.
+    pub week_start: Weekday,
+    /// A disabled policy admits every call without counting it.
+    pub enabled: bool,
+    /// When the token store fails or times out: admit the call (and log it) instead of rejecting.
+    pub fail_open: bool,
+}
+
+impl Policy {
+    /// Creates an enabled, fail-closed policy with static limits, tenant scope and UTC days.
+    pub fn new(tenant: impl Into<String>, tool: impl Into<String>, capacity: Capacity) -> Self {
+        Policy {
+            tenant: tenant.into(),
+            tool: tool.into(),
+            scope: Scope::Tenant,
+            static_capacity: capacity,
+            schedule: None,
+            timezone: Tz::UTC,
+            week_start: Weekday::Mon,
+            enabled: true,
+            fail_open: false,
+        }
+    }
+}
+
+/// Where policies are read from: memory, PostgreSQL, or anything else.
+pub trait PolicySource: Send + Sync + 'static {
+    /// Returns the policy written for exactly this tenant and tool, if any.
+    fn lookup<'a>(&'a self, tenant: &'a str, tool: &'a str) -> BoxFuture<'a, Result<Option<Policy>, StoreError>>;
+
+    /// Returns the policy in force for a tenant's calls to a tool: the tenant's own, or else the
+    /// [`DEFAULT_TENANT`]'s.
+    fn resolve<'a>(&'a self, tenant: &'a str, tool: &'a str) -> BoxFuture<'a, Result<Option<Policy>, StoreError>> {
+        Box::pin(async move {
+            if let Some(policy) = self.lookup(tenant, tool).await? {
+                return Ok(Some(policy));
+            }
+            if tenant == DEFAULT_TENANT {
+                return Ok(None);
+            }
+            self.lookup(DEFAULT_TENANT, tool).await
+        })
+    }
+}
