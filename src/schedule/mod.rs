@@ -10,6 +10,12 @@ pub use model::{
     ShiftAssignment, TimeRange, WorkingHours,
 };
 
+mod ast;
+mod build;
+mod dates;
+mod grammar;
+mod lexer;
 mod parse;
+mod source;
 
 pub use parse::ParseOptions;

@@ -2,7 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Diagnostic, Location, Schedule, ScheduleError};
+use combine::easy;
+
+use super::lexer::{self, Token};
+use super::source::{self, Expansion};
+use super::{Diagnostic, Location, Schedule, ScheduleError, build, grammar};
 
 /// Where a schedule's text comes from, for messages and for resolving `include`.
 #[derive(Debug, Clone, Default)]
@@ -14,31 +18,108 @@ pub struct ParseOptions {
     pub base_dir: Option<PathBuf>,
 }
 
+impl ParseOptions {
+    /// Options for text that comes from no file: messages name it `name`, `include` is rejected.
+    pub fn named(name: impl Into<PathBuf>) -> Self {
+        ParseOptions {
+            file_name: name.into(),
+            base_dir: None,
+        }
+    }
+}
+
 impl Schedule {
     /// Parses and validates the schedule in the file at `path`, with its includes.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Schedule, ScheduleError> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|error| ScheduleError {
             diagnostics: vec![Diagnostic::error(
-                Location { file: path.to_path_buf(), line: 0, column: 0 },
+                Location {
+                    file: path.to_path_buf(),
+                    line: 0,
+                    column: 0,
+                },
                 format!("cannot read the schedule file: {error}"),
             )],
         })?;
         let options = ParseOptions {
             file_name: path.to_path_buf(),
-            base_dir: path.parent().map(Path::to_path_buf),
+            base_dir: Some(path.parent().map(Path::to_path_buf).unwrap_or_default()),
         };
         Schedule::parse(&text, &options)
     }
 
     /// Parses and validates a schedule's text.
     pub fn parse(text: &str, options: &ParseOptions) -> Result<Schedule, ScheduleError> {
-        let _ = text;
-        Err(ScheduleError {
-            diagnostics: vec![Diagnostic::error(
-                Location { file: options.file_name.clone(), line: 1, column: 1 },
-                "the schedule parser is not built yet",
-            )],
-        })
+        let fail = |diagnostic: Diagnostic| ScheduleError {
+            diagnostics: vec![diagnostic],
+        };
+        let expansion =
+            source::expand(text, &options.file_name, options.base_dir.as_deref()).map_err(fail)?;
+        let tokens = lexer::tokenize(&expansion).map_err(fail)?;
+        let file = grammar::parse_file(&tokens)
+            .map_err(|errors| fail(syntax_error(errors, &tokens, &expansion)))?;
+        build::build(&file, &expansion).map_err(|diagnostics| ScheduleError { diagnostics })
+    }
+}
+
+/// Turns `combine`'s error into `found X, expected Y`.
+fn syntax_error(
+    errors: grammar::Errors<'_>,
+    tokens: &[Token],
+    expansion: &Expansion,
+) -> Diagnostic {
+    let found = tokens.get(errors.position);
+    let location = match (found, tokens.last()) {
+        (Some(token), _) | (None, Some(token)) => expansion.location(token.pos),
+        (None, None) => Location {
+            file: expansion.files[0].clone(),
+            line: 1,
+            column: 1,
+        },
+    };
+    let mut expected: Vec<String> = Vec::new();
+    let mut messages: Vec<String> = Vec::new();
+    for error in errors.errors {
+        match error {
+            easy::Error::Expected(info) => {
+                let text = info_text(info);
+                if !expected.contains(&text) {
+                    expected.push(text);
+                }
+            }
+            easy::Error::Message(info) => messages.push(info_text(info)),
+            easy::Error::Other(error) => messages.push(error.to_string()),
+            easy::Error::Unexpected(_) => {}
+        }
+    }
+    let found = found.map_or_else(|| "end of file".to_string(), Token::describe);
+    let message = if let Some(message) = messages.first() {
+        message.clone()
+    } else if expected.is_empty() {
+        format!("unexpected {found}")
+    } else {
+        let list = match expected.split_last() {
+            Some((last, [])) => last.clone(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => String::new(),
+        };
+        format!("found {found}, expected {list}")
+    };
+    Diagnostic::error(location, message)
+}
+
+fn info_text(info: easy::Info<Token, &[Token]>) -> String {
+    let text = match info {
+        easy::Info::Token(token) => return token.describe(),
+        easy::Info::Range(range) => return range.first().map_or_else(String::new, Token::describe),
+        easy::Info::Owned(text) => text,
+        easy::Info::Static(text) => text.to_string(),
+    };
+    // Bare keywords and punctuation are quoted; descriptions are kept as written.
+    if text.contains(' ') {
+        text
+    } else {
+        format!("`{text}`")
     }
 }
