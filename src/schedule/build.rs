@@ -1,7 +1,7 @@
 //! From the syntax tree to the typed model: dates in the time zone in force where they stand,
 //! inheritance of working hours, leaves, shifts and limits, and TaskJuggler's validation rules.
 
-use chrono::{DateTime, Duration, DurationRound, Utc, Weekday};
+use chrono::{DateTime, Datelike, Duration, DurationRound, Utc, Weekday};
 use chrono_tz::Tz;
 
 use super::ast::*;
@@ -380,7 +380,7 @@ impl Builder<'_> {
     fn plus(&mut self, start: DateTime<Utc>, duration: &DurationAst) -> Option<DateTime<Utc>> {
         match dates::duration_seconds(duration.value, &duration.unit, self.resolution) {
             Ok(seconds) => match start.checked_add_signed(Duration::seconds(seconds)) {
-                Some(end) => Some(end),
+                Some(end) if end.year() <= *dates::YEARS.end() => Some(end),
                 None => {
                     self.error(
                         duration.pos,

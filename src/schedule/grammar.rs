@@ -42,6 +42,8 @@ pub(crate) fn parse_file(tokens: &[Token]) -> std::result::Result<FileAst, Error
     file.parse(stream).map(|(ast, _)| ast)
 }
 
+const RESOURCE_EXPECTED: &str = "a resource attribute such as `workinghours`, `vacation`, `leaves`, `shifts`, `limits`, `timezone` or `resource`, or `}`";
+
 const PROPERTY_EXPECTED: &str =
     "a property such as `resource`, `shift`, `vacation`, `leaves`, `limits`, `task` or a report";
 
@@ -415,11 +417,11 @@ fn limits<'a>() -> impl Parser<Input<'a>, Output = Vec<LimitAst>> {
 // Skipping
 
 /// Skips the rest of a statement whose first token is on line `line`.
-fn skip_rest<'a>(line: u32) -> impl Parser<Input<'a>, Output = ()> {
+fn skip_rest<'a>(line: (u32, u32)) -> impl Parser<Input<'a>, Output = ()> {
     parser(move |input: &mut Input<'a>| skip_rest_of(input, line))
 }
 
-fn skip_rest_of<'a>(input: &mut Input<'a>, line: u32) -> Result<'a, ()> {
+fn skip_rest_of<'a>(input: &mut Input<'a>, line: (u32, u32)) -> Result<'a, ()> {
     let mut last_line = line;
     let mut continued = false;
     let mut consumed = false;
@@ -440,12 +442,12 @@ fn skip_rest_of<'a>(input: &mut Input<'a>, line: u32) -> Result<'a, ()> {
                 consumed = true;
                 break;
             }
-            _ if token.pos.line > last_line && !continued => {
+            _ if (token.pos.file, token.pos.line) != last_line && !continued => {
                 let _ = input.reset(checkpoint);
                 break;
             }
             _ => {
-                last_line = token.end_line;
+                last_line = (token.pos.file, token.end_line);
                 continued = token.kind == Kind::Punct(",");
                 consumed = true;
             }
@@ -484,13 +486,13 @@ fn skip_block<'a>(input: &mut Input<'a>, open: usize) -> Result<'a, ()> {
 }
 
 /// Skips the tokens on `line` up to a `{` or `}`.
-fn skip_header<'a>(input: &mut Input<'a>, line: u32) -> Result<'a, ()> {
+fn skip_header<'a>(input: &mut Input<'a>, line: (u32, u32)) -> Result<'a, ()> {
     let mut consumed = false;
     loop {
         let checkpoint = input.checkpoint();
         match input.uncons() {
             Ok(token)
-                if token.pos.line == line
+                if (token.pos.file, token.pos.line) == line
                     && !matches!(token.kind, Kind::Punct("{") | Kind::Punct("}")) =>
             {
                 consumed = true;
@@ -514,11 +516,20 @@ fn skip_header<'a>(input: &mut Input<'a>, line: u32) -> Result<'a, ()> {
 /// A statement to skip that starts with one of `words`, or with a scenario prefix (`plan:`).
 fn skipped<'a>(words: &'static [&'static str]) -> impl Parser<Input<'a>, Output = ()> {
     satisfy_map(move |t: Token| match &t.kind {
-        Kind::Id(s) if words.contains(&s.as_str()) => Some(t.pos.line),
-        Kind::IdWithColon(_) => Some(t.pos.line),
+        Kind::Id(s) if words.contains(&s.as_str()) => Some((t.pos.file, t.pos.line)),
+        Kind::IdWithColon(_) => Some((t.pos.file, t.pos.line)),
         _ => None,
     })
     .then(skip_rest)
+}
+
+/// `{ inner }`, where a token that is neither part of `inner` nor `}` is reported as not being
+/// `what`.
+fn block_of<'a, P>(inner: P, what: &'static str) -> impl Parser<Input<'a>, Output = P::Output>
+where
+    P: Parser<Input<'a>>,
+{
+    (punct("{"), inner, punct("}").expected(what)).map(|(_, value, _)| value)
 }
 
 fn block<'a, P>(inner: P) -> impl Parser<Input<'a>, Output = P::Output>
@@ -630,7 +641,7 @@ fn statement_<'a>(input: &mut Input<'a>) -> Result<'a, Option<Statement>> {
         keyword("supplement"),
         keyword("resource"),
         resource_ref(),
-        optional(block(resource_attributes())),
+        optional(block_of(resource_attributes(), RESOURCE_EXPECTED)),
     )
         .map(|(_, _, id, attrs)| {
             Some(Statement::SupplementResource(id, attrs.unwrap_or_default()))
@@ -643,7 +654,9 @@ fn statement_<'a>(input: &mut Input<'a>) -> Result<'a, Option<Statement>> {
         limits().map(|l| Some(Statement::Limits(l))),
         combine::attempt(supplement),
         parser(task).map(|limits| (!limits.is_empty()).then_some(Statement::TaskLimits(limits))),
-        keyword("workinghours").map(|pos| Some(Statement::StrayWorkingHours(pos))),
+        keyword("workinghours").then(|pos| {
+            skip_rest((pos.file, pos.line)).map(move |()| Some(Statement::StrayWorkingHours(pos)))
+        }),
         skipped(SKIPPED_PROPERTIES).map(|()| None),
         prefixed,
     ))
@@ -709,7 +722,7 @@ fn resource_attributes_<'a>(input: &mut Input<'a>) -> Result<'a, Vec<ResourceAtt
         keyword("supplement"),
         keyword("resource"),
         resource_ref(),
-        optional(block(resource_attributes())),
+        optional(block_of(resource_attributes(), RESOURCE_EXPECTED)),
     )
         .map(|(_, _, id, attrs)| ResourceAttr::Supplement(id, attrs.unwrap_or_default()));
     let attribute = choice((
@@ -720,14 +733,14 @@ fn resource_attributes_<'a>(input: &mut Input<'a>) -> Result<'a, Vec<ResourceAtt
             .with(sep_by1(shift_ref, punct(",")))
             .map(|s| Some(ResourceAttr::Shifts(s))),
         limits().map(|l| Some(ResourceAttr::Limits(l))),
-        keyword("timezone").with(string()).map(|s| Some(ResourceAttr::Timezone(s))),
+        keyword("timezone")
+            .with(string())
+            .map(|s| Some(ResourceAttr::Timezone(s))),
         parser(resource).map(|r| Some(ResourceAttr::Resource(r))),
         supplement.map(Some),
         skipped(SKIPPED_RESOURCE_ATTRIBUTES).map(|()| None),
     ))
-    .expected(
-        "a resource attribute such as `workinghours`, `vacation`, `leaves`, `shifts`, `limits`, `timezone` or `resource`",
-    );
+    .expected(RESOURCE_EXPECTED);
     many(attribute)
         .map(|attrs: Vec<Option<ResourceAttr>>| attrs.into_iter().flatten().collect())
         .parse_stream(input)
@@ -739,7 +752,7 @@ fn resource<'a>(input: &mut Input<'a>) -> Result<'a, ResourceAst> {
         keyword("resource"),
         optional(ident()),
         string(),
-        optional(block(resource_attributes())),
+        optional(block_of(resource_attributes(), RESOURCE_EXPECTED)),
     )
         .map(|(pos, id, name, attrs)| ResourceAst {
             id: id.map(|id| id.value),
@@ -756,16 +769,17 @@ fn task<'a>(input: &mut Input<'a>) -> Result<'a, Vec<LimitAst>> {
     let item = choice((
         limits(),
         parser(task),
-        satisfy_map(|t: Token| (t.kind != Kind::Punct("}")).then_some(t.pos.line))
+        satisfy_map(|t: Token| (t.kind != Kind::Punct("}")).then_some((t.pos.file, t.pos.line)))
             .then(skip_rest)
             .map(|()| Vec::new()),
     ));
-    let body =
-        block(many(item).map(|items: Vec<Vec<LimitAst>>| items.into_iter().flatten().collect()));
+    let items = many(item).map(|items: Vec<Vec<LimitAst>>| items.into_iter().flatten().collect());
+    let body = block_of(items, "`}` to close the task");
     // The header: an optional id and a name on the keyword's line, up to the body.
     (
-        keyword("task")
-            .then(|pos| parser(move |input: &mut Input<'a>| skip_header(input, pos.line))),
+        keyword("task").then(|pos| {
+            parser(move |input: &mut Input<'a>| skip_header(input, (pos.file, pos.line)))
+        }),
         optional(body),
     )
         .map(|((), limits)| limits.unwrap_or_default())
