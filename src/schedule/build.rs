@@ -381,7 +381,7 @@ impl Builder<'_> {
         match dates::duration_seconds(duration.value, &duration.unit, self.resolution) {
             Ok(seconds) => match start.checked_add_signed(Duration::seconds(seconds)) {
                 Some(end) if end.year() <= *dates::YEARS.end() => Some(end),
-                None => {
+                _ => {
                     self.error(
                         duration.pos,
                         "the interval ends after the year 9999: shorten the duration",
