@@ -350,7 +350,7 @@ fn missing_closing_brace() {
         &format!("{HEADER}task t \"T\" {{\n  effort 2d\n"),
         3,
         10,
-        "found end of file, expected `}` to close the task",
+        "`}` to close the task",
     );
     assert_error(
         &format!("{HEADER}taskreport r \"R\" {{\n  columns {{ name"),
