@@ -349,7 +349,7 @@ fn missing_closing_brace() {
     assert_error(
         &format!("{HEADER}task t \"T\" {{\n  effort 2d\n"),
         3,
-        10,
+        11,
         "`}` to close the task",
     );
     assert_error(
