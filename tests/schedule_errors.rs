@@ -355,7 +355,7 @@ fn missing_closing_brace() {
     assert_error(
         &format!("{HEADER}taskreport r \"R\" {{\n  columns {{ name"),
         2,
-        19,
+        18,
         "unclosed `{`",
     );
 }
