@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use combine::easy;
 
+use super::ast::FileAst;
 use super::lexer::{self, Token};
 use super::source::{self, Expansion};
 use super::{Diagnostic, Location, Schedule, ScheduleError, build, grammar};
@@ -57,10 +58,58 @@ impl Schedule {
         let expansion =
             source::expand(text, &options.file_name, options.base_dir.as_deref()).map_err(fail)?;
         let tokens = lexer::tokenize(&expansion).map_err(fail)?;
-        let file = grammar::parse_file(&tokens)
-            .map_err(|errors| fail(syntax_error(errors, &tokens, &expansion)))?;
+        check_nesting(&tokens, &expansion).map_err(fail)?;
+        let file = parse_tokens(&tokens, &expansion).map_err(fail)?;
         build::build(&file, &expansion).map_err(|diagnostics| ScheduleError { diagnostics })
     }
+}
+
+/// The stack of the thread that runs the grammar: the recursive descent takes up to about 50 KiB
+/// per nesting level in a debug build, more than a default thread's 2 MiB allow at
+/// [`MAX_NESTING`].
+const GRAMMAR_STACK: usize = 32 * 1024 * 1024;
+
+fn parse_tokens(tokens: &[Token], expansion: &Expansion) -> Result<FileAst, Diagnostic> {
+    let run =
+        || grammar::parse_file(tokens).map_err(|errors| syntax_error(errors, tokens, expansion));
+    std::thread::scope(|scope| {
+        let thread = std::thread::Builder::new()
+            .name("tjp-grammar".into())
+            .stack_size(GRAMMAR_STACK);
+        match thread.spawn_scoped(scope, run) {
+            Ok(handle) => handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            // Without a thread of its own, the grammar runs on the caller's stack.
+            Err(_) => run(),
+        }
+    })
+}
+
+/// The deepest nesting of `{` blocks the grammar accepts; it keeps the recursive descent within
+/// the stack of a default thread.
+const MAX_NESTING: usize = 64;
+
+fn check_nesting(tokens: &[Token], expansion: &Expansion) -> Result<(), Diagnostic> {
+    let mut depth = 0usize;
+    for token in tokens {
+        match token.kind {
+            lexer::Kind::Punct("{") => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(Diagnostic::error(
+                        expansion.location(token.pos),
+                        format!(
+                            "blocks are nested more than {MAX_NESTING} levels deep: flatten the schedule"
+                        ),
+                    ));
+                }
+            }
+            lexer::Kind::Punct("}") => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Turns `combine`'s error into `found X, expected Y`.
