@@ -430,3 +430,25 @@ fn include_with_tempdir() {
     assert_eq!(resource.location.line, 1);
     assert_eq!(resource.leaves[0].location.line, 2);
 }
+
+#[test]
+fn custom_resource_attributes_skipped() {
+    let schedule = ok(r#"project "P" 2025-01-01 +1y {
+        extend resource {
+            text Phone "Phone number"
+            reference Site "Site" { inherit }
+        }
+    }
+    resource r "R" {
+        Phone "+49 30 1234"
+        Site "https://example.com" { label "Home" }
+        vacation 2025-02-03
+    }"#);
+    assert_eq!(schedule.resource("r").unwrap().leaves.len(), 1);
+    let error =
+        parse("project \"P\" 2025-01-01 +1y\nresource r \"R\" { Phone \"1\" }").unwrap_err();
+    assert!(
+        error.diagnostics[0].message.contains("found `Phone`"),
+        "{error}"
+    );
+}

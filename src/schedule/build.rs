@@ -490,15 +490,12 @@ impl Builder<'_> {
                 );
             }
         }
-        for day in 0..7 {
-            if days[day] {
-                hours.days[day] = same_day.clone();
-            }
+        let listed: Vec<usize> = (0..7).filter(|&day| days[day]).collect();
+        for &day in &listed {
+            hours.days[day] = same_day.clone();
         }
-        for day in 0..7 {
-            if days[day] {
-                hours.days[(day + 1) % 7].extend(next_day.iter().copied());
-            }
+        for &day in &listed {
+            hours.days[(day + 1) % 7].extend(next_day.iter().copied());
         }
         for ranges in &mut hours.days {
             normalize(ranges);

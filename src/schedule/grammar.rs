@@ -24,6 +24,8 @@ pub(crate) type Errors<'a> = easy::Errors<Token, &'a [Token], usize>;
 
 /// Parses the whole token list.
 pub(crate) fn parse_file(tokens: &[Token]) -> std::result::Result<FileAst, Errors<'_>> {
+    let custom = custom_resource_attributes(tokens);
+    CUSTOM_RESOURCE_ATTRIBUTES.with(|names| *names.borrow_mut() = custom);
     let stream: Input<'_> = easy::Stream(PositionStream::with_positioner(
         tokens,
         IndexPositioner::new(),
@@ -513,6 +515,53 @@ fn skip_header<'a>(input: &mut Input<'a>, line: (u32, u32)) -> Result<'a, ()> {
     ))
 }
 
+thread_local! {
+    /// The resource attributes the file declares with `extend resource { ... }`, which are
+    /// skipped like the built-in ones. Set by [`parse_file`] for the grammar on this thread.
+    static CUSTOM_RESOURCE_ATTRIBUTES: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Finds the ids declared in `extend resource { TYPE ID "Name" ... }` blocks.
+fn custom_resource_attributes(tokens: &[Token]) -> Vec<String> {
+    const TYPES: &[&str] = &["date", "number", "reference", "richtext", "text"];
+    let id = |token: Option<&Token>| match token.map(|t| &t.kind) {
+        Some(Kind::Id(s)) => Some(s.clone()),
+        _ => None,
+    };
+    let mut names = Vec::new();
+    let mut i = 0;
+    while i + 2 < tokens.len() {
+        let opens = id(tokens.get(i)).as_deref() == Some("extend")
+            && id(tokens.get(i + 1)).as_deref() == Some("resource")
+            && tokens[i + 2].kind == Kind::Punct("{");
+        if !opens {
+            i += 1;
+            continue;
+        }
+        i += 3;
+        while i < tokens.len() && tokens[i].kind != Kind::Punct("}") {
+            if id(tokens.get(i)).is_some_and(|t| TYPES.contains(&t.as_str())) {
+                if let Some(name) = id(tokens.get(i + 1)) {
+                    names.push(name);
+                }
+            }
+            i += 1;
+        }
+    }
+    names
+}
+
+/// A resource attribute declared with `extend resource`, skipped.
+fn custom_resource_attribute<'a>() -> impl Parser<Input<'a>, Output = ()> {
+    satisfy_map(|t: Token| match &t.kind {
+        Kind::Id(s) if CUSTOM_RESOURCE_ATTRIBUTES.with(|names| names.borrow().contains(s)) => {
+            Some((t.pos.file, t.pos.line))
+        }
+        _ => None,
+    })
+    .then(skip_rest)
+}
+
 /// A statement to skip that starts with one of `words`, or with a scenario prefix (`plan:`).
 fn skipped<'a>(words: &'static [&'static str]) -> impl Parser<Input<'a>, Output = ()> {
     satisfy_map(move |t: Token| match &t.kind {
@@ -679,7 +728,8 @@ fn shift<'a>(input: &mut Input<'a>) -> Result<'a, ShiftAst> {
     ))
     .expected("a shift attribute: workinghours, vacation, leaves, replace, timezone or shift");
     let attributes = block(
-        many(attribute).map(|attrs: Vec<Option<ShiftAttr>>| attrs.into_iter().flatten().collect()),
+        many(attribute)
+            .map(|attrs: Vec<Option<ShiftAttr>>| attrs.into_iter().flatten().collect::<Vec<_>>()),
     );
     (
         keyword("shift"),
@@ -687,19 +737,12 @@ fn shift<'a>(input: &mut Input<'a>) -> Result<'a, ShiftAst> {
         optional(string()),
         optional(attributes),
     )
-        .map(
-            |(pos, id, name, attrs): (
-                Pos,
-                Spanned<String>,
-                Option<Spanned<String>>,
-                Option<Vec<ShiftAttr>>,
-            )| ShiftAst {
-                id,
-                name: name.map(|n| n.value),
-                attrs: attrs.unwrap_or_default(),
-                pos,
-            },
-        )
+        .map(|(pos, id, name, attrs)| ShiftAst {
+            id,
+            name: name.map(|n| n.value),
+            attrs: attrs.unwrap_or_default(),
+            pos,
+        })
         .parse_stream(input)
         .into_result()
 }
@@ -739,6 +782,7 @@ fn resource_attributes_<'a>(input: &mut Input<'a>) -> Result<'a, Vec<ResourceAtt
         parser(resource).map(|r| Some(ResourceAttr::Resource(r))),
         supplement.map(Some),
         skipped(SKIPPED_RESOURCE_ATTRIBUTES).map(|()| None),
+        custom_resource_attribute().map(|()| None),
     ))
     .expected(RESOURCE_EXPECTED);
     many(attribute)
