@@ -18,12 +18,13 @@ use super::ast::*;
 use super::lexer::{Kind, Token};
 use super::source::Pos;
 
-pub(crate) type Input<'a> = easy::Stream<PositionStream<&'a [Token], IndexPositioner>>;
+/// The grammar reads references to tokens, so that trying an alternative copies no string.
+pub(crate) type Input<'a> = easy::Stream<PositionStream<&'a [&'a Token], IndexPositioner>>;
 type Result<'a, T> = combine::StdParseResult<T, Input<'a>>;
-pub(crate) type Errors<'a> = easy::Errors<Token, &'a [Token], usize>;
+pub(crate) type Errors<'a> = easy::Errors<&'a Token, &'a [&'a Token], usize>;
 
 /// Parses the whole token list.
-pub(crate) fn parse_file(tokens: &[Token]) -> std::result::Result<FileAst, Errors<'_>> {
+pub(crate) fn parse_file<'a>(tokens: &'a [&'a Token]) -> std::result::Result<FileAst, Errors<'a>> {
     let custom = custom_resource_attributes(tokens);
     CUSTOM_RESOURCE_ATTRIBUTES.with(|names| *names.borrow_mut() = custom);
     let stream: Input<'_> = easy::Stream(PositionStream::with_positioner(
@@ -134,7 +135,7 @@ pub(crate) const LIMIT_KINDS: &[&str] = &[
 // Single tokens
 
 fn keyword<'a>(word: &'static str) -> impl Parser<Input<'a>, Output = Pos> {
-    satisfy_map(move |t: Token| match &t.kind {
+    satisfy_map(move |t: &Token| match &t.kind {
         Kind::Id(s) if s == word => Some(t.pos),
         _ => None,
     })
@@ -144,9 +145,9 @@ fn keyword<'a>(word: &'static str) -> impl Parser<Input<'a>, Output = Pos> {
 fn keyword_in<'a>(
     words: &'static [&'static str],
 ) -> impl Parser<Input<'a>, Output = Spanned<String>> {
-    satisfy_map(move |t: Token| match t.kind {
+    satisfy_map(move |t: &Token| match &t.kind {
         Kind::Id(s) if words.contains(&s.as_str()) => Some(Spanned {
-            value: s,
+            value: s.clone(),
             pos: t.pos,
         }),
         _ => None,
@@ -154,17 +155,17 @@ fn keyword_in<'a>(
 }
 
 fn punct<'a>(p: &'static str) -> impl Parser<Input<'a>, Output = Pos> {
-    satisfy_map(move |t: Token| match t.kind {
-        Kind::Punct(q) if q == p => Some(t.pos),
+    satisfy_map(move |t: &Token| match &t.kind {
+        Kind::Punct(q) if *q == p => Some(t.pos),
         _ => None,
     })
     .expected(p)
 }
 
 fn ident<'a>() -> impl Parser<Input<'a>, Output = Spanned<String>> {
-    satisfy_map(|t: Token| match t.kind {
+    satisfy_map(|t: &Token| match &t.kind {
         Kind::Id(s) => Some(Spanned {
-            value: s,
+            value: s.clone(),
             pos: t.pos,
         }),
         _ => None,
@@ -173,9 +174,9 @@ fn ident<'a>() -> impl Parser<Input<'a>, Output = Spanned<String>> {
 }
 
 fn resource_ref<'a>() -> impl Parser<Input<'a>, Output = Spanned<String>> {
-    satisfy_map(|t: Token| match t.kind {
+    satisfy_map(|t: &Token| match &t.kind {
         Kind::Id(s) | Kind::AbsoluteId(s) => Some(Spanned {
-            value: s,
+            value: s.clone(),
             pos: t.pos,
         }),
         _ => None,
@@ -184,9 +185,9 @@ fn resource_ref<'a>() -> impl Parser<Input<'a>, Output = Spanned<String>> {
 }
 
 fn string<'a>() -> impl Parser<Input<'a>, Output = Spanned<String>> {
-    satisfy_map(|t: Token| match t.kind {
+    satisfy_map(|t: &Token| match &t.kind {
         Kind::Str(s) => Some(Spanned {
-            value: s,
+            value: s.clone(),
             pos: t.pos,
         }),
         _ => None,
@@ -195,13 +196,13 @@ fn string<'a>() -> impl Parser<Input<'a>, Output = Spanned<String>> {
 }
 
 fn date<'a>() -> impl Parser<Input<'a>, Output = Spanned<DateAst>> {
-    satisfy_map(|t: Token| match t.kind {
+    satisfy_map(|t: &Token| match &t.kind {
         Kind::Date(s) => Some(Spanned {
-            value: DateAst::Literal(s),
+            value: DateAst::Literal(s.clone()),
             pos: t.pos,
         }),
         Kind::Builtin(s) => Some(Spanned {
-            value: DateAst::Builtin(s),
+            value: DateAst::Builtin(s.clone()),
             pos: t.pos,
         }),
         _ => None,
@@ -210,9 +211,9 @@ fn date<'a>() -> impl Parser<Input<'a>, Output = Spanned<DateAst>> {
 }
 
 fn number<'a>() -> impl Parser<Input<'a>, Output = Spanned<String>> {
-    satisfy_map(|t: Token| match t.kind {
+    satisfy_map(|t: &Token| match &t.kind {
         Kind::Integer(s) | Kind::Float(s) => Some(Spanned {
-            value: s,
+            value: s.clone(),
             pos: t.pos,
         }),
         _ => None,
@@ -221,9 +222,9 @@ fn number<'a>() -> impl Parser<Input<'a>, Output = Spanned<String>> {
 }
 
 fn time<'a>() -> impl Parser<Input<'a>, Output = Spanned<String>> {
-    satisfy_map(|t: Token| match t.kind {
+    satisfy_map(|t: &Token| match &t.kind {
         Kind::Time(s) => Some(Spanned {
-            value: s,
+            value: s.clone(),
             pos: t.pos,
         }),
         _ => None,
@@ -247,7 +248,7 @@ fn duration<'a>() -> impl Parser<Input<'a>, Output = DurationAst> {
 }
 
 fn weekday<'a>() -> impl Parser<Input<'a>, Output = Weekday> {
-    satisfy_map(|t: Token| match &t.kind {
+    satisfy_map(|t: &Token| match &t.kind {
         Kind::Id(s) => match s.as_str() {
             "mon" => Some(Weekday::Mon),
             "tue" => Some(Weekday::Tue),
@@ -264,7 +265,7 @@ fn weekday<'a>() -> impl Parser<Input<'a>, Output = Weekday> {
 }
 
 fn leave_kind<'a>() -> impl Parser<Input<'a>, Output = LeaveKind> {
-    satisfy_map(|t: Token| match &t.kind {
+    satisfy_map(|t: &Token| match &t.kind {
         Kind::Id(s) => match s.as_str() {
             "project" => Some(LeaveKind::Project),
             "annual" => Some(LeaveKind::Annual),
@@ -522,9 +523,9 @@ thread_local! {
 }
 
 /// Finds the ids declared in `extend resource { TYPE ID "Name" ... }` blocks.
-fn custom_resource_attributes(tokens: &[Token]) -> Vec<String> {
+fn custom_resource_attributes(tokens: &[&Token]) -> Vec<String> {
     const TYPES: &[&str] = &["date", "number", "reference", "richtext", "text"];
-    let id = |token: Option<&Token>| match token.map(|t| &t.kind) {
+    let id = |token: Option<&&Token>| match token.map(|t| &t.kind) {
         Some(Kind::Id(s)) => Some(s.clone()),
         _ => None,
     };
@@ -553,7 +554,7 @@ fn custom_resource_attributes(tokens: &[Token]) -> Vec<String> {
 
 /// A resource attribute declared with `extend resource`, skipped.
 fn custom_resource_attribute<'a>() -> impl Parser<Input<'a>, Output = ()> {
-    satisfy_map(|t: Token| match &t.kind {
+    satisfy_map(|t: &Token| match &t.kind {
         Kind::Id(s) if CUSTOM_RESOURCE_ATTRIBUTES.with(|names| names.borrow().contains(s)) => {
             Some((t.pos.file, t.pos.line))
         }
@@ -564,7 +565,7 @@ fn custom_resource_attribute<'a>() -> impl Parser<Input<'a>, Output = ()> {
 
 /// A statement to skip that starts with one of `words`, or with a scenario prefix (`plan:`).
 fn skipped<'a>(words: &'static [&'static str]) -> impl Parser<Input<'a>, Output = ()> {
-    satisfy_map(move |t: Token| match &t.kind {
+    satisfy_map(move |t: &Token| match &t.kind {
         Kind::Id(s) if words.contains(&s.as_str()) => Some((t.pos.file, t.pos.line)),
         Kind::IdWithColon(_) => Some((t.pos.file, t.pos.line)),
         _ => None,
@@ -668,15 +669,15 @@ fn statement<'a>() -> impl Parser<Input<'a>, Output = Option<Statement>> {
 
 fn statement_<'a>(input: &mut Input<'a>) -> Result<'a, Option<Statement>> {
     let prefixed = (
-        satisfy_map(|t: Token| match t.kind {
+        satisfy_map(|t: &Token| match &t.kind {
             Kind::PrefixStart(name) => Some(Spanned {
-                value: name,
+                value: name.clone(),
                 pos: t.pos,
             }),
             _ => None,
         }),
         many(statement()),
-        satisfy_map(|t: Token| (t.kind == Kind::PrefixEnd).then_some(())),
+        satisfy_map(|t: &Token| (t.kind == Kind::PrefixEnd).then_some(())),
     )
         .map(
             |(name, statements, ()): (Spanned<String>, Vec<Option<Statement>>, ())| {
@@ -813,7 +814,7 @@ fn task<'a>(input: &mut Input<'a>) -> Result<'a, Vec<LimitAst>> {
     let item = choice((
         limits(),
         parser(task),
-        satisfy_map(|t: Token| (t.kind != Kind::Punct("}")).then_some((t.pos.file, t.pos.line)))
+        satisfy_map(|t: &Token| (t.kind != Kind::Punct("}")).then_some((t.pos.file, t.pos.line)))
             .then(skip_rest)
             .map(|()| Vec::new()),
     ));

@@ -58,8 +58,8 @@ impl Schedule {
         let expansion =
             source::expand(text, &options.file_name, options.base_dir.as_deref()).map_err(fail)?;
         let tokens = lexer::tokenize(&expansion).map_err(fail)?;
-        check_nesting(&tokens, &expansion).map_err(fail)?;
-        let file = parse_tokens(&tokens, &expansion).map_err(fail)?;
+        let depth = check_nesting(&tokens, &expansion).map_err(fail)?;
+        let file = parse_tokens(&tokens, &expansion, depth).map_err(fail)?;
         build::build(&file, &expansion).map_err(|diagnostics| ScheduleError { diagnostics })
     }
 }
@@ -69,9 +69,22 @@ impl Schedule {
 /// [`MAX_NESTING`].
 const GRAMMAR_STACK: usize = 32 * 1024 * 1024;
 
-fn parse_tokens(tokens: &[Token], expansion: &Expansion) -> Result<FileAst, Diagnostic> {
-    let run =
-        || grammar::parse_file(tokens).map_err(|errors| syntax_error(errors, tokens, expansion));
+/// The nesting the grammar handles on the caller's stack; deeper files get a thread with
+/// [`GRAMMAR_STACK`], which costs more than parsing a small file.
+const NESTING_ON_CALLER_STACK: usize = 8;
+
+fn parse_tokens(
+    tokens: &[Token],
+    expansion: &Expansion,
+    depth: usize,
+) -> Result<FileAst, Diagnostic> {
+    let run = || {
+        let references: Vec<&Token> = tokens.iter().collect();
+        grammar::parse_file(&references).map_err(|errors| syntax_error(errors, tokens, expansion))
+    };
+    if depth <= NESTING_ON_CALLER_STACK {
+        return run();
+    }
     std::thread::scope(|scope| {
         let thread = std::thread::Builder::new()
             .name("tjp-grammar".into())
@@ -90,12 +103,15 @@ fn parse_tokens(tokens: &[Token], expansion: &Expansion) -> Result<FileAst, Diag
 /// the stack of a default thread.
 const MAX_NESTING: usize = 64;
 
-fn check_nesting(tokens: &[Token], expansion: &Expansion) -> Result<(), Diagnostic> {
+/// Returns the deepest nesting of `{` blocks, or an error beyond [`MAX_NESTING`].
+fn check_nesting(tokens: &[Token], expansion: &Expansion) -> Result<usize, Diagnostic> {
     let mut depth = 0usize;
+    let mut deepest = 0;
     for token in tokens {
         match token.kind {
             lexer::Kind::Punct("{") => {
                 depth += 1;
+                deepest = deepest.max(depth);
                 if depth > MAX_NESTING {
                     return Err(Diagnostic::error(
                         expansion.location(token.pos),
@@ -109,7 +125,7 @@ fn check_nesting(tokens: &[Token], expansion: &Expansion) -> Result<(), Diagnost
             _ => {}
         }
     }
-    Ok(())
+    Ok(deepest)
 }
 
 /// Turns `combine`'s error into `found X, expected Y`.
@@ -158,10 +174,12 @@ fn syntax_error(
     Diagnostic::error(location, message)
 }
 
-fn info_text(info: easy::Info<Token, &[Token]>) -> String {
+fn info_text(info: easy::Info<&Token, &[&Token]>) -> String {
     let text = match info {
         easy::Info::Token(token) => return token.describe(),
-        easy::Info::Range(range) => return range.first().map_or_else(String::new, Token::describe),
+        easy::Info::Range(range) => {
+            return range.first().map_or_else(String::new, |t| t.describe());
+        }
         easy::Info::Owned(text) => text,
         easy::Info::Static(text) => text.to_string(),
     };
