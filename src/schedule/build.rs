@@ -27,7 +27,8 @@ pub(crate) struct Builder<'e> {
     end: DateTime<Utc>,
     now: Option<DateTime<Utc>>,
     project_hours: WorkingHours,
-    /// Whether the file uses a construct only ScriptPlan knows; see the module documentation.
+    /// Whether the file uses a construct that only ScriptPlan accepts, which allows working hours
+    /// across midnight.
     scriptplan: bool,
     shifts: Vec<Shift>,
     resources: Vec<Resource>,

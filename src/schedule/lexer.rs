@@ -6,7 +6,7 @@
 use super::Diagnostic;
 use super::source::{BUILTIN, Expansion, PREFIX_END, PREFIX_END_OF_NAME, PREFIX_START, Pos};
 
-/// What a token is.
+/// The kind of a token, with its text.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Kind {
     /// A name or keyword: `[a-zA-Z_]\w*`.

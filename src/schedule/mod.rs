@@ -24,9 +24,9 @@
 //! # Ok::<(), highway_ratelimit::schedule::ScheduleError>(())
 //! ```
 //!
-//! Errors are reported as `FILE:LINE:COL: message`, at the offending token of the original text
-//! (inside an included file, with that file's name); every error found is reported, except that
-//! a syntax error stops the parse.
+//! Errors are reported as `FILE:LINE:COL: message`, at the offending token of the original text.
+//! Inside an included file, the location names that file. Every error found is reported, except
+//! that a syntax error stops the parse.
 //!
 //! # What is read
 //!

@@ -99,8 +99,8 @@ fn parse_tokens(
     })
 }
 
-/// The deepest nesting of `{` blocks the grammar accepts; it keeps the recursive descent within
-/// the stack of a default thread.
+/// The deepest nesting of `{` blocks the grammar accepts, which bounds the stack the recursive
+/// descent needs.
 const MAX_NESTING: usize = 64;
 
 /// Returns the deepest nesting of `{` blocks, or an error beyond [`MAX_NESTING`].
