@@ -510,3 +510,32 @@ fn every_error_is_reported() {
     assert_eq!(lines, [2, 3, 4]);
     assert_eq!(error.to_string().lines().count(), 3);
 }
+
+#[test]
+fn error_inside_supplement_body() {
+    assert_error(
+        &format!(
+            "{HEADER}resource r \"R\"\nsupplement resource r {{\n  workinghours mon 9:00 - 8:00\n}}"
+        ),
+        4,
+        20,
+        "end before they start",
+    );
+    assert_error(
+        &format!("{HEADER}resource r \"R\"\nsupplement resource r {{ vacaton }}"),
+        3,
+        25,
+        "a resource attribute",
+    );
+}
+
+#[test]
+fn runaway_macro_expansion() {
+    let mut text = String::from("macro m0 [xxxxxxxxxxxxxxxx]\n");
+    for level in 1..12 {
+        let previous = format!("${{m{}}}", level - 1);
+        text.push_str(&format!("macro m{level} [{}]\n", previous.repeat(8)));
+    }
+    text.push_str("project \"P\" 2025-01-01 +1w\nresource r \"${m11}\"");
+    assert_error(&text, 14, 13, "more than 4 Mi characters");
+}

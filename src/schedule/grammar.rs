@@ -687,22 +687,21 @@ fn statement_<'a>(input: &mut Input<'a>) -> Result<'a, Option<Statement>> {
                 ))
             },
         );
+    // Only `supplement resource` backtracks: `supplement task` and others are skipped, and an
+    // error inside the resource's body stays an error.
     let supplement = (
-        keyword("supplement"),
-        keyword("resource"),
+        combine::attempt((keyword("supplement"), keyword("resource"))),
         resource_ref(),
         optional(block_of(resource_attributes(), RESOURCE_EXPECTED)),
     )
-        .map(|(_, _, id, attrs)| {
-            Some(Statement::SupplementResource(id, attrs.unwrap_or_default()))
-        });
+        .map(|(_, id, attrs)| Some(Statement::SupplementResource(id, attrs.unwrap_or_default())));
     choice((
         parser(resource).map(|r| Some(Statement::Resource(r))),
         parser(shift).map(|s| Some(Statement::Shift(s))),
         vacation().map(|v| Some(Statement::Vacation(v))),
         leaves().map(|l| Some(Statement::Leaves(l))),
         limits().map(|l| Some(Statement::Limits(l))),
-        combine::attempt(supplement),
+        supplement,
         parser(task).map(|limits| (!limits.is_empty()).then_some(Statement::TaskLimits(limits))),
         keyword("workinghours").then(|pos| {
             skip_rest((pos.file, pos.line)).map(move |()| Some(Statement::StrayWorkingHours(pos)))

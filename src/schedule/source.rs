@@ -29,7 +29,8 @@ pub(crate) const BUILTIN: char = '\u{E003}';
 const BUILTIN_MACROS: [&str; 4] = ["projectstart", "projectend", "now", "today"];
 const MAX_MACRO_DEPTH: usize = 64;
 const MAX_INCLUDE_DEPTH: usize = 32;
-const MAX_EXPANDED_CHARS: usize = 64 * 1024 * 1024;
+/// About 64 MiB of expanded text with its positions.
+const MAX_EXPANDED_CHARS: usize = 4 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
 struct Macro {
@@ -122,7 +123,7 @@ impl Preprocessor<'_> {
 
     fn push(&mut self, c: char, pos: Pos) -> Result<(), Diagnostic> {
         if self.out.chars.len() >= MAX_EXPANDED_CHARS {
-            return Err(self.error(pos, "the expanded schedule is larger than 64 MiB: check the macros for runaway expansion"));
+            return Err(self.error(pos, "the expanded schedule has more than 4 Mi characters: check the macros for runaway expansion"));
         }
         self.out.chars.push(c);
         self.out.positions.push(pos);
