@@ -123,13 +123,11 @@ fn misaligned_date() {
 }
 
 #[test]
-fn misaligned_working_hours() {
-    assert_error(
-        &format!("{HEADER}resource r \"R\" {{ workinghours mon 9:30 - 12:00 }}"),
-        2,
-        35,
-        "not aligned",
-    );
+fn misaligned_working_hours_accepted() {
+    let text = format!("{HEADER}resource r \"R\" {{ workinghours mon 9:30 - 12:00 }}");
+    let schedule = Schedule::parse(&text, &ParseOptions::named("ok.tjp")).unwrap();
+    let monday = &schedule.resource("r").unwrap().working_hours.days[0];
+    assert_eq!(monday[0].start, 9 * 3600 + 30 * 60);
 }
 
 #[test]

@@ -5,7 +5,7 @@ use chrono::{DateTime, Datelike, Duration, DurationRound, Utc, Weekday};
 use chrono_tz::Tz;
 
 use super::ast::*;
-use super::dates::{self, format_time};
+use super::dates;
 use super::source::{Expansion, Pos};
 use super::{
     Diagnostic, Interval, Leave, LeaveKind, Limit, LimitKind, Project, Resource, Schedule, Shift,
@@ -452,19 +452,9 @@ impl Builder<'_> {
                 (Err(message), _) => return self.error(range.start.pos, message),
                 (_, Err(message)) => return self.error(range.end.pos, message),
             };
-            for (seconds, pos) in [(start, range.start.pos), (end, range.end.pos)] {
-                if i64::from(seconds) % self.resolution != 0 {
-                    self.error(
-                        pos,
-                        format!(
-                            "time {} is not aligned to the timing resolution of {} min: use a time on a {} minute boundary",
-                            format_time(seconds),
-                            self.resolution / 60,
-                            self.resolution / 60
-                        ),
-                    );
-                }
-            }
+            // Unlike dates, working hours need not align to the timing resolution: TaskJuggler
+            // only rejects misaligned dates, and ScriptPlan derives its resolution from the
+            // times used.
             if start < end {
                 same_day.push(TimeRange { start, end });
             } else if start > end && self.scriptplan {

@@ -161,11 +161,6 @@ pub(crate) fn parse_time(text: &str) -> Result<u32, String> {
     Ok(hours * 3600 + minutes * 60)
 }
 
-/// Writes a time of day as `HH:MM`.
-pub(crate) fn format_time(seconds: u32) -> String {
-    format!("{:02}:{:02}", seconds / 3600, seconds % 3600 / 60)
-}
-
 fn format_number(value: f64) -> String {
     if value.fract() == 0.0 {
         format!("{}", value as i64)
