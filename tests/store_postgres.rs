@@ -81,10 +81,24 @@ fn pairs(expected: &[(&str, i64)]) -> Vec<(String, i64)> {
     expected.iter().map(|(kind, count)| (kind.to_string(), *count)).collect()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_tasks_admit_exactly_the_limit() {
+    admit_exactly_the_limit(64).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_unbatched_tasks_admit_exactly_the_limit() {
+    admit_exactly_the_limit(1).await;
+}
+
+/// Runs 64 tasks of 5 calls against limits of 100, sending up to `batch_size` calls per round trip.
+async fn admit_exactly_the_limit(batch_size: usize) {
     let database = TestDatabase::new().await;
-    let store = Arc::new(database.store_with(|config| config.pool_size(32)).await);
+    let store = Arc::new(
+        database
+            .store_with(|config| config.pool_size(32).max_batch_size(batch_size))
+            .await,
+    );
     let key = Arc::new(key("acme", "tools.email.send", "acme"));
     let capacity = Arc::new(capacity(Some(100), Some(100), Some(100)));
     let at = utc("2026-03-02T10:15:30Z");
@@ -115,8 +129,17 @@ async fn concurrent_tasks_admit_exactly_the_limit() {
 
 #[tokio::test]
 async fn rejected_call_changes_no_counter() {
+    rejection_changes_no_counter(64).await;
+}
+
+#[tokio::test]
+async fn unbatched_rejected_call_changes_no_counter() {
+    rejection_changes_no_counter(1).await;
+}
+
+async fn rejection_changes_no_counter(batch_size: usize) {
     let database = TestDatabase::new().await;
-    let store = database.store().await;
+    let store = database.store_with(|config| config.max_batch_size(batch_size)).await;
     let key = key("acme", "tools.http.request", "run-1");
     let capacity = capacity(Some(10), Some(5), Some(100));
     let at = utc("2026-03-02T10:15:30Z");
@@ -612,7 +635,7 @@ async fn concurrent_migrations_apply_once() {
 
     let mut applied: Vec<i32> = results.into_iter().flat_map(|result| result.unwrap()).collect();
     applied.sort();
-    assert_eq!(applied, vec![1, 2]);
+    assert_eq!(applied, vec![1, 2, 3]);
     assert_eq!(stores[0].migrate().await.unwrap(), Vec::<i32>::new());
     let client = database.client().await;
     let recorded: i64 = client
@@ -620,7 +643,7 @@ async fn concurrent_migrations_apply_once() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(recorded, 2);
+    assert_eq!(recorded, 3);
 }
 
 #[tokio::test]

@@ -27,6 +27,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0002_consume_tool_rate_tokens.sql",
         sql: include_str!("../../../migrations/0002_consume_tool_rate_tokens.sql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_consume_tool_rate_tokens_batch.sql",
+        sql: include_str!("../../../migrations/0003_consume_tool_rate_tokens_batch.sql"),
+    },
 ];
 
 /// The key of the session-level advisory lock that serialises concurrent migrations

@@ -20,15 +20,18 @@
 //! [`StoreError::Timeout`], one that refuses connections [`StoreError::Unavailable`]. A call that
 //! times out after its query was sent may still have been charged, as with any network timeout.
 
+mod batch;
 mod config;
 mod migrations;
 
 use std::future::Future;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc, Weekday};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime, TimeoutType};
 use futures_util::future::BoxFuture;
+use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
@@ -52,6 +55,10 @@ pub struct PostgresStore {
     call_timeout: Duration,
     statement_timeout: Duration,
     connect_timeout: Duration,
+    max_batch_size: usize,
+    max_batches_in_flight: usize,
+    /// The channel to the batch dispatcher, started by the first consume on its runtime.
+    batches: Arc<OnceLock<mpsc::UnboundedSender<batch::Pending>>>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -109,6 +116,9 @@ impl PostgresStore {
             call_timeout: config.call_timeout,
             statement_timeout: config.statement_timeout,
             connect_timeout: config.connect_timeout,
+            max_batch_size: config.max_batch_size,
+            max_batches_in_flight: config.max_batches_in_flight.min(config.pool_size),
+            batches: Arc::new(OnceLock::new()),
         })
     }
 
@@ -185,6 +195,10 @@ impl PostgresStore {
         let week_start = weekday_name(request.week_start);
         let timezone = request.timezone.name();
 
+        if consume && self.max_batch_size > 1 {
+            return self.consume_batched(&request, plan, cost, week_start, timezone).await;
+        }
+
         self.bounded(async {
             let client = self.client().await?;
             let statement = client
@@ -210,7 +224,54 @@ impl PostgresStore {
                 )
                 .await
                 .map_err(|error| self.query_error(error))?;
-            decision_from_rows(&rows, request.cost)
+            let windows = rows
+                .iter()
+                .map(|row| WindowRow::from_columns(row, 0))
+                .collect::<Result<Vec<_>, _>>()?;
+            decision_from_windows(windows, request.cost)
+        })
+        .await
+    }
+
+    async fn consume_batched(
+        &self,
+        request: &ConsumeRequest<'_>,
+        plan: WindowPlan,
+        cost: i64,
+        week_start: &'static str,
+        timezone: &'static str,
+    ) -> Result<Decision, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let pending = batch::Pending {
+            tenant: request.key.tenant.clone(),
+            tool: request.key.tool.clone(),
+            scope: request.key.scope.clone(),
+            cost,
+            kinds: plan.kind_names(),
+            limits: plan.limits,
+            starts: plan.starts,
+            ends: plan.ends,
+            timezone,
+            week_start,
+            reply,
+        };
+        let dispatcher = self.batches.get_or_init(|| {
+            batch::spawn_dispatcher(
+                self.pool.clone(),
+                self.max_batch_size,
+                self.max_batches_in_flight,
+                self.statement_timeout,
+            )
+        });
+        dispatcher
+            .send(pending)
+            .map_err(|_| StoreError::Unavailable("the batch dispatcher stopped with its tokio runtime".into()))?;
+
+        self.bounded(async {
+            let windows = answer
+                .await
+                .map_err(|_| StoreError::Unavailable("the batch dispatcher dropped a call".into()))??;
+            decision_from_windows(windows, request.cost)
         })
         .await
     }
@@ -278,24 +339,51 @@ impl WindowPlan {
     }
 }
 
-/// Builds the decision from the consume function's rows, one per window, shortest first.
-fn decision_from_rows(rows: &[tokio_postgres::Row], cost: u64) -> Result<Decision, StoreError> {
+/// One window of a consume function's result.
+#[derive(Debug, Clone, Copy)]
+struct WindowRow {
+    kind: WindowKind,
+    limit: u64,
+    /// The window's count after the decision.
+    count: u64,
+    reset_at: DateTime<Utc>,
+    admitted: bool,
+}
+
+impl WindowRow {
+    /// Reads the columns window type, limit, count, window end and admitted, from `first` on.
+    fn from_columns(row: &tokio_postgres::Row, first: usize) -> Result<Self, StoreError> {
+        let name: &str = row.try_get(first).map_err(database_error)?;
+        let kind: WindowKind = name
+            .parse()
+            .map_err(|error| StoreError::Unavailable(Box::new(error)))?;
+        let limit: i64 = row.try_get(first + 1).map_err(database_error)?;
+        let count: i64 = row.try_get(first + 2).map_err(database_error)?;
+        Ok(WindowRow {
+            kind,
+            limit: u64::try_from(limit).unwrap_or_default(),
+            count: u64::try_from(count).unwrap_or_default(),
+            reset_at: row.try_get(first + 3).map_err(database_error)?,
+            admitted: row.try_get(first + 4).map_err(database_error)?,
+        })
+    }
+}
+
+/// Builds the decision from the windows of one call, shortest first.
+fn decision_from_windows(rows: Vec<WindowRow>, cost: u64) -> Result<Decision, StoreError> {
     let mut windows = Vec::with_capacity(rows.len());
     let mut admitted = true;
     let mut refusing: Option<WindowUsage> = None;
 
-    for row in rows {
-        let name: &str = row.try_get(0).map_err(database_error)?;
-        let kind: WindowKind = name
-            .parse()
-            .map_err(|error| StoreError::Unavailable(Box::new(error)))?;
-        let limit: i64 = row.try_get(1).map_err(database_error)?;
-        let count: i64 = row.try_get(2).map_err(database_error)?;
-        let reset_at: DateTime<Utc> = row.try_get(3).map_err(database_error)?;
-        admitted &= row.try_get::<_, bool>(4).map_err(database_error)?;
-
-        let limit = u64::try_from(limit).unwrap_or_default();
-        let count = u64::try_from(count).unwrap_or_default();
+    for WindowRow {
+        kind,
+        limit,
+        count,
+        reset_at,
+        admitted: row_admitted,
+    } in rows
+    {
+        admitted &= row_admitted;
         let usage = WindowUsage {
             kind,
             limit,

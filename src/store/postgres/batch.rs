@@ -1,0 +1,182 @@
+//! Coalescing of concurrent consumes into one round trip.
+//!
+//! Consumes go to a dispatcher task through a channel. The dispatcher keeps at most
+//! `max_batches_in_flight` round trips running; while they run, new consumes queue, and the next
+//! round trip takes up to `max_batch_size` of them to `highway.consume_tool_rate_tokens_batch`,
+//! which decides them in order in one transaction. A lone consume goes out at once, alone.
+
+use std::slice;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+
+use tokio_postgres::error::SqlState;
+
+use super::{WindowRow, database_error};
+use crate::store::StoreError;
+
+const CONSUME_BATCH: &str = "SELECT call_index, window_type, window_limit, request_count, window_end, admitted \
+     FROM highway.consume_tool_rate_tokens_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+
+/// One consume waiting for its round trip, with everything the database needs, owned.
+pub(super) struct Pending {
+    pub(super) tenant: String,
+    pub(super) tool: String,
+    pub(super) scope: String,
+    pub(super) cost: i64,
+    pub(super) kinds: Vec<&'static str>,
+    pub(super) limits: Vec<i64>,
+    pub(super) starts: Option<Vec<DateTime<Utc>>>,
+    pub(super) ends: Option<Vec<DateTime<Utc>>>,
+    pub(super) timezone: &'static str,
+    pub(super) week_start: &'static str,
+    pub(super) reply: oneshot::Sender<Result<Vec<WindowRow>, StoreError>>,
+}
+
+/// Starts the dispatcher on the current tokio runtime and returns the channel to it. The
+/// dispatcher stops when every sender is dropped.
+pub(super) fn spawn_dispatcher(
+    pool: Pool,
+    max_batch_size: usize,
+    max_in_flight: usize,
+    statement_timeout: Duration,
+) -> mpsc::UnboundedSender<Pending> {
+    let (sender, receiver) = mpsc::unbounded_channel();
+    tokio::spawn(dispatch(pool, receiver, max_batch_size, max_in_flight, statement_timeout));
+    sender
+}
+
+async fn dispatch(
+    pool: Pool,
+    mut receiver: mpsc::UnboundedReceiver<Pending>,
+    max_batch_size: usize,
+    max_in_flight: usize,
+    statement_timeout: Duration,
+) {
+    let round_trips = Arc::new(Semaphore::new(max_in_flight));
+    loop {
+        let Ok(permit) = round_trips.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = receiver.recv().await else {
+            return;
+        };
+
+        let mut batch = vec![first];
+        while batch.len() < max_batch_size {
+            match receiver.try_recv() {
+                Ok(pending) => batch.push(pending),
+                Err(_) => break,
+            }
+        }
+        tracing::trace!(calls = batch.len(), "sending a batch of consumes");
+        tokio::spawn(run(pool.clone(), batch, permit, statement_timeout));
+    }
+}
+
+async fn run(pool: Pool, batch: Vec<Pending>, _permit: OwnedSemaphorePermit, statement_timeout: Duration) {
+    let error = match send(&pool, &batch, statement_timeout).await {
+        Ok(per_call) => {
+            for (pending, rows) in batch.into_iter().zip(per_call) {
+                let _ = pending.reply.send(Ok(rows));
+            }
+            return;
+        }
+        Err(error) => error,
+    };
+
+    let mut batch = batch;
+    if batch.len() == 1 {
+        if let Some(pending) = batch.pop() {
+            let _ = pending.reply.send(Err(error));
+        }
+        return;
+    }
+    // One bad call (an id the database rejects, say) fails the whole transaction: send each call
+    // on its own so that only the bad one gets the error.
+    tracing::debug!(calls = batch.len(), %error, "a batch of consumes failed; sending its calls one by one");
+    for pending in batch {
+        let result = send(&pool, slice::from_ref(&pending), statement_timeout)
+            .await
+            .map(|mut per_call| per_call.pop().unwrap_or_default());
+        let _ = pending.reply.send(result);
+    }
+}
+
+/// Sends one round trip and returns the rows of each call, in the batch's order.
+async fn send(pool: &Pool, batch: &[Pending], statement_timeout: Duration) -> Result<Vec<Vec<WindowRow>>, StoreError> {
+    let query_error = |error: tokio_postgres::Error| {
+        if error.code() == Some(&SqlState::QUERY_CANCELED) {
+            StoreError::Timeout(statement_timeout)
+        } else {
+            database_error(error)
+        }
+    };
+
+    let items: usize = batch.iter().map(|pending| pending.kinds.len()).sum();
+    let mut calls = Vec::with_capacity(items);
+    let mut tenants = Vec::with_capacity(items);
+    let mut tools = Vec::with_capacity(items);
+    let mut scopes = Vec::with_capacity(items);
+    let mut costs = Vec::with_capacity(items);
+    let mut kinds = Vec::with_capacity(items);
+    let mut limits = Vec::with_capacity(items);
+    let mut starts: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(items);
+    let mut ends: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(items);
+    let mut timezones = Vec::with_capacity(items);
+    let mut week_starts = Vec::with_capacity(items);
+
+    for (index, pending) in batch.iter().enumerate() {
+        let call = i32::try_from(index + 1).unwrap_or(i32::MAX);
+        for (window, kind) in pending.kinds.iter().enumerate() {
+            calls.push(call);
+            tenants.push(pending.tenant.as_str());
+            tools.push(pending.tool.as_str());
+            scopes.push(pending.scope.as_str());
+            costs.push(pending.cost);
+            kinds.push(*kind);
+            limits.push(pending.limits[window]);
+            starts.push(pending.starts.as_ref().map(|starts| starts[window]));
+            ends.push(pending.ends.as_ref().map(|ends| ends[window]));
+            timezones.push(pending.timezone);
+            week_starts.push(pending.week_start);
+        }
+    }
+
+    let client = pool.get().await.map_err(|error| StoreError::Unavailable(Box::new(error)))?;
+    let statement = client.prepare_cached(CONSUME_BATCH).await.map_err(query_error)?;
+    let rows = client
+        .query(
+            &statement,
+            &[
+                &calls,
+                &tenants,
+                &tools,
+                &scopes,
+                &costs,
+                &kinds,
+                &limits,
+                &starts,
+                &ends,
+                &timezones,
+                &week_starts,
+            ],
+        )
+        .await
+        .map_err(query_error)?;
+
+    let mut per_call: Vec<Vec<WindowRow>> = batch.iter().map(|pending| Vec::with_capacity(pending.kinds.len())).collect();
+    for row in &rows {
+        let call: i32 = row.try_get(0).map_err(database_error)?;
+        let window = WindowRow::from_columns(row, 1)?;
+        let slot = usize::try_from(call - 1)
+            .ok()
+            .and_then(|index| per_call.get_mut(index))
+            .ok_or_else(|| StoreError::Unavailable(format!("the database returned an unknown call {call}").into()))?;
+        slot.push(window);
+    }
+    Ok(per_call)
+}
