@@ -2,8 +2,10 @@
 //!
 //! Each case runs N concurrent clients (tokio tasks, each with a pooled connection) that consume
 //! one token in the minute, hour and day windows as fast as they can, for a fixed time, against
-//! one hot key or keys spread over 10,000 scope keys. `highway` is this crate's store: one round
-//! trip per call. `original` calls the original design's `consume_tool_rate_token` once per window:
+//! one hot key or keys spread over 10,000 scope keys. `highway` is this crate's store with its
+//! default settings, which send concurrent calls of a process together, one round trip and one
+//! transaction per batch; `highway unbatched` sends every call on its own (`max_batch_size(1)`):
+//! one round trip per call. `original` calls the original design's `consume_tool_rate_token` once per window:
 //! three round trips and three transactions per call.
 //!
 //! ```text
@@ -30,7 +32,9 @@ const CONCURRENCY: [usize; 4] = [1, 4, 16, 64];
 const SPREAD_KEYS: u64 = 10_000;
 /// High enough that no call is rejected during a run, so both sides do the same work.
 const LIMIT: u64 = 1_000_000_000;
-const WARM_UP: Duration = Duration::from_millis(500);
+const WARM_UP: Duration = Duration::from_millis(300);
+/// Turns each contender takes per case.
+const ROUNDS: usize = 3;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Keys {
@@ -114,8 +118,9 @@ impl Contender {
     }
 }
 
-/// Runs `clients` tasks against `contender` for `seconds` after a warm-up; returns calls per second.
-async fn measure(contender: &Contender, keys: Keys, clients: usize, seconds: f64) -> f64 {
+/// Runs `clients` tasks against `contender` for `seconds` after a warm-up; returns the calls
+/// counted and the seconds measured.
+async fn measure(contender: &Contender, keys: Keys, clients: usize, seconds: f64) -> (u64, f64) {
     let stop = Arc::new(AtomicBool::new(false));
     let counting = Arc::new(AtomicBool::new(false));
     let calls = Arc::new(AtomicU64::new(0));
@@ -146,7 +151,7 @@ async fn measure(contender: &Contender, keys: Keys, clients: usize, seconds: f64
     for task in tasks {
         task.await.expect("client task completes");
     }
-    calls.load(Ordering::Relaxed) as f64 / elapsed
+    (calls.load(Ordering::Relaxed), elapsed)
 }
 
 fn seed_pool(url: &str, size: usize) -> Pool {
@@ -227,27 +232,45 @@ async fn main() {
         .expect("the original function is created");
 
     println!("PostgreSQL {version}, {seconds} s per case, minute + hour + day limits, one token per call\n");
-    println!("| keys | clients | highway calls/s | original calls/s | ratio |");
-    println!("|---|---:|---:|---:|---:|");
+    println!("| keys | clients | highway calls/s | highway unbatched calls/s | original calls/s | ratio | unbatched ratio |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for keys in [Keys::Hot, Keys::Spread] {
         for clients in CONCURRENCY {
-            // Each side gets a pool of its own, closed after its run, so that the server's
-            // connection limit holds for both.
-            truncate(&client).await;
-            let store = PostgresStore::new(PostgresConfig::new(url.clone()).pool_size(clients))
-                .expect("valid connection string");
-            let ours = measure(&Contender::Highway(store.clone()), keys, clients, seconds).await;
-            store.pool().close();
-
-            truncate(&client).await;
-            let pool = seed_pool(&url, clients);
-            let theirs = measure(&Contender::Original(pool.clone()), keys, clients, seconds).await;
-            pool.close();
-
+            // The contenders take turns in short rounds, so that a change in the machine's load
+            // during the run hits all of them alike. Each gets a pool of its own, closed after
+            // its round, so that the server's connection limit holds.
+            let mut totals = [(0_u64, 0_f64); 3];
+            for _ in 0..ROUNDS {
+                for (contender, total) in totals.iter_mut().enumerate() {
+                    truncate(&client).await;
+                    let (calls, elapsed) = match contender {
+                        0 | 1 => {
+                            let batch_size = if contender == 0 { PostgresConfig::DEFAULT_MAX_BATCH_SIZE } else { 1 };
+                            let store = PostgresStore::new(
+                                PostgresConfig::new(url.clone()).pool_size(clients).max_batch_size(batch_size),
+                            )
+                            .expect("valid connection string");
+                            let measured = measure(&Contender::Highway(store.clone()), keys, clients, seconds / ROUNDS as f64).await;
+                            store.pool().close();
+                            measured
+                        }
+                        _ => {
+                            let pool = seed_pool(&url, clients);
+                            let measured = measure(&Contender::Original(pool.clone()), keys, clients, seconds / ROUNDS as f64).await;
+                            pool.close();
+                            measured
+                        }
+                    };
+                    total.0 += calls;
+                    total.1 += elapsed;
+                }
+            }
+            let [ours, unbatched, theirs] = totals.map(|(calls, elapsed)| calls as f64 / elapsed);
             println!(
-                "| {} | {clients} | {ours:.0} | {theirs:.0} | {:.2}× |",
+                "| {} | {clients} | {ours:.0} | {unbatched:.0} | {theirs:.0} | {:.2}× | {:.2}× |",
                 keys.name(),
-                ours / theirs
+                ours / theirs,
+                unbatched / theirs
             );
         }
     }

@@ -15,7 +15,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use tokio_postgres::error::SqlState;
 
-use super::{WindowRow, database_error};
+use super::{CONSUME, WindowRow, database_error};
 use crate::store::StoreError;
 
 const CONSUME_BATCH: &str = "SELECT call_index, window_type, window_limit, request_count, window_end, admitted \
@@ -115,6 +115,37 @@ async fn send(pool: &Pool, batch: &[Pending], statement_timeout: Duration) -> Re
             database_error(error)
         }
     };
+
+    // A lone call takes the lighter function, which also rejects a full window without a lock.
+    if let [pending] = batch {
+        let client = pool.get().await.map_err(|error| StoreError::Unavailable(Box::new(error)))?;
+        let statement = client.prepare_cached(CONSUME).await.map_err(query_error)?;
+        let consume = true;
+        let rows = client
+            .query(
+                &statement,
+                &[
+                    &pending.tenant,
+                    &pending.tool,
+                    &pending.scope,
+                    &pending.cost,
+                    &pending.kinds,
+                    &pending.limits,
+                    &pending.starts,
+                    &pending.ends,
+                    &pending.timezone,
+                    &pending.week_start,
+                    &consume,
+                ],
+            )
+            .await
+            .map_err(query_error)?;
+        let windows = rows
+            .iter()
+            .map(|row| WindowRow::from_columns(row, 0))
+            .collect::<Result<Vec<_>, _>>()?;
+        return Ok(vec![windows]);
+    }
 
     let items: usize = batch.iter().map(|pending| pending.kinds.len()).sum();
     let mut calls = Vec::with_capacity(items);
