@@ -94,7 +94,11 @@ impl Contender {
                     week_start: Weekday::Mon,
                     at: None,
                 };
-                store.consume(request).await.expect("consume succeeds").is_admitted()
+                store
+                    .consume(request)
+                    .await
+                    .expect("consume succeeds")
+                    .is_admitted()
             }
             Contender::Original(pool) => {
                 let client = pool.get().await.expect("pooled connection");
@@ -127,9 +131,15 @@ async fn measure(contender: &Contender, keys: Keys, clients: usize, seconds: f64
 
     let tasks: Vec<_> = (0..clients)
         .map(|client| {
-            let (contender, stop, counting, calls) = (contender.clone(), stop.clone(), counting.clone(), calls.clone());
+            let (contender, stop, counting, calls) = (
+                contender.clone(),
+                stop.clone(),
+                counting.clone(),
+                calls.clone(),
+            );
             tokio::spawn(async move {
-                let mut state = 0x9E37_79B9_7F4A_7C15_u64 ^ (client as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                let mut state = 0x9E37_79B9_7F4A_7C15_u64
+                    ^ (client as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9);
                 while !stop.load(Ordering::Relaxed) {
                     let admitted = contender.call(keys.pick(&mut state)).await;
                     assert!(admitted, "no call is rejected below a limit of {LIMIT}");
@@ -175,7 +185,9 @@ fn seed_pool(url: &str, size: usize) -> Pool {
 async fn admin_client(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, NoTls)
         .await
-        .unwrap_or_else(|error| panic!("could not connect to {url}: {error}; set DATABASE_URL to a PostgreSQL server"));
+        .unwrap_or_else(|error| {
+            panic!("could not connect to {url}: {error}; set DATABASE_URL to a PostgreSQL server")
+        });
     tokio::spawn(connection);
     client
 }
@@ -183,7 +195,10 @@ async fn admin_client(url: &str) -> tokio_postgres::Client {
 fn with_database(url: &str, database: &str) -> String {
     match url.rfind('/') {
         Some(slash) if url.contains("://") && slash > url.find("://").unwrap_or(0) + 2 => {
-            let query = url[slash..].find('?').map(|index| &url[slash + index..]).unwrap_or("");
+            let query = url[slash..]
+                .find('?')
+                .map(|index| &url[slash + index..])
+                .unwrap_or("");
             format!("{}/{database}{query}", &url[..slash])
         }
         _ if url.contains("://") => format!("{url}/{database}"),
@@ -193,7 +208,9 @@ fn with_database(url: &str, database: &str) -> String {
 
 async fn truncate(client: &tokio_postgres::Client) {
     client
-        .batch_execute("TRUNCATE highway.tool_rate_limit_usage, seed.tool_rate_limit_usage; CHECKPOINT")
+        .batch_execute(
+            "TRUNCATE highway.tool_rate_limit_usage, seed.tool_rate_limit_usage; CHECKPOINT",
+        )
         .await
         .expect("tables truncate");
 }
@@ -204,8 +221,8 @@ async fn main() {
     if !std::env::args().any(|argument| argument == "--bench") {
         return;
     }
-    let admin_url =
-        std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let admin_url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
     let seconds: f64 = std::env::var("BENCH_SECONDS")
         .ok()
         .and_then(|value| value.parse().ok())
@@ -219,7 +236,11 @@ async fn main() {
         .expect("CREATE DATABASE succeeds");
     let url = with_database(&admin_url, &database);
     let client = admin_client(&url).await;
-    let version: String = client.query_one("SHOW server_version", &[]).await.unwrap().get(0);
+    let version: String = client
+        .query_one("SHOW server_version", &[])
+        .await
+        .unwrap()
+        .get(0);
 
     PostgresStore::new(PostgresConfig::new(url.clone()))
         .expect("valid connection string")
@@ -231,8 +252,12 @@ async fn main() {
         .await
         .expect("the original function is created");
 
-    println!("PostgreSQL {version}, {seconds} s per case, minute + hour + day limits, one token per call\n");
-    println!("| keys | clients | highway calls/s | highway unbatched calls/s | original calls/s | ratio | unbatched ratio |");
+    println!(
+        "PostgreSQL {version}, {seconds} s per case, minute + hour + day limits, one token per call\n"
+    );
+    println!(
+        "| keys | clients | highway calls/s | highway unbatched calls/s | original calls/s | ratio | unbatched ratio |"
+    );
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for keys in [Keys::Hot, Keys::Spread] {
         for clients in CONCURRENCY {
@@ -245,18 +270,36 @@ async fn main() {
                     truncate(&client).await;
                     let (calls, elapsed) = match contender {
                         0 | 1 => {
-                            let batch_size = if contender == 0 { PostgresConfig::DEFAULT_MAX_BATCH_SIZE } else { 1 };
+                            let batch_size = if contender == 0 {
+                                PostgresConfig::DEFAULT_MAX_BATCH_SIZE
+                            } else {
+                                1
+                            };
                             let store = PostgresStore::new(
-                                PostgresConfig::new(url.clone()).pool_size(clients).max_batch_size(batch_size),
+                                PostgresConfig::new(url.clone())
+                                    .pool_size(clients)
+                                    .max_batch_size(batch_size),
                             )
                             .expect("valid connection string");
-                            let measured = measure(&Contender::Highway(store.clone()), keys, clients, seconds / ROUNDS as f64).await;
+                            let measured = measure(
+                                &Contender::Highway(store.clone()),
+                                keys,
+                                clients,
+                                seconds / ROUNDS as f64,
+                            )
+                            .await;
                             store.pool().close();
                             measured
                         }
                         _ => {
                             let pool = seed_pool(&url, clients);
-                            let measured = measure(&Contender::Original(pool.clone()), keys, clients, seconds / ROUNDS as f64).await;
+                            let measured = measure(
+                                &Contender::Original(pool.clone()),
+                                keys,
+                                clients,
+                                seconds / ROUNDS as f64,
+                            )
+                            .await;
                             pool.close();
                             measured
                         }

@@ -45,7 +45,13 @@ pub(super) fn spawn_dispatcher(
     statement_timeout: Duration,
 ) -> mpsc::UnboundedSender<Pending> {
     let (sender, receiver) = mpsc::unbounded_channel();
-    tokio::spawn(dispatch(pool, receiver, max_batch_size, max_in_flight, statement_timeout));
+    tokio::spawn(dispatch(
+        pool,
+        receiver,
+        max_batch_size,
+        max_in_flight,
+        statement_timeout,
+    ));
     sender
 }
 
@@ -77,7 +83,12 @@ async fn dispatch(
     }
 }
 
-async fn run(pool: Pool, batch: Vec<Pending>, _permit: OwnedSemaphorePermit, statement_timeout: Duration) {
+async fn run(
+    pool: Pool,
+    batch: Vec<Pending>,
+    _permit: OwnedSemaphorePermit,
+    statement_timeout: Duration,
+) {
     let error = match send(&pool, &batch, statement_timeout).await {
         Ok(per_call) => {
             for (pending, rows) in batch.into_iter().zip(per_call) {
@@ -107,7 +118,11 @@ async fn run(pool: Pool, batch: Vec<Pending>, _permit: OwnedSemaphorePermit, sta
 }
 
 /// Sends one round trip and returns the rows of each call, in the batch's order.
-async fn send(pool: &Pool, batch: &[Pending], statement_timeout: Duration) -> Result<Vec<Vec<WindowRow>>, StoreError> {
+async fn send(
+    pool: &Pool,
+    batch: &[Pending],
+    statement_timeout: Duration,
+) -> Result<Vec<Vec<WindowRow>>, StoreError> {
     let query_error = |error: tokio_postgres::Error| {
         if error.code() == Some(&SqlState::QUERY_CANCELED) {
             StoreError::Timeout(statement_timeout)
@@ -118,7 +133,10 @@ async fn send(pool: &Pool, batch: &[Pending], statement_timeout: Duration) -> Re
 
     // A lone call takes the lighter function, which also rejects a full window without a lock.
     if let [pending] = batch {
-        let client = pool.get().await.map_err(|error| StoreError::Unavailable(Box::new(error)))?;
+        let client = pool
+            .get()
+            .await
+            .map_err(|error| StoreError::Unavailable(Box::new(error)))?;
         let statement = client.prepare_cached(CONSUME).await.map_err(query_error)?;
         let consume = true;
         let rows = client
@@ -177,8 +195,14 @@ async fn send(pool: &Pool, batch: &[Pending], statement_timeout: Duration) -> Re
         }
     }
 
-    let client = pool.get().await.map_err(|error| StoreError::Unavailable(Box::new(error)))?;
-    let statement = client.prepare_cached(CONSUME_BATCH).await.map_err(query_error)?;
+    let client = pool
+        .get()
+        .await
+        .map_err(|error| StoreError::Unavailable(Box::new(error)))?;
+    let statement = client
+        .prepare_cached(CONSUME_BATCH)
+        .await
+        .map_err(query_error)?;
     let rows = client
         .query(
             &statement,
@@ -199,14 +223,21 @@ async fn send(pool: &Pool, batch: &[Pending], statement_timeout: Duration) -> Re
         .await
         .map_err(query_error)?;
 
-    let mut per_call: Vec<Vec<WindowRow>> = batch.iter().map(|pending| Vec::with_capacity(pending.kinds.len())).collect();
+    let mut per_call: Vec<Vec<WindowRow>> = batch
+        .iter()
+        .map(|pending| Vec::with_capacity(pending.kinds.len()))
+        .collect();
     for row in &rows {
         let call: i32 = row.try_get(0).map_err(database_error)?;
         let window = WindowRow::from_columns(row, 1)?;
         let slot = usize::try_from(call - 1)
             .ok()
             .and_then(|index| per_call.get_mut(index))
-            .ok_or_else(|| StoreError::Unavailable(format!("the database returned an unknown call {call}").into()))?;
+            .ok_or_else(|| {
+                StoreError::Unavailable(
+                    format!("the database returned an unknown call {call}").into(),
+                )
+            })?;
         slot.push(window);
     }
     Ok(per_call)

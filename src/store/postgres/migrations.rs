@@ -82,7 +82,11 @@ async fn apply_locked(client: &mut Object) -> Result<Vec<i32>, StoreError> {
 
     let mut applied = Vec::new();
     for migration in MIGRATIONS.iter().filter(|m| !done.contains(&m.version)) {
-        tracing::info!(version = migration.version, name = migration.name, "applying migration");
+        tracing::info!(
+            version = migration.version,
+            name = migration.name,
+            "applying migration"
+        );
 
         let transaction = client.transaction().await.map_err(super::database_error)?;
         transaction

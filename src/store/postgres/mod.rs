@@ -29,7 +29,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc, Weekday};
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime, TimeoutType};
+use deadpool_postgres::{
+    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime, TimeoutType,
+};
 use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::NoTls;
@@ -85,7 +87,10 @@ impl PostgresStore {
         })?;
 
         let mut options = pg.get_options().map(str::to_owned).unwrap_or_default();
-        options.push_str(&format!(" -c statement_timeout={}", config.statement_timeout.as_millis()));
+        options.push_str(&format!(
+            " -c statement_timeout={}",
+            config.statement_timeout.as_millis()
+        ));
         if !config.synchronous_commit {
             options.push_str(" -c synchronous_commit=off");
         }
@@ -159,7 +164,10 @@ impl PostgresStore {
     }
 
     async fn client(&self) -> Result<Object, StoreError> {
-        self.pool.get().await.map_err(|error| self.pool_error(error))
+        self.pool
+            .get()
+            .await
+            .map_err(|error| self.pool_error(error))
     }
 
     fn pool_error(&self, error: PoolError) -> StoreError {
@@ -171,7 +179,10 @@ impl PostgresStore {
         }
     }
 
-    async fn bounded<T>(&self, call: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+    async fn bounded<T>(
+        &self,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
         match tokio::time::timeout(self.call_timeout, call).await {
             Ok(result) => result,
             Err(_) => Err(StoreError::Timeout(self.call_timeout)),
@@ -185,10 +196,16 @@ impl PostgresStore {
         database_error(error)
     }
 
-    async fn decide(&self, request: ConsumeRequest<'_>, consume: bool) -> Result<Decision, StoreError> {
+    async fn decide(
+        &self,
+        request: ConsumeRequest<'_>,
+        consume: bool,
+    ) -> Result<Decision, StoreError> {
         let plan = WindowPlan::new(&request)?;
         if plan.kinds.is_empty() {
-            return Ok(Decision::Admitted { windows: Vec::new() });
+            return Ok(Decision::Admitted {
+                windows: Vec::new(),
+            });
         }
 
         let cost = i64::try_from(request.cost).unwrap_or(i64::MAX);
@@ -196,7 +213,9 @@ impl PostgresStore {
         let timezone = request.timezone.name();
 
         if consume && self.max_batch_size > 1 {
-            return self.consume_batched(&request, plan, cost, week_start, timezone).await;
+            return self
+                .consume_batched(&request, plan, cost, week_start, timezone)
+                .await;
         }
 
         self.bounded(async {
@@ -263,14 +282,14 @@ impl PostgresStore {
                 self.statement_timeout,
             )
         });
-        dispatcher
-            .send(pending)
-            .map_err(|_| StoreError::Unavailable("the batch dispatcher stopped with its tokio runtime".into()))?;
+        dispatcher.send(pending).map_err(|_| {
+            StoreError::Unavailable("the batch dispatcher stopped with its tokio runtime".into())
+        })?;
 
         self.bounded(async {
-            let windows = answer
-                .await
-                .map_err(|_| StoreError::Unavailable("the batch dispatcher dropped a call".into()))??;
+            let windows = answer.await.map_err(|_| {
+                StoreError::Unavailable("the batch dispatcher dropped a call".into())
+            })??;
             decision_from_windows(windows, request.cost)
         })
         .await
@@ -278,11 +297,17 @@ impl PostgresStore {
 }
 
 impl TokenStore for PostgresStore {
-    fn consume<'a>(&'a self, request: ConsumeRequest<'a>) -> BoxFuture<'a, Result<Decision, StoreError>> {
+    fn consume<'a>(
+        &'a self,
+        request: ConsumeRequest<'a>,
+    ) -> BoxFuture<'a, Result<Decision, StoreError>> {
         Box::pin(self.decide(request, true))
     }
 
-    fn peek<'a>(&'a self, request: ConsumeRequest<'a>) -> BoxFuture<'a, Result<Decision, StoreError>> {
+    fn peek<'a>(
+        &'a self,
+        request: ConsumeRequest<'a>,
+    ) -> BoxFuture<'a, Result<Decision, StoreError>> {
         Box::pin(self.decide(request, false))
     }
 }
@@ -325,7 +350,9 @@ impl WindowPlan {
 
             plan.kinds.push(kind);
             plan.limits.push(i64::try_from(limit).unwrap_or(i64::MAX));
-            if let (Some(at), Some(starts), Some(ends)) = (request.at, &mut plan.starts, &mut plan.ends) {
+            if let (Some(at), Some(starts), Some(ends)) =
+                (request.at, &mut plan.starts, &mut plan.ends)
+            {
                 let window = kind.window_at(at, request.timezone, request.week_start);
                 starts.push(window.start);
                 ends.push(window.end);
@@ -391,7 +418,9 @@ fn decision_from_windows(rows: Vec<WindowRow>, cost: u64) -> Result<Decision, St
             reset_at,
         };
         // Among the windows without room, the one that resets last decides when to retry.
-        if count.saturating_add(cost) > limit && refusing.is_none_or(|r| usage.reset_at >= r.reset_at) {
+        if count.saturating_add(cost) > limit
+            && refusing.is_none_or(|r| usage.reset_at >= r.reset_at)
+        {
             refusing = Some(usage);
         }
         windows.push(usage);
@@ -401,7 +430,9 @@ fn decision_from_windows(rows: Vec<WindowRow>, cost: u64) -> Result<Decision, St
         return Ok(Decision::Admitted { windows });
     }
     let refusing = refusing.ok_or_else(|| {
-        StoreError::Unavailable("the database rejected a call although every window had room".into())
+        StoreError::Unavailable(
+            "the database rejected a call although every window had room".into(),
+        )
     })?;
     Ok(Decision::Rejected {
         window: refusing.kind,
@@ -427,10 +458,14 @@ fn weekday_name(day: Weekday) -> &'static str {
 fn database_error(error: tokio_postgres::Error) -> StoreError {
     match error.as_db_error() {
         Some(db) => StoreError::Unavailable(
-            format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code()).into(),
+            format!(
+                "{}: {} (SQLSTATE {})",
+                db.severity(),
+                db.message(),
+                db.code().code()
+            )
+            .into(),
         ),
         None => StoreError::Unavailable(Box::new(error)),
     }
 }
-
-
