@@ -1,8 +1,8 @@
 //! Throughput of the PostgreSQL token store beside the original design's function.
 //!
-//! Each case runs N concurrent clients (tokio tasks, each with a pooled connection) that consume
-//! one token in the minute, hour and day windows as fast as they can, for a fixed time, against
-//! one hot key or keys spread over 10,000 scope keys. `highway` is this crate's store with its
+//! Each case runs N concurrent clients (tokio tasks, each with a pooled connection) for a fixed
+//! time. Every client consumes one token in the minute, hour and day windows as fast as it can,
+//! against one hot key or against keys spread over 10,000 scope keys. `highway` is this crate's store with its
 //! default settings, which send concurrent calls of a process together, one round trip and one
 //! transaction per batch; `highway unbatched` sends every call on its own (`max_batch_size(1)`):
 //! one round trip per call. `original` calls the original design's `consume_tool_rate_token` once per window:

@@ -747,7 +747,7 @@ async fn statement_timeout_cancels_a_blocked_call() {
 
 #[tokio::test]
 async fn silent_server_times_out() {
-    // A server that accepts connections and never answers.
+    // A server that accepts connections and never replies.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let accepting = tokio::spawn(async move {

@@ -104,7 +104,7 @@ async fn processes_admit_exactly_the_limit() {
     );
 }
 
-/// The workload of one worker process; does nothing unless started by the test above.
+/// Runs the workload of one worker process, and nothing unless the test above started it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "runs in the worker processes of processes_admit_exactly_the_limit"]
 async fn worker_process() {

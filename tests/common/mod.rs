@@ -1,9 +1,9 @@
 //! The shared PostgreSQL harness of the integration tests: a fresh database per test.
 //!
 //! Use it from any `tests/*.rs` with `mod common;`. [`TestDatabase::new`] creates a database with a
-//! unique name on the server named by `DATABASE_URL` or, when that is unset, on a throwaway server
-//! started once per test process from the local PostgreSQL binaries (`initdb`, `pg_ctl`) and stopped
-//! when the process exits.
+//! unique name on the server named by `DATABASE_URL`. When that is unset, it uses a throwaway server
+//! started once per test process from the local PostgreSQL binaries (`initdb`, `pg_ctl`), which
+//! stops when the process exits.
 #![allow(dead_code)]
 
 mod server;
@@ -31,7 +31,7 @@ impl TestDatabase {
     /// # Panics
     ///
     /// When no server can be had: `DATABASE_URL` is unset and the PostgreSQL server binaries are
-    /// missing, or the server rejects `CREATE DATABASE`. The message says what to install or set.
+    /// missing, or the server rejects `CREATE DATABASE`. The message names what to install or set.
     pub async fn new() -> TestDatabase {
         let admin_url = server_url().unwrap_or_else(|message| panic!("{message}"));
         Self::on_server(admin_url).await
@@ -65,12 +65,12 @@ impl TestDatabase {
         }
     }
 
-    /// The connection string of this database.
+    /// Returns the connection string of this database.
     pub fn url(&self) -> &str {
         &self.url
     }
 
-    /// The database name.
+    /// Returns the database name.
     pub fn name(&self) -> &str {
         &self.name
     }

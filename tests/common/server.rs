@@ -27,8 +27,8 @@ impl ThrowawayServer {
     ///
     /// # Errors
     ///
-    /// When the binaries are missing or the server does not start; the message says what to
-    /// install or which log to read.
+    /// When the binaries are missing or the server does not start. The message names what to
+    /// install or contains the server log.
     pub fn start() -> Result<ThrowawayServer, String> {
         let bin = find_binaries().ok_or_else(|| INSTALL_HINT.to_owned())?;
         // initdb and postgres refuse to run as root: run them as the `postgres` system user.
@@ -135,12 +135,12 @@ impl ThrowawayServer {
         Ok(server)
     }
 
-    /// The connection string of the `postgres` database as the `postgres` role.
+    /// Returns the connection string of the `postgres` database as the `postgres` role.
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
-    /// The TCP port the server listens on.
+    /// Returns the TCP port the server listens on.
     pub fn port(&self) -> u16 {
         self.port
     }

@@ -1,7 +1,7 @@
 //! Coalescing of concurrent consumes into one round trip.
 //!
 //! Consumes go to a dispatcher task through a channel. The dispatcher keeps at most
-//! `max_batches_in_flight` round trips running; while they run, new consumes queue, and the next
+//! `max_batches_in_flight` round trips running, and new consumes queue while they run. The next
 //! round trip takes up to `max_batch_size` of them to `highway.consume_tool_rate_tokens_batch`,
 //! which decides them in order in one transaction. A lone consume goes out at once, alone.
 

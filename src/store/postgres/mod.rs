@@ -16,7 +16,7 @@
 //! # }
 //! ```
 //!
-//! Every call is bounded by the call timeout: a database that does not answer yields
+//! Every call is bounded by the call timeout: a database that does not reply yields
 //! [`StoreError::Timeout`], one that refuses connections [`StoreError::Unavailable`]. A call that
 //! times out after its query was sent may still have been charged, as with any network timeout.
 
@@ -283,7 +283,7 @@ impl PostgresStore {
             )
         });
         dispatcher.send(pending).map_err(|_| {
-            StoreError::Unavailable("the batch dispatcher stopped with its tokio runtime".into())
+            StoreError::Unavailable("the batch dispatcher stopped with the tokio runtime of the first consume: use a PostgresStore on one runtime".into())
         })?;
 
         self.bounded(async {
