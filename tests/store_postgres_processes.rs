@@ -18,6 +18,8 @@ use common::TestDatabase;
 
 /// The database a worker process charges; set only in worker processes.
 const WORKER_URL: &str = "HIGHWAY_STORE_WORKER_URL";
+/// The `max_batch_size` of a worker process.
+const WORKER_BATCH_SIZE: &str = "HIGHWAY_STORE_WORKER_BATCH_SIZE";
 const PROCESSES: usize = 4;
 const TASKS_PER_PROCESS: usize = 16;
 const CALLS_PER_TASK: usize = 8;
