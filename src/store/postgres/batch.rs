@@ -1,17 +1,21 @@
 //! Coalescing of concurrent consumes into one round trip.
 //!
-//! Consumes go to a dispatcher task through a channel. The dispatcher keeps at most
-//! `max_batches_in_flight` round trips running, and new consumes queue while they run. The next
-//! round trip takes up to `max_batch_size` of them to `highway.consume_tool_rate_tokens_batch`,
-//! which decides them in order in one transaction. A lone consume goes out at once, alone.
+//! Consumes go to a dispatcher task through a channel. A consume whose scope key has no round trip
+//! running goes out at once, with whatever other consumes are ready, as long as fewer than
+//! `max_batches_in_flight` round trips run. A consume whose key already has a round trip running
+//! waits for it, because that round trip holds the key's row locks until its commit. When it
+//! returns, every consume that waited for the key goes out in the next round trip, up to
+//! `max_batch_size` per round trip, to `highway.consume_tool_rate_tokens_batch`, which decides them
+//! in order in one transaction. So calls spread over many keys run concurrently, and calls for one
+//! hot key share one commit.
 
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::slice;
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use tokio_postgres::error::SqlState;
 
@@ -55,6 +59,15 @@ pub(super) fn spawn_dispatcher(
     sender
 }
 
+/// The identity of a scope key: tenant, tool and scope.
+type KeyId = (String, String, String);
+
+impl Pending {
+    fn key_id(&self) -> KeyId {
+        (self.tenant.clone(), self.tool.clone(), self.scope.clone())
+    }
+}
+
 async fn dispatch(
     pool: Pool,
     mut receiver: mpsc::UnboundedReceiver<Pending>,
@@ -62,34 +75,90 @@ async fn dispatch(
     max_in_flight: usize,
     statement_timeout: Duration,
 ) {
-    let round_trips = Arc::new(Semaphore::new(max_in_flight));
-    loop {
-        let Ok(permit) = round_trips.clone().acquire_owned().await else {
-            return;
-        };
-        let Some(first) = receiver.recv().await else {
-            return;
-        };
+    let (done_sender, mut done) = mpsc::unbounded_channel::<Vec<KeyId>>();
+    // Consumes free to go, consumes waiting for their key's round trip, and the keys in flight.
+    let mut ready: VecDeque<Pending> = VecDeque::new();
+    let mut waiting: HashMap<KeyId, Vec<Pending>> = HashMap::new();
+    let mut in_flight: HashSet<KeyId> = HashSet::new();
+    let mut running = 0;
 
-        let mut batch = vec![first];
-        while batch.len() < max_batch_size {
-            match receiver.try_recv() {
-                Ok(pending) => batch.push(pending),
-                Err(_) => break,
+    loop {
+        while running < max_in_flight && !ready.is_empty() {
+            let mut batch = Vec::new();
+            let mut keys = HashSet::new();
+            while batch.len() < max_batch_size {
+                let Some(pending) = ready.pop_front() else {
+                    break;
+                };
+                let key = pending.key_id();
+                if in_flight.contains(&key) {
+                    waiting.entry(key).or_default().push(pending);
+                } else {
+                    keys.insert(key);
+                    batch.push(pending);
+                }
+            }
+            if batch.is_empty() {
+                continue;
+            }
+
+            let keys: Vec<KeyId> = keys.into_iter().collect();
+            in_flight.extend(keys.iter().cloned());
+            running += 1;
+            tracing::trace!(
+                calls = batch.len(),
+                keys = keys.len(),
+                "sending a batch of consumes"
+            );
+            let (pool, done_sender) = (pool.clone(), done_sender.clone());
+            tokio::spawn(async move {
+                run(&pool, batch, statement_timeout).await;
+                let _ = done_sender.send(keys);
+            });
+        }
+
+        tokio::select! {
+            received = receiver.recv() => {
+                let Some(pending) = received else {
+                    // Every store handle is gone, so no caller waits any more.
+                    return;
+                };
+                accept(pending, &in_flight, &mut waiting, &mut ready);
+                while let Ok(pending) = receiver.try_recv() {
+                    accept(pending, &in_flight, &mut waiting, &mut ready);
+                }
+            }
+            Some(keys) = done.recv() => {
+                running -= 1;
+                for key in keys {
+                    in_flight.remove(&key);
+                    if let Some(calls) = waiting.remove(&key) {
+                        ready.extend(calls);
+                    }
+                }
             }
         }
-        tracing::trace!(calls = batch.len(), "sending a batch of consumes");
-        tokio::spawn(run(pool.clone(), batch, permit, statement_timeout));
     }
 }
 
-async fn run(
-    pool: Pool,
-    batch: Vec<Pending>,
-    _permit: OwnedSemaphorePermit,
-    statement_timeout: Duration,
+/// Queues a new consume: ready, unless its key has a round trip running or consumes waiting.
+fn accept(
+    pending: Pending,
+    in_flight: &HashSet<KeyId>,
+    waiting: &mut HashMap<KeyId, Vec<Pending>>,
+    ready: &mut VecDeque<Pending>,
 ) {
-    let error = match send(&pool, &batch, statement_timeout).await {
+    let key = pending.key_id();
+    if in_flight.contains(&key) {
+        waiting.entry(key).or_default().push(pending);
+    } else {
+        ready.push_back(pending);
+    }
+}
+
+/// Sends one batch and hands every consume its result.
+async fn run(pool: &Pool, batch: Vec<Pending>, statement_timeout: Duration) {
+    let error = match send(pool, &batch, statement_timeout).await {
         Ok(per_call) => {
             for (pending, rows) in batch.into_iter().zip(per_call) {
                 let _ = pending.reply.send(Ok(rows));
@@ -110,7 +179,7 @@ async fn run(
     // on its own so that only the bad one gets the error.
     tracing::debug!(calls = batch.len(), %error, "a batch of consumes failed; sending its calls one by one");
     for pending in batch {
-        let result = send(&pool, slice::from_ref(&pending), statement_timeout)
+        let result = send(pool, slice::from_ref(&pending), statement_timeout)
             .await
             .map(|mut per_call| per_call.pop().unwrap_or_default());
         let _ = pending.reply.send(result);

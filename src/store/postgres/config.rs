@@ -36,8 +36,9 @@ impl PostgresConfig {
     pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(3);
     /// The default number of calls one round trip may carry.
     pub const DEFAULT_MAX_BATCH_SIZE: usize = 64;
-    /// The default number of round trips of consumes in flight at once.
-    pub const DEFAULT_MAX_BATCHES_IN_FLIGHT: usize = 2;
+    /// The default number of round trips of consumes in flight at once; the pool size bounds it
+    /// too.
+    pub const DEFAULT_MAX_BATCHES_IN_FLIGHT: usize = 64;
     /// The default limit on opening one connection.
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -99,17 +100,19 @@ impl PostgresConfig {
     /// Sets how many concurrent consumes of this process one round trip may carry (at least 1;
     /// 1 sends every consume on its own).
     ///
-    /// While [`max_batches_in_flight`](Self::max_batches_in_flight) round trips are running,
-    /// further consumes queue, and the next round trip carries up to this many of them. The database
-    /// decides them one after another in one transaction, each all or nothing, exactly as if they
-    /// had come one by one; the batch shares one commit, which is what limits a key's throughput.
+    /// A consume whose scope key already has a round trip running waits for it, since that round
+    /// trip holds the key's row locks until it commits; the consumes that waited then go out
+    /// together, up to this many per round trip. The database decides them one after another in
+    /// one transaction, each all or nothing, exactly as if they had come one by one. They share one
+    /// commit, and the commit's disk sync is what limits a key's throughput.
     pub fn max_batch_size(mut self, size: usize) -> Self {
         self.max_batch_size = size.max(1);
         self
     }
 
-    /// Sets how many round trips of consumes may run at once (at least 1, at most the pool size).
-    /// Fewer round trips in flight make larger batches.
+    /// Sets how many round trips of consumes may run at once (at least 1; the pool size bounds it
+    /// too). Consumes of different keys run concurrently up to this number; beyond it, they queue
+    /// and go out together.
     pub fn max_batches_in_flight(mut self, batches: usize) -> Self {
         self.max_batches_in_flight = batches.max(1);
         self

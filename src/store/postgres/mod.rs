@@ -18,7 +18,11 @@
 //!
 //! Every call is bounded by the call timeout: a database that does not reply yields
 //! [`StoreError::Timeout`], one that refuses connections [`StoreError::Unavailable`]. A call that
-//! times out after its query was sent may still have been charged, as with any network timeout.
+//! times out may still be charged afterwards, as with any network timeout: its query may be on
+//! its way, or queued in a batch.
+//!
+//! The store runs on tokio: its first consume starts the task that batches concurrent consumes on
+//! the current runtime.
 
 mod batch;
 mod config;
