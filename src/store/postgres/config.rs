@@ -38,7 +38,7 @@ impl PostgresConfig {
     pub const DEFAULT_MAX_BATCH_SIZE: usize = 64;
     /// The default number of round trips of consumes in flight at once; the pool size bounds it
     /// too.
-    pub const DEFAULT_MAX_BATCHES_IN_FLIGHT: usize = 64;
+    pub const DEFAULT_MAX_BATCHES_IN_FLIGHT: usize = 4;
     /// The default limit on opening one connection.
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
