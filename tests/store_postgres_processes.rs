@@ -52,7 +52,10 @@ async fn processes_admit_exactly_the_limit() {
     let executable = std::env::current_exe().expect("the test binary knows its path");
 
     let children: Vec<_> = (0..PROCESSES)
-        .map(|_| {
+        .map(|process| {
+            // Half the workers batch their calls and half send them one by one, so that both
+            // consume functions run against the same rows at once.
+            let batch_size = if process % 2 == 0 { 64 } else { 1 };
             Command::new(&executable)
                 .args([
                     "worker_process",
@@ -62,6 +65,7 @@ async fn processes_admit_exactly_the_limit() {
                     "--test-threads=1",
                 ])
                 .env(WORKER_URL, database.url())
+                .env(WORKER_BATCH_SIZE, batch_size.to_string())
                 .stdout(std::process::Stdio::piped())
                 .spawn()
                 .expect("the test binary starts again as a worker")
@@ -116,9 +120,14 @@ async fn worker_process() {
         );
         return;
     };
-    let store = Arc::new(
-        PostgresStore::new(PostgresConfig::new(url).pool_size(TASKS_PER_PROCESS)).unwrap(),
-    );
+    let batch_size = std::env::var(WORKER_BATCH_SIZE)
+        .ok()
+        .and_then(|size| size.parse().ok())
+        .unwrap_or(PostgresConfig::DEFAULT_MAX_BATCH_SIZE);
+    let config = PostgresConfig::new(url)
+        .pool_size(TASKS_PER_PROCESS)
+        .max_batch_size(batch_size);
+    let store = Arc::new(PostgresStore::new(config).unwrap());
     let key = Arc::new(shared_key());
 
     let tasks: Vec<_> = (0..TASKS_PER_PROCESS)
