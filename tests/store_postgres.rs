@@ -927,3 +927,46 @@ async fn bad_call_fails_alone_in_a_batch() {
         .get(0);
     assert_eq!(charged, 31);
 }
+
+#[tokio::test]
+async fn migration_outlasts_the_statement_timeout() {
+    let database = TestDatabase::new().await;
+    let store = PostgresStore::new(
+        PostgresConfig::new(database.url()).statement_timeout(Duration::from_millis(200)),
+    )
+    .unwrap();
+
+    // Another worker holds the migration lock for longer than the statement timeout.
+    let holder = database.client().await;
+    holder
+        .execute("SELECT pg_advisory_lock($1)", &[&0x6877_7261_7465_6c6d_i64])
+        .await
+        .unwrap();
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        holder
+            .execute(
+                "SELECT pg_advisory_unlock($1)",
+                &[&0x6877_7261_7465_6c6d_i64],
+            )
+            .await
+            .unwrap();
+    });
+    let applied = store.migrate().await;
+    release.await.unwrap();
+
+    assert_eq!(applied.unwrap(), vec![1, 2, 3]);
+    let timeout: String = store
+        .pool()
+        .get()
+        .await
+        .unwrap()
+        .query_one("SHOW statement_timeout", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        timeout, "200ms",
+        "the connection keeps the store's statement timeout"
+    );
+}

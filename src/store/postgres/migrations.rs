@@ -52,6 +52,24 @@ const CREATE_BOOKKEEPING: &str = "
 /// Holds an advisory lock while it works, so workers that start together apply each migration
 /// once: the others wait, then find nothing left to do.
 pub(super) async fn apply(client: &mut Object) -> Result<Vec<i32>, StoreError> {
+    // Waiting for another worker's migrations, or a migration of a large table, may take longer
+    // than the store's statement timeout; RESET restores the connection's own setting.
+    client
+        .batch_execute("SET statement_timeout = 0")
+        .await
+        .map_err(super::database_error)?;
+    let result = apply_with_lock(client).await;
+    let reset = client
+        .batch_execute("RESET statement_timeout")
+        .await
+        .map_err(super::database_error);
+
+    let applied = result?;
+    reset?;
+    Ok(applied)
+}
+
+async fn apply_with_lock(client: &mut Object) -> Result<Vec<i32>, StoreError> {
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
         .await

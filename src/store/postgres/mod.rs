@@ -140,8 +140,8 @@ impl PostgresStore {
     /// to date).
     ///
     /// Safe to run from many workers at once: an advisory lock lets one apply the migrations while
-    /// the others wait. The call timeout does not apply, since a migration may take a while on a
-    /// large table.
+    /// the others wait. Neither the call timeout nor the statement timeout applies, since a
+    /// migration may take a while on a large table.
     pub async fn migrate(&self) -> Result<Vec<i32>, StoreError> {
         let mut client = self.client().await?;
         migrations::apply(&mut client).await
