@@ -970,3 +970,25 @@ async fn migration_outlasts_the_statement_timeout() {
         "the connection keeps the store's statement timeout"
     );
 }
+
+#[tokio::test]
+async fn asynchronous_commit_is_opt_in() {
+    let database = TestDatabase::new().await;
+    let durable = database.store().await;
+    let fast = database
+        .store_with(|config| config.synchronous_commit(false))
+        .await;
+
+    let setting = |store: PostgresStore| async move {
+        let client = store.pool().get().await.unwrap();
+        let value: String = client
+            .query_one("SHOW synchronous_commit", &[])
+            .await
+            .unwrap()
+            .get(0);
+        value
+    };
+
+    assert_eq!(setting(durable).await, "on");
+    assert_eq!(setting(fast).await, "off");
+}
