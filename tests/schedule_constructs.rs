@@ -452,3 +452,21 @@ fn custom_resource_attributes_skipped() {
         "{error}"
     );
 }
+
+#[test]
+fn scriptplan_resolution_derived_from_times() {
+    let text = "project \"P\" 2025-01-01 +1y\nshift half { workinghours mon 09:30 - 17:00 }\nvacation 2025-02-03-12:30";
+    let schedule = ok(text);
+    assert_eq!(schedule.project.timing_resolution, 1800);
+    assert_eq!(schedule.leaves[0].interval.start, utc(2025, 2, 3, 12, 30));
+
+    let quarter = ok("project \"P\" 2025-01-01 +1y\nshift q { workinghours mon 09:15 - 17:00 }");
+    assert_eq!(quarter.project.timing_resolution, 900);
+
+    // A TaskJuggler file keeps the default resolution and rejects the date.
+    let error = parse("project \"P\" 2025-01-01 +1y\nvacation 2025-02-03-12:30").unwrap_err();
+    assert!(
+        error.diagnostics[0].message.contains("not aligned"),
+        "{error}"
+    );
+}

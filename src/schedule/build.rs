@@ -6,6 +6,7 @@ use chrono_tz::Tz;
 
 use super::ast::*;
 use super::dates;
+use super::lexer::{Kind, Token};
 use super::source::{Expansion, Pos};
 use super::{
     Diagnostic, Interval, Leave, LeaveKind, Limit, LimitKind, Project, Resource, Schedule, Shift,
@@ -38,18 +39,33 @@ pub(crate) struct Builder<'e> {
 }
 
 /// Builds the schedule, or returns every error found.
-pub(crate) fn build(file: &FileAst, expansion: &Expansion) -> Result<Schedule, Vec<Diagnostic>> {
+pub(crate) fn build(
+    file: &FileAst,
+    tokens: &[Token],
+    expansion: &Expansion,
+) -> Result<Schedule, Vec<Diagnostic>> {
+    let scriptplan = uses_scriptplan_dialect(file);
+    let explicit_resolution = file
+        .project
+        .attrs
+        .iter()
+        .any(|a| matches!(a, ProjectAttr::TimingResolution(_)));
+    let resolution = if scriptplan && !explicit_resolution {
+        derived_resolution(tokens)
+    } else {
+        3600
+    };
     let mut builder = Builder {
         expansion,
         errors: Vec::new(),
         warnings: expansion.warnings.clone(),
         zone: Tz::UTC,
-        resolution: 3600,
+        resolution,
         start: DateTime::<Utc>::MIN_UTC,
         end: DateTime::<Utc>::MAX_UTC,
         now: None,
         project_hours: WorkingHours::default(),
-        scriptplan: uses_scriptplan_dialect(file),
+        scriptplan,
         shifts: Vec::new(),
         resources: Vec::new(),
         leaves: Vec::new(),
@@ -70,6 +86,40 @@ pub(crate) fn build(file: &FileAst, expansion: &Expansion) -> Result<Schedule, V
         leaves: builder.leaves,
         warnings: builder.warnings,
     })
+}
+
+/// Derives the timing resolution from the minutes of the file's dates and times, as ScriptPlan
+/// does without `timingresolution`: the largest of TaskJuggler's resolutions that divides them all.
+fn derived_resolution(tokens: &[Token]) -> i64 {
+    let minutes = |text: &str| -> Option<i64> {
+        let (_, after_colon) = text.split_once(':')?;
+        let digits: String = after_colon
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().ok()
+    };
+    let mut divisor = 60;
+    for token in tokens {
+        let minute = match &token.kind {
+            Kind::Date(text) | Kind::Time(text) => minutes(text),
+            _ => None,
+        };
+        if let Some(minute) = minute {
+            divisor = gcd(divisor, minute);
+        }
+    }
+    let minutes = RESOLUTIONS
+        .iter()
+        .rev()
+        .copied()
+        .find(|r| divisor % r == 0)
+        .unwrap_or(RESOLUTIONS[0]);
+    minutes * 60
+}
+
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 /// Returns whether the file uses a construct that only ScriptPlan accepts: a shift without a

@@ -58,7 +58,9 @@
 //!
 //! Files in ScriptPlan's dialect are read too: a shift without a name, a resource's
 //! `workinghours SHIFT_ID` (the shift is assigned for the whole project), a resource's
-//! `timezone`, `Etc/` zones and a project header with or without braces.
+//! `timezone`, `Etc/` zones and a project header with or without braces. Without
+//! `timingresolution`, such a file gets the largest resolution that divides the minutes of all its
+//! dates and times, as ScriptPlan derives it; other files get TaskJuggler's 60 minutes.
 //!
 //! Working hours that cross midnight (`22:00 - 06:00`) are accepted only in a file that uses
 //! one of ScriptPlan's own constructs (a shift without a name, a resource `workinghours

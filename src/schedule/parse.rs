@@ -60,7 +60,8 @@ impl Schedule {
         let tokens = lexer::tokenize(&expansion).map_err(fail)?;
         let depth = check_nesting(&tokens, &expansion).map_err(fail)?;
         let file = parse_tokens(&tokens, &expansion, depth).map_err(fail)?;
-        build::build(&file, &expansion).map_err(|diagnostics| ScheduleError { diagnostics })
+        build::build(&file, &tokens, &expansion)
+            .map_err(|diagnostics| ScheduleError { diagnostics })
     }
 }
 
