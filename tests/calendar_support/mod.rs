@@ -141,3 +141,22 @@ pub fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
 pub fn show(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
+
+/// The e-mail example written as model values: a `business_hours` shift (Monday to Friday
+/// 09:00 - 17:00) for the whole of 2025 in UTC, `dailymax 500`, and vacations on 25 and 26
+/// December and 1 January 2026, which lies after the end of the time frame.
+pub fn seed_email() -> Schedule {
+    let frame = span("2025-01-01T00:00:00Z", "2026-01-01T00:00:00Z");
+    let mut email = resource("email_service");
+    email.name = "Email Service".into();
+    email.shifts = vec![assign("business_hours", frame)];
+    email.limits = vec![limit(LimitKind::Daily, 500)];
+    let mut schedule = schedule(project("2025-01-01T00:00:00Z", "2026-01-01T00:00:00Z", chrono_tz::UTC), vec![email]);
+    schedule.shifts.push(shift("business_hours", hours_on(&WEEKDAYS, &[("09:00", "17:00")])));
+    schedule.leaves = vec![
+        vacation("Christmas", span("2025-12-25T00:00:00Z", "2025-12-26T00:00:00Z")),
+        vacation("Boxing Day", span("2025-12-26T00:00:00Z", "2025-12-27T00:00:00Z")),
+        vacation("New Year", span("2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z")),
+    ];
+    schedule
+}
