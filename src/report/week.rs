@@ -14,6 +14,8 @@ const LABEL_WIDTH: usize = 12;
 /// Each character of the grid stands for half an hour of local time.
 const CELL_SECONDS: u32 = 1800;
 const CELLS: u32 = 86_400 / CELL_SECONDS;
+/// The width of a terminal the view must fit.
+const MAX_WIDTH: usize = 80;
 const LEVEL_LETTERS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ";
 
 /// A report drawn as one line per local day, 48 half-hour cells wide, in at most 80 columns.
@@ -173,10 +175,32 @@ impl fmt::Display for WeekView<'_> {
         writeln!(f, "Lower case: open for part of the half hour. '.': closed.")?;
         writeln!(f, "Blank: outside the horizon or skipped by a clock change.")?;
         for note in &self.notes {
-            writeln!(f, "{note}")?;
+            for line in wrap(note, MAX_WIDTH) {
+                writeln!(f, "{line}")?;
+            }
         }
         Ok(())
     }
+}
+
+/// Breaks `text` into lines of at most `width` characters at spaces; a longer word keeps a
+/// line of its own.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    lines
 }
 
 fn write_axis(f: &mut fmt::Formatter<'_>) -> fmt::Result {
