@@ -6,7 +6,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Args, ValueEnum};
 
 use crate::calendar::{WorkingTime, leave_label};
-use crate::report::{AvailabilityReport, ReportError, ReportOptions, WeekView, resource_zone, select_resource};
+use crate::report::{
+    AvailabilityReport, MAX_HORIZON_DAYS, ReportError, ReportOptions, WeekView, resource_zone, select_resource,
+};
 use crate::schedule::Schedule;
 use crate::window::start_of_day;
 
@@ -21,8 +23,8 @@ pub(super) struct ReportArgs {
     /// project's) or an RFC 3339 instant. Defaults to now.
     #[arg(long)]
     from: Option<String>,
-    /// The length of the horizon in local calendar days.
-    #[arg(long, default_value_t = 7)]
+    /// The length of the horizon in local calendar days, 1 to 3660.
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_HORIZON_DAYS)))]
     days: u32,
     /// `json` for the report, `week` for a grid of days × hours.
     #[arg(long, value_enum, default_value_t = Format::Json)]
@@ -53,6 +55,7 @@ pub(super) fn run(args: ReportArgs) -> ExitCode {
 
 /// Returns the text for stdout; prints warnings on stderr.
 fn render(args: &ReportArgs) -> Result<String, String> {
+    let from_arg = args.from.as_deref().map(HorizonStart::parse).transpose()?;
     let schedule = Schedule::from_file(&args.file).map_err(|error| error.to_string())?;
     for warning in &schedule.warnings {
         eprintln!("{warning}");
@@ -66,8 +69,9 @@ fn render(args: &ReportArgs) -> Result<String, String> {
     })?;
     let zone = resource_zone(&schedule, resource);
     let now = Utc::now();
-    let from = match &args.from {
-        Some(text) => parse_from(text, zone)?,
+    let from = match from_arg {
+        Some(HorizonStart::Date(date)) => start_of_day(date, zone),
+        Some(HorizonStart::Instant(at)) => at,
         None => now,
     };
 
@@ -104,14 +108,24 @@ fn render(args: &ReportArgs) -> Result<String, String> {
     }
 }
 
-/// Parses `--from`: a date is local midnight in `zone`, else an RFC 3339 instant.
-fn parse_from(text: &str, zone: chrono_tz::Tz) -> Result<DateTime<Utc>, String> {
-    if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        return Ok(start_of_day(date, zone));
+/// The value of `--from`.
+enum HorizonStart {
+    /// Local midnight of this date in the resource's zone.
+    Date(NaiveDate),
+    /// An instant.
+    Instant(DateTime<Utc>),
+}
+
+impl HorizonStart {
+    /// Parses a date such as `2025-12-20` or an RFC 3339 instant.
+    fn parse(text: &str) -> Result<HorizonStart, String> {
+        if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+            return Ok(HorizonStart::Date(date));
+        }
+        DateTime::parse_from_rfc3339(text).map(|at| HorizonStart::Instant(at.with_timezone(&Utc))).map_err(|_| {
+            format!(
+                "error: invalid --from value {text:?}: expected a date such as 2025-12-20 or an RFC 3339 instant such as 2025-12-20T09:00:00Z"
+            )
+        })
     }
-    DateTime::parse_from_rfc3339(text).map(|at| at.with_timezone(&Utc)).map_err(|_| {
-        format!(
-            "error: invalid --from value {text:?}: expected a date such as 2025-12-20 or an RFC 3339 instant such as 2025-12-20T09:00:00Z"
-        )
-    })
 }
