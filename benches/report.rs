@@ -14,17 +14,37 @@ use highway_ratelimit::schedule::Schedule;
 mod calendar_support;
 
 fn options(resource: &str, from: DateTime<Utc>, days: u32) -> ReportOptions {
-    ReportOptions { resource: Some(resource.to_owned()), from, days, generated_at: from }
+    ReportOptions {
+        resource: Some(resource.to_owned()),
+        from,
+        days,
+        generated_at: from,
+    }
 }
 
 /// The schedules to report on: the e-mail example written as model values, and as parsed
 /// files the e-mail example and the largest file of the corpus.
 fn cases() -> Vec<(&'static str, Schedule, &'static str, DateTime<Utc>)> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let mut cases = vec![("email_model", calendar_support::seed_email(), "email_service", calendar_support::utc("2025-01-01T00:00:00Z"))];
+    let mut cases = vec![(
+        "email_model",
+        calendar_support::seed_email(),
+        "email_service",
+        calendar_support::utc("2025-01-01T00:00:00Z"),
+    )];
     let files = [
-        ("email_file", "tests/schedules/email_limits.tjp", "email_service", "2025-01-01T00:00:00Z"),
-        ("limits_1_file", "tests/corpus/Export-Reports/refs/Limits-1.tjp", "r1", "2007-03-01T00:00:00Z"),
+        (
+            "email_file",
+            "tests/schedules/email_limits.tjp",
+            "email_service",
+            "2025-01-01T00:00:00Z",
+        ),
+        (
+            "limits_1_file",
+            "tests/corpus/Export-Reports/refs/Limits-1.tjp",
+            "r1",
+            "2007-03-01T00:00:00Z",
+        ),
     ];
     for (name, path, resource, from) in files {
         match Schedule::from_file(root.join(path)) {
@@ -42,7 +62,9 @@ fn generate(c: &mut Criterion) {
         for days in [7, 365] {
             let options = options(resource, from, days);
             group.bench_with_input(BenchmarkId::new(name, days), &options, |b, options| {
-                b.iter(|| AvailabilityReport::generate(black_box(&schedule), black_box(options)).unwrap())
+                b.iter(|| {
+                    AvailabilityReport::generate(black_box(&schedule), black_box(options)).unwrap()
+                })
             });
         }
     }
@@ -52,10 +74,14 @@ fn generate(c: &mut Criterion) {
 fn queries(c: &mut Criterion) {
     let schedule = calendar_support::seed_email();
     let from = calendar_support::utc("2025-01-01T00:00:00Z");
-    let report = AvailabilityReport::generate(&schedule, &options("email_service", from, 365)).unwrap().report;
+    let report = AvailabilityReport::generate(&schedule, &options("email_service", from, 365))
+        .unwrap()
+        .report;
     // 1009 instants spread over the year, 8 hours 41 minutes apart, so they fall inside and
     // outside windows at varied times of day.
-    let instants: Vec<DateTime<Utc>> = (0..1009).map(|step| from + Duration::minutes(521 * step)).collect();
+    let instants: Vec<DateTime<Utc>> = (0..1009)
+        .map(|step| from + Duration::minutes(521 * step))
+        .collect();
 
     let mut group = c.benchmark_group("query_365_days");
     let mut index = 0;
@@ -63,9 +89,15 @@ fn queries(c: &mut Criterion) {
         index = (index + 1) % instants.len();
         instants[index]
     };
-    group.bench_function("is_allowed", |b| b.iter(|| report.is_allowed(black_box(next()))));
-    group.bench_function("capacity_at", |b| b.iter(|| report.capacity_at(black_box(next())).copied()));
-    group.bench_function("next_allowed", |b| b.iter(|| report.next_allowed(black_box(next()))));
+    group.bench_function("is_allowed", |b| {
+        b.iter(|| report.is_allowed(black_box(next())))
+    });
+    group.bench_function("capacity_at", |b| {
+        b.iter(|| report.capacity_at(black_box(next())).copied())
+    });
+    group.bench_function("next_allowed", |b| {
+        b.iter(|| report.next_allowed(black_box(next())))
+    });
     group.finish();
 }
 

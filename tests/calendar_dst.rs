@@ -13,7 +13,10 @@ use highway_ratelimit::schedule::Schedule;
 fn every_day(zone: Tz, start: &str, end: &str) -> Schedule {
     let mut tool = resource("tool");
     tool.working_hours = hours_on(&EVERY_DAY, &[(start, end)]);
-    schedule(project("2025-01-01T00:00:00Z", "2027-01-01T00:00:00Z", zone), vec![tool])
+    schedule(
+        project("2025-01-01T00:00:00Z", "2027-01-01T00:00:00Z", zone),
+        vec![tool],
+    )
 }
 
 fn working(schedule: &Schedule, from: &str, to: &str) -> Vec<(String, String)> {
@@ -57,7 +60,14 @@ fn new_york_office_hours_keep_local_time() {
     // in EDT after it. The Sunday of the change is off, so nothing else moves.
     let mut tool = resource("tool");
     tool.working_hours = hours_on(&WEEKDAYS, &[("09:00", "17:00")]);
-    let schedule = schedule(project("2025-01-01T00:00:00Z", "2026-01-01T00:00:00Z", America::New_York), vec![tool]);
+    let schedule = schedule(
+        project(
+            "2025-01-01T00:00:00Z",
+            "2026-01-01T00:00:00Z",
+            America::New_York,
+        ),
+        vec![tool],
+    );
     let got = working(&schedule, "2025-03-07T00:00:00Z", "2025-03-11T00:00:00Z");
     let expected = pairs(&[
         ("2025-03-07T14:00:00Z", "2025-03-07T22:00:00Z"),
@@ -74,10 +84,21 @@ fn santiago_midnight_spring_forward() {
     // 02:00Z - 04:00Z and ends where Sunday's range begins, so the two merge.
     let mut tool = resource("tool");
     tool.working_hours = hours_on(&[Weekday::Sun], &[("00:00", "02:00")]);
-    tool.working_hours.days[Weekday::Sat.num_days_from_monday() as usize] = vec![range("22:00", "24:00")];
-    let schedule = schedule(project("2025-01-01T00:00:00Z", "2027-01-01T00:00:00Z", America::Santiago), vec![tool]);
+    tool.working_hours.days[Weekday::Sat.num_days_from_monday() as usize] =
+        vec![range("22:00", "24:00")];
+    let schedule = schedule(
+        project(
+            "2025-01-01T00:00:00Z",
+            "2027-01-01T00:00:00Z",
+            America::Santiago,
+        ),
+        vec![tool],
+    );
     let got = working(&schedule, "2025-09-06T00:00:00Z", "2025-09-08T00:00:00Z");
-    assert_eq!(got, pairs(&[("2025-09-07T02:00:00Z", "2025-09-07T05:00:00Z")]));
+    assert_eq!(
+        got,
+        pairs(&[("2025-09-07T02:00:00Z", "2025-09-07T05:00:00Z")])
+    );
 }
 
 #[test]
@@ -87,10 +108,21 @@ fn santiago_midnight_fall_back() {
     // to 24:00 -04 = 04:00Z: three hours. Sunday 00:00 - 01:00 then starts at 04:00Z.
     let mut tool = resource("tool");
     tool.working_hours = hours_on(&[Weekday::Sat], &[("22:00", "24:00")]);
-    tool.working_hours.days[Weekday::Sun.num_days_from_monday() as usize] = vec![range("00:00", "01:00")];
-    let schedule = schedule(project("2025-01-01T00:00:00Z", "2027-01-01T00:00:00Z", America::Santiago), vec![tool]);
+    tool.working_hours.days[Weekday::Sun.num_days_from_monday() as usize] =
+        vec![range("00:00", "01:00")];
+    let schedule = schedule(
+        project(
+            "2025-01-01T00:00:00Z",
+            "2027-01-01T00:00:00Z",
+            America::Santiago,
+        ),
+        vec![tool],
+    );
     let got = working(&schedule, "2026-04-04T00:00:00Z", "2026-04-06T00:00:00Z");
-    assert_eq!(got, pairs(&[("2026-04-05T01:00:00Z", "2026-04-05T05:00:00Z")]));
+    assert_eq!(
+        got,
+        pairs(&[("2026-04-05T01:00:00Z", "2026-04-05T05:00:00Z")])
+    );
 }
 
 #[test]
@@ -115,7 +147,10 @@ fn lord_howe_half_hour_back() {
     // to 03:00 +10:30 = 16:30Z: two and a half hours.
     let schedule = every_day(Australia::Lord_Howe, "01:00", "03:00");
     let got = working(&schedule, "2026-04-04T00:00:00Z", "2026-04-05T12:00:00Z");
-    assert_eq!(got, pairs(&[("2026-04-04T14:00:00Z", "2026-04-04T16:30:00Z")]));
+    assert_eq!(
+        got,
+        pairs(&[("2026-04-04T14:00:00Z", "2026-04-04T16:30:00Z")])
+    );
 }
 
 #[test]
@@ -123,7 +158,10 @@ fn round_the_clock_hours_merge() {
     // 00:00 - 24:00 every day is one interval across days and across the fall-back change.
     let schedule = every_day(America::New_York, "00:00", "24:00");
     let got = working(&schedule, "2025-11-01T00:00:00Z", "2025-11-04T00:00:00Z");
-    assert_eq!(got, pairs(&[("2025-11-01T00:00:00Z", "2025-11-04T00:00:00Z")]));
+    assert_eq!(
+        got,
+        pairs(&[("2025-11-01T00:00:00Z", "2025-11-04T00:00:00Z")])
+    );
 }
 
 #[test]

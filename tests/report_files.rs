@@ -11,8 +11,11 @@ use highway_ratelimit::schedule::Schedule;
 use highway_ratelimit::window::first_instant_at_or_after;
 
 fn load(name: &str) -> Schedule {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/schedules").join(name);
-    Schedule::from_file(&path).unwrap_or_else(|error| panic!("{} does not parse:\n{error}", path.display()))
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/schedules")
+        .join(name);
+    Schedule::from_file(&path)
+        .unwrap_or_else(|error| panic!("{} does not parse:\n{error}", path.display()))
 }
 
 fn utc(text: &str) -> DateTime<Utc> {
@@ -20,12 +23,22 @@ fn utc(text: &str) -> DateTime<Utc> {
 }
 
 fn local(zone: Tz, text: &str) -> DateTime<Utc> {
-    first_instant_at_or_after(NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M").unwrap(), zone)
+    first_instant_at_or_after(
+        NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M").unwrap(),
+        zone,
+    )
 }
 
 fn report(schedule: &Schedule, from: DateTime<Utc>, days: u32) -> AvailabilityReport {
-    let options = ReportOptions { resource: None, from, days, generated_at: from };
-    AvailabilityReport::generate(schedule, &options).unwrap().report
+    let options = ReportOptions {
+        resource: None,
+        from,
+        days,
+        generated_at: from,
+    };
+    AvailabilityReport::generate(schedule, &options)
+        .unwrap()
+        .report
 }
 
 /// The windows as `start end` lines, with the daily and hourly capacity when set.
@@ -34,7 +47,11 @@ fn lines(report: &AvailabilityReport) -> Vec<String> {
         .windows
         .iter()
         .map(|window| {
-            let mut line = format!("{} {}", window.start.format("%Y-%m-%dT%H:%MZ"), window.end.format("%Y-%m-%dT%H:%MZ"));
+            let mut line = format!(
+                "{} {}",
+                window.start.format("%Y-%m-%dT%H:%MZ"),
+                window.end.format("%Y-%m-%dT%H:%MZ")
+            );
             if let Some(per_hour) = window.capacity.per_hour {
                 line.push_str(&format!(" {per_hour}/h"));
             }
@@ -57,12 +74,21 @@ fn email_limits_across_christmas() {
     let schedule = load("email_limits.tjp");
     let generated = AvailabilityReport::generate(
         &schedule,
-        &ReportOptions { resource: None, from: utc("2025-12-20T00:00:00Z"), days: 14, generated_at: utc("2025-12-20T00:00:00Z") },
+        &ReportOptions {
+            resource: None,
+            from: utc("2025-12-20T00:00:00Z"),
+            days: 14,
+            generated_at: utc("2025-12-20T00:00:00Z"),
+        },
     )
     .unwrap();
-    let expected = [22, 23, 24, 29, 30, 31].map(|day| format!("2025-12-{day}T09:00Z 2025-12-{day}T17:00Z 500/day"));
+    let expected = [22, 23, 24, 29, 30, 31]
+        .map(|day| format!("2025-12-{day}T09:00Z 2025-12-{day}T17:00Z 500/day"));
     assert_eq!(lines(&generated.report), expected);
-    assert_eq!(generated.report.blocked_dates, dates(&["2025-12-25", "2025-12-26"]));
+    assert_eq!(
+        generated.report.blocked_dates,
+        dates(&["2025-12-25", "2025-12-26"])
+    );
     assert_eq!(generated.report.default_capacity.per_day, Some(500));
     assert_eq!(generated.warnings.len(), 1, "{:?}", generated.warnings);
 }
@@ -108,7 +134,11 @@ fn vacation_forms() {
     // Berlin, UTC+1: the bare date, the range without its end date, `+2d` and a date with a
     // time (24 hours from Wednesday 12:00).
     let schedule = load("vacations.tjp");
-    let got = report(&schedule, local(chrono_tz::Europe::Berlin, "2025-01-13 00:00"), 14);
+    let got = report(
+        &schedule,
+        local(chrono_tz::Europe::Berlin, "2025-01-13 00:00"),
+        14,
+    );
     let expected = [
         "2025-01-16T08:00Z 2025-01-16T16:00Z",
         "2025-01-17T08:00Z 2025-01-17T16:00Z",
@@ -117,7 +147,16 @@ fn vacation_forms() {
         "2025-01-24T08:00Z 2025-01-24T16:00Z",
     ];
     assert_eq!(lines(&got), expected);
-    assert_eq!(got.blocked_dates, dates(&["2025-01-13", "2025-01-14", "2025-01-15", "2025-01-20", "2025-01-21"]));
+    assert_eq!(
+        got.blocked_dates,
+        dates(&[
+            "2025-01-13",
+            "2025-01-14",
+            "2025-01-15",
+            "2025-01-20",
+            "2025-01-21"
+        ])
+    );
 }
 
 #[test]
@@ -127,11 +166,16 @@ fn shift_rotation_and_replace() {
     // global vacation (`replace`) and loses Thursday the 30th to its own vacation. From
     // 1 February the tool's default hours (08:00Z - 16:00Z) apply again.
     let schedule = load("shift_rotation.tjp");
-    let got = report(&schedule, local(chrono_tz::Europe::Berlin, "2025-01-13 00:00"), 22);
+    let got = report(
+        &schedule,
+        local(chrono_tz::Europe::Berlin, "2025-01-13 00:00"),
+        22,
+    );
     let mut expected = Vec::new();
     expected.extend((13..=17).map(|day| format!("2025-01-{day}T05:00Z 2025-01-{day}T13:00Z")));
     expected.extend((20..=24).map(|day| format!("2025-01-{day}T13:00Z 2025-01-{day}T21:00Z")));
-    expected.extend([27, 28, 29, 31].map(|day| format!("2025-01-{day}T09:00Z 2025-01-{day}T11:00Z")));
+    expected
+        .extend([27, 28, 29, 31].map(|day| format!("2025-01-{day}T09:00Z 2025-01-{day}T11:00Z")));
     expected.push("2025-02-03T08:00Z 2025-02-03T16:00Z".into());
     assert_eq!(lines(&got), expected);
     assert_eq!(got.blocked_dates, dates(&["2025-01-30"]));
@@ -142,12 +186,22 @@ fn capacity_by_weekday_and_hour() {
     // 08:00 - 18:00 New York (EDT, 12:00Z - 22:00Z); 100, 500 and 200 a day on Monday,
     // Tuesday and Wednesday; 20 an hour from 12:00 to 14:00 local, else 60.
     let schedule = load("capacity.tjp");
-    let got = report(&schedule, local(chrono_tz::America::New_York, "2025-06-02 00:00"), 3);
+    let got = report(
+        &schedule,
+        local(chrono_tz::America::New_York, "2025-06-02 00:00"),
+        3,
+    );
     let mut expected = Vec::new();
     for (day, daily) in [(2, 100), (3, 500), (4, 200)] {
-        expected.push(format!("2025-06-0{day}T12:00Z 2025-06-0{day}T16:00Z 60/h {daily}/day"));
-        expected.push(format!("2025-06-0{day}T16:00Z 2025-06-0{day}T18:00Z 20/h {daily}/day"));
-        expected.push(format!("2025-06-0{day}T18:00Z 2025-06-0{day}T22:00Z 60/h {daily}/day"));
+        expected.push(format!(
+            "2025-06-0{day}T12:00Z 2025-06-0{day}T16:00Z 60/h {daily}/day"
+        ));
+        expected.push(format!(
+            "2025-06-0{day}T16:00Z 2025-06-0{day}T18:00Z 20/h {daily}/day"
+        ));
+        expected.push(format!(
+            "2025-06-0{day}T18:00Z 2025-06-0{day}T22:00Z 60/h {daily}/day"
+        ));
     }
     assert_eq!(lines(&got), expected);
 }
@@ -156,7 +210,11 @@ fn capacity_by_weekday_and_hour() {
 fn resource_zone_from_file() {
     // Tokyo hours 09:00 - 18:00 are 00:00Z - 09:00Z; Monday 5 May (Tokyo) is a vacation.
     let schedule = load("tokyo_resource.tjp");
-    let got = report(&schedule, local(chrono_tz::Asia::Tokyo, "2025-05-05 00:00"), 2);
+    let got = report(
+        &schedule,
+        local(chrono_tz::Asia::Tokyo, "2025-05-05 00:00"),
+        2,
+    );
     assert_eq!(got.timezone, chrono_tz::Asia::Tokyo);
     assert_eq!(lines(&got), ["2025-05-06T00:00Z 2025-05-06T09:00Z 40/day"]);
     assert_eq!(got.blocked_dates, dates(&["2025-05-05"]));

@@ -82,7 +82,11 @@ fn runs() -> Vec<OracleRun> {
 #[test]
 fn oracle_runs_are_recorded() {
     let runs = runs();
-    assert!(runs.len() >= 25, "expected the recorded runs under tests/oracle, found {}", runs.len());
+    assert!(
+        runs.len() >= 25,
+        "expected the recorded runs under tests/oracle, found {}",
+        runs.len()
+    );
     assert!(runs.iter().all(|run| !run.intervals.is_empty()));
 }
 
@@ -91,18 +95,30 @@ fn working_time_matches_scriptplan() {
     let mut compared = 0;
     let mut failures = Vec::new();
     for run in runs() {
-        let schedule = Schedule::from_file(&run.file).unwrap_or_else(|error| panic!("{} does not parse:\n{error}", run.file.display()));
-        let resource = schedule.resource(&run.resource).unwrap_or_else(|| panic!("{}: no resource {}", run.name, run.resource));
+        let schedule = Schedule::from_file(&run.file)
+            .unwrap_or_else(|error| panic!("{} does not parse:\n{error}", run.file.display()));
+        let resource = schedule
+            .resource(&run.resource)
+            .unwrap_or_else(|| panic!("{}: no resource {}", run.name, run.resource));
         if !resource.children.is_empty() {
             continue;
         }
 
         let mut expected = run.intervals.clone();
-        if let Some(departure) = DEPARTURES.iter().find(|departure| departure.run == run.name) {
+        if let Some(departure) = DEPARTURES
+            .iter()
+            .find(|departure| departure.run == run.name)
+        {
             for (start, end) in departure.missing {
                 let before = expected.len();
                 expected.retain(|interval| interval != &(start.to_string(), end.to_string()));
-                assert_eq!(expected.len() + 1, before, "{}: ScriptPlan no longer reports {start} {end} ({})", run.name, departure.rule);
+                assert_eq!(
+                    expected.len() + 1,
+                    before,
+                    "{}: ScriptPlan no longer reports {start} {end} ({})",
+                    run.name,
+                    departure.rule
+                );
             }
         }
 
@@ -114,13 +130,26 @@ fn working_time_matches_scriptplan() {
             .collect();
         compared += 1;
         if got != expected {
-            let only_ours: Vec<_> = got.iter().filter(|interval| !expected.contains(interval)).collect();
-            let only_oracle: Vec<_> = expected.iter().filter(|interval| !got.contains(interval)).collect();
-            failures.push(format!("{}: only ours {only_ours:?}, only ScriptPlan {only_oracle:?}", run.name));
+            let only_ours: Vec<_> = got
+                .iter()
+                .filter(|interval| !expected.contains(interval))
+                .collect();
+            let only_oracle: Vec<_> = expected
+                .iter()
+                .filter(|interval| !got.contains(interval))
+                .collect();
+            failures.push(format!(
+                "{}: only ours {only_ours:?}, only ScriptPlan {only_oracle:?}",
+                run.name
+            ));
         }
     }
     assert!(compared >= 20, "compared only {compared} runs");
-    assert!(failures.is_empty(), "working time differs from ScriptPlan:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "working time differs from ScriptPlan:\n{}",
+        failures.join("\n")
+    );
 }
 
 fn show(at: DateTime<Utc>) -> String {

@@ -50,7 +50,10 @@ fn seed_week_view() {
         .note(format!("Note: {}.", generated.warnings[0]))
         .to_string();
     assert_eq!(view, SEED_VIEW);
-    assert!(view.lines().all(|line| line.chars().count() <= 80), "{view}");
+    assert!(
+        view.lines().all(|line| line.chars().count() <= 80),
+        "{view}"
+    );
 }
 
 #[test]
@@ -62,19 +65,49 @@ fn fall_back_week_view() {
     // 4 + 9.75 = 13.75 hours.
     let mut tool = resource("tool");
     tool.working_hours = hours_on(&EVERY_DAY, &[("01:00", "04:00"), ("08:15", "18:00")]);
-    tool.limits = vec![limit(LimitKind::Hourly, 60), Limit { hours: vec![range("12:00", "14:00")], ..limit(LimitKind::Hourly, 20) }];
-    let schedule = schedule(project("2025-01-01T00:00:00Z", "2026-01-01T00:00:00Z", America::New_York), vec![tool]);
+    tool.limits = vec![
+        limit(LimitKind::Hourly, 60),
+        Limit {
+            hours: vec![range("12:00", "14:00")],
+            ..limit(LimitKind::Hourly, 20)
+        },
+    ];
+    let schedule = schedule(
+        project(
+            "2025-01-01T00:00:00Z",
+            "2026-01-01T00:00:00Z",
+            America::New_York,
+        ),
+        vec![tool],
+    );
     let from = local(America::New_York, "2025-11-01 10:00");
-    let report = AvailabilityReport::generate(&schedule, &options(None, from, 3)).unwrap().report;
+    let report = AvailabilityReport::generate(&schedule, &options(None, from, 3))
+        .unwrap()
+        .report;
     let view = WeekView::new(&report, from).to_string();
 
     let lines: Vec<&str> = view.lines().collect();
-    assert_eq!(lines[0], "2025-11-01 10:00 to 2025-11-04 10:00, local time in America/New_York");
-    assert_eq!(lines[3], "Sat 01 Nov                      AAAABBBBAAAAAAAA............    8h");
-    assert_eq!(lines[4], "Sun 02 Nov  ..AAAAAA........aAAAAAAABBBBAAAAAAAA............ 13.8h clocks -1h");
-    assert_eq!(lines[7], "Mon 03 Nov  ..AAAAAA........aAAAAAAABBBBAAAAAAAA............ 12.8h");
+    assert_eq!(
+        lines[0],
+        "2025-11-01 10:00 to 2025-11-04 10:00, local time in America/New_York"
+    );
+    assert_eq!(
+        lines[3],
+        "Sat 01 Nov                      AAAABBBBAAAAAAAA............    8h"
+    );
+    assert_eq!(
+        lines[4],
+        "Sun 02 Nov  ..AAAAAA........aAAAAAAABBBBAAAAAAAA............ 13.8h clocks -1h"
+    );
+    assert_eq!(
+        lines[7],
+        "Mon 03 Nov  ..AAAAAA........aAAAAAAABBBBAAAAAAAA............ 12.8h"
+    );
     assert!(view.contains("\nA  60/h\nB  20/h\n"), "{view}");
-    assert!(view.lines().all(|line| line.chars().count() <= 80), "{view}");
+    assert!(
+        view.lines().all(|line| line.chars().count() <= 80),
+        "{view}"
+    );
 }
 
 #[test]
@@ -82,10 +115,25 @@ fn spring_forward_cells_are_blank() {
     // On 2025-03-09 New York skips 02:00 - 03:00, so cells 4 and 5 are blank.
     let mut tool = resource("tool");
     tool.working_hours = hours_on(&EVERY_DAY, &[("01:00", "04:00")]);
-    let schedule = schedule(project("2025-01-01T00:00:00Z", "2026-01-01T00:00:00Z", America::New_York), vec![tool]);
+    let schedule = schedule(
+        project(
+            "2025-01-01T00:00:00Z",
+            "2026-01-01T00:00:00Z",
+            America::New_York,
+        ),
+        vec![tool],
+    );
     let from = local(America::New_York, "2025-03-09 00:00");
-    let report = AvailabilityReport::generate(&schedule, &options(None, from, 1)).unwrap().report;
+    let report = AvailabilityReport::generate(&schedule, &options(None, from, 1))
+        .unwrap()
+        .report;
     let view = WeekView::new(&report, from).to_string();
-    let day = view.lines().find(|line| line.starts_with("Sun 09 Mar")).unwrap();
-    assert_eq!(day, "Sun 09 Mar  ..AA  AA........................................    2h clocks +1h");
+    let day = view
+        .lines()
+        .find(|line| line.starts_with("Sun 09 Mar"))
+        .unwrap();
+    assert_eq!(
+        day,
+        "Sun 09 Mar  ..AA  AA........................................    2h clocks +1h"
+    );
 }

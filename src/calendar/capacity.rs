@@ -25,7 +25,9 @@ impl<'a> CapacityRules<'a> {
         let limits = resource
             .limits
             .iter()
-            .filter(|limit| limit.resources.is_empty() || limit.resources.iter().any(|id| *id == resource.id))
+            .filter(|limit| {
+                limit.resources.is_empty() || limit.resources.contains(&resource.id)
+            })
             .collect();
         CapacityRules { limits, zone }
     }
@@ -34,8 +36,12 @@ impl<'a> CapacityRules<'a> {
     pub fn default_capacity(&self) -> Capacity {
         self.limits
             .iter()
-            .filter(|limit| limit.period.is_none() && limit.days.is_none() && limit.hours.is_empty())
-            .fold(Capacity::UNLIMITED, |capacity, limit| capacity.min(&single(limit)))
+            .filter(|limit| {
+                limit.period.is_none() && limit.days.is_none() && limit.hours.is_empty()
+            })
+            .fold(Capacity::UNLIMITED, |capacity, limit| {
+                capacity.min(&single(limit))
+            })
     }
 
     /// Returns the capacity in force at `at`.
@@ -47,8 +53,16 @@ impl<'a> CapacityRules<'a> {
             .iter()
             .filter(|limit| limit.period.is_none_or(|period| period.contains(at)))
             .filter(|limit| limit.applies_on(weekday))
-            .filter(|limit| limit.hours.is_empty() || limit.hours.iter().any(|range| range.start <= second && second < range.end))
-            .fold(Capacity::UNLIMITED, |capacity, limit| capacity.min(&single(limit)))
+            .filter(|limit| {
+                limit.hours.is_empty()
+                    || limit
+                        .hours
+                        .iter()
+                        .any(|range| range.start <= second && second < range.end)
+            })
+            .fold(Capacity::UNLIMITED, |capacity, limit| {
+                capacity.min(&single(limit))
+            })
     }
 
     /// Appends the windows of the working interval `interval` to `windows`: one per stretch of
@@ -62,7 +76,11 @@ impl<'a> CapacityRules<'a> {
             let capacity = self.capacity_at(start);
             match windows.last_mut() {
                 Some(last) if last.end == start && last.capacity == capacity => last.end = end,
-                _ => windows.push(AvailabilityWindow { start, end, capacity }),
+                _ => windows.push(AvailabilityWindow {
+                    start,
+                    end,
+                    capacity,
+                }),
             }
             start = end;
         }
@@ -78,16 +96,25 @@ impl<'a> CapacityRules<'a> {
             }
         }
 
-        let by_day = self.limits.iter().any(|limit| limit.days.is_some() || !limit.hours.is_empty());
+        let by_day = self
+            .limits
+            .iter()
+            .any(|limit| limit.days.is_some() || !limit.hours.is_empty());
         if by_day {
             let last = local_date(interval.end, self.zone);
-            let mut date = local_date(interval.start, self.zone).pred_opt().unwrap_or(NaiveDate::MIN);
+            let mut date = local_date(interval.start, self.zone)
+                .pred_opt()
+                .unwrap_or(NaiveDate::MIN);
             while date <= last {
                 let day = LocalDay::new(date, self.zone);
                 cuts.extend(day.whole().iter().flat_map(|span| [span.start, span.end]));
                 for limit in &self.limits {
                     for range in &limit.hours {
-                        cuts.extend(day.instants(range.start, range.end).iter().flat_map(|span| [span.start, span.end]));
+                        cuts.extend(
+                            day.instants(range.start, range.end)
+                                .iter()
+                                .flat_map(|span| [span.start, span.end]),
+                        );
                     }
                 }
                 let Some(next) = date.succ_opt() else { break };

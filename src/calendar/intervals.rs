@@ -28,7 +28,10 @@ pub(crate) fn subtract(intervals: &[Interval], holes: &[Interval]) -> Vec<Interv
                 break;
             }
             if hole.start > rest.start {
-                result.push(Interval { start: rest.start, end: hole.start });
+                result.push(Interval {
+                    start: rest.start,
+                    end: hole.start,
+                });
             }
             rest.start = rest.start.max(hole.end);
             if rest.start >= rest.end {
@@ -48,7 +51,10 @@ pub(crate) fn clip(intervals: &[Interval], bounds: Interval) -> Vec<Interval> {
     intervals[first..]
         .iter()
         .take_while(|interval| interval.start < bounds.end)
-        .map(|interval| Interval { start: interval.start.max(bounds.start), end: interval.end.min(bounds.end) })
+        .map(|interval| Interval {
+            start: interval.start.max(bounds.start),
+            end: interval.end.min(bounds.end),
+        })
         .filter(|interval| interval.start < interval.end)
         .collect()
 }
@@ -56,7 +62,9 @@ pub(crate) fn clip(intervals: &[Interval], bounds: Interval) -> Vec<Interval> {
 /// Returns whether the normalized `intervals` meet `probe`.
 pub(crate) fn overlaps(intervals: &[Interval], probe: Interval) -> bool {
     let first = intervals.partition_point(|interval| interval.end <= probe.start);
-    intervals.get(first).is_some_and(|interval| interval.start < probe.end)
+    intervals
+        .get(first)
+        .is_some_and(|interval| interval.start < probe.end)
 }
 
 #[cfg(test)]
@@ -70,12 +78,18 @@ mod tests {
     }
 
     fn span(start: i64, end: i64) -> Interval {
-        Interval { start: at(start), end: at(end) }
+        Interval {
+            start: at(start),
+            end: at(end),
+        }
     }
 
     #[test]
     fn normalize_merges_touching() {
-        assert_eq!(normalize(vec![span(5, 6), span(1, 3), span(3, 4)]), vec![span(1, 4), span(5, 6)]);
+        assert_eq!(
+            normalize(vec![span(5, 6), span(1, 3), span(3, 4)]),
+            vec![span(1, 4), span(5, 6)]
+        );
     }
 
     #[test]

@@ -31,9 +31,21 @@ pub struct LocalDay {
 impl LocalDay {
     /// Prepares `date` in `zone`.
     pub fn new(date: NaiveDate, zone: Tz) -> LocalDay {
-        let local_midnight = date.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc().timestamp();
-        let spans = constant_offset_spans(zone, local_midnight - MARGIN, local_midnight + 86_400 + MARGIN);
-        LocalDay { date, local_midnight, spans }
+        let local_midnight = date
+            .and_hms_opt(0, 0, 0)
+            .unwrap_or_default()
+            .and_utc()
+            .timestamp();
+        let spans = constant_offset_spans(
+            zone,
+            local_midnight - MARGIN,
+            local_midnight + 86_400 + MARGIN,
+        );
+        LocalDay {
+            date,
+            local_midnight,
+            spans,
+        }
     }
 
     /// The local date.
@@ -59,7 +71,10 @@ impl LocalDay {
             let (from, to) = (instant(from), instant(to));
             match intervals.last_mut() {
                 Some(last) if last.end == from => last.end = to,
-                _ => intervals.push(Interval { start: from, end: to }),
+                _ => intervals.push(Interval {
+                    start: from,
+                    end: to,
+                }),
             }
         }
         intervals
@@ -73,7 +88,12 @@ impl LocalDay {
     /// Returns the offset changes between the instants of this date, as (instant, change in
     /// seconds); empty on most days.
     pub fn clock_changes(&self) -> Vec<(DateTime<Utc>, i64)> {
-        let Some(day) = self.whole().first().copied().zip(self.whole().last().copied()) else {
+        let Some(day) = self
+            .whole()
+            .first()
+            .copied()
+            .zip(self.whole().last().copied())
+        else {
             return Vec::new();
         };
         let (first, last) = (day.0.start.timestamp(), day.1.end.timestamp());
@@ -93,7 +113,11 @@ pub fn local_date(at: DateTime<Utc>, zone: Tz) -> NaiveDate {
 /// Returns the offset of `zone` at `at`, in seconds east of UTC.
 fn offset_at(zone: Tz, at: i64) -> i64 {
     let naive = instant(at).naive_utc();
-    i64::from(zone.offset_from_utc_datetime(&naive).fix().local_minus_utc())
+    i64::from(
+        zone.offset_from_utc_datetime(&naive)
+            .fix()
+            .local_minus_utc(),
+    )
 }
 
 /// Splits `[from, to)` (UTC seconds) into spans of constant offset.
@@ -144,26 +168,50 @@ mod tests {
     fn spring_forward_skips_an_hour() {
         // New York, 2025-03-09: 02:00 EST becomes 03:00 EDT at 07:00Z, so 01:00 - 04:00 local
         // is 06:00Z - 08:00Z, two hours.
-        let day = LocalDay::new(NaiveDate::from_ymd_opt(2025, 3, 9).unwrap(), chrono_tz::America::New_York);
+        let day = LocalDay::new(
+            NaiveDate::from_ymd_opt(2025, 3, 9).unwrap(),
+            chrono_tz::America::New_York,
+        );
         let got = day.instants(3600, 4 * 3600);
-        assert_eq!(got, vec![Interval { start: utc("2025-03-09T06:00:00Z"), end: utc("2025-03-09T08:00:00Z") }]);
-        assert_eq!(day.clock_changes(), vec![(utc("2025-03-09T07:00:00Z"), 3600)]);
+        assert_eq!(
+            got,
+            vec![Interval {
+                start: utc("2025-03-09T06:00:00Z"),
+                end: utc("2025-03-09T08:00:00Z")
+            }]
+        );
+        assert_eq!(
+            day.clock_changes(),
+            vec![(utc("2025-03-09T07:00:00Z"), 3600)]
+        );
     }
 
     #[test]
     fn fall_back_repeats_an_hour() {
         // New York, 2025-11-02: 02:00 EDT becomes 01:00 EST at 06:00Z, so 01:00 - 04:00 local
         // is 05:00Z - 09:00Z, four hours; 01:30 - 02:00 happens twice.
-        let day = LocalDay::new(NaiveDate::from_ymd_opt(2025, 11, 2).unwrap(), chrono_tz::America::New_York);
+        let day = LocalDay::new(
+            NaiveDate::from_ymd_opt(2025, 11, 2).unwrap(),
+            chrono_tz::America::New_York,
+        );
         assert_eq!(
             day.instants(3600, 4 * 3600),
-            vec![Interval { start: utc("2025-11-02T05:00:00Z"), end: utc("2025-11-02T09:00:00Z") }]
+            vec![Interval {
+                start: utc("2025-11-02T05:00:00Z"),
+                end: utc("2025-11-02T09:00:00Z")
+            }]
         );
         assert_eq!(
             day.instants(5400, 7200),
             vec![
-                Interval { start: utc("2025-11-02T05:30:00Z"), end: utc("2025-11-02T06:00:00Z") },
-                Interval { start: utc("2025-11-02T06:30:00Z"), end: utc("2025-11-02T07:00:00Z") },
+                Interval {
+                    start: utc("2025-11-02T05:30:00Z"),
+                    end: utc("2025-11-02T06:00:00Z")
+                },
+                Interval {
+                    start: utc("2025-11-02T06:30:00Z"),
+                    end: utc("2025-11-02T07:00:00Z")
+                },
             ]
         );
     }

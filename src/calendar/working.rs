@@ -43,7 +43,11 @@ impl<'a> WorkingTime<'a> {
     /// Prepares the working time of `resource`, which must belong to `schedule`.
     pub fn new(schedule: &'a Schedule, resource: &'a Resource) -> WorkingTime<'a> {
         let zone = resource.timezone.unwrap_or(schedule.project.timezone);
-        WorkingTime { schedule, resource, zone }
+        WorkingTime {
+            schedule,
+            resource,
+            zone,
+        }
     }
 
     /// The zone of the resource's working hours and calendar: its own, else the project's.
@@ -59,7 +63,10 @@ impl<'a> WorkingTime<'a> {
     /// Returns the working time inside `[from, to)`, with the time the working hours alone give.
     pub fn between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> WorkingIntervals {
         let project = &self.schedule.project;
-        let span = Interval { start: from.max(project.start), end: to.min(project.end) };
+        let span = Interval {
+            start: from.max(project.start),
+            end: to.min(project.end),
+        };
         if span.start >= span.end {
             return WorkingIntervals::default();
         }
@@ -83,7 +90,9 @@ impl<'a> WorkingTime<'a> {
 
     /// Returns whether `at` is working time.
     pub fn is_working(&self, at: DateTime<Utc>) -> bool {
-        !self.working_between(at, at + Duration::seconds(1)).is_empty()
+        !self
+            .working_between(at, at + Duration::seconds(1))
+            .is_empty()
     }
 
     /// Returns the vacations and leaves of the resource that overlap the local date `date` (in
@@ -95,7 +104,8 @@ impl<'a> WorkingTime<'a> {
         for span in LocalDay::new(date, self.zone).whole() {
             for regime in self.regimes(span) {
                 for leave in self.applicable_leaves(&regime) {
-                    let overlaps = leave.interval.start < regime.span.end && regime.span.start < leave.interval.end;
+                    let overlaps = leave.interval.start < regime.span.end
+                        && regime.span.start < leave.interval.end;
                     if overlaps && !found.iter().any(|seen| std::ptr::eq(*seen, leave)) {
                         found.push(leave);
                     }
@@ -107,12 +117,19 @@ impl<'a> WorkingTime<'a> {
 
     /// Splits `span` into the parts outside and inside shift assignments.
     fn regimes(&self, span: Interval) -> Vec<Regime<'a>> {
-        let own = |span| Regime { span, hours: &self.resource.working_hours, zone: self.zone, shift: None };
+        let own = |span| Regime {
+            span,
+            hours: &self.resource.working_hours,
+            zone: self.zone,
+            shift: None,
+        };
         let mut assignments: Vec<_> = self
             .resource
             .shifts
             .iter()
-            .filter_map(|assignment| Some((assignment.interval, self.schedule.shift(&assignment.shift)?)))
+            .filter_map(|assignment| {
+                Some((assignment.interval, self.schedule.shift(&assignment.shift)?))
+            })
             .collect();
         assignments.sort_by_key(|(interval, _)| interval.start);
 
@@ -125,14 +142,25 @@ impl<'a> WorkingTime<'a> {
                 continue;
             }
             if cursor < start {
-                regimes.push(own(Interval { start: cursor, end: start }));
+                regimes.push(own(Interval {
+                    start: cursor,
+                    end: start,
+                }));
             }
             let zone = shift.timezone.unwrap_or(self.zone);
-            regimes.push(Regime { span: Interval { start, end }, hours: &shift.working_hours, zone, shift: Some(shift) });
+            regimes.push(Regime {
+                span: Interval { start, end },
+                hours: &shift.working_hours,
+                zone,
+                shift: Some(shift),
+            });
             cursor = end;
         }
         if cursor < span.end {
-            regimes.push(own(Interval { start: cursor, end: span.end }));
+            regimes.push(own(Interval {
+                start: cursor,
+                end: span.end,
+            }));
         }
         regimes
     }
@@ -151,7 +179,10 @@ impl<'a> WorkingTime<'a> {
     }
 
     fn leaves_in(&self, regime: &Regime<'a>) -> Vec<Interval> {
-        self.applicable_leaves(regime).iter().map(|leave| leave.interval).collect()
+        self.applicable_leaves(regime)
+            .iter()
+            .map(|leave| leave.interval)
+            .collect()
     }
 }
 
@@ -176,8 +207,12 @@ pub fn leave_label(leave: &Leave) -> String {
 /// local dates of the span.
 fn hours_between(hours: &WorkingHours, zone: Tz, span: Interval) -> Vec<Interval> {
     let mut found = Vec::new();
-    let last = local_date(span.end, zone).succ_opt().unwrap_or(NaiveDate::MAX);
-    let mut date = local_date(span.start, zone).pred_opt().unwrap_or(NaiveDate::MIN);
+    let last = local_date(span.end, zone)
+        .succ_opt()
+        .unwrap_or(NaiveDate::MAX);
+    let mut date = local_date(span.start, zone)
+        .pred_opt()
+        .unwrap_or(NaiveDate::MIN);
     while date <= last {
         let ranges = hours.on(date.weekday());
         if !ranges.is_empty() {

@@ -7,7 +7,8 @@ use clap::{Args, ValueEnum};
 
 use crate::calendar::{WorkingTime, leave_label};
 use crate::report::{
-    AvailabilityReport, MAX_HORIZON_DAYS, ReportError, ReportOptions, WeekView, resource_zone, select_resource,
+    AvailabilityReport, MAX_HORIZON_DAYS, ReportError, ReportOptions, WeekView, resource_zone,
+    select_resource,
 };
 use crate::schedule::Schedule;
 use crate::window::start_of_day;
@@ -61,12 +62,13 @@ fn render(args: &ReportArgs) -> Result<String, String> {
         eprintln!("{warning}");
     }
 
-    let resource = select_resource(&schedule, args.resource.as_deref()).map_err(|error| match error {
-        ReportError::ResourceRequired { .. } | ReportError::UnknownResource { .. } => {
-            format!("error: {error}; pass --resource ID")
-        }
-        other => format!("error: {other}"),
-    })?;
+    let resource =
+        select_resource(&schedule, args.resource.as_deref()).map_err(|error| match error {
+            ReportError::ResourceRequired { .. } | ReportError::UnknownResource { .. } => {
+                format!("error: {error}; pass --resource ID")
+            }
+            other => format!("error: {other}"),
+        })?;
     let zone = resource_zone(&schedule, resource);
     let now = Utc::now();
     let from = match from_arg {
@@ -75,11 +77,17 @@ fn render(args: &ReportArgs) -> Result<String, String> {
         None => now,
     };
 
-    let options = ReportOptions { resource: Some(resource.id.clone()), from, days: args.days, generated_at: now };
-    let generated = AvailabilityReport::generate(&schedule, &options).map_err(|error| match error {
-        ReportError::InvalidHorizon { .. } => format!("error: {error}; pass --days N"),
-        other => format!("error: {other}"),
-    })?;
+    let options = ReportOptions {
+        resource: Some(resource.id.clone()),
+        from,
+        days: args.days,
+        generated_at: now,
+    };
+    let generated =
+        AvailabilityReport::generate(&schedule, &options).map_err(|error| match error {
+            ReportError::InvalidHorizon { .. } => format!("error: {error}; pass --days N"),
+            other => format!("error: {other}"),
+        })?;
     for warning in &generated.warnings {
         eprintln!("warning: {warning}");
     }
@@ -87,15 +95,21 @@ fn render(args: &ReportArgs) -> Result<String, String> {
     let report = &generated.report;
     match args.format {
         Format::Json => {
-            let mut json = serde_json::to_string_pretty(report).map_err(|error| format!("error: cannot write the report as JSON: {error}"))?;
+            let mut json = serde_json::to_string_pretty(report)
+                .map_err(|error| format!("error: cannot write the report as JSON: {error}"))?;
             json.push('\n');
             Ok(json)
         }
         Format::Week => {
             let working_time = WorkingTime::new(&schedule, resource);
-            let mut view = WeekView::new(report, from).title(format!("{} \"{}\"", resource.id, resource.name));
+            let mut view =
+                WeekView::new(report, from).title(format!("{} \"{}\"", resource.id, resource.name));
             for date in &report.blocked_dates {
-                let names: Vec<String> = working_time.leaves_on(*date).into_iter().map(leave_label).collect();
+                let names: Vec<String> = working_time
+                    .leaves_on(*date)
+                    .into_iter()
+                    .map(leave_label)
+                    .collect();
                 if !names.is_empty() {
                     view = view.blocked_name(*date, names.join(", "));
                 }

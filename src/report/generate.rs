@@ -14,21 +14,38 @@ pub const MAX_HORIZON_DAYS: u32 = 3660;
 
 /// Returns the resource a report is about: the one named `id`, or, when `id` is `None`, the
 /// only resource of the schedule or else its only resource without children.
-pub fn select_resource<'a>(schedule: &'a Schedule, id: Option<&str>) -> Result<&'a Resource, ReportError> {
-    let available = || schedule.resources.iter().map(|resource| resource.id.as_str()).collect::<Vec<_>>().join(", ");
+pub fn select_resource<'a>(
+    schedule: &'a Schedule,
+    id: Option<&str>,
+) -> Result<&'a Resource, ReportError> {
+    let available = || {
+        schedule
+            .resources
+            .iter()
+            .map(|resource| resource.id.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     if let Some(id) = id {
         return schedule
             .resource(id)
-            .ok_or_else(|| ReportError::UnknownResource { id: id.to_owned(), available: available() });
+            .ok_or_else(|| ReportError::UnknownResource {
+                id: id.to_owned(),
+                available: available(),
+            });
     }
     match schedule.resources.as_slice() {
         [] => Err(ReportError::NoResource),
         [only] => Ok(only),
         resources => {
-            let mut leaves = resources.iter().filter(|resource| resource.children.is_empty());
+            let mut leaves = resources
+                .iter()
+                .filter(|resource| resource.children.is_empty());
             match (leaves.next(), leaves.next()) {
                 (Some(leaf), None) => Ok(leaf),
-                _ => Err(ReportError::ResourceRequired { available: available() }),
+                _ => Err(ReportError::ResourceRequired {
+                    available: available(),
+                }),
             }
         }
     }
@@ -46,7 +63,10 @@ pub fn add_local_days(from: DateTime<Utc>, days: u32, zone: Tz) -> DateTime<Utc>
     first_instant_at_or_after(local + Duration::days(i64::from(days)), zone)
 }
 
-pub(super) fn generate(schedule: &Schedule, options: &ReportOptions) -> Result<GeneratedReport, ReportError> {
+pub(super) fn generate(
+    schedule: &Schedule,
+    options: &ReportOptions,
+) -> Result<GeneratedReport, ReportError> {
     if options.days == 0 || options.days > MAX_HORIZON_DAYS {
         return Err(ReportError::InvalidHorizon { days: options.days });
     }
@@ -98,7 +118,10 @@ fn blocked_dates(
         let spans = LocalDay::new(date, zone).whole();
         let inside = |list: &[Interval]| {
             spans.iter().any(|span| {
-                let span = Interval { start: span.start.max(from), end: span.end.min(until) };
+                let span = Interval {
+                    start: span.start.max(from),
+                    end: span.end.min(until),
+                };
                 span.start < span.end && overlaps(list, span)
             })
         };
@@ -111,10 +134,20 @@ fn blocked_dates(
     blocked
 }
 
-fn time_frame_warnings(schedule: &Schedule, from: DateTime<Utc>, until: DateTime<Utc>) -> Vec<String> {
+fn time_frame_warnings(
+    schedule: &Schedule,
+    from: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Vec<String> {
     let project = &schedule.project;
     let zone = project.timezone;
-    let show = |at: DateTime<Utc>| format!("{} {}", at.with_timezone(&zone).format("%Y-%m-%d %H:%M"), zone);
+    let show = |at: DateTime<Utc>| {
+        format!(
+            "{} {}",
+            at.with_timezone(&zone).format("%Y-%m-%d %H:%M"),
+            zone
+        )
+    };
     let mut warnings = Vec::new();
     if project.start > from && project.start < until {
         warnings.push(format!(

@@ -57,7 +57,13 @@ pub struct WeekView<'a> {
 impl<'a> WeekView<'a> {
     /// Draws `report`, whose horizon starts at `from`.
     pub fn new(report: &'a AvailabilityReport, from: DateTime<Utc>) -> WeekView<'a> {
-        WeekView { report, from, title: None, blocked_names: BTreeMap::new(), notes: Vec::new() }
+        WeekView {
+            report,
+            from,
+            title: None,
+            blocked_names: BTreeMap::new(),
+            notes: Vec::new(),
+        }
     }
 
     /// Sets the first line, such as the resource's id and name.
@@ -89,7 +95,10 @@ impl<'a> WeekView<'a> {
     }
 
     fn horizon(&self) -> Interval {
-        Interval { start: self.from, end: self.report.valid_until }
+        Interval {
+            start: self.from,
+            end: self.report.valid_until,
+        }
     }
 
     /// Returns the grid line of one date and its open time in seconds.
@@ -98,7 +107,10 @@ impl<'a> WeekView<'a> {
         let mut open_total = 0;
         for cell in 0..CELLS {
             let instants = day.instants(cell * CELL_SECONDS, (cell + 1) * CELL_SECONDS);
-            let inside: Vec<Interval> = instants.iter().filter_map(|span| intersect(*span, self.horizon())).collect();
+            let inside: Vec<Interval> = instants
+                .iter()
+                .filter_map(|span| intersect(*span, self.horizon()))
+                .collect();
             let length: i64 = inside.iter().map(seconds).sum();
             if length == 0 {
                 cells.push(' ');
@@ -107,10 +119,25 @@ impl<'a> WeekView<'a> {
 
             let mut open_by_level = vec![0_i64; levels.len()];
             for span in &inside {
-                let first = self.report.windows.partition_point(|window| window.end <= span.start);
-                for window in self.report.windows[first..].iter().take_while(|window| window.start < span.end) {
-                    let overlap = intersect(*span, Interval { start: window.start, end: window.end });
-                    let level = levels.iter().position(|level| *level == window.capacity).unwrap_or(0);
+                let first = self
+                    .report
+                    .windows
+                    .partition_point(|window| window.end <= span.start);
+                for window in self.report.windows[first..]
+                    .iter()
+                    .take_while(|window| window.start < span.end)
+                {
+                    let overlap = intersect(
+                        *span,
+                        Interval {
+                            start: window.start,
+                            end: window.end,
+                        },
+                    );
+                    let level = levels
+                        .iter()
+                        .position(|level| *level == window.capacity)
+                        .unwrap_or(0);
                     open_by_level[level] += overlap.as_ref().map_or(0, seconds);
                 }
             }
@@ -120,9 +147,15 @@ impl<'a> WeekView<'a> {
                 cells.push('.');
                 continue;
             }
-            let level = (0..levels.len()).max_by_key(|level| (open_by_level[*level], usize::MAX - level)).unwrap_or(0);
+            let level = (0..levels.len())
+                .max_by_key(|level| (open_by_level[*level], usize::MAX - level))
+                .unwrap_or(0);
             let letter = char::from(*LEVEL_LETTERS.get(level).unwrap_or(&b'*'));
-            cells.push(if open < length { letter.to_ascii_lowercase() } else { letter });
+            cells.push(if open < length {
+                letter.to_ascii_lowercase()
+            } else {
+                letter
+            });
         }
         (cells, open_total)
     }
@@ -136,7 +169,12 @@ impl fmt::Display for WeekView<'_> {
         if let Some(title) = &self.title {
             writeln!(f, "{title}")?;
         }
-        writeln!(f, "{} to {}, local time in {zone}", show(self.from), show(report.valid_until))?;
+        writeln!(
+            f,
+            "{} to {}, local time in {zone}",
+            show(self.from),
+            show(report.valid_until)
+        )?;
 
         let levels = self.levels();
         let first = local_date(self.from, zone);
@@ -149,14 +187,21 @@ impl fmt::Display for WeekView<'_> {
             }
             let label = date.format("%a %d %b").to_string();
             if report.blocked_dates.binary_search(&date).is_ok() {
-                let name = self.blocked_names.get(&date).map_or("vacation or leave", String::as_str);
+                let name = self
+                    .blocked_names
+                    .get(&date)
+                    .map_or("vacation or leave", String::as_str);
                 writeln!(f, "{label:<LABEL_WIDTH$}blocked: {name}")?;
             } else {
                 let day = LocalDay::new(date, zone);
                 let (cells, open) = self.day_cells(&day, &levels);
                 let mut line = format!("{label:<LABEL_WIDTH$}{cells} {:>5}", hours(open));
                 for (_, change) in day.clock_changes() {
-                    line.push_str(&format!(" clocks {}{}", if change > 0 { '+' } else { '-' }, hours(change.abs())));
+                    line.push_str(&format!(
+                        " clocks {}{}",
+                        if change > 0 { '+' } else { '-' },
+                        hours(change.abs())
+                    ));
                 }
                 writeln!(f, "{}", line.trim_end())?;
             }
@@ -172,8 +217,14 @@ impl fmt::Display for WeekView<'_> {
             let letter = char::from(*LEVEL_LETTERS.get(index).unwrap_or(&b'*'));
             writeln!(f, "{letter}  {}", describe(level))?;
         }
-        writeln!(f, "Lower case: open for part of the half hour. '.': closed.")?;
-        writeln!(f, "Blank: outside the horizon or skipped by a clock change.")?;
+        writeln!(
+            f,
+            "Lower case: open for part of the half hour. '.': closed."
+        )?;
+        writeln!(
+            f,
+            "Blank: outside the horizon or skipped by a clock change."
+        )?;
         for note in &self.notes {
             for line in wrap(note, MAX_WIDTH) {
                 writeln!(f, "{line}")?;
@@ -241,7 +292,10 @@ fn hours(seconds: i64) -> String {
 }
 
 fn intersect(a: Interval, b: Interval) -> Option<Interval> {
-    let span = Interval { start: a.start.max(b.start), end: a.end.min(b.end) };
+    let span = Interval {
+        start: a.start.max(b.start),
+        end: a.end.min(b.end),
+    };
     (span.start < span.end).then_some(span)
 }
 
