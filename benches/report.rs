@@ -22,8 +22,8 @@ fn options(resource: &str, from: DateTime<Utc>, days: u32) -> ReportOptions {
     }
 }
 
-/// The schedules to report on: the e-mail example written as model values, and as parsed
-/// files the e-mail example and the largest file of the corpus.
+/// Returns the schedules to report on. The e-mail example is written as model values, and it
+/// and the largest file of the corpus are also parsed from files.
 fn cases() -> Vec<(&'static str, Schedule, &'static str, DateTime<Utc>)> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let mut cases = vec![(

@@ -9,7 +9,7 @@ use chrono_tz::{America, Australia, Tz};
 use highway_ratelimit::calendar::WorkingTime;
 use highway_ratelimit::schedule::Schedule;
 
-/// A schedule in `zone` whose only resource works `start - end` every day.
+/// Builds a schedule in `zone` whose only resource works `start - end` every day.
 fn every_day(zone: Tz, start: &str, end: &str) -> Schedule {
     let mut tool = resource("tool");
     tool.working_hours = hours_on(&EVERY_DAY, &[(start, end)]);

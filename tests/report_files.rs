@@ -41,7 +41,7 @@ fn report(schedule: &Schedule, from: DateTime<Utc>, days: u32) -> AvailabilityRe
         .report
 }
 
-/// The windows as `start end` lines, with the daily and hourly capacity when set.
+/// Formats the windows as `start end` lines, with the daily and hourly capacity when set.
 fn lines(report: &AvailabilityReport) -> Vec<String> {
     report
         .windows

@@ -33,7 +33,7 @@ fn seed_across_christmas_and_time_frame_end() {
     // From Saturday 2025-12-20 for 14 days: Monday to Wednesday 22 - 24 and 29 - 31 December
     // work 09:00 - 17:00 UTC. The 25th and 26th would work by the hours but are vacations, so
     // they are blocked. The time frame ends on 2026-01-01 00:00, so 1 and 2 January have no
-    // working time (and are not blocked: no vacation closes them) and a warning says so.
+    // working time (and are not blocked: no vacation closes them) and a warning reports it.
     let schedule = seed_email();
     let from = utc("2025-12-20T00:00:00Z");
     let generated = AvailabilityReport::generate(&schedule, &options(None, from, 14)).unwrap();

@@ -1,4 +1,4 @@
-//! The week view of a report, as a person sees it.
+//! The week view of a report, as a person reads it.
 
 mod calendar_support;
 

@@ -25,9 +25,7 @@ impl<'a> CapacityRules<'a> {
         let limits = resource
             .limits
             .iter()
-            .filter(|limit| {
-                limit.resources.is_empty() || limit.resources.contains(&resource.id)
-            })
+            .filter(|limit| limit.resources.is_empty() || limit.resources.contains(&resource.id))
             .collect();
         CapacityRules { limits, zone }
     }

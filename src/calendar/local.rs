@@ -88,15 +88,11 @@ impl LocalDay {
     /// Returns the offset changes between the instants of this date, as (instant, change in
     /// seconds); empty on most days.
     pub fn clock_changes(&self) -> Vec<(DateTime<Utc>, i64)> {
-        let Some(day) = self
-            .whole()
-            .first()
-            .copied()
-            .zip(self.whole().last().copied())
-        else {
+        let whole = self.whole();
+        let (Some(first), Some(last)) = (whole.first(), whole.last()) else {
             return Vec::new();
         };
-        let (first, last) = (day.0.start.timestamp(), day.1.end.timestamp());
+        let (first, last) = (first.start.timestamp(), last.end.timestamp());
         self.spans
             .windows(2)
             .filter(|pair| pair[1].0 > first && pair[1].0 < last)

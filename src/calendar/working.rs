@@ -11,8 +11,8 @@ use crate::schedule::{Interval, Leave, LeaveKind, Resource, Schedule, Shift, Wor
 ///
 /// An instant is working time when it lies inside the project's time frame, its local time
 /// lies inside the working hours of its local weekday, and no vacation or leave covers it.
-/// Inside a shift assignment the shift's working hours replace the resource's and the shift's
-/// leaves apply too; a shift with `replace` also discards the global and resource leaves there.
+/// Inside a shift assignment the shift's working hours replace the resource's, and the shift's
+/// leaves apply too. A shift with `replace` also discards the global and resource leaves there.
 /// Working hours are local time in the resource's zone (the project's when it sets none), and a
 /// shift's own `timezone`, when set, is the zone of that shift's hours.
 #[derive(Debug, Clone)]
@@ -50,7 +50,7 @@ impl<'a> WorkingTime<'a> {
         }
     }
 
-    /// The zone of the resource's working hours and calendar: its own, else the project's.
+    /// Returns the zone of the resource's working hours and calendar: its own, else the project's.
     pub fn zone(&self) -> Tz {
         self.zone
     }
@@ -95,10 +95,10 @@ impl<'a> WorkingTime<'a> {
             .is_empty()
     }
 
-    /// Returns the vacations and leaves of the resource that overlap the local date `date` (in
-    /// [`WorkingTime::zone`]) and apply there: global, the resource's own and inherited ones, and
-    /// those of shifts assigned then; global and resource leaves inside a `replace` shift
-    /// assignment are left out.
+    /// Returns the vacations and leaves that apply to the resource on the local date `date` (in
+    /// [`WorkingTime::zone`]). These are the global ones, the resource's own and inherited ones,
+    /// and those of shifts assigned then. Inside a `replace` shift assignment, global and
+    /// resource leaves are left out.
     pub fn leaves_on(&self, date: NaiveDate) -> Vec<&'a Leave> {
         let mut found: Vec<&'a Leave> = Vec::new();
         for span in LocalDay::new(date, self.zone).whole() {

@@ -9,7 +9,7 @@ use crate::calendar::{CapacityRules, LocalDay, WorkingTime, local_date};
 use crate::schedule::{Interval, Resource, Schedule};
 use crate::window::first_instant_at_or_after;
 
-/// The longest horizon, in days: ten years.
+/// The maximum horizon, in days: about ten years.
 pub const MAX_HORIZON_DAYS: u32 = 3660;
 
 /// Returns the resource a report is about: the one named `id`, or, when `id` is `None`, the

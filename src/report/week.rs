@@ -20,9 +20,9 @@ const LEVEL_LETTERS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ";
 
 /// A report drawn as one line per local day, 48 half-hour cells wide, in at most 80 columns.
 ///
-/// A letter marks an open half hour and names its capacity level (listed under the grid), in
-/// lower case when the half hour is open only in part; `.` marks a closed half hour; a blank
-/// lies outside the horizon or in local time a clock change skips. A blocked date shows the
+/// A letter marks an open half hour and names its capacity level, which the legend under the
+/// grid lists. The letter is lower case when the half hour is open only in part. A `.` marks a
+/// closed half hour, and a blank lies outside the horizon or in local time a clock change skips. A blocked date shows the
 /// vacations or leaves that close it, and a day with a clock change says so at its end.
 ///
 /// ```
