@@ -2,6 +2,8 @@
 //! command). Only leaf resources are compared, and where TaskJuggler's rules and ScriptPlan's
 //! differ on purpose the expected departure is listed with the rule that applies.
 
+mod calendar_support;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -150,6 +152,177 @@ fn working_time_matches_scriptplan() {
         "working time differs from ScriptPlan:\n{}",
         failures.join("\n")
     );
+}
+
+/// Returns the intervals `working_time` gives in the window of the run, as strings.
+fn working_in_window(working_time: &WorkingTime, run: &OracleRun) -> Vec<(String, String)> {
+    working_time
+        .working_between(run.window.0, run.window.1)
+        .iter()
+        .map(|interval| (show(interval.start), show(interval.end)))
+        .collect()
+}
+
+fn oracle_run(name: &str) -> OracleRun {
+    load_run(&root().join("tests/oracle").join(format!("{name}.txt")))
+}
+
+/// `adapted/Vacation.scriptplan.tjp` written as model values, as TaskJuggler reads it: the
+/// header dates are UTC and every later date is local to America/Denver.
+fn vacation_example() -> Schedule {
+    use calendar_support::*;
+    use chrono_tz::America::Denver;
+
+    let day = |date: &str| local(Denver, &format!("{date} 00:00"));
+    let leave = |name: &str, start: &str, end: &str| {
+        vacation(
+            name,
+            highway_ratelimit::schedule::Interval {
+                start: day(start),
+                end: day(end),
+            },
+        )
+    };
+    let team_vacation = leave("team", "2005-10-07", "2005-10-09");
+
+    let mut team = resource("team");
+    team.children = vec!["tux2".into(), "tux3".into()];
+    team.leaves = vec![team_vacation.clone()];
+    let mut tux2 = resource("tux2");
+    tux2.parent = Some("team".into());
+    tux2.leaves = vec![team_vacation.clone()];
+    let mut tux3 = resource("tux3");
+    tux3.parent = Some("team".into());
+    tux3.leaves = vec![team_vacation, leave("tux3", "2005-08-10", "2005-08-11")];
+    let mut tuxus = resource("tuxus");
+    tuxus.leaves = vec![leave("tuxus", "2005-09-01", "2030-01-01")];
+
+    // `2005-07-22 +163d` is 163 times 24 hours from midnight UTC.
+    let mut schedule = schedule(
+        project("2005-07-22T00:00:00Z", "2006-01-01T00:00:00Z", Denver),
+        vec![team, tux2, tux3, tuxus],
+    );
+    schedule.leaves = vec![
+        leave("Labor Day", "2005-09-05", "2005-09-06"),
+        leave("Christmas", "2005-12-25", "2005-12-27"),
+    ];
+    schedule
+}
+
+/// `scriptplan-tests/blackbox.tjp` and `timezone_stress.tjp` written as model values: shift
+/// hours evaluated in each resource's own zone.
+fn zoned_shift_examples() -> Vec<(&'static str, Schedule)> {
+    use calendar_support::*;
+    use chrono::Weekday;
+
+    let zoned = |id: &str,
+                 zone: chrono_tz::Tz,
+                 shift_id: &str,
+                 frame: highway_ratelimit::schedule::Interval| {
+        let mut tool = resource(id);
+        tool.timezone = Some(zone);
+        tool.shifts = vec![assign(shift_id, frame)];
+        tool
+    };
+
+    let january = span("2025-01-01T00:00:00Z", "2025-02-01T00:00:00Z");
+    let mut blackbox = schedule(
+        project(
+            "2025-01-01T00:00:00Z",
+            "2025-02-01T00:00:00Z",
+            chrono_tz::UTC,
+        ),
+        vec![
+            zoned("agent_a", chrono_tz::Europe::Athens, "alpha_shift", january),
+            zoned(
+                "agent_b",
+                chrono_tz::America::Los_Angeles,
+                "beta_shift",
+                january,
+            ),
+        ],
+    );
+    blackbox.shifts = vec![
+        shift(
+            "alpha_shift",
+            hours_on(
+                &[Weekday::Mon, Weekday::Tue, Weekday::Wed],
+                &[("10:00", "14:00")],
+            ),
+        ),
+        shift(
+            "beta_shift",
+            hours_on(
+                &[Weekday::Thu, Weekday::Fri, Weekday::Sat, Weekday::Sun],
+                &[("18:00", "22:00")],
+            ),
+        ),
+    ];
+
+    let week = span("2025-05-01T00:00:00Z", "2025-05-08T00:00:00Z");
+    let mut stress = schedule(
+        project(
+            "2025-05-01T00:00:00Z",
+            "2025-05-08T00:00:00Z",
+            chrono_tz::UTC,
+        ),
+        vec![
+            zoned("dev_jp", chrono_tz::Asia::Tokyo, "local_9to6", week),
+            zoned("qa_ny", chrono_tz::America::New_York, "local_9to6", week),
+        ],
+    );
+    stress.shifts = vec![shift(
+        "local_9to6",
+        hours_on(&WEEKDAYS, &[("09:00", "18:00")]),
+    )];
+
+    vec![("blackbox", blackbox), ("timezone_stress", stress)]
+}
+
+#[test]
+fn model_vacation_example_matches_scriptplan() {
+    // Denver office hours 09:00 - 17:00 are 15:00Z - 23:00Z in MDT and 16:00Z - 24:00Z after
+    // the change of 2005-10-30, with Labor Day, Christmas and each resource's vacations off.
+    let schedule = vacation_example();
+    for id in ["tux2", "tux3", "tuxus"] {
+        let run = oracle_run(&format!("Vacation.scriptplan.{id}"));
+        let mut expected = run.intervals.clone();
+        if let Some(departure) = DEPARTURES
+            .iter()
+            .find(|departure| departure.run == run.name)
+        {
+            expected.retain(|interval| {
+                !departure
+                    .missing
+                    .iter()
+                    .any(|(start, end)| interval.0 == *start && interval.1 == *end)
+            });
+            assert_eq!(
+                expected.len() + departure.missing.len(),
+                run.intervals.len(),
+                "{}",
+                departure.rule
+            );
+        }
+        let working_time = WorkingTime::new(&schedule, schedule.resource(id).unwrap());
+        assert_eq!(working_in_window(&working_time, &run), expected, "{id}");
+    }
+}
+
+#[test]
+fn model_zoned_shifts_match_scriptplan() {
+    for (file, schedule) in zoned_shift_examples() {
+        for resource in &schedule.resources {
+            let run = oracle_run(&format!("{file}.{}", resource.id));
+            let working_time = WorkingTime::new(&schedule, resource);
+            assert_eq!(
+                working_in_window(&working_time, &run),
+                run.intervals,
+                "{}",
+                run.name
+            );
+        }
+    }
 }
 
 fn show(at: DateTime<Utc>) -> String {
