@@ -151,7 +151,7 @@ fn several_resources_need_one_chosen() {
         stderr.contains("several resources (team, dev_jp, qa_ny)"),
         "{stderr}"
     );
-    assert!(stderr.contains("pass --resource ID"), "{stderr}");
+    assert!(stderr.contains("choose one with --resource ID"), "{stderr}");
 
     let output = run(&[
         file.to_str().unwrap(),
@@ -161,7 +161,9 @@ fn several_resources_need_one_chosen() {
         "qa_nyc",
     ]);
     assert_eq!(output.status.code(), Some(1));
-    assert!(text(&output.stderr).contains("unknown resource \"qa_nyc\""));
+    let stderr = text(&output.stderr);
+    let expected = "unknown resource \"qa_nyc\": the schedule has team, dev_jp, qa_ny; pass one of them to --resource";
+    assert!(stderr.contains(expected), "{stderr}");
 
     let output = run(&[
         file.to_str().unwrap(),

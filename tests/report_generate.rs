@@ -469,3 +469,22 @@ fn horizon_counts_local_days() {
     assert_eq!(from, utc("2025-03-08T05:00:00Z"));
     assert_eq!(report.valid_until, utc("2025-03-15T04:00:00Z"));
 }
+
+#[test]
+fn horizon_at_calendar_limits() {
+    // A horizon far outside the time frame yields no windows and a warning, at both ends of
+    // the years an RFC 3339 instant can name.
+    let schedule = seed_email();
+    for from in ["9999-12-25T00:00:00Z", "0000-01-01T00:00:00Z"] {
+        let generated =
+            AvailabilityReport::generate(&schedule, &options(None, utc(from), 3660)).unwrap();
+        assert!(generated.report.windows.is_empty(), "{from}");
+        assert!(generated.report.blocked_dates.is_empty(), "{from}");
+        assert_eq!(
+            generated.warnings.len(),
+            1,
+            "{from}: {:?}",
+            generated.warnings
+        );
+    }
+}

@@ -64,8 +64,9 @@ fn render(args: &ReportArgs) -> Result<String, String> {
 
     let resource =
         select_resource(&schedule, args.resource.as_deref()).map_err(|error| match error {
-            ReportError::ResourceRequired { .. } | ReportError::UnknownResource { .. } => {
-                format!("error: {error}; pass --resource ID")
+            ReportError::ResourceRequired { .. } => format!("error: {error} with --resource ID"),
+            ReportError::UnknownResource { .. } => {
+                format!("error: {error}; pass one of them to --resource")
             }
             other => format!("error: {other}"),
         })?;

@@ -1,6 +1,6 @@
 //! Computing an availability report from a schedule.
 
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, Utc};
 use chrono_tz::Tz;
 
 use super::{AvailabilityReport, GeneratedReport, REPORT_VERSION, ReportError, ReportOptions};
@@ -60,7 +60,10 @@ pub fn resource_zone(schedule: &Schedule, resource: &Resource) -> Tz {
 /// (the first instant after a clock change skips it).
 pub fn add_local_days(from: DateTime<Utc>, days: u32, zone: Tz) -> DateTime<Utc> {
     let local = from.with_timezone(&zone).naive_local();
-    first_instant_at_or_after(local + Duration::days(i64::from(days)), zone)
+    let later = local
+        .checked_add_signed(Duration::days(i64::from(days)))
+        .unwrap_or(NaiveDateTime::MAX);
+    first_instant_at_or_after(later, zone)
 }
 
 pub(super) fn generate(
@@ -112,7 +115,10 @@ fn blocked_dates(
     if scheduled.is_empty() {
         return blocked;
     }
-    let last = local_date(until - Duration::seconds(1), zone);
+    let end = until
+        .checked_sub_signed(Duration::seconds(1))
+        .unwrap_or(until);
+    let last = local_date(end, zone);
     let mut date = local_date(from, zone);
     while date <= last {
         let spans = LocalDay::new(date, zone).whole();

@@ -178,7 +178,11 @@ impl fmt::Display for WeekView<'_> {
 
         let levels = self.levels();
         let first = local_date(self.from, zone);
-        let last = local_date(report.valid_until - Duration::seconds(1), zone);
+        let end = report
+            .valid_until
+            .checked_sub_signed(Duration::seconds(1))
+            .unwrap_or(report.valid_until);
+        let last = local_date(end, zone);
         let mut date = first;
         while date <= last {
             if date == first || date.weekday() == report.week_start {
