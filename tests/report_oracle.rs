@@ -35,6 +35,13 @@ const PLUS_THREE_MONTHS: &str = "TaskJuggler reads `+3m` in the header as 3 x 30
     truncated to the 15 min timing resolution, so the project ends on 2025-10-31 06:00 UTC; \
     ScriptPlan adds calendar months and ends on 2025-11-01";
 
+const SHIFT_DAYS_INHERITED: &str = "TaskJuggler gives the days a shift does not set the \
+    project's working hours (Monday to Friday 09:00 - 17:00 by default, in the resource's zone \
+    here); ScriptPlan leaves them without hours. `alpha_shift` sets Monday to Wednesday, so \
+    Thursday and Friday keep 09:00 - 17:00 Athens time; `beta_shift` sets Thursday to Sunday, \
+    so Monday to Wednesday keep 09:00 - 17:00 Los Angeles time. The project ends on \
+    2025-01-31 10:00 UTC (`+1m` is 30.4167 days)";
+
 const DEPARTURES: &[Departure] = &[
     Departure {
         run: "Vacation.scriptplan.tux3",
@@ -75,6 +82,44 @@ const DEPARTURES: &[Departure] = &[
         rule: PLUS_THREE_MONTHS,
         scriptplan_only: &[("2025-10-31T08:00:00Z", "2025-10-31T18:00:00Z")],
         ours_only: &[],
+    },
+    Departure {
+        run: "blackbox.agent_a",
+        rule: SHIFT_DAYS_INHERITED,
+        scriptplan_only: &[],
+        ours_only: &[
+            ("2025-01-02T07:00:00Z", "2025-01-02T15:00:00Z"),
+            ("2025-01-03T07:00:00Z", "2025-01-03T15:00:00Z"),
+            ("2025-01-09T07:00:00Z", "2025-01-09T15:00:00Z"),
+            ("2025-01-10T07:00:00Z", "2025-01-10T15:00:00Z"),
+            ("2025-01-16T07:00:00Z", "2025-01-16T15:00:00Z"),
+            ("2025-01-17T07:00:00Z", "2025-01-17T15:00:00Z"),
+            ("2025-01-23T07:00:00Z", "2025-01-23T15:00:00Z"),
+            ("2025-01-24T07:00:00Z", "2025-01-24T15:00:00Z"),
+            ("2025-01-30T07:00:00Z", "2025-01-30T15:00:00Z"),
+            ("2025-01-31T07:00:00Z", "2025-01-31T10:00:00Z"),
+        ],
+    },
+    Departure {
+        run: "blackbox.agent_b",
+        rule: SHIFT_DAYS_INHERITED,
+        scriptplan_only: &[],
+        ours_only: &[
+            ("2025-01-01T00:00:00Z", "2025-01-01T01:00:00Z"),
+            ("2025-01-01T17:00:00Z", "2025-01-02T01:00:00Z"),
+            ("2025-01-06T17:00:00Z", "2025-01-07T01:00:00Z"),
+            ("2025-01-07T17:00:00Z", "2025-01-08T01:00:00Z"),
+            ("2025-01-08T17:00:00Z", "2025-01-09T01:00:00Z"),
+            ("2025-01-13T17:00:00Z", "2025-01-14T01:00:00Z"),
+            ("2025-01-14T17:00:00Z", "2025-01-15T01:00:00Z"),
+            ("2025-01-15T17:00:00Z", "2025-01-16T01:00:00Z"),
+            ("2025-01-20T17:00:00Z", "2025-01-21T01:00:00Z"),
+            ("2025-01-21T17:00:00Z", "2025-01-22T01:00:00Z"),
+            ("2025-01-22T17:00:00Z", "2025-01-23T01:00:00Z"),
+            ("2025-01-27T17:00:00Z", "2025-01-28T01:00:00Z"),
+            ("2025-01-28T17:00:00Z", "2025-01-29T01:00:00Z"),
+            ("2025-01-29T17:00:00Z", "2025-01-30T01:00:00Z"),
+        ],
     },
     Departure {
         run: "thermal.press",
@@ -273,8 +318,8 @@ fn vacation_example() -> Schedule {
     schedule
 }
 
-/// `scriptplan-tests/blackbox.tjp` and `timezone_stress.tjp` written as model values: shift
-/// hours evaluated in each resource's own zone.
+/// `scriptplan-tests/blackbox.tjp` and `timezone_stress.tjp` written as model values, as
+/// TaskJuggler reads them: shift hours are evaluated in each resource's own zone.
 fn zoned_shift_examples() -> Vec<(&'static str, Schedule)> {
     use calendar_support::*;
     use chrono::Weekday;
@@ -289,11 +334,12 @@ fn zoned_shift_examples() -> Vec<(&'static str, Schedule)> {
         tool
     };
 
-    let january = span("2025-01-01T00:00:00Z", "2025-02-01T00:00:00Z");
+    // `2025-01-01 +1m` ends 30.4167 days later, truncated to the hour.
+    let january = span("2025-01-01T00:00:00Z", "2025-01-31T10:00:00Z");
     let mut blackbox = schedule(
         project(
             "2025-01-01T00:00:00Z",
-            "2025-02-01T00:00:00Z",
+            "2025-01-31T10:00:00Z",
             chrono_tz::UTC,
         ),
         vec![
@@ -306,19 +352,29 @@ fn zoned_shift_examples() -> Vec<(&'static str, Schedule)> {
             ),
         ],
     );
+    // Days a shift does not set keep the project's default hours, as in TaskJuggler.
+    let with_days = |days: &[Weekday], start: &str, end: &str| {
+        let mut hours = highway_ratelimit::schedule::WorkingHours::default();
+        for day in days {
+            hours.days[day.num_days_from_monday() as usize] = vec![range(start, end)];
+        }
+        hours
+    };
     blackbox.shifts = vec![
         shift(
             "alpha_shift",
-            hours_on(
+            with_days(
                 &[Weekday::Mon, Weekday::Tue, Weekday::Wed],
-                &[("10:00", "14:00")],
+                "10:00",
+                "14:00",
             ),
         ),
         shift(
             "beta_shift",
-            hours_on(
+            with_days(
                 &[Weekday::Thu, Weekday::Fri, Weekday::Sat, Weekday::Sun],
-                &[("18:00", "22:00")],
+                "18:00",
+                "22:00",
             ),
         ),
     ];
@@ -364,7 +420,7 @@ fn model_zoned_shifts_match_scriptplan() {
             let working_time = WorkingTime::new(&schedule, resource);
             assert_eq!(
                 working_in_window(&working_time, &run),
-                run.intervals,
+                expected_intervals(&run),
                 "{}",
                 run.name
             );
