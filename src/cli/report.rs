@@ -17,7 +17,8 @@ use crate::window::start_of_day;
 pub(super) struct ReportArgs {
     /// The schedule file.
     file: PathBuf,
-    /// The resource to report on; may be left out when the file has one resource.
+    /// The resource to report on; may be left out when the file has one resource, or only one
+    /// without child resources.
     #[arg(long)]
     resource: Option<String>,
     /// The start of the horizon: a date (local midnight in the resource's zone, else the
