@@ -23,7 +23,7 @@ pub fn local(zone: Tz, text: &str) -> DateTime<Utc> {
     first_instant_at_or_after(naive, zone)
 }
 
-/// `[start, end)` from two RFC 3339 instants.
+/// Builds `[start, end)` from two RFC 3339 instants.
 pub fn span(start: &str, end: &str) -> Interval {
     Interval {
         start: utc(start),
@@ -31,7 +31,7 @@ pub fn span(start: &str, end: &str) -> Interval {
     }
 }
 
-/// A time range from `HH:MM` strings.
+/// Builds a time range from `HH:MM` strings.
 pub fn range(start: &str, end: &str) -> TimeRange {
     let seconds = |text: &str| {
         let (hours, minutes) = text.split_once(':').expect("HH:MM");
@@ -43,7 +43,7 @@ pub fn range(start: &str, end: &str) -> TimeRange {
     }
 }
 
-/// Working hours with `ranges` on each listed day and none on the others.
+/// Builds working hours with `ranges` on each listed day and none on the others.
 pub fn hours_on(days: &[Weekday], ranges: &[(&str, &str)]) -> WorkingHours {
     let mut hours = WorkingHours {
         days: Default::default(),
@@ -74,7 +74,7 @@ pub const EVERY_DAY: [Weekday; 7] = [
     Weekday::Sun,
 ];
 
-/// A project over `[start, end)` in `zone` with TaskJuggler's defaults.
+/// Builds a project over `[start, end)` in `zone` with TaskJuggler's defaults.
 pub fn project(start: &str, end: &str, zone: Tz) -> Project {
     Project {
         id: Some("test".into()),
@@ -93,7 +93,7 @@ pub fn project(start: &str, end: &str, zone: Tz) -> Project {
     }
 }
 
-/// A resource with the default working hours and nothing else.
+/// Builds a resource with the default working hours and nothing else.
 pub fn resource(id: &str) -> Resource {
     Resource {
         id: id.into(),
@@ -109,7 +109,7 @@ pub fn resource(id: &str) -> Resource {
     }
 }
 
-/// A shift with `hours` and nothing else.
+/// Builds a shift with `hours` and nothing else.
 pub fn shift(id: &str, hours: WorkingHours) -> Shift {
     Shift {
         id: id.into(),
@@ -123,7 +123,7 @@ pub fn shift(id: &str, hours: WorkingHours) -> Shift {
     }
 }
 
-/// A shift assignment over `interval`.
+/// Builds a shift assignment over `interval`.
 pub fn assign(shift: &str, interval: Interval) -> ShiftAssignment {
     ShiftAssignment {
         shift: shift.into(),
@@ -132,7 +132,7 @@ pub fn assign(shift: &str, interval: Interval) -> ShiftAssignment {
     }
 }
 
-/// A named vacation over `interval`.
+/// Builds a named vacation over `interval`.
 pub fn vacation(name: &str, interval: Interval) -> Leave {
     Leave {
         kind: LeaveKind::Holiday,
@@ -142,7 +142,7 @@ pub fn vacation(name: &str, interval: Interval) -> Leave {
     }
 }
 
-/// A count limit with no narrowing.
+/// Builds a count limit with no narrowing.
 pub fn limit(kind: LimitKind, value: u64) -> Limit {
     Limit {
         kind,
@@ -155,7 +155,7 @@ pub fn limit(kind: LimitKind, value: u64) -> Limit {
     }
 }
 
-/// A schedule of `project` and `resources`.
+/// Builds a schedule of `project` and `resources`.
 pub fn schedule(project: Project, resources: Vec<Resource>) -> Schedule {
     Schedule {
         project,
@@ -166,7 +166,7 @@ pub fn schedule(project: Project, resources: Vec<Resource>) -> Schedule {
     }
 }
 
-/// Report options over `days` days from `from`, generated at `from`.
+/// Builds report options over `days` days from `from`, generated at `from`.
 pub fn options(resource: Option<&str>, from: DateTime<Utc>, days: u32) -> ReportOptions {
     ReportOptions {
         resource: resource.map(str::to_owned),
@@ -176,7 +176,7 @@ pub fn options(resource: Option<&str>, from: DateTime<Utc>, days: u32) -> Report
     }
 }
 
-/// The windows of a report as `(start, end)` RFC 3339 strings.
+/// Formats the windows of a report as `(start, end)` RFC 3339 strings.
 pub fn window_spans(report: &AvailabilityReport) -> Vec<(String, String)> {
     report
         .windows
@@ -185,7 +185,7 @@ pub fn window_spans(report: &AvailabilityReport) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Intervals as `(start, end)` RFC 3339 strings.
+/// Formats intervals as `(start, end)` RFC 3339 strings.
 pub fn spans(intervals: &[Interval]) -> Vec<(String, String)> {
     intervals
         .iter()
@@ -193,7 +193,7 @@ pub fn spans(intervals: &[Interval]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Owned `(start, end)` pairs from string literals.
+/// Copies `(start, end)` pairs from string literals.
 pub fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
     list.iter()
         .map(|(start, end)| (start.to_string(), end.to_string()))
@@ -204,9 +204,9 @@ pub fn show(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-/// The e-mail example written as model values: a `business_hours` shift (Monday to Friday
-/// 09:00 - 17:00) for the whole of 2025 in UTC, `dailymax 500`, and vacations on 25 and 26
-/// December and 1 January 2026, which lies after the end of the time frame.
+/// Builds the e-mail example as model values. A `business_hours` shift (Monday to Friday
+/// 09:00 - 17:00) applies for the whole of 2025 in UTC, with `dailymax 500`. Vacations fall on
+/// 25 and 26 December and on 1 January 2026, which lies after the end of the time frame.
 pub fn seed_email() -> Schedule {
     let frame = span("2025-01-01T00:00:00Z", "2026-01-01T00:00:00Z");
     let mut email = resource("email_service");
