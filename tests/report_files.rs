@@ -2,6 +2,8 @@
 //! same cases, written as model values, are in `calendar_dst.rs`, `calendar_leaves.rs` and
 //! `report_generate.rs`; these tests check that the parsed files mean the same.
 
+mod calendar_support;
+
 use std::path::PathBuf;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
@@ -11,9 +13,12 @@ use highway_ratelimit::schedule::Schedule;
 use highway_ratelimit::window::first_instant_at_or_after;
 
 fn load(name: &str) -> Schedule {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/schedules")
-        .join(name);
+    load_path(&format!("tests/schedules/{name}"))
+}
+
+/// Parses the file at `path`, relative to the repository.
+fn load_path(path: &str) -> Schedule {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path);
     Schedule::from_file(&path)
         .unwrap_or_else(|error| panic!("{} does not parse:\n{error}", path.display()))
 }
@@ -218,4 +223,125 @@ fn resource_zone_from_file() {
     assert_eq!(got.timezone, chrono_tz::Asia::Tokyo);
     assert_eq!(lines(&got), ["2025-05-06T00:00Z 2025-05-06T09:00Z 40/day"]);
     assert_eq!(got.blocked_dates, dates(&["2025-05-05"]));
+}
+
+fn report_of(
+    schedule: &Schedule,
+    resource: &str,
+    from: DateTime<Utc>,
+    days: u32,
+) -> AvailabilityReport {
+    let options = ReportOptions {
+        resource: Some(resource.to_owned()),
+        from,
+        days,
+        generated_at: from,
+    };
+    AvailabilityReport::generate(schedule, &options)
+        .unwrap()
+        .report
+}
+
+#[test]
+fn seed_example_file_matches_model() {
+    // The example shipped with the crate, parsed, gives the same report as the model-built
+    // schedule of `report_generate.rs` over the same 14 days across Christmas and the end of
+    // the time frame, warnings included.
+    let parsed = load_path("examples/schedules/seed_email.tjp");
+    let model = calendar_support::seed_email();
+    let from = utc("2025-12-20T00:00:00Z");
+    let options = ReportOptions {
+        resource: None,
+        from,
+        days: 14,
+        generated_at: from,
+    };
+    let from_file = AvailabilityReport::generate(&parsed, &options).unwrap();
+    let from_model = AvailabilityReport::generate(&model, &options).unwrap();
+    assert_eq!(from_file.report, from_model.report);
+    assert_eq!(from_file.warnings, from_model.warnings);
+    assert_eq!(
+        from_file.report.blocked_dates,
+        dates(&["2025-12-25", "2025-12-26"])
+    );
+    assert_eq!(from_file.report.windows.len(), 6);
+}
+
+#[test]
+fn taskjuggler_shift_inheritance() {
+    // `Syntax/Correct/Shift.tjp`, Denver (UTC-7 in January 2000). Shift s1 sets Monday
+    // 10:00 - 12:00, 13:00 - 15:00, Tuesday 09:00 - 14:00 and Wednesday off; Thursday and
+    // Friday keep the project's 09:00 - 17:00. The nested s2 sets only Monday 10:00 - 17:00
+    // and inherits the rest from s1. r1 has s1 from 1 to 10 January and s2 from 11 to 20
+    // January, and its own 09:00 - 17:00 on Monday 10 January, between the two.
+    let schedule = load_path("tests/corpus/Syntax/Correct/Shift.tjp");
+    let got = report_of(
+        &schedule,
+        "r1",
+        local(chrono_tz::America::Denver, "2000-01-03 00:00"),
+        15,
+    );
+    let expected = [
+        "2000-01-03T17:00Z 2000-01-03T19:00Z",
+        "2000-01-03T20:00Z 2000-01-03T22:00Z",
+        "2000-01-04T16:00Z 2000-01-04T21:00Z",
+        "2000-01-06T16:00Z 2000-01-07T00:00Z",
+        "2000-01-07T16:00Z 2000-01-08T00:00Z",
+        "2000-01-10T16:00Z 2000-01-11T00:00Z",
+        "2000-01-11T16:00Z 2000-01-11T21:00Z",
+        "2000-01-13T16:00Z 2000-01-14T00:00Z",
+        "2000-01-14T16:00Z 2000-01-15T00:00Z",
+        "2000-01-17T17:00Z 2000-01-18T00:00Z",
+    ];
+    assert_eq!(lines(&got), expected);
+    assert!(got.blocked_dates.is_empty());
+}
+
+#[test]
+fn taskjuggler_vacation_examples() {
+    // `Syntax/Correct/Vacation.tjp`, Denver office hours 09:00 - 17:00: 15:00Z - 23:00Z in
+    // MDT, 16:00Z - 24:00Z in MST.
+    let schedule = load_path("tests/corpus/Syntax/Correct/Vacation.tjp");
+    let denver = chrono_tz::America::Denver;
+
+    // tux3's own vacation on Wednesday 10 August.
+    let tux3 = report_of(&schedule, "tux3", local(denver, "2005-08-08 00:00"), 5);
+    assert_eq!(tux3.blocked_dates, dates(&["2005-08-10"]));
+    assert_eq!(tux3.windows.len(), 4);
+
+    // The team's `vacation 2005-10-07 +2d` covers Friday and Saturday, and tux2 inherits it.
+    let tux2 = report_of(&schedule, "tux2", local(denver, "2005-10-03 00:00"), 7);
+    assert_eq!(tux2.blocked_dates, dates(&["2005-10-07"]));
+    assert_eq!(
+        lines(&tux2).last().unwrap(),
+        "2005-10-06T15:00Z 2005-10-06T23:00Z"
+    );
+
+    // Tuxia starts on 1 August: a vacation from 1971 blocks the days before.
+    let tuxia = report_of(&schedule, "tuxia", local(denver, "2005-07-28 00:00"), 7);
+    assert_eq!(tuxia.blocked_dates, dates(&["2005-07-28", "2005-07-29"]));
+    assert_eq!(lines(&tuxia)[0], "2005-08-01T15:00Z 2005-08-01T23:00Z");
+
+    // `2005-12-25 - 2005-12-27` excludes the 27th: Monday the 26th is blocked (Sunday the
+    // 25th has no working hours anyway) and Tuesday the 27th works. The project ends on
+    // 2006-01-01 00:00 UTC, Saturday 31 December 17:00 in Denver.
+    let options = ReportOptions {
+        resource: Some("tux2".into()),
+        from: local(denver, "2005-12-26 00:00"),
+        days: 7,
+        generated_at: utc("2005-12-26T07:00:00Z"),
+    };
+    let christmas = AvailabilityReport::generate(&schedule, &options).unwrap();
+    assert_eq!(christmas.report.blocked_dates, dates(&["2005-12-26"]));
+    assert_eq!(
+        lines(&christmas.report)[0],
+        "2005-12-27T16:00Z 2005-12-28T00:00Z"
+    );
+    assert_eq!(christmas.report.windows.len(), 4);
+    assert_eq!(
+        christmas.warnings,
+        [
+            "the schedule's time frame ends on 2005-12-31 17:00 America/Denver: no calls will be allowed after it; extend the project end"
+        ]
+    );
 }
