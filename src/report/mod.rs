@@ -10,6 +10,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::window::WindowKind;
 
+mod generate;
+mod week;
+
+pub use generate::{MAX_HORIZON_DAYS, add_local_days, resource_zone, select_resource};
+pub use week::WeekView;
+
 /// The version written into new reports.
 pub const REPORT_VERSION: u32 = 1;
 
@@ -266,7 +272,6 @@ impl AvailabilityReport {
         schedule: &crate::schedule::Schedule,
         options: &ReportOptions,
     ) -> Result<GeneratedReport, ReportError> {
-        let _ = (schedule, options);
-        Err(ReportError::NoResource)
+        generate::generate(schedule, options)
     }
 }
