@@ -32,6 +32,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0003_consume_tool_rate_tokens_batch.sql",
         sql: include_str!("../../../migrations/0003_consume_tool_rate_tokens_batch.sql"),
     },
+    Migration {
+        version: 4,
+        name: "0004_tool_rate_token_leases.sql",
+        sql: include_str!("../../../migrations/0004_tool_rate_token_leases.sql"),
+    },
 ];
 
 /// The key of the session-level advisory lock that serialises concurrent migrations
