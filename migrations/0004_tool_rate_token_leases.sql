@@ -5,9 +5,10 @@
 -- worker admits only the tokens it took, so no window admits more calls than its limit.
 
 -- Takes up to p_want tokens from every window in p_window_types at once: the same number from
--- each, never more than the window with the fewest remaining tokens has left. The grant is also at
--- most ceil(remaining * p_share) of that window (at least p_min), so that leases shrink as a window
--- nears its limit. When fewer than p_min tokens can be granted, nothing is taken.
+-- each, never more than the window with the fewest remaining tokens has left. A worker that holds
+-- p_held tokens of these windows already ends up with at most ceil((remaining + p_held) * p_share)
+-- tokens (or p_min more), so that leases shrink as a window nears its limit. When fewer than p_min
+-- tokens can be granted, nothing is taken.
 --
 -- p_window_starts and p_window_ends give the windows' bounds; when they are NULL, the windows
 -- containing now() are computed in p_timezone with weeks starting on p_week_start.
@@ -20,6 +21,7 @@ CREATE FUNCTION highway.lease_tool_rate_tokens(
     p_scope_key TEXT,
     p_want BIGINT,
     p_min BIGINT,
+    p_held BIGINT,
     p_share DOUBLE PRECISION,
     p_window_types TEXT[],
     p_limits BIGINT[],
@@ -48,9 +50,10 @@ DECLARE
     v_remaining BIGINT;
     v_grant BIGINT;
 BEGIN
-    IF p_want IS NULL OR p_min IS NULL OR p_min < 0 OR p_want < greatest(p_min, 1) THEN
-        RAISE EXCEPTION 'invalid lease request: want %, min %: expected 1 <= want and 0 <= min <= want',
-            quote_nullable(p_want), quote_nullable(p_min)
+    IF p_want IS NULL OR p_min IS NULL OR p_held IS NULL OR p_min < 0 OR p_held < 0
+        OR p_want < greatest(p_min, 1) THEN
+        RAISE EXCEPTION 'invalid lease request: want %, min %, held %: expected 1 <= want, 0 <= min <= want and 0 <= held',
+            quote_nullable(p_want), quote_nullable(p_min), quote_nullable(p_held)
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF p_share IS NULL OR NOT (p_share > 0 AND p_share <= 1) THEN
@@ -107,12 +110,13 @@ BEGIN
         FOR UPDATE
     ) locked ON TRUE;
 
-    -- The grant: what the tightest window allows, capped by its share of that window.
+    -- The grant: what the tightest window allows, with the worker's holding capped by its share
+    -- of that window.
     v_grant := p_want;
     FOR v_index IN 1 .. cardinality(v_types) LOOP
         v_remaining := greatest(v_limits[v_index] - v_counts[v_index], 0);
         v_grant := least(v_grant, v_remaining,
-            greatest(p_min, ceil(v_remaining * p_share)::BIGINT));
+            greatest(p_min, ceil((v_remaining + p_held) * p_share)::BIGINT - p_held));
     END LOOP;
     IF v_grant < greatest(p_min, 1) THEN
         v_grant := 0;

@@ -172,6 +172,12 @@ impl LeasedStore {
         .unwrap_or(0)
     }
 
+    /// Returns the size of the next lease of `key`, in tokens, before the share cap near a limit.
+    pub fn batch_size(&self, key: &ScopeKey) -> u64 {
+        let slot = lock(&self.shared.slots).get(key).cloned();
+        slot.map_or(self.shared.config.min_batch, |slot| lock(&slot.state).batch)
+    }
+
     /// Gives back every lease's unused tokens and returns how many it gave back. Later calls go to
     /// the exact store, one round trip each.
     ///
@@ -377,7 +383,8 @@ impl Shared {
             let held = state.lease.as_ref().map_or(0, |lease| lease.available);
             let want = self
                 .next_batch(&mut state)
-                .max(plan.cost.saturating_sub(held));
+                .max(plan.cost)
+                .saturating_sub(held);
             (held, want)
         };
         let windows = match lock(&slot.state).lease.as_ref() {
@@ -390,6 +397,7 @@ impl Shared {
                 key,
                 want,
                 min: plan.cost.saturating_sub(held),
+                held,
                 share: self.config.share,
                 windows: &windows,
                 timezone: plan.timezone,
@@ -429,10 +437,7 @@ impl Shared {
             latest_at: plan.at,
             exhausted_until: None,
         });
-        lease.available += grant.granted;
-        lease.windows = grant.windows;
-        lease.exhausted_until =
-            (grant.granted == 0).then(|| Instant::now() + self.config.recheck_after);
+        lease.absorb(grant, plan.cost, self.config.recheck_after);
         lease
     }
 
@@ -443,9 +448,12 @@ impl Shared {
         let previous = state.batch.max(self.config.min_batch);
         let mut batch = match state.last_take {
             Some(last) => {
-                let elapsed = now.duration_since(last).as_secs_f64().max(1e-6);
+                // Over less than `lease_ahead`, the rate is measured over `lease_ahead`: a short
+                // burst does not make the next lease larger than the burst.
+                let ahead = self.config.lease_ahead.as_secs_f64();
+                let elapsed = now.duration_since(last).as_secs_f64().max(ahead).max(1e-6);
                 let rate = state.calls_since_take as f64 / elapsed;
-                (rate * self.config.lease_ahead.as_secs_f64()).ceil() as u64
+                (rate * ahead).ceil() as u64
             }
             None => previous,
         };
@@ -501,14 +509,15 @@ async fn refill(shared: Arc<Shared>, key: ScopeKey, slot: Arc<Slot>) {
         match current {
             Some(lease) if !shared.closed.load(Ordering::Acquire) => {
                 let windows = lease.windows.clone();
-                let (timezone, week_start) = (lease.timezone, lease.week_start);
-                let want = shared.next_batch(&mut state);
-                Some((windows, timezone, week_start, want))
+                let (timezone, week_start, held) =
+                    (lease.timezone, lease.week_start, lease.available);
+                let want = shared.next_batch(&mut state).saturating_sub(held).max(1);
+                Some((windows, timezone, week_start, held, want))
             }
             _ => None,
         }
     };
-    let Some((windows, timezone, week_start, want)) = request else {
+    let Some((windows, timezone, week_start, held, want)) = request else {
         lock(&slot.state).refilling = false;
         return;
     };
@@ -519,6 +528,7 @@ async fn refill(shared: Arc<Shared>, key: ScopeKey, slot: Arc<Slot>) {
             key: &key,
             want,
             min: 0,
+            held,
             share: shared.config.share,
             windows: &windows,
             timezone,
@@ -541,10 +551,7 @@ async fn refill(shared: Arc<Shared>, key: ScopeKey, slot: Arc<Slot>) {
                         .map(|w| w.start)
                         .eq(windows.iter().map(|w| w.start)) =>
                 {
-                    lease.available += grant.granted;
-                    lease.windows = grant.windows;
-                    lease.exhausted_until =
-                        (grant.granted == 0).then(|| Instant::now() + shared.config.recheck_after);
+                    lease.absorb(grant, 1, shared.config.recheck_after);
                 }
                 _ => {
                     tracing::error!(%key, granted = grant.granted, "a refilled lease vanished; its tokens stay charged until their windows end")
@@ -674,6 +681,18 @@ impl Lease {
                     && held.start <= plan.at
                     && plan.at < held.end
             })
+    }
+
+    /// Adds a grant for these windows, and marks the lease exhausted when some window had fewer
+    /// tokens left than `needed` beyond what the lease holds.
+    fn absorb(&mut self, grant: Grant, needed: u64, recheck_after: std::time::Duration) {
+        self.available += grant.granted;
+        self.windows = grant.windows;
+        let short = self
+            .windows
+            .iter()
+            .any(|window| window.unleased.saturating_add(self.available) < needed);
+        self.exhausted_until = short.then(|| Instant::now() + recheck_after);
     }
 
     /// Returns every window's state as this worker sees it: the tokens nobody had leased at the

@@ -11,7 +11,7 @@ use crate::store::{ScopeKey, StoreError};
 use crate::window::WindowKind;
 
 const TAKE: &str = "SELECT window_type, window_limit, request_count, window_start, window_end, granted \
-     FROM highway.lease_tool_rate_tokens($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+     FROM highway.lease_tool_rate_tokens($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
 
 const GIVE_BACK: &str = "SELECT highway.return_tool_rate_tokens($1, $2, $3, $4, $5, $6, $7)";
 
@@ -32,6 +32,8 @@ pub(super) struct TakeRequest<'a> {
     pub(super) want: u64,
     /// The fewest tokens worth taking; fewer are not taken at all.
     pub(super) min: u64,
+    /// The tokens the worker holds in these windows already.
+    pub(super) held: u64,
     pub(super) share: f64,
     pub(super) windows: &'a [LeasedWindow],
     pub(super) timezone: Tz,
@@ -54,7 +56,11 @@ pub(super) async fn take(
     let limits: Vec<i64> = request.windows.iter().map(|w| to_i64(w.limit)).collect();
     let starts: Vec<DateTime<Utc>> = request.windows.iter().map(|w| w.start).collect();
     let ends: Vec<DateTime<Utc>> = request.windows.iter().map(|w| w.end).collect();
-    let (want, min) = (to_i64(request.want), to_i64(request.min));
+    let (want, min, held) = (
+        to_i64(request.want),
+        to_i64(request.min),
+        to_i64(request.held),
+    );
     let week_start = weekday_name(request.week_start);
 
     let rows = bounded(timeout, async {
@@ -72,6 +78,7 @@ pub(super) async fn take(
                     &request.key.scope,
                     &want,
                     &min,
+                    &held,
                     &request.share,
                     &kinds,
                     &limits,

@@ -1,0 +1,564 @@
+//! Token leases against a real PostgreSQL: the limit holds across workers, leases stay in their
+//! windows, rejected calls charge nothing, and unused tokens come back.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc, Weekday};
+use chrono_tz::Tz;
+use highway_ratelimit::report::Capacity;
+use highway_ratelimit::store::lease::{LeaseConfig, LeasedStore};
+use highway_ratelimit::store::{ConsumeRequest, Decision, ScopeKey, StoreError, TokenStore};
+use highway_ratelimit::window::WindowKind;
+
+use common::TestDatabase;
+
+fn hot_key() -> ScopeKey {
+    ScopeKey {
+        tenant: "acme".to_owned(),
+        tool: "tools.email.send".to_owned(),
+        scope: "global".to_owned(),
+    }
+}
+
+fn utc(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text)
+        .expect("test instants are RFC 3339")
+        .with_timezone(&Utc)
+}
+
+fn request<'a>(
+    key: &'a ScopeKey,
+    capacity: &'a Capacity,
+    cost: u64,
+    at: DateTime<Utc>,
+) -> ConsumeRequest<'a> {
+    ConsumeRequest {
+        key,
+        cost,
+        capacity,
+        timezone: Tz::UTC,
+        week_start: Weekday::Mon,
+        at: Some(at),
+    }
+}
+
+async fn leased(database: &TestDatabase, config: LeaseConfig) -> LeasedStore {
+    LeasedStore::new(database.store_with(|c| c.pool_size(4)).await, config)
+}
+
+/// Returns the count of every usage row of `key`, as (window type, window start, count), shortest
+/// window first.
+async fn counters(database: &TestDatabase, key: &ScopeKey) -> Vec<(String, DateTime<Utc>, i64)> {
+    let client = database.client().await;
+    let rows = client
+        .query(
+            "SELECT window_type, window_start, request_count FROM highway.tool_rate_limit_usage
+             WHERE tenant_id = $1 AND tool_name = $2 AND scope_key = $3
+             ORDER BY array_position(ARRAY['minute', 'hour', 'day', 'week', 'month'], window_type),
+                 window_start",
+            &[&key.tenant, &key.tool, &key.scope],
+        )
+        .await
+        .expect("usage rows are readable");
+    rows.iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect()
+}
+
+async fn admitted(store: &LeasedStore, request: ConsumeRequest<'_>) -> bool {
+    store
+        .consume(request)
+        .await
+        .expect("consume succeeds")
+        .is_admitted()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_admit_exactly_the_limit() {
+    const WORKERS: usize = 4;
+    const TASKS: usize = 8;
+    const CALLS: usize = 25;
+    let database = TestDatabase::new().await;
+    let capacity = Capacity {
+        per_minute: Some(400),
+        per_hour: Some(250),
+        per_day: Some(150),
+        ..Capacity::UNLIMITED
+    };
+    let at = utc("2026-03-02T10:15:30Z");
+
+    let mut handles = Vec::new();
+    let mut stores = Vec::new();
+    for _ in 0..WORKERS {
+        let store = leased(&database, LeaseConfig::new().max_batch(16)).await;
+        stores.push(store.clone());
+        for _ in 0..TASKS {
+            let store = store.clone();
+            handles.push(tokio::spawn(async move {
+                let key = hot_key();
+                let mut count = 0;
+                for _ in 0..CALLS {
+                    count += usize::from(admitted(&store, request(&key, &capacity, 1, at)).await);
+                }
+                count
+            }));
+        }
+    }
+    let mut total = 0;
+    for handle in handles {
+        total += handle.await.expect("task completes");
+    }
+    for store in &stores {
+        store
+            .shutdown()
+            .await
+            .expect("shutdown gives back the leases");
+    }
+
+    assert!(
+        TASKS * CALLS > 150,
+        "each worker alone asks for more than the day limit"
+    );
+    assert_eq!(total, 150);
+    let counts: Vec<i64> = counters(&database, &hot_key())
+        .await
+        .into_iter()
+        .map(|(_, _, count)| count)
+        .collect();
+    assert_eq!(
+        counts,
+        vec![150, 150, 150],
+        "minute, hour and day are charged alike"
+    );
+}
+
+#[tokio::test]
+async fn rejected_call_charges_nothing() {
+    let database = TestDatabase::new().await;
+    let store = leased(&database, LeaseConfig::new().share(1.0)).await;
+    let key = hot_key();
+    let capacity = Capacity {
+        per_minute: Some(10),
+        per_day: Some(5),
+        ..Capacity::UNLIMITED
+    };
+    let at = utc("2026-03-02T10:15:30Z");
+
+    assert!(admitted(&store, request(&key, &capacity, 3, at)).await);
+    let rejected = store
+        .consume(request(&key, &capacity, 3, at))
+        .await
+        .expect("consume succeeds");
+    let Decision::Rejected {
+        window, retry_at, ..
+    } = &rejected
+    else {
+        panic!("a cost of 3 cannot fit the 2 tokens left: {rejected:?}");
+    };
+    assert_eq!(*window, WindowKind::Day);
+    assert_eq!(*retry_at, utc("2026-03-03T00:00:00Z"));
+    let charged = counters(&database, &key).await[0].2 as u64;
+    assert_eq!(
+        charged,
+        3 + store.held(&key),
+        "the rejected call took no tokens"
+    );
+
+    store.shutdown().await.expect("shutdown succeeds");
+    let counts: Vec<i64> = counters(&database, &key)
+        .await
+        .into_iter()
+        .map(|(_, _, count)| count)
+        .collect();
+    assert_eq!(counts, vec![3, 3]);
+
+    // The 2 tokens left are there for the next worker.
+    let other = leased(&database, LeaseConfig::new()).await;
+    assert!(admitted(&other, request(&key, &capacity, 2, at)).await);
+    assert!(!admitted(&other, request(&key, &capacity, 1, at)).await);
+    other.shutdown().await.expect("shutdown succeeds");
+}
+
+#[tokio::test]
+async fn bad_costs_are_errors() {
+    let database = TestDatabase::new().await;
+    let store = leased(&database, LeaseConfig::new()).await;
+    let key = hot_key();
+    let capacity = Capacity {
+        per_minute: Some(10),
+        per_hour: Some(4),
+        ..Capacity::UNLIMITED
+    };
+    let at = utc("2026-03-02T10:15:30Z");
+
+    let error = store
+        .consume(request(&key, &capacity, 5, at))
+        .await
+        .expect_err("a cost above the hour limit can never fit");
+    assert!(
+        matches!(
+            error,
+            StoreError::CostExceedsLimit {
+                window: WindowKind::Hour,
+                limit: 4,
+                cost: 5
+            }
+        ),
+        "{error:?}"
+    );
+    let error = store
+        .consume(request(&key, &capacity, 0, at))
+        .await
+        .expect_err("a cost of 0 is invalid");
+    assert!(matches!(error, StoreError::ZeroCost), "{error:?}");
+    assert!(counters(&database, &key).await.is_empty());
+}
+
+#[tokio::test]
+async fn limit_zero_admits_nothing() {
+    let database = TestDatabase::new().await;
+    let store = leased(&database, LeaseConfig::new()).await;
+    let key = hot_key();
+    let capacity = Capacity {
+        per_minute: Some(10),
+        per_day: Some(0),
+        ..Capacity::UNLIMITED
+    };
+    let at = utc("2026-03-02T10:15:30Z");
+
+    let decision = store
+        .consume(request(&key, &capacity, 1, at))
+        .await
+        .expect("consume succeeds");
+    let Decision::Rejected { window, .. } = decision else {
+        panic!("a limit of 0 admits nothing: {decision:?}");
+    };
+    assert_eq!(window, WindowKind::Day);
+    assert_eq!(store.held(&key), 0);
+    let charged: i64 = counters(&database, &key)
+        .await
+        .iter()
+        .map(|(_, _, count)| count)
+        .sum();
+    assert_eq!(charged, 0);
+}
+
+#[tokio::test]
+async fn lease_stays_in_its_windows() {
+    let database = TestDatabase::new().await;
+    let store = leased(
+        &database,
+        LeaseConfig::new().min_batch(10).max_batch(10).share(1.0),
+    )
+    .await;
+    let key = hot_key();
+    let capacity = Capacity {
+        per_minute: Some(3),
+        per_hour: Some(100),
+        ..Capacity::UNLIMITED
+    };
+    let first_minute = utc("2026-03-02T10:15:30Z");
+    let second_minute = utc("2026-03-02T10:16:10Z");
+
+    let mut admitted_first = 0;
+    for _ in 0..5 {
+        admitted_first +=
+            usize::from(admitted(&store, request(&key, &capacity, 1, first_minute)).await);
+    }
+    let mut admitted_second = 0;
+    for _ in 0..5 {
+        admitted_second +=
+            usize::from(admitted(&store, request(&key, &capacity, 1, second_minute)).await);
+    }
+    store.shutdown().await.expect("shutdown succeeds");
+
+    assert_eq!(admitted_first, 3);
+    assert_eq!(
+        admitted_second, 3,
+        "the first minute's lease does not carry over"
+    );
+    assert_eq!(
+        counters(&database, &key).await,
+        vec![
+            ("minute".to_owned(), utc("2026-03-02T10:15:00Z"), 3),
+            ("minute".to_owned(), utc("2026-03-02T10:16:00Z"), 3),
+            ("hour".to_owned(), utc("2026-03-02T10:00:00Z"), 6),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn ended_window_keeps_its_unused_tokens() {
+    let database = TestDatabase::new().await;
+    let store = leased(
+        &database,
+        LeaseConfig::new().min_batch(10).max_batch(10).share(1.0),
+    )
+    .await;
+    let key = hot_key();
+    let capacity = Capacity {
+        per_minute: Some(50),
+        per_hour: Some(500),
+        ..Capacity::UNLIMITED
+    };
+
+    assert!(
+        admitted(
+            &store,
+            request(&key, &capacity, 1, utc("2026-03-02T10:15:30Z"))
+        )
+        .await
+    );
+    assert_eq!(store.held(&key), 9);
+    // A call in the next minute gives the 9 unused tokens back to the hour, still open, and takes
+    // a lease of the new minute.
+    assert!(
+        admitted(
+            &store,
+            request(&key, &capacity, 1, utc("2026-03-02T10:16:10Z"))
+        )
+        .await
+    );
+    assert_eq!(store.held(&key), 9);
+    assert_eq!(store.shutdown().await.expect("shutdown succeeds"), 9);
+
+    assert_eq!(
+        counters(&database, &key).await,
+        vec![
+            ("minute".to_owned(), utc("2026-03-02T10:15:00Z"), 10),
+            ("minute".to_owned(), utc("2026-03-02T10:16:00Z"), 1),
+            ("hour".to_owned(), utc("2026-03-02T10:00:00Z"), 2),
+        ],
+        "the ended minute keeps its lease, the hour counts the admitted calls"
+    );
+}
+
+#[tokio::test]
+async fn decisions_report_remaining_and_reset() {
+    let database = TestDatabase::new().await;
+    let store = leased(&database, LeaseConfig::new().min_batch(4).share(1.0)).await;
+    let key = hot_key();
+    let capacity = Capacity {
+        per_minute: Some(10),
+        per_day: Some(1000),
+        ..Capacity::UNLIMITED
+    };
+    let at = utc("2026-03-02T10:15:30Z");
+
+    for expected in [9, 8, 7, 6, 5] {
+        let decision = store
+            .consume(request(&key, &capacity, 1, at))
+            .await
+            .expect("consume succeeds");
+        assert!(decision.is_admitted(), "{decision:?}");
+        let windows = decision.windows();
+        assert_eq!(windows.len(), 2);
+        assert_eq!(windows[0].kind, WindowKind::Minute);
+        assert_eq!(windows[0].limit, 10);
+        assert_eq!(
+            windows[0].remaining, expected,
+            "one worker sees exact figures"
+        );
+        assert_eq!(windows[0].reset_at, utc("2026-03-02T10:16:00Z"));
+        assert_eq!(windows[1].kind, WindowKind::Day);
+        assert_eq!(windows[1].remaining, 1000 - (10 - expected));
+        assert_eq!(windows[1].reset_at, utc("2026-03-03T00:00:00Z"));
+    }
+    store.shutdown().await.expect("shutdown succeeds");
+}
+
+#[tokio::test]
+async fn given_back_tokens_serve_other_workers() {
+    let database = TestDatabase::new().await;
+    let holder = leased(
+        &database,
+        LeaseConfig::new().min_batch(20).max_batch(20).share(1.0),
+    )
+    .await;
+    let other = leased(&database, LeaseConfig::new().recheck_after(Duration::ZERO)).await;
+    let key = hot_key();
+    let capacity = Capacity {
+        per_day: Some(50),
+        ..Capacity::UNLIMITED
+    };
+    let at = utc("2026-03-02T10:15:30Z");
+
+    assert!(admitted(&holder, request(&key, &capacity, 1, at)).await);
+    assert_eq!(holder.held(&key), 19);
+    let mut others = 0;
+    while admitted(&other, request(&key, &capacity, 1, at)).await {
+        others += 1;
+    }
+    assert_eq!(others, 30, "the holder's 19 tokens are out of reach");
+
+    assert_eq!(holder.shutdown().await.expect("shutdown succeeds"), 19);
+    while admitted(&other, request(&key, &capacity, 1, at)).await {
+        others += 1;
+    }
+    assert_eq!(others, 49, "the given-back tokens serve the other worker");
+    other.shutdown().await.expect("shutdown succeeds");
+    assert_eq!(counters(&database, &key).await[0].2, 50);
+}
+
+#[tokio::test]
+async fn leases_shrink_near_the_limit() {
+    let database = TestDatabase::new().await;
+    let store = leased(
+        &database,
+        LeaseConfig::new().min_batch(500).max_batch(500).share(0.1),
+    )
+    .await;
+    let key = hot_key();
+    let capacity = Capacity {
+        per_day: Some(1000),
+        ..Capacity::UNLIMITED
+    };
+    let at = utc("2026-03-02T10:15:30Z");
+
+    assert!(admitted(&store, request(&key, &capacity, 1, at)).await);
+    assert_eq!(
+        store.held(&key),
+        99,
+        "a lease takes at most a tenth of what remains"
+    );
+
+    let mut total = 1;
+    let mut largest_late_hold = 0;
+    for _ in 0..1100 {
+        if admitted(&store, request(&key, &capacity, 1, at)).await {
+            total += 1;
+        }
+        let charged = counters(&database, &key).await[0].2 as u64;
+
+        if charged >= 990 {
+            largest_late_hold = largest_late_hold.max(store.held(&key));
+        }
+    }
+    assert_eq!(
+        total, 1000,
+        "one worker with demand above the limit uses every token"
+    );
+    assert!(
+        largest_late_hold <= 2,
+        "within 10 tokens of the limit a lease takes at most ceil(11 × 0.1) = 2 tokens, held {largest_late_hold}"
+    );
+    store.shutdown().await.expect("shutdown succeeds");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_grows_with_the_call_rate() {
+    let database = TestDatabase::new().await;
+    let store = leased(
+        &database,
+        LeaseConfig::new()
+            .max_batch(64)
+            .lease_ahead(Duration::from_secs(1)),
+    )
+    .await;
+    let capacity = Capacity {
+        per_minute: Some(1_000_000),
+        per_day: Some(1_000_000),
+        ..Capacity::UNLIMITED
+    };
+    let at = utc("2026-03-02T10:15:30Z");
+
+    let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (store, calls) = (store.clone(), calls.clone());
+            tokio::spawn(async move {
+                let key = hot_key();
+                for _ in 0..300 {
+                    assert!(admitted(&store, request(&key, &capacity, 1, at)).await);
+                    calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task completes");
+    }
+    // Let a refill still in flight land.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let key = hot_key();
+    let held = store.held(&key);
+    let charged = counters(&database, &key).await[0].2 as u64;
+    assert_eq!(
+        charged,
+        2400 + held,
+        "the counters hold the admitted calls and the lease"
+    );
+    assert!(
+        held <= 64,
+        "a lease never exceeds the largest batch: {held}"
+    );
+    let batch = store.batch_size(&key);
+    assert!(
+        batch > 8,
+        "eight busy tasks grow the lease beyond one token each: {batch}"
+    );
+    assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 2400);
+
+    let returned = store.shutdown().await.expect("shutdown succeeds");
+    assert_eq!(returned, held);
+    assert_eq!(counters(&database, &key).await[0].2, 2400);
+}
+
+#[tokio::test]
+async fn peek_charges_nothing() {
+    let database = TestDatabase::new().await;
+    let store = leased(&database, LeaseConfig::new().min_batch(5).share(1.0)).await;
+    let key = hot_key();
+    let capacity = Capacity {
+        per_day: Some(3),
+        ..Capacity::UNLIMITED
+    };
+    let at = utc("2026-03-02T10:15:30Z");
+
+    let peeked = store
+        .peek(request(&key, &capacity, 1, at))
+        .await
+        .expect("peek succeeds");
+    assert!(peeked.is_admitted());
+    assert!(counters(&database, &key).await.is_empty());
+
+    assert!(admitted(&store, request(&key, &capacity, 1, at)).await);
+    assert_eq!(store.held(&key), 2);
+    let peeked = store
+        .peek(request(&key, &capacity, 2, at))
+        .await
+        .expect("peek succeeds");
+    assert!(peeked.is_admitted(), "the lease holds 2 tokens");
+    assert_eq!(store.held(&key), 2, "peek leaves the lease as it was");
+    store.shutdown().await.expect("shutdown succeeds");
+}
+
+#[tokio::test]
+async fn keys_outside_the_predicate_stay_exact() {
+    let database = TestDatabase::new().await;
+    let store = leased(
+        &database,
+        LeaseConfig::new()
+            .min_batch(10)
+            .lease_when(|key| key.scope == "global"),
+    )
+    .await;
+    let tenant_key = ScopeKey {
+        scope: "acme".to_owned(),
+        ..hot_key()
+    };
+    let capacity = Capacity {
+        per_day: Some(100),
+        ..Capacity::UNLIMITED
+    };
+    let at = utc("2026-03-02T10:15:30Z");
+
+    assert!(admitted(&store, request(&tenant_key, &capacity, 1, at)).await);
+    assert_eq!(store.held(&tenant_key), 0);
+    assert_eq!(counters(&database, &tenant_key).await[0].2, 1);
+    store.shutdown().await.expect("shutdown succeeds");
+}
