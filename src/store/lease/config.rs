@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use crate::store::ScopeKey;
 
+/// A predicate on scope keys, shared by the clones of a configuration.
+type KeyPredicate = Arc<dyn Fn(&ScopeKey) -> bool + Send + Sync>;
+
 /// The settings of a [`LeasedStore`](super::LeasedStore): how large a lease may grow, how long it
 /// should last, and which keys take leases.
 ///
@@ -28,7 +31,7 @@ pub struct LeaseConfig {
     pub(super) recheck_after: Duration,
     pub(super) sweep_interval: Duration,
     pub(super) call_timeout: Duration,
-    pub(super) lease_when: Option<Arc<dyn Fn(&ScopeKey) -> bool + Send + Sync>>,
+    pub(super) lease_when: Option<KeyPredicate>,
 }
 
 impl fmt::Debug for LeaseConfig {
