@@ -87,9 +87,9 @@ impl LeaseConfig {
 
     /// Sets the largest lease in tokens (at least 1).
     ///
-    /// It bounds what a worker holds per key, so what a crashed worker takes with it: at most this
-    /// many tokens of each window its lease was in, plus the cost of one call beyond it (a lease
-    /// taken for an expensive call covers at least that call).
+    /// It bounds the tokens a worker holds per key, and so what a crashed worker takes with it: at
+    /// most this many tokens of each window its lease was in. A lease taken for a call whose cost
+    /// is larger covers that call, so the bound is the larger of the two.
     pub fn max_batch(mut self, tokens: u64) -> Self {
         self.max_batch = tokens.max(1);
         self.min_batch = self.min_batch.min(self.max_batch);
@@ -103,7 +103,7 @@ impl LeaseConfig {
         self
     }
 
-    /// Sets how long a lease should last at the call rate the process sees for its key: the next
+    /// Sets how long a lease should last at the call rate of its key in this process: the next
     /// lease takes `rate × lease_ahead` tokens, within the smallest and largest lease.
     pub fn lease_ahead(mut self, duration: Duration) -> Self {
         self.lease_ahead = duration;

@@ -31,7 +31,7 @@
 //!
 //! Tokens are lost, never duplicated: the tokens a crashed worker held, or those of a give-back
 //! that failed, stay charged to their windows until the windows end. That is at most
-//! [`LeaseConfig::max_batch`] tokens (plus the cost of one call) per key and worker.
+//! [`LeaseConfig::max_batch`] tokens per key and worker, or the cost of one call when larger.
 //!
 //! # What differs from the exact store
 //!
@@ -71,7 +71,7 @@ use crate::window::WindowKind;
 /// A [`TokenStore`] that admits calls from tokens leased in batches from a [`PostgresStore`].
 ///
 /// Cloning is cheap: clones share the leases. Call [`LeasedStore::shutdown`] before the process
-/// exits so that other workers can use the unused tokens; a store dropped without it loses them
+/// exits so that other workers can use the unused tokens. A store dropped without it loses them
 /// for the rest of their windows, like a crash.
 #[derive(Clone)]
 pub struct LeasedStore {
@@ -313,7 +313,7 @@ impl Shared {
     /// or rejects it while the database is known to have too few. Returns `None` when the call
     /// needs a take.
     ///
-    /// `waited` tells whether the call already waited for its key's exchange lock, so that a dry
+    /// `waited` is true when the call already waited for its key's exchange lock, so that a dry
     /// lease is counted once.
     fn serve(
         self: &Arc<Self>,

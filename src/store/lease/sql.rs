@@ -26,11 +26,11 @@ pub(super) struct LeasedWindow {
     pub(super) unleased: u64,
 }
 
-/// What a take asks for.
+/// The parameters of a take.
 pub(super) struct TakeRequest<'a> {
     pub(super) key: &'a ScopeKey,
     pub(super) want: u64,
-    /// The fewest tokens worth taking; fewer are not taken at all.
+    /// The minimum grant: when fewer tokens are available, none are taken.
     pub(super) min: u64,
     /// The tokens the worker holds in these windows already.
     pub(super) held: u64,
