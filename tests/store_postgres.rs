@@ -832,7 +832,7 @@ async fn concurrent_migrations_apply_once() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(recorded, 3);
+    assert_eq!(recorded, 4);
 }
 
 #[tokio::test]
