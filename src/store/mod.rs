@@ -28,7 +28,11 @@ pub struct ScopeKey {
 
 impl fmt::Display for ScopeKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "tenant {:?}, tool {:?}, scope {:?}", self.tenant, self.tool, self.scope)
+        write!(
+            f,
+            "tenant {:?}, tool {:?}, scope {:?}",
+            self.tenant, self.tool, self.scope
+        )
     }
 }
 
@@ -130,8 +134,14 @@ pub enum StoreError {
 pub trait TokenStore: Send + Sync + 'static {
     /// Checks every limited window and, when all have room for `request.cost`, charges it to all
     /// of them in one atomic step.
-    fn consume<'a>(&'a self, request: ConsumeRequest<'a>) -> BoxFuture<'a, Result<Decision, StoreError>>;
+    fn consume<'a>(
+        &'a self,
+        request: ConsumeRequest<'a>,
+    ) -> BoxFuture<'a, Result<Decision, StoreError>>;
 
     /// Returns the decision `consume` would take, without charging anything.
-    fn peek<'a>(&'a self, request: ConsumeRequest<'a>) -> BoxFuture<'a, Result<Decision, StoreError>>;
+    fn peek<'a>(
+        &'a self,
+        request: ConsumeRequest<'a>,
+    ) -> BoxFuture<'a, Result<Decision, StoreError>>;
 }
