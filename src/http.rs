@@ -57,7 +57,9 @@ use futures_util::future::Map;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::layer::{RateLimit, RateLimitError, RateLimitLayer, Rejection, RejectionReason, ResponseFuture};
+use crate::layer::{
+    RateLimit, RateLimitError, RateLimitLayer, Rejection, RejectionReason, ResponseFuture,
+};
 use crate::store::WindowUsage;
 use crate::window::WindowKind;
 
@@ -84,7 +86,9 @@ impl<S> Layer<S> for HttpRateLimitLayer {
     type Service = HttpRateLimit<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        HttpRateLimit { inner: self.inner.layer(inner) }
+        HttpRateLimit {
+            inner: self.inner.layer(inner),
+        }
     }
 }
 
@@ -128,7 +132,9 @@ where
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(|error| match error {
             RateLimitError::Service(error) => error,
-            RateLimitError::Rejected(_) => unreachable!("poll_ready only returns the inner service's errors"),
+            RateLimitError::Rejected(_) => {
+                unreachable!("poll_ready only returns the inner service's errors")
+            }
         })
     }
 
@@ -150,7 +156,9 @@ impl IntoResponse for Rejection {
         }
         if let RejectionReason::QuotaExhausted { windows, .. } = self.reason() {
             let (policy, state) = ratelimit_fields(windows, self.decided_at());
-            if let (Ok(policy), Ok(state)) = (HeaderValue::try_from(policy), HeaderValue::try_from(state)) {
+            if let (Ok(policy), Ok(state)) =
+                (HeaderValue::try_from(policy), HeaderValue::try_from(state))
+            {
                 headers.insert(RATELIMIT_POLICY, policy);
                 headers.insert(RATELIMIT, state);
             }
@@ -175,7 +183,10 @@ pub fn status(rejection: &Rejection) -> StatusCode {
 }
 
 /// Returns the `RateLimit-Policy` and `RateLimit` field values for `windows` at `now`.
-pub fn ratelimit_fields(windows: &[WindowUsage], now: chrono::DateTime<chrono::Utc>) -> (String, String) {
+pub fn ratelimit_fields(
+    windows: &[WindowUsage],
+    now: chrono::DateTime<chrono::Utc>,
+) -> (String, String) {
     let mut policy = String::new();
     let mut state = String::new();
     for usage in windows {
@@ -187,7 +198,12 @@ pub fn ratelimit_fields(windows: &[WindowUsage], now: chrono::DateTime<chrono::U
             let _ = write!(policy, ";w={seconds}");
         }
         let reset = (usage.reset_at - now).to_std().unwrap_or(Duration::ZERO);
-        let _ = write!(state, "{separator}\"{name}\";r={};t={}", usage.remaining, whole_seconds(reset));
+        let _ = write!(
+            state,
+            "{separator}\"{name}\";r={};t={}",
+            usage.remaining,
+            whole_seconds(reset)
+        );
     }
     (policy, state)
 }

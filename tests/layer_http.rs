@@ -22,12 +22,18 @@ use tower::ServiceExt;
 const TOOL: &str = "tools.email.send";
 
 fn utc(text: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(text).expect("test instants are RFC 3339").with_timezone(&Utc)
+    DateTime::parse_from_rfc3339(text)
+        .expect("test instants are RFC 3339")
+        .with_timezone(&Utc)
 }
 
 /// Stands in for authentication: copies the `x-tenant` header into a `TenantId` extension.
 async fn authenticate(mut request: Request) -> Request {
-    let tenant = request.headers().get("x-tenant").and_then(|value| value.to_str().ok()).map(TenantId::new);
+    let tenant = request
+        .headers()
+        .get("x-tenant")
+        .and_then(|value| value.to_str().ok())
+        .map(TenantId::new);
     if let Some(tenant) = tenant {
         request.extensions_mut().insert(tenant);
     }
@@ -43,10 +49,12 @@ fn app(layer: RateLimitLayer) -> Router {
 
 fn limited_app(capacity: Capacity, start: &str) -> Router {
     let policies = StaticPolicies::new().with(Policy::new("default", TOOL, capacity));
-    app(RateLimitLayer::builder(Arc::new(policies), Arc::new(MemoryStore::new()))
-        .tool(TOOL)
-        .clock(TokioClock::starting_at(utc(start)))
-        .build())
+    app(
+        RateLimitLayer::builder(Arc::new(policies), Arc::new(MemoryStore::new()))
+            .tool(TOOL)
+            .clock(TokioClock::starting_at(utc(start)))
+            .build(),
+    )
 }
 
 fn send(tenant: Option<&str>) -> Request {
@@ -67,12 +75,28 @@ fn header<'a>(response: &'a http::Response<Body>, name: &str) -> &'a str {
 }
 
 async fn body(response: http::Response<Body>) -> String {
-    String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+    String::from_utf8(
+        response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap()
 }
 
 #[tokio::test(start_paused = true)]
 async fn exhausted_quota_is_429_with_fields() {
-    let app = limited_app(Capacity { per_minute: Some(2), per_day: Some(100), ..Capacity::UNLIMITED }, "2026-03-02T10:00:00Z");
+    let app = limited_app(
+        Capacity {
+            per_minute: Some(2),
+            per_day: Some(100),
+            ..Capacity::UNLIMITED
+        },
+        "2026-03-02T10:00:00Z",
+    );
 
     for _ in 0..2 {
         let response = app.clone().oneshot(send(Some("acme"))).await.unwrap();
@@ -83,26 +107,65 @@ async fn exhausted_quota_is_429_with_fields() {
     let response = app.clone().oneshot(send(Some("acme"))).await.unwrap();
 
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(header(&response, "retry-after"), "60", "59.5 s rounds up to 60");
-    assert_eq!(header(&response, "ratelimit-policy"), r#""minute";q=2;w=60, "day";q=100;w=86400"#);
-    assert_eq!(header(&response, "ratelimit"), r#""minute";r=0;t=60, "day";r=98;t=50400"#);
+    assert_eq!(
+        header(&response, "retry-after"),
+        "60",
+        "59.5 s rounds up to 60"
+    );
+    assert_eq!(
+        header(&response, "ratelimit-policy"),
+        r#""minute";q=2;w=60, "day";q=100;w=86400"#
+    );
+    assert_eq!(
+        header(&response, "ratelimit"),
+        r#""minute";r=0;t=60, "day";r=98;t=50400"#
+    );
     let text = body(response).await;
     assert!(text.contains("minute quota of 2 is exhausted"), "{text}");
 }
 
 #[tokio::test(start_paused = true)]
 async fn other_tenant_is_not_limited() {
-    let app = limited_app(Capacity { per_minute: Some(1), ..Capacity::UNLIMITED }, "2026-03-02T10:00:00Z");
+    let app = limited_app(
+        Capacity {
+            per_minute: Some(1),
+            ..Capacity::UNLIMITED
+        },
+        "2026-03-02T10:00:00Z",
+    );
 
-    assert_eq!(app.clone().oneshot(send(Some("acme"))).await.unwrap().status(), StatusCode::OK);
-    assert_eq!(app.clone().oneshot(send(Some("acme"))).await.unwrap().status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        app.clone()
+            .oneshot(send(Some("acme")))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.clone()
+            .oneshot(send(Some("acme")))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
 
-    assert_eq!(app.oneshot(send(Some("globex"))).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        app.oneshot(send(Some("globex"))).await.unwrap().status(),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn missing_tenant_is_500() {
-    let app = limited_app(Capacity { per_minute: Some(1), ..Capacity::UNLIMITED }, "2026-03-02T10:00:00Z");
+    let app = limited_app(
+        Capacity {
+            per_minute: Some(1),
+            ..Capacity::UNLIMITED
+        },
+        "2026-03-02T10:00:00Z",
+    );
 
     let response = app.oneshot(send(None)).await.unwrap();
 
@@ -113,16 +176,29 @@ async fn missing_tenant_is_500() {
 
 #[tokio::test(start_paused = true)]
 async fn cost_beyond_limit_is_413() {
-    let policies = StaticPolicies::new().with(Policy::new("default", TOOL, Capacity { per_minute: Some(2), ..Capacity::UNLIMITED }));
-    let layer = RateLimitLayer::builder(Arc::new(policies), Arc::new(MemoryStore::new())).tool(TOOL).build();
+    let policies = StaticPolicies::new().with(Policy::new(
+        "default",
+        TOOL,
+        Capacity {
+            per_minute: Some(2),
+            ..Capacity::UNLIMITED
+        },
+    ));
+    let layer = RateLimitLayer::builder(Arc::new(policies), Arc::new(MemoryStore::new()))
+        .tool(TOOL)
+        .build();
     let app = Router::new()
         .route("/send", post(|| async { "sent" }))
         .layer(layer.into_http())
-        .layer(axum::middleware::map_request(|mut request: Request| async move {
-            request.extensions_mut().insert(TenantId::new("acme"));
-            request.extensions_mut().insert(highway_ratelimit::layer::Cost::new(3).unwrap());
-            request
-        }));
+        .layer(axum::middleware::map_request(
+            |mut request: Request| async move {
+                request.extensions_mut().insert(TenantId::new("acme"));
+                request
+                    .extensions_mut()
+                    .insert(highway_ratelimit::layer::Cost::new(3).unwrap());
+                request
+            },
+        ));
 
     let response = app.oneshot(send(None)).await.unwrap();
 
@@ -132,7 +208,12 @@ async fn cost_beyond_limit_is_413() {
 
 #[tokio::test(start_paused = true)]
 async fn missing_policy_is_403() {
-    let layer = RateLimitLayer::builder(Arc::new(StaticPolicies::new()), Arc::new(MemoryStore::new())).tool(TOOL).build();
+    let layer = RateLimitLayer::builder(
+        Arc::new(StaticPolicies::new()),
+        Arc::new(MemoryStore::new()),
+    )
+    .tool(TOOL)
+    .build();
 
     let response = app(layer).oneshot(send(Some("acme"))).await.unwrap();
 
@@ -143,19 +224,34 @@ async fn missing_policy_is_403() {
 struct DownStore;
 
 impl TokenStore for DownStore {
-    fn consume<'a>(&'a self, _request: ConsumeRequest<'a>) -> BoxFuture<'a, Result<Decision, StoreError>> {
+    fn consume<'a>(
+        &'a self,
+        _request: ConsumeRequest<'a>,
+    ) -> BoxFuture<'a, Result<Decision, StoreError>> {
         Box::pin(async { Err(StoreError::Unavailable("connection refused".into())) })
     }
 
-    fn peek<'a>(&'a self, request: ConsumeRequest<'a>) -> BoxFuture<'a, Result<Decision, StoreError>> {
+    fn peek<'a>(
+        &'a self,
+        request: ConsumeRequest<'a>,
+    ) -> BoxFuture<'a, Result<Decision, StoreError>> {
         self.consume(request)
     }
 }
 
 #[tokio::test(start_paused = true)]
 async fn store_down_is_503_when_failing_closed() {
-    let policies = StaticPolicies::new().with(Policy::new("default", TOOL, Capacity { per_minute: Some(5), ..Capacity::UNLIMITED }));
-    let layer = RateLimitLayer::builder(Arc::new(policies), Arc::new(DownStore)).tool(TOOL).build();
+    let policies = StaticPolicies::new().with(Policy::new(
+        "default",
+        TOOL,
+        Capacity {
+            per_minute: Some(5),
+            ..Capacity::UNLIMITED
+        },
+    ));
+    let layer = RateLimitLayer::builder(Arc::new(policies), Arc::new(DownStore))
+        .tool(TOOL)
+        .build();
 
     let response = app(layer).oneshot(send(Some("acme"))).await.unwrap();
 
@@ -165,9 +261,21 @@ async fn store_down_is_503_when_failing_closed() {
 
 #[tokio::test(start_paused = true)]
 async fn store_down_admits_when_failing_open() {
-    let mut policy = Policy::new("default", TOOL, Capacity { per_minute: Some(5), ..Capacity::UNLIMITED });
+    let mut policy = Policy::new(
+        "default",
+        TOOL,
+        Capacity {
+            per_minute: Some(5),
+            ..Capacity::UNLIMITED
+        },
+    );
     policy.fail_open = true;
-    let layer = RateLimitLayer::builder(Arc::new(StaticPolicies::new().with(policy)), Arc::new(DownStore)).tool(TOOL).build();
+    let layer = RateLimitLayer::builder(
+        Arc::new(StaticPolicies::new().with(policy)),
+        Arc::new(DownStore),
+    )
+    .tool(TOOL)
+    .build();
 
     let response = app(layer).oneshot(send(Some("acme"))).await.unwrap();
 
