@@ -19,7 +19,11 @@ use tokio::net::{TcpListener, TcpStream};
 /// Takes the tenant from the `x-tenant` header. A real service takes it from the caller's
 /// verified credentials, because the tenant decides whose quota a call uses.
 async fn authenticate(mut request: Request) -> Request {
-    let tenant = request.headers().get("x-tenant").and_then(|value| value.to_str().ok()).map(TenantId::new);
+    let tenant = request
+        .headers()
+        .get("x-tenant")
+        .and_then(|value| value.to_str().ok())
+        .map(TenantId::new);
     if let Some(tenant) = tenant {
         request.extensions_mut().insert(tenant);
     }
@@ -28,7 +32,11 @@ async fn authenticate(mut request: Request) -> Request {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let limits = Capacity { per_minute: Some(2), per_day: Some(500), ..Capacity::UNLIMITED };
+    let limits = Capacity {
+        per_minute: Some(2),
+        per_day: Some(500),
+        ..Capacity::UNLIMITED
+    };
     let policies = StaticPolicies::new().with(Policy::new("default", "tools.email.send", limits));
     let rate_limit = RateLimitLayer::builder(Arc::new(policies), Arc::new(MemoryStore::new()))
         .tool("tools.email.send")
@@ -46,7 +54,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     for (number, tenant) in ["acme", "acme", "acme", "globex"].into_iter().enumerate() {
         let response = post_send(address, tenant).await?;
-        println!("--- request {} for {tenant}:\n{}", number + 1, response.trim_end());
+        println!(
+            "--- request {} for {tenant}:\n{}",
+            number + 1,
+            response.trim_end()
+        );
     }
     Ok(())
 }

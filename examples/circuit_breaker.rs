@@ -18,8 +18,12 @@ type Outcome = Result<&'static str, RateLimitError<std::io::Error>>;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Three emails a minute for every tenant.
-    let per_minute = Capacity { per_minute: Some(3), ..Capacity::UNLIMITED };
-    let policies = StaticPolicies::new().with(Policy::new("default", "tools.email.send", per_minute));
+    let per_minute = Capacity {
+        per_minute: Some(3),
+        ..Capacity::UNLIMITED
+    };
+    let policies =
+        StaticPolicies::new().with(Policy::new("default", "tools.email.send", per_minute));
     let limits = RateLimitLayer::builder(Arc::new(policies), Arc::new(MemoryStore::new()))
         .tool("tools.email.send")
         .build();
@@ -30,7 +34,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let down = mail_server_down.clone();
         service_fn(move |_request: http::Request<String>| {
             let down = down.load(Ordering::SeqCst);
-            async move { if down { Err(std::io::Error::other("mail server down")) } else { Ok("sent") } }
+            async move {
+                if down {
+                    Err(std::io::Error::other("mail server down"))
+                } else {
+                    Ok("sent")
+                }
+            }
         })
     };
 
@@ -71,7 +81,9 @@ fn describe(outcome: &Result<&str, CircuitBreakerError<RateLimitError<std::io::E
             let wait = rejection.retry_after().unwrap_or_default();
             format!("rejected, retry in {} s", wait.as_secs_f64().ceil())
         }
-        Err(CircuitBreakerError::Inner(RateLimitError::Service(error))) => format!("tool failed: {error}"),
+        Err(CircuitBreakerError::Inner(RateLimitError::Service(error))) => {
+            format!("tool failed: {error}")
+        }
         Err(CircuitBreakerError::OpenCircuit) => "not called: the circuit is open".to_owned(),
     }
 }

@@ -1,4 +1,4 @@
-//! gRPC answers for rejected calls: `RESOURCE_EXHAUSTED` with the retry delay, for tonic
+//! gRPC statuses for rejected calls: `RESOURCE_EXHAUSTED` with the retry delay, for tonic
 //! servers and services.
 //!
 //! [`GrpcRateLimitLayer`] wraps a tonic server (`Server::builder().layer(…)`) and turns every
@@ -57,13 +57,13 @@ pub const RETRY_AFTER: &str = "retry-after";
 const RETRY_INFO_TYPE_URL: &str = "type.googleapis.com/google.rpc.RetryInfo";
 
 impl RateLimitLayer {
-    /// Returns a layer that answers rejected gRPC calls with a status instead of an error.
+    /// Returns a layer that responds to rejected gRPC calls with a status instead of an error.
     pub fn into_grpc(self) -> GrpcRateLimitLayer {
         GrpcRateLimitLayer { inner: self }
     }
 }
 
-/// Rate-limits a gRPC server and answers rejected calls with a status; see the
+/// Rate-limits a gRPC server and responds to rejected calls with a status; see the
 /// [module documentation](self).
 #[derive(Debug, Clone)]
 pub struct GrpcRateLimitLayer {
@@ -80,7 +80,7 @@ impl<S> Layer<S> for GrpcRateLimitLayer {
     }
 }
 
-/// A gRPC server behind a rate limit that answers rejected calls with a status.
+/// A gRPC server behind a rate limit that responds to rejected calls with a status.
 #[derive(Debug, Clone)]
 pub struct GrpcRateLimit<S> {
     inner: RateLimit<S>,

@@ -1,4 +1,4 @@
-//! HTTP answers for rejected calls: status codes, `Retry-After` and the IETF `RateLimit-Policy`
+//! HTTP responses to rejected calls: status codes, `Retry-After` and the IETF `RateLimit-Policy`
 //! and `RateLimit` fields, for axum routers and other `http` services.
 //!
 //! [`HttpRateLimitLayer`] turns every rejection into a response, so the wrapped service keeps its
@@ -69,13 +69,13 @@ pub const RATELIMIT_POLICY: &str = "ratelimit-policy";
 pub const RATELIMIT: &str = "ratelimit";
 
 impl RateLimitLayer {
-    /// Returns a layer that answers rejected calls with an HTTP response instead of an error.
+    /// Returns a layer that responds to rejected calls with an HTTP response instead of an error.
     pub fn into_http(self) -> HttpRateLimitLayer {
         HttpRateLimitLayer { inner: self }
     }
 }
 
-/// Rate-limits an HTTP service and answers rejected calls with a response; see the
+/// Rate-limits an HTTP service and responds to rejected calls with a response; see the
 /// [module documentation](self).
 #[derive(Debug, Clone)]
 pub struct HttpRateLimitLayer {
@@ -92,7 +92,7 @@ impl<S> Layer<S> for HttpRateLimitLayer {
     }
 }
 
-/// An HTTP service behind a rate limit that answers rejected calls with a response.
+/// An HTTP service behind a rate limit that responds to rejected calls with a response.
 #[derive(Debug, Clone)]
 pub struct HttpRateLimit<S> {
     inner: RateLimit<S>,
@@ -192,7 +192,7 @@ pub fn ratelimit_fields(
     for usage in windows {
         let separator = if policy.is_empty() { "" } else { ", " };
         let name = usage.kind.as_str();
-        // Writing to a String cannot fail.
+        // `fmt::Write` for `String` never returns an error.
         let _ = write!(policy, "{separator}\"{name}\";q={}", usage.limit);
         if let Some(seconds) = nominal_seconds(usage.kind) {
             let _ = write!(policy, ";w={seconds}");

@@ -24,17 +24,32 @@ fn request() -> http::Request<()> {
 
 #[tokio::test(start_paused = true)]
 async fn rejections_keep_breaker_closed_and_failures_open_it() {
-    let policies = StaticPolicies::new().with(Policy::new("default", TOOL, Capacity { per_minute: Some(2), ..Capacity::UNLIMITED }));
+    let policies = StaticPolicies::new().with(Policy::new(
+        "default",
+        TOOL,
+        Capacity {
+            per_minute: Some(2),
+            ..Capacity::UNLIMITED
+        },
+    ));
     let limits = RateLimitLayer::builder(Arc::new(policies), Arc::new(MemoryStore::new()))
         .tool(TOOL)
-        .clock(TokioClock::starting_at("2026-03-02T10:00:00Z".parse().unwrap()))
+        .clock(TokioClock::starting_at(
+            "2026-03-02T10:00:00Z".parse().unwrap(),
+        ))
         .build();
     let tool_fails = Arc::new(AtomicBool::new(false));
     let tool = {
         let tool_fails = tool_fails.clone();
         service_fn(move |_request: http::Request<()>| {
             let fails = tool_fails.load(Ordering::SeqCst);
-            async move { if fails { Err(std::io::Error::other("smtp down")) } else { Ok("sent") } }
+            async move {
+                if fails {
+                    Err(std::io::Error::other("smtp down"))
+                } else {
+                    Ok("sent")
+                }
+            }
         })
     };
     let breaker = CircuitBreakerLayer::builder()
@@ -45,12 +60,30 @@ async fn rejections_keep_breaker_closed_and_failures_open_it() {
     let mut service = breaker.layer_fn(limits.layer(tool));
 
     for _ in 0..2 {
-        assert_eq!(service.ready().await.unwrap().call(request()).await.unwrap(), "sent");
+        assert_eq!(
+            service
+                .ready()
+                .await
+                .unwrap()
+                .call(request())
+                .await
+                .unwrap(),
+            "sent"
+        );
     }
     for _ in 0..10 {
-        let error = service.ready().await.unwrap().call(request()).await.unwrap_err();
+        let error = service
+            .ready()
+            .await
+            .unwrap()
+            .call(request())
+            .await
+            .unwrap_err();
         assert!(
-            matches!(error, CircuitBreakerError::Inner(RateLimitError::Rejected(_))),
+            matches!(
+                error,
+                CircuitBreakerError::Inner(RateLimitError::Rejected(_))
+            ),
             "expected a rejection passed through, got {error:?}"
         );
     }
@@ -59,16 +92,52 @@ async fn rejections_keep_breaker_closed_and_failures_open_it() {
     tokio::time::advance(std::time::Duration::from_secs(60)).await;
     tool_fails.store(true, Ordering::SeqCst);
     for _ in 0..2 {
-        let error = service.ready().await.unwrap().call(request()).await.unwrap_err();
-        assert!(matches!(error, CircuitBreakerError::Inner(RateLimitError::Service(_))), "{error:?}");
+        let error = service
+            .ready()
+            .await
+            .unwrap()
+            .call(request())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                CircuitBreakerError::Inner(RateLimitError::Service(_))
+            ),
+            "{error:?}"
+        );
     }
     tokio::time::advance(std::time::Duration::from_secs(60)).await;
     for _ in 0..2 {
-        let error = service.ready().await.unwrap().call(request()).await.unwrap_err();
-        assert!(matches!(error, CircuitBreakerError::Inner(RateLimitError::Service(_))), "{error:?}");
+        let error = service
+            .ready()
+            .await
+            .unwrap()
+            .call(request())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                CircuitBreakerError::Inner(RateLimitError::Service(_))
+            ),
+            "{error:?}"
+        );
     }
 
-    assert!(service.is_open(), "four tool failures in a row did not open the circuit breaker");
-    let error = service.ready().await.unwrap().call(request()).await.unwrap_err();
-    assert!(matches!(error, CircuitBreakerError::OpenCircuit), "{error:?}");
+    assert!(
+        service.is_open(),
+        "four tool failures in a row did not open the circuit breaker"
+    );
+    let error = service
+        .ready()
+        .await
+        .unwrap()
+        .call(request())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, CircuitBreakerError::OpenCircuit),
+        "{error:?}"
+    );
 }

@@ -402,8 +402,8 @@ async fn invalidate_applies_policy_change_at_once() {
     rejection(call(&mut service, request("acme")).await);
 }
 
-/// A report for Monday 2 March 2026 to Monday 9 March: 09:00–17:00 UTC on working days, with
-/// Wednesday 4 March blocked, 2 calls per hour inside the windows.
+/// Builds a report for Monday 2 March 2026 to Monday 9 March: 09:00–17:00 UTC on working days,
+/// with Wednesday 4 March blocked, 2 calls per hour inside the windows.
 fn office_hours_report(valid_until: DateTime<Utc>) -> AvailabilityReport {
     let capacity = Capacity {
         per_hour: Some(2),

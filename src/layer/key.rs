@@ -50,7 +50,7 @@ pub(crate) fn scope_key(
 fn push_encoded(out: &mut String, id: &str) {
     for c in id.chars() {
         if c == '%' || c == ':' || c.is_ascii_control() {
-            // Writing to a String cannot fail.
+            // `fmt::Write` for `String` never returns an error.
             let _ = write!(out, "%{:02X}", c as u32);
         } else {
             out.push(c);

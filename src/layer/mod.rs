@@ -7,8 +7,8 @@
 //! checks in this order:
 //!
 //! 1. the allowed window: with a schedule, the call must fall inside a window of the policy's
-//!    availability report, else it is rejected as outside hours or on a blocked date, with the
-//!    start of the next window as its retry time;
+//!    availability report. Otherwise it is rejected as outside hours or on a blocked date, and
+//!    the start of the next window is its retry time;
 //! 2. the capacity: the report's capacity at that instant, or the policy's static limits when it
 //!    has no schedule;
 //! 3. the tokens: the cost is charged to every limited window in one atomic step of the
