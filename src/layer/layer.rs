@@ -33,8 +33,8 @@ impl RateLimitLayer {
     /// Drops the cached policy and report of `tool` for `tenant`, so that the next call reads
     /// them again. For the default tenant, drops the entries of every tenant that used its
     /// policy. Call it when the admin side reports a change.
-    pub async fn invalidate(&self, tenant: &str, tool: &str) {
-        self.limiter.invalidate(tenant, tool).await;
+    pub fn invalidate(&self, tenant: &str, tool: &str) {
+        self.limiter.invalidate(tenant, tool);
     }
 
     /// Drops every cached policy and report.

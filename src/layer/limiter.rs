@@ -1,12 +1,12 @@
 //! The decision shared by every service of a layer: policy, allowed window, capacity, tokens.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use chrono::{DateTime, Utc, Weekday};
 use chrono_tz::Tz;
+use foldhash::fast::RandomState;
 use futures_util::FutureExt;
-use moka::future::Cache;
+use moka::sync::Cache;
 
 use super::config::{MissingPolicy, Settings};
 use super::error::{Rejection, RejectionReason};
@@ -49,8 +49,8 @@ pub(crate) struct Limiter {
     store: Arc<dyn TokenStore>,
     clock: Arc<dyn Clock>,
     pub(crate) settings: Settings,
-    policy_cache: Cache<CacheKey, Option<Arc<ResolvedPolicy>>>,
-    report_cache: Cache<CacheKey, RenderedReport>,
+    policy_cache: Cache<CacheKey, Option<Arc<ResolvedPolicy>>, RandomState>,
+    report_cache: Cache<CacheKey, RenderedReport, RandomState>,
 }
 
 // Written by hand because the policy source and the store need not implement `Debug`.
@@ -75,11 +75,11 @@ impl Limiter {
             .max_capacity(settings.cache_capacity)
             .time_to_live(settings.cache_ttl)
             .support_invalidation_closures()
-            .build();
+            .build_with_hasher(RandomState::default());
         let report_cache = Cache::builder()
             .max_capacity(settings.cache_capacity)
             .time_to_live(settings.cache_ttl)
-            .build();
+            .build_with_hasher(RandomState::default());
         Limiter {
             policies,
             store,
@@ -92,7 +92,7 @@ impl Limiter {
 
     /// Drops the cached policy and report of `tool` for `tenant`; for the default tenant, of
     /// every tenant that fell back to it.
-    pub(crate) async fn invalidate(&self, tenant: &str, tool: &str) {
+    pub(crate) fn invalidate(&self, tenant: &str, tool: &str) {
         tracing::debug!(tenant, tool, "rate limit policy invalidated");
         if tenant == crate::policy::DEFAULT_TENANT {
             let tool: Arc<str> = tool.into();
@@ -101,13 +101,9 @@ impl Limiter {
                 .policy_cache
                 .invalidate_entries_if(move |(_, cached_tool), _| *cached_tool == tool);
         } else {
-            self.policy_cache
-                .invalidate(&(tenant.into(), tool.into()))
-                .await;
+            self.policy_cache.invalidate(&(tenant.into(), tool.into()));
         }
-        self.report_cache
-            .invalidate(&(tenant.into(), tool.into()))
-            .await;
+        self.report_cache.invalidate(&(tenant.into(), tool.into()));
     }
 
     pub(crate) fn invalidate_all(&self) {
@@ -131,13 +127,13 @@ impl Limiter {
         };
 
         tracing::trace!(?wait, "waiting for the rate limit to allow the call");
-        tokio::time::sleep(wait).await;
-        self.check(caller).await
+        Box::pin(tokio::time::sleep(wait)).await;
+        Box::pin(self.check(caller)).await
     }
 
     /// Checks a call in order (allowed window, capacity, tokens) and charges it when all pass.
     pub(crate) async fn check(&self, caller: &Caller) -> Result<Admission, Rejection> {
-        let started = Instant::now();
+        let started = quanta::Instant::now();
         let now = self.clock.now();
         let result = self.decide(caller, now).await;
 
@@ -188,8 +184,13 @@ impl Limiter {
                 timezone: policy.timezone,
                 week_start: policy.week_start,
             },
-            Some(schedule) => self
-                .scheduled_calendar(policy, schedule, now)
+            // A report still valid and open at `now` needs no await and no report cache.
+            Some(schedule)
+                if now < schedule.report.valid_until && schedule.report.is_allowed(now) =>
+            {
+                Calendar::of_report(&schedule.report, now)
+            }
+            Some(schedule) => Box::pin(self.scheduled_calendar(policy, schedule, now))
                 .await
                 .map_err(reject)?,
         };
@@ -222,14 +223,14 @@ impl Limiter {
         };
         let timeout = self.settings.store_timeout;
         let mut consume = self.store.consume(request);
-        // An in-process store finishes on its first poll; only a store that has to wait gets a
-        // timer, which keeps the timer's cost off the in-process path.
+        // An in-process store finishes on its first poll. Only a store that has to wait gets a
+        // timer, boxed so that the timer's size and cost stay off the in-process path.
         let outcome = match (&mut consume).now_or_never() {
             Some(outcome) => outcome,
-            None => match tokio::time::timeout(timeout, consume).await {
-                Ok(outcome) => outcome,
-                Err(_) => Err(StoreError::Timeout(timeout)),
-            },
+            None => {
+                let timed = Box::pin(tokio::time::timeout(timeout, consume));
+                timed.await.unwrap_or(Err(StoreError::Timeout(timeout)))
+            }
         };
 
         match outcome {
@@ -280,39 +281,45 @@ impl Limiter {
         caller: &Caller,
     ) -> Result<Option<Arc<ResolvedPolicy>>, Arc<StoreError>> {
         let cache_key = (caller.tenant.shared().clone(), caller.tool.shared().clone());
-        if let Some(cached) = self.policy_cache.get(&cache_key).await {
+        if let Some(cached) = self.policy_cache.get(&cache_key) {
             return Ok(cached);
         }
 
+        // Boxed because a miss is rare and its future is large. Concurrent misses may each read
+        // the source; the last one read stays cached.
+        let resolved = Box::pin(self.load_policy(caller)).await?;
+        self.policy_cache.insert(cache_key, resolved.clone());
+        Ok(resolved)
+    }
+
+    /// Reads the policy in force for the caller from the policy source, within the store
+    /// timeout.
+    async fn load_policy(
+        &self,
+        caller: &Caller,
+    ) -> Result<Option<Arc<ResolvedPolicy>>, Arc<StoreError>> {
         let tenant = caller.tenant.as_str();
         let tool = caller.tool.as_str();
-        self.policy_cache
-            .try_get_with(cache_key.clone(), async move {
-                let timeout = self.settings.store_timeout;
-                let policy = match tokio::time::timeout(
-                    timeout,
-                    self.policies.resolve(tenant, tool),
-                )
-                .await
-                {
-                    Ok(policy) => policy?,
-                    Err(_) => return Err(StoreError::Timeout(timeout)),
-                };
-                tracing::debug!(
-                    tenant,
-                    tool,
-                    found = policy.is_some(),
-                    "rate limit policy loaded"
-                );
-                Ok(policy.map(|policy| {
-                    let key = match policy.scope {
-                        Scope::Workflow => None,
-                        Scope::Global | Scope::Tenant => scope_key(&policy, tenant, None),
-                    };
-                    Arc::new(ResolvedPolicy { policy, key })
-                }))
-            })
-            .await
+        let timeout = self.settings.store_timeout;
+        let policy = match tokio::time::timeout(timeout, self.policies.resolve(tenant, tool)).await
+        {
+            Ok(policy) => policy.map_err(Arc::new)?,
+            Err(_) => return Err(Arc::new(StoreError::Timeout(timeout))),
+        };
+        tracing::debug!(
+            tenant,
+            tool,
+            found = policy.is_some(),
+            "rate limit policy loaded"
+        );
+
+        Ok(policy.map(|policy| {
+            let key = match policy.scope {
+                Scope::Workflow => None,
+                Scope::Global | Scope::Tenant => scope_key(&policy, tenant, None),
+            };
+            Arc::new(ResolvedPolicy { policy, key })
+        }))
     }
 
     /// Returns the capacity and calendar a scheduled policy applies at `now`, or why the call
@@ -326,7 +333,7 @@ impl Limiter {
         let report = if now < schedule.report.valid_until {
             schedule.report.clone()
         } else {
-            match self.rendered_report(policy, schedule, now).await {
+            match self.rendered_report(policy, schedule, now) {
                 Ok(report) => report,
                 Err(message) if policy.fail_open => {
                     tracing::warn!(tenant = %policy.tenant, tool = %policy.tool, %message, "expired report cannot be computed again; applying its default capacity because the policy fails open");
@@ -342,14 +349,7 @@ impl Limiter {
         };
 
         match report.closed_at(now) {
-            None => Ok(Calendar {
-                capacity: report
-                    .capacity_at(now)
-                    .copied()
-                    .unwrap_or(report.default_capacity),
-                timezone: report.timezone,
-                week_start: report.week_start,
-            }),
+            None => Ok(Calendar::of_report(&report, now)),
             Some(Closed::OutsideHours) => Err(RejectionReason::OutsideHours {
                 next_allowed: report.next_allowed(now),
             }),
@@ -369,38 +369,34 @@ impl Limiter {
 
     /// Returns the policy's report computed again from its definition at `now`, cached with
     /// failures, so a schedule that does not parse is not parsed again on every call.
-    async fn rendered_report(
+    fn rendered_report(
         &self,
         policy: &Policy,
         schedule: &PolicySchedule,
         now: DateTime<Utc>,
     ) -> Result<Arc<AvailabilityReport>, Arc<str>> {
         let cache_key: CacheKey = (policy.tenant.as_str().into(), policy.tool.as_str().into());
-        if let Some(cached) = self.report_cache.get(&cache_key).await {
+        if let Some(cached) = self.report_cache.get(&cache_key) {
             match &cached {
-                Ok(report) if now >= report.valid_until => {
-                    self.report_cache.invalidate(&cache_key).await
-                }
+                Ok(report) if now >= report.valid_until => self.report_cache.invalidate(&cache_key),
                 _ => return cached,
             }
         }
 
-        self.report_cache
-            .get_with(cache_key, async move {
-                let rendered = render_report(policy, schedule, now, self.settings.report_days);
-                match &rendered {
-                    Ok(report) => tracing::info!(
-                        tenant = %policy.tenant, tool = %policy.tool, valid_until = %report.valid_until,
-                        "expired availability report computed again"
-                    ),
-                    Err(message) => tracing::error!(
-                        tenant = %policy.tenant, tool = %policy.tool, %message,
-                        "expired availability report cannot be computed again"
-                    ),
-                }
-                rendered
-            })
-            .await
+        self.report_cache.get_with(cache_key, || {
+            let rendered = render_report(policy, schedule, now, self.settings.report_days);
+            match &rendered {
+                Ok(report) => tracing::info!(
+                    tenant = %policy.tenant, tool = %policy.tool, valid_until = %report.valid_until,
+                    "expired availability report computed again"
+                ),
+                Err(message) => tracing::error!(
+                    tenant = %policy.tenant, tool = %policy.tool, %message,
+                    "expired availability report cannot be computed again"
+                ),
+            }
+            rendered
+        })
     }
 }
 
@@ -409,6 +405,20 @@ struct Calendar {
     capacity: Capacity,
     timezone: Tz,
     week_start: Weekday,
+}
+
+impl Calendar {
+    /// Returns the capacity and calendar of `report` at `now`, an instant inside its windows.
+    fn of_report(report: &AvailabilityReport, now: DateTime<Utc>) -> Calendar {
+        Calendar {
+            capacity: report
+                .capacity_at(now)
+                .copied()
+                .unwrap_or(report.default_capacity),
+            timezone: report.timezone,
+            week_start: report.week_start,
+        }
+    }
 }
 
 fn render_report(

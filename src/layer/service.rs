@@ -40,8 +40,8 @@ impl<S> RateLimit<S> {
 
     /// Drops the cached policy and report of `tool` for `tenant`, as
     /// [`RateLimitLayer::invalidate`](super::RateLimitLayer::invalidate) does.
-    pub async fn invalidate(&self, tenant: &str, tool: &str) {
-        self.limiter.invalidate(tenant, tool).await;
+    pub fn invalidate(&self, tenant: &str, tool: &str) {
+        self.limiter.invalidate(tenant, tool);
     }
 }
 
