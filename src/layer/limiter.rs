@@ -1,5 +1,6 @@
 //! The decision shared by every service of a layer: policy, allowed window, capacity, tokens.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc, Weekday};
@@ -49,6 +50,8 @@ pub(crate) struct Limiter {
     store: Arc<dyn TokenStore>,
     clock: Arc<dyn Clock>,
     pub(crate) settings: Settings,
+    /// Whether the store finishes on its first poll, which allows [`Limiter::check_now`].
+    store_is_immediate: bool,
     policy_cache: Cache<CacheKey, Option<Arc<ResolvedPolicy>>, RandomState>,
     report_cache: Cache<CacheKey, RenderedReport, RandomState>,
 }
@@ -81,6 +84,7 @@ impl Limiter {
             .time_to_live(settings.cache_ttl)
             .build_with_hasher(RandomState::default());
         Limiter {
+            store_is_immediate: store.is_immediate(),
             policies,
             store,
             clock,
@@ -136,41 +140,52 @@ impl Limiter {
         let started = quanta::Instant::now();
         let now = self.clock.now();
         let result = self.decide(caller, now).await;
-
-        metrics::histogram!("highway_ratelimit_decision_seconds")
-            .record(started.elapsed().as_secs_f64());
-        match &result {
-            Ok(_) => metrics::counter!("highway_ratelimit_admitted_total").increment(1),
-            Err(rejection) => {
-                let reason = rejection.reason().as_str();
-                metrics::counter!("highway_ratelimit_rejected_total", "reason" => reason)
-                    .increment(1);
-            }
-        }
+        record(&result, started);
         result
     }
 
-    async fn decide(&self, caller: &Caller, now: DateTime<Utc>) -> Result<Admission, Rejection> {
-        let reject = |reason| {
-            Rejection::new(
-                reason,
-                Some(caller.tenant.shared().clone()),
-                Some(caller.tool.shared().clone()),
-                now,
-            )
-        };
+    /// Checks a call and charges it without waiting, when all it needs is at hand: an
+    /// immediate store, a cached policy and, for a scheduled policy, a valid report. Returns
+    /// `None`, having charged nothing, when the call needs [`check`](Self::check).
+    pub(crate) fn check_now(&self, caller: &Caller) -> Option<Result<Admission, Rejection>> {
+        if !self.store_is_immediate {
+            return None;
+        }
+        let started = quanta::Instant::now();
+        let cached = self.policy_cache.get(&cache_key(caller))?;
+        let now = self.clock.now();
 
+        let result = match cached {
+            None => self.without_policy(caller, now),
+            Some(resolved) if !resolved.policy.enabled => Ok(Admission::Uncounted),
+            Some(resolved) => {
+                let calendar = ready_calendar(&resolved.policy, now)?;
+                self.charge_now(caller, &resolved, &calendar, now)
+            }
+        };
+        record(&result, started);
+        Some(result)
+    }
+
+    /// Returns whether wait mode would sleep for this rejection.
+    pub(crate) fn would_wait(&self, rejection: &Rejection) -> bool {
+        let Some(max_wait) = self.settings.max_wait else {
+            return false;
+        };
+        rejection.retry_after().is_some_and(|wait| wait <= max_wait)
+    }
+
+    async fn decide(&self, caller: &Caller, now: DateTime<Utc>) -> Result<Admission, Rejection> {
         let resolved = match self.resolve(caller).await {
             Ok(Some(resolved)) => resolved,
-            Ok(None) => {
-                return match self.settings.missing_policy {
-                    MissingPolicy::Admit => Ok(Admission::Uncounted),
-                    MissingPolicy::Reject => Err(reject(RejectionReason::NoPolicy)),
-                };
-            }
+            Ok(None) => return self.without_policy(caller, now),
             Err(error) => {
                 tracing::warn!(tenant = %caller.tenant, tool = %caller.tool, %error, "cannot read the rate limit policy");
-                return Err(reject(RejectionReason::PolicyUnavailable(error)));
+                return Err(rejection(
+                    caller,
+                    now,
+                    RejectionReason::PolicyUnavailable(error),
+                ));
             }
         };
         let policy = &resolved.policy;
@@ -178,51 +193,27 @@ impl Limiter {
             return Ok(Admission::Uncounted);
         }
 
-        let calendar = match &policy.schedule {
-            None => Calendar {
-                capacity: policy.static_capacity,
-                timezone: policy.timezone,
-                week_start: policy.week_start,
-            },
-            // A report still valid and open at `now` needs no await and no report cache.
-            Some(schedule)
-                if now < schedule.report.valid_until && schedule.report.is_allowed(now) =>
-            {
-                Calendar::of_report(&schedule.report, now)
+        let calendar = match ready_calendar(policy, now) {
+            Some(calendar) => calendar,
+            None => {
+                let schedule = policy
+                    .schedule
+                    .as_ref()
+                    .expect("only a scheduled policy waits for its report");
+                Box::pin(self.scheduled_calendar(policy, schedule, now))
+                    .await
+                    .map_err(|reason| rejection(caller, now, reason))?
             }
-            Some(schedule) => Box::pin(self.scheduled_calendar(policy, schedule, now))
-                .await
-                .map_err(reject)?,
         };
         if calendar.capacity.is_unlimited() {
             return Ok(Admission::Uncounted);
         }
 
-        let workflow_key;
-        let key = match &resolved.key {
-            Some(key) => key,
-            None => {
-                let run = caller.workflow_run.as_ref().map(|run| run.as_str());
-                workflow_key = scope_key(policy, caller.tenant.as_str(), run).ok_or_else(|| {
-                    reject(RejectionReason::MissingIdentity(
-                        IdentityError::MissingWorkflowRun {
-                            tool: caller.tool.to_string(),
-                        },
-                    ))
-                })?;
-                &workflow_key
-            }
-        };
-        let request = ConsumeRequest {
-            key,
-            cost: caller.cost.get(),
-            capacity: &calendar.capacity,
-            timezone: calendar.timezone,
-            week_start: calendar.week_start,
-            at: self.clock.store_instant(now),
-        };
+        let key = call_key(caller, &resolved, now)?;
         let timeout = self.settings.store_timeout;
-        let mut consume = self.store.consume(request);
+        let mut consume = self
+            .store
+            .consume(self.consume_request(caller, &key, &calendar, now));
         // An in-process store finishes on its first poll. Only a store that has to wait gets a
         // timer, boxed so that the timer's size and cost stay off the in-process path.
         let outcome = match (&mut consume).now_or_never() {
@@ -232,9 +223,71 @@ impl Limiter {
                 timed.await.unwrap_or(Err(StoreError::Timeout(timeout)))
             }
         };
+        self.conclude(outcome, caller, policy, &key, now)
+    }
 
-        match outcome {
-            Ok(Decision::Admitted { windows }) => Ok(Admission::Counted(windows)),
+    /// Charges a call to an immediate store, on the calling thread.
+    fn charge_now(
+        &self,
+        caller: &Caller,
+        resolved: &ResolvedPolicy,
+        calendar: &Calendar,
+        now: DateTime<Utc>,
+    ) -> Result<Admission, Rejection> {
+        if calendar.capacity.is_unlimited() {
+            return Ok(Admission::Uncounted);
+        }
+        let key = call_key(caller, resolved, now)?;
+        let request = self.consume_request(caller, &key, calendar, now);
+        let outcome = self
+            .store
+            .consume(request)
+            .now_or_never()
+            .unwrap_or_else(|| {
+                Err(StoreError::Unavailable(
+                    "the token store says it is immediate but did not finish on its first poll"
+                        .into(),
+                ))
+            });
+        self.conclude(outcome, caller, &resolved.policy, &key, now)
+    }
+
+    fn consume_request<'a>(
+        &self,
+        caller: &Caller,
+        key: &'a ScopeKey,
+        calendar: &'a Calendar,
+        now: DateTime<Utc>,
+    ) -> ConsumeRequest<'a> {
+        ConsumeRequest {
+            key,
+            cost: caller.cost.get(),
+            capacity: &calendar.capacity,
+            timezone: calendar.timezone,
+            week_start: calendar.week_start,
+            at: self.clock.store_instant(now),
+        }
+    }
+
+    /// Returns the outcome of a call for which no policy exists.
+    fn without_policy(&self, caller: &Caller, now: DateTime<Utc>) -> Result<Admission, Rejection> {
+        match self.settings.missing_policy {
+            MissingPolicy::Admit => Ok(Admission::Uncounted),
+            MissingPolicy::Reject => Err(rejection(caller, now, RejectionReason::NoPolicy)),
+        }
+    }
+
+    /// Turns the store's outcome into the call's, applying the policy's `fail_open`.
+    fn conclude(
+        &self,
+        outcome: Result<Decision, StoreError>,
+        caller: &Caller,
+        policy: &Policy,
+        key: &ScopeKey,
+        now: DateTime<Utc>,
+    ) -> Result<Admission, Rejection> {
+        let reason = match outcome {
+            Ok(Decision::Admitted { windows }) => return Ok(Admission::Counted(windows)),
             Ok(Decision::Rejected {
                 window,
                 retry_at,
@@ -244,35 +297,36 @@ impl Limiter {
                     .iter()
                     .find(|usage| usage.kind == window)
                     .map_or(0, |usage| usage.limit);
-                Err(reject(RejectionReason::QuotaExhausted {
+                RejectionReason::QuotaExhausted {
                     window,
                     limit,
                     retry_at,
                     windows,
-                }))
+                }
             }
             Err(StoreError::CostExceedsLimit {
                 window,
                 limit,
                 cost,
-            }) => Err(reject(RejectionReason::CostExceedsLimit {
+            }) => RejectionReason::CostExceedsLimit {
                 window,
                 limit,
                 cost,
-            })),
+            },
             Err(error) if policy.fail_open => {
                 tracing::warn!(%key, %error, "token store failed; admitting the call because the policy fails open");
                 metrics::counter!("highway_ratelimit_store_errors_total", "outcome" => "admitted")
                     .increment(1);
-                Ok(Admission::FailedOpen)
+                return Ok(Admission::FailedOpen);
             }
             Err(error) => {
                 tracing::error!(%key, %error, "token store failed; rejecting the call because the policy fails closed");
                 metrics::counter!("highway_ratelimit_store_errors_total", "outcome" => "rejected")
                     .increment(1);
-                Err(reject(RejectionReason::StoreUnavailable(Arc::new(error))))
+                RejectionReason::StoreUnavailable(Arc::new(error))
             }
-        }
+        };
+        Err(rejection(caller, now, reason))
     }
 
     /// Returns the policy in force for the caller, from the cache or the policy source.
@@ -280,7 +334,7 @@ impl Limiter {
         &self,
         caller: &Caller,
     ) -> Result<Option<Arc<ResolvedPolicy>>, Arc<StoreError>> {
-        let cache_key = (caller.tenant.shared().clone(), caller.tool.shared().clone());
+        let cache_key = cache_key(caller);
         if let Some(cached) = self.policy_cache.get(&cache_key) {
             return Ok(cached);
         }
@@ -397,6 +451,69 @@ impl Limiter {
             }
             rendered
         })
+    }
+}
+
+/// Records a decision's metrics.
+fn record(result: &Result<Admission, Rejection>, started: quanta::Instant) {
+    metrics::histogram!("highway_ratelimit_decision_seconds")
+        .record(started.elapsed().as_secs_f64());
+    match result {
+        Ok(_) => metrics::counter!("highway_ratelimit_admitted_total").increment(1),
+        Err(rejection) => {
+            let reason = rejection.reason().as_str();
+            metrics::counter!("highway_ratelimit_rejected_total", "reason" => reason).increment(1);
+        }
+    }
+}
+
+fn cache_key(caller: &Caller) -> CacheKey {
+    (caller.tenant.shared().clone(), caller.tool.shared().clone())
+}
+
+fn rejection(caller: &Caller, now: DateTime<Utc>, reason: RejectionReason) -> Rejection {
+    Rejection::new(
+        reason,
+        Some(caller.tenant.shared().clone()),
+        Some(caller.tool.shared().clone()),
+        now,
+    )
+}
+
+/// Returns the key a call is charged to: the policy's, or the caller's workflow run's.
+fn call_key<'r>(
+    caller: &Caller,
+    resolved: &'r ResolvedPolicy,
+    now: DateTime<Utc>,
+) -> Result<Cow<'r, ScopeKey>, Rejection> {
+    if let Some(key) = &resolved.key {
+        return Ok(Cow::Borrowed(key));
+    }
+    let run = caller.workflow_run.as_ref().map(|run| run.as_str());
+    scope_key(&resolved.policy, caller.tenant.as_str(), run)
+        .map(Cow::Owned)
+        .ok_or_else(|| {
+            let missing = IdentityError::MissingWorkflowRun {
+                tool: caller.tool.to_string(),
+            };
+            rejection(caller, now, RejectionReason::MissingIdentity(missing))
+        })
+}
+
+/// Returns the capacity and calendar of a policy at `now` when no await is needed: static
+/// limits, or a report still valid and open at `now`. `None` when the report must be
+/// consulted through the report cache.
+fn ready_calendar(policy: &Policy, now: DateTime<Utc>) -> Option<Calendar> {
+    match &policy.schedule {
+        None => Some(Calendar {
+            capacity: policy.static_capacity,
+            timezone: policy.timezone,
+            week_start: policy.week_start,
+        }),
+        Some(schedule) if now < schedule.report.valid_until && schedule.report.is_allowed(now) => {
+            Some(Calendar::of_report(&schedule.report, now))
+        }
+        Some(_) => None,
     }
 }
 

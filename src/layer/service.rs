@@ -64,7 +64,7 @@ where
         // fresh clone behind, which must be made ready before its own first call, so that the
         // call can happen later in the future without holding `&mut self`.
         let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = std::mem::replace(&mut self.inner, clone);
 
         let caller = match Caller::from_extensions(
             request.extensions(),
@@ -93,6 +93,23 @@ where
             tool = %caller.tool,
             decision = tracing::field::Empty,
         );
+        // The fast path: decided on this thread, with no future to allocate. A rejection that
+        // wait mode would sleep on takes the slow path, which checks again; a rejection
+        // charged nothing, so checking twice is harmless.
+        if let Some(decision) = span.in_scope(|| self.limiter.check_now(&caller)) {
+            match decision {
+                Ok(admission) => {
+                    span.record("decision", tracing::field::debug(&admission));
+                    return ResponseFuture::admitted(inner.call(request));
+                }
+                Err(rejection) if !self.limiter.would_wait(&rejection) => {
+                    span.record("decision", rejection.reason().as_str());
+                    return ResponseFuture::rejected(rejection);
+                }
+                Err(_) => {}
+            }
+        }
+
         let limiter = self.limiter.clone();
         let check = async move {
             let decision = limiter.check_waiting(&caller).await;

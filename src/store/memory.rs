@@ -286,4 +286,8 @@ impl TokenStore for MemoryStore {
     ) -> BoxFuture<'a, Result<Decision, StoreError>> {
         Box::pin(future::ready(self.decide(&request, false)))
     }
+
+    fn is_immediate(&self) -> bool {
+        true
+    }
 }

@@ -30,11 +30,7 @@ pub struct ScopeKey {
 
 impl fmt::Display for ScopeKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "tenant {:?}, tool {:?}, scope {:?}",
-            self.tenant, self.tool, self.scope
-        )
+        write!(f, "tenant {:?}, tool {:?}, scope {:?}", self.tenant, self.tool, self.scope)
     }
 }
 
@@ -136,14 +132,16 @@ pub enum StoreError {
 pub trait TokenStore: Send + Sync + 'static {
     /// Checks every limited window and, when all have room for `request.cost`, charges it to all
     /// of them in one atomic step.
-    fn consume<'a>(
-        &'a self,
-        request: ConsumeRequest<'a>,
-    ) -> BoxFuture<'a, Result<Decision, StoreError>>;
+    fn consume<'a>(&'a self, request: ConsumeRequest<'a>) -> BoxFuture<'a, Result<Decision, StoreError>>;
 
     /// Returns the decision `consume` would take, without charging anything.
-    fn peek<'a>(
-        &'a self,
-        request: ConsumeRequest<'a>,
-    ) -> BoxFuture<'a, Result<Decision, StoreError>>;
+    fn peek<'a>(&'a self, request: ConsumeRequest<'a>) -> BoxFuture<'a, Result<Decision, StoreError>>;
+
+    /// Returns whether `consume` and `peek` always finish on their first poll, as an in-process
+    /// store's do. The rate limit layer then decides without allocating a future for the call.
+    /// `false` by default; an implementation that returns `true` must never return a pending
+    /// future, because the layer drops it and treats the call as a store failure.
+    fn is_immediate(&self) -> bool {
+        false
+    }
 }
