@@ -265,7 +265,13 @@ impl Limiter {
             capacity: &calendar.capacity,
             timezone: calendar.timezone,
             week_start: calendar.week_start,
-            at: self.clock.store_instant(now),
+            // A store in this process has no clock better than the layer's, so it gets the
+            // instant already read; a shared store may use its own (the database clock).
+            at: if self.store_is_immediate {
+                Some(now)
+            } else {
+                self.clock.store_instant(now)
+            },
         }
     }
 
