@@ -1,21 +1,32 @@
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Args, ValueEnum};
+
+use crate::calendar::{WorkingTime, leave_label};
+use crate::report::{
+    AvailabilityReport, MAX_HORIZON_DAYS, ReportError, ReportOptions, WeekView, resource_zone,
+    select_resource,
+};
+use crate::schedule::Schedule;
+use crate::window::start_of_day;
 
 #[derive(Debug, Args)]
 pub(super) struct ReportArgs {
     /// The schedule file.
     file: PathBuf,
-    /// The resource to report on; may be left out when the file has one resource.
+    /// The resource to report on; may be left out when the file has one resource, or only one
+    /// without child resources.
     #[arg(long)]
     resource: Option<String>,
-    /// The start of the horizon: a date (local midnight in the schedule's zone) or an RFC 3339
-    /// instant. Defaults to now.
+    /// The start of the horizon: a date (local midnight in the resource's zone, else the
+    /// project's) or an RFC 3339 instant. Defaults to now.
     #[arg(long)]
     from: Option<String>,
-    /// The length of the horizon in days.
-    #[arg(long, default_value_t = 7)]
+    /// The length of the horizon in local calendar days, 1 to 3660.
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_HORIZON_DAYS)))]
     days: u32,
     /// `json` for the report, `week` for a grid of days × hours.
     #[arg(long, value_enum, default_value_t = Format::Json)]
@@ -29,7 +40,108 @@ enum Format {
 }
 
 pub(super) fn run(args: ReportArgs) -> ExitCode {
-    let _ = args;
-    eprintln!("report: not built yet");
-    ExitCode::FAILURE
+    match render(&args) {
+        Ok(output) => {
+            let mut stdout = std::io::stdout().lock();
+            if stdout.write_all(output.as_bytes()).is_err() {
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("{message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Returns the text for stdout; prints warnings on stderr.
+fn render(args: &ReportArgs) -> Result<String, String> {
+    let from_arg = args.from.as_deref().map(HorizonStart::parse).transpose()?;
+    let schedule = Schedule::from_file(&args.file).map_err(|error| error.to_string())?;
+    for warning in &schedule.warnings {
+        eprintln!("{warning}");
+    }
+
+    let resource =
+        select_resource(&schedule, args.resource.as_deref()).map_err(|error| match error {
+            ReportError::ResourceRequired { .. } => format!("error: {error} with --resource ID"),
+            ReportError::UnknownResource { .. } => {
+                format!("error: {error}; pass one of them to --resource")
+            }
+            other => format!("error: {other}"),
+        })?;
+    let zone = resource_zone(&schedule, resource);
+    let now = Utc::now();
+    let from = match from_arg {
+        Some(HorizonStart::Date(date)) => start_of_day(date, zone),
+        Some(HorizonStart::Instant(at)) => at,
+        None => now,
+    };
+
+    let options = ReportOptions {
+        resource: Some(resource.id.clone()),
+        from,
+        days: args.days,
+        generated_at: now,
+    };
+    let generated =
+        AvailabilityReport::generate(&schedule, &options).map_err(|error| match error {
+            ReportError::InvalidHorizon { .. } => format!("error: {error}; pass --days N"),
+            other => format!("error: {other}"),
+        })?;
+    for warning in &generated.warnings {
+        eprintln!("warning: {warning}");
+    }
+
+    let report = &generated.report;
+    match args.format {
+        Format::Json => {
+            let mut json = serde_json::to_string_pretty(report)
+                .map_err(|error| format!("error: cannot write the report as JSON: {error}"))?;
+            json.push('\n');
+            Ok(json)
+        }
+        Format::Week => {
+            let working_time = WorkingTime::new(&schedule, resource);
+            let mut view =
+                WeekView::new(report, from).title(format!("{} \"{}\"", resource.id, resource.name));
+            for date in &report.blocked_dates {
+                let names: Vec<String> = working_time
+                    .leaves_on(*date)
+                    .into_iter()
+                    .map(leave_label)
+                    .collect();
+                if !names.is_empty() {
+                    view = view.blocked_name(*date, names.join(", "));
+                }
+            }
+            for warning in &generated.warnings {
+                view = view.note(format!("Note: {warning}."));
+            }
+            Ok(view.to_string())
+        }
+    }
+}
+
+/// The value of `--from`.
+enum HorizonStart {
+    /// Local midnight of this date in the resource's zone.
+    Date(NaiveDate),
+    /// An instant.
+    Instant(DateTime<Utc>),
+}
+
+impl HorizonStart {
+    /// Parses a date such as `2025-12-20` or an RFC 3339 instant.
+    fn parse(text: &str) -> Result<HorizonStart, String> {
+        if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+            return Ok(HorizonStart::Date(date));
+        }
+        DateTime::parse_from_rfc3339(text).map(|at| HorizonStart::Instant(at.with_timezone(&Utc))).map_err(|_| {
+            format!(
+                "error: invalid --from value {text:?}: expected a date such as 2025-12-20 or an RFC 3339 instant such as 2025-12-20T09:00:00Z"
+            )
+        })
+    }
 }

@@ -10,6 +10,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::window::WindowKind;
 
+mod generate;
+mod week;
+
+pub use generate::{MAX_HORIZON_DAYS, add_local_days, resource_zone, select_resource};
+pub use week::WeekView;
+
 /// The version written into new reports.
 pub const REPORT_VERSION: u32 = 1;
 
@@ -189,7 +195,10 @@ mod weekday_name {
     use chrono::Weekday;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub(super) fn serialize<S: Serializer>(day: &Weekday, serializer: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(
+        day: &Weekday,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
         let name = match day {
             Weekday::Mon => "monday",
             Weekday::Tue => "tuesday",
@@ -202,10 +211,14 @@ mod weekday_name {
         serializer.serialize_str(name)
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Weekday, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Weekday, D::Error> {
         let name = String::deserialize(deserializer)?;
         name.parse::<Weekday>().map_err(|_| {
-            serde::de::Error::custom(format!("invalid week_start {name:?}: expected a weekday such as \"monday\""))
+            serde::de::Error::custom(format!(
+                "invalid week_start {name:?}: expected a weekday such as \"monday\""
+            ))
         })
     }
 }
@@ -266,7 +279,6 @@ impl AvailabilityReport {
         schedule: &crate::schedule::Schedule,
         options: &ReportOptions,
     ) -> Result<GeneratedReport, ReportError> {
-        let _ = (schedule, options);
-        Err(ReportError::NoResource)
+        generate::generate(schedule, options)
     }
 }

@@ -2,7 +2,12 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Diagnostic, Location, Schedule, ScheduleError};
+use combine::easy;
+
+use super::ast::FileAst;
+use super::lexer::{self, Token};
+use super::source::{self, Expansion};
+use super::{Diagnostic, Location, Schedule, ScheduleError, build, grammar};
 
 /// Where a schedule's text comes from, for messages and for resolving `include`.
 #[derive(Debug, Clone, Default)]
@@ -14,31 +19,175 @@ pub struct ParseOptions {
     pub base_dir: Option<PathBuf>,
 }
 
+impl ParseOptions {
+    /// Options for text that comes from no file: messages name it `name`, `include` is rejected.
+    pub fn named(name: impl Into<PathBuf>) -> Self {
+        ParseOptions {
+            file_name: name.into(),
+            base_dir: None,
+        }
+    }
+}
+
 impl Schedule {
     /// Parses and validates the schedule in the file at `path`, with its includes.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Schedule, ScheduleError> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|error| ScheduleError {
             diagnostics: vec![Diagnostic::error(
-                Location { file: path.to_path_buf(), line: 0, column: 0 },
+                Location {
+                    file: path.to_path_buf(),
+                    line: 0,
+                    column: 0,
+                },
                 format!("cannot read the schedule file: {error}"),
             )],
         })?;
         let options = ParseOptions {
             file_name: path.to_path_buf(),
-            base_dir: path.parent().map(Path::to_path_buf),
+            base_dir: Some(path.parent().map(Path::to_path_buf).unwrap_or_default()),
         };
         Schedule::parse(&text, &options)
     }
 
     /// Parses and validates a schedule's text.
     pub fn parse(text: &str, options: &ParseOptions) -> Result<Schedule, ScheduleError> {
-        let _ = text;
-        Err(ScheduleError {
-            diagnostics: vec![Diagnostic::error(
-                Location { file: options.file_name.clone(), line: 1, column: 1 },
-                "the schedule parser is not built yet",
-            )],
-        })
+        let fail = |diagnostic: Diagnostic| ScheduleError {
+            diagnostics: vec![diagnostic],
+        };
+        let expansion =
+            source::expand(text, &options.file_name, options.base_dir.as_deref()).map_err(fail)?;
+        let tokens = lexer::tokenize(&expansion).map_err(fail)?;
+        let depth = check_nesting(&tokens, &expansion).map_err(fail)?;
+        let file = parse_tokens(&tokens, &expansion, depth).map_err(fail)?;
+        build::build(&file, &tokens, &expansion)
+            .map_err(|diagnostics| ScheduleError { diagnostics })
+    }
+}
+
+/// The stack of the thread that runs the grammar: the recursive descent takes up to about 50 KiB
+/// per nesting level in a debug build, more than a default thread's 2 MiB allow at
+/// [`MAX_NESTING`].
+const GRAMMAR_STACK: usize = 32 * 1024 * 1024;
+
+/// The nesting the grammar handles on the caller's stack; deeper files get a thread with
+/// [`GRAMMAR_STACK`], which costs more than parsing a small file.
+const NESTING_ON_CALLER_STACK: usize = 8;
+
+fn parse_tokens(
+    tokens: &[Token],
+    expansion: &Expansion,
+    depth: usize,
+) -> Result<FileAst, Diagnostic> {
+    let run = || {
+        let references: Vec<&Token> = tokens.iter().collect();
+        grammar::parse_file(&references).map_err(|errors| syntax_error(errors, tokens, expansion))
+    };
+    if depth <= NESTING_ON_CALLER_STACK {
+        return run();
+    }
+    std::thread::scope(|scope| {
+        let thread = std::thread::Builder::new()
+            .name("tjp-grammar".into())
+            .stack_size(GRAMMAR_STACK);
+        match thread.spawn_scoped(scope, run) {
+            Ok(handle) => handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            // Without a thread of its own, the grammar runs on the caller's stack.
+            Err(_) => run(),
+        }
+    })
+}
+
+/// The deepest nesting of `{` blocks the grammar accepts, which bounds the stack the recursive
+/// descent needs.
+const MAX_NESTING: usize = 64;
+
+/// Returns the deepest nesting of `{` blocks, or an error beyond [`MAX_NESTING`].
+fn check_nesting(tokens: &[Token], expansion: &Expansion) -> Result<usize, Diagnostic> {
+    let mut depth = 0usize;
+    let mut deepest = 0;
+    for token in tokens {
+        match token.kind {
+            lexer::Kind::Punct("{") => {
+                depth += 1;
+                deepest = deepest.max(depth);
+                if depth > MAX_NESTING {
+                    return Err(Diagnostic::error(
+                        expansion.location(token.pos),
+                        format!(
+                            "blocks are nested more than {MAX_NESTING} levels deep: flatten the schedule"
+                        ),
+                    ));
+                }
+            }
+            lexer::Kind::Punct("}") => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(deepest)
+}
+
+/// Turns `combine`'s error into `found X, expected Y`.
+fn syntax_error(
+    errors: grammar::Errors<'_>,
+    tokens: &[Token],
+    expansion: &Expansion,
+) -> Diagnostic {
+    let found = tokens.get(errors.position);
+    let location = match (found, tokens.last()) {
+        (Some(token), _) | (None, Some(token)) => expansion.location(token.pos),
+        (None, None) => Location {
+            file: expansion.files[0].clone(),
+            line: 1,
+            column: 1,
+        },
+    };
+    let mut expected: Vec<String> = Vec::new();
+    let mut messages: Vec<String> = Vec::new();
+    for error in errors.errors {
+        match error {
+            easy::Error::Expected(info) => {
+                let text = info_text(info);
+                if !expected.contains(&text) {
+                    expected.push(text);
+                }
+            }
+            easy::Error::Message(info) => messages.push(info_text(info)),
+            easy::Error::Other(error) => messages.push(error.to_string()),
+            easy::Error::Unexpected(_) => {}
+        }
+    }
+    let found = found.map_or_else(|| "end of file".to_string(), Token::describe);
+    let message = if let Some(message) = messages.first() {
+        message.clone()
+    } else if expected.is_empty() {
+        format!("unexpected {found}")
+    } else {
+        let list = match expected.split_last() {
+            Some((last, [])) => last.clone(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => String::new(),
+        };
+        format!("found {found}, expected {list}")
+    };
+    Diagnostic::error(location, message)
+}
+
+fn info_text(info: easy::Info<&Token, &[&Token]>) -> String {
+    let text = match info {
+        easy::Info::Token(token) => return token.describe(),
+        easy::Info::Range(range) => {
+            return range.first().map_or_else(String::new, |t| t.describe());
+        }
+        easy::Info::Owned(text) => text,
+        easy::Info::Static(text) => text.to_string(),
+    };
+    // Bare keywords and punctuation are quoted; descriptions are kept as written.
+    if text.contains(' ') {
+        text
+    } else {
+        format!("`{text}`")
     }
 }

@@ -3,6 +3,8 @@
 //! A [`TokenStore`] checks and consumes a call's cost in every limited window kind in one atomic
 //! step: either every window has room and every counter grows by the cost, or nothing changes.
 
+pub mod postgres;
+
 use std::fmt;
 use std::time::Duration;
 
@@ -30,7 +32,11 @@ pub struct ScopeKey {
 
 impl fmt::Display for ScopeKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "tenant {:?}, tool {:?}, scope {:?}", self.tenant, self.tool, self.scope)
+        write!(
+            f,
+            "tenant {:?}, tool {:?}, scope {:?}",
+            self.tenant, self.tool, self.scope
+        )
     }
 }
 
@@ -132,10 +138,16 @@ pub enum StoreError {
 pub trait TokenStore: Send + Sync + 'static {
     /// Checks every limited window and, when all have room for `request.cost`, charges it to all
     /// of them in one atomic step.
-    fn consume<'a>(&'a self, request: ConsumeRequest<'a>) -> BoxFuture<'a, Result<Decision, StoreError>>;
+    fn consume<'a>(
+        &'a self,
+        request: ConsumeRequest<'a>,
+    ) -> BoxFuture<'a, Result<Decision, StoreError>>;
 
     /// Returns the decision `consume` would take, without charging anything.
-    fn peek<'a>(&'a self, request: ConsumeRequest<'a>) -> BoxFuture<'a, Result<Decision, StoreError>>;
+    fn peek<'a>(
+        &'a self,
+        request: ConsumeRequest<'a>,
+    ) -> BoxFuture<'a, Result<Decision, StoreError>>;
 
     /// Returns whether `consume` and `peek` always finish on their first poll, as an in-process
     /// store's do. The rate limit layer then decides without allocating a future for the call.

@@ -1,0 +1,539 @@
+//! Each error of the schedule language: where it is reported and what the message says.
+
+use highway_ratelimit::schedule::{ParseOptions, Schedule};
+
+/// Parses `text` and returns the first error as `(line, column, message)`.
+fn error(text: &str) -> (u32, u32, String) {
+    match Schedule::parse(text, &ParseOptions::named("bad.tjp")) {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(error) => {
+            let first = &error.diagnostics[0];
+            assert_eq!(first.location.file.to_str(), Some("bad.tjp"));
+            (
+                first.location.line,
+                first.location.column,
+                first.message.clone(),
+            )
+        }
+    }
+}
+
+fn assert_error(text: &str, line: u32, column: u32, needle: &str) {
+    let (l, c, message) = error(text);
+    assert!(
+        message.contains(needle),
+        "message {message:?} lacks {needle:?}"
+    );
+    assert_eq!((l, c), (line, column), "{message}");
+}
+
+const HEADER: &str = "project p \"P\" 2025-01-01 +1y\n";
+
+#[test]
+fn unknown_time_zone() {
+    assert_error(
+        "project \"P\" 2025-01-01 +1y {\n  timezone \"foo/bar\"\n}",
+        2,
+        12,
+        "unknown time zone \"foo/bar\": expected an IANA name such as \"Europe/Berlin\"",
+    );
+}
+
+#[test]
+fn project_end_before_start() {
+    assert_error(
+        "project \"P\" 2025-01-01 - 2024-01-01",
+        1,
+        26,
+        "ends before it starts",
+    );
+}
+
+#[test]
+fn interval_end_before_start() {
+    assert_error(
+        &format!("{HEADER}vacation 2025-03-02 - 2025-03-01"),
+        2,
+        10,
+        "not after its start",
+    );
+    assert_error(
+        &format!("{HEADER}vacation 2025-03-02 - 2025-03-02"),
+        2,
+        10,
+        "not after its start",
+    );
+}
+
+#[test]
+fn working_hours_across_midnight_in_taskjuggler_dialect() {
+    let text = format!("{HEADER}shift s \"S\" {{\n  workinghours mon 22:00 - 06:00\n}}");
+    let (line, column, message) = error(&text);
+    assert_eq!((line, column), (3, 20));
+    assert!(
+        message.contains("`22:00 - 24:00` and `00:00 - 06:00` on the next day"),
+        "{message}"
+    );
+}
+
+#[test]
+fn working_hours_empty() {
+    assert_error(
+        &format!("{HEADER}resource r \"R\" {{ workinghours mon 9:00 - 9:00 }}"),
+        2,
+        35,
+        "empty",
+    );
+}
+
+#[test]
+fn invalid_times() {
+    assert_error(
+        &format!("{HEADER}resource r \"R\" {{ workinghours mon 9:75 - 12:00 }}"),
+        2,
+        35,
+        "invalid time `9:75`",
+    );
+    assert_error(
+        &format!("{HEADER}resource r \"R\" {{ workinghours mon 9:00 - 24:30 }}"),
+        2,
+        42,
+        "invalid time `24:30`",
+    );
+}
+
+#[test]
+fn overlapping_shift_assignments() {
+    let text = format!(
+        "{HEADER}shift a \"A\"\nshift b \"B\"\nresource r \"R\" {{\n  shifts a 2025-02-01 +2w\n  shifts b 2025-02-10 +1w\n}}"
+    );
+    assert_error(&text, 6, 10, "overlaps the assignment of shift `a`");
+}
+
+#[test]
+fn misaligned_date() {
+    let text =
+        "project \"P\" 2025-01-01 +1y {\n  timingresolution 30 min\n}\nvacation 2025-02-01-10:10";
+    assert_error(
+        text,
+        4,
+        10,
+        "not aligned to the timing resolution of 30 min",
+    );
+}
+
+#[test]
+fn misaligned_working_hours_accepted() {
+    let text = format!("{HEADER}resource r \"R\" {{ workinghours mon 9:30 - 12:00 }}");
+    let schedule = Schedule::parse(&text, &ParseOptions::named("ok.tjp")).unwrap();
+    let monday = &schedule.resource("r").unwrap().working_hours.days[0];
+    assert_eq!(monday[0].start, 9 * 3600 + 30 * 60);
+}
+
+#[test]
+fn bad_timing_resolution() {
+    assert_error(
+        "project \"P\" 2025-01-01 +1y {\n  timingresolution 21 min\n}",
+        2,
+        20,
+        "expected 5, 10, 15, 20, 30 or 60 min",
+    );
+}
+
+#[test]
+fn zone_offset_does_not_fit_resolution() {
+    let text = "project \"P\" 2025-01-01 +1y {\n  timezone \"Asia/Kolkata\"\n}";
+    assert_error(text, 2, 12, "too large for time zone Asia/Kolkata");
+    let fits =
+        "project \"P\" 2025-01-01 +1y {\n  timingresolution 30 min\n  timezone \"Asia/Kolkata\"\n}";
+    assert!(Schedule::parse(fits, &ParseOptions::named("ok.tjp")).is_ok());
+}
+
+#[test]
+fn unknown_shift() {
+    assert_error(
+        &format!("{HEADER}resource r \"R\" {{ shifts night }}"),
+        2,
+        25,
+        "unknown shift `night`",
+    );
+    assert_error(
+        &format!("{HEADER}resource r \"R\" {{ workinghours night }}"),
+        2,
+        31,
+        "unknown shift `night`",
+    );
+}
+
+#[test]
+fn unknown_and_group_resources_in_limits() {
+    assert_error(
+        &format!("{HEADER}limits {{ dailymax 5 {{ resources ghost }} }}"),
+        2,
+        33,
+        "unknown resource `ghost`",
+    );
+    let group = format!(
+        "{HEADER}resource team \"T\" {{ resource m \"M\" }}\ntask t \"T\" {{\n  limits {{ dailymax 5h {{ resources team }} }}\n}}"
+    );
+    assert_error(&group, 4, 36, "resource `team` is a group");
+    assert_error(
+        &format!("{HEADER}supplement resource ghost {{ }}"),
+        2,
+        21,
+        "unknown resource `ghost`",
+    );
+}
+
+#[test]
+fn bad_counts() {
+    assert_error(
+        &format!("{HEADER}limits {{ dailymax 0 }}"),
+        2,
+        19,
+        "invalid limit count 0",
+    );
+    assert_error(
+        &format!("{HEADER}limits {{ dailymax -5 }}"),
+        2,
+        19,
+        "invalid limit count -5",
+    );
+    assert_error(
+        &format!("{HEADER}limits {{ dailymax 2.5 }}"),
+        2,
+        19,
+        "is a whole number",
+    );
+    assert_error(
+        &format!("{HEADER}limits {{ dailymax 99999999999999999999 }}"),
+        2,
+        19,
+        "the largest count",
+    );
+}
+
+#[test]
+fn limit_period_outside_project() {
+    assert_error(
+        &format!("{HEADER}limits {{ dailymax 5 {{ period 2024-01-01 +1w }} }}"),
+        2,
+        30,
+        "outside the project's time frame",
+    );
+}
+
+#[test]
+fn limit_hours_across_midnight() {
+    assert_error(
+        &format!("{HEADER}limits {{ dailymax 5 {{ hours 22:00 - 6:00 }} }}"),
+        2,
+        29,
+        "`22:00 - 24:00, 00:00 - 6:00`",
+    );
+}
+
+#[test]
+fn invalid_dates() {
+    assert_error(
+        &format!("{HEADER}vacation 2025-02-30"),
+        2,
+        10,
+        "has no day 30",
+    );
+    assert_error(
+        &format!("{HEADER}vacation 2025-13-01"),
+        2,
+        10,
+        "month must lie between 1 and 12",
+    );
+    assert_error(
+        "project \"P\" 1969-12-01 +1y",
+        1,
+        13,
+        "year must lie between 1970 and 9999",
+    );
+    assert_error(
+        &format!("{HEADER}vacation 2025-02-01-25:00"),
+        2,
+        10,
+        "time must lie between",
+    );
+    assert_error(
+        &format!("{HEADER}vacation 2025-02-01-10:00-0700"),
+        2,
+        10,
+        "needs a sign",
+    );
+    assert_error(
+        &format!("{HEADER}vacation 2025-02-01-10:00-+1500"),
+        2,
+        10,
+        "-1200 and +1400",
+    );
+    assert_error("project \"P\" 9999-12-01 +1y", 1, 25, "after the year 9999");
+}
+
+#[test]
+fn zero_duration() {
+    assert_error(
+        &format!("{HEADER}vacation 2025-02-01 +0d"),
+        2,
+        22,
+        "greater than zero",
+    );
+    assert_error(
+        &format!("{HEADER}vacation 2025-02-01 +30min"),
+        2,
+        22,
+        "not a multiple of the timing resolution",
+    );
+}
+
+#[test]
+fn unknown_property_keyword() {
+    assert_error(
+        &format!("{HEADER}resorce r \"R\""),
+        2,
+        1,
+        "expected a property such as `resource`",
+    );
+}
+
+#[test]
+fn unknown_resource_attribute() {
+    assert_error(
+        &format!("{HEADER}resource r \"R\" {{\n  vacaton 2025-02-01\n}}"),
+        3,
+        3,
+        "a resource attribute such as `workinghours`",
+    );
+}
+
+#[test]
+fn unknown_project_attribute() {
+    assert_error(
+        "project \"P\" 2025-01-01 +1y {\n  timezon \"UTC\"\n}",
+        2,
+        3,
+        "a project attribute such as `timezone`",
+    );
+}
+
+#[test]
+fn unknown_limit_kind_and_attribute() {
+    assert_error(
+        &format!("{HEADER}limits {{ daily 5 }}"),
+        2,
+        10,
+        "a limit: minutelymax",
+    );
+    assert_error(
+        &format!("{HEADER}limits {{ dailymax 5 {{ weekdays mon }} }}"),
+        2,
+        23,
+        "a limit attribute: period",
+    );
+}
+
+#[test]
+fn missing_closing_brace() {
+    assert_error(
+        &format!("{HEADER}resource r \"R\" {{\n  vacation 2025-02-01\n"),
+        3,
+        12,
+        "found end of file, expected",
+    );
+    assert_error(
+        &format!("{HEADER}task t \"T\" {{\n  effort 2d\n"),
+        3,
+        11,
+        "`}` to close the task",
+    );
+    assert_error(
+        &format!("{HEADER}taskreport r \"R\" {{\n  columns {{ name"),
+        2,
+        18,
+        "unclosed `{`",
+    );
+}
+
+#[test]
+fn missing_project_header() {
+    assert_error("resource r \"R\"", 1, 1, "the project header");
+    assert_error(
+        "project \"P\" 2025-01-01",
+        1,
+        13,
+        "`- END_DATE` or `+DURATION`",
+    );
+}
+
+#[test]
+fn stray_project_working_hours() {
+    assert_error(
+        &format!("{HEADER}workinghours mon 9:00 - 17:00"),
+        2,
+        1,
+        "inside the `project ... { }` block",
+    );
+}
+
+#[test]
+fn duplicate_ids() {
+    assert_error(
+        &format!("{HEADER}resource r \"R\"\nresource r \"Again\""),
+        3,
+        1,
+        "resource `r` is already defined at bad.tjp:2:1",
+    );
+    assert_error(
+        &format!("{HEADER}shift s \"S\"\nshift s \"Again\""),
+        3,
+        7,
+        "shift `s` is already defined",
+    );
+}
+
+#[test]
+fn macro_errors() {
+    assert_error(
+        &format!("{HEADER}resource r \"${{undefined}}\""),
+        2,
+        13,
+        "undefined macro `undefined`",
+    );
+    assert_error(
+        "macro m [ ${1} ]\nproject \"P\" 2025-01-01 +1w\nresource r \"${m}\"",
+        3,
+        13,
+        "uses argument 1",
+    );
+    assert_error(
+        "macro loop [ ${loop} ]\nproject \"P\" 2025-01-01 +1w\n${loop}",
+        3,
+        1,
+        "more than 64 levels",
+    );
+    assert_error(
+        "vacation ${projectstart}\nproject \"P\" 2025-01-01 +1w",
+        1,
+        1,
+        "the project header",
+    );
+    assert_error(
+        "project \"P\" ${projectstart} +1w",
+        1,
+        13,
+        "only defined after the project header",
+    );
+    assert_error(
+        "macro m [ unterminated\nproject \"P\" 2025-01-01 +1w",
+        1,
+        9,
+        "unterminated body of macro `m`",
+    );
+}
+
+#[test]
+fn unterminated_string_and_comment() {
+    assert_error(
+        &format!("{HEADER}resource r \"R"),
+        2,
+        12,
+        "unterminated string",
+    );
+    assert_error(&format!("{HEADER}/* open"), 2, 1, "unterminated comment");
+}
+
+#[test]
+fn include_errors() {
+    assert_error(
+        &format!("{HEADER}include \"team.tji\""),
+        2,
+        1,
+        "no folder to include files from",
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.tji"), "include \"b.tji\"\n").unwrap();
+    std::fs::write(dir.path().join("b.tji"), "\n  include \"a.tji\"\n").unwrap();
+    std::fs::write(
+        dir.path().join("bad.tji"),
+        "resource x \"X\" {\n  workinghours mon 9:00 - 8:00\n}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("cycle.tjp"),
+        format!("{HEADER}include \"a.tji\"\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("missing.tjp"),
+        format!("{HEADER}include \"none.tji\"\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("inner.tjp"),
+        format!("{HEADER}include \"bad.tji\"\n"),
+    )
+    .unwrap();
+
+    let cycle = Schedule::from_file(dir.path().join("cycle.tjp")).unwrap_err();
+    let first = &cycle.diagnostics[0];
+    assert!(first.message.contains("cyclic include"), "{first}");
+    assert!(first.location.file.ends_with("b.tji"), "{first}");
+    assert_eq!((first.location.line, first.location.column), (2, 11));
+
+    let missing = Schedule::from_file(dir.path().join("missing.tjp")).unwrap_err();
+    assert!(
+        missing.diagnostics[0].message.contains("cannot include"),
+        "{missing}"
+    );
+    assert_eq!(missing.diagnostics[0].location.line, 2);
+
+    let inner = Schedule::from_file(dir.path().join("inner.tjp")).unwrap_err();
+    let first = &inner.diagnostics[0];
+    assert!(first.location.file.ends_with("bad.tji"), "{first}");
+    assert_eq!((first.location.line, first.location.column), (2, 20));
+}
+
+#[test]
+fn every_error_is_reported() {
+    let text = format!(
+        "{HEADER}vacation 2025-02-30\nresource r \"R\" {{ shifts ghost }}\nlimits {{ dailymax 0 }}"
+    );
+    let error = Schedule::parse(&text, &ParseOptions::named("bad.tjp")).unwrap_err();
+    let lines: Vec<u32> = error.diagnostics.iter().map(|d| d.location.line).collect();
+    assert_eq!(lines, [2, 3, 4]);
+    assert_eq!(error.to_string().lines().count(), 3);
+}
+
+#[test]
+fn error_inside_supplement_body() {
+    assert_error(
+        &format!(
+            "{HEADER}resource r \"R\"\nsupplement resource r {{\n  workinghours mon 9:00 - 8:00\n}}"
+        ),
+        4,
+        20,
+        "end before they start",
+    );
+    assert_error(
+        &format!("{HEADER}resource r \"R\"\nsupplement resource r {{ vacaton }}"),
+        3,
+        25,
+        "a resource attribute",
+    );
+}
+
+#[test]
+fn runaway_macro_expansion() {
+    let mut text = String::from("macro m0 [xxxxxxxxxxxxxxxx]\n");
+    for level in 1..12 {
+        let previous = format!("${{m{}}}", level - 1);
+        text.push_str(&format!("macro m{level} [{}]\n", previous.repeat(8)));
+    }
+    text.push_str("project \"P\" 2025-01-01 +1w\nresource r \"${m11}\"");
+    assert_error(&text, 14, 13, "more than 4 Mi characters");
+}
