@@ -816,3 +816,82 @@ async fn inner_error_is_a_service_error() {
         Some("smtp down".to_owned())
     );
 }
+
+/// Builds a policy whose schedule is the email example and whose report expired at the start of
+/// February 2026, so the layer must compute the report again from the definition.
+fn email_schedule_layer(start: DateTime<Utc>) -> RateLimitLayer {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/schedules/email.tjp");
+    let definition = std::fs::read_to_string(path).expect("the email example schedule exists");
+    let schedule = highway_ratelimit::schedule::Schedule::parse(&definition, &Default::default())
+        .expect("the email example schedule parses");
+    let options = highway_ratelimit::report::ReportOptions {
+        resource: None,
+        from: utc("2026-01-25T00:00:00Z"),
+        days: 7,
+        generated_at: utc("2026-01-25T00:00:00Z"),
+    };
+    let stale = AvailabilityReport::generate(&schedule, &options)
+        .expect("the email report generates")
+        .report;
+    assert!(
+        stale.valid_until < start,
+        "the report must have expired by the first call"
+    );
+
+    let mut policy = Policy::new("default", TOOL, per_minute(1000));
+    policy.schedule = Some(PolicySchedule {
+        definition,
+        resource: None,
+        report: Arc::new(stale),
+    });
+    RateLimitLayer::builder(
+        Arc::new(StaticPolicies::new().with(policy)),
+        Arc::new(MemoryStore::new()),
+    )
+    .tool(TOOL)
+    .clock(TokioClock::starting_at(start))
+    .build()
+}
+
+#[tokio::test(start_paused = true)]
+async fn expired_report_is_computed_again() {
+    // Monday 2 March 2026, 10:00 in New York.
+    let layer = email_schedule_layer(utc("2026-03-02T15:00:00Z"));
+    let mut service = tower::Layer::layer(&layer, Tool::default().service());
+
+    for _ in 0..10 {
+        call(&mut service, request("acme")).await.unwrap();
+    }
+    let rejected = rejection(call(&mut service, request("acme")).await);
+
+    match rejected.reason() {
+        RejectionReason::QuotaExhausted { window, limit, .. } => {
+            assert_eq!(
+                (*window, *limit),
+                (WindowKind::Minute, 10),
+                "the new report's minutelymax applies"
+            );
+        }
+        other => panic!("expected the new report's minute quota, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn computed_report_rejects_weekend() {
+    // Saturday 7 March 2026, 12:00 in New York; clocks move to EDT on Sunday 8 March.
+    let layer = email_schedule_layer(utc("2026-03-07T17:00:00Z"));
+    let mut service = tower::Layer::layer(&layer, Tool::default().service());
+
+    let rejected = rejection(call(&mut service, request("acme")).await);
+
+    match rejected.reason() {
+        RejectionReason::OutsideHours { next_allowed } => {
+            assert_eq!(
+                *next_allowed,
+                Some(utc("2026-03-09T13:00:00Z")),
+                "Monday 09:00 EDT"
+            );
+        }
+        other => panic!("expected OutsideHours, got {other:?}"),
+    }
+}
