@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, BufMut};
 use futures_util::future::BoxFuture;
+use highway_ratelimit::clock::TokioClock;
 use highway_ratelimit::layer::{RateLimitError, RateLimitLayer, StaticPolicies, TenantId};
 use highway_ratelimit::policy::Policy;
 use highway_ratelimit::report::Capacity;
@@ -156,8 +157,12 @@ fn limits(store: Arc<dyn TokenStore>, limit: u64) -> RateLimitLayer {
             ..Capacity::UNLIMITED
         },
     );
+    // A fixed start keeps the day window from ending during the test.
     RateLimitLayer::builder(Arc::new(StaticPolicies::new().with(policy)), store)
         .tool(TOOL)
+        .clock(TokioClock::starting_at(
+            "2026-03-02T10:00:00Z".parse().unwrap(),
+        ))
         .build()
 }
 

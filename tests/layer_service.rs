@@ -737,6 +737,7 @@ async fn concurrent_calls_admit_exactly_the_limit() {
         Arc::new(MemoryStore::new()),
     )
     .tool(TOOL)
+    .clock(TokioClock::starting_at(monday_ten()))
     .build();
     let service = tower::Layer::layer(&layer, tool.service());
     let admitted = Arc::new(AtomicUsize::new(0));
@@ -777,7 +778,7 @@ async fn poll_ready_waits_for_inner_service() {
     for round in 0..2 {
         handle.allow(1);
         tokio_test::assert_ready_ok!(service.poll_ready());
-        // The check runs when the response future is polled, so it must run beside this task.
+        // The response completes only when the mock replies, so it is awaited in its own task.
         let response = tokio::spawn(service.call(request("acme")));
         let (received, reply) = handle
             .next_request()
