@@ -167,6 +167,11 @@ impl Limiter {
         Some(result)
     }
 
+    /// Returns the current instant by the layer's clock.
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
     /// Returns whether wait mode would sleep for this rejection.
     pub(crate) fn would_wait(&self, rejection: &Rejection) -> bool {
         let Some(max_wait) = self.settings.max_wait else {

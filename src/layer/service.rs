@@ -81,7 +81,7 @@ where
                         .tool
                         .as_ref()
                         .map(|tool| tool.shared().clone()),
-                    chrono::Utc::now(),
+                    self.limiter.now(),
                 );
                 return ResponseFuture::rejected(rejection);
             }
