@@ -281,3 +281,48 @@ async fn store_down_admits_when_failing_open() {
 
     assert_eq!(response.status(), StatusCode::OK);
 }
+
+#[tokio::test(start_paused = true)]
+async fn outside_hours_is_429_until_monday() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/schedules/email.tjp");
+    let definition = std::fs::read_to_string(path).expect("the email example schedule exists");
+    let schedule = highway_ratelimit::schedule::Schedule::parse(&definition, &Default::default())
+        .expect("the email example schedule parses");
+    let options = highway_ratelimit::report::ReportOptions {
+        resource: None,
+        from: utc("2026-03-02T00:00:00Z"),
+        days: 14,
+        generated_at: utc("2026-03-02T00:00:00Z"),
+    };
+    let report = highway_ratelimit::report::AvailabilityReport::generate(&schedule, &options)
+        .expect("the email report generates")
+        .report;
+    let mut policy = Policy::new("default", TOOL, Capacity::UNLIMITED);
+    policy.schedule = Some(highway_ratelimit::policy::PolicySchedule {
+        definition,
+        resource: None,
+        report: Arc::new(report),
+    });
+    // Saturday 7 March 2026, 12:00 in New York (EST); Monday 9 March opens at 09:00 EDT.
+    let layer = RateLimitLayer::builder(
+        Arc::new(StaticPolicies::new().with(policy)),
+        Arc::new(MemoryStore::new()),
+    )
+    .tool(TOOL)
+    .clock(TokioClock::starting_at(utc("2026-03-07T17:00:00Z")))
+    .build();
+
+    let response = app(layer).oneshot(send(Some("acme"))).await.unwrap();
+
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        header(&response, "retry-after"),
+        (44 * 3600).to_string(),
+        "until 2026-03-09T13:00:00Z"
+    );
+    assert!(
+        response.headers().get("ratelimit").is_none(),
+        "no quota was exhausted"
+    );
+    assert!(body(response).await.contains("outside the allowed hours"));
+}
