@@ -17,8 +17,9 @@
 //! draft-ietf-httpapi-ratelimit-headers (version 09): `RateLimit-Policy` lists every limited
 //! window as `"minute";q=LIMIT;w=SECONDS` and `RateLimit` its state as
 //! `"minute";r=REMAINING;t=SECONDS_TO_RESET`. Calendar windows vary in length (a day can last
-//! 23 or 25 hours), so `w` is the nominal length, and is left out for months. Admitted calls
-//! carry no fields.
+//! 23 or 25 hours), so `w` is the nominal length, and is left out for months. A response to an
+//! admitted call that was counted carries the same two fields, with the remaining units after
+//! the call.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -47,18 +48,21 @@
 //! ```
 
 use std::fmt::Write;
-use std::task::{Context, Poll};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use ::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::FutureExt;
-use futures_util::future::Map;
+use chrono::{DateTime, Utc};
+use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::layer::{
-    RateLimit, RateLimitError, RateLimitLayer, Rejection, RejectionReason, ResponseFuture,
+    Admission, RateLimit, RateLimitError, RateLimitLayer, Rejection, RejectionReason,
+    ResponseFuture,
 };
 use crate::store::WindowUsage;
 use crate::window::WindowKind;
@@ -115,9 +119,6 @@ impl<S> HttpRateLimit<S> {
     }
 }
 
-/// Turns the limiter's outcome into a response or the tool's own error.
-type IntoHttp<T, E> = fn(Result<T, RateLimitError<E>>) -> Result<Response, E>;
-
 impl<S, B> Service<::http::Request<B>> for HttpRateLimit<S>
 where
     S: Service<::http::Request<B>> + Clone + Send + 'static,
@@ -127,7 +128,7 @@ where
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = Map<ResponseFuture<S, ::http::Request<B>>, IntoHttp<S::Response, S::Error>>;
+    type Future = HttpResponseFuture<S, B>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(|error| match error {
@@ -139,12 +140,57 @@ where
     }
 
     fn call(&mut self, request: ::http::Request<B>) -> Self::Future {
-        let into_http: IntoHttp<S::Response, S::Error> = |result| match result {
-            Ok(response) => Ok(response.into_response()),
-            Err(RateLimitError::Rejected(rejection)) => Ok(rejection.into_response()),
-            Err(RateLimitError::Service(error)) => Err(error),
+        HttpResponseFuture {
+            now: self.inner.now(),
+            inner: self.inner.call(request),
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`HttpRateLimit`]: the tool's response with the `RateLimit`
+    /// fields, or the response to a rejection.
+    pub struct HttpResponseFuture<S, B>
+    where
+        S: Service<::http::Request<B>>,
+    {
+        #[pin]
+        inner: ResponseFuture<S, ::http::Request<B>>,
+        now: DateTime<Utc>,
+    }
+}
+
+impl<S, B> Future for HttpResponseFuture<S, B>
+where
+    S: Service<::http::Request<B>>,
+    S::Response: IntoResponse,
+{
+    type Output = Result<Response, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let response = match ready!(this.inner.as_mut().poll(cx)) {
+            Ok(response) => response,
+            Err(RateLimitError::Rejected(rejection)) => {
+                return Poll::Ready(Ok(rejection.into_response()));
+            }
+            Err(RateLimitError::Service(error)) => return Poll::Ready(Err(error)),
         };
-        self.inner.call(request).map(into_http)
+
+        let mut response = response.into_response();
+        if let Some(Admission::Counted(windows)) = this.inner.take_admission() {
+            insert_ratelimit_fields(response.headers_mut(), &windows, *this.now);
+        }
+        Poll::Ready(Ok(response))
+    }
+}
+
+impl<S, B> std::fmt::Debug for HttpResponseFuture<S, B>
+where
+    S: Service<::http::Request<B>>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpResponseFuture").finish_non_exhaustive()
     }
 }
 
@@ -155,13 +201,7 @@ impl IntoResponse for Rejection {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(whole_seconds(wait)));
         }
         if let RejectionReason::QuotaExhausted { windows, .. } = self.reason() {
-            let (policy, state) = ratelimit_fields(windows, self.decided_at());
-            if let (Ok(policy), Ok(state)) =
-                (HeaderValue::try_from(policy), HeaderValue::try_from(state))
-            {
-                headers.insert(RATELIMIT_POLICY, policy);
-                headers.insert(RATELIMIT, state);
-            }
+            insert_ratelimit_fields(&mut headers, windows, self.decided_at());
         }
         (status(&self), headers, self.to_string()).into_response()
     }
@@ -179,6 +219,18 @@ pub fn status(rejection: &Rejection) -> StatusCode {
         RejectionReason::CostExceedsLimit { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         RejectionReason::NoPolicy => StatusCode::FORBIDDEN,
         RejectionReason::MissingIdentity(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn insert_ratelimit_fields(headers: &mut HeaderMap, windows: &[WindowUsage], now: DateTime<Utc>) {
+    if windows.is_empty() {
+        return;
+    }
+    let (policy, state) = ratelimit_fields(windows, now);
+    // Both values are ASCII built from numbers and window names, so conversion cannot fail.
+    if let (Ok(policy), Ok(state)) = (HeaderValue::try_from(policy), HeaderValue::try_from(state)) {
+        headers.insert(RATELIMIT_POLICY, policy);
+        headers.insert(RATELIMIT, state);
     }
 }
 

@@ -98,9 +98,18 @@ async fn exhausted_quota_is_429_with_fields() {
         "2026-03-02T10:00:00Z",
     );
 
-    for _ in 0..2 {
+    for remaining in [1, 0] {
         let response = app.clone().oneshot(send(Some("acme"))).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            header(&response, "ratelimit-policy"),
+            r#""minute";q=2;w=60, "day";q=100;w=86400"#
+        );
+        let day_remaining = 98 + remaining;
+        assert_eq!(
+            header(&response, "ratelimit"),
+            format!(r#""minute";r={remaining};t=60, "day";r={day_remaining};t=50400"#)
+        );
         assert_eq!(body(response).await, "sent");
     }
     tokio::time::advance(Duration::from_millis(500)).await;

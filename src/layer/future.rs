@@ -37,6 +37,7 @@ pin_project! {
         Calling {
             #[pin]
             future: S::Future,
+            admission: Option<Admission>,
         },
         // The call was rejected before it reached the inner service.
         Rejected {
@@ -63,9 +64,21 @@ where
         }
     }
 
-    pub(crate) fn admitted(future: S::Future) -> Self {
+    pub(crate) fn admitted(future: S::Future, admission: Admission) -> Self {
         ResponseFuture {
-            state: State::Calling { future },
+            state: State::Calling {
+                future,
+                admission: Some(admission),
+            },
+        }
+    }
+
+    /// Takes the admission of a call that reached the inner service, for the HTTP and gRPC
+    /// adapters; `None` before the decision, for a rejected call, or once taken.
+    pub(crate) fn take_admission(self: Pin<&mut Self>) -> Option<Admission> {
+        match self.project().state.project() {
+            StateProj::Calling { admission, .. } => admission.take(),
+            _ => None,
         }
     }
 
@@ -93,10 +106,13 @@ where
                     service,
                     request,
                 } => {
-                    if let Err(rejection) = ready!(check.as_mut().poll(cx)) {
-                        tracing::trace!(reason = rejection.reason().as_str(), "call rejected");
-                        return Poll::Ready(Err(RateLimitError::Rejected(rejection)));
-                    }
+                    let admission = match ready!(check.as_mut().poll(cx)) {
+                        Ok(admission) => admission,
+                        Err(rejection) => {
+                            tracing::trace!(reason = rejection.reason().as_str(), "call rejected");
+                            return Poll::Ready(Err(RateLimitError::Rejected(rejection)));
+                        }
+                    };
                     let mut service = service
                         .take()
                         .expect("the inner service is taken only once, when admitted");
@@ -104,9 +120,12 @@ where
                         .take()
                         .expect("the request is taken only once, when admitted");
                     let future = service.call(request);
-                    this.state.set(State::Calling { future });
+                    this.state.set(State::Calling {
+                        future,
+                        admission: Some(admission),
+                    });
                 }
-                StateProj::Calling { future } => {
+                StateProj::Calling { future, .. } => {
                     return future.poll(cx).map_err(RateLimitError::Service);
                 }
                 StateProj::Rejected { rejection } => {

@@ -38,6 +38,11 @@ impl<S> RateLimit<S> {
         self.inner
     }
 
+    /// Returns the current instant by the layer's clock.
+    pub(crate) fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.limiter.now()
+    }
+
     /// Drops the cached policy and report of `tool` for `tenant`, as
     /// [`RateLimitLayer::invalidate`](super::RateLimitLayer::invalidate) does.
     pub fn invalidate(&self, tenant: &str, tool: &str) {
@@ -100,7 +105,7 @@ where
             match decision {
                 Ok(admission) => {
                     span.record("decision", tracing::field::debug(&admission));
-                    return ResponseFuture::admitted(inner.call(request));
+                    return ResponseFuture::admitted(inner.call(request), admission);
                 }
                 Err(rejection) if !self.limiter.would_wait(&rejection) => {
                     span.record("decision", rejection.reason().as_str());
