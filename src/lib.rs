@@ -14,7 +14,9 @@
 //! - [`store`]: token stores, in process and in PostgreSQL.
 //! - [`policy`]: the limits of a tool for a tenant.
 //! - [`layer`]: the Tower middleware.
+//! - [`admin`]: managing limits, propagating changes, refreshing reports, cleaning up usage.
 
+pub mod admin;
 pub mod calendar;
 #[doc(hidden)]
 pub mod cli;
