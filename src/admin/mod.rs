@@ -25,6 +25,8 @@ mod pool;
 mod postgres_policies;
 mod refresher;
 mod render;
+#[cfg(feature = "admin-router")]
+pub mod router;
 mod usage;
 
 pub use cleanup::{Cleanup, DEFAULT_RETENTION};
