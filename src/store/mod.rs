@@ -3,6 +3,8 @@
 //! A [`TokenStore`] checks and consumes a call's cost in every limited window kind in one atomic
 //! step: either every window has room and every counter grows by the cost, or nothing changes.
 
+pub mod postgres;
+
 use std::fmt;
 use std::time::Duration;
 

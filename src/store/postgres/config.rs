@@ -1,0 +1,110 @@
+//! The settings of a [`PostgresStore`](super::PostgresStore).
+
+use std::time::Duration;
+
+/// The settings of a [`PostgresStore`](super::PostgresStore): where the database is, how many
+/// connections to keep, and how long a call may take.
+///
+/// ```
+/// use std::time::Duration;
+/// use highway_ratelimit::store::postgres::PostgresConfig;
+///
+/// let config = PostgresConfig::new("postgres://highway@127.0.0.1/highway")
+///     .pool_size(16)
+///     .statement_timeout(Duration::from_millis(250))
+///     .call_timeout(Duration::from_millis(500));
+/// assert_eq!(config.get_pool_size(), 16);
+/// ```
+#[derive(Debug, Clone)]
+pub struct PostgresConfig {
+    pub(super) url: String,
+    pub(super) pool_size: usize,
+    pub(super) statement_timeout: Duration,
+    pub(super) call_timeout: Duration,
+    pub(super) connect_timeout: Duration,
+    pub(super) synchronous_commit: bool,
+}
+
+impl PostgresConfig {
+    /// The default number of pooled connections.
+    pub const DEFAULT_POOL_SIZE: usize = 16;
+    /// The default server-side limit on one statement.
+    pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(2);
+    /// The default limit on a whole call: waiting for a connection, connecting and the query.
+    pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(3);
+    /// The default limit on opening one connection.
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+    /// Creates the settings for the database at `url`, a libpq-style connection string
+    /// (`postgres://user@host:port/dbname?…` or `host=… user=…`), with the default pool size
+    /// and timeouts.
+    pub fn new(url: impl Into<String>) -> Self {
+        PostgresConfig {
+            url: url.into(),
+            pool_size: Self::DEFAULT_POOL_SIZE,
+            statement_timeout: Self::DEFAULT_STATEMENT_TIMEOUT,
+            call_timeout: Self::DEFAULT_CALL_TIMEOUT,
+            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
+            synchronous_commit: true,
+        }
+    }
+
+    /// Sets the maximum number of pooled connections (at least 1).
+    pub fn pool_size(mut self, size: usize) -> Self {
+        self.pool_size = size.max(1);
+        self
+    }
+
+    /// Sets the server's `statement_timeout` for the store's connections: a statement running
+    /// longer, such as one waiting for a row lock, is cancelled by the server.
+    pub fn statement_timeout(mut self, timeout: Duration) -> Self {
+        self.statement_timeout = timeout;
+        self
+    }
+
+    /// Sets the limit on a whole call, from waiting for a pooled connection to reading the
+    /// result. A call that runs longer returns [`StoreError::Timeout`](crate::store::StoreError),
+    /// even when the database does not answer at all.
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
+        self
+    }
+
+    /// Sets the limit on opening one connection.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets whether a consume waits for its commit to reach the disk (the default).
+    ///
+    /// With `false`, the store's sessions run with `synchronous_commit = off`: a call returns
+    /// before its commit is flushed, so one key admits several times more calls per second, and
+    /// the limits stay exact among live workers, but a database crash loses the counts of the last
+    /// few hundred milliseconds (three times `wal_writer_delay` at most), which can then be
+    /// admitted again.
+    pub fn synchronous_commit(mut self, enabled: bool) -> Self {
+        self.synchronous_commit = enabled;
+        self
+    }
+
+    /// Returns the connection string.
+    pub fn get_url(&self) -> &str {
+        &self.url
+    }
+
+    /// Returns the maximum number of pooled connections.
+    pub fn get_pool_size(&self) -> usize {
+        self.pool_size
+    }
+
+    /// Returns the server-side limit on one statement.
+    pub fn get_statement_timeout(&self) -> Duration {
+        self.statement_timeout
+    }
+
+    /// Returns the limit on a whole call.
+    pub fn get_call_timeout(&self) -> Duration {
+        self.call_timeout
+    }
+}

@@ -1,0 +1,113 @@
+//! The SQL migrations in `migrations/`, applied in order and recorded in the database.
+
+use deadpool_postgres::Object;
+
+use crate::store::StoreError;
+
+/// One migration: its version, its file name and its SQL.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    /// The number the file name starts with; migrations are applied in increasing order.
+    pub version: i32,
+    /// The file name in `migrations/`.
+    pub name: &'static str,
+    /// The SQL the file contains.
+    pub sql: &'static str,
+}
+
+/// Every migration, oldest first.
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_tool_rate_limits.sql",
+        sql: include_str!("../../../migrations/0001_tool_rate_limits.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "0002_consume_tool_rate_tokens.sql",
+        sql: include_str!("../../../migrations/0002_consume_tool_rate_tokens.sql"),
+    },
+];
+
+/// The key of the session-level advisory lock that serialises concurrent migrations
+/// (the bytes of `"hwratelm"`).
+const MIGRATION_LOCK_KEY: i64 = 0x6877_7261_7465_6c6d;
+
+const CREATE_BOOKKEEPING: &str = "
+    CREATE SCHEMA IF NOT EXISTS highway;
+    CREATE TABLE IF NOT EXISTS highway.ratelimit_migrations (
+        version INT PRIMARY KEY,
+        name TEXT NOT NULL,
+        applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    );";
+
+/// Applies the migrations that `highway.ratelimit_migrations` does not list yet, each in its own
+/// transaction, and returns the versions applied.
+///
+/// Holds an advisory lock while it works, so workers that start together apply each migration
+/// once: the others wait, then find nothing left to do.
+pub(super) async fn apply(client: &mut Object) -> Result<Vec<i32>, StoreError> {
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
+        .await
+        .map_err(super::database_error)?;
+
+    let result = apply_locked(client).await;
+
+    let unlocked = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
+        .await
+        .map_err(super::database_error);
+    let applied = result?;
+    unlocked?;
+    Ok(applied)
+}
+
+async fn apply_locked(client: &mut Object) -> Result<Vec<i32>, StoreError> {
+    client
+        .batch_execute(CREATE_BOOKKEEPING)
+        .await
+        .map_err(super::database_error)?;
+
+    let rows = client
+        .query("SELECT version FROM highway.ratelimit_migrations", &[])
+        .await
+        .map_err(super::database_error)?;
+    let done: Vec<i32> = rows.iter().map(|row| row.get(0)).collect();
+
+    let mut applied = Vec::new();
+    for migration in MIGRATIONS.iter().filter(|m| !done.contains(&m.version)) {
+        tracing::info!(version = migration.version, name = migration.name, "applying migration");
+
+        let transaction = client.transaction().await.map_err(super::database_error)?;
+        transaction
+            .batch_execute(migration.sql)
+            .await
+            .map_err(|error| migration_error(migration, error))?;
+        transaction
+            .execute(
+                "INSERT INTO highway.ratelimit_migrations (version, name) VALUES ($1, $2)",
+                &[&migration.version, &migration.name],
+            )
+            .await
+            .map_err(super::database_error)?;
+        transaction.commit().await.map_err(super::database_error)?;
+
+        applied.push(migration.version);
+    }
+    Ok(applied)
+}
+
+fn migration_error(migration: &Migration, error: tokio_postgres::Error) -> StoreError {
+    let detail = match error.as_db_error() {
+        Some(db) => db.message().to_owned(),
+        None => error.to_string(),
+    };
+    StoreError::Unavailable(
+        format!(
+            "migration {} failed: {detail}; fix the database or the file and run the migrations again",
+            migration.name
+        )
+        .into(),
+    )
+}

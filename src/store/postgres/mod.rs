@@ -1,0 +1,341 @@
+//! The PostgreSQL token store: one limit shared by every worker of every machine.
+//!
+//! [`PostgresStore`] counts calls in `highway.tool_rate_limit_usage`, one row per scope key and
+//! window, through the function `highway.consume_tool_rate_tokens`. A call is one round trip and
+//! one transaction that checks every limited window and charges all of them or none. The windows
+//! are those of the database clock (`now()` in the policy's time zone), so every worker agrees on
+//! when a window ends, unless the request carries an explicit instant.
+//!
+//! ```no_run
+//! use highway_ratelimit::store::postgres::{PostgresConfig, PostgresStore};
+//!
+//! # async fn run() -> Result<(), highway_ratelimit::store::StoreError> {
+//! let store = PostgresStore::new(PostgresConfig::new("postgres://highway@127.0.0.1/highway"))?;
+//! store.migrate().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Every call is bounded by the call timeout: a database that does not answer yields
+//! [`StoreError::Timeout`], one that refuses connections [`StoreError::Unavailable`]. A call that
+//! times out after its query was sent may still have been charged, as with any network timeout.
+
+mod config;
+mod migrations;
+
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc, Weekday};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime, TimeoutType};
+use futures_util::future::BoxFuture;
+use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
+
+pub use self::config::PostgresConfig;
+pub use self::migrations::{MIGRATIONS, Migration};
+use crate::store::{ConsumeRequest, Decision, StoreError, TokenStore, WindowUsage};
+use crate::window::WindowKind;
+
+const CONSUME: &str = "SELECT window_type, window_limit, request_count, window_end, admitted \
+     FROM highway.consume_tool_rate_tokens($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+
+const CLEANUP: &str =
+    "SELECT highway.cleanup_tool_rate_limit_usage(now() - make_interval(secs => $1::float8))";
+
+/// A [`TokenStore`] in PostgreSQL, exact across any number of processes and machines.
+///
+/// Cloning is cheap: clones share one connection pool.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+    call_timeout: Duration,
+    statement_timeout: Duration,
+    connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("pool", &self.pool.status())
+            .field("call_timeout", &self.call_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .finish()
+    }
+}
+
+impl PostgresStore {
+    /// Creates a store with the settings of `config`. Connections are opened on first use.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when the connection string is invalid.
+    pub fn new(config: PostgresConfig) -> Result<Self, StoreError> {
+        let mut pg: tokio_postgres::Config = config.url.parse().map_err(|error| {
+            StoreError::Unavailable(
+                format!("invalid PostgreSQL connection string: {error}; expected postgres://user@host:port/dbname").into(),
+            )
+        })?;
+
+        let mut options = pg.get_options().map(str::to_owned).unwrap_or_default();
+        options.push_str(&format!(" -c statement_timeout={}", config.statement_timeout.as_millis()));
+        if !config.synchronous_commit {
+            options.push_str(" -c synchronous_commit=off");
+        }
+        pg.options(options.trim_start());
+        pg.connect_timeout(config.connect_timeout);
+        if pg.get_application_name().is_none() {
+            pg.application_name("highway-ratelimit");
+        }
+
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(config.call_timeout))
+            .create_timeout(Some(config.connect_timeout))
+            .recycle_timeout(Some(config.call_timeout))
+            .build()
+            .map_err(|error| StoreError::Unavailable(Box::new(error)))?;
+
+        Ok(PostgresStore {
+            pool,
+            call_timeout: config.call_timeout,
+            statement_timeout: config.statement_timeout,
+            connect_timeout: config.connect_timeout,
+        })
+    }
+
+    /// Returns the connection pool, for queries of one's own on the same database.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Applies the migrations the database lacks and returns their versions (empty when it is up
+    /// to date).
+    ///
+    /// Safe to run from many workers at once: an advisory lock lets one apply the migrations while
+    /// the others wait. The call timeout does not apply, since a migration may take a while on a
+    /// large table.
+    pub async fn migrate(&self) -> Result<Vec<i32>, StoreError> {
+        let mut client = self.client().await?;
+        migrations::apply(&mut client).await
+    }
+
+    /// Deletes the usage rows of windows that ended more than `older_than` ago by the database
+    /// clock, and returns how many it deleted.
+    ///
+    /// Run it periodically (every few minutes, or hourly) so that the table holds only current
+    /// windows plus `older_than` of history. Rows are deleted only after their window has ended, so
+    /// a cleanup never resets a window in force. Calls that pass an explicit instant older than the
+    /// cutoff (replays) find their windows empty again.
+    pub async fn cleanup_expired(&self, older_than: Duration) -> Result<u64, StoreError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let row = client
+                .query_one(CLEANUP, &[&older_than.as_secs_f64()])
+                .await
+                .map_err(|error| self.query_error(error))?;
+            let deleted: i64 = row.get(0);
+            Ok(u64::try_from(deleted).unwrap_or_default())
+        })
+        .await
+    }
+
+    async fn client(&self) -> Result<Object, StoreError> {
+        self.pool.get().await.map_err(|error| self.pool_error(error))
+    }
+
+    fn pool_error(&self, error: PoolError) -> StoreError {
+        match error {
+            PoolError::Timeout(TimeoutType::Create) => StoreError::Timeout(self.connect_timeout),
+            PoolError::Timeout(_) => StoreError::Timeout(self.call_timeout),
+            PoolError::Backend(error) => database_error(error),
+            other => StoreError::Unavailable(Box::new(other)),
+        }
+    }
+
+    async fn bounded<T>(&self, call: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.call_timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Timeout(self.call_timeout)),
+        }
+    }
+
+    fn query_error(&self, error: tokio_postgres::Error) -> StoreError {
+        if error.code() == Some(&SqlState::QUERY_CANCELED) {
+            return StoreError::Timeout(self.statement_timeout);
+        }
+        database_error(error)
+    }
+
+    async fn decide(&self, request: ConsumeRequest<'_>, consume: bool) -> Result<Decision, StoreError> {
+        let plan = WindowPlan::new(&request)?;
+        if plan.kinds.is_empty() {
+            return Ok(Decision::Admitted { windows: Vec::new() });
+        }
+
+        let cost = i64::try_from(request.cost).unwrap_or(i64::MAX);
+        let week_start = weekday_name(request.week_start);
+        let timezone = request.timezone.name();
+
+        self.bounded(async {
+            let client = self.client().await?;
+            let statement = client
+                .prepare_cached(CONSUME)
+                .await
+                .map_err(|error| self.query_error(error))?;
+            let rows = client
+                .query(
+                    &statement,
+                    &[
+                        &request.key.tenant,
+                        &request.key.tool,
+                        &request.key.scope,
+                        &cost,
+                        &plan.kind_names(),
+                        &plan.limits,
+                        &plan.starts,
+                        &plan.ends,
+                        &timezone,
+                        &week_start,
+                        &consume,
+                    ],
+                )
+                .await
+                .map_err(|error| self.query_error(error))?;
+            decision_from_rows(&rows, request.cost)
+        })
+        .await
+    }
+}
+
+impl TokenStore for PostgresStore {
+    fn consume<'a>(&'a self, request: ConsumeRequest<'a>) -> BoxFuture<'a, Result<Decision, StoreError>> {
+        Box::pin(self.decide(request, true))
+    }
+
+    fn peek<'a>(&'a self, request: ConsumeRequest<'a>) -> BoxFuture<'a, Result<Decision, StoreError>> {
+        Box::pin(self.decide(request, false))
+    }
+}
+
+/// The limited windows of a request, as the consume function's parameters.
+struct WindowPlan {
+    kinds: Vec<WindowKind>,
+    limits: Vec<i64>,
+    /// The windows' bounds when the request carries an instant; `None` lets the database clock
+    /// decide.
+    starts: Option<Vec<DateTime<Utc>>>,
+    ends: Option<Vec<DateTime<Utc>>>,
+}
+
+impl WindowPlan {
+    /// Collects the limited windows and checks the cost against each limit.
+    fn new(request: &ConsumeRequest<'_>) -> Result<Self, StoreError> {
+        if request.cost == 0 {
+            return Err(StoreError::ZeroCost);
+        }
+
+        let mut plan = WindowPlan {
+            kinds: Vec::new(),
+            limits: Vec::new(),
+            starts: request.at.map(|_| Vec::new()),
+            ends: request.at.map(|_| Vec::new()),
+        };
+        for kind in WindowKind::ALL {
+            let Some(limit) = request.capacity.get(kind) else {
+                continue;
+            };
+            // A limit of 0 switches the tool off: the database rejects every call in the window.
+            if limit > 0 && request.cost > limit {
+                return Err(StoreError::CostExceedsLimit {
+                    window: kind,
+                    limit,
+                    cost: request.cost,
+                });
+            }
+
+            plan.kinds.push(kind);
+            plan.limits.push(i64::try_from(limit).unwrap_or(i64::MAX));
+            if let (Some(at), Some(starts), Some(ends)) = (request.at, &mut plan.starts, &mut plan.ends) {
+                let window = kind.window_at(at, request.timezone, request.week_start);
+                starts.push(window.start);
+                ends.push(window.end);
+            }
+        }
+        Ok(plan)
+    }
+
+    fn kind_names(&self) -> Vec<&'static str> {
+        self.kinds.iter().map(|kind| kind.as_str()).collect()
+    }
+}
+
+/// Builds the decision from the consume function's rows, one per window, shortest first.
+fn decision_from_rows(rows: &[tokio_postgres::Row], cost: u64) -> Result<Decision, StoreError> {
+    let mut windows = Vec::with_capacity(rows.len());
+    let mut admitted = true;
+    let mut refusing: Option<WindowUsage> = None;
+
+    for row in rows {
+        let name: &str = row.try_get(0).map_err(database_error)?;
+        let kind: WindowKind = name
+            .parse()
+            .map_err(|error| StoreError::Unavailable(Box::new(error)))?;
+        let limit: i64 = row.try_get(1).map_err(database_error)?;
+        let count: i64 = row.try_get(2).map_err(database_error)?;
+        let reset_at: DateTime<Utc> = row.try_get(3).map_err(database_error)?;
+        admitted &= row.try_get::<_, bool>(4).map_err(database_error)?;
+
+        let limit = u64::try_from(limit).unwrap_or_default();
+        let count = u64::try_from(count).unwrap_or_default();
+        let usage = WindowUsage {
+            kind,
+            limit,
+            remaining: limit.saturating_sub(count),
+            reset_at,
+        };
+        // Among the windows without room, the one that resets last decides when to retry.
+        if count.saturating_add(cost) > limit && refusing.is_none_or(|r| usage.reset_at >= r.reset_at) {
+            refusing = Some(usage);
+        }
+        windows.push(usage);
+    }
+
+    if admitted {
+        return Ok(Decision::Admitted { windows });
+    }
+    let refusing = refusing.ok_or_else(|| {
+        StoreError::Unavailable("the database rejected a call although every window had room".into())
+    })?;
+    Ok(Decision::Rejected {
+        window: refusing.kind,
+        retry_at: refusing.reset_at,
+        windows,
+    })
+}
+
+fn weekday_name(day: Weekday) -> &'static str {
+    match day {
+        Weekday::Mon => "monday",
+        Weekday::Tue => "tuesday",
+        Weekday::Wed => "wednesday",
+        Weekday::Thu => "thursday",
+        Weekday::Fri => "friday",
+        Weekday::Sat => "saturday",
+        Weekday::Sun => "sunday",
+    }
+}
+
+fn database_error(error: tokio_postgres::Error) -> StoreError {
+    StoreError::Unavailable(Box::new(error))
+}
+
+
