@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::Pool;
 
 use super::AdminError;
+use crate::store::postgres::PostgresStore;
 
 /// How long usage rows are kept after their window ends: one day.
 ///
@@ -15,28 +15,19 @@ use super::AdminError;
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
 /// A background task that deletes the usage rows of windows that ended more than the retention
-/// ago.
-#[derive(Clone)]
+/// ago, through [`PostgresStore::cleanup_expired`].
+#[derive(Debug, Clone)]
 pub struct Cleanup {
-    pool: Pool,
+    store: PostgresStore,
     retention: Duration,
     interval: Duration,
 }
 
-impl std::fmt::Debug for Cleanup {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cleanup")
-            .field("retention", &self.retention)
-            .field("interval", &self.interval)
-            .finish_non_exhaustive()
-    }
-}
-
 impl Cleanup {
     /// Creates a cleanup with the [`DEFAULT_RETENTION`] and a pass every 10 minutes.
-    pub fn new(pool: Pool) -> Self {
+    pub fn new(store: PostgresStore) -> Self {
         Cleanup {
-            pool,
+            store,
             retention: DEFAULT_RETENTION,
             interval: Duration::from_secs(600),
         }
@@ -54,25 +45,16 @@ impl Cleanup {
         self
     }
 
-    /// Deletes the rows whose window ended before the database's `now()` minus the retention,
-    /// and returns how many.
+    /// Deletes the rows whose window ended more than the retention before the database clock's
+    /// now, and returns how many.
     pub async fn run_once(&self) -> Result<u64, AdminError> {
-        let client = self.pool.get().await?;
-        let retention = retention_seconds(self.retention);
-        let row = client
-            .query_one(
-                "SELECT highway.cleanup_tool_rate_limit_usage(now() - make_interval(secs => $1))",
-                &[&retention],
-            )
-            .await?;
-        let deleted: i64 = row.try_get(0)?;
-        Ok(deleted.max(0) as u64)
+        Ok(self.store.cleanup_expired(self.retention).await?)
     }
 
-    /// Deletes the rows whose window ended before `now` minus the retention, and returns how
+    /// Deletes the rows whose window ended more than the retention before `now`, and returns how
     /// many; for tests and replays that set the time.
     pub async fn run_once_at(&self, now: DateTime<Utc>) -> Result<u64, AdminError> {
-        let client = self.pool.get().await?;
+        let client = self.store.pool().get().await?;
         let cutoff =
             now - chrono::Duration::from_std(self.retention).unwrap_or(chrono::Duration::MAX);
         let row = client
@@ -82,7 +64,7 @@ impl Cleanup {
             )
             .await?;
         let deleted: i64 = row.try_get(0)?;
-        Ok(deleted.max(0) as u64)
+        Ok(u64::try_from(deleted).unwrap_or_default())
     }
 
     /// Runs a pass every interval, forever; errors are logged and the next pass tries again.
@@ -100,8 +82,4 @@ impl Cleanup {
             }
         }
     }
-}
-
-fn retention_seconds(retention: Duration) -> f64 {
-    retention.as_secs_f64()
 }

@@ -8,9 +8,6 @@ pub enum AdminError {
     /// A field of the limit is invalid; the message names the field and the accepted values.
     #[error("{0}")]
     InvalidLimit(String),
-    /// A setting such as the database URL is invalid.
-    #[error("{0}")]
-    InvalidConfig(String),
     /// The schedule does not parse; every diagnostic reads `FILE:LINE:COL: message`.
     #[error("invalid schedule:\n{0}")]
     InvalidSchedule(#[from] ScheduleError),

@@ -11,6 +11,7 @@ use super::notify::notify_change;
 use super::render::{DEFAULT_HORIZON_DAYS, ReportPreview, render, schedule_file_name};
 use crate::policy::Scope;
 use crate::report::Capacity;
+use crate::store::postgres::PostgresStore;
 
 /// The longest tenant id or tool name accepted, in bytes; it keeps change notifications far below
 /// PostgreSQL's 8000-byte payload limit.
@@ -191,6 +192,11 @@ impl Admin {
             pool,
             horizon_days: DEFAULT_HORIZON_DAYS,
         }
+    }
+
+    /// Creates the API on the connection pool of a token store.
+    pub fn from_store(store: &PostgresStore) -> Self {
+        Admin::new(store.pool().clone())
     }
 
     /// Sets how many days a rendered report covers.

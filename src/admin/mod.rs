@@ -21,7 +21,6 @@ mod error;
 mod limits;
 pub mod metrics;
 mod notify;
-mod pool;
 mod postgres_policies;
 mod refresher;
 mod render;
@@ -34,7 +33,6 @@ pub use decide::{CallIdentity, DecideOptions, Outcome, RejectReason, WindowState
 pub use error::AdminError;
 pub use limits::{Admin, LimitSpec, StoredLimit, StoredSchedule, WriteOutcome};
 pub use notify::{CHANGES_CHANNEL, Change, ChangeListener, ListenerHandle};
-pub use pool::connect_pool;
 pub use postgres_policies::PostgresPolicies;
 pub use refresher::{RefreshSummary, Refresher};
 pub use render::{DEFAULT_HORIZON_DAYS, ReportPreview};

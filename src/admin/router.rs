@@ -16,9 +16,11 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! use highway_ratelimit::admin::{Admin, connect_pool, router::admin_router};
+//! use highway_ratelimit::admin::{Admin, router::admin_router};
+//! use highway_ratelimit::store::postgres::{PostgresConfig, PostgresStore};
 //!
-//! let admin = Admin::new(connect_pool("postgres://postgres@127.0.0.1/highway", 4)?);
+//! let store = PostgresStore::new(PostgresConfig::new("postgres://postgres@127.0.0.1/highway"))?;
+//! let admin = Admin::from_store(&store);
 //! let app = axum::Router::new().nest("/admin", admin_router(admin, std::env::var("ADMIN_TOKEN")?));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! axum::serve(listener, app).await?;
@@ -190,10 +192,9 @@ fn respond<T: serde::Serialize>(result: Result<T, AdminError>, status: StatusCod
 
 fn admin_error_response(error: AdminError) -> Response {
     let status = match &error {
-        AdminError::InvalidLimit(_)
-        | AdminError::InvalidConfig(_)
-        | AdminError::InvalidSchedule(_)
-        | AdminError::Report(_) => StatusCode::BAD_REQUEST,
+        AdminError::InvalidLimit(_) | AdminError::InvalidSchedule(_) | AdminError::Report(_) => {
+            StatusCode::BAD_REQUEST
+        }
         AdminError::NotFound { .. } => StatusCode::NOT_FOUND,
         AdminError::InvalidRow { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         AdminError::Store(_) | AdminError::Pool(_) | AdminError::Database(_) => {

@@ -1,0 +1,58 @@
+//! What every database subcommand shares: the connection option and the runtime.
+
+use std::future::Future;
+use std::process::ExitCode;
+
+use clap::Args;
+use serde::Serialize;
+
+use crate::store::postgres::{PostgresConfig, PostgresStore};
+
+/// Where the limits and counters are stored.
+#[derive(Debug, Args)]
+pub(super) struct DatabaseArgs {
+    /// The PostgreSQL connection string, such as postgres://user@host:5432/highway.
+    #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    database_url: String,
+}
+
+impl DatabaseArgs {
+    /// Opens a store with a small pool: a command runs a handful of queries.
+    pub(super) fn store(&self) -> Result<PostgresStore, String> {
+        PostgresStore::new(PostgresConfig::new(self.database_url.clone()).pool_size(2))
+            .map_err(|error| format!("{error}; check --database-url or DATABASE_URL"))
+    }
+}
+
+/// Runs `work` on a single-threaded Tokio runtime; an error is printed on stderr as
+/// `error: …` and yields exit code 1.
+pub(super) fn block_on<F>(work: F) -> ExitCode
+where
+    F: Future<Output = Result<ExitCode, String>>,
+{
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(work) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints `value` as pretty JSON on stdout.
+pub(super) fn print_json<T: Serialize>(value: &T) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|error| format!("cannot print JSON: {error}"))?;
+    println!("{text}");
+    Ok(())
+}
