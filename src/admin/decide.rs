@@ -192,12 +192,12 @@ pub async fn decide(
     let result = decide_inner(policies, store, call, options)
         .instrument(span.clone())
         .await;
-    metrics::record_latency(&call.tool, started.elapsed());
+    metrics::record_latency(started.elapsed());
 
     match &result {
         Ok(outcome) if outcome.admitted => {
             span.record("decision", "admitted");
-            metrics::record_admitted(&call.tool);
+            metrics::record_admitted();
         }
         Ok(outcome) => {
             let reason = outcome
@@ -205,7 +205,7 @@ pub async fn decide(
                 .as_ref()
                 .map_or("unknown", RejectReason::as_str);
             span.record("decision", reason);
-            metrics::record_rejected(&call.tool, reason);
+            metrics::record_rejected(reason);
         }
         Err(_) => {
             span.record("decision", "error");
@@ -292,11 +292,12 @@ async fn decide_inner(
             return Err(error);
         }
         Err(error) => {
-            metrics::record_store_error(&call.tool);
             if policy.fail_open {
+                metrics::record_store_error("admitted");
                 tracing::warn!(%error, %key, "token store failed; admitting the call because the limit is fail-open");
                 return Ok(Outcome::uncounted("fail_open", Some(&policy), dry_run));
             }
+            metrics::record_store_error("rejected");
             tracing::warn!(%error, %key, "token store failed; rejecting the call because the limit is fail-closed");
             let reason = RejectReason::StoreUnavailable {
                 message: error.to_string(),

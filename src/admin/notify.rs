@@ -1,9 +1,10 @@
 //! Change propagation: a `NOTIFY` with every write, and a listener in every worker.
 
-use std::sync::Arc;
+use std::future::Future;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -51,7 +52,8 @@ pub(crate) async fn notify_change(
 }
 
 /// A background task that listens for limit changes on a dedicated connection and hands each
-/// one to a callback, typically one that invalidates the worker's caches.
+/// one to an async callback, typically one that invalidates the worker's caches. The callback's
+/// future is awaited before the next change is handled, so changes are applied in commit order.
 ///
 /// After a lost connection it reconnects with exponential backoff, and after every successful
 /// `LISTEN` (the first one included) it reports [`Change::All`], since notifications sent while
@@ -63,7 +65,7 @@ pub(crate) async fn notify_change(
 /// use highway_ratelimit::admin::{Change, ChangeListener};
 ///
 /// let config = "postgres://postgres@127.0.0.1/highway".parse()?;
-/// let handle = ChangeListener::new(config).spawn(|change: Change| {
+/// let handle = ChangeListener::new(config).spawn(|change: Change| async move {
 ///     tracing::info!(?change, "drop cached limits");
 /// });
 /// // …
@@ -101,16 +103,19 @@ impl ChangeListener {
         self
     }
 
-    /// Starts listening on the current Tokio runtime and calls `on_change` for every change.
+    /// Starts listening on the current Tokio runtime and awaits `on_change(change)` for every
+    /// change.
     ///
     /// The callback runs on the listener task, so it should be quick; a cache's `invalidate` is.
-    pub fn spawn<F>(self, on_change: F) -> ListenerHandle
+    pub fn spawn<F, Fut>(self, on_change: F) -> ListenerHandle
     where
-        F: Fn(Change) + Send + Sync + 'static,
+        F: Fn(Change) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
     {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (connected, connected_rx) = watch::channel(0u64);
-        let task = tokio::spawn(self.run(Arc::new(on_change), shutdown_rx, connected));
+        let callback: Callback = Box::new(move |change| Box::pin(on_change(change)));
+        let task = tokio::spawn(self.run(callback, shutdown_rx, connected));
         ListenerHandle {
             task,
             shutdown,
@@ -120,7 +125,7 @@ impl ChangeListener {
 
     async fn run(
         self,
-        on_change: Arc<dyn Fn(Change) + Send + Sync>,
+        on_change: Callback,
         mut shutdown: watch::Receiver<bool>,
         connected: watch::Sender<u64>,
     ) {
@@ -160,7 +165,7 @@ impl ChangeListener {
     /// when a connection that was listening ended, `Err` when connecting or `LISTEN` failed.
     async fn listen(
         &self,
-        on_change: &Arc<dyn Fn(Change) + Send + Sync>,
+        on_change: &Callback,
         connected: &watch::Sender<u64>,
     ) -> Result<(), tokio_postgres::Error> {
         let (client, mut connection) = self.config.connect(NoTls).await?;
@@ -193,7 +198,7 @@ impl ChangeListener {
             return Err(error);
         }
         tracing::info!(channel = CHANGES_CHANNEL, "change listener connected");
-        on_change(Change::All);
+        on_change(Change::All).await;
         connected.send_modify(|count| *count += 1);
 
         while let Some(message) = received.recv().await {
@@ -204,7 +209,7 @@ impl ChangeListener {
                 match serde_json::from_str::<Change>(notification.payload()) {
                     Ok(change) => {
                         tracing::debug!(?change, "limit changed");
-                        on_change(change);
+                        on_change(change).await;
                     }
                     Err(error) => {
                         tracing::warn!(
@@ -212,7 +217,7 @@ impl ChangeListener {
                             %error,
                             "unreadable change notification; dropping every cached limit"
                         );
-                        on_change(Change::All);
+                        on_change(Change::All).await;
                     }
                 }
             }
@@ -221,6 +226,8 @@ impl ChangeListener {
         Ok(())
     }
 }
+
+type Callback = Box<dyn Fn(Change) -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// The handle of a running [`ChangeListener`].
 #[derive(Debug)]
