@@ -11,7 +11,7 @@
 //!
 //! Every request needs `Authorization: Bearer TOKEN`. Without it, or with another token, the
 //! answer is `401 Unauthorized` and nothing is read or written. Errors are
-//! `{"error": "message"}` with 400 (invalid input), 404 (no such limit) or 503 (database
+//! `{"error": "message"}` with 400 (invalid input or body), 404 (no such limit) or 503 (database
 //! unavailable).
 //!
 //! ```no_run
@@ -29,6 +29,7 @@
 
 use std::sync::Arc;
 
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
@@ -120,8 +121,11 @@ async fn list_limits(
     )
 }
 
-async fn put_limit(State(state): State<Arc<AdminState>>, Json(spec): Json<LimitSpec>) -> Response {
-    respond(state.admin.upsert(&spec).await, StatusCode::OK)
+async fn put_limit(State(state): State<Arc<AdminState>>, body: Result<Json<LimitSpec>, JsonRejection>) -> Response {
+    match body {
+        Ok(Json(spec)) => respond(state.admin.upsert(&spec).await, StatusCode::OK),
+        Err(rejection) => invalid_body(rejection),
+    }
 }
 
 async fn get_limit(
@@ -203,6 +207,10 @@ fn admin_error_response(error: AdminError) -> Response {
         }
     };
     error_response(status, error.to_string())
+}
+
+fn invalid_body(rejection: JsonRejection) -> Response {
+    error_response(StatusCode::BAD_REQUEST, format!("invalid request body: {}", rejection.body_text()))
 }
 
 fn error_response(status: StatusCode, message: String) -> Response {
