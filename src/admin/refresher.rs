@@ -43,6 +43,9 @@ pub struct RefreshSummary {
     pub refreshed: Vec<(String, String)>,
     /// The (tenant, tool) pairs whose report could not be rendered, with the error.
     pub failed: Vec<(String, String, String)>,
+    /// The (tenant, tool) pairs whose schedule's time frame ends within the horizon, with the
+    /// end: from then on the schedule allows no call.
+    pub ending: Vec<(String, String, DateTime<Utc>)>,
 }
 
 impl Refresher {
@@ -127,6 +130,7 @@ impl Refresher {
                     time_frame_end = %preview.time_frame_end,
                     "the schedule's time frame ends within the report horizon: no call is allowed after it; extend the project dates"
                 );
+                summary.ending.push((tenant.clone(), tool.clone(), preview.time_frame_end));
             }
 
             let report = serde_json::to_value(&preview.report).map_err(|error| {
