@@ -26,13 +26,17 @@ struct CachedPolicies {
 
 impl CachedPolicies {
     fn new(source: PostgresPolicies) -> Self {
-        let cache = Cache::builder().time_to_live(Duration::from_secs(3600)).build();
+        let cache = Cache::builder()
+            .time_to_live(Duration::from_secs(3600))
+            .build();
         CachedPolicies { source, cache }
     }
 
     async fn apply(&self, change: Change) {
         match change {
-            Change::Limit { tenant, tool } if tenant != DEFAULT_TENANT => self.cache.invalidate(&(tenant, tool)).await,
+            Change::Limit { tenant, tool } if tenant != DEFAULT_TENANT => {
+                self.cache.invalidate(&(tenant, tool)).await
+            }
             // A default row applies to every tenant without its own row.
             Change::Limit { .. } | Change::All => self.cache.invalidate_all(),
         }
@@ -40,11 +44,19 @@ impl CachedPolicies {
 }
 
 impl PolicySource for CachedPolicies {
-    fn lookup<'a>(&'a self, tenant: &'a str, tool: &'a str) -> BoxFuture<'a, Result<Option<Policy>, StoreError>> {
+    fn lookup<'a>(
+        &'a self,
+        tenant: &'a str,
+        tool: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Policy>, StoreError>> {
         self.source.lookup(tenant, tool)
     }
 
-    fn resolve<'a>(&'a self, tenant: &'a str, tool: &'a str) -> BoxFuture<'a, Result<Option<Policy>, StoreError>> {
+    fn resolve<'a>(
+        &'a self,
+        tenant: &'a str,
+        tool: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Policy>, StoreError>> {
         Box::pin(async move {
             let key = (tenant.to_owned(), tool.to_owned());
             self.cache
@@ -63,7 +75,12 @@ async fn next(changes: &mut mpsc::UnboundedReceiver<Change>) -> Change {
 }
 
 fn call(tenant: &str, tool: &str) -> CallIdentity {
-    CallIdentity { tenant: tenant.into(), tool: tool.into(), workflow: None, cost: 1 }
+    CallIdentity {
+        tenant: tenant.into(),
+        tool: tool.into(),
+        workflow: None,
+        cost: 1,
+    }
 }
 
 #[tokio::test]
@@ -71,7 +88,10 @@ async fn change_enforced_by_other_worker() {
     let database = TestDatabase::new().await;
     let writer = Admin::from_store(&database.store().await);
     writer
-        .upsert(&LimitSpec { per_day: Some(100), ..LimitSpec::new("acme", "tools.http") })
+        .upsert(&LimitSpec {
+            per_day: Some(100),
+            ..LimitSpec::new("acme", "tools.http")
+        })
         .await
         .unwrap();
 
@@ -84,29 +104,48 @@ async fn change_enforced_by_other_worker() {
         let cache = cache.clone();
         async move { cache.apply(change).await }
     });
-    tokio::time::timeout(Duration::from_secs(5), listener.wait_connected(1)).await.expect("the listener connects");
+    tokio::time::timeout(Duration::from_secs(5), listener.wait_connected(1))
+        .await
+        .expect("the listener connects");
 
     // A fixed instant keeps every call in one day window.
     let at = Some(Utc::now());
-    let charge = DecideOptions { at, ..DecideOptions::default() };
-    let peek = DecideOptions { at, dry_run: true, ..DecideOptions::default() };
+    let charge = DecideOptions {
+        at,
+        ..DecideOptions::default()
+    };
+    let peek = DecideOptions {
+        at,
+        dry_run: true,
+        ..DecideOptions::default()
+    };
     for _ in 0..2 {
-        let outcome = decide(&policies, &store, &call("acme", "tools.http"), charge).await.unwrap();
+        let outcome = decide(&policies, &store, &call("acme", "tools.http"), charge)
+            .await
+            .unwrap();
         assert!(outcome.admitted, "{outcome:?}");
     }
 
     writer
-        .upsert(&LimitSpec { per_day: Some(2), ..LimitSpec::new("acme", "tools.http") })
+        .upsert(&LimitSpec {
+            per_day: Some(2),
+            ..LimitSpec::new("acme", "tools.http")
+        })
         .await
         .unwrap();
     let changed = Instant::now();
     loop {
-        let outcome = decide(&policies, &store, &call("acme", "tools.http"), peek).await.unwrap();
+        let outcome = decide(&policies, &store, &call("acme", "tools.http"), peek)
+            .await
+            .unwrap();
         if !outcome.admitted {
             assert_eq!(outcome.windows[0].limit, 2);
             break;
         }
-        assert!(changed.elapsed() < Duration::from_secs(1), "the new limit was not enforced within 1 s");
+        assert!(
+            changed.elapsed() < Duration::from_secs(1),
+            "the new limit was not enforced within 1 s"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
@@ -118,7 +157,10 @@ async fn default_change_reaches_other_tenants() {
     let database = TestDatabase::new().await;
     let writer = Admin::from_store(&database.store().await);
     writer
-        .upsert(&LimitSpec { per_day: Some(1), ..LimitSpec::new(DEFAULT_TENANT, "tools.mail") })
+        .upsert(&LimitSpec {
+            per_day: Some(1),
+            ..LimitSpec::new(DEFAULT_TENANT, "tools.mail")
+        })
         .await
         .unwrap();
 
@@ -129,26 +171,49 @@ async fn default_change_reaches_other_tenants() {
         let cache = cache.clone();
         async move { cache.apply(change).await }
     });
-    tokio::time::timeout(Duration::from_secs(5), listener.wait_connected(1)).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), listener.wait_connected(1))
+        .await
+        .unwrap();
 
     let at = Some(Utc::now());
-    let charge = DecideOptions { at, ..DecideOptions::default() };
-    assert!(decide(&policies, &store, &call("globex", "tools.mail"), charge).await.unwrap().admitted);
-    assert!(!decide(&policies, &store, &call("globex", "tools.mail"), charge).await.unwrap().admitted);
+    let charge = DecideOptions {
+        at,
+        ..DecideOptions::default()
+    };
+    assert!(
+        decide(&policies, &store, &call("globex", "tools.mail"), charge)
+            .await
+            .unwrap()
+            .admitted
+    );
+    assert!(
+        !decide(&policies, &store, &call("globex", "tools.mail"), charge)
+            .await
+            .unwrap()
+            .admitted
+    );
 
     // Switching the default off admits every call of tenants without their own row.
     writer
-        .upsert(&LimitSpec { enabled: false, ..LimitSpec::new(DEFAULT_TENANT, "tools.mail") })
+        .upsert(&LimitSpec {
+            enabled: false,
+            ..LimitSpec::new(DEFAULT_TENANT, "tools.mail")
+        })
         .await
         .unwrap();
     let changed = Instant::now();
     loop {
-        let outcome = decide(&policies, &store, &call("globex", "tools.mail"), charge).await.unwrap();
+        let outcome = decide(&policies, &store, &call("globex", "tools.mail"), charge)
+            .await
+            .unwrap();
         if outcome.admitted {
             assert_eq!(outcome.basis, "disabled");
             break;
         }
-        assert!(changed.elapsed() < Duration::from_secs(1), "the default change was not seen within 1 s");
+        assert!(
+            changed.elapsed() < Duration::from_secs(1),
+            "the default change was not seen within 1 s"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
@@ -170,7 +235,11 @@ async fn listener_reconnects_after_lost_connection() {
                 let _ = sender.send(change);
             }
         });
-    assert_eq!(next(&mut changes).await, Change::All, "connecting drops every cached entry");
+    assert_eq!(
+        next(&mut changes).await,
+        Change::All,
+        "connecting drops every cached entry"
+    );
 
     let client = database.client().await;
     let terminated = client
@@ -183,11 +252,29 @@ async fn listener_reconnects_after_lost_connection() {
         .unwrap();
     assert_eq!(terminated.len(), 1, "one listener connection to terminate");
 
-    assert_eq!(next(&mut changes).await, Change::All, "reconnecting drops every cached entry");
-    tokio::time::timeout(Duration::from_secs(10), listener.wait_connected(2)).await.unwrap();
+    assert_eq!(
+        next(&mut changes).await,
+        Change::All,
+        "reconnecting drops every cached entry"
+    );
+    tokio::time::timeout(Duration::from_secs(10), listener.wait_connected(2))
+        .await
+        .unwrap();
 
-    admin.upsert(&LimitSpec { per_minute: Some(3), ..LimitSpec::new("acme", "tools.http") }).await.unwrap();
-    assert_eq!(next(&mut changes).await, Change::Limit { tenant: "acme".into(), tool: "tools.http".into() });
+    admin
+        .upsert(&LimitSpec {
+            per_minute: Some(3),
+            ..LimitSpec::new("acme", "tools.http")
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut changes).await,
+        Change::Limit {
+            tenant: "acme".into(),
+            tool: "tools.http".into()
+        }
+    );
 
     listener.shutdown().await;
 }

@@ -14,7 +14,13 @@ use tower::ServiceExt;
 
 const TOKEN: &str = "s3cret-admin-token";
 
-async fn send(router: &Router, method: Method, uri: &str, authorization: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+async fn send(
+    router: &Router,
+    method: Method,
+    uri: &str,
+    authorization: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
     let mut request = Request::builder().method(method).uri(uri);
     if let Some(authorization) = authorization {
         request = request.header(header::AUTHORIZATION, authorization);
@@ -26,10 +32,18 @@ async fn send(router: &Router, method: Method, uri: &str, authorization: Option<
         }
         None => Body::empty(),
     };
-    let response = router.clone().oneshot(request.body(body).unwrap()).await.unwrap();
+    let response = router
+        .clone()
+        .oneshot(request.body(body).unwrap())
+        .await
+        .unwrap();
     let status = response.status();
     let bytes = to_bytes(response.into_body(), 1 << 20).await.unwrap();
-    let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
+    let value = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap()
+    };
     (status, value)
 }
 
@@ -41,7 +55,13 @@ fn bearer(token: &str) -> String {
 async fn bad_tokens_touch_nothing() {
     let database = TestDatabase::new().await;
     let admin = Admin::from_store(&database.store().await);
-    admin.upsert(&LimitSpec { per_minute: Some(5), ..LimitSpec::new("acme", "tools.http") }).await.unwrap();
+    admin
+        .upsert(&LimitSpec {
+            per_minute: Some(5),
+            ..LimitSpec::new("acme", "tools.http")
+        })
+        .await
+        .unwrap();
     let router = admin_router(admin.clone(), TOKEN);
 
     let wrong_tokens = [
@@ -64,11 +84,19 @@ async fn bad_tokens_touch_nothing() {
             (Method::GET, "/limits/acme/tools.http", None),
             (Method::DELETE, "/limits/acme/tools.http", None),
             (Method::GET, "/usage/acme/tools.http", None),
-            (Method::POST, "/reports/preview", Some(json!({ "schedule": "project x \"X\" 2026-01-01 +1y" }))),
+            (
+                Method::POST,
+                "/reports/preview",
+                Some(json!({ "schedule": "project x \"X\" 2026-01-01 +1y" })),
+            ),
         ];
         for (method, uri, body) in requests {
             let (status, answer) = send(&router, method.clone(), uri, token, body).await;
-            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri} with {token:?}");
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{method} {uri} with {token:?}"
+            );
             assert_eq!(answer["error"], "missing or invalid bearer token");
         }
     }
@@ -100,7 +128,14 @@ async fn limit_life_over_http() {
     assert_eq!(written["limit"]["timezone"], "Asia/Tokyo");
     assert_eq!(written["limit"]["week_start"], "sunday");
 
-    let (status, stored) = send(&router, Method::GET, "/limits/acme/tools.email.send", auth, None).await;
+    let (status, stored) = send(
+        &router,
+        Method::GET,
+        "/limits/acme/tools.email.send",
+        auth,
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(stored, written["limit"]);
 
@@ -110,23 +145,59 @@ async fn limit_life_over_http() {
     let (_, others) = send(&router, Method::GET, "/limits?tenant=globex", auth, None).await;
     assert_eq!(others, json!([]));
 
-    let (status, usage) = send(&router, Method::GET, "/usage/acme/tools.email.send", auth, None).await;
+    let (status, usage) = send(
+        &router,
+        Method::GET,
+        "/usage/acme/tools.email.send",
+        auth,
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(usage, json!([]));
 
     let invalid = json!({ "tenant": "acme", "tool": "tools.email.send", "scope": "everyone" });
     let (status, error) = send(&router, Method::PUT, "/limits", auth, Some(invalid)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(error["error"].as_str().unwrap().contains("invalid scope \"everyone\""), "{error}");
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("invalid scope \"everyone\""),
+        "{error}"
+    );
     let orphan = json!({ "tenant": "acme", "tool": "tools.email.send", "resource": "smtp" });
     let (status, error) = send(&router, Method::PUT, "/limits", auth, Some(orphan)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(error["error"].as_str().unwrap().contains("without a schedule"), "{error}");
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("without a schedule"),
+        "{error}"
+    );
 
-    let (status, _) = send(&router, Method::DELETE, "/limits/acme/tools.email.send", auth, None).await;
+    let (status, _) = send(
+        &router,
+        Method::DELETE,
+        "/limits/acme/tools.email.send",
+        auth,
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, missing) = send(&router, Method::GET, "/limits/acme/tools.email.send", auth, None).await;
+    let (status, missing) = send(
+        &router,
+        Method::GET,
+        "/limits/acme/tools.email.send",
+        auth,
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert!(missing["error"].as_str().unwrap().contains("limits set"), "{missing}");
+    assert!(
+        missing["error"].as_str().unwrap().contains("limits set"),
+        "{missing}"
+    );
     assert!(admin.list(None).await.unwrap().is_empty());
 }

@@ -12,7 +12,10 @@ use serde_json::Value;
 
 fn run(database_url: Option<&str>, args: &[&str]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_highway-ratelimit"));
-    command.args(args).env_remove("DATABASE_URL").env("RUST_LOG", "off");
+    command
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "off");
     if let Some(url) = database_url {
         command.env("DATABASE_URL", url);
     }
@@ -21,7 +24,10 @@ fn run(database_url: Option<&str>, args: &[&str]) -> Output {
 
 fn json(output: &Output) -> Value {
     serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
-        panic!("stdout is not JSON ({error}): {}", String::from_utf8_lossy(&output.stdout))
+        panic!(
+            "stdout is not JSON ({error}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
     })
 }
 
@@ -40,7 +46,23 @@ async fn limit_round_trip() {
     assert_eq!(again.status.code(), Some(0));
     assert!(stderr(&again).contains("up to date"), "{}", stderr(&again));
 
-    let set = run(url, &["limits", "set", "--tenant", "acme", "--tool", "tools.http", "--per-minute", "2", "--per-day", "10", "--timezone", "Europe/Paris"]);
+    let set = run(
+        url,
+        &[
+            "limits",
+            "set",
+            "--tenant",
+            "acme",
+            "--tool",
+            "tools.http",
+            "--per-minute",
+            "2",
+            "--per-day",
+            "10",
+            "--timezone",
+            "Europe/Paris",
+        ],
+    );
     assert_eq!(set.status.code(), Some(0), "{}", stderr(&set));
     let stored = json(&set);
     assert_eq!(stored["per_minute"], 2);
@@ -50,13 +72,26 @@ async fn limit_round_trip() {
 
     let at = Utc::now().to_rfc3339();
     let acquire = |extra: &[&str]| {
-        let mut args = vec!["acquire", "--tenant", "acme", "--tool", "tools.http", "--at", &at];
+        let mut args = vec![
+            "acquire",
+            "--tenant",
+            "acme",
+            "--tool",
+            "tools.http",
+            "--at",
+            &at,
+        ];
         args.extend_from_slice(extra);
         run(url, &args)
     };
     for call in 1..=2 {
         let admitted = acquire(&[]);
-        assert_eq!(admitted.status.code(), Some(0), "call {call}: {}", stderr(&admitted));
+        assert_eq!(
+            admitted.status.code(),
+            Some(0),
+            "call {call}: {}",
+            stderr(&admitted)
+        );
         let decision = json(&admitted);
         assert_eq!(decision["admitted"], true);
         assert_eq!(decision["scope_key"], "acme");
@@ -89,22 +124,52 @@ async fn limit_round_trip() {
     assert_eq!(day["limit"], 10);
     assert_eq!(day["scope_key"], "acme");
 
-    let get = run(url, &["limits", "get", "--tenant", "acme", "--tool", "tools.http"]);
+    let get = run(
+        url,
+        &["limits", "get", "--tenant", "acme", "--tool", "tools.http"],
+    );
     assert_eq!(get.status.code(), Some(0));
     assert_eq!(json(&get), stored);
     let list = run(url, &["limits", "list", "--tenant", "acme"]);
     assert_eq!(json(&list).as_array().map(Vec::len), Some(1));
 
-    let delete = run(url, &["limits", "delete", "--tenant", "acme", "--tool", "tools.http"]);
+    let delete = run(
+        url,
+        &[
+            "limits",
+            "delete",
+            "--tenant",
+            "acme",
+            "--tool",
+            "tools.http",
+        ],
+    );
     assert_eq!(delete.status.code(), Some(0), "{}", stderr(&delete));
     let free = acquire(&[]);
     assert_eq!(free.status.code(), Some(0));
     assert_eq!(json(&free)["basis"], "no_policy");
 
-    let gone = run(url, &["limits", "get", "--tenant", "acme", "--tool", "tools.http"]);
+    let gone = run(
+        url,
+        &["limits", "get", "--tenant", "acme", "--tool", "tools.http"],
+    );
     assert_eq!(gone.status.code(), Some(1));
-    assert!(stderr(&gone).contains("no limit for tenant \"acme\" and tool \"tools.http\""), "{}", stderr(&gone));
-    let twice = run(url, &["limits", "delete", "--tenant", "acme", "--tool", "tools.http"]);
+    assert!(
+        stderr(&gone).contains("no limit for tenant \"acme\" and tool \"tools.http\""),
+        "{}",
+        stderr(&gone)
+    );
+    let twice = run(
+        url,
+        &[
+            "limits",
+            "delete",
+            "--tenant",
+            "acme",
+            "--tool",
+            "tools.http",
+        ],
+    );
     assert_eq!(twice.status.code(), Some(1));
 }
 
@@ -116,32 +181,121 @@ async fn errors_say_what_to_do() {
 
     let no_url = run(None, &["limits", "list"]);
     assert_ne!(no_url.status.code(), Some(0));
-    assert!(stderr(&no_url).contains("--database-url"), "{}", stderr(&no_url));
+    assert!(
+        stderr(&no_url).contains("--database-url"),
+        "{}",
+        stderr(&no_url)
+    );
 
-    let bad_url = run(Some("postgres://nobody@127.0.0.1:1/none"), &["limits", "list"]);
+    let bad_url = run(
+        Some("postgres://nobody@127.0.0.1:1/none"),
+        &["limits", "list"],
+    );
     assert_eq!(bad_url.status.code(), Some(1));
-    assert!(stderr(&bad_url).starts_with("error: "), "{}", stderr(&bad_url));
+    assert!(
+        stderr(&bad_url).starts_with("error: "),
+        "{}",
+        stderr(&bad_url)
+    );
 
-    let zero = run(url, &["acquire", "--tenant", "acme", "--tool", "tools.http", "--cost", "0"]);
+    let zero = run(
+        url,
+        &[
+            "acquire",
+            "--tenant",
+            "acme",
+            "--tool",
+            "tools.http",
+            "--cost",
+            "0",
+        ],
+    );
     assert_eq!(zero.status.code(), Some(1));
-    assert!(stderr(&zero).contains("invalid cost 0"), "{}", stderr(&zero));
+    assert!(
+        stderr(&zero).contains("invalid cost 0"),
+        "{}",
+        stderr(&zero)
+    );
 
-    let workflow = run(url, &["limits", "set", "--tenant", "acme", "--tool", "tools.llm", "--scope", "workflow", "--per-hour", "5"]);
+    let workflow = run(
+        url,
+        &[
+            "limits",
+            "set",
+            "--tenant",
+            "acme",
+            "--tool",
+            "tools.llm",
+            "--scope",
+            "workflow",
+            "--per-hour",
+            "5",
+        ],
+    );
     assert_eq!(workflow.status.code(), Some(0), "{}", stderr(&workflow));
     let no_run = run(url, &["acquire", "--tenant", "acme", "--tool", "tools.llm"]);
     assert_eq!(no_run.status.code(), Some(1));
-    assert!(stderr(&no_run).contains("workflow run id"), "{}", stderr(&no_run));
-    let with_run = run(url, &["acquire", "--tenant", "acme", "--tool", "tools.llm", "--workflow", "run-42"]);
+    assert!(
+        stderr(&no_run).contains("workflow run id"),
+        "{}",
+        stderr(&no_run)
+    );
+    let with_run = run(
+        url,
+        &[
+            "acquire",
+            "--tenant",
+            "acme",
+            "--tool",
+            "tools.llm",
+            "--workflow",
+            "run-42",
+        ],
+    );
     assert_eq!(with_run.status.code(), Some(0), "{}", stderr(&with_run));
     assert_eq!(json(&with_run)["scope_key"], "run-42");
 
-    let both = run(url, &["limits", "set", "--tenant", "acme", "--tool", "tools.http", "--per-minute", "2", "--schedule", "x.tjp"]);
+    let both = run(
+        url,
+        &[
+            "limits",
+            "set",
+            "--tenant",
+            "acme",
+            "--tool",
+            "tools.http",
+            "--per-minute",
+            "2",
+            "--schedule",
+            "x.tjp",
+        ],
+    );
     assert_ne!(both.status.code(), Some(0));
-    assert!(stderr(&both).contains("cannot be used with"), "{}", stderr(&both));
+    assert!(
+        stderr(&both).contains("cannot be used with"),
+        "{}",
+        stderr(&both)
+    );
 
-    let missing = run(url, &["limits", "set", "--tenant", "acme", "--tool", "tools.http", "--schedule", "/nonexistent/mail.tjp"]);
+    let missing = run(
+        url,
+        &[
+            "limits",
+            "set",
+            "--tenant",
+            "acme",
+            "--tool",
+            "tools.http",
+            "--schedule",
+            "/nonexistent/mail.tjp",
+        ],
+    );
     assert_eq!(missing.status.code(), Some(1));
-    assert!(stderr(&missing).contains("cannot read the schedule /nonexistent/mail.tjp"), "{}", stderr(&missing));
+    assert!(
+        stderr(&missing).contains("cannot read the schedule /nonexistent/mail.tjp"),
+        "{}",
+        stderr(&missing)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -158,9 +312,25 @@ async fn schedule_errors_name_the_file() {
     .unwrap();
     let path = file.path().to_str().unwrap().to_owned();
 
-    let set = run(url, &["limits", "set", "--tenant", "acme", "--tool", "tools.email.send", "--schedule", &path]);
+    let set = run(
+        url,
+        &[
+            "limits",
+            "set",
+            "--tenant",
+            "acme",
+            "--tool",
+            "tools.email.send",
+            "--schedule",
+            &path,
+        ],
+    );
     assert_eq!(set.status.code(), Some(1));
-    assert!(stderr(&set).contains(&format!("{path}:7:")), "{}", stderr(&set));
+    assert!(
+        stderr(&set).contains(&format!("{path}:7:")),
+        "{}",
+        stderr(&set)
+    );
     let list = run(url, &["limits", "list"]);
     assert_eq!(json(&list), Value::Array(Vec::new()));
 }

@@ -130,7 +130,9 @@ impl Refresher {
                     time_frame_end = %preview.time_frame_end,
                     "the schedule's time frame ends within the report horizon: no call is allowed after it; extend the project dates"
                 );
-                summary.ending.push((tenant.clone(), tool.clone(), preview.time_frame_end));
+                summary
+                    .ending
+                    .push((tenant.clone(), tool.clone(), preview.time_frame_end));
             }
 
             let report = serde_json::to_value(&preview.report).map_err(|error| {

@@ -121,7 +121,10 @@ async fn list_limits(
     )
 }
 
-async fn put_limit(State(state): State<Arc<AdminState>>, body: Result<Json<LimitSpec>, JsonRejection>) -> Response {
+async fn put_limit(
+    State(state): State<Arc<AdminState>>,
+    body: Result<Json<LimitSpec>, JsonRejection>,
+) -> Response {
     match body {
         Ok(Json(spec)) => respond(state.admin.upsert(&spec).await, StatusCode::OK),
         Err(rejection) => invalid_body(rejection),
@@ -210,7 +213,10 @@ fn admin_error_response(error: AdminError) -> Response {
 }
 
 fn invalid_body(rejection: JsonRejection) -> Response {
-    error_response(StatusCode::BAD_REQUEST, format!("invalid request body: {}", rejection.body_text()))
+    error_response(
+        StatusCode::BAD_REQUEST,
+        format!("invalid request body: {}", rejection.body_text()),
+    )
 }
 
 fn error_response(status: StatusCode, message: String) -> Response {

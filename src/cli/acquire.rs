@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use chrono::{DateTime, Utc};
 use clap::Args;
 
-use super::database::{DatabaseArgs, block_on, print_json};
+use super::database::{DatabaseArgs, block_on, describe_database_error, print_json};
 use crate::admin::{Admin, CallIdentity, DecideOptions, PostgresPolicies, decide};
 
 #[derive(Debug, Args)]
@@ -56,7 +56,7 @@ pub(super) fn run(args: AcquireArgs) -> ExitCode {
 
         let outcome = decide(&policies, &store, &call, options)
             .await
-            .map_err(|error| error.to_string())?;
+            .map_err(|error| describe_database_error(&error))?;
         print_json(&outcome)?;
         Ok(if outcome.admitted {
             ExitCode::SUCCESS

@@ -49,6 +49,32 @@ where
     }
 }
 
+/// Returns the message of `error` followed by the messages of its causes that it does not
+/// already contain, so that "error connecting to server" comes with the reason.
+fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let text = inner.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        cause = inner.source();
+    }
+    message
+}
+
+/// Returns the message of a database error with its causes and a hint about the connection.
+pub(super) fn describe_database_error(error: &(dyn std::error::Error + 'static)) -> String {
+    let message = describe(error);
+    if message.contains("connect") || message.contains("timed out") {
+        format!("{message}; check --database-url or DATABASE_URL and that the server is running")
+    } else {
+        message
+    }
+}
+
 /// Prints `value` as pretty JSON on stdout.
 pub(super) fn print_json<T: Serialize>(value: &T) -> Result<(), String> {
     let text = serde_json::to_string_pretty(value)

@@ -5,7 +5,7 @@ use chrono::Weekday;
 use chrono_tz::Tz;
 use clap::{Args, Subcommand};
 
-use super::database::{DatabaseArgs, block_on, print_json};
+use super::database::{DatabaseArgs, block_on, describe_database_error, print_json};
 use crate::admin::{Admin, LimitSpec};
 use crate::policy::Scope;
 use crate::schedule::{ParseOptions, Schedule};
@@ -107,7 +107,7 @@ pub(super) fn run(args: LimitsArgs) -> ExitCode {
                 let outcome = admin
                     .upsert(&spec)
                     .await
-                    .map_err(|error| error.to_string())?;
+                    .map_err(|error| describe_database_error(&error))?;
                 for warning in &outcome.warnings {
                     eprintln!("{warning}");
                 }
@@ -117,21 +117,21 @@ pub(super) fn run(args: LimitsArgs) -> ExitCode {
                 let limit = admin
                     .get(&key.tenant, &key.tool)
                     .await
-                    .map_err(|error| error.to_string())?;
+                    .map_err(|error| describe_database_error(&error))?;
                 print_json(&limit)?;
             }
             LimitsCommand::List(list) => {
                 let limits = admin
                     .list(list.tenant.as_deref())
                     .await
-                    .map_err(|error| error.to_string())?;
+                    .map_err(|error| describe_database_error(&error))?;
                 print_json(&limits)?;
             }
             LimitsCommand::Delete(key) => {
                 admin
                     .delete(&key.tenant, &key.tool)
                     .await
-                    .map_err(|error| error.to_string())?;
+                    .map_err(|error| describe_database_error(&error))?;
                 eprintln!(
                     "deleted the limit of tenant {:?} for tool {:?}",
                     key.tenant, key.tool

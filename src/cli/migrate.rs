@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::database::{DatabaseArgs, block_on};
+use super::database::{DatabaseArgs, block_on, describe_database_error};
 
 #[derive(Debug, Args)]
 pub(super) struct MigrateArgs {
@@ -16,7 +16,7 @@ pub(super) fn run(args: MigrateArgs) -> ExitCode {
         let applied = store
             .migrate()
             .await
-            .map_err(|error| format!("migration failed: {error}"))?;
+            .map_err(|error| format!("migration failed: {}", describe_database_error(&error)))?;
         if applied.is_empty() {
             eprintln!("the database is up to date");
         } else {

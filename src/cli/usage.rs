@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::database::{DatabaseArgs, block_on, print_json};
+use super::database::{DatabaseArgs, block_on, describe_database_error, print_json};
 use crate::admin::Admin;
 
 #[derive(Debug, Args)]
@@ -27,7 +27,7 @@ pub(super) fn run(args: UsageArgs) -> ExitCode {
         let counts = admin
             .usage(&args.tenant, &args.tool, args.workflow.as_deref())
             .await
-            .map_err(|error| error.to_string())?;
+            .map_err(|error| describe_database_error(&error))?;
         print_json(&counts)?;
         Ok(ExitCode::SUCCESS)
     })
