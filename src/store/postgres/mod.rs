@@ -334,8 +334,15 @@ fn weekday_name(day: Weekday) -> &'static str {
     }
 }
 
+/// Wraps a database error, with the server's message when there is one: the plain `Display` of
+/// a server error is only "db error".
 fn database_error(error: tokio_postgres::Error) -> StoreError {
-    StoreError::Unavailable(Box::new(error))
+    match error.as_db_error() {
+        Some(db) => StoreError::Unavailable(
+            format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code()).into(),
+        ),
+        None => StoreError::Unavailable(Box::new(error)),
+    }
 }
 
 

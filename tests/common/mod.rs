@@ -1,0 +1,159 @@
+//! The shared PostgreSQL harness of the integration tests: a fresh database per test.
+//!
+//! Use it from any `tests/*.rs` with `mod common;`. [`TestDatabase::new`] creates a database with a
+//! unique name on the server named by `DATABASE_URL` or, when that is unset, on a throwaway server
+//! started once per test process from the local PostgreSQL binaries (`initdb`, `pg_ctl`) and stopped
+//! when the process exits.
+#![allow(dead_code)]
+
+mod server;
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use highway_ratelimit::store::postgres::{PostgresConfig, PostgresStore};
+use tokio_postgres::{Client, NoTls};
+
+pub use self::server::ThrowawayServer;
+
+/// A database of its own for one test, dropped when the value is dropped.
+#[derive(Debug)]
+pub struct TestDatabase {
+    name: String,
+    url: String,
+    admin_url: String,
+}
+
+impl TestDatabase {
+    /// Creates an empty database with a unique name.
+    ///
+    /// # Panics
+    ///
+    /// When no server can be had: `DATABASE_URL` is unset and the PostgreSQL server binaries are
+    /// missing, or the server rejects `CREATE DATABASE`. The message says what to install or set.
+    pub async fn new() -> TestDatabase {
+        let admin_url = server_url().unwrap_or_else(|message| panic!("{message}"));
+        Self::on_server(admin_url).await
+    }
+
+    /// Creates an empty database with a unique name on the server at `admin_url`.
+    pub async fn on_server(admin_url: &str) -> TestDatabase {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|elapsed| elapsed.subsec_nanos())
+            .unwrap_or_default();
+        let name = format!(
+            "highway_test_{}_{}_{nanos}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+
+        let admin = connect(admin_url).await;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap_or_else(|error| panic!("CREATE DATABASE {name} failed on {admin_url}: {error}"));
+
+        TestDatabase {
+            url: with_database(admin_url, &name),
+            name,
+            admin_url: admin_url.to_owned(),
+        }
+    }
+
+    /// The connection string of this database.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The database name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Opens a plain connection to this database, for setup and assertions.
+    pub async fn client(&self) -> Client {
+        connect(&self.url).await
+    }
+
+    /// Returns a store on this database with the migrations applied.
+    pub async fn store(&self) -> PostgresStore {
+        self.store_with(|config| config).await
+    }
+
+    /// Returns a store on this database, with settings changed by `configure`, with the
+    /// migrations applied.
+    pub async fn store_with(&self, configure: impl FnOnce(PostgresConfig) -> PostgresConfig) -> PostgresStore {
+        let store = PostgresStore::new(configure(PostgresConfig::new(self.url.clone())))
+            .expect("the test database's connection string is valid");
+        store.migrate().await.expect("migrations apply to an empty database");
+        store
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+
+        // Drop runs inside the test's runtime, which cannot be blocked on: use a thread with a
+        // runtime of its own. A failure only leaves a database behind.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            runtime.block_on(async {
+                let (client, connection) = tokio_postgres::connect(&admin_url, NoTls).await.ok()?;
+                tokio::spawn(connection);
+                client
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(()))) {
+            eprintln!("could not drop test database {}; drop it by hand", self.name);
+        }
+    }
+}
+
+/// Returns the connection string of the server the tests use: `DATABASE_URL`, else the throwaway
+/// server of this process, started on first use.
+pub fn server_url() -> Result<&'static str, String> {
+    static URL: OnceLock<Result<String, String>> = OnceLock::new();
+    URL.get_or_init(|| match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.trim().is_empty() => Ok(url),
+        _ => ThrowawayServer::start_for_process().map(|server| server.url()),
+    })
+    .as_ref()
+    .map(String::as_str)
+    .map_err(String::clone)
+}
+
+/// Connects to `url`, panicking with the URL and the error when it fails.
+pub async fn connect(url: &str) -> Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .unwrap_or_else(|error| panic!("could not connect to {url}: {error}"));
+    tokio::spawn(connection);
+    client
+}
+
+/// Returns `url` with its database name replaced by `database`.
+pub fn with_database(url: &str, database: &str) -> String {
+    let Some(rest) = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+    else {
+        // A key=value connection string: a later key overrides an earlier one.
+        return format!("{url} dbname={database}");
+    };
+    let scheme = &url[..url.len() - rest.len()];
+    let (before_query, query) = match rest.find('?') {
+        Some(index) => (&rest[..index], &rest[index..]),
+        None => (rest, ""),
+    };
+    let authority = before_query.split('/').next().unwrap_or_default();
+    format!("{scheme}{authority}/{database}{query}")
+}

@@ -1,0 +1,662 @@
+//! The PostgreSQL token store against a real server: atomicity, calendar windows, ids, timeouts
+//! and cleanup.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeZone, Utc, Weekday};
+use chrono_tz::Tz;
+use highway_ratelimit::report::Capacity;
+use highway_ratelimit::store::postgres::{PostgresConfig, PostgresStore};
+use highway_ratelimit::store::{ConsumeRequest, Decision, ScopeKey, StoreError, TokenStore};
+use highway_ratelimit::window::WindowKind;
+
+use common::TestDatabase;
+
+fn key(tenant: &str, tool: &str, scope: &str) -> ScopeKey {
+    ScopeKey {
+        tenant: tenant.to_owned(),
+        tool: tool.to_owned(),
+        scope: scope.to_owned(),
+    }
+}
+
+fn capacity(minute: Option<u64>, hour: Option<u64>, day: Option<u64>) -> Capacity {
+    Capacity {
+        per_minute: minute,
+        per_hour: hour,
+        per_day: day,
+        ..Capacity::UNLIMITED
+    }
+}
+
+fn request<'a>(key: &'a ScopeKey, capacity: &'a Capacity, cost: u64, at: Option<DateTime<Utc>>) -> ConsumeRequest<'a> {
+    ConsumeRequest {
+        key,
+        cost,
+        capacity,
+        timezone: Tz::UTC,
+        week_start: Weekday::Mon,
+        at,
+    }
+}
+
+fn weekday_name(day: Weekday) -> &'static str {
+    match day {
+        Weekday::Mon => "monday",
+        Weekday::Tue => "tuesday",
+        Weekday::Wed => "wednesday",
+        Weekday::Thu => "thursday",
+        Weekday::Fri => "friday",
+        Weekday::Sat => "saturday",
+        Weekday::Sun => "sunday",
+    }
+}
+
+fn utc(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text)
+        .expect("test instants are RFC 3339")
+        .with_timezone(&Utc)
+}
+
+/// Returns the counter of each window kind of `key`, summed over its windows.
+async fn counts(database: &TestDatabase, key: &ScopeKey) -> Vec<(String, i64)> {
+    let client = database.client().await;
+    let rows = client
+        .query(
+            "SELECT window_type, sum(request_count)::bigint FROM highway.tool_rate_limit_usage
+             WHERE tenant_id = $1 AND tool_name = $2 AND scope_key = $3
+             GROUP BY window_type
+             ORDER BY array_position(ARRAY['minute', 'hour', 'day', 'week', 'month'], window_type)",
+            &[&key.tenant, &key.tool, &key.scope],
+        )
+        .await
+        .expect("usage query runs");
+    rows.iter().map(|row| (row.get(0), row.get(1))).collect()
+}
+
+fn pairs(expected: &[(&str, i64)]) -> Vec<(String, i64)> {
+    expected.iter().map(|(kind, count)| (kind.to_string(), *count)).collect()
+}
+
+#[tokio::test]
+async fn concurrent_tasks_admit_exactly_the_limit() {
+    let database = TestDatabase::new().await;
+    let store = Arc::new(database.store_with(|config| config.pool_size(32)).await);
+    let key = Arc::new(key("acme", "tools.email.send", "acme"));
+    let capacity = Arc::new(capacity(Some(100), Some(100), Some(100)));
+    let at = utc("2026-03-02T10:15:30Z");
+
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let (store, key, capacity) = (store.clone(), key.clone(), capacity.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut admitted = 0;
+            for _ in 0..5 {
+                let decision = store.consume(request(&key, &capacity, 1, Some(at))).await.expect("consume succeeds");
+                admitted += u32::from(decision.is_admitted());
+            }
+            admitted
+        }));
+    }
+    let mut admitted = 0;
+    for task in tasks {
+        admitted += task.await.expect("task completes");
+    }
+
+    assert_eq!(admitted, 100);
+    assert_eq!(
+        counts(&database, &key).await,
+        pairs(&[("minute", 100), ("hour", 100), ("day", 100)])
+    );
+}
+
+#[tokio::test]
+async fn rejected_call_changes_no_counter() {
+    let database = TestDatabase::new().await;
+    let store = database.store().await;
+    let key = key("acme", "tools.http.request", "run-1");
+    let capacity = capacity(Some(10), Some(5), Some(100));
+    let at = utc("2026-03-02T10:15:30Z");
+
+    for _ in 0..5 {
+        assert!(store.consume(request(&key, &capacity, 1, Some(at))).await.unwrap().is_admitted());
+    }
+    let decision = store.consume(request(&key, &capacity, 1, Some(at))).await.unwrap();
+
+    let Decision::Rejected { window, retry_at, windows } = decision else {
+        panic!("the sixth call exceeds the hour limit of 5: {decision:?}");
+    };
+    assert_eq!(window, WindowKind::Hour);
+    assert_eq!(retry_at, utc("2026-03-02T11:00:00Z"));
+    let remaining: Vec<_> = windows.iter().map(|w| (w.kind, w.limit, w.remaining)).collect();
+    assert_eq!(
+        remaining,
+        vec![(WindowKind::Minute, 10, 5), (WindowKind::Hour, 5, 0), (WindowKind::Day, 100, 95)]
+    );
+    assert_eq!(
+        counts(&database, &key).await,
+        pairs(&[("minute", 5), ("hour", 5), ("day", 5)])
+    );
+}
+
+#[tokio::test]
+async fn cost_larger_than_remaining_is_rejected() {
+    let database = TestDatabase::new().await;
+    let store = database.store().await;
+    let key = key("acme", "tools.llm.call", "acme");
+    let capacity = capacity(Some(10), None, Some(8));
+    let at = utc("2026-03-02T10:15:30Z");
+
+    let first = store.consume(request(&key, &capacity, 6, Some(at))).await.unwrap();
+    assert!(first.is_admitted());
+    let second = store.consume(request(&key, &capacity, 3, Some(at))).await.unwrap();
+
+    let Decision::Rejected { window, retry_at, .. } = second else {
+        panic!("6 + 3 exceeds the day limit of 8: {second:?}");
+    };
+    assert_eq!(window, WindowKind::Day);
+    assert_eq!(retry_at, utc("2026-03-03T00:00:00Z"));
+    assert_eq!(counts(&database, &key).await, pairs(&[("minute", 6), ("day", 6)]));
+
+    let third = store.consume(request(&key, &capacity, 2, Some(at))).await.unwrap();
+    assert!(third.is_admitted(), "6 + 2 fits the day limit of 8: {third:?}");
+}
+
+#[tokio::test]
+async fn several_refusing_windows_report_the_last_reset() {
+    let database = TestDatabase::new().await;
+    let store = database.store().await;
+    let key = key("acme", "tools.sms.send", "acme");
+    let capacity = capacity(Some(2), Some(2), Some(2));
+    let at = utc("2026-03-02T10:15:30Z");
+
+    store.consume(request(&key, &capacity, 2, Some(at))).await.unwrap();
+    let decision = store.consume(request(&key, &capacity, 1, Some(at))).await.unwrap();
+
+    let Decision::Rejected { window, retry_at, .. } = decision else {
+        panic!("every window is full: {decision:?}");
+    };
+    assert_eq!(window, WindowKind::Day);
+    assert_eq!(retry_at, utc("2026-03-03T00:00:00Z"));
+}
+
+#[tokio::test]
+async fn cost_larger_than_limit_is_an_error() {
+    let database = TestDatabase::new().await;
+    let store = database.store().await;
+    let key = key("acme", "tools.email.send", "acme");
+    let capacity = capacity(Some(10), Some(5), None);
+
+    let error = store.consume(request(&key, &capacity, 6, None)).await.unwrap_err();
+
+    assert!(
+        matches!(error, StoreError::CostExceedsLimit { window: WindowKind::Hour, limit: 5, cost: 6 }),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("never"), "{error}");
+    assert_eq!(counts(&database, &key).await, pairs(&[]));
+}
+
+#[tokio::test]
+async fn zero_cost_is_an_error() {
+    let database = TestDatabase::new().await;
+    let store = database.store().await;
+    let key = key("acme", "tools.email.send", "acme");
+    let capacity = capacity(Some(10), None, None);
+
+    let error = store.consume(request(&key, &capacity, 0, None)).await.unwrap_err();
+
+    assert!(matches!(error, StoreError::ZeroCost), "{error:?}");
+}
+
+#[tokio::test]
+async fn limit_zero_admits_nothing() {
+    let database = TestDatabase::new().await;
+    let store = database.store().await;
+    let key = key("acme", "tools.email.send", "acme");
+    let capacity = capacity(Some(10), None, Some(0));
+    let at = utc("2026-03-02T10:15:30Z");
+
+    for _ in 0..3 {
+        let decision = store.consume(request(&key, &capacity, 1, Some(at))).await.unwrap();
+        let Decision::Rejected { window, retry_at, .. } = decision else {
+            panic!("a day limit of 0 admits nothing: {decision:?}");
+        };
+        assert_eq!(window, WindowKind::Day);
+        assert_eq!(retry_at, utc("2026-03-03T00:00:00Z"));
+    }
+    let charged: i64 = counts(&database, &key).await.iter().map(|(_, count)| count).sum();
+    assert_eq!(charged, 0);
+}
+
+#[tokio::test]
+async fn unlimited_capacity_admits_without_windows() {
+    let database = TestDatabase::new().await;
+    let store = database.store().await;
+    let key = key("acme", "tools.email.send", "acme");
+
+    let decision = store.consume(request(&key, &Capacity::UNLIMITED, 1, None)).await.unwrap();
+
+    assert_eq!(decision, Decision::Admitted { windows: Vec::new() });
+}
+
+#[tokio::test]
+async fn peek_charges_nothing() {
+    let database = TestDatabase::new().await;
+    let store = database.store().await;
+    let key = key("acme", "tools.email.send", "acme");
+    let capacity = capacity(None, Some(3), None);
+    let at = utc("2026-03-02T10:15:30Z");
+
+    store.consume(request(&key, &capacity, 2, Some(at))).await.unwrap();
+    let fits = store.peek(request(&key, &capacity, 1, Some(at))).await.unwrap();
+    let too_much = store.peek(request(&key, &capacity, 2, Some(at))).await.unwrap();
+
+    assert!(fits.is_admitted());
+    assert_eq!(fits.windows()[0].remaining, 1);
+    assert!(!too_much.is_admitted());
+    assert_eq!(counts(&database, &key).await, pairs(&[("hour", 2)]));
+}
+
+#[tokio::test]
+async fn tokyo_days_split_at_local_midnight() {
+    let database = TestDatabase::new().await;
+    let store = database.store().await;
+    let key = key("acme", "tools.email.send", "acme");
+    let capacity = capacity(None, None, Some(1));
+    let tokyo = chrono_tz::Asia::Tokyo;
+    let before_midnight = tokyo.with_ymd_and_hms(2026, 3, 2, 23, 59, 0).unwrap().with_timezone(&Utc);
+    let after_midnight = tokyo.with_ymd_and_hms(2026, 3, 3, 0, 1, 0).unwrap().with_timezone(&Utc);
+    let tokyo_request = |at| ConsumeRequest {
+        timezone: tokyo,
+        ..request(&key, &capacity, 1, Some(at))
+    };
+
+    let late = store.consume(tokyo_request(before_midnight)).await.unwrap();
+    let again = store.consume(tokyo_request(before_midnight)).await.unwrap();
+    let early = store.consume(tokyo_request(after_midnight)).await.unwrap();
+
+    assert!(late.is_admitted());
+    assert_eq!(late.windows()[0].reset_at, utc("2026-03-02T15:00:00Z"));
+    assert!(!again.is_admitted(), "the day of 2026-03-02 in Tokyo is full: {again:?}");
+    assert!(early.is_admitted(), "00:01 in Tokyo starts a new day: {early:?}");
+    assert_eq!(early.windows()[0].reset_at, utc("2026-03-03T15:00:00Z"));
+}
+
+#[tokio::test]
+async fn daylight_saving_days_last_23_and_25_hours() {
+    let database = TestDatabase::new().await;
+    let store = database.store().await;
+    let key = key("acme", "tools.email.send", "acme");
+    let capacity = capacity(None, None, Some(1));
+    let cases = [
+        // New York springs forward on 2026-03-08: the day runs from 05:00Z to 04:00Z next day.
+        (chrono_tz::America::New_York, "2026-03-08T12:00:00Z", "2026-03-09T04:00:00Z", 23),
+        // Berlin falls back on 2026-10-25: the day runs from 22:00Z to 23:00Z next day.
+        (chrono_tz::Europe::Berlin, "2026-10-25T12:00:00Z", "2026-10-25T23:00:00Z", 25),
+    ];
+
+    for (zone, at, reset, hours) in cases {
+        let day_request = ConsumeRequest {
+            timezone: zone,
+            ..request(&key, &capacity, 1, Some(utc(at)))
+        };
+        let decision = store.consume(day_request).await.unwrap();
+
+        assert!(decision.is_admitted(), "{zone}: {decision:?}");
+        let window = WindowKind::Day.window_at(utc(at), zone, Weekday::Mon);
+        assert_eq!(decision.windows()[0].reset_at, utc(reset), "{zone}");
+        assert_eq!((window.end - window.start).num_hours(), hours, "{zone}");
+
+        let client = database.client().await;
+        let row = client
+            .query_one(
+                "SELECT window_start, window_end FROM highway.tool_rate_limit_usage
+                 WHERE window_type = 'day' AND window_end = $1",
+                &[&utc(reset)],
+            )
+            .await
+            .unwrap();
+        let (start, end): (DateTime<Utc>, DateTime<Utc>) = (row.get(0), row.get(1));
+        assert_eq!((end - start).num_hours(), hours, "{zone}");
+    }
+}
+
+#[tokio::test]
+async fn ids_are_stored_literally() {
+    let database = TestDatabase::new().await;
+    let store = database.store().await;
+    let capacity = capacity(None, None, Some(1));
+    let at = utc("2026-03-02T10:15:30Z");
+    let keys = [
+        key("o'brien", "tools.\"email\".send", "run'); DROP TABLE highway.tool_rate_limit_usage; --"),
+        key("o''brien", "tools.email.send", "a|b,c:d/e\\f"),
+        key("東京テナント", "outil.envoyer-courriel", "ワークフロー 🚀 ünïcødé"),
+        key("tab\there", "new\nline", "%_* $1 ${x} {}"),
+        key("", " ", "global"),
+    ];
+
+    for key in &keys {
+        let first = store.consume(request(key, &capacity, 1, Some(at))).await.unwrap();
+        assert!(first.is_admitted(), "{key}");
+    }
+    for key in &keys {
+        let second = store.consume(request(key, &capacity, 1, Some(at))).await.unwrap();
+        assert!(!second.is_admitted(), "each key has its own counter: {key}");
+    }
+
+    let client = database.client().await;
+    for key in &keys {
+        let stored: i64 = client
+            .query_one(
+                "SELECT request_count FROM highway.tool_rate_limit_usage
+                 WHERE tenant_id = $1 AND tool_name = $2 AND scope_key = $3",
+                &[&key.tenant, &key.tool, &key.scope],
+            )
+            .await
+            .unwrap_or_else(|error| panic!("{key} is stored as written: {error}"))
+            .get(0);
+        assert_eq!(stored, 1, "{key}");
+    }
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM highway.tool_rate_limit_usage", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, keys.len() as i64);
+}
+
+#[tokio::test]
+async fn nul_in_an_id_is_an_error() {
+    let database = TestDatabase::new().await;
+    let store = database.store().await;
+    let key = key("acme\0", "tools.email.send", "acme");
+    let capacity = capacity(None, None, Some(1));
+
+    let error = store.consume(request(&key, &capacity, 1, None)).await.unwrap_err();
+
+    assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+}
+
+#[tokio::test]
+async fn database_clock_windows_match_rust_windows() {
+    let database = TestDatabase::new().await;
+    let store = database.store().await;
+    let client = database.client().await;
+    let every_window = Capacity {
+        per_minute: Some(1000),
+        per_hour: Some(1000),
+        per_day: Some(1000),
+        per_week: Some(1000),
+        per_month: Some(1000),
+    };
+    let zones = [
+        (Tz::UTC, Weekday::Mon),
+        (chrono_tz::Asia::Tokyo, Weekday::Sun),
+        (chrono_tz::Asia::Kolkata, Weekday::Mon),
+        (chrono_tz::America::New_York, Weekday::Sun),
+        (chrono_tz::Australia::Lord_Howe, Weekday::Sat),
+    ];
+
+    for (zone, week_start) in zones {
+        let key = key("acme", "tools.email.send", zone.name());
+        // Retry when a minute boundary passes between the two clock readings.
+        for attempt in 0.. {
+            let before: DateTime<Utc> = client.query_one("SELECT now()", &[]).await.unwrap().get(0);
+            let decision = store
+                .consume(ConsumeRequest {
+                    timezone: zone,
+                    week_start,
+                    ..request(&key, &every_window, 1, None)
+                })
+                .await
+                .unwrap();
+            let after: DateTime<Utc> = client.query_one("SELECT now()", &[]).await.unwrap().get(0);
+            let expected: Vec<_> = WindowKind::ALL
+                .iter()
+                .map(|kind| (*kind, kind.window_at(before, zone, week_start).end))
+                .collect();
+            let later: Vec<_> = WindowKind::ALL
+                .iter()
+                .map(|kind| (*kind, kind.window_at(after, zone, week_start).end))
+                .collect();
+            if expected != later && attempt < 3 {
+                continue;
+            }
+
+            let got: Vec<_> = decision.windows().iter().map(|w| (w.kind, w.reset_at)).collect();
+            assert_eq!(got, expected, "{zone}");
+            break;
+        }
+    }
+}
+
+/// Compares `highway.window_bounds` (the database clock's windows) with `WindowKind::window_at`
+/// around daylight-saving changes, skipped and repeated midnights, and month and year ends.
+#[tokio::test]
+async fn sql_windows_match_rust_windows() {
+    let database = TestDatabase::new().await;
+    database.store().await;
+    let client = database.client().await;
+    let cases: &[(Tz, &str)] = &[
+        (chrono_tz::America::New_York, "2026-03-08T06:59:59Z"),
+        (chrono_tz::America::New_York, "2026-03-08T07:00:00Z"),
+        (chrono_tz::America::New_York, "2026-11-01T05:30:00Z"),
+        (chrono_tz::America::New_York, "2026-11-01T06:30:00Z"),
+        (chrono_tz::Europe::Berlin, "2026-10-25T00:30:00Z"),
+        (chrono_tz::Europe::Berlin, "2026-10-25T01:30:00Z"),
+        (chrono_tz::Europe::Berlin, "2026-03-29T01:00:00Z"),
+        // Santiago moves its clocks at midnight: 2026-09-06 has no 00:00.
+        (chrono_tz::America::Santiago, "2026-09-06T05:00:00Z"),
+        (chrono_tz::America::Santiago, "2026-04-05T03:30:00Z"),
+        // Havana goes back from 01:00 to 00:00: 2026-11-01 00:30 happens twice.
+        (chrono_tz::America::Havana, "2026-11-01T04:30:00Z"),
+        (chrono_tz::America::Havana, "2026-11-01T05:30:00Z"),
+        (chrono_tz::Asia::Kolkata, "2026-12-31T18:29:59Z"),
+        (chrono_tz::Asia::Kathmandu, "2026-05-31T18:14:00Z"),
+        (chrono_tz::Australia::Lord_Howe, "2026-04-04T15:15:00Z"),
+        (chrono_tz::Pacific::Apia, "2026-02-28T11:00:00Z"),
+        (Tz::UTC, "2026-12-31T23:59:59.999Z"),
+        (Tz::UTC, "2028-02-29T12:00:00Z"),
+    ];
+    let week_starts = [Weekday::Mon, Weekday::Sun, Weekday::Wed];
+
+    for (zone, at) in cases {
+        let at = utc(at);
+        for week_start in week_starts {
+            for kind in WindowKind::ALL {
+                let row = client
+                    .query_one(
+                        "SELECT window_start, window_end FROM highway.window_bounds($1, $2, $3, $4)",
+                        &[&kind.as_str(), &at, &zone.name(), &weekday_name(week_start)],
+                    )
+                    .await
+                    .unwrap_or_else(|error| panic!("window_bounds for {kind} at {at} in {zone}: {error}"));
+                let window = kind.window_at(at, *zone, week_start);
+
+                let sql: (DateTime<Utc>, DateTime<Utc>) = (row.get(0), row.get(1));
+                assert_eq!(sql, (window.start, window.end), "{kind} at {at} in {zone}, weeks from {week_start}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn cleanup_deletes_only_ended_windows() {
+    let database = TestDatabase::new().await;
+    let store = database.store().await;
+    let key = key("acme", "tools.email.send", "acme");
+    let capacity = capacity(Some(1000), Some(1000), Some(1000));
+    let now = Utc::now();
+
+    // 200 minutes of old traffic: 200 minute rows, 4 hour rows and 1 day row at most.
+    for minutes in 0..200 {
+        let at = now - chrono::Duration::days(3) + chrono::Duration::minutes(minutes);
+        store.consume(request(&key, &capacity, 1, Some(at))).await.unwrap();
+    }
+    store.consume(request(&key, &capacity, 1, None)).await.unwrap();
+    let client = database.client().await;
+    let total = |client: tokio_postgres::Client| async move {
+        let count: i64 = client
+            .query_one("SELECT count(*) FROM highway.tool_rate_limit_usage", &[])
+            .await
+            .unwrap()
+            .get(0);
+        (client, count)
+    };
+    let (client, before) = total(client).await;
+
+    let deleted = store.cleanup_expired(Duration::from_secs(3600)).await.unwrap();
+
+    let (_, after) = total(client).await;
+    assert!(before > 200, "{before} rows before cleanup");
+    assert_eq!(after, 3, "only the current minute, hour and day remain");
+    assert_eq!(deleted, (before - after) as u64);
+    let current = store.peek(request(&key, &capacity, 1, None)).await.unwrap();
+    assert!(current.windows().iter().all(|w| w.remaining == 999), "{current:?}");
+}
+
+#[tokio::test]
+async fn statement_timeout_cancels_a_blocked_call() {
+    let database = TestDatabase::new().await;
+    let store = database
+        .store_with(|config| {
+            config
+                .statement_timeout(Duration::from_millis(300))
+                .call_timeout(Duration::from_secs(10))
+        })
+        .await;
+    let key = key("acme", "tools.email.send", "acme");
+    let capacity = capacity(None, Some(10), None);
+    let at = utc("2026-03-02T10:15:30Z");
+    store.consume(request(&key, &capacity, 1, Some(at))).await.unwrap();
+
+    let mut blocker = database.client().await;
+    let transaction = blocker.transaction().await.unwrap();
+    transaction
+        .execute("SELECT * FROM highway.tool_rate_limit_usage FOR UPDATE", &[])
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let error = store.consume(request(&key, &capacity, 1, Some(at))).await.unwrap_err();
+    let waited = started.elapsed();
+    transaction.rollback().await.unwrap();
+
+    assert!(matches!(error, StoreError::Timeout(timeout) if timeout == Duration::from_millis(300)), "{error:?}");
+    assert!(waited < Duration::from_secs(3), "waited {waited:?}");
+    assert_eq!(counts(&database, &key).await, pairs(&[("hour", 1)]));
+}
+
+#[tokio::test]
+async fn silent_server_times_out() {
+    // A server that accepts connections and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepting = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            open.push(socket);
+        }
+    });
+    let store = PostgresStore::new(
+        PostgresConfig::new(format!("postgres://postgres@127.0.0.1:{port}/postgres"))
+            .call_timeout(Duration::from_millis(400))
+            .connect_timeout(Duration::from_secs(5)),
+    )
+    .unwrap();
+    let key = key("acme", "tools.email.send", "acme");
+    let capacity = capacity(None, Some(10), None);
+
+    let started = Instant::now();
+    let error = store.consume(request(&key, &capacity, 1, None)).await.unwrap_err();
+    let waited = started.elapsed();
+    accepting.abort();
+
+    assert!(matches!(error, StoreError::Timeout(_)), "{error:?}");
+    assert!(waited < Duration::from_secs(2), "waited {waited:?}");
+}
+
+#[tokio::test]
+async fn refused_connection_is_unavailable() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let store = PostgresStore::new(PostgresConfig::new(format!("postgres://postgres@127.0.0.1:{port}/postgres"))).unwrap();
+    let key = key("acme", "tools.email.send", "acme");
+    let capacity = capacity(None, Some(10), None);
+
+    let error = store.consume(request(&key, &capacity, 1, None)).await.unwrap_err();
+
+    assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+}
+
+#[tokio::test]
+async fn invalid_connection_string_is_an_error() {
+    let error = PostgresStore::new(PostgresConfig::new("postgres://host:notaport/db")).unwrap_err();
+
+    assert!(error.to_string().contains("invalid PostgreSQL connection string"), "{error}");
+}
+
+#[tokio::test]
+async fn concurrent_migrations_apply_once() {
+    let database = TestDatabase::new().await;
+    let stores: Vec<_> = (0..4)
+        .map(|_| PostgresStore::new(PostgresConfig::new(database.url())).unwrap())
+        .collect();
+
+    let results = futures_util::future::join_all(stores.iter().map(PostgresStore::migrate)).await;
+
+    let mut applied: Vec<i32> = results.into_iter().flat_map(|result| result.unwrap()).collect();
+    applied.sort();
+    assert_eq!(applied, vec![1, 2]);
+    assert_eq!(stores[0].migrate().await.unwrap(), Vec::<i32>::new());
+    let client = database.client().await;
+    let recorded: i64 = client
+        .query_one("SELECT count(*) FROM highway.ratelimit_migrations", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(recorded, 2);
+}
+
+#[tokio::test]
+async fn policy_table_checks_its_values() {
+    let database = TestDatabase::new().await;
+    database.store().await;
+    let client = database.client().await;
+
+    client
+        .execute(
+            "INSERT INTO highway.tool_rate_limits (tenant_id, tool_name, requests_per_day, timezone)
+             VALUES ('default', 'tools.email.send', 500, 'Asia/Tokyo')",
+            &[],
+        )
+        .await
+        .expect("a valid policy is stored");
+    let bad_scope = client
+        .execute(
+            "INSERT INTO highway.tool_rate_limits (tenant_id, tool_name, limit_scope) VALUES ('a', 'b', 'planet')",
+            &[],
+        )
+        .await;
+    let negative = client
+        .execute(
+            "INSERT INTO highway.tool_rate_limits (tenant_id, tool_name, requests_per_hour) VALUES ('a', 'c', -1)",
+            &[],
+        )
+        .await;
+    let duplicate = client
+        .execute(
+            "INSERT INTO highway.tool_rate_limits (tenant_id, tool_name) VALUES ('default', 'tools.email.send')",
+            &[],
+        )
+        .await;
+
+    assert!(bad_scope.is_err());
+    assert!(negative.is_err());
+    assert!(duplicate.is_err());
+}
