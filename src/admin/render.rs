@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde::Serialize;
 
 use super::AdminError;
@@ -25,6 +25,9 @@ pub struct ReportPreview {
 
 /// Parses `definition` and renders the report of `resource` for `days` days from `from`.
 ///
+/// `from` and `generated_at` are cut to whole seconds, so the report's instants survive a
+/// `TIMESTAMPTZ` column (microseconds) unchanged.
+///
 /// `file_name` is the name printed in `FILE:LINE:COL` diagnostics. A stored schedule has no
 /// folder, so `include` is rejected: the definition must be self-contained.
 pub(crate) fn render(
@@ -42,9 +45,9 @@ pub(crate) fn render(
 
     let report_options = ReportOptions {
         resource: resource.map(str::to_owned),
-        from,
+        from: from.trunc_subsecs(0),
         days,
-        generated_at: Utc::now(),
+        generated_at: Utc::now().trunc_subsecs(0),
     };
     let generated = AvailabilityReport::generate(&schedule, &report_options)?;
 
