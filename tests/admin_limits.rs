@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use chrono::{Duration as ChronoDuration, Utc, Weekday};
+use chrono::{Duration as ChronoDuration, SubsecRound, Utc, Weekday};
 use chrono_tz::Tz;
 use common::TestDatabase;
 use highway_ratelimit::admin::{
@@ -240,7 +240,7 @@ async fn schedule_rendered_on_write() {
         schedule: Some(mail_schedule()),
         ..LimitSpec::new("acme", "tools.email.send")
     };
-    let before = Utc::now();
+    let before = Utc::now().trunc_subsecs(0);
     let written = admin
         .upsert(&spec)
         .await
