@@ -334,3 +334,114 @@ async fn schedule_errors_name_the_file() {
     let list = run(url, &["limits", "list"]);
     assert_eq!(json(&list), Value::Array(Vec::new()));
 }
+
+/// Returns the first instant after today that falls on `weekday` at `hour`:00 Berlin time.
+fn next_berlin(weekday: chrono::Weekday, hour: u32) -> chrono::DateTime<Utc> {
+    use chrono::{Datelike, TimeZone};
+    let zone = chrono_tz::Europe::Berlin;
+    let mut date = Utc::now().with_timezone(&zone).date_naive() + chrono::Duration::days(1);
+    while date.weekday() != weekday {
+        date += chrono::Duration::days(1);
+    }
+    let local = date.and_hms_opt(hour, 0, 0).unwrap();
+    zone.from_local_datetime(&local)
+        .single()
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn schedule_decides_when_calls_go() {
+    let database = TestDatabase::new().await;
+    let url = Some(database.url());
+    assert_eq!(run(url, &["migrate"]).status.code(), Some(0));
+
+    let start = (Utc::now() - chrono::Duration::days(2)).format("%Y-%m-%d");
+    let end = (Utc::now() + chrono::Duration::days(90)).format("%Y-%m-%d");
+    let mut file = tempfile::Builder::new().suffix(".tjp").tempfile().unwrap();
+    write!(
+        file,
+        "project mail \"Mail\" {start} - {end} {{\n  timezone \"Europe/Berlin\"\n}}\n\n\
+         resource smtp \"SMTP relay\" {{\n  workinghours mon - fri 09:00 - 17:00\n  workinghours sat, sun off\n  \
+         limits {{ dailymax 2 }}\n}}\n\nresource fax \"Fax\" {{\n  limits {{ dailymax 1 }}\n}}\n"
+    )
+    .unwrap();
+    let path = file.path().to_str().unwrap().to_owned();
+
+    let ambiguous = run(
+        url,
+        &[
+            "limits",
+            "set",
+            "--tenant",
+            "acme",
+            "--tool",
+            "tools.email.send",
+            "--schedule",
+            &path,
+        ],
+    );
+    assert_eq!(ambiguous.status.code(), Some(1));
+    assert!(
+        stderr(&ambiguous).contains("choose one"),
+        "{}",
+        stderr(&ambiguous)
+    );
+
+    let set = run(
+        url,
+        &[
+            "limits",
+            "set",
+            "--tenant",
+            "acme",
+            "--tool",
+            "tools.email.send",
+            "--schedule",
+            &path,
+            "--resource",
+            "smtp",
+        ],
+    );
+    assert_eq!(set.status.code(), Some(0), "{}", stderr(&set));
+    let stored = json(&set);
+    assert_eq!(stored["timezone"], "Europe/Berlin");
+    assert_eq!(stored["schedule"]["resource"], "smtp");
+    assert!(stored["schedule"]["valid_until"].is_string(), "{stored}");
+
+    let acquire = |at: chrono::DateTime<Utc>| {
+        let at = at.to_rfc3339();
+        run(
+            url,
+            &[
+                "acquire",
+                "--tenant",
+                "acme",
+                "--tool",
+                "tools.email.send",
+                "--at",
+                &at,
+            ],
+        )
+    };
+    let saturday = acquire(next_berlin(chrono::Weekday::Sat, 12));
+    assert_eq!(saturday.status.code(), Some(2), "{}", stderr(&saturday));
+    let decision = json(&saturday);
+    assert_eq!(decision["reason"]["kind"], "outside_hours");
+    let monday = next_berlin(chrono::Weekday::Mon, 9);
+    assert_eq!(
+        decision["retry_at"],
+        serde_json::to_value(monday).unwrap(),
+        "{decision}"
+    );
+
+    let tuesday = next_berlin(chrono::Weekday::Tue, 10);
+    for _ in 0..2 {
+        let admitted = acquire(tuesday);
+        assert_eq!(admitted.status.code(), Some(0), "{}", stderr(&admitted));
+        assert_eq!(json(&admitted)["windows"][0]["window"], "day");
+    }
+    let full = acquire(tuesday);
+    assert_eq!(full.status.code(), Some(2));
+    assert_eq!(json(&full)["reason"]["kind"], "quota_exhausted");
+}
