@@ -335,16 +335,25 @@ async fn schedule_errors_name_the_file() {
     assert_eq!(json(&list), Value::Array(Vec::new()));
 }
 
-/// Returns the first instant after today that falls on `weekday` at `hour`:00 Berlin time.
-fn next_berlin(weekday: chrono::Weekday, hour: u32) -> chrono::DateTime<Utc> {
-    use chrono::{Datelike, TimeZone};
-    let zone = chrono_tz::Europe::Berlin;
-    let mut date = Utc::now().with_timezone(&zone).date_naive() + chrono::Duration::days(1);
-    while date.weekday() != weekday {
+/// Returns the first date after today, Berlin time, that is a Monday to Thursday; it and the
+/// next day are working days, both within a week from now.
+fn next_working_date() -> chrono::NaiveDate {
+    use chrono::{Datelike, Weekday};
+    let mut date = Utc::now()
+        .with_timezone(&chrono_tz::Europe::Berlin)
+        .date_naive()
+        + chrono::Duration::days(1);
+    while matches!(date.weekday(), Weekday::Fri | Weekday::Sat | Weekday::Sun) {
         date += chrono::Duration::days(1);
     }
+    date
+}
+
+fn berlin(date: chrono::NaiveDate, hour: u32) -> chrono::DateTime<Utc> {
+    use chrono::TimeZone;
     let local = date.and_hms_opt(hour, 0, 0).unwrap();
-    zone.from_local_datetime(&local)
+    chrono_tz::Europe::Berlin
+        .from_local_datetime(&local)
         .single()
         .unwrap()
         .with_timezone(&Utc)
@@ -424,24 +433,25 @@ async fn schedule_decides_when_calls_go() {
             ],
         )
     };
-    let saturday = acquire(next_berlin(chrono::Weekday::Sat, 12));
-    assert_eq!(saturday.status.code(), Some(2), "{}", stderr(&saturday));
-    let decision = json(&saturday);
+    let day = next_working_date();
+    let evening = acquire(berlin(day, 20));
+    assert_eq!(evening.status.code(), Some(2), "{}", stderr(&evening));
+    let decision = json(&evening);
     assert_eq!(decision["reason"]["kind"], "outside_hours");
-    let monday = next_berlin(chrono::Weekday::Mon, 9);
+    let next_morning = berlin(day.succ_opt().unwrap(), 9);
     assert_eq!(
         decision["retry_at"],
-        serde_json::to_value(monday).unwrap(),
+        serde_json::to_value(next_morning).unwrap(),
         "{decision}"
     );
 
-    let tuesday = next_berlin(chrono::Weekday::Tue, 10);
+    let morning = berlin(day, 10);
     for _ in 0..2 {
-        let admitted = acquire(tuesday);
+        let admitted = acquire(morning);
         assert_eq!(admitted.status.code(), Some(0), "{}", stderr(&admitted));
         assert_eq!(json(&admitted)["windows"][0]["window"], "day");
     }
-    let full = acquire(tuesday);
+    let full = acquire(morning);
     assert_eq!(full.status.code(), Some(2));
     assert_eq!(json(&full)["reason"]["kind"], "quota_exhausted");
 }
