@@ -26,8 +26,8 @@ fn static_spec(tenant: &str, tool: &str, per_minute: u64) -> LimitSpec {
     }
 }
 
-/// A schedule whose time frame covers the next month: mail goes out Monday to Friday, 09:00 to
-/// 17:00 Berlin time, at most 500 a day and 60 a minute.
+/// Returns a schedule whose time frame covers the next month. Mail goes out Monday to Friday,
+/// 09:00 to 17:00 Berlin time, at most 500 a day and 60 a minute.
 fn mail_schedule() -> String {
     let start = (Utc::now() - ChronoDuration::days(2)).format("%Y-%m-%d");
     let end = (Utc::now() + ChronoDuration::days(30)).format("%Y-%m-%d");
@@ -339,7 +339,7 @@ async fn writes_notify_after_commit() {
         .await
         .unwrap();
     admin.delete("acme", "tools.http").await.unwrap();
-    // A rejected write notifies nobody.
+    // A rejected write sends no notification.
     admin
         .upsert(&LimitSpec::new("", "tools.http"))
         .await

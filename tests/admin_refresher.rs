@@ -8,8 +8,8 @@ use common::TestDatabase;
 use highway_ratelimit::admin::{Admin, LimitSpec, PostgresPolicies, Refresher};
 use highway_ratelimit::policy::PolicySource;
 
-/// Mail goes out Monday to Friday, 09:00 to 17:00 Berlin time, at most 500 a day, in a time
-/// frame from two days ago to `end`.
+/// Returns a schedule in which mail goes out Monday to Friday, 09:00 to 17:00 Berlin time, at
+/// most 500 a day, in a time frame from two days ago to `end`.
 fn mail_schedule(end: DateTime<Utc>) -> String {
     let start = (Utc::now() - Duration::days(2)).format("%Y-%m-%d");
     let end = end.format("%Y-%m-%d");

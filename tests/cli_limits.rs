@@ -335,8 +335,8 @@ async fn schedule_errors_name_the_file() {
     assert_eq!(json(&list), Value::Array(Vec::new()));
 }
 
-/// Returns the first date after today, Berlin time, that is a Monday to Thursday; it and the
-/// next day are working days, both within a week from now.
+/// Returns the first date after today, Berlin time, that is a Monday to Thursday. It and the
+/// next day are working days, and both lie within a week from now.
 fn next_working_date() -> chrono::NaiveDate {
     use chrono::{Datelike, Weekday};
     let mut date = Utc::now()

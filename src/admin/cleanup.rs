@@ -7,10 +7,10 @@ use chrono::{DateTime, Utc};
 use super::AdminError;
 use crate::store::postgres::PostgresStore;
 
-/// How long usage rows are kept after their window ends: one day.
+/// The time usage rows are kept after their window ends: one day.
 ///
 /// A row is only read while its window is open, so the retention serves people looking at
-/// recent usage; the longest window, a month, is cleaned one day after it ends. The usage table
+/// recent usage. Even the longest window, a month, is deleted one day after it ends. The usage table
 /// thus holds at most the rows of the open windows plus one day of ended ones.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
 

@@ -12,7 +12,7 @@ use crate::report::{Capacity, Closed};
 use crate::store::{ConsumeRequest, Decision, ScopeKey, StoreError, TokenStore, WindowUsage};
 use crate::window::WindowKind;
 
-/// Who makes a call, to which tool, and at what cost.
+/// The caller, tool and cost of one call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallIdentity {
     /// The calling tenant.
@@ -25,7 +25,7 @@ pub struct CallIdentity {
     pub cost: u64,
 }
 
-/// Why a call was rejected.
+/// The reason a call was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RejectReason {
@@ -56,7 +56,7 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
-    /// The reason's name in metrics and logs, such as `quota_exhausted`.
+    /// Returns the reason's name in metrics and logs, such as `quota_exhausted`.
     pub fn as_str(&self) -> &'static str {
         match self {
             RejectReason::OutsideHours => "outside_hours",
@@ -74,7 +74,7 @@ impl RejectReason {
 pub struct WindowState {
     /// The window kind.
     pub window: WindowKind,
-    /// The most units the window allows.
+    /// The maximum of units the window allows.
     pub limit: u64,
     /// The units left in the window after the decision.
     pub remaining: u64,
@@ -101,7 +101,7 @@ pub struct Outcome {
     /// Why it may go ahead without a counted decision: `no_policy`, `disabled`, `unlimited`,
     /// `fail_open`; `counted` when the store decided.
     pub basis: &'static str,
-    /// Why the call was rejected.
+    /// The reason the call was rejected.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<RejectReason>,
     /// When the call can next succeed, when known.
@@ -160,17 +160,20 @@ pub struct DecideOptions {
     pub at: Option<DateTime<Utc>>,
     /// Only report what the decision would be, charging nothing.
     pub dry_run: bool,
-    /// The longest wait for the token store; a slower store counts as a store error.
+    /// The maximum wait for the token store. A slower store counts as a store error.
     pub store_timeout: Option<Duration>,
 }
 
 /// Makes one rate-limit decision for a call, records its metrics, and returns it.
 ///
-/// The steps: resolve the policy in force (none, or a disabled one, admits without counting);
-/// with a schedule, check that the instant lies in an allowed window of the report and take that
-/// window's capacity, else take the static limits; reject when a limit is 0; then charge the
-/// cost to every limited window in one atomic store call (or peek when `dry_run`). A store error
-/// admits the call when the policy is fail-open and rejects it otherwise.
+/// The steps:
+/// 1. Resolve the policy in force. No policy, or a disabled one, admits without counting.
+/// 2. With a schedule, check that the instant lies in an allowed window of the report and take
+///    that window's capacity. Without one, take the static limits.
+/// 3. Reject when a limit is 0.
+/// 4. Charge the cost to every limited window in one atomic store call, or peek when `dry_run`.
+///
+/// A store error admits the call when the policy is fail-open and rejects it otherwise.
 ///
 /// # Errors
 ///

@@ -31,7 +31,7 @@ pub enum AdminError {
         tenant: String,
         /// The tool name of the row.
         tool: String,
-        /// What is wrong with it.
+        /// The problem found in the row.
         message: String,
     },
     /// The token store failed.

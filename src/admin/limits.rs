@@ -13,8 +13,8 @@ use crate::policy::Scope;
 use crate::report::Capacity;
 use crate::store::postgres::PostgresStore;
 
-/// The longest tenant id or tool name accepted, in bytes; it keeps change notifications far below
-/// PostgreSQL's 8000-byte payload limit.
+/// The maximum length of a tenant id or tool name, in bytes. It keeps change notifications far
+/// below PostgreSQL's 8000-byte payload limit.
 const MAX_NAME_LEN: usize = 256;
 
 /// A limit to create or replace: what an operator writes for one tenant and tool.
@@ -28,16 +28,16 @@ pub struct LimitSpec {
     pub tenant: String,
     /// The tool name, such as `tools.email.send`.
     pub tool: String,
-    /// Which calls share one counter: `global`, `tenant` (the default) or `workflow`.
+    /// The counter that calls share: `global`, `tenant` (the default) or `workflow`.
     #[serde(default, with = "scope_name")]
     pub scope: Scope,
-    /// The most calls (or cost units) per minute without a schedule.
+    /// The maximum of calls (or cost units) per minute without a schedule.
     #[serde(default)]
     pub per_minute: Option<u64>,
-    /// The most calls (or cost units) per hour without a schedule.
+    /// The maximum of calls (or cost units) per hour without a schedule.
     #[serde(default)]
     pub per_hour: Option<u64>,
-    /// The most calls (or cost units) per day without a schedule.
+    /// The maximum of calls (or cost units) per day without a schedule.
     #[serde(default)]
     pub per_day: Option<u64>,
     /// The `.tjp` text of the schedule; it must be self-contained (no `include`).
@@ -114,7 +114,7 @@ pub struct StoredLimit {
     pub tenant: String,
     /// The tool name.
     pub tool: String,
-    /// Which calls share one counter.
+    /// The counter that calls share.
     #[serde(with = "scope_name")]
     pub scope: Scope,
     /// The static limit per minute, if any.
@@ -220,10 +220,10 @@ impl Admin {
     ///
     /// # Errors
     ///
-    /// [`AdminError::InvalidLimit`] for an invalid field, [`AdminError::InvalidSchedule`] with
-    /// the `FILE:LINE:COL` diagnostics of a schedule that does not parse (the file is named
-    /// `TENANT/TOOL.tjp`), [`AdminError::Report`] when no report can be rendered; nothing is
-    /// stored then.
+    /// [`AdminError::InvalidLimit`] for an invalid field. [`AdminError::InvalidSchedule`] with
+    /// the `FILE:LINE:COL` diagnostics of a schedule that does not parse, where the file is
+    /// named `TENANT/TOOL.tjp`. [`AdminError::Report`] when no report can be rendered. Nothing is
+    /// stored in these cases.
     pub async fn upsert(&self, spec: &LimitSpec) -> Result<WriteOutcome, AdminError> {
         validate_names(&spec.tenant, &spec.tool)?;
         let static_capacity = spec.static_capacity();

@@ -14,7 +14,7 @@ pub const REJECTED: &str = "highway_ratelimit_rejected_total";
 /// fails open, `rejected` when it fails closed.
 pub const STORE_ERRORS: &str = "highway_ratelimit_store_errors_total";
 /// Histogram of the time one decision takes, in seconds, from the policy lookup to the store's
-/// answer.
+/// result.
 pub const DECISION_SECONDS: &str = "highway_ratelimit_decision_seconds";
 
 pub(crate) fn record_admitted() {

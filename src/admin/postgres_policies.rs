@@ -21,8 +21,8 @@ use crate::store::StoreError;
 /// from a [`ChangeListener`](super::ChangeListener).
 ///
 /// A stored report that cannot be decoded (written by a version with another format, or edited
-/// by hand) is rendered again from the stored schedule definition, with a warning that names the
-/// tenant and tool, so the limit stays in force; the stored row is left for the
+/// by hand) is rendered again from the stored schedule definition, so the limit stays in force.
+/// A warning names the tenant and tool, and the stored row is left for the
 /// [`Refresher`](super::Refresher) to replace. A definition that no longer parses is an error
 /// that names the tenant and tool.
 #[derive(Clone)]

@@ -36,7 +36,7 @@ impl std::fmt::Debug for Refresher {
     }
 }
 
-/// What one refresher pass did.
+/// The result of one refresher pass.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RefreshSummary {
     /// The (tenant, tool) pairs whose report was replaced.

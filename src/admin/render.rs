@@ -60,7 +60,7 @@ pub(crate) fn render(
     })
 }
 
-/// The name a stored schedule goes by in diagnostics: `TENANT/TOOL.tjp`.
+/// Returns the name of a stored schedule in diagnostics: `TENANT/TOOL.tjp`.
 pub(crate) fn schedule_file_name(tenant: &str, tool: &str) -> String {
     format!("{tenant}/{tool}.tjp")
 }

@@ -10,7 +10,7 @@
 //! | `POST /reports/preview`           | renders a schedule's report without storing it |
 //!
 //! Every request needs `Authorization: Bearer TOKEN`. Without it, or with another token, the
-//! answer is `401 Unauthorized` and nothing is read or written. Errors are
+//! response is `401 Unauthorized` and nothing is read or written. Errors are
 //! `{"error": "message"}` with 400 (invalid input or body), 404 (no such limit) or 503 (database
 //! unavailable).
 //!

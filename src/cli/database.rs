@@ -1,4 +1,4 @@
-//! What every database subcommand shares: the connection option and the runtime.
+//! The connection option and the runtime of every database subcommand.
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::store::postgres::{PostgresConfig, PostgresStore};
 
-/// Where the limits and counters are stored.
+/// The database of the limits and counters.
 #[derive(Debug, Args)]
 pub(super) struct DatabaseArgs {
     /// The PostgreSQL connection string, such as postgres://user@host:5432/highway.

@@ -38,16 +38,16 @@ struct SetArgs {
     /// The tool name, such as tools.email.send.
     #[arg(long)]
     tool: String,
-    /// Which calls share one counter: every caller (global), each tenant, or each workflow run.
+    /// The counter that calls share: one for every caller (global), per tenant, or per workflow run.
     #[arg(long, default_value = "tenant", value_parser = ["global", "tenant", "workflow"])]
     scope: String,
-    /// The most calls (or cost units) per minute, without a schedule.
+    /// The maximum of calls (or cost units) per minute, without a schedule.
     #[arg(long, value_name = "N")]
     per_minute: Option<u64>,
-    /// The most calls (or cost units) per hour, without a schedule.
+    /// The maximum of calls (or cost units) per hour, without a schedule.
     #[arg(long, value_name = "N")]
     per_hour: Option<u64>,
-    /// The most calls (or cost units) per day, without a schedule.
+    /// The maximum of calls (or cost units) per day, without a schedule.
     #[arg(long, value_name = "N")]
     per_day: Option<u64>,
     /// A .tjp schedule that decides when calls are allowed and how many; it is stored in the
