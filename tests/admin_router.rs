@@ -201,3 +201,50 @@ async fn limit_life_over_http() {
     );
     assert!(admin.list(None).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn preview_stores_nothing() {
+    let database = TestDatabase::new().await;
+    let admin = Admin::from_store(&database.store().await);
+    let router = admin_router(admin.clone(), TOKEN);
+    let auth = bearer(TOKEN);
+    let auth = Some(auth.as_str());
+
+    let schedule = "project mail \"Mail\" 2026-03-01 - 2026-04-01 {\n  timezone \"Europe/Berlin\"\n}\n\n\
+                    resource smtp \"SMTP relay\" {\n  workinghours mon - fri 09:00 - 17:00\n  \
+                    workinghours sat, sun off\n  limits { dailymax 500 }\n}\n";
+    let request = json!({ "schedule": schedule, "from": "2026-03-02T00:00:00Z", "days": 7 });
+    let (status, preview) = send(
+        &router,
+        Method::POST,
+        "/reports/preview",
+        auth,
+        Some(request),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{preview}");
+    assert_eq!(preview["report"]["timezone"], "Europe/Berlin");
+    assert_eq!(preview["report"]["valid_until"], "2026-03-09T00:00:00Z");
+    let windows = preview["report"]["windows"].as_array().expect("windows");
+    assert_eq!(windows.len(), 5, "Monday to Friday: {preview}");
+    assert_eq!(windows[0]["start"], "2026-03-02T08:00:00Z");
+    assert_eq!(windows[0]["end"], "2026-03-02T16:00:00Z");
+    assert_eq!(windows[0]["capacity"]["per_day"], 500);
+
+    let broken = json!({ "schedule": schedule.replace("sun off", "sun offf") });
+    let (status, error) = send(
+        &router,
+        Method::POST,
+        "/reports/preview",
+        auth,
+        Some(broken),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        error["error"].as_str().unwrap().contains("preview.tjp:7:"),
+        "{error}"
+    );
+
+    assert!(admin.list(None).await.unwrap().is_empty());
+}

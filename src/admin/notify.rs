@@ -230,6 +230,9 @@ impl ChangeListener {
 type Callback = Box<dyn Fn(Change) -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// The handle of a running [`ChangeListener`].
+///
+/// Dropping the handle leaves the listener running for the life of the runtime; call
+/// [`shutdown`](Self::shutdown) to stop it.
 #[derive(Debug)]
 pub struct ListenerHandle {
     task: JoinHandle<()>,
