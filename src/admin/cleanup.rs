@@ -10,8 +10,9 @@ use crate::store::postgres::PostgresStore;
 /// The time usage rows are kept after their window ends: one day.
 ///
 /// A row is only read while its window is open, so the retention serves people looking at
-/// recent usage. Even the longest window, a month, is deleted one day after it ends. The usage table
-/// thus holds at most the rows of the open windows plus one day of ended ones.
+/// recent usage. Even the longest window, a month, is deleted one day after it ends. The usage
+/// table thus contains the rows of the open windows plus about one day of ended ones, and those
+/// written between two passes.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
 /// A background task that deletes the usage rows of windows that ended more than the retention
