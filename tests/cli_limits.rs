@@ -234,12 +234,11 @@ async fn errors_say_what_to_do() {
     );
     assert_eq!(workflow.status.code(), Some(0), "{}", stderr(&workflow));
     let no_run = run(url, &["acquire", "--tenant", "acme", "--tool", "tools.llm"]);
-    assert_eq!(no_run.status.code(), Some(1));
-    assert!(
-        stderr(&no_run).contains("workflow run id"),
-        "{}",
-        stderr(&no_run)
-    );
+    assert_eq!(no_run.status.code(), Some(2), "{}", stderr(&no_run));
+    let decision = json(&no_run);
+    assert_eq!(decision["reason"]["kind"], "missing_identity");
+    let message = decision["reason"]["message"].as_str().unwrap();
+    assert!(message.contains("workflow run id"), "{decision}");
     let with_run = run(
         url,
         &[

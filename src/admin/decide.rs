@@ -48,6 +48,11 @@ pub enum RejectReason {
         /// The window that rejected the call.
         window: WindowKind,
     },
+    /// The limit counts per workflow run and the call names no run.
+    MissingIdentity {
+        /// What the call lacks and how to supply it.
+        message: String,
+    },
     /// The token store failed or timed out and the policy is fail-closed.
     StoreUnavailable {
         /// The store's error.
@@ -64,6 +69,7 @@ impl RejectReason {
             RejectReason::ReportExpired => "report_expired",
             RejectReason::SwitchedOff { .. } => "switched_off",
             RejectReason::QuotaExhausted { .. } => "quota_exhausted",
+            RejectReason::MissingIdentity { .. } => "missing_identity",
             RejectReason::StoreUnavailable { .. } => "store_unavailable",
         }
     }
@@ -177,8 +183,7 @@ pub struct DecideOptions {
 ///
 /// # Errors
 ///
-/// Errors of the policy source, a cost of 0 or larger than a whole window's limit, and a
-/// workflow-scoped limit called without a workflow run id.
+/// Errors of the policy source, and a cost of 0 or larger than a whole window's limit.
 pub async fn decide(
     policies: &dyn PolicySource,
     store: &dyn TokenStore,
@@ -267,8 +272,13 @@ async fn decide_inner(
         ));
     }
 
-    let key = scope_key_for(&policy, &call.tenant, call.workflow.as_deref())
-        .map_err(|message| StoreError::Unavailable(message.into()))?;
+    let key = match scope_key_for(&policy, &call.tenant, call.workflow.as_deref()) {
+        Ok(key) => key,
+        Err(message) => {
+            let reason = RejectReason::MissingIdentity { message };
+            return Ok(Outcome::rejected(reason, None, &policy, dry_run));
+        }
+    };
     let request = ConsumeRequest {
         key: &key,
         cost: call.cost,
