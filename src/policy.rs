@@ -115,11 +115,19 @@ impl Policy {
 /// Where policies are read from: memory, PostgreSQL, or anything else.
 pub trait PolicySource: Send + Sync + 'static {
     /// Returns the policy written for exactly this tenant and tool, if any.
-    fn lookup<'a>(&'a self, tenant: &'a str, tool: &'a str) -> BoxFuture<'a, Result<Option<Policy>, StoreError>>;
+    fn lookup<'a>(
+        &'a self,
+        tenant: &'a str,
+        tool: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Policy>, StoreError>>;
 
     /// Returns the policy in force for a tenant's calls to a tool: the tenant's own, or else the
     /// [`DEFAULT_TENANT`]'s.
-    fn resolve<'a>(&'a self, tenant: &'a str, tool: &'a str) -> BoxFuture<'a, Result<Option<Policy>, StoreError>> {
+    fn resolve<'a>(
+        &'a self,
+        tenant: &'a str,
+        tool: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Policy>, StoreError>> {
         Box::pin(async move {
             if let Some(policy) = self.lookup(tenant, tool).await? {
                 return Ok(Some(policy));

@@ -10,7 +10,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, TimeZone, Utc, Weekday};
+use chrono::{
+    DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, TimeZone, Utc, Weekday,
+};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
@@ -76,7 +78,10 @@ impl WindowKind {
                     - week_start.num_days_from_monday() as i64)
                     % 7;
                 let first = date - Duration::days(back);
-                (start_of_day(first, zone), start_of_day(first + Duration::days(7), zone))
+                (
+                    start_of_day(first, zone),
+                    start_of_day(first + Duration::days(7), zone),
+                )
             }
             WindowKind::Month => {
                 let first = date_or_max(NaiveDate::from_ymd_opt(local.year(), local.month(), 1));
@@ -85,10 +90,17 @@ impl WindowKind {
                 } else {
                     NaiveDate::from_ymd_opt(local.year(), local.month() + 1, 1)
                 };
-                (start_of_day(first, zone), start_of_day(date_or_max(next), zone))
+                (
+                    start_of_day(first, zone),
+                    start_of_day(date_or_max(next), zone),
+                )
             }
         };
-        Window { kind: self, start, end }
+        Window {
+            kind: self,
+            start,
+            end,
+        }
     }
 }
 

@@ -189,7 +189,10 @@ mod weekday_name {
     use chrono::Weekday;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub(super) fn serialize<S: Serializer>(day: &Weekday, serializer: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(
+        day: &Weekday,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
         let name = match day {
             Weekday::Mon => "monday",
             Weekday::Tue => "tuesday",
@@ -202,10 +205,14 @@ mod weekday_name {
         serializer.serialize_str(name)
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Weekday, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Weekday, D::Error> {
         let name = String::deserialize(deserializer)?;
         name.parse::<Weekday>().map_err(|_| {
-            serde::de::Error::custom(format!("invalid week_start {name:?}: expected a weekday such as \"monday\""))
+            serde::de::Error::custom(format!(
+                "invalid week_start {name:?}: expected a weekday such as \"monday\""
+            ))
         })
     }
 }

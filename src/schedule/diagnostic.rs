@@ -44,12 +44,20 @@ pub struct Diagnostic {
 impl Diagnostic {
     /// Creates an error at `location`.
     pub fn error(location: Location, message: impl Into<String>) -> Self {
-        Diagnostic { severity: Severity::Error, location, message: message.into() }
+        Diagnostic {
+            severity: Severity::Error,
+            location,
+            message: message.into(),
+        }
     }
 
     /// Creates a warning at `location`.
     pub fn warning(location: Location, message: impl Into<String>) -> Self {
-        Diagnostic { severity: Severity::Warning, location, message: message.into() }
+        Diagnostic {
+            severity: Severity::Warning,
+            location,
+            message: message.into(),
+        }
     }
 }
 

@@ -93,7 +93,10 @@ impl WorkingHours {
 impl Default for WorkingHours {
     /// TaskJuggler's default: Monday to Friday 09:00 - 17:00, Saturday and Sunday off.
     fn default() -> Self {
-        let office = vec![TimeRange { start: 9 * 3600, end: 17 * 3600 }];
+        let office = vec![TimeRange {
+            start: 9 * 3600,
+            end: 17 * 3600,
+        }];
         WorkingHours {
             days: [
                 office.clone(),
@@ -238,7 +241,8 @@ pub struct Limit {
 impl Limit {
     /// Returns whether the limit applies on `day` (indexed like [`WorkingHours::days`]).
     pub fn applies_on(&self, day: Weekday) -> bool {
-        self.days.is_none_or(|days| days[day.num_days_from_monday() as usize])
+        self.days
+            .is_none_or(|days| days[day.num_days_from_monday() as usize])
     }
 }
 

@@ -20,7 +20,11 @@ impl Schedule {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|error| ScheduleError {
             diagnostics: vec![Diagnostic::error(
-                Location { file: path.to_path_buf(), line: 0, column: 0 },
+                Location {
+                    file: path.to_path_buf(),
+                    line: 0,
+                    column: 0,
+                },
                 format!("cannot read the schedule file: {error}"),
             )],
         })?;
@@ -36,7 +40,11 @@ impl Schedule {
         let _ = text;
         Err(ScheduleError {
             diagnostics: vec![Diagnostic::error(
-                Location { file: options.file_name.clone(), line: 1, column: 1 },
+                Location {
+                    file: options.file_name.clone(),
+                    line: 1,
+                    column: 1,
+                },
                 "the schedule parser is not built yet",
             )],
         })

@@ -15,6 +15,10 @@ use futures_util::future::BoxFuture;
 use crate::report::Capacity;
 use crate::window::WindowKind;
 
+mod memory;
+
+pub use memory::MemoryStore;
+
 /// The counter a call is charged to: a tool of a tenant, narrowed by the policy's scope.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ScopeKey {
@@ -28,7 +32,11 @@ pub struct ScopeKey {
 
 impl fmt::Display for ScopeKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "tenant {:?}, tool {:?}, scope {:?}", self.tenant, self.tool, self.scope)
+        write!(
+            f,
+            "tenant {:?}, tool {:?}, scope {:?}",
+            self.tenant, self.tool, self.scope
+        )
     }
 }
 
@@ -130,8 +138,14 @@ pub enum StoreError {
 pub trait TokenStore: Send + Sync + 'static {
     /// Checks every limited window and, when all have room for `request.cost`, charges it to all
     /// of them in one atomic step.
-    fn consume<'a>(&'a self, request: ConsumeRequest<'a>) -> BoxFuture<'a, Result<Decision, StoreError>>;
+    fn consume<'a>(
+        &'a self,
+        request: ConsumeRequest<'a>,
+    ) -> BoxFuture<'a, Result<Decision, StoreError>>;
 
     /// Returns the decision `consume` would take, without charging anything.
-    fn peek<'a>(&'a self, request: ConsumeRequest<'a>) -> BoxFuture<'a, Result<Decision, StoreError>>;
+    fn peek<'a>(
+        &'a self,
+        request: ConsumeRequest<'a>,
+    ) -> BoxFuture<'a, Result<Decision, StoreError>>;
 }
