@@ -1,69 +1,55 @@
 //! Change propagation between workers through PostgreSQL `NOTIFY`: a limit changed by one worker
-//! is enforced by another that caches policies, and the listener survives a lost connection.
+//! is enforced by another worker's rate-limit layer, and the listener survives a lost connection.
 
 mod common;
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use common::TestDatabase;
-use futures_util::future::BoxFuture;
-use highway_ratelimit::admin::{
-    Admin, CallIdentity, Change, ChangeListener, DecideOptions, LimitSpec, PostgresPolicies, decide,
+use highway_ratelimit::admin::{Admin, Change, ChangeListener, LimitSpec, PostgresPolicies};
+use highway_ratelimit::clock::TokioClock;
+use highway_ratelimit::layer::{
+    RateLimitError, RateLimitLayer, RejectionReason, TenantId, ToolName,
 };
-use highway_ratelimit::policy::{DEFAULT_TENANT, Policy, PolicySource};
-use highway_ratelimit::store::StoreError;
-use moka::future::Cache;
+use highway_ratelimit::policy::DEFAULT_TENANT;
 use tokio::sync::mpsc;
+use tower::{Service, ServiceBuilder, ServiceExt};
 
-/// A worker's policy cache: entries live an hour unless the listener drops them.
-#[derive(Clone)]
-struct CachedPolicies {
-    source: PostgresPolicies,
-    cache: Cache<(String, String), Option<Policy>>,
+/// A worker: a rate-limit layer that caches policies for an hour, on its own pool, with a
+/// listener that drops cache entries on change.
+struct Worker {
+    layer: RateLimitLayer,
+    listener: highway_ratelimit::admin::ListenerHandle,
 }
 
-impl CachedPolicies {
-    fn new(source: PostgresPolicies) -> Self {
-        let cache = Cache::builder()
-            .time_to_live(Duration::from_secs(3600))
+impl Worker {
+    async fn start(database: &TestDatabase) -> Worker {
+        let store = database.store().await;
+        let policies = PostgresPolicies::from_admin(&Admin::from_store(&store));
+        // A fixed start keeps every call of the test in one day window.
+        let layer = RateLimitLayer::builder(Arc::new(policies), Arc::new(store))
+            .clock(TokioClock::starting_at(Utc::now()))
+            .cache_ttl(Duration::from_secs(3600))
             .build();
-        CachedPolicies { source, cache }
+        let mut listener =
+            ChangeListener::new(database.url().parse().unwrap()).spawn_invalidating(layer.clone());
+        tokio::time::timeout(Duration::from_secs(5), listener.wait_connected(1))
+            .await
+            .expect("the listener connects within 5 s");
+        Worker { layer, listener }
     }
 
-    async fn apply(&self, change: Change) {
-        match change {
-            Change::Limit { tenant, tool } if tenant != DEFAULT_TENANT => {
-                self.cache.invalidate(&(tenant, tool)).await
-            }
-            // A default row applies to every tenant without its own row.
-            Change::Limit { .. } | Change::All => self.cache.invalidate_all(),
-        }
-    }
-}
-
-impl PolicySource for CachedPolicies {
-    fn lookup<'a>(
-        &'a self,
-        tenant: &'a str,
-        tool: &'a str,
-    ) -> BoxFuture<'a, Result<Option<Policy>, StoreError>> {
-        self.source.lookup(tenant, tool)
-    }
-
-    fn resolve<'a>(
-        &'a self,
-        tenant: &'a str,
-        tool: &'a str,
-    ) -> BoxFuture<'a, Result<Option<Policy>, StoreError>> {
-        Box::pin(async move {
-            let key = (tenant.to_owned(), tool.to_owned());
-            self.cache
-                .try_get_with(key, self.source.resolve(tenant, tool))
-                .await
-                .map_err(|error| StoreError::Unavailable(error.to_string().into()))
-        })
+    async fn call(&self, tenant: &str, tool: &str) -> Result<(), RateLimitError<Infallible>> {
+        let mut service = ServiceBuilder::new()
+            .layer(self.layer.clone())
+            .service_fn(|_request: http::Request<()>| async { Ok::<_, Infallible>(()) });
+        let mut request = http::Request::new(());
+        request.extensions_mut().insert(TenantId::new(tenant));
+        request.extensions_mut().insert(ToolName::new(tool));
+        service.ready().await?.call(request).await
     }
 }
 
@@ -72,15 +58,6 @@ async fn next(changes: &mut mpsc::UnboundedReceiver<Change>) -> Change {
         .await
         .expect("a change within 10 s")
         .expect("the listener is running")
-}
-
-fn call(tenant: &str, tool: &str) -> CallIdentity {
-    CallIdentity {
-        tenant: tenant.into(),
-        tool: tool.into(),
-        workflow: None,
-        cost: 1,
-    }
 }
 
 #[tokio::test]
@@ -95,35 +72,12 @@ async fn change_enforced_by_other_worker() {
         .await
         .unwrap();
 
-    // The other worker: its own pool, policy cache and listener.
-    let store = database.store().await;
-    let policies = CachedPolicies::new(PostgresPolicies::from_admin(&Admin::from_store(&store)));
-    let cache = policies.clone();
-    let config = database.url().parse().unwrap();
-    let mut listener = ChangeListener::new(config).spawn(move |change| {
-        let cache = cache.clone();
-        async move { cache.apply(change).await }
-    });
-    tokio::time::timeout(Duration::from_secs(5), listener.wait_connected(1))
-        .await
-        .expect("the listener connects");
-
-    // A fixed instant keeps every call in one day window.
-    let at = Some(Utc::now());
-    let charge = DecideOptions {
-        at,
-        ..DecideOptions::default()
-    };
-    let peek = DecideOptions {
-        at,
-        dry_run: true,
-        ..DecideOptions::default()
-    };
+    let worker = Worker::start(&database).await;
     for _ in 0..2 {
-        let outcome = decide(&policies, &store, &call("acme", "tools.http"), charge)
+        worker
+            .call("acme", "tools.http")
             .await
-            .unwrap();
-        assert!(outcome.admitted, "{outcome:?}");
+            .expect("2 calls fit 100 a day");
     }
 
     writer
@@ -135,21 +89,24 @@ async fn change_enforced_by_other_worker() {
         .unwrap();
     let changed = Instant::now();
     loop {
-        let outcome = decide(&policies, &store, &call("acme", "tools.http"), peek)
-            .await
-            .unwrap();
-        if !outcome.admitted {
-            assert_eq!(outcome.windows[0].limit, 2);
-            break;
+        match worker.call("acme", "tools.http").await {
+            Err(RateLimitError::Rejected(rejection)) => {
+                match rejection.reason() {
+                    RejectionReason::QuotaExhausted { limit, .. } => assert_eq!(*limit, 2),
+                    other => panic!("expected the new quota to reject, got {other}"),
+                }
+                break;
+            }
+            Ok(()) => assert!(
+                changed.elapsed() < Duration::from_secs(1),
+                "the new limit was not enforced within 1 s"
+            ),
+            Err(other) => panic!("{other}"),
         }
-        assert!(
-            changed.elapsed() < Duration::from_secs(1),
-            "the new limit was not enforced within 1 s"
-        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
-    listener.shutdown().await;
+    worker.listener.shutdown().await;
 }
 
 #[tokio::test]
@@ -164,33 +121,14 @@ async fn default_change_reaches_other_tenants() {
         .await
         .unwrap();
 
-    let store = database.store().await;
-    let policies = CachedPolicies::new(PostgresPolicies::from_admin(&Admin::from_store(&store)));
-    let cache = policies.clone();
-    let mut listener = ChangeListener::new(database.url().parse().unwrap()).spawn(move |change| {
-        let cache = cache.clone();
-        async move { cache.apply(change).await }
-    });
-    tokio::time::timeout(Duration::from_secs(5), listener.wait_connected(1))
+    let worker = Worker::start(&database).await;
+    worker
+        .call("globex", "tools.mail")
         .await
-        .unwrap();
-
-    let at = Some(Utc::now());
-    let charge = DecideOptions {
-        at,
-        ..DecideOptions::default()
-    };
+        .expect("the first call fits");
     assert!(
-        decide(&policies, &store, &call("globex", "tools.mail"), charge)
-            .await
-            .unwrap()
-            .admitted
-    );
-    assert!(
-        !decide(&policies, &store, &call("globex", "tools.mail"), charge)
-            .await
-            .unwrap()
-            .admitted
+        worker.call("globex", "tools.mail").await.is_err(),
+        "the second call exceeds 1 a day"
     );
 
     // Switching the default off admits every call of tenants without their own row.
@@ -202,14 +140,7 @@ async fn default_change_reaches_other_tenants() {
         .await
         .unwrap();
     let changed = Instant::now();
-    loop {
-        let outcome = decide(&policies, &store, &call("globex", "tools.mail"), charge)
-            .await
-            .unwrap();
-        if outcome.admitted {
-            assert_eq!(outcome.basis, "disabled");
-            break;
-        }
+    while worker.call("globex", "tools.mail").await.is_err() {
         assert!(
             changed.elapsed() < Duration::from_secs(1),
             "the default change was not seen within 1 s"
@@ -217,7 +148,7 @@ async fn default_change_reaches_other_tenants() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
-    listener.shutdown().await;
+    worker.listener.shutdown().await;
 }
 
 #[tokio::test]

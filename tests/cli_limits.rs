@@ -94,9 +94,9 @@ async fn limit_round_trip() {
         );
         let decision = json(&admitted);
         assert_eq!(decision["admitted"], true);
-        assert_eq!(decision["scope_key"], "acme");
-        assert_eq!(decision["windows"][0]["window"], "minute");
-        assert_eq!(decision["windows"][0]["remaining"], 2 - call);
+        assert_eq!(decision["tenant"], "acme");
+        assert_eq!(decision["tool"], "tools.http");
+        assert!(decision.get("reason").is_none(), "{decision}");
     }
     let rejected = acquire(&[]);
     assert_eq!(rejected.status.code(), Some(2), "{}", stderr(&rejected));
@@ -105,6 +105,11 @@ async fn limit_round_trip() {
     assert_eq!(decision["reason"]["kind"], "quota_exhausted");
     assert_eq!(decision["reason"]["window"], "minute");
     assert!(decision["retry_at"].is_string(), "{decision}");
+    assert_eq!(decision["windows"][0]["window"], "minute");
+    assert_eq!(decision["windows"][0]["limit"], 2);
+    assert_eq!(decision["windows"][0]["remaining"], 0);
+    assert_eq!(decision["windows"][1]["window"], "day");
+    assert_eq!(decision["windows"][1]["remaining"], 8);
 
     // A dry run charges nothing, so the day still shows 2.
     let peek = acquire(&["--dry-run"]);
@@ -122,7 +127,7 @@ async fn limit_round_trip() {
         .unwrap_or_else(|| panic!("a day counter in {counts}"));
     assert_eq!(day["used"], 2);
     assert_eq!(day["limit"], 10);
-    assert_eq!(day["scope_key"], "acme");
+    assert_eq!(day["scope_key"], "tenant:acme");
 
     let get = run(
         url,
@@ -147,7 +152,7 @@ async fn limit_round_trip() {
     assert_eq!(delete.status.code(), Some(0), "{}", stderr(&delete));
     let free = acquire(&[]);
     assert_eq!(free.status.code(), Some(0));
-    assert_eq!(json(&free)["basis"], "no_policy");
+    assert_eq!(json(&free)["admitted"], true);
 
     let gone = run(
         url,
@@ -238,7 +243,7 @@ async fn errors_say_what_to_do() {
     let decision = json(&no_run);
     assert_eq!(decision["reason"]["kind"], "missing_identity");
     let message = decision["reason"]["message"].as_str().unwrap();
-    assert!(message.contains("workflow run id"), "{decision}");
+    assert!(message.contains("--workflow"), "{decision}");
     let with_run = run(
         url,
         &[
@@ -252,7 +257,22 @@ async fn errors_say_what_to_do() {
         ],
     );
     assert_eq!(with_run.status.code(), Some(0), "{}", stderr(&with_run));
-    assert_eq!(json(&with_run)["scope_key"], "run-42");
+    assert_eq!(json(&with_run)["admitted"], true);
+    let run_usage = run(
+        url,
+        &[
+            "usage",
+            "--tenant",
+            "acme",
+            "--tool",
+            "tools.llm",
+            "--workflow",
+            "run-42",
+        ],
+    );
+    let counts = json(&run_usage);
+    assert_eq!(counts[0]["scope_key"], "workflow:acme:run-42", "{counts}");
+    assert_eq!(counts[0]["used"], 1, "{counts}");
 
     let both = run(
         url,
@@ -448,9 +468,11 @@ async fn schedule_decides_when_calls_go() {
     for _ in 0..2 {
         let admitted = acquire(morning);
         assert_eq!(admitted.status.code(), Some(0), "{}", stderr(&admitted));
-        assert_eq!(json(&admitted)["windows"][0]["window"], "day");
+        assert_eq!(json(&admitted)["admitted"], true);
     }
     let full = acquire(morning);
     assert_eq!(full.status.code(), Some(2));
-    assert_eq!(json(&full)["reason"]["kind"], "quota_exhausted");
+    let decision = json(&full);
+    assert_eq!(decision["reason"]["kind"], "quota_exhausted");
+    assert_eq!(decision["reason"]["window"], "day");
 }

@@ -16,10 +16,8 @@
 //! tenant's own row for a tool overrides the default row for that tool.
 
 mod cleanup;
-mod decide;
 mod error;
 mod limits;
-pub mod metrics;
 mod notify;
 mod postgres_policies;
 mod refresher;
@@ -29,7 +27,6 @@ pub mod router;
 mod usage;
 
 pub use cleanup::{Cleanup, DEFAULT_RETENTION};
-pub use decide::{CallIdentity, DecideOptions, Outcome, RejectReason, WindowState, decide};
 pub use error::AdminError;
 pub use limits::{Admin, LimitSpec, StoredLimit, StoredSchedule, WriteOutcome};
 pub use notify::{CHANGES_CHANNEL, Change, ChangeListener, ListenerHandle};

@@ -10,6 +10,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_postgres::{AsyncMessage, NoTls};
 
+use crate::layer::RateLimitLayer;
+
 /// The PostgreSQL channel that limit changes are sent on.
 pub const CHANGES_CHANNEL: &str = "highway_rate_limits";
 
@@ -121,6 +123,21 @@ impl ChangeListener {
             shutdown,
             connected: connected_rx,
         }
+    }
+
+    /// Starts listening and applies every change to the caches of `layer`: a changed limit drops
+    /// its tenant and tool (every tenant's entries of the tool, for the default tenant), and
+    /// [`Change::All`] drops everything.
+    pub fn spawn_invalidating(self, layer: RateLimitLayer) -> ListenerHandle {
+        self.spawn(move |change| {
+            let layer = layer.clone();
+            async move {
+                match change {
+                    Change::Limit { tenant, tool } => layer.invalidate(&tenant, &tool).await,
+                    Change::All => layer.invalidate_all(),
+                }
+            }
+        })
     }
 
     async fn run(

@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::decide::{capacity_now, scope_key_for};
 use super::{Admin, AdminError, PostgresPolicies};
+use crate::layer::key::scope_key;
 use crate::policy::{PolicySource, Scope};
 use crate::window::WindowKind;
 
@@ -13,7 +13,8 @@ use crate::window::WindowKind;
 pub struct WindowCount {
     /// The tenant whose policy the counter belongs to (`default` when the default row applies).
     pub policy_tenant: String,
-    /// The scope key: `global`, a tenant id or a workflow run id.
+    /// The scope key, as the rate-limit layer writes it: `global`, `tenant:ID` or
+    /// `workflow:TENANT:RUN`.
     pub scope_key: String,
     /// The window kind.
     pub window: WindowKind,
@@ -32,8 +33,9 @@ impl Admin {
     /// windows, ordered by scope key and window.
     ///
     /// The policy in force decides which counters those are: the `global` counter, the tenant's
-    /// counter, or the counters of every workflow run (only `workflow`'s when it is given).
-    /// Windows that have ended are left out.
+    /// counter, or the tenant's counters of every workflow run (only `workflow`'s when it is
+    /// given). Without a policy, every counter of the tenant and tool is listed. Windows that
+    /// have ended are left out.
     pub async fn usage(
         &self,
         tenant: &str,
@@ -45,31 +47,41 @@ impl Admin {
             .resolve(tenant, tool)
             .await
             .map_err(AdminError::Store)?;
-        let now = Utc::now();
 
-        // Which scope keys to show: `None` matches every key of the policy's tenant.
-        let (policy_tenant, scope_key) = match &policy {
+        // The keys to list: those that start with `prefix`, or exactly `key`.
+        let (policy_tenant, key, prefix) = match &policy {
+            None => (tenant.to_owned(), None, String::new()),
             Some(policy) => match (policy.scope, workflow) {
-                (Scope::Workflow, None) => (policy.tenant.clone(), None),
+                (Scope::Workflow, None) => {
+                    // The key of an empty run id is the prefix of every run's key.
+                    let prefix = scope_key(policy, tenant, Some("")).map(|key| key.scope);
+                    (policy.tenant.clone(), None, prefix.unwrap_or_default())
+                }
                 _ => {
-                    let key = scope_key_for(policy, tenant, workflow)
-                        .map_err(AdminError::InvalidLimit)?;
-                    (key.tenant, Some(key.scope))
+                    let key = scope_key(policy, tenant, workflow);
+                    (
+                        policy.tenant.clone(),
+                        key.map(|key| key.scope),
+                        String::new(),
+                    )
                 }
             },
-            None => (tenant.to_owned(), None),
         };
-        let capacity = policy.as_ref().and_then(|policy| capacity_now(policy, now));
+        let capacity = policy.as_ref().and_then(|policy| match &policy.schedule {
+            Some(schedule) => schedule.report.capacity_at(Utc::now()).copied(),
+            None => Some(policy.static_capacity),
+        });
 
         let client = self.pool().get().await?;
         let rows = client
             .query(
                 "SELECT scope_key, window_type, window_start, window_end, request_count::bigint AS used \
                  FROM highway.tool_rate_limit_usage \
-                 WHERE tenant_id = $1 AND tool_name = $2 AND ($3::text IS NULL OR scope_key = $3) \
+                 WHERE tenant_id = $1 AND tool_name = $2 \
+                   AND ($3::text IS NULL OR scope_key = $3) AND starts_with(scope_key, $4) \
                    AND window_end > now() \
                  ORDER BY scope_key, window_end - window_start, window_start",
-                &[&policy_tenant, &tool, &scope_key],
+                &[&policy_tenant, &tool, &key, &prefix],
             )
             .await?;
 
@@ -86,7 +98,7 @@ impl Admin {
                 window,
                 window_start: row.try_get("window_start")?,
                 window_end: row.try_get("window_end")?,
-                used: used.max(0) as u64,
+                used: u64::try_from(used).unwrap_or_default(),
                 limit: capacity.and_then(|capacity| capacity.get(window)),
             });
         }
