@@ -54,9 +54,7 @@ impl TestDatabase {
         admin
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
-            .unwrap_or_else(|error| {
-                panic!("CREATE DATABASE {name} failed on {admin_url}: {error}")
-            });
+            .unwrap_or_else(|error| panic!("CREATE DATABASE {name} failed on {admin_url}: {error}"));
 
         TestDatabase {
             url: with_database(admin_url, &name),
@@ -87,16 +85,10 @@ impl TestDatabase {
 
     /// Returns a store on this database, with settings changed by `configure`, with the
     /// migrations applied.
-    pub async fn store_with(
-        &self,
-        configure: impl FnOnce(PostgresConfig) -> PostgresConfig,
-    ) -> PostgresStore {
+    pub async fn store_with(&self, configure: impl FnOnce(PostgresConfig) -> PostgresConfig) -> PostgresStore {
         let store = PostgresStore::new(configure(PostgresConfig::new(self.url.clone())))
             .expect("the test database's connection string is valid");
-        store
-            .migrate()
-            .await
-            .expect("migrations apply to an empty database");
+        store.migrate().await.expect("migrations apply to an empty database");
         store
     }
 }
@@ -109,10 +101,7 @@ impl Drop for TestDatabase {
         // Drop runs inside the test's runtime, which cannot be blocked on: use a thread with a
         // runtime of its own. A failure only leaves a database behind.
         let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
             runtime.block_on(async {
                 let (client, connection) = tokio_postgres::connect(&admin_url, NoTls).await.ok()?;
                 tokio::spawn(connection);
@@ -124,10 +113,7 @@ impl Drop for TestDatabase {
         })
         .join();
         if !matches!(dropped, Ok(Some(()))) {
-            eprintln!(
-                "could not drop test database {}; drop it by hand",
-                self.name
-            );
+            eprintln!("could not drop test database {}; drop it by hand", self.name);
         }
     }
 }

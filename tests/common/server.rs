@@ -37,15 +37,10 @@ impl ThrowawayServer {
         let directory = tempfile::Builder::new()
             .prefix("highway-pg-")
             .tempdir()
-            .map_err(|error| {
-                format!("could not create a temporary directory for PostgreSQL: {error}")
-            })?;
+            .map_err(|error| format!("could not create a temporary directory for PostgreSQL: {error}"))?;
         let data = directory.path().join("data");
         if as_postgres_user {
-            run(
-                Command::new("chown").arg("postgres").arg(directory.path()),
-                "chown",
-            )?;
+            run(Command::new("chown").arg("postgres").arg(directory.path()), "chown")?;
         }
 
         let initdb = bin.join("initdb");
@@ -53,14 +48,7 @@ impl ThrowawayServer {
             command(as_postgres_user, &initdb)
                 .arg("-D")
                 .arg(&data)
-                .args([
-                    "-U",
-                    "postgres",
-                    "--auth=trust",
-                    "--encoding=UTF8",
-                    "--no-sync",
-                    "--no-instructions",
-                ]),
+                .args(["-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-sync", "--no-instructions"]),
             "initdb",
         )?;
 
@@ -102,19 +90,11 @@ impl ThrowawayServer {
     /// its directory when this process exits, however it exits.
     pub fn start_for_process() -> Result<ThrowawayServer, String> {
         let mut server = Self::start()?;
-        let directory = server
-            .directory
-            .take()
-            .map(TempDir::keep)
-            .unwrap_or_default();
+        let directory = server.directory.take().map(TempDir::keep).unwrap_or_default();
 
         let stop = format!(
             "{} {} -D '{}' -m immediate stop",
-            if server.as_postgres_user {
-                "runuser -u postgres --"
-            } else {
-                ""
-            },
+            if server.as_postgres_user { "runuser -u postgres --" } else { "" },
             server.pg_ctl.display(),
             server.data.display()
         );
@@ -129,9 +109,7 @@ impl ThrowawayServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|error| {
-                format!("could not start the watchdog of the throwaway server: {error}")
-            })?;
+            .map_err(|error| format!("could not start the watchdog of the throwaway server: {error}"))?;
         Ok(server)
     }
 
@@ -164,8 +142,7 @@ impl Drop for ThrowawayServer {
 /// `/usr/lib/postgresql/*/bin` (Debian keeps them off `PATH`).
 fn find_binaries() -> Option<PathBuf> {
     let on_path = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .find(|dir| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file())
+        std::env::split_paths(&path).find(|dir| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file())
     });
     if on_path.is_some() {
         return on_path;
@@ -224,8 +201,7 @@ fn run(command: &mut Command, what: &str) -> Result<(), String> {
 }
 
 fn free_port() -> Result<u16, String> {
-    let listener =
-        TcpListener::bind("127.0.0.1:0").map_err(|error| format!("no free local port: {error}"))?;
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|error| format!("no free local port: {error}"))?;
     listener
         .local_addr()
         .map(|address| address.port())
