@@ -184,3 +184,258 @@ fn next_day(date: NaiveDate) -> NaiveDate {
 fn date_or_max(date: Option<NaiveDate>) -> NaiveDate {
     date.unwrap_or(NaiveDate::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc, Weekday};
+    use chrono_tz::Tz;
+
+    use super::{Window, WindowKind, start_of_day};
+
+    fn utc(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .expect("test instants are RFC 3339")
+            .with_timezone(&Utc)
+    }
+
+    fn window(kind: WindowKind, at: &str, zone: Tz) -> (DateTime<Utc>, DateTime<Utc>) {
+        let Window { start, end, .. } = kind.window_at(utc(at), zone, Weekday::Mon);
+        (start, end)
+    }
+
+    #[test]
+    fn minute_and_hour_follow_the_utc_clock() {
+        assert_eq!(
+            window(WindowKind::Minute, "2026-03-02T10:15:30.250Z", Tz::UTC),
+            (utc("2026-03-02T10:15:00Z"), utc("2026-03-02T10:16:00Z"))
+        );
+        assert_eq!(
+            window(WindowKind::Hour, "2026-03-02T10:15:30Z", Tz::UTC),
+            (utc("2026-03-02T10:00:00Z"), utc("2026-03-02T11:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn hour_follows_a_half_hour_offset() {
+        // Kolkata is UTC+05:30, so its hours start at half past in UTC.
+        assert_eq!(
+            window(
+                WindowKind::Hour,
+                "2026-03-02T10:15:00Z",
+                chrono_tz::Asia::Kolkata
+            ),
+            (utc("2026-03-02T09:30:00Z"), utc("2026-03-02T10:30:00Z"))
+        );
+        assert_eq!(
+            window(
+                WindowKind::Hour,
+                "2026-03-02T10:45:00Z",
+                chrono_tz::Asia::Kolkata
+            ),
+            (utc("2026-03-02T10:30:00Z"), utc("2026-03-02T11:30:00Z"))
+        );
+    }
+
+    #[test]
+    fn tokyo_day_starts_at_local_midnight() {
+        let tokyo = chrono_tz::Asia::Tokyo;
+        let before = tokyo
+            .with_ymd_and_hms(2026, 3, 2, 23, 59, 0)
+            .unwrap()
+            .with_timezone(&Utc);
+        let after = tokyo
+            .with_ymd_and_hms(2026, 3, 3, 0, 1, 0)
+            .unwrap()
+            .with_timezone(&Utc);
+
+        let first = WindowKind::Day.window_at(before, tokyo, Weekday::Mon);
+        let second = WindowKind::Day.window_at(after, tokyo, Weekday::Mon);
+
+        assert_eq!(
+            (first.start, first.end),
+            (utc("2026-03-01T15:00:00Z"), utc("2026-03-02T15:00:00Z"))
+        );
+        assert_eq!(
+            (second.start, second.end),
+            (utc("2026-03-02T15:00:00Z"), utc("2026-03-03T15:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn daylight_saving_days_last_23_and_25_hours() {
+        let spring = WindowKind::Day.window_at(
+            utc("2026-03-08T12:00:00Z"),
+            chrono_tz::America::New_York,
+            Weekday::Mon,
+        );
+        let autumn = WindowKind::Day.window_at(
+            utc("2026-10-25T12:00:00Z"),
+            chrono_tz::Europe::Berlin,
+            Weekday::Mon,
+        );
+
+        assert_eq!(
+            (spring.start, spring.end),
+            (utc("2026-03-08T05:00:00Z"), utc("2026-03-09T04:00:00Z"))
+        );
+        assert_eq!(spring.end - spring.start, Duration::hours(23));
+        assert_eq!(
+            (autumn.start, autumn.end),
+            (utc("2026-10-24T22:00:00Z"), utc("2026-10-25T23:00:00Z"))
+        );
+        assert_eq!(autumn.end - autumn.start, Duration::hours(25));
+    }
+
+    #[test]
+    fn skipped_midnight_starts_the_day_at_the_jump() {
+        // Santiago moves from 00:00 -04 to 01:00 -03 on 2026-09-06.
+        let santiago = chrono_tz::America::Santiago;
+        let day = WindowKind::Day.window_at(utc("2026-09-06T12:00:00Z"), santiago, Weekday::Mon);
+
+        assert_eq!(day.start, utc("2026-09-06T04:00:00Z"));
+        assert_eq!(day.end, utc("2026-09-07T03:00:00Z"));
+        assert_eq!(
+            start_of_day(NaiveDate::from_ymd_opt(2026, 9, 6).unwrap(), santiago),
+            day.start
+        );
+    }
+
+    #[test]
+    fn repeated_midnight_starts_the_day_at_the_first() {
+        // Havana goes back from 01:00 -04 to 00:00 -05 on 2026-11-01: midnight happens twice.
+        let havana = chrono_tz::America::Havana;
+        let day = WindowKind::Day.window_at(utc("2026-11-01T05:30:00Z"), havana, Weekday::Mon);
+
+        assert_eq!(day.start, utc("2026-11-01T04:00:00Z"));
+        assert_eq!(day.end, utc("2026-11-02T05:00:00Z"));
+        assert_eq!(day.end - day.start, Duration::hours(25));
+    }
+
+    #[test]
+    fn week_starts_on_the_configured_day() {
+        // 2026-03-04 is a Wednesday.
+        let at = utc("2026-03-04T12:00:00Z");
+
+        let monday = WindowKind::Week.window_at(at, Tz::UTC, Weekday::Mon);
+        let sunday = WindowKind::Week.window_at(at, Tz::UTC, Weekday::Sun);
+        let wednesday = WindowKind::Week.window_at(at, Tz::UTC, Weekday::Wed);
+
+        assert_eq!(
+            (monday.start, monday.end),
+            (utc("2026-03-02T00:00:00Z"), utc("2026-03-09T00:00:00Z"))
+        );
+        assert_eq!(
+            (sunday.start, sunday.end),
+            (utc("2026-03-01T00:00:00Z"), utc("2026-03-08T00:00:00Z"))
+        );
+        assert_eq!(
+            (wednesday.start, wednesday.end),
+            (utc("2026-03-04T00:00:00Z"), utc("2026-03-11T00:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn week_across_a_clock_change_lasts_167_hours() {
+        let week = WindowKind::Week.window_at(
+            utc("2026-03-10T12:00:00Z"),
+            chrono_tz::America::New_York,
+            Weekday::Mon,
+        );
+
+        assert_eq!(week.start, utc("2026-03-09T04:00:00Z"));
+        assert_eq!(week.end - week.start, Duration::hours(168));
+        let previous = WindowKind::Week.window_at(
+            utc("2026-03-05T12:00:00Z"),
+            chrono_tz::America::New_York,
+            Weekday::Mon,
+        );
+        assert_eq!(previous.end, week.start);
+        assert_eq!(previous.end - previous.start, Duration::hours(167));
+    }
+
+    #[test]
+    fn month_runs_from_the_first_to_the_first() {
+        assert_eq!(
+            window(WindowKind::Month, "2026-12-31T23:59:59Z", Tz::UTC),
+            (utc("2026-12-01T00:00:00Z"), utc("2027-01-01T00:00:00Z"))
+        );
+        assert_eq!(
+            window(WindowKind::Month, "2028-02-29T12:00:00Z", Tz::UTC),
+            (utc("2028-02-01T00:00:00Z"), utc("2028-03-01T00:00:00Z"))
+        );
+        // 2026-01-31 16:00 UTC is already February 1st in Tokyo.
+        assert_eq!(
+            window(
+                WindowKind::Month,
+                "2026-01-31T16:00:00Z",
+                chrono_tz::Asia::Tokyo
+            ),
+            (utc("2026-01-31T15:00:00Z"), utc("2026-02-28T15:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn window_end_belongs_to_the_next_window() {
+        let first = WindowKind::Day.window_at(utc("2026-03-02T23:59:59Z"), Tz::UTC, Weekday::Mon);
+        let next = WindowKind::Day.window_at(first.end, Tz::UTC, Weekday::Mon);
+
+        assert!(first.contains(first.start));
+        assert!(!first.contains(first.end));
+        assert_eq!(next.start, first.end);
+        assert!(next.contains(first.end));
+    }
+
+    /// Sweeps instants across clock changes in zones with whole-hour, half-hour and midnight
+    /// changes: every window contains its instant and has a positive length, and consecutive
+    /// day, week and month windows tile time without gaps or overlaps.
+    #[test]
+    fn windows_contain_their_instant_across_clock_changes() {
+        let sweeps: [(Tz, &str); 6] = [
+            (chrono_tz::America::New_York, "2026-03-07T00:00:00Z"),
+            (chrono_tz::America::New_York, "2026-10-31T00:00:00Z"),
+            (chrono_tz::America::Santiago, "2026-09-05T00:00:00Z"),
+            (chrono_tz::America::Havana, "2026-10-31T00:00:00Z"),
+            (chrono_tz::Australia::Lord_Howe, "2026-04-04T00:00:00Z"),
+            (chrono_tz::Pacific::Apia, "2026-02-27T00:00:00Z"),
+        ];
+
+        for (zone, from) in sweeps {
+            let from = utc(from);
+            for step in 0..(3 * 24 * 60 / 7) {
+                let at = from + Duration::minutes(7 * step);
+                for kind in WindowKind::ALL {
+                    let window = kind.window_at(at, zone, Weekday::Sun);
+                    assert!(
+                        window.contains(at),
+                        "{kind} window {window:?} must contain {at} in {zone}"
+                    );
+                    if matches!(kind, WindowKind::Day | WindowKind::Week | WindowKind::Month) {
+                        let next = kind.window_at(window.end, zone, Weekday::Sun);
+                        assert_eq!(
+                            next.start, window.end,
+                            "{kind} windows tile time in {zone} after {at}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn kind_names_round_trip() {
+        for kind in WindowKind::ALL {
+            assert_eq!(kind.as_str().parse::<WindowKind>(), Ok(kind));
+            assert_eq!(kind.to_string(), kind.as_str());
+        }
+    }
+
+    #[test]
+    fn invalid_kind_name_is_an_error() {
+        let error = "fortnight".parse::<WindowKind>().unwrap_err();
+
+        assert_eq!(
+            error.to_string(),
+            "invalid window kind \"fortnight\": expected minute, hour, day, week or month"
+        );
+    }
+}

@@ -32,7 +32,12 @@ fn capacity(minute: Option<u64>, hour: Option<u64>, day: Option<u64>) -> Capacit
     }
 }
 
-fn request<'a>(key: &'a ScopeKey, capacity: &'a Capacity, cost: u64, at: Option<DateTime<Utc>>) -> ConsumeRequest<'a> {
+fn request<'a>(
+    key: &'a ScopeKey,
+    capacity: &'a Capacity,
+    cost: u64,
+    at: Option<DateTime<Utc>>,
+) -> ConsumeRequest<'a> {
     ConsumeRequest {
         key,
         cost,
@@ -78,13 +83,30 @@ async fn counts(database: &TestDatabase, key: &ScopeKey) -> Vec<(String, i64)> {
 }
 
 fn pairs(expected: &[(&str, i64)]) -> Vec<(String, i64)> {
-    expected.iter().map(|(kind, count)| (kind.to_string(), *count)).collect()
+    expected
+        .iter()
+        .map(|(kind, count)| (kind.to_string(), *count))
+        .collect()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_tasks_admit_exactly_the_limit() {
+    admit_exactly_the_limit(64).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_unbatched_tasks_admit_exactly_the_limit() {
+    admit_exactly_the_limit(1).await;
+}
+
+/// Runs 64 tasks of 5 calls against limits of 100, sending up to `batch_size` calls per round trip.
+async fn admit_exactly_the_limit(batch_size: usize) {
     let database = TestDatabase::new().await;
-    let store = Arc::new(database.store_with(|config| config.pool_size(32)).await);
+    let store = Arc::new(
+        database
+            .store_with(|config| config.pool_size(32).max_batch_size(batch_size))
+            .await,
+    );
     let key = Arc::new(key("acme", "tools.email.send", "acme"));
     let capacity = Arc::new(capacity(Some(100), Some(100), Some(100)));
     let at = utc("2026-03-02T10:15:30Z");
@@ -95,7 +117,10 @@ async fn concurrent_tasks_admit_exactly_the_limit() {
         tasks.push(tokio::spawn(async move {
             let mut admitted = 0;
             for _ in 0..5 {
-                let decision = store.consume(request(&key, &capacity, 1, Some(at))).await.expect("consume succeeds");
+                let decision = store
+                    .consume(request(&key, &capacity, 1, Some(at)))
+                    .await
+                    .expect("consume succeeds");
                 admitted += u32::from(decision.is_admitted());
             }
             admitted
@@ -115,26 +140,58 @@ async fn concurrent_tasks_admit_exactly_the_limit() {
 
 #[tokio::test]
 async fn rejected_call_changes_no_counter() {
+    rejection_changes_no_counter(64).await;
+}
+
+#[tokio::test]
+async fn unbatched_rejected_call_changes_no_counter() {
+    rejection_changes_no_counter(1).await;
+}
+
+async fn rejection_changes_no_counter(batch_size: usize) {
     let database = TestDatabase::new().await;
-    let store = database.store().await;
+    let store = database
+        .store_with(|config| config.max_batch_size(batch_size))
+        .await;
     let key = key("acme", "tools.http.request", "run-1");
     let capacity = capacity(Some(10), Some(5), Some(100));
     let at = utc("2026-03-02T10:15:30Z");
 
     for _ in 0..5 {
-        assert!(store.consume(request(&key, &capacity, 1, Some(at))).await.unwrap().is_admitted());
+        assert!(
+            store
+                .consume(request(&key, &capacity, 1, Some(at)))
+                .await
+                .unwrap()
+                .is_admitted()
+        );
     }
-    let decision = store.consume(request(&key, &capacity, 1, Some(at))).await.unwrap();
+    let decision = store
+        .consume(request(&key, &capacity, 1, Some(at)))
+        .await
+        .unwrap();
 
-    let Decision::Rejected { window, retry_at, windows } = decision else {
+    let Decision::Rejected {
+        window,
+        retry_at,
+        windows,
+    } = decision
+    else {
         panic!("the sixth call exceeds the hour limit of 5: {decision:?}");
     };
     assert_eq!(window, WindowKind::Hour);
     assert_eq!(retry_at, utc("2026-03-02T11:00:00Z"));
-    let remaining: Vec<_> = windows.iter().map(|w| (w.kind, w.limit, w.remaining)).collect();
+    let remaining: Vec<_> = windows
+        .iter()
+        .map(|w| (w.kind, w.limit, w.remaining))
+        .collect();
     assert_eq!(
         remaining,
-        vec![(WindowKind::Minute, 10, 5), (WindowKind::Hour, 5, 0), (WindowKind::Day, 100, 95)]
+        vec![
+            (WindowKind::Minute, 10, 5),
+            (WindowKind::Hour, 5, 0),
+            (WindowKind::Day, 100, 95)
+        ]
     );
     assert_eq!(
         counts(&database, &key).await,
@@ -150,19 +207,37 @@ async fn cost_larger_than_remaining_is_rejected() {
     let capacity = capacity(Some(10), None, Some(8));
     let at = utc("2026-03-02T10:15:30Z");
 
-    let first = store.consume(request(&key, &capacity, 6, Some(at))).await.unwrap();
+    let first = store
+        .consume(request(&key, &capacity, 6, Some(at)))
+        .await
+        .unwrap();
     assert!(first.is_admitted());
-    let second = store.consume(request(&key, &capacity, 3, Some(at))).await.unwrap();
+    let second = store
+        .consume(request(&key, &capacity, 3, Some(at)))
+        .await
+        .unwrap();
 
-    let Decision::Rejected { window, retry_at, .. } = second else {
+    let Decision::Rejected {
+        window, retry_at, ..
+    } = second
+    else {
         panic!("6 + 3 exceeds the day limit of 8: {second:?}");
     };
     assert_eq!(window, WindowKind::Day);
     assert_eq!(retry_at, utc("2026-03-03T00:00:00Z"));
-    assert_eq!(counts(&database, &key).await, pairs(&[("minute", 6), ("day", 6)]));
+    assert_eq!(
+        counts(&database, &key).await,
+        pairs(&[("minute", 6), ("day", 6)])
+    );
 
-    let third = store.consume(request(&key, &capacity, 2, Some(at))).await.unwrap();
-    assert!(third.is_admitted(), "6 + 2 fits the day limit of 8: {third:?}");
+    let third = store
+        .consume(request(&key, &capacity, 2, Some(at)))
+        .await
+        .unwrap();
+    assert!(
+        third.is_admitted(),
+        "6 + 2 fits the day limit of 8: {third:?}"
+    );
 }
 
 #[tokio::test]
@@ -173,10 +248,19 @@ async fn several_refusing_windows_report_the_last_reset() {
     let capacity = capacity(Some(2), Some(2), Some(2));
     let at = utc("2026-03-02T10:15:30Z");
 
-    store.consume(request(&key, &capacity, 2, Some(at))).await.unwrap();
-    let decision = store.consume(request(&key, &capacity, 1, Some(at))).await.unwrap();
+    store
+        .consume(request(&key, &capacity, 2, Some(at)))
+        .await
+        .unwrap();
+    let decision = store
+        .consume(request(&key, &capacity, 1, Some(at)))
+        .await
+        .unwrap();
 
-    let Decision::Rejected { window, retry_at, .. } = decision else {
+    let Decision::Rejected {
+        window, retry_at, ..
+    } = decision
+    else {
         panic!("every window is full: {decision:?}");
     };
     assert_eq!(window, WindowKind::Day);
@@ -190,10 +274,20 @@ async fn cost_larger_than_limit_is_an_error() {
     let key = key("acme", "tools.email.send", "acme");
     let capacity = capacity(Some(10), Some(5), None);
 
-    let error = store.consume(request(&key, &capacity, 6, None)).await.unwrap_err();
+    let error = store
+        .consume(request(&key, &capacity, 6, None))
+        .await
+        .unwrap_err();
 
     assert!(
-        matches!(error, StoreError::CostExceedsLimit { window: WindowKind::Hour, limit: 5, cost: 6 }),
+        matches!(
+            error,
+            StoreError::CostExceedsLimit {
+                window: WindowKind::Hour,
+                limit: 5,
+                cost: 6
+            }
+        ),
         "{error:?}"
     );
     assert!(error.to_string().contains("never"), "{error}");
@@ -207,7 +301,10 @@ async fn zero_cost_is_an_error() {
     let key = key("acme", "tools.email.send", "acme");
     let capacity = capacity(Some(10), None, None);
 
-    let error = store.consume(request(&key, &capacity, 0, None)).await.unwrap_err();
+    let error = store
+        .consume(request(&key, &capacity, 0, None))
+        .await
+        .unwrap_err();
 
     assert!(matches!(error, StoreError::ZeroCost), "{error:?}");
 }
@@ -221,14 +318,24 @@ async fn limit_zero_admits_nothing() {
     let at = utc("2026-03-02T10:15:30Z");
 
     for _ in 0..3 {
-        let decision = store.consume(request(&key, &capacity, 1, Some(at))).await.unwrap();
-        let Decision::Rejected { window, retry_at, .. } = decision else {
+        let decision = store
+            .consume(request(&key, &capacity, 1, Some(at)))
+            .await
+            .unwrap();
+        let Decision::Rejected {
+            window, retry_at, ..
+        } = decision
+        else {
             panic!("a day limit of 0 admits nothing: {decision:?}");
         };
         assert_eq!(window, WindowKind::Day);
         assert_eq!(retry_at, utc("2026-03-03T00:00:00Z"));
     }
-    let charged: i64 = counts(&database, &key).await.iter().map(|(_, count)| count).sum();
+    let charged: i64 = counts(&database, &key)
+        .await
+        .iter()
+        .map(|(_, count)| count)
+        .sum();
     assert_eq!(charged, 0);
 }
 
@@ -238,9 +345,17 @@ async fn unlimited_capacity_admits_without_windows() {
     let store = database.store().await;
     let key = key("acme", "tools.email.send", "acme");
 
-    let decision = store.consume(request(&key, &Capacity::UNLIMITED, 1, None)).await.unwrap();
+    let decision = store
+        .consume(request(&key, &Capacity::UNLIMITED, 1, None))
+        .await
+        .unwrap();
 
-    assert_eq!(decision, Decision::Admitted { windows: Vec::new() });
+    assert_eq!(
+        decision,
+        Decision::Admitted {
+            windows: Vec::new()
+        }
+    );
 }
 
 #[tokio::test]
@@ -251,9 +366,18 @@ async fn peek_charges_nothing() {
     let capacity = capacity(None, Some(3), None);
     let at = utc("2026-03-02T10:15:30Z");
 
-    store.consume(request(&key, &capacity, 2, Some(at))).await.unwrap();
-    let fits = store.peek(request(&key, &capacity, 1, Some(at))).await.unwrap();
-    let too_much = store.peek(request(&key, &capacity, 2, Some(at))).await.unwrap();
+    store
+        .consume(request(&key, &capacity, 2, Some(at)))
+        .await
+        .unwrap();
+    let fits = store
+        .peek(request(&key, &capacity, 1, Some(at)))
+        .await
+        .unwrap();
+    let too_much = store
+        .peek(request(&key, &capacity, 2, Some(at)))
+        .await
+        .unwrap();
 
     assert!(fits.is_admitted());
     assert_eq!(fits.windows()[0].remaining, 1);
@@ -268,8 +392,14 @@ async fn tokyo_days_split_at_local_midnight() {
     let key = key("acme", "tools.email.send", "acme");
     let capacity = capacity(None, None, Some(1));
     let tokyo = chrono_tz::Asia::Tokyo;
-    let before_midnight = tokyo.with_ymd_and_hms(2026, 3, 2, 23, 59, 0).unwrap().with_timezone(&Utc);
-    let after_midnight = tokyo.with_ymd_and_hms(2026, 3, 3, 0, 1, 0).unwrap().with_timezone(&Utc);
+    let before_midnight = tokyo
+        .with_ymd_and_hms(2026, 3, 2, 23, 59, 0)
+        .unwrap()
+        .with_timezone(&Utc);
+    let after_midnight = tokyo
+        .with_ymd_and_hms(2026, 3, 3, 0, 1, 0)
+        .unwrap()
+        .with_timezone(&Utc);
     let tokyo_request = |at| ConsumeRequest {
         timezone: tokyo,
         ..request(&key, &capacity, 1, Some(at))
@@ -281,8 +411,14 @@ async fn tokyo_days_split_at_local_midnight() {
 
     assert!(late.is_admitted());
     assert_eq!(late.windows()[0].reset_at, utc("2026-03-02T15:00:00Z"));
-    assert!(!again.is_admitted(), "the day of 2026-03-02 in Tokyo is full: {again:?}");
-    assert!(early.is_admitted(), "00:01 in Tokyo starts a new day: {early:?}");
+    assert!(
+        !again.is_admitted(),
+        "the day of 2026-03-02 in Tokyo is full: {again:?}"
+    );
+    assert!(
+        early.is_admitted(),
+        "00:01 in Tokyo starts a new day: {early:?}"
+    );
     assert_eq!(early.windows()[0].reset_at, utc("2026-03-03T15:00:00Z"));
 }
 
@@ -294,9 +430,19 @@ async fn daylight_saving_days_last_23_and_25_hours() {
     let capacity = capacity(None, None, Some(1));
     let cases = [
         // New York springs forward on 2026-03-08: the day runs from 05:00Z to 04:00Z next day.
-        (chrono_tz::America::New_York, "2026-03-08T12:00:00Z", "2026-03-09T04:00:00Z", 23),
+        (
+            chrono_tz::America::New_York,
+            "2026-03-08T12:00:00Z",
+            "2026-03-09T04:00:00Z",
+            23,
+        ),
         // Berlin falls back on 2026-10-25: the day runs from 22:00Z to 23:00Z next day.
-        (chrono_tz::Europe::Berlin, "2026-10-25T12:00:00Z", "2026-10-25T23:00:00Z", 25),
+        (
+            chrono_tz::Europe::Berlin,
+            "2026-10-25T12:00:00Z",
+            "2026-10-25T23:00:00Z",
+            25,
+        ),
     ];
 
     for (zone, at, reset, hours) in cases {
@@ -332,19 +478,33 @@ async fn ids_are_stored_literally() {
     let capacity = capacity(None, None, Some(1));
     let at = utc("2026-03-02T10:15:30Z");
     let keys = [
-        key("o'brien", "tools.\"email\".send", "run'); DROP TABLE highway.tool_rate_limit_usage; --"),
+        key(
+            "o'brien",
+            "tools.\"email\".send",
+            "run'); DROP TABLE highway.tool_rate_limit_usage; --",
+        ),
         key("o''brien", "tools.email.send", "a|b,c:d/e\\f"),
-        key("東京テナント", "outil.envoyer-courriel", "ワークフロー 🚀 ünïcødé"),
+        key(
+            "東京テナント",
+            "outil.envoyer-courriel",
+            "ワークフロー 🚀 ünïcødé",
+        ),
         key("tab\there", "new\nline", "%_* $1 ${x} {}"),
         key("", " ", "global"),
     ];
 
     for key in &keys {
-        let first = store.consume(request(key, &capacity, 1, Some(at))).await.unwrap();
+        let first = store
+            .consume(request(key, &capacity, 1, Some(at)))
+            .await
+            .unwrap();
         assert!(first.is_admitted(), "{key}");
     }
     for key in &keys {
-        let second = store.consume(request(key, &capacity, 1, Some(at))).await.unwrap();
+        let second = store
+            .consume(request(key, &capacity, 1, Some(at)))
+            .await
+            .unwrap();
         assert!(!second.is_admitted(), "each key has its own counter: {key}");
     }
 
@@ -376,7 +536,10 @@ async fn nul_in_an_id_is_an_error() {
     let key = key("acme\0", "tools.email.send", "acme");
     let capacity = capacity(None, None, Some(1));
 
-    let error = store.consume(request(&key, &capacity, 1, None)).await.unwrap_err();
+    let error = store
+        .consume(request(&key, &capacity, 1, None))
+        .await
+        .unwrap_err();
 
     assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
 }
@@ -427,7 +590,11 @@ async fn database_clock_windows_match_rust_windows() {
                 continue;
             }
 
-            let got: Vec<_> = decision.windows().iter().map(|w| (w.kind, w.reset_at)).collect();
+            let got: Vec<_> = decision
+                .windows()
+                .iter()
+                .map(|w| (w.kind, w.reset_at))
+                .collect();
             assert_eq!(got, expected, "{zone}");
             break;
         }
@@ -478,7 +645,11 @@ async fn sql_windows_match_rust_windows() {
                 let window = kind.window_at(at, *zone, week_start);
 
                 let sql: (DateTime<Utc>, DateTime<Utc>) = (row.get(0), row.get(1));
-                assert_eq!(sql, (window.start, window.end), "{kind} at {at} in {zone}, weeks from {week_start}");
+                assert_eq!(
+                    sql,
+                    (window.start, window.end),
+                    "{kind} at {at} in {zone}, weeks from {week_start}"
+                );
             }
         }
     }
@@ -495,9 +666,15 @@ async fn cleanup_deletes_only_ended_windows() {
     // 200 minutes of old traffic: 200 minute rows, 4 hour rows and 1 day row at most.
     for minutes in 0..200 {
         let at = now - chrono::Duration::days(3) + chrono::Duration::minutes(minutes);
-        store.consume(request(&key, &capacity, 1, Some(at))).await.unwrap();
+        store
+            .consume(request(&key, &capacity, 1, Some(at)))
+            .await
+            .unwrap();
     }
-    store.consume(request(&key, &capacity, 1, None)).await.unwrap();
+    store
+        .consume(request(&key, &capacity, 1, None))
+        .await
+        .unwrap();
     let client = database.client().await;
     let total = |client: tokio_postgres::Client| async move {
         let count: i64 = client
@@ -509,14 +686,20 @@ async fn cleanup_deletes_only_ended_windows() {
     };
     let (client, before) = total(client).await;
 
-    let deleted = store.cleanup_expired(Duration::from_secs(3600)).await.unwrap();
+    let deleted = store
+        .cleanup_expired(Duration::from_secs(3600))
+        .await
+        .unwrap();
 
     let (_, after) = total(client).await;
     assert!(before > 200, "{before} rows before cleanup");
     assert_eq!(after, 3, "only the current minute, hour and day remain");
     assert_eq!(deleted, (before - after) as u64);
     let current = store.peek(request(&key, &capacity, 1, None)).await.unwrap();
-    assert!(current.windows().iter().all(|w| w.remaining == 999), "{current:?}");
+    assert!(
+        current.windows().iter().all(|w| w.remaining == 999),
+        "{current:?}"
+    );
 }
 
 #[tokio::test]
@@ -532,27 +715,39 @@ async fn statement_timeout_cancels_a_blocked_call() {
     let key = key("acme", "tools.email.send", "acme");
     let capacity = capacity(None, Some(10), None);
     let at = utc("2026-03-02T10:15:30Z");
-    store.consume(request(&key, &capacity, 1, Some(at))).await.unwrap();
+    store
+        .consume(request(&key, &capacity, 1, Some(at)))
+        .await
+        .unwrap();
 
     let mut blocker = database.client().await;
     let transaction = blocker.transaction().await.unwrap();
     transaction
-        .execute("SELECT * FROM highway.tool_rate_limit_usage FOR UPDATE", &[])
+        .execute(
+            "SELECT * FROM highway.tool_rate_limit_usage FOR UPDATE",
+            &[],
+        )
         .await
         .unwrap();
     let started = Instant::now();
-    let error = store.consume(request(&key, &capacity, 1, Some(at))).await.unwrap_err();
+    let error = store
+        .consume(request(&key, &capacity, 1, Some(at)))
+        .await
+        .unwrap_err();
     let waited = started.elapsed();
     transaction.rollback().await.unwrap();
 
-    assert!(matches!(error, StoreError::Timeout(timeout) if timeout == Duration::from_millis(300)), "{error:?}");
+    assert!(
+        matches!(error, StoreError::Timeout(timeout) if timeout == Duration::from_millis(300)),
+        "{error:?}"
+    );
     assert!(waited < Duration::from_secs(3), "waited {waited:?}");
     assert_eq!(counts(&database, &key).await, pairs(&[("hour", 1)]));
 }
 
 #[tokio::test]
 async fn silent_server_times_out() {
-    // A server that accepts connections and never answers.
+    // A server that accepts connections and never replies.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let accepting = tokio::spawn(async move {
@@ -571,7 +766,10 @@ async fn silent_server_times_out() {
     let capacity = capacity(None, Some(10), None);
 
     let started = Instant::now();
-    let error = store.consume(request(&key, &capacity, 1, None)).await.unwrap_err();
+    let error = store
+        .consume(request(&key, &capacity, 1, None))
+        .await
+        .unwrap_err();
     let waited = started.elapsed();
     accepting.abort();
 
@@ -585,11 +783,17 @@ async fn refused_connection_is_unavailable() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
     };
-    let store = PostgresStore::new(PostgresConfig::new(format!("postgres://postgres@127.0.0.1:{port}/postgres"))).unwrap();
+    let store = PostgresStore::new(PostgresConfig::new(format!(
+        "postgres://postgres@127.0.0.1:{port}/postgres"
+    )))
+    .unwrap();
     let key = key("acme", "tools.email.send", "acme");
     let capacity = capacity(None, Some(10), None);
 
-    let error = store.consume(request(&key, &capacity, 1, None)).await.unwrap_err();
+    let error = store
+        .consume(request(&key, &capacity, 1, None))
+        .await
+        .unwrap_err();
 
     assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
 }
@@ -598,7 +802,12 @@ async fn refused_connection_is_unavailable() {
 async fn invalid_connection_string_is_an_error() {
     let error = PostgresStore::new(PostgresConfig::new("postgres://host:notaport/db")).unwrap_err();
 
-    assert!(error.to_string().contains("invalid PostgreSQL connection string"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("invalid PostgreSQL connection string"),
+        "{error}"
+    );
 }
 
 #[tokio::test]
@@ -610,9 +819,12 @@ async fn concurrent_migrations_apply_once() {
 
     let results = futures_util::future::join_all(stores.iter().map(PostgresStore::migrate)).await;
 
-    let mut applied: Vec<i32> = results.into_iter().flat_map(|result| result.unwrap()).collect();
+    let mut applied: Vec<i32> = results
+        .into_iter()
+        .flat_map(|result| result.unwrap())
+        .collect();
     applied.sort();
-    assert_eq!(applied, vec![1, 2]);
+    assert_eq!(applied, vec![1, 2, 3]);
     assert_eq!(stores[0].migrate().await.unwrap(), Vec::<i32>::new());
     let client = database.client().await;
     let recorded: i64 = client
@@ -620,7 +832,7 @@ async fn concurrent_migrations_apply_once() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(recorded, 2);
+    assert_eq!(recorded, 3);
 }
 
 #[tokio::test]
@@ -659,4 +871,59 @@ async fn policy_table_checks_its_values() {
     assert!(bad_scope.is_err());
     assert!(negative.is_err());
     assert!(duplicate.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_call_fails_alone_in_a_batch() {
+    let database = TestDatabase::new().await;
+    let store = Arc::new(
+        database
+            .store_with(|config| config.max_batches_in_flight(1))
+            .await,
+    );
+    let capacity = Arc::new(capacity(None, None, Some(100)));
+    let at = utc("2026-03-02T10:15:30Z");
+
+    let tasks: Vec<_> = (0..32)
+        .map(|index| {
+            let (store, capacity) = (store.clone(), capacity.clone());
+            let tenant = if index == 20 {
+                "bad\0tenant".to_owned()
+            } else {
+                format!("tenant-{index}")
+            };
+            tokio::spawn(async move {
+                let key = key(&tenant, "tools.email.send", "global");
+                store.consume(request(&key, &capacity, 1, Some(at))).await
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.expect("task completes"));
+    }
+
+    for (index, outcome) in outcomes.iter().enumerate() {
+        if index == 20 {
+            assert!(
+                matches!(outcome, Err(StoreError::Unavailable(_))),
+                "{outcome:?}"
+            );
+        } else {
+            assert!(
+                matches!(outcome, Ok(decision) if decision.is_admitted()),
+                "call {index}: {outcome:?}"
+            );
+        }
+    }
+    let client = database.client().await;
+    let charged: i64 = client
+        .query_one(
+            "SELECT sum(request_count)::bigint FROM highway.tool_rate_limit_usage",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(charged, 31);
 }

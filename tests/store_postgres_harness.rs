@@ -25,7 +25,10 @@ async fn throwaway_server_serves_and_stops() {
     }
     drop(server);
 
-    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "the server stopped");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the server stopped"
+    );
 }
 
 #[tokio::test]
@@ -35,14 +38,29 @@ async fn databases_are_separate_and_dropped() {
     let name = first.name().to_owned();
     assert_ne!(first.name(), second.name());
 
-    first.client().await.batch_execute("CREATE TABLE only_here (x INT)").await.unwrap();
-    let elsewhere = second.client().await.batch_execute("SELECT * FROM only_here").await;
-    assert!(elsewhere.is_err(), "the second database has no table of the first");
+    first
+        .client()
+        .await
+        .batch_execute("CREATE TABLE only_here (x INT)")
+        .await
+        .unwrap();
+    let elsewhere = second
+        .client()
+        .await
+        .batch_execute("SELECT * FROM only_here")
+        .await;
+    assert!(
+        elsewhere.is_err(),
+        "the second database has no table of the first"
+    );
 
     drop(first);
     let client = second.client().await;
     let left: i64 = client
-        .query_one("SELECT count(*) FROM pg_database WHERE datname = $1", &[&name])
+        .query_one(
+            "SELECT count(*) FROM pg_database WHERE datname = $1",
+            &[&name],
+        )
         .await
         .unwrap()
         .get(0);
@@ -59,8 +77,14 @@ fn database_name_is_replaced_in_urls() {
         with_database("postgresql://u:p@host/db?sslmode=disable", "t2"),
         "postgresql://u:p@host/t2?sslmode=disable"
     );
-    assert_eq!(with_database("postgres://host:5433", "t3"), "postgres://host:5433/t3");
-    assert_eq!(with_database("host=/tmp user=postgres", "t4"), "host=/tmp user=postgres dbname=t4");
+    assert_eq!(
+        with_database("postgres://host:5433", "t3"),
+        "postgres://host:5433/t3"
+    );
+    assert_eq!(
+        with_database("host=/tmp user=postgres", "t4"),
+        "host=/tmp user=postgres dbname=t4"
+    );
 }
 
 /// Runs the fallback check in a child process without `DATABASE_URL`, then checks that the child's
@@ -77,7 +101,11 @@ fn fallback_starts_a_server_without_database_url() {
         .expect("the test binary starts again");
 
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "fallback child failed: {stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "fallback child failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let port: u16 = stdout
         .lines()
         .find_map(|line| line.split("port=").nth(1))
@@ -85,7 +113,10 @@ fn fallback_starts_a_server_without_database_url() {
         .unwrap_or_else(|| panic!("the child printed no port: {stdout}"));
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-        assert!(Instant::now() < deadline, "the throwaway server on port {port} outlived its process");
+        assert!(
+            Instant::now() < deadline,
+            "the throwaway server on port {port} outlived its process"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -94,7 +125,9 @@ fn fallback_starts_a_server_without_database_url() {
 #[ignore = "runs in the child process of fallback_starts_a_server_without_database_url"]
 async fn fallback_child() {
     if std::env::var_os(FALLBACK_CHILD).is_none() {
-        eprintln!("{FALLBACK_CHILD} is unset: this test only runs as a child of fallback_starts_a_server_without_database_url");
+        eprintln!(
+            "{FALLBACK_CHILD} is unset: this test only runs as a child of fallback_starts_a_server_without_database_url"
+        );
         return;
     }
     assert!(std::env::var_os("DATABASE_URL").is_none());
@@ -112,6 +145,9 @@ async fn fallback_child() {
         .unwrap()
         .get(0);
 
-    assert!(data_directory.contains("highway-pg-"), "a throwaway server serves: {data_directory}");
+    assert!(
+        data_directory.contains("highway-pg-"),
+        "a throwaway server serves: {data_directory}"
+    );
     println!("\nport={port}");
 }

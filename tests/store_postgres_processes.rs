@@ -18,6 +18,8 @@ use common::TestDatabase;
 
 /// The database a worker process charges; set only in worker processes.
 const WORKER_URL: &str = "HIGHWAY_STORE_WORKER_URL";
+/// The `max_batch_size` of a worker process.
+const WORKER_BATCH_SIZE: &str = "HIGHWAY_STORE_WORKER_BATCH_SIZE";
 const PROCESSES: usize = 4;
 const TASKS_PER_PROCESS: usize = 16;
 const CALLS_PER_TASK: usize = 8;
@@ -52,7 +54,13 @@ async fn processes_admit_exactly_the_limit() {
     let children: Vec<_> = (0..PROCESSES)
         .map(|_| {
             Command::new(&executable)
-                .args(["worker_process", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+                .args([
+                    "worker_process",
+                    "--exact",
+                    "--ignored",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
                 .env(WORKER_URL, database.url())
                 .stdout(std::process::Stdio::piped())
                 .spawn()
@@ -89,20 +97,28 @@ async fn processes_admit_exactly_the_limit() {
     let counters: Vec<(String, i64)> = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
     assert_eq!(
         counters,
-        vec![("minute".to_owned(), 150), ("hour".to_owned(), 150), ("day".to_owned(), 150)],
+        vec![
+            ("minute".to_owned(), 150),
+            ("hour".to_owned(), 150),
+            ("day".to_owned(), 150)
+        ],
         "every window was charged exactly once per admitted call"
     );
 }
 
-/// The workload of one worker process; does nothing unless started by the test above.
+/// Runs the workload of one worker process, and nothing unless the test above started it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "runs in the worker processes of processes_admit_exactly_the_limit"]
 async fn worker_process() {
     let Ok(url) = std::env::var(WORKER_URL) else {
-        eprintln!("{WORKER_URL} is unset: this test only runs as a worker of processes_admit_exactly_the_limit");
+        eprintln!(
+            "{WORKER_URL} is unset: this test only runs as a worker of processes_admit_exactly_the_limit"
+        );
         return;
     };
-    let store = Arc::new(PostgresStore::new(PostgresConfig::new(url).pool_size(TASKS_PER_PROCESS)).unwrap());
+    let store = Arc::new(
+        PostgresStore::new(PostgresConfig::new(url).pool_size(TASKS_PER_PROCESS)).unwrap(),
+    );
     let key = Arc::new(shared_key());
 
     let tasks: Vec<_> = (0..TASKS_PER_PROCESS)
@@ -119,7 +135,13 @@ async fn worker_process() {
                         week_start: Weekday::Mon,
                         at: Some(call_instant()),
                     };
-                    admitted += usize::from(store.consume(request).await.expect("consume succeeds").is_admitted());
+                    admitted += usize::from(
+                        store
+                            .consume(request)
+                            .await
+                            .expect("consume succeeds")
+                            .is_admitted(),
+                    );
                 }
                 admitted
             })

@@ -1,9 +1,9 @@
 //! The shared PostgreSQL harness of the integration tests: a fresh database per test.
 //!
 //! Use it from any `tests/*.rs` with `mod common;`. [`TestDatabase::new`] creates a database with a
-//! unique name on the server named by `DATABASE_URL` or, when that is unset, on a throwaway server
-//! started once per test process from the local PostgreSQL binaries (`initdb`, `pg_ctl`) and stopped
-//! when the process exits.
+//! unique name on the server named by `DATABASE_URL`. When that is unset, it uses a throwaway server
+//! started once per test process from the local PostgreSQL binaries (`initdb`, `pg_ctl`), which
+//! stops when the process exits.
 #![allow(dead_code)]
 
 mod server;
@@ -31,7 +31,7 @@ impl TestDatabase {
     /// # Panics
     ///
     /// When no server can be had: `DATABASE_URL` is unset and the PostgreSQL server binaries are
-    /// missing, or the server rejects `CREATE DATABASE`. The message says what to install or set.
+    /// missing, or the server rejects `CREATE DATABASE`. The message names what to install or set.
     pub async fn new() -> TestDatabase {
         let admin_url = server_url().unwrap_or_else(|message| panic!("{message}"));
         Self::on_server(admin_url).await
@@ -54,7 +54,9 @@ impl TestDatabase {
         admin
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
-            .unwrap_or_else(|error| panic!("CREATE DATABASE {name} failed on {admin_url}: {error}"));
+            .unwrap_or_else(|error| {
+                panic!("CREATE DATABASE {name} failed on {admin_url}: {error}")
+            });
 
         TestDatabase {
             url: with_database(admin_url, &name),
@@ -63,12 +65,12 @@ impl TestDatabase {
         }
     }
 
-    /// The connection string of this database.
+    /// Returns the connection string of this database.
     pub fn url(&self) -> &str {
         &self.url
     }
 
-    /// The database name.
+    /// Returns the database name.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -85,10 +87,16 @@ impl TestDatabase {
 
     /// Returns a store on this database, with settings changed by `configure`, with the
     /// migrations applied.
-    pub async fn store_with(&self, configure: impl FnOnce(PostgresConfig) -> PostgresConfig) -> PostgresStore {
+    pub async fn store_with(
+        &self,
+        configure: impl FnOnce(PostgresConfig) -> PostgresConfig,
+    ) -> PostgresStore {
         let store = PostgresStore::new(configure(PostgresConfig::new(self.url.clone())))
             .expect("the test database's connection string is valid");
-        store.migrate().await.expect("migrations apply to an empty database");
+        store
+            .migrate()
+            .await
+            .expect("migrations apply to an empty database");
         store
     }
 }
@@ -101,7 +109,10 @@ impl Drop for TestDatabase {
         // Drop runs inside the test's runtime, which cannot be blocked on: use a thread with a
         // runtime of its own. A failure only leaves a database behind.
         let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
             runtime.block_on(async {
                 let (client, connection) = tokio_postgres::connect(&admin_url, NoTls).await.ok()?;
                 tokio::spawn(connection);
@@ -113,7 +124,10 @@ impl Drop for TestDatabase {
         })
         .join();
         if !matches!(dropped, Ok(Some(()))) {
-            eprintln!("could not drop test database {}; drop it by hand", self.name);
+            eprintln!(
+                "could not drop test database {}; drop it by hand",
+                self.name
+            );
         }
     }
 }

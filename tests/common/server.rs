@@ -27,8 +27,8 @@ impl ThrowawayServer {
     ///
     /// # Errors
     ///
-    /// When the binaries are missing or the server does not start; the message says what to
-    /// install or which log to read.
+    /// When the binaries are missing or the server does not start. The message names what to
+    /// install or contains the server log.
     pub fn start() -> Result<ThrowawayServer, String> {
         let bin = find_binaries().ok_or_else(|| INSTALL_HINT.to_owned())?;
         // initdb and postgres refuse to run as root: run them as the `postgres` system user.
@@ -37,10 +37,15 @@ impl ThrowawayServer {
         let directory = tempfile::Builder::new()
             .prefix("highway-pg-")
             .tempdir()
-            .map_err(|error| format!("could not create a temporary directory for PostgreSQL: {error}"))?;
+            .map_err(|error| {
+                format!("could not create a temporary directory for PostgreSQL: {error}")
+            })?;
         let data = directory.path().join("data");
         if as_postgres_user {
-            run(Command::new("chown").arg("postgres").arg(directory.path()), "chown")?;
+            run(
+                Command::new("chown").arg("postgres").arg(directory.path()),
+                "chown",
+            )?;
         }
 
         let initdb = bin.join("initdb");
@@ -48,7 +53,14 @@ impl ThrowawayServer {
             command(as_postgres_user, &initdb)
                 .arg("-D")
                 .arg(&data)
-                .args(["-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-sync", "--no-instructions"]),
+                .args([
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--no-sync",
+                    "--no-instructions",
+                ]),
             "initdb",
         )?;
 
@@ -90,11 +102,19 @@ impl ThrowawayServer {
     /// its directory when this process exits, however it exits.
     pub fn start_for_process() -> Result<ThrowawayServer, String> {
         let mut server = Self::start()?;
-        let directory = server.directory.take().map(TempDir::keep).unwrap_or_default();
+        let directory = server
+            .directory
+            .take()
+            .map(TempDir::keep)
+            .unwrap_or_default();
 
         let stop = format!(
             "{} {} -D '{}' -m immediate stop",
-            if server.as_postgres_user { "runuser -u postgres --" } else { "" },
+            if server.as_postgres_user {
+                "runuser -u postgres --"
+            } else {
+                ""
+            },
             server.pg_ctl.display(),
             server.data.display()
         );
@@ -109,16 +129,18 @@ impl ThrowawayServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|error| format!("could not start the watchdog of the throwaway server: {error}"))?;
+            .map_err(|error| {
+                format!("could not start the watchdog of the throwaway server: {error}")
+            })?;
         Ok(server)
     }
 
-    /// The connection string of the `postgres` database as the `postgres` role.
+    /// Returns the connection string of the `postgres` database as the `postgres` role.
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
-    /// The TCP port the server listens on.
+    /// Returns the TCP port the server listens on.
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -142,7 +164,8 @@ impl Drop for ThrowawayServer {
 /// `/usr/lib/postgresql/*/bin` (Debian keeps them off `PATH`).
 fn find_binaries() -> Option<PathBuf> {
     let on_path = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path).find(|dir| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file())
+        std::env::split_paths(&path)
+            .find(|dir| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file())
     });
     if on_path.is_some() {
         return on_path;
@@ -201,7 +224,8 @@ fn run(command: &mut Command, what: &str) -> Result<(), String> {
 }
 
 fn free_port() -> Result<u16, String> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|error| format!("no free local port: {error}"))?;
+    let listener =
+        TcpListener::bind("127.0.0.1:0").map_err(|error| format!("no free local port: {error}"))?;
     listener
         .local_addr()
         .map(|address| address.port())

@@ -23,6 +23,8 @@ pub struct PostgresConfig {
     pub(super) call_timeout: Duration,
     pub(super) connect_timeout: Duration,
     pub(super) synchronous_commit: bool,
+    pub(super) max_batch_size: usize,
+    pub(super) max_batches_in_flight: usize,
 }
 
 impl PostgresConfig {
@@ -32,6 +34,11 @@ impl PostgresConfig {
     pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(2);
     /// The default limit on a whole call: waiting for a connection, connecting and the query.
     pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(3);
+    /// The default number of calls one round trip may carry.
+    pub const DEFAULT_MAX_BATCH_SIZE: usize = 64;
+    /// The default number of round trips of consumes in flight at once; the pool size bounds it
+    /// too.
+    pub const DEFAULT_MAX_BATCHES_IN_FLIGHT: usize = 64;
     /// The default limit on opening one connection.
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -46,6 +53,8 @@ impl PostgresConfig {
             call_timeout: Self::DEFAULT_CALL_TIMEOUT,
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             synchronous_commit: true,
+            max_batch_size: Self::DEFAULT_MAX_BATCH_SIZE,
+            max_batches_in_flight: Self::DEFAULT_MAX_BATCHES_IN_FLIGHT,
         }
     }
 
@@ -85,6 +94,27 @@ impl PostgresConfig {
     /// admitted again.
     pub fn synchronous_commit(mut self, enabled: bool) -> Self {
         self.synchronous_commit = enabled;
+        self
+    }
+
+    /// Sets how many concurrent consumes of this process one round trip may carry (at least 1;
+    /// 1 sends every consume on its own).
+    ///
+    /// A consume whose scope key already has a round trip running waits for it, since that round
+    /// trip holds the key's row locks until it commits; the consumes that waited then go out
+    /// together, up to this many per round trip. The database decides them one after another in
+    /// one transaction, each all or nothing, exactly as if they had come one by one. They share one
+    /// commit, and the commit's disk sync is what limits a key's throughput.
+    pub fn max_batch_size(mut self, size: usize) -> Self {
+        self.max_batch_size = size.max(1);
+        self
+    }
+
+    /// Sets how many round trips of consumes may run at once (at least 1; the pool size bounds it
+    /// too). Consumes of different keys run concurrently up to this number; beyond it, they queue
+    /// and go out together.
+    pub fn max_batches_in_flight(mut self, batches: usize) -> Self {
+        self.max_batches_in_flight = batches.max(1);
         self
     }
 

@@ -27,6 +27,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0002_consume_tool_rate_tokens.sql",
         sql: include_str!("../../../migrations/0002_consume_tool_rate_tokens.sql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_consume_tool_rate_tokens_batch.sql",
+        sql: include_str!("../../../migrations/0003_consume_tool_rate_tokens_batch.sql"),
+    },
 ];
 
 /// The key of the session-level advisory lock that serialises concurrent migrations
@@ -77,7 +82,11 @@ async fn apply_locked(client: &mut Object) -> Result<Vec<i32>, StoreError> {
 
     let mut applied = Vec::new();
     for migration in MIGRATIONS.iter().filter(|m| !done.contains(&m.version)) {
-        tracing::info!(version = migration.version, name = migration.name, "applying migration");
+        tracing::info!(
+            version = migration.version,
+            name = migration.name,
+            "applying migration"
+        );
 
         let transaction = client.transaction().await.map_err(super::database_error)?;
         transaction

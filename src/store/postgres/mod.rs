@@ -16,19 +16,28 @@
 //! # }
 //! ```
 //!
-//! Every call is bounded by the call timeout: a database that does not answer yields
+//! Every call is bounded by the call timeout: a database that does not reply yields
 //! [`StoreError::Timeout`], one that refuses connections [`StoreError::Unavailable`]. A call that
-//! times out after its query was sent may still have been charged, as with any network timeout.
+//! times out may still be charged afterwards, as with any network timeout: its query may be on
+//! its way, or queued in a batch.
+//!
+//! The store runs on tokio: its first consume starts the task that batches concurrent consumes on
+//! the current runtime.
 
+mod batch;
 mod config;
 mod migrations;
 
 use std::future::Future;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc, Weekday};
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime, TimeoutType};
+use deadpool_postgres::{
+    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime, TimeoutType,
+};
 use futures_util::future::BoxFuture;
+use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
@@ -52,6 +61,10 @@ pub struct PostgresStore {
     call_timeout: Duration,
     statement_timeout: Duration,
     connect_timeout: Duration,
+    max_batch_size: usize,
+    max_batches_in_flight: usize,
+    /// The channel to the batch dispatcher, started by the first consume on its runtime.
+    batches: Arc<OnceLock<mpsc::UnboundedSender<batch::Pending>>>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -78,7 +91,10 @@ impl PostgresStore {
         })?;
 
         let mut options = pg.get_options().map(str::to_owned).unwrap_or_default();
-        options.push_str(&format!(" -c statement_timeout={}", config.statement_timeout.as_millis()));
+        options.push_str(&format!(
+            " -c statement_timeout={}",
+            config.statement_timeout.as_millis()
+        ));
         if !config.synchronous_commit {
             options.push_str(" -c synchronous_commit=off");
         }
@@ -109,6 +125,9 @@ impl PostgresStore {
             call_timeout: config.call_timeout,
             statement_timeout: config.statement_timeout,
             connect_timeout: config.connect_timeout,
+            max_batch_size: config.max_batch_size,
+            max_batches_in_flight: config.max_batches_in_flight.min(config.pool_size),
+            batches: Arc::new(OnceLock::new()),
         })
     }
 
@@ -149,7 +168,10 @@ impl PostgresStore {
     }
 
     async fn client(&self) -> Result<Object, StoreError> {
-        self.pool.get().await.map_err(|error| self.pool_error(error))
+        self.pool
+            .get()
+            .await
+            .map_err(|error| self.pool_error(error))
     }
 
     fn pool_error(&self, error: PoolError) -> StoreError {
@@ -161,7 +183,10 @@ impl PostgresStore {
         }
     }
 
-    async fn bounded<T>(&self, call: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+    async fn bounded<T>(
+        &self,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
         match tokio::time::timeout(self.call_timeout, call).await {
             Ok(result) => result,
             Err(_) => Err(StoreError::Timeout(self.call_timeout)),
@@ -175,15 +200,27 @@ impl PostgresStore {
         database_error(error)
     }
 
-    async fn decide(&self, request: ConsumeRequest<'_>, consume: bool) -> Result<Decision, StoreError> {
+    async fn decide(
+        &self,
+        request: ConsumeRequest<'_>,
+        consume: bool,
+    ) -> Result<Decision, StoreError> {
         let plan = WindowPlan::new(&request)?;
         if plan.kinds.is_empty() {
-            return Ok(Decision::Admitted { windows: Vec::new() });
+            return Ok(Decision::Admitted {
+                windows: Vec::new(),
+            });
         }
 
         let cost = i64::try_from(request.cost).unwrap_or(i64::MAX);
         let week_start = weekday_name(request.week_start);
         let timezone = request.timezone.name();
+
+        if consume && self.max_batch_size > 1 {
+            return self
+                .consume_batched(&request, plan, cost, week_start, timezone)
+                .await;
+        }
 
         self.bounded(async {
             let client = self.client().await?;
@@ -210,18 +247,71 @@ impl PostgresStore {
                 )
                 .await
                 .map_err(|error| self.query_error(error))?;
-            decision_from_rows(&rows, request.cost)
+            let windows = rows
+                .iter()
+                .map(|row| WindowRow::from_columns(row, 0))
+                .collect::<Result<Vec<_>, _>>()?;
+            decision_from_windows(windows, request.cost)
+        })
+        .await
+    }
+
+    async fn consume_batched(
+        &self,
+        request: &ConsumeRequest<'_>,
+        plan: WindowPlan,
+        cost: i64,
+        week_start: &'static str,
+        timezone: &'static str,
+    ) -> Result<Decision, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let pending = batch::Pending {
+            tenant: request.key.tenant.clone(),
+            tool: request.key.tool.clone(),
+            scope: request.key.scope.clone(),
+            cost,
+            kinds: plan.kind_names(),
+            limits: plan.limits,
+            starts: plan.starts,
+            ends: plan.ends,
+            timezone,
+            week_start,
+            reply,
+        };
+        let dispatcher = self.batches.get_or_init(|| {
+            batch::spawn_dispatcher(
+                self.pool.clone(),
+                self.max_batch_size,
+                self.max_batches_in_flight,
+                self.statement_timeout,
+            )
+        });
+        dispatcher.send(pending).map_err(|_| {
+            StoreError::Unavailable("the batch dispatcher stopped with the tokio runtime of the first consume: use a PostgresStore on one runtime".into())
+        })?;
+
+        self.bounded(async {
+            let windows = answer.await.map_err(|_| {
+                StoreError::Unavailable("the batch dispatcher dropped a call".into())
+            })??;
+            decision_from_windows(windows, request.cost)
         })
         .await
     }
 }
 
 impl TokenStore for PostgresStore {
-    fn consume<'a>(&'a self, request: ConsumeRequest<'a>) -> BoxFuture<'a, Result<Decision, StoreError>> {
+    fn consume<'a>(
+        &'a self,
+        request: ConsumeRequest<'a>,
+    ) -> BoxFuture<'a, Result<Decision, StoreError>> {
         Box::pin(self.decide(request, true))
     }
 
-    fn peek<'a>(&'a self, request: ConsumeRequest<'a>) -> BoxFuture<'a, Result<Decision, StoreError>> {
+    fn peek<'a>(
+        &'a self,
+        request: ConsumeRequest<'a>,
+    ) -> BoxFuture<'a, Result<Decision, StoreError>> {
         Box::pin(self.decide(request, false))
     }
 }
@@ -264,7 +354,9 @@ impl WindowPlan {
 
             plan.kinds.push(kind);
             plan.limits.push(i64::try_from(limit).unwrap_or(i64::MAX));
-            if let (Some(at), Some(starts), Some(ends)) = (request.at, &mut plan.starts, &mut plan.ends) {
+            if let (Some(at), Some(starts), Some(ends)) =
+                (request.at, &mut plan.starts, &mut plan.ends)
+            {
                 let window = kind.window_at(at, request.timezone, request.week_start);
                 starts.push(window.start);
                 ends.push(window.end);
@@ -278,24 +370,51 @@ impl WindowPlan {
     }
 }
 
-/// Builds the decision from the consume function's rows, one per window, shortest first.
-fn decision_from_rows(rows: &[tokio_postgres::Row], cost: u64) -> Result<Decision, StoreError> {
+/// One window of a consume function's result.
+#[derive(Debug, Clone, Copy)]
+struct WindowRow {
+    kind: WindowKind,
+    limit: u64,
+    /// The window's count after the decision.
+    count: u64,
+    reset_at: DateTime<Utc>,
+    admitted: bool,
+}
+
+impl WindowRow {
+    /// Reads the columns window type, limit, count, window end and admitted, from `first` on.
+    fn from_columns(row: &tokio_postgres::Row, first: usize) -> Result<Self, StoreError> {
+        let name: &str = row.try_get(first).map_err(database_error)?;
+        let kind: WindowKind = name
+            .parse()
+            .map_err(|error| StoreError::Unavailable(Box::new(error)))?;
+        let limit: i64 = row.try_get(first + 1).map_err(database_error)?;
+        let count: i64 = row.try_get(first + 2).map_err(database_error)?;
+        Ok(WindowRow {
+            kind,
+            limit: u64::try_from(limit).unwrap_or_default(),
+            count: u64::try_from(count).unwrap_or_default(),
+            reset_at: row.try_get(first + 3).map_err(database_error)?,
+            admitted: row.try_get(first + 4).map_err(database_error)?,
+        })
+    }
+}
+
+/// Builds the decision from the windows of one call, shortest first.
+fn decision_from_windows(rows: Vec<WindowRow>, cost: u64) -> Result<Decision, StoreError> {
     let mut windows = Vec::with_capacity(rows.len());
     let mut admitted = true;
     let mut refusing: Option<WindowUsage> = None;
 
-    for row in rows {
-        let name: &str = row.try_get(0).map_err(database_error)?;
-        let kind: WindowKind = name
-            .parse()
-            .map_err(|error| StoreError::Unavailable(Box::new(error)))?;
-        let limit: i64 = row.try_get(1).map_err(database_error)?;
-        let count: i64 = row.try_get(2).map_err(database_error)?;
-        let reset_at: DateTime<Utc> = row.try_get(3).map_err(database_error)?;
-        admitted &= row.try_get::<_, bool>(4).map_err(database_error)?;
-
-        let limit = u64::try_from(limit).unwrap_or_default();
-        let count = u64::try_from(count).unwrap_or_default();
+    for WindowRow {
+        kind,
+        limit,
+        count,
+        reset_at,
+        admitted: row_admitted,
+    } in rows
+    {
+        admitted &= row_admitted;
         let usage = WindowUsage {
             kind,
             limit,
@@ -303,7 +422,9 @@ fn decision_from_rows(rows: &[tokio_postgres::Row], cost: u64) -> Result<Decisio
             reset_at,
         };
         // Among the windows without room, the one that resets last decides when to retry.
-        if count.saturating_add(cost) > limit && refusing.is_none_or(|r| usage.reset_at >= r.reset_at) {
+        if count.saturating_add(cost) > limit
+            && refusing.is_none_or(|r| usage.reset_at >= r.reset_at)
+        {
             refusing = Some(usage);
         }
         windows.push(usage);
@@ -313,7 +434,9 @@ fn decision_from_rows(rows: &[tokio_postgres::Row], cost: u64) -> Result<Decisio
         return Ok(Decision::Admitted { windows });
     }
     let refusing = refusing.ok_or_else(|| {
-        StoreError::Unavailable("the database rejected a call although every window had room".into())
+        StoreError::Unavailable(
+            "the database rejected a call although every window had room".into(),
+        )
     })?;
     Ok(Decision::Rejected {
         window: refusing.kind,
@@ -339,10 +462,14 @@ fn weekday_name(day: Weekday) -> &'static str {
 fn database_error(error: tokio_postgres::Error) -> StoreError {
     match error.as_db_error() {
         Some(db) => StoreError::Unavailable(
-            format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code()).into(),
+            format!(
+                "{}: {} (SQLSTATE {})",
+                db.severity(),
+                db.message(),
+                db.code().code()
+            )
+            .into(),
         ),
         None => StoreError::Unavailable(Box::new(error)),
     }
 }
-
-

@@ -1,0 +1,166 @@
+-- Consumes for many calls in one round trip and one transaction, deciding the calls one after
+-- another in the order given, each all or nothing across its windows.
+--
+-- Every array holds one element per (call, window) item, the items of a call contiguous and calls
+-- numbered from 1 in p_call. A NULL in p_window_starts lets the database clock decide that item's
+-- window in its p_timezone and p_week_start.
+--
+-- Returns one row per item: the call, the window, its limit, its count after the call's decision
+-- (the count the call saw when it was rejected), the window's end, and whether the call was
+-- admitted.
+CREATE FUNCTION highway.consume_tool_rate_tokens_batch(
+    p_call INT[],
+    p_tenant_ids TEXT[],
+    p_tool_names TEXT[],
+    p_scope_keys TEXT[],
+    p_costs BIGINT[],
+    p_window_types TEXT[],
+    p_limits BIGINT[],
+    p_window_starts TIMESTAMPTZ[],
+    p_window_ends TIMESTAMPTZ[],
+    p_timezones TEXT[],
+    p_week_starts TEXT[])
+RETURNS TABLE (
+    call_index INT,
+    window_type TEXT,
+    window_limit BIGINT,
+    request_count BIGINT,
+    window_end TIMESTAMPTZ,
+    admitted BOOLEAN)
+LANGUAGE plpgsql VOLATILE AS $$
+#variable_conflict use_column
+DECLARE
+    v_items INT := cardinality(p_call);
+    v_starts TIMESTAMPTZ[];
+    v_ends TIMESTAMPTZ[];
+    -- The usage row of each item, and the distinct rows in lock order.
+    v_row_of INT[];
+    v_row_tenants TEXT[];
+    v_row_tools TEXT[];
+    v_row_scopes TEXT[];
+    v_row_types TEXT[];
+    v_row_starts TIMESTAMPTZ[];
+    v_row_ends TIMESTAMPTZ[];
+    v_before BIGINT[];
+    v_counts BIGINT[];
+    v_item_counts BIGINT[] := array_fill(0::BIGINT, ARRAY[v_items]);
+    v_item_admitted BOOLEAN[] := array_fill(FALSE, ARRAY[v_items]);
+    v_first INT;
+    v_last INT;
+    v_fits BOOLEAN;
+    v_index INT;
+BEGIN
+    IF v_items IS NULL OR v_items = 0 THEN
+        RETURN;
+    END IF;
+    IF cardinality(p_tenant_ids) <> v_items OR cardinality(p_tool_names) <> v_items
+        OR cardinality(p_scope_keys) <> v_items OR cardinality(p_costs) <> v_items
+        OR cardinality(p_window_types) <> v_items OR cardinality(p_limits) <> v_items
+        OR cardinality(p_window_starts) <> v_items OR cardinality(p_window_ends) <> v_items
+        OR cardinality(p_timezones) <> v_items OR cardinality(p_week_starts) <> v_items THEN
+        RAISE EXCEPTION 'invalid batch: every array must have one element per item'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    -- Windows by the database clock, computed once per window type, time zone and week start.
+    WITH items AS (
+        SELECT * FROM unnest(p_window_types, p_timezones, p_week_starts, p_window_starts, p_window_ends)
+            WITH ORDINALITY AS i(kind, zone, week_start, start_at, end_at, ord)
+    ), calendars AS (
+        SELECT DISTINCT kind, zone, week_start FROM items WHERE start_at IS NULL
+    ), bounds AS (
+        SELECT c.kind, c.zone, c.week_start, b.window_start, b.window_end
+        FROM calendars c, highway.window_bounds(c.kind, now(), c.zone, c.week_start) b
+    )
+    SELECT array_agg(coalesce(i.start_at, b.window_start) ORDER BY i.ord),
+           array_agg(coalesce(i.end_at, b.window_end) ORDER BY i.ord)
+    INTO v_starts, v_ends
+    FROM items i
+    LEFT JOIN bounds b
+        ON i.start_at IS NULL AND b.kind = i.kind AND b.zone = i.zone AND b.week_start = i.week_start;
+
+    -- Number the distinct usage rows in one fixed order (key, then window shortest first, then
+    -- start). Every batch locks its rows in this order, so concurrent batches cannot deadlock.
+    WITH items AS (
+        SELECT i.*, dense_rank() OVER (
+                ORDER BY i.tenant, i.tool, i.scope,
+                    array_position(ARRAY['minute', 'hour', 'day', 'week', 'month'], i.kind), i.start_at
+            ) AS row_number
+        FROM unnest(p_tenant_ids, p_tool_names, p_scope_keys, p_window_types, v_starts, v_ends)
+            WITH ORDINALITY AS i(tenant, tool, scope, kind, start_at, end_at, ord)
+    ), usage_rows AS (
+        SELECT DISTINCT ON (row_number) row_number, tenant, tool, scope, kind, start_at, end_at
+        FROM items
+        ORDER BY row_number
+    )
+    SELECT (SELECT array_agg(row_number::INT ORDER BY ord) FROM items),
+           array_agg(tenant ORDER BY row_number), array_agg(tool ORDER BY row_number),
+           array_agg(scope ORDER BY row_number), array_agg(kind ORDER BY row_number),
+           array_agg(start_at ORDER BY row_number), array_agg(end_at ORDER BY row_number)
+    INTO v_row_of, v_row_tenants, v_row_tools, v_row_scopes, v_row_types, v_row_starts, v_row_ends
+    FROM usage_rows;
+
+    -- Create the missing rows, then lock every row, both in lock order.
+    INSERT INTO highway.tool_rate_limit_usage
+        (tenant_id, tool_name, scope_key, window_type, window_start, window_end, request_count, last_updated)
+    SELECT r.tenant, r.tool, r.scope, r.kind, r.start_at, r.end_at, 0, now()
+    FROM unnest(v_row_tenants, v_row_tools, v_row_scopes, v_row_types, v_row_starts, v_row_ends)
+        WITH ORDINALITY AS r(tenant, tool, scope, kind, start_at, end_at, ord)
+    ORDER BY r.ord
+    ON CONFLICT (tenant_id, tool_name, scope_key, window_type, window_start) DO NOTHING;
+
+    SELECT array_agg(coalesce(locked.request_count, 0) ORDER BY r.ord) INTO v_before
+    FROM unnest(v_row_tenants, v_row_tools, v_row_scopes, v_row_types, v_row_starts)
+        WITH ORDINALITY AS r(tenant, tool, scope, kind, start_at, ord)
+    LEFT JOIN LATERAL (
+        SELECT u.request_count FROM highway.tool_rate_limit_usage u
+        WHERE u.tenant_id = r.tenant AND u.tool_name = r.tool AND u.scope_key = r.scope
+            AND u.window_type = r.kind AND u.window_start = r.start_at
+        FOR UPDATE
+    ) locked ON TRUE;
+    v_counts := v_before;
+
+    -- Decide the calls in order, each against the counts the calls before it left.
+    v_first := 1;
+    WHILE v_first <= v_items LOOP
+        v_last := v_first;
+        WHILE v_last < v_items AND p_call[v_last + 1] = p_call[v_first] LOOP
+            v_last := v_last + 1;
+        END LOOP;
+
+        IF p_costs[v_first] IS NULL OR p_costs[v_first] < 1 THEN
+            RAISE EXCEPTION 'invalid cost %: a call costs at least 1 unit', quote_nullable(p_costs[v_first])
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        v_fits := TRUE;
+        FOR v_index IN v_first .. v_last LOOP
+            v_fits := v_fits AND v_counts[v_row_of[v_index]] + p_costs[v_index] <= p_limits[v_index];
+        END LOOP;
+        FOR v_index IN v_first .. v_last LOOP
+            IF v_fits THEN
+                v_counts[v_row_of[v_index]] := v_counts[v_row_of[v_index]] + p_costs[v_index];
+            END IF;
+            v_item_counts[v_index] := v_counts[v_row_of[v_index]];
+            v_item_admitted[v_index] := v_fits;
+        END LOOP;
+
+        v_first := v_last + 1;
+    END LOOP;
+
+    -- Write the rows whose counts changed. The rows are locked already; the upsert also restores
+    -- a row that a cleanup deleted meanwhile.
+    INSERT INTO highway.tool_rate_limit_usage AS u
+        (tenant_id, tool_name, scope_key, window_type, window_start, window_end, request_count, last_updated)
+    SELECT r.tenant, r.tool, r.scope, r.kind, r.start_at, r.end_at, r.count_after, now()
+    FROM unnest(v_row_tenants, v_row_tools, v_row_scopes, v_row_types, v_row_starts, v_row_ends, v_before, v_counts)
+        WITH ORDINALITY AS r(tenant, tool, scope, kind, start_at, end_at, count_before, count_after, ord)
+    WHERE r.count_after <> r.count_before
+    ORDER BY r.ord
+    ON CONFLICT (tenant_id, tool_name, scope_key, window_type, window_start)
+    DO UPDATE SET request_count = EXCLUDED.request_count, last_updated = EXCLUDED.last_updated;
+
+    RETURN QUERY
+    SELECT i.call, i.kind, i.window_limit, i.count_after, i.end_at, i.is_admitted
+    FROM unnest(p_call, p_window_types, p_limits, v_item_counts, v_ends, v_item_admitted)
+        AS i(call, kind, window_limit, count_after, end_at, is_admitted);
+END $$;
