@@ -16,7 +16,9 @@
 //! - [`layer`]: the Tower middleware, with [`clock`] for the instant it decides at.
 //! - `http` and `grpc`: rejections as HTTP 429 responses (feature `axum`) and gRPC statuses
 //!   (feature `tonic`).
+//! - [`admin`]: managing limits, propagating changes, refreshing reports, cleaning up usage.
 
+pub mod admin;
 pub mod calendar;
 #[doc(hidden)]
 pub mod cli;

@@ -63,7 +63,7 @@ mod config;
 mod error;
 mod future;
 mod identity;
-mod key;
+pub(crate) mod key;
 #[allow(clippy::module_inception)]
 mod layer;
 mod limiter;
