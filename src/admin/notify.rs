@@ -133,7 +133,7 @@ impl ChangeListener {
             let layer = layer.clone();
             async move {
                 match change {
-                    Change::Limit { tenant, tool } => layer.invalidate(&tenant, &tool).await,
+                    Change::Limit { tenant, tool } => layer.invalidate(&tenant, &tool),
                     Change::All => layer.invalidate_all(),
                 }
             }
