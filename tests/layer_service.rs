@@ -475,6 +475,32 @@ async fn report_capacity_replaces_static_limits() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn quota_retry_waits_for_opening() {
+    // The hourly quota runs out at 16:30 on Monday; its window resets at 17:00, when the
+    // schedule is closed, so the call can next succeed when it opens on Tuesday at 09:00.
+    let layer = scheduled_layer(
+        utc("2026-03-02T16:30:00Z"),
+        office_hours_report(utc("2026-03-09T00:00:00Z")),
+        false,
+    );
+    let mut service = tower::Layer::layer(&layer, Tool::default().service());
+
+    call(&mut service, request("acme")).await.unwrap();
+    call(&mut service, request("acme")).await.unwrap();
+    let rejected = rejection(call(&mut service, request("acme")).await);
+
+    match rejected.reason() {
+        RejectionReason::QuotaExhausted {
+            window, retry_at, ..
+        } => {
+            assert_eq!(*window, WindowKind::Hour);
+            assert_eq!(*retry_at, utc("2026-03-03T09:00:00Z"));
+        }
+        other => panic!("expected QuotaExhausted, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn outside_hours_rejects_until_next_window() {
     let layer = scheduled_layer(
         utc("2026-03-02T18:30:00Z"),

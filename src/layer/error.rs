@@ -187,7 +187,8 @@ pub enum RejectionReason {
         window: WindowKind,
         /// That window's limit.
         limit: u64,
-        /// When that window resets.
+        /// When that window resets or, when it resets outside the schedule's allowed windows,
+        /// the start of the next allowed window after the reset.
         retry_at: DateTime<Utc>,
         /// Every limited window, shortest first, as the store left them.
         windows: Vec<WindowUsage>,

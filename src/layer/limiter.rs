@@ -308,6 +308,14 @@ impl Limiter {
                     .iter()
                     .find(|usage| usage.kind == window)
                     .map_or(0, |usage| usage.limit);
+                // A window that resets outside working hours (a day limit resets at midnight)
+                // has room again only when the schedule next opens.
+                let retry_at = policy
+                    .schedule
+                    .as_ref()
+                    .filter(|schedule| retry_at < schedule.report.valid_until)
+                    .and_then(|schedule| schedule.report.first_allowed_from(retry_at))
+                    .unwrap_or(retry_at);
                 RejectionReason::QuotaExhausted {
                     window,
                     limit,
