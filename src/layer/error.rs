@@ -181,7 +181,7 @@ pub enum RejectionReason {
         next_allowed: Option<DateTime<Utc>>,
     },
     /// A window's quota is used up.
-    #[error("the {window} quota of {limit} is exhausted (0 remaining); retry at {retry_at}")]
+    #[error("the {window} quota of {limit} {}; retry at {retry_at}", left(windows, *window))]
     QuotaExhausted {
         /// The window that refused; when several refuse, the one that resets last.
         window: WindowKind,
@@ -244,6 +244,16 @@ impl RejectionReason {
             RejectionReason::NoPolicy => "no_policy",
             RejectionReason::MissingIdentity(_) => "missing_identity",
         }
+    }
+}
+
+/// Describes what is left of the refusing window: nothing, or too little for the call's cost.
+fn left(windows: &[WindowUsage], window: WindowKind) -> String {
+    match windows.iter().find(|usage| usage.kind == window) {
+        Some(usage) if usage.remaining > 0 => {
+            format!("has {} left, less than the call's cost", usage.remaining)
+        }
+        _ => "is exhausted (0 remaining)".to_owned(),
     }
 }
 
