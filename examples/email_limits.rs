@@ -2,9 +2,9 @@
 //!
 //! The schedule in `examples/schedules/email.tjp` allows emails on weekdays from 09:00 to 17:00
 //! New York time: 500 a day (200 on Fridays), 100 an hour and 10 a minute, with Thanksgiving off.
-//! The example renders its availability report, shows it as a week grid, wraps a simulated email
-//! tool in `RateLimitLayer`, and drives a newsletter campaign through Thanksgiving week, on a
-//! simulated clock that starts on Monday 23 November 2026 at 08:30 and jumps to each retry time.
+//! The example renders its availability report, shows it as a week grid and wraps a simulated
+//! email tool in `RateLimitLayer`. It then drives a newsletter campaign through Thanksgiving week.
+//! A simulated clock starts on Monday 23 November 2026 at 08:30 and jumps to each retry time.
 //!
 //! Calls are counted in process by default. With `DATABASE_URL` set, they are counted in
 //! PostgreSQL instead: the example applies the migrations and clears its own counters first.

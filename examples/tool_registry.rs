@@ -29,7 +29,7 @@ use tower::{Layer, ServiceExt, service_fn};
 struct ToolCall {
     /// The tool's input, such as the email's body or the prompt.
     input: String,
-    /// Who is calling and what the call costs, read by the rate limiter.
+    /// The caller's identity and the call's cost, read by the rate limiter.
     extensions: Extensions,
 }
 

@@ -33,3 +33,8 @@ pub mod report;
 pub mod schedule;
 pub mod store;
 pub mod window;
+
+/// Compiles and runs the code sample of README.md with the doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
