@@ -150,7 +150,10 @@ async fn limit_round_trip() {
         ],
     );
     assert_eq!(delete.status.code(), Some(0), "{}", stderr(&delete));
-    let free = acquire(&[]);
+    let unknown = acquire(&[]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert_eq!(json(&unknown)["reason"]["kind"], "no_policy");
+    let free = acquire(&["--without-policy", "admit"]);
     assert_eq!(free.status.code(), Some(0));
     assert_eq!(json(&free)["admitted"], true);
 

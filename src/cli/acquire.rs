@@ -41,6 +41,16 @@ pub(super) struct AcquireArgs {
     /// database clock deciding the counters' windows.
     #[arg(long, value_name = "INSTANT")]
     at: Option<DateTime<Utc>>,
+    /// What to decide for a tool that has no policy, for the tenant or the `default` tenant:
+    /// `reject` (the layer's default) or `admit`.
+    #[arg(long, value_enum, default_value_t = WithoutPolicy::Reject, value_name = "DECISION")]
+    without_policy: WithoutPolicy,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum WithoutPolicy {
+    Reject,
+    Admit,
 }
 
 /// The decision printed on stdout.
@@ -77,7 +87,8 @@ struct PrintedWindow {
 /// Makes one decision through the rate-limit layer, as a worker would, prints it as JSON, and
 /// exits 0 when the call is admitted, 2 when it is rejected.
 ///
-/// A call without any policy is admitted, as by a layer built with [`MissingPolicy::Admit`].
+/// A call without any policy is rejected, as by a layer with the default
+/// [`MissingPolicy::Reject`], unless `--without-policy admit` is given.
 pub(super) fn run(args: AcquireArgs) -> ExitCode {
     block_on(async move {
         let Some(cost) = Cost::new(args.cost) else {
@@ -93,8 +104,12 @@ pub(super) fn run(args: AcquireArgs) -> ExitCode {
             Arc::new(store)
         };
 
-        let mut builder = RateLimitLayer::builder(Arc::new(policies), counters)
-            .missing_policy(MissingPolicy::Admit);
+        let missing_policy = match args.without_policy {
+            WithoutPolicy::Reject => MissingPolicy::Reject,
+            WithoutPolicy::Admit => MissingPolicy::Admit,
+        };
+        let mut builder =
+            RateLimitLayer::builder(Arc::new(policies), counters).missing_policy(missing_policy);
         if let Some(at) = args.at {
             builder = builder.clock(TokioClock::starting_at(at));
         }
