@@ -47,7 +47,7 @@ fn invalid_from_is_an_error() {
 fn invalid_days_is_an_error() {
     for days in ["0", "3661", "seven"] {
         let output = run(&[EMAIL, "--days", days]);
-        assert_eq!(output.status.code(), Some(2), "--days {days}");
+        assert_eq!(output.status.code(), Some(1), "--days {days}");
         let stderr = text(&output.stderr);
         assert!(stderr.contains("--days"), "{stderr}");
     }

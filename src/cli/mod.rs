@@ -4,10 +4,16 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod acquire;
 mod check;
+mod database;
+mod limits;
+mod migrate;
 mod report;
+mod usage;
 
-/// Calendar-aware rate limits for tool calls: check schedules and render availability reports.
+/// Calendar-aware rate limits for tool calls: check schedules, render availability reports, and
+/// manage limits in PostgreSQL.
 #[derive(Debug, Parser)]
 #[command(name = "highway-ratelimit", version, about)]
 pub struct Cli {
@@ -21,6 +27,15 @@ enum Command {
     Check(check::CheckArgs),
     /// Print the availability report of one resource of a schedule.
     Report(report::ReportArgs),
+    /// Create or upgrade the database tables and functions.
+    Migrate(migrate::MigrateArgs),
+    /// Create, show, list and delete the limits of tenants and tools.
+    Limits(limits::LimitsArgs),
+    /// Print the counters a tenant's calls to a tool are charged to, in their current windows.
+    Usage(usage::UsageArgs),
+    /// Make one real decision for a call as the rate-limit layer would, and print it as JSON;
+    /// exit 0 when admitted, 2 when rejected, 1 on error.
+    Acquire(acquire::AcquireArgs),
 }
 
 impl Cli {
@@ -29,6 +44,10 @@ impl Cli {
         match self.command {
             Command::Check(args) => check::run(args),
             Command::Report(args) => report::run(args),
+            Command::Migrate(args) => migrate::run(args),
+            Command::Limits(args) => limits::run(args),
+            Command::Usage(args) => usage::run(args),
+            Command::Acquire(args) => acquire::run(args),
         }
     }
 }

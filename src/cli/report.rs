@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Args, ValueEnum};
 
-use crate::calendar::{WorkingTime, leave_label};
 use crate::report::{
     AvailabilityReport, MAX_HORIZON_DAYS, ReportError, ReportOptions, WeekView, resource_zone,
     select_resource,
@@ -103,19 +102,7 @@ fn render(args: &ReportArgs) -> Result<String, String> {
             Ok(json)
         }
         Format::Week => {
-            let working_time = WorkingTime::new(&schedule, resource);
-            let mut view =
-                WeekView::new(report, from).title(format!("{} \"{}\"", resource.id, resource.name));
-            for date in &report.blocked_dates {
-                let names: Vec<String> = working_time
-                    .leaves_on(*date)
-                    .into_iter()
-                    .map(leave_label)
-                    .collect();
-                if !names.is_empty() {
-                    view = view.blocked_name(*date, names.join(", "));
-                }
-            }
+            let mut view = WeekView::new(report, from).describe_resource(&schedule, resource);
             for warning in &generated.warnings {
                 view = view.note(format!("Note: {warning}."));
             }

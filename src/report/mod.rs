@@ -170,6 +170,16 @@ impl AvailabilityReport {
         self.windows.get(index).map(|window| window.start)
     }
 
+    /// Returns `at` when it lies inside an allowed window, else the start of the next one; `None`
+    /// when no window starts before `valid_until`. O(log n).
+    pub fn first_allowed_from(&self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        if self.is_allowed(at) {
+            Some(at)
+        } else {
+            self.next_allowed(at)
+        }
+    }
+
     /// Returns why `at` is not inside an allowed window, `None` when it is. O(log n).
     pub fn closed_at(&self, at: DateTime<Utc>) -> Option<Closed> {
         if self.is_allowed(at) {

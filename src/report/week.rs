@@ -6,8 +6,8 @@ use std::fmt;
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 
 use super::{AvailabilityReport, Capacity};
-use crate::calendar::{LocalDay, local_date};
-use crate::schedule::Interval;
+use crate::calendar::{LocalDay, WorkingTime, leave_label, local_date};
+use crate::schedule::{Interval, Resource, Schedule};
 
 /// The width of the day label column, `Mon 22 Dec` and two spaces.
 const LABEL_WIDTH: usize = 12;
@@ -76,6 +76,23 @@ impl<'a> WeekView<'a> {
     pub fn blocked_name(mut self, date: NaiveDate, name: impl Into<String>) -> Self {
         self.blocked_names.insert(date, name.into());
         self
+    }
+
+    /// Titles the view with `resource` and names each blocked date after the vacations and
+    /// leaves of `schedule` that block it.
+    pub fn describe_resource(mut self, schedule: &Schedule, resource: &Resource) -> Self {
+        let working_time = WorkingTime::new(schedule, resource);
+        for date in &self.report.blocked_dates {
+            let names: Vec<String> = working_time
+                .leaves_on(*date)
+                .into_iter()
+                .map(leave_label)
+                .collect();
+            if !names.is_empty() {
+                self.blocked_names.insert(*date, names.join(", "));
+            }
+        }
+        self.title(format!("{} \"{}\"", resource.id, resource.name))
     }
 
     /// Adds a line under the grid, such as a warning.

@@ -641,7 +641,7 @@ impl Builder<'_> {
                 Ok(value) => {
                     self.error(
                         count.pos,
-                        format!("invalid limit count {value}: a limit allows at least 1 call per window; remove the limit to switch a window off"),
+                        format!("invalid limit count {value}: a limit allows at least 1 call per window; to allow no calls at all in some hours, leave them out of the working hours"),
                     );
                     None
                 }

@@ -16,6 +16,10 @@ use futures_util::future::BoxFuture;
 use crate::report::Capacity;
 use crate::window::WindowKind;
 
+mod memory;
+
+pub use memory::MemoryStore;
+
 /// The counter a call is charged to: a tool of a tenant, narrowed by the policy's scope.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ScopeKey {
@@ -145,4 +149,12 @@ pub trait TokenStore: Send + Sync + 'static {
         &'a self,
         request: ConsumeRequest<'a>,
     ) -> BoxFuture<'a, Result<Decision, StoreError>>;
+
+    /// Returns whether `consume` and `peek` always finish on their first poll, as an in-process
+    /// store's do. The rate limit layer then decides without allocating a future for the call.
+    /// `false` by default; an implementation that returns `true` must never return a pending
+    /// future, because the layer drops it and treats the call as a store failure.
+    fn is_immediate(&self) -> bool {
+        false
+    }
 }

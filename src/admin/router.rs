@@ -1,0 +1,239 @@
+//! The admin API as JSON over HTTP, for axum (cargo feature `admin-router`).
+//!
+//! | method and path                   | does                                   |
+//! |-----------------------------------|----------------------------------------|
+//! | `GET /limits[?tenant=T]`          | lists limits, of one tenant if given   |
+//! | `PUT /limits`                     | creates or replaces the [`LimitSpec`] in the body |
+//! | `GET /limits/{tenant}/{tool}`     | returns one limit                      |
+//! | `DELETE /limits/{tenant}/{tool}`  | deletes one limit (204)                |
+//! | `GET /usage/{tenant}/{tool}[?workflow=RUN]` | returns the current counters |
+//! | `POST /reports/preview`           | renders a schedule's report without storing it |
+//!
+//! Every request needs `Authorization: Bearer TOKEN`. Without it, or with another token, the
+//! response is `401 Unauthorized` and nothing is read or written. Errors are
+//! `{"error": "message"}` with 400 (invalid input or body), 404 (no such limit) or 503 (database
+//! unavailable).
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use highway_ratelimit::admin::{Admin, router::admin_router};
+//! use highway_ratelimit::store::postgres::{PostgresConfig, PostgresStore};
+//!
+//! let store = PostgresStore::new(PostgresConfig::new("postgres://postgres@127.0.0.1/highway"))?;
+//! let admin = Admin::from_store(&store);
+//! let app = axum::Router::new().nest("/admin", admin_router(admin, std::env::var("ADMIN_TOKEN")?));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! axum::serve(listener, app).await?;
+//! # Ok(()) }
+//! ```
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+
+use super::{Admin, AdminError, LimitSpec};
+
+struct AdminState {
+    admin: Admin,
+    token: Vec<u8>,
+}
+
+/// Returns the router of the admin API, accepting requests that carry `Authorization: Bearer
+/// {token}`.
+///
+/// The token is compared in constant time. An empty token rejects every request.
+pub fn admin_router(admin: Admin, token: impl Into<String>) -> Router {
+    let state = Arc::new(AdminState {
+        admin,
+        token: token.into().into_bytes(),
+    });
+    Router::new()
+        .route("/limits", get(list_limits).put(put_limit))
+        .route(
+            "/limits/{tenant}/{tool}",
+            get(get_limit).delete(delete_limit),
+        )
+        .route("/usage/{tenant}/{tool}", get(usage))
+        .route("/reports/preview", post(preview))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .with_state(state)
+}
+
+async fn require_token(
+    State(state): State<Arc<AdminState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "));
+    match presented {
+        Some(presented) if token_matches(&state.token, presented) => next.run(request).await,
+        _ => {
+            tracing::warn!(path = %request.uri().path(), "admin request without a valid bearer token");
+            let mut response = error_response(
+                StatusCode::UNAUTHORIZED,
+                "missing or invalid bearer token".into(),
+            );
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            response
+        }
+    }
+}
+
+/// Compares in a time that depends only on the expected token's length.
+fn token_matches(expected: &[u8], presented: &[u8]) -> bool {
+    if expected.is_empty() {
+        return false;
+    }
+    let same_length = (expected.len() as u64).ct_eq(&(presented.len() as u64));
+    let padded: Vec<u8> = (0..expected.len())
+        .map(|i| presented.get(i).copied().unwrap_or(0))
+        .collect();
+    bool::from(same_length & expected.ct_eq(&padded))
+}
+
+#[derive(Debug, Deserialize)]
+struct TenantFilter {
+    tenant: Option<String>,
+}
+
+async fn list_limits(
+    State(state): State<Arc<AdminState>>,
+    Query(filter): Query<TenantFilter>,
+) -> Response {
+    respond(
+        state.admin.list(filter.tenant.as_deref()).await,
+        StatusCode::OK,
+    )
+}
+
+async fn put_limit(
+    State(state): State<Arc<AdminState>>,
+    body: Result<Json<LimitSpec>, JsonRejection>,
+) -> Response {
+    match body {
+        Ok(Json(spec)) => respond(state.admin.upsert(&spec).await, StatusCode::OK),
+        Err(rejection) => invalid_body(rejection),
+    }
+}
+
+async fn get_limit(
+    State(state): State<Arc<AdminState>>,
+    Path((tenant, tool)): Path<(String, String)>,
+) -> Response {
+    respond(state.admin.get(&tenant, &tool).await, StatusCode::OK)
+}
+
+async fn delete_limit(
+    State(state): State<Arc<AdminState>>,
+    Path((tenant, tool)): Path<(String, String)>,
+) -> Response {
+    match state.admin.delete(&tenant, &tool).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(error) => admin_error_response(error),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct WorkflowFilter {
+    workflow: Option<String>,
+}
+
+async fn usage(
+    State(state): State<Arc<AdminState>>,
+    Path((tenant, tool)): Path<(String, String)>,
+    Query(filter): Query<WorkflowFilter>,
+) -> Response {
+    respond(
+        state
+            .admin
+            .usage(&tenant, &tool, filter.workflow.as_deref())
+            .await,
+        StatusCode::OK,
+    )
+}
+
+/// The body of `POST /reports/preview`.
+#[derive(Debug, Deserialize)]
+struct PreviewRequest {
+    schedule: String,
+    resource: Option<String>,
+    from: Option<DateTime<Utc>>,
+    days: Option<u32>,
+}
+
+async fn preview(
+    State(state): State<Arc<AdminState>>,
+    Json(request): Json<PreviewRequest>,
+) -> Response {
+    let result = state.admin.preview(
+        &request.schedule,
+        "preview.tjp",
+        request.resource.as_deref(),
+        request.from.unwrap_or_else(Utc::now),
+        request.days.unwrap_or(state.admin.horizon_days()),
+    );
+    respond(result, StatusCode::OK)
+}
+
+fn respond<T: serde::Serialize>(result: Result<T, AdminError>, status: StatusCode) -> Response {
+    match result {
+        Ok(value) => (status, Json(value)).into_response(),
+        Err(error) => admin_error_response(error),
+    }
+}
+
+fn admin_error_response(error: AdminError) -> Response {
+    let status = match &error {
+        AdminError::InvalidLimit(_) | AdminError::InvalidSchedule(_) | AdminError::Report(_) => {
+            StatusCode::BAD_REQUEST
+        }
+        AdminError::NotFound { .. } => StatusCode::NOT_FOUND,
+        AdminError::InvalidRow { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        AdminError::Store(_) | AdminError::Pool(_) | AdminError::Database(_) => {
+            tracing::error!(%error, "admin request failed");
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+    };
+    error_response(status, error.to_string())
+}
+
+fn invalid_body(rejection: JsonRejection) -> Response {
+    error_response(
+        StatusCode::BAD_REQUEST,
+        format!("invalid request body: {}", rejection.body_text()),
+    )
+}
+
+fn error_response(status: StatusCode, message: String) -> Response {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::token_matches;
+
+    #[test]
+    fn token_comparison() {
+        assert!(token_matches(b"secret", b"secret"));
+        assert!(!token_matches(b"secret", b"secreT"));
+        assert!(!token_matches(b"secret", b"secret2"));
+        assert!(!token_matches(b"secret", b"secre"));
+        assert!(!token_matches(b"secret", b""));
+        assert!(!token_matches(b"", b""));
+    }
+}

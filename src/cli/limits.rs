@@ -1,0 +1,183 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use chrono::Weekday;
+use chrono_tz::Tz;
+use clap::{Args, Subcommand};
+
+use super::database::{DatabaseArgs, block_on, describe_database_error, print_json};
+use crate::admin::{Admin, LimitSpec};
+use crate::policy::Scope;
+use crate::schedule::{ParseOptions, Schedule};
+
+#[derive(Debug, Args)]
+pub(super) struct LimitsArgs {
+    #[command(subcommand)]
+    command: LimitsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum LimitsCommand {
+    /// Create or replace the limit of a tenant for a tool, and tell every worker.
+    Set(SetArgs),
+    /// Print the limit stored for exactly this tenant and tool.
+    Get(KeyArgs),
+    /// Print every limit, or those of one tenant.
+    List(ListArgs),
+    /// Delete the limit of a tenant for a tool; the tenant then follows the default tenant's.
+    Delete(KeyArgs),
+}
+
+#[derive(Debug, Args)]
+struct SetArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// The tenant id; `default` sets the limit of every tenant without one of its own.
+    #[arg(long)]
+    tenant: String,
+    /// The tool name, such as tools.email.send.
+    #[arg(long)]
+    tool: String,
+    /// The counter that calls share: one for every caller (global), per tenant, or per workflow run.
+    #[arg(long, default_value = "tenant", value_parser = ["global", "tenant", "workflow"])]
+    scope: String,
+    /// The maximum of calls (or cost units) per minute, without a schedule.
+    #[arg(long, value_name = "N")]
+    per_minute: Option<u64>,
+    /// The maximum of calls (or cost units) per hour, without a schedule.
+    #[arg(long, value_name = "N")]
+    per_hour: Option<u64>,
+    /// The maximum of calls (or cost units) per day, without a schedule.
+    #[arg(long, value_name = "N")]
+    per_day: Option<u64>,
+    /// A .tjp schedule that decides when calls are allowed and how many; it is stored in the
+    /// database, so it must not use `include`.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["per_minute", "per_hour", "per_day"])]
+    schedule: Option<PathBuf>,
+    /// The schedule's resource whose availability applies; may be left out when it has one.
+    #[arg(long, value_name = "ID", requires = "schedule")]
+    resource: Option<String>,
+    /// The IANA time zone whose days, weeks and months the windows follow (default UTC); with a
+    /// schedule, the schedule's zone applies.
+    #[arg(long, value_name = "ZONE")]
+    timezone: Option<Tz>,
+    /// The first day of a week window, such as monday (the default) or sunday.
+    #[arg(long, value_name = "DAY")]
+    week_start: Option<Weekday>,
+    /// Admit calls when the token store fails or times out, instead of rejecting them.
+    #[arg(long)]
+    fail_open: bool,
+    /// Store the limit switched off: calls are admitted and not counted.
+    #[arg(long)]
+    disabled: bool,
+}
+
+#[derive(Debug, Args)]
+struct KeyArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// The tenant id.
+    #[arg(long)]
+    tenant: String,
+    /// The tool name.
+    #[arg(long)]
+    tool: String,
+}
+
+#[derive(Debug, Args)]
+struct ListArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// Only this tenant's limits.
+    #[arg(long)]
+    tenant: Option<String>,
+}
+
+pub(super) fn run(args: LimitsArgs) -> ExitCode {
+    block_on(async move {
+        let database = match &args.command {
+            LimitsCommand::Set(set) => &set.database,
+            LimitsCommand::Get(key) | LimitsCommand::Delete(key) => &key.database,
+            LimitsCommand::List(list) => &list.database,
+        };
+        let admin = Admin::from_store(&database.store()?);
+        match args.command {
+            LimitsCommand::Set(set) => {
+                let spec = spec_from_args(set)?;
+                let outcome = admin
+                    .upsert(&spec)
+                    .await
+                    .map_err(|error| describe_database_error(&error))?;
+                for warning in &outcome.warnings {
+                    eprintln!("{warning}");
+                }
+                print_json(&outcome.limit)?;
+            }
+            LimitsCommand::Get(key) => {
+                let limit = admin
+                    .get(&key.tenant, &key.tool)
+                    .await
+                    .map_err(|error| describe_database_error(&error))?;
+                print_json(&limit)?;
+            }
+            LimitsCommand::List(list) => {
+                let limits = admin
+                    .list(list.tenant.as_deref())
+                    .await
+                    .map_err(|error| describe_database_error(&error))?;
+                print_json(&limits)?;
+            }
+            LimitsCommand::Delete(key) => {
+                admin
+                    .delete(&key.tenant, &key.tool)
+                    .await
+                    .map_err(|error| describe_database_error(&error))?;
+                eprintln!(
+                    "deleted the limit of tenant {:?} for tool {:?}",
+                    key.tenant, key.tool
+                );
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn spec_from_args(args: SetArgs) -> Result<LimitSpec, String> {
+    let scope: Scope = args
+        .scope
+        .parse()
+        .map_err(|error: crate::policy::ParseScopeError| error.to_string())?;
+
+    let schedule = match &args.schedule {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|error| format!("cannot read the schedule {}: {error}", path.display()))?;
+            // Parse here first so that errors name the file the operator passed.
+            let options = ParseOptions {
+                file_name: path.clone(),
+                base_dir: None,
+            };
+            let schedule = Schedule::parse(&text, &options).map_err(|error| error.to_string())?;
+            for warning in &schedule.warnings {
+                eprintln!("{warning}");
+            }
+            Some(text)
+        }
+        None => None,
+    };
+
+    Ok(LimitSpec {
+        tenant: args.tenant,
+        tool: args.tool,
+        scope,
+        per_minute: args.per_minute,
+        per_hour: args.per_hour,
+        per_day: args.per_day,
+        schedule,
+        resource: args.resource,
+        timezone: args.timezone,
+        week_start: args.week_start,
+        enabled: !args.disabled,
+        fail_open: args.fail_open,
+    })
+}

@@ -1,0 +1,34 @@
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::database::{DatabaseArgs, block_on, describe_database_error, print_json};
+use crate::admin::Admin;
+
+#[derive(Debug, Args)]
+pub(super) struct UsageArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+    /// The calling tenant.
+    #[arg(long)]
+    tenant: String,
+    /// The tool name, such as tools.email.send.
+    #[arg(long)]
+    tool: String,
+    /// Only this workflow run's counters, for a limit that counts per workflow run.
+    #[arg(long, value_name = "RUN")]
+    workflow: Option<String>,
+}
+
+pub(super) fn run(args: UsageArgs) -> ExitCode {
+    block_on(async move {
+        let store = args.database.store()?;
+        let admin = Admin::from_store(&store);
+        let counts = admin
+            .usage(&args.tenant, &args.tool, args.workflow.as_deref())
+            .await
+            .map_err(|error| describe_database_error(&error))?;
+        print_json(&counts)?;
+        Ok(ExitCode::SUCCESS)
+    })
+}

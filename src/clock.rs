@@ -1,0 +1,132 @@
+//! Clocks: where the rate limiter reads the current instant.
+//!
+//! [`SystemClock`] reads the system's wall clock and is the default. [`TokioClock`] starts at a
+//! fixed instant and advances with tokio's clock, so tests and examples run on any date and,
+//! with `tokio::time::pause`, without waiting. [`ManualClock`] reads the instant it was last set
+//! to, for replays and for programs whose real I/O rules out paused time:
+//!
+//! ```
+//! use highway_ratelimit::clock::{Clock, TokioClock};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let start = "2026-03-02T09:00:00Z".parse().unwrap();
+//! let clock = TokioClock::starting_at(start);
+//!
+//! tokio::time::sleep(std::time::Duration::from_secs(90)).await;
+//!
+//! assert_eq!(clock.now(), start + chrono::Duration::seconds(90));
+//! # }
+//! ```
+
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use chrono::{DateTime, Utc};
+
+/// A source of the current instant.
+pub trait Clock: Debug + Send + Sync + 'static {
+    /// Returns the current instant.
+    fn now(&self) -> DateTime<Utc>;
+
+    /// Returns the instant to hand to a token store with a call made at `now`.
+    ///
+    /// `None` lets the store use its own clock (the database clock for PostgreSQL), so that every
+    /// worker counts in the same windows. Clocks that are not the wall clock return `Some(now)`,
+    /// because a store's clock would not follow them.
+    fn store_instant(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        Some(now)
+    }
+}
+
+/// The system's wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+
+    fn store_instant(&self, _now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        None
+    }
+}
+
+/// A clock that starts at a fixed instant and advances with tokio's clock.
+///
+/// Under `tokio::time::pause` it advances only when tokio's clock does (with
+/// `tokio::time::advance`, or when every task sleeps), which makes time-dependent behaviour
+/// testable without waiting. Outside a paused runtime it follows the system's monotonic clock.
+#[derive(Debug, Clone, Copy)]
+pub struct TokioClock {
+    origin: DateTime<Utc>,
+    started: tokio::time::Instant,
+}
+
+impl TokioClock {
+    /// Creates a clock that reads `origin` now and advances with tokio's clock from here.
+    pub fn starting_at(origin: DateTime<Utc>) -> Self {
+        TokioClock {
+            origin,
+            started: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> DateTime<Utc> {
+        let elapsed = tokio::time::Instant::now().saturating_duration_since(self.started);
+        self.origin + chrono::Duration::from_std(elapsed).unwrap_or(chrono::Duration::MAX)
+    }
+}
+
+/// A clock that reads the instant it was last set to, for replays and for examples that do
+/// real I/O, where tokio's paused time would fire every timeout at once.
+///
+/// Clones share one instant, so the clock handed to a layer can be moved from outside:
+///
+/// ```
+/// use highway_ratelimit::clock::{Clock, ManualClock};
+///
+/// let start = "2026-03-02T09:00:00Z".parse().unwrap();
+/// let clock = ManualClock::starting_at(start);
+/// let layer_clock = clock.clone();
+///
+/// clock.advance(chrono::Duration::minutes(5));
+///
+/// assert_eq!(layer_clock.now(), start + chrono::Duration::minutes(5));
+/// ```
+#[derive(Debug, Clone)]
+pub struct ManualClock {
+    now: Arc<Mutex<DateTime<Utc>>>,
+}
+
+impl ManualClock {
+    /// Creates a clock that reads `start` until it is set or advanced.
+    pub fn starting_at(start: DateTime<Utc>) -> Self {
+        ManualClock {
+            now: Arc::new(Mutex::new(start)),
+        }
+    }
+
+    /// Sets the instant every clone reads.
+    pub fn set(&self, now: DateTime<Utc>) {
+        *self.now.lock().unwrap_or_else(PoisonError::into_inner) = now;
+    }
+
+    /// Moves the instant forward by `step` (backward when `step` is negative); leaves it
+    /// unchanged when the result would be outside chrono's range of dates.
+    pub fn advance(&self, step: chrono::Duration) {
+        let mut now = self.now.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(moved) = now.checked_add_signed(step) {
+            *now = moved;
+        }
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.now.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}

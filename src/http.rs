@@ -1,0 +1,276 @@
+//! HTTP responses to rejected calls: status codes, `Retry-After` and the IETF `RateLimit-Policy`
+//! and `RateLimit` fields, for axum routers and other `http` services.
+//!
+//! [`HttpRateLimitLayer`] turns every rejection into a response, so the wrapped service keeps its
+//! own error type and fits where axum expects an infallible service. The status says why:
+//!
+//! | rejection | status |
+//! | --- | --- |
+//! | quota exhausted, outside allowed hours, blocked date | 429 Too Many Requests, with `Retry-After` |
+//! | token store, policy source or schedule unavailable (fail-closed) | 503 Service Unavailable |
+//! | cost larger than a limit | 413 Content Too Large: the call can never fit |
+//! | no policy for the tool | 403 Forbidden |
+//! | missing identity extension | 500 Internal Server Error: the service is misconfigured |
+//!
+//! `Retry-After` is in whole seconds, rounded up so that a client that waits exactly that long
+//! is not rejected again. A quota rejection also carries the fields of
+//! draft-ietf-httpapi-ratelimit-headers (version 09): `RateLimit-Policy` lists every limited
+//! window as `"minute";q=LIMIT;w=SECONDS` and `RateLimit` its state as
+//! `"minute";r=REMAINING;t=SECONDS_TO_RESET`. Calendar windows vary in length (a day can last
+//! 23 or 25 hours), so `w` is the nominal length, and is left out for months. A response to an
+//! admitted call that was counted carries the same two fields, with the remaining units after
+//! the call.
+//!
+//! ```
+//! use std::sync::Arc;
+//!
+//! use axum::{Router, routing::post};
+//! use highway_ratelimit::layer::{RateLimitLayer, StaticPolicies, TenantId};
+//! use highway_ratelimit::store::MemoryStore;
+//!
+//! async fn send_email() -> &'static str {
+//!     "sent"
+//! }
+//!
+//! async fn authenticate(mut request: axum::extract::Request) -> axum::extract::Request {
+//!     // A real service takes the tenant from the caller's verified credentials.
+//!     request.extensions_mut().insert(TenantId::new("acme"));
+//!     request
+//! }
+//!
+//! let limits = RateLimitLayer::builder(Arc::new(StaticPolicies::new()), Arc::new(MemoryStore::new()))
+//!     .tool("tools.email.send")
+//!     .build();
+//! let app: Router = Router::new()
+//!     .route("/send", post(send_email))
+//!     .layer(limits.into_http())
+//!     .layer(axum::middleware::map_request(authenticate));
+//! ```
+
+use std::fmt::Write;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use ::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::layer::{
+    Admission, RateLimit, RateLimitError, RateLimitLayer, Rejection, RejectionReason,
+    ResponseFuture,
+};
+use crate::store::WindowUsage;
+use crate::window::WindowKind;
+
+/// The `RateLimit-Policy` field name.
+pub const RATELIMIT_POLICY: &str = "ratelimit-policy";
+/// The `RateLimit` field name.
+pub const RATELIMIT: &str = "ratelimit";
+
+impl RateLimitLayer {
+    /// Returns a layer that responds to rejected calls with an HTTP response instead of an error.
+    pub fn into_http(self) -> HttpRateLimitLayer {
+        HttpRateLimitLayer { inner: self }
+    }
+}
+
+/// Rate-limits an HTTP service and responds to rejected calls with a response; see the
+/// [module documentation](self).
+#[derive(Debug, Clone)]
+pub struct HttpRateLimitLayer {
+    inner: RateLimitLayer,
+}
+
+impl<S> Layer<S> for HttpRateLimitLayer {
+    type Service = HttpRateLimit<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        HttpRateLimit {
+            inner: self.inner.layer(inner),
+        }
+    }
+}
+
+/// An HTTP service behind a rate limit that responds to rejected calls with a response.
+#[derive(Debug, Clone)]
+pub struct HttpRateLimit<S> {
+    inner: RateLimit<S>,
+}
+
+impl<S> HttpRateLimit<S> {
+    /// Returns a reference to the inner service.
+    pub fn get_ref(&self) -> &S {
+        self.inner.get_ref()
+    }
+
+    /// Returns a mutable reference to the inner service.
+    pub fn get_mut(&mut self) -> &mut S {
+        self.inner.get_mut()
+    }
+
+    /// Consumes `self`, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner.into_inner()
+    }
+}
+
+impl<S, B> Service<::http::Request<B>> for HttpRateLimit<S>
+where
+    S: Service<::http::Request<B>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Response: IntoResponse,
+    B: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = HttpResponseFuture<S, B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(|error| match error {
+            RateLimitError::Service(error) => error,
+            RateLimitError::Rejected(_) => {
+                unreachable!("poll_ready only returns the inner service's errors")
+            }
+        })
+    }
+
+    fn call(&mut self, request: ::http::Request<B>) -> Self::Future {
+        HttpResponseFuture {
+            now: self.inner.now(),
+            inner: self.inner.call(request),
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`HttpRateLimit`]: the tool's response with the `RateLimit`
+    /// fields, or the response to a rejection.
+    pub struct HttpResponseFuture<S, B>
+    where
+        S: Service<::http::Request<B>>,
+    {
+        #[pin]
+        inner: ResponseFuture<S, ::http::Request<B>>,
+        now: DateTime<Utc>,
+    }
+}
+
+impl<S, B> Future for HttpResponseFuture<S, B>
+where
+    S: Service<::http::Request<B>>,
+    S::Response: IntoResponse,
+{
+    type Output = Result<Response, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let response = match ready!(this.inner.as_mut().poll(cx)) {
+            Ok(response) => response,
+            Err(RateLimitError::Rejected(rejection)) => {
+                return Poll::Ready(Ok(rejection.into_response()));
+            }
+            Err(RateLimitError::Service(error)) => return Poll::Ready(Err(error)),
+        };
+
+        let mut response = response.into_response();
+        if let Some(Admission::Counted(windows)) = this.inner.take_admission() {
+            insert_ratelimit_fields(response.headers_mut(), &windows, *this.now);
+        }
+        Poll::Ready(Ok(response))
+    }
+}
+
+impl<S, B> std::fmt::Debug for HttpResponseFuture<S, B>
+where
+    S: Service<::http::Request<B>>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        let mut headers = HeaderMap::new();
+        if let Some(wait) = self.retry_after() {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(whole_seconds(wait)));
+        }
+        if let RejectionReason::QuotaExhausted { windows, .. } = self.reason() {
+            insert_ratelimit_fields(&mut headers, windows, self.decided_at());
+        }
+        (status(&self), headers, self.to_string()).into_response()
+    }
+}
+
+/// Returns the status code of a rejection's response.
+pub fn status(rejection: &Rejection) -> StatusCode {
+    match rejection.reason() {
+        RejectionReason::QuotaExhausted { .. }
+        | RejectionReason::OutsideHours { .. }
+        | RejectionReason::BlockedDate { .. } => StatusCode::TOO_MANY_REQUESTS,
+        RejectionReason::StoreUnavailable(_)
+        | RejectionReason::PolicyUnavailable(_)
+        | RejectionReason::ScheduleUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        RejectionReason::CostExceedsLimit { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        RejectionReason::NoPolicy => StatusCode::FORBIDDEN,
+        RejectionReason::MissingIdentity(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn insert_ratelimit_fields(headers: &mut HeaderMap, windows: &[WindowUsage], now: DateTime<Utc>) {
+    if windows.is_empty() {
+        return;
+    }
+    let (policy, state) = ratelimit_fields(windows, now);
+    // Both values are ASCII built from numbers and window names, so conversion cannot fail.
+    if let (Ok(policy), Ok(state)) = (HeaderValue::try_from(policy), HeaderValue::try_from(state)) {
+        headers.insert(RATELIMIT_POLICY, policy);
+        headers.insert(RATELIMIT, state);
+    }
+}
+
+/// Returns the `RateLimit-Policy` and `RateLimit` field values for `windows` at `now`.
+pub fn ratelimit_fields(
+    windows: &[WindowUsage],
+    now: chrono::DateTime<chrono::Utc>,
+) -> (String, String) {
+    let mut policy = String::new();
+    let mut state = String::new();
+    for usage in windows {
+        let separator = if policy.is_empty() { "" } else { ", " };
+        let name = usage.kind.as_str();
+        // `fmt::Write` for `String` never returns an error.
+        let _ = write!(policy, "{separator}\"{name}\";q={}", usage.limit);
+        if let Some(seconds) = nominal_seconds(usage.kind) {
+            let _ = write!(policy, ";w={seconds}");
+        }
+        let reset = (usage.reset_at - now).to_std().unwrap_or(Duration::ZERO);
+        let _ = write!(
+            state,
+            "{separator}\"{name}\";r={};t={}",
+            usage.remaining,
+            whole_seconds(reset)
+        );
+    }
+    (policy, state)
+}
+
+fn nominal_seconds(kind: WindowKind) -> Option<u64> {
+    match kind {
+        WindowKind::Minute => Some(60),
+        WindowKind::Hour => Some(3_600),
+        WindowKind::Day => Some(86_400),
+        WindowKind::Week => Some(604_800),
+        WindowKind::Month => None,
+    }
+}
+
+/// Rounds up to whole seconds.
+fn whole_seconds(duration: Duration) -> u64 {
+    duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
+}

@@ -1,0 +1,162 @@
+//! The settings of a rate limit layer and the builder that makes one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::identity::ToolName;
+use super::layer::RateLimitLayer;
+use super::limiter::Limiter;
+use crate::clock::{Clock, SystemClock};
+use crate::policy::PolicySource;
+use crate::store::TokenStore;
+
+/// What the layer does with a call whose tool has no policy, neither the tenant's own nor the
+/// default tenant's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MissingPolicy {
+    /// Reject the call with [`RejectionReason::NoPolicy`](super::RejectionReason::NoPolicy):
+    /// a tool nobody configured is most likely a mistake, and rejecting makes it visible at
+    /// once.
+    #[default]
+    Reject,
+    /// Admit the call without counting it.
+    Admit,
+}
+
+/// The settings shared by every service of one layer.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) tool: Option<ToolName>,
+    pub(crate) store_timeout: Duration,
+    pub(crate) missing_policy: MissingPolicy,
+    pub(crate) max_wait: Option<Duration>,
+    pub(crate) cache_capacity: u64,
+    pub(crate) cache_ttl: Duration,
+    pub(crate) report_days: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            tool: None,
+            store_timeout: Duration::from_millis(500),
+            missing_policy: MissingPolicy::Reject,
+            max_wait: None,
+            cache_capacity: 10_000,
+            cache_ttl: Duration::from_secs(60),
+            report_days: 7,
+        }
+    }
+}
+
+/// Builds a [`RateLimitLayer`] from a policy source, a token store and settings.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+///
+/// use highway_ratelimit::layer::{MissingPolicy, RateLimitLayer, StaticPolicies};
+/// use highway_ratelimit::store::MemoryStore;
+///
+/// let layer = RateLimitLayer::builder(Arc::new(StaticPolicies::new()), Arc::new(MemoryStore::new()))
+///     .tool("tools.email.send")
+///     .store_timeout(Duration::from_millis(200))
+///     .missing_policy(MissingPolicy::Admit)
+///     .wait_up_to(Duration::from_secs(2))
+///     .build();
+/// ```
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct RateLimitBuilder {
+    policies: Arc<dyn PolicySource>,
+    store: Arc<dyn TokenStore>,
+    clock: Arc<dyn Clock>,
+    settings: Settings,
+}
+
+// Written by hand because the policy source and the store need not implement `Debug`.
+impl std::fmt::Debug for RateLimitBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimitBuilder")
+            .field("clock", &self.clock)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RateLimitBuilder {
+    pub(crate) fn new(policies: Arc<dyn PolicySource>, store: Arc<dyn TokenStore>) -> Self {
+        RateLimitBuilder {
+            policies,
+            store,
+            clock: Arc::new(SystemClock),
+            settings: Settings::default(),
+        }
+    }
+
+    /// Names the tool every call through this layer is made to, instead of reading a
+    /// [`ToolName`] extension from each request.
+    pub fn tool(mut self, tool: impl Into<Arc<str>>) -> Self {
+        self.settings.tool = Some(ToolName::new(tool));
+        self
+    }
+
+    /// Sets the clock that decides which window and which report slot a call falls in
+    /// ([`SystemClock`] by default).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Sets the longest a token store call may take before it counts as failed (500 ms by
+    /// default); the policy's `fail_open` then decides.
+    pub fn store_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.store_timeout = timeout;
+        self
+    }
+
+    /// Sets what happens to calls whose tool has no policy ([`MissingPolicy::Reject`] by
+    /// default).
+    pub fn missing_policy(mut self, missing: MissingPolicy) -> Self {
+        self.settings.missing_policy = missing;
+        self
+    }
+
+    /// Turns on wait mode: a call rejected with a retry time at most `max_wait` away sleeps
+    /// until then and is tried once more, instead of failing at once.
+    ///
+    /// The waiting call holds the inner service's readiness while it sleeps.
+    pub fn wait_up_to(mut self, max_wait: Duration) -> Self {
+        self.settings.max_wait = Some(max_wait);
+        self
+    }
+
+    /// Sets how many policies and reports are cached (10,000 by default).
+    pub fn cache_capacity(mut self, entries: u64) -> Self {
+        self.settings.cache_capacity = entries;
+        self
+    }
+
+    /// Sets how long a cached policy or report is used before it is read again (60 s by
+    /// default). Changes reach the layer sooner through
+    /// [`RateLimitLayer::invalidate`].
+    pub fn cache_ttl(mut self, ttl: Duration) -> Self {
+        self.settings.cache_ttl = ttl;
+        self
+    }
+
+    /// Sets the horizon, in days, of a report computed again after it expired (7 by default).
+    pub fn report_days(mut self, days: u32) -> Self {
+        self.settings.report_days = days;
+        self
+    }
+
+    /// Builds the layer.
+    pub fn build(self) -> RateLimitLayer {
+        RateLimitLayer::from_limiter(Arc::new(Limiter::new(
+            self.policies,
+            self.store,
+            self.clock,
+            self.settings,
+        )))
+    }
+}

@@ -1,0 +1,265 @@
+//! Errors: why the rate limiter rejected a call, kept apart from the tool's own errors.
+
+use std::error::Error;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+
+use super::identity::IdentityError;
+use crate::store::{StoreError, WindowUsage};
+use crate::window::WindowKind;
+
+/// The error of a [`RateLimit`](super::RateLimit) service: the limiter rejected the call, or the
+/// tool failed.
+///
+/// A circuit breaker stacked around the limiter should count only [`RateLimitError::Service`]
+/// as a failure: a rejection says nothing about the tool's health, and the tool was not called.
+#[derive(Debug)]
+pub enum RateLimitError<E> {
+    /// The limiter rejected the call; the tool was not called.
+    Rejected(Rejection),
+    /// The tool was called and failed, or was not ready.
+    Service(E),
+}
+
+impl<E> RateLimitError<E> {
+    /// Returns the rejection, `None` for a tool error.
+    pub fn rejection(&self) -> Option<&Rejection> {
+        match self {
+            RateLimitError::Rejected(rejection) => Some(rejection),
+            RateLimitError::Service(_) => None,
+        }
+    }
+
+    /// Returns whether the limiter rejected the call.
+    pub fn is_rejected(&self) -> bool {
+        matches!(self, RateLimitError::Rejected(_))
+    }
+
+    /// Returns the tool's error, `None` for a rejection.
+    pub fn into_service_error(self) -> Option<E> {
+        match self {
+            RateLimitError::Rejected(_) => None,
+            RateLimitError::Service(error) => Some(error),
+        }
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for RateLimitError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RateLimitError::Rejected(rejection) => rejection.fmt(f),
+            RateLimitError::Service(error) => error.fmt(f),
+        }
+    }
+}
+
+impl<E: Error + 'static> Error for RateLimitError<E> {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            RateLimitError::Rejected(rejection) => rejection.source(),
+            RateLimitError::Service(error) => error.source(),
+        }
+    }
+}
+
+/// A call the rate limiter rejected: why, for whom, and when to retry.
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    reason: RejectionReason,
+    tenant: Option<Arc<str>>,
+    tool: Option<Arc<str>>,
+    decided_at: DateTime<Utc>,
+}
+
+impl Rejection {
+    pub(crate) fn new(
+        reason: RejectionReason,
+        tenant: Option<Arc<str>>,
+        tool: Option<Arc<str>>,
+        decided_at: DateTime<Utc>,
+    ) -> Self {
+        Rejection {
+            reason,
+            tenant,
+            tool,
+            decided_at,
+        }
+    }
+
+    /// Returns why the call was rejected.
+    pub fn reason(&self) -> &RejectionReason {
+        &self.reason
+    }
+
+    /// Returns the tenant of the call, `None` when the request named none.
+    pub fn tenant(&self) -> Option<&str> {
+        self.tenant.as_deref()
+    }
+
+    /// Returns the tool of the call, `None` when the request named none.
+    pub fn tool(&self) -> Option<&str> {
+        self.tool.as_deref()
+    }
+
+    /// Returns when the decision was taken, by the limiter's clock.
+    pub fn decided_at(&self) -> DateTime<Utc> {
+        self.decided_at
+    }
+
+    /// Returns the earliest instant at which the same call can succeed, as far as the limiter
+    /// can tell; `None` when retrying cannot help or when no time is known.
+    pub fn retry_at(&self) -> Option<DateTime<Utc>> {
+        match &self.reason {
+            RejectionReason::OutsideHours { next_allowed }
+            | RejectionReason::BlockedDate { next_allowed, .. } => *next_allowed,
+            RejectionReason::QuotaExhausted { retry_at, .. } => Some(*retry_at),
+            _ => None,
+        }
+    }
+
+    /// Returns how long to wait from the decision until [`retry_at`](Self::retry_at).
+    pub fn retry_after(&self) -> Option<Duration> {
+        let wait = self.retry_at()? - self.decided_at;
+        Some(wait.to_std().unwrap_or(Duration::ZERO))
+    }
+
+    /// Returns whether the call failed because a dependency of the limiter (the token store,
+    /// the policy source, the schedule) is unavailable, rather than because of a limit.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self.reason,
+            RejectionReason::StoreUnavailable(_)
+                | RejectionReason::PolicyUnavailable(_)
+                | RejectionReason::ScheduleUnavailable { .. }
+        )
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "rate limit rejected the call")?;
+        if let Some(tool) = &self.tool {
+            write!(f, " to {tool:?}")?;
+        }
+        if let Some(tenant) = &self.tenant {
+            write!(f, " for tenant {tenant:?}")?;
+        }
+        write!(f, ": {}", self.reason)
+    }
+}
+
+impl Error for Rejection {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match &self.reason {
+            RejectionReason::StoreUnavailable(error)
+            | RejectionReason::PolicyUnavailable(error) => Some(&**error),
+            RejectionReason::MissingIdentity(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+/// Why the rate limiter rejected a call.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum RejectionReason {
+    /// The call falls outside the schedule's working hours.
+    #[error("outside the allowed hours{}", next(next_allowed))]
+    OutsideHours {
+        /// The start of the next allowed window; `None` when the report has none.
+        next_allowed: Option<DateTime<Utc>>,
+    },
+    /// The call falls on a date blocked by a vacation or leave.
+    #[error("{date} is a blocked date{}", next(next_allowed))]
+    BlockedDate {
+        /// The blocked local date.
+        date: NaiveDate,
+        /// The start of the next allowed window; `None` when the report has none.
+        next_allowed: Option<DateTime<Utc>>,
+    },
+    /// A window's quota is used up.
+    #[error("the {window} quota of {limit} {}; retry at {retry_at}", left(windows, *window))]
+    QuotaExhausted {
+        /// The window that refused; when several refuse, the one that resets last.
+        window: WindowKind,
+        /// That window's limit.
+        limit: u64,
+        /// When that window resets or, when it resets outside the schedule's allowed windows,
+        /// the start of the next allowed window after the reset.
+        retry_at: DateTime<Utc>,
+        /// Every limited window, shortest first, as the store left them.
+        windows: Vec<WindowUsage>,
+    },
+    /// The call's cost is larger than a window's whole limit, so it can never succeed.
+    #[error(
+        "a cost of {cost} can never fit the {window} limit of {limit}: split the call or raise the limit"
+    )]
+    CostExceedsLimit {
+        /// The window whose limit is too small.
+        window: WindowKind,
+        /// That window's limit.
+        limit: u64,
+        /// The call's cost.
+        cost: u64,
+    },
+    /// The token store failed or timed out, and the policy fails closed.
+    #[error("{0}, and the policy fails closed")]
+    StoreUnavailable(Arc<StoreError>),
+    /// The policy source failed or timed out.
+    #[error("cannot read the policy: {0}")]
+    PolicyUnavailable(Arc<StoreError>),
+    /// The schedule's report expired and could not be computed again, and the policy fails
+    /// closed.
+    #[error("the schedule's report expired and cannot be computed again: {message}")]
+    ScheduleUnavailable {
+        /// Why the report could not be computed.
+        message: Arc<str>,
+    },
+    /// No policy exists for the tool, and the layer rejects such calls.
+    #[error(
+        "no rate limit policy for this tool, neither the tenant's nor the default tenant's: add one, or let the layer admit such calls with RateLimitBuilder::missing_policy"
+    )]
+    NoPolicy,
+    /// The request lacks an extension the limiter needs.
+    #[error(transparent)]
+    MissingIdentity(IdentityError),
+}
+
+impl RejectionReason {
+    /// A short name for logs and metric labels: `outside_hours`, `blocked_date`,
+    /// `quota_exhausted`, `cost_exceeds_limit`, `store_unavailable`, `policy_unavailable`,
+    /// `schedule_unavailable`, `no_policy` or `missing_identity`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RejectionReason::OutsideHours { .. } => "outside_hours",
+            RejectionReason::BlockedDate { .. } => "blocked_date",
+            RejectionReason::QuotaExhausted { .. } => "quota_exhausted",
+            RejectionReason::CostExceedsLimit { .. } => "cost_exceeds_limit",
+            RejectionReason::StoreUnavailable(_) => "store_unavailable",
+            RejectionReason::PolicyUnavailable(_) => "policy_unavailable",
+            RejectionReason::ScheduleUnavailable { .. } => "schedule_unavailable",
+            RejectionReason::NoPolicy => "no_policy",
+            RejectionReason::MissingIdentity(_) => "missing_identity",
+        }
+    }
+}
+
+/// Describes what is left of the refusing window: nothing, or too little for the call's cost.
+fn left(windows: &[WindowUsage], window: WindowKind) -> String {
+    match windows.iter().find(|usage| usage.kind == window) {
+        Some(usage) if usage.remaining > 0 => {
+            format!("has {} left, less than the call's cost", usage.remaining)
+        }
+        _ => "is exhausted (0 remaining)".to_owned(),
+    }
+}
+
+fn next(next_allowed: &Option<DateTime<Utc>>) -> String {
+    match next_allowed {
+        Some(at) => format!("; next allowed at {at}"),
+        None => "; no allowed window before the report ends".to_owned(),
+    }
+}

@@ -1,0 +1,149 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use futures_util::future::BoxFuture;
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use super::error::{RateLimitError, Rejection};
+use super::limiter::Admission;
+
+pin_project! {
+    /// The response future of [`RateLimit`](super::RateLimit): checks the call, then calls the
+    /// inner service.
+    pub struct ResponseFuture<S, Request>
+    where
+        S: Service<Request>,
+    {
+        #[pin]
+        state: State<S, Request>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, Request>
+    where
+        S: Service<Request>,
+    {
+        // The limiter is deciding; `service` is ready and `request` waits for the decision.
+        Checking {
+            check: BoxFuture<'static, Result<Admission, Rejection>>,
+            service: Option<S>,
+            request: Option<Request>,
+        },
+        // The call was admitted and the inner service is answering.
+        Calling {
+            #[pin]
+            future: S::Future,
+            admission: Option<Admission>,
+        },
+        // The call was rejected before it reached the inner service.
+        Rejected {
+            rejection: Option<Rejection>,
+        },
+    }
+}
+
+impl<S, Request> ResponseFuture<S, Request>
+where
+    S: Service<Request>,
+{
+    pub(crate) fn new(
+        check: BoxFuture<'static, Result<Admission, Rejection>>,
+        service: S,
+        request: Request,
+    ) -> Self {
+        ResponseFuture {
+            state: State::Checking {
+                check,
+                service: Some(service),
+                request: Some(request),
+            },
+        }
+    }
+
+    pub(crate) fn admitted(future: S::Future, admission: Admission) -> Self {
+        ResponseFuture {
+            state: State::Calling {
+                future,
+                admission: Some(admission),
+            },
+        }
+    }
+
+    /// Takes the admission of a call that reached the inner service, for the HTTP and gRPC
+    /// adapters; `None` before the decision, for a rejected call, or once taken.
+    pub(crate) fn take_admission(self: Pin<&mut Self>) -> Option<Admission> {
+        match self.project().state.project() {
+            StateProj::Calling { admission, .. } => admission.take(),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn rejected(rejection: Rejection) -> Self {
+        ResponseFuture {
+            state: State::Rejected {
+                rejection: Some(rejection),
+            },
+        }
+    }
+}
+
+impl<S, Request> Future for ResponseFuture<S, Request>
+where
+    S: Service<Request>,
+{
+    type Output = Result<S::Response, RateLimitError<S::Error>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Checking {
+                    check,
+                    service,
+                    request,
+                } => {
+                    let admission = match ready!(check.as_mut().poll(cx)) {
+                        Ok(admission) => admission,
+                        Err(rejection) => {
+                            tracing::trace!(reason = rejection.reason().as_str(), "call rejected");
+                            return Poll::Ready(Err(RateLimitError::Rejected(rejection)));
+                        }
+                    };
+                    let mut service = service
+                        .take()
+                        .expect("the inner service is taken only once, when admitted");
+                    let request = request
+                        .take()
+                        .expect("the request is taken only once, when admitted");
+                    let future = service.call(request);
+                    this.state.set(State::Calling {
+                        future,
+                        admission: Some(admission),
+                    });
+                }
+                StateProj::Calling { future, .. } => {
+                    return future.poll(cx).map_err(RateLimitError::Service);
+                }
+                StateProj::Rejected { rejection } => {
+                    let rejection = rejection
+                        .take()
+                        .expect("a rejected ResponseFuture is polled after it completed");
+                    return Poll::Ready(Err(RateLimitError::Rejected(rejection)));
+                }
+            }
+        }
+    }
+}
+
+impl<S, Request> std::fmt::Debug for ResponseFuture<S, Request>
+where
+    S: Service<Request>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}

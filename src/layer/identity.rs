@@ -1,0 +1,174 @@
+//! Who is calling: the tenant, workflow run, tool and cost of a call, read from the request's
+//! extensions.
+//!
+//! The values are inserted by code the service trusts (the engine, an authentication layer),
+//! never parsed from what a client sent, because they decide whose quota a call uses.
+
+use std::fmt;
+use std::num::NonZeroU64;
+use std::sync::Arc;
+
+use http::Extensions;
+
+/// The tenant a call is made for. Insert it into the request's extensions.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TenantId(Arc<str>);
+
+/// The workflow run a call is made from. Required when the policy's scope is `workflow`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WorkflowRunId(Arc<str>);
+
+/// The tool called, such as `tools.email.send`. Not needed when the layer names its tool.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ToolName(Arc<str>);
+
+macro_rules! id_type {
+    ($name:ident) => {
+        impl $name {
+            /// Creates the id from its text.
+            pub fn new(id: impl Into<Arc<str>>) -> Self {
+                $name(id.into())
+            }
+
+            /// Returns the id's text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+
+            /// Returns the id's shared text, cheap to clone.
+            pub fn shared(&self) -> &Arc<str> {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+id_type!(TenantId);
+id_type!(WorkflowRunId);
+id_type!(ToolName);
+
+/// How many units a call uses: recipients of an email, tokens of an LLM call. 1 when absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Cost(NonZeroU64);
+
+impl Cost {
+    /// The cost of a plain call.
+    pub const ONE: Cost = Cost(NonZeroU64::MIN);
+
+    /// Creates a cost; `None` for 0, because every call uses at least one unit.
+    pub const fn new(units: u64) -> Option<Cost> {
+        match NonZeroU64::new(units) {
+            Some(units) => Some(Cost(units)),
+            None => None,
+        }
+    }
+
+    /// Returns the number of units.
+    pub const fn get(self) -> u64 {
+        self.0.get()
+    }
+}
+
+impl Default for Cost {
+    fn default() -> Self {
+        Cost::ONE
+    }
+}
+
+/// A request whose extensions say who is calling.
+///
+/// Implemented for `http::Request`, `tonic::Request` (with the `tonic` feature) and
+/// `http::Extensions` itself; the engine's own request types implement it by returning the
+/// extensions they carry.
+pub trait CallerIdentity {
+    /// Returns the extensions that hold [`TenantId`], [`WorkflowRunId`], [`ToolName`] and
+    /// [`Cost`].
+    fn extensions(&self) -> &Extensions;
+}
+
+impl<B> CallerIdentity for http::Request<B> {
+    fn extensions(&self) -> &Extensions {
+        self.extensions()
+    }
+}
+
+#[cfg(feature = "tonic")]
+impl<T> CallerIdentity for tonic::Request<T> {
+    fn extensions(&self) -> &Extensions {
+        self.extensions()
+    }
+}
+
+impl CallerIdentity for Extensions {
+    fn extensions(&self) -> &Extensions {
+        self
+    }
+}
+
+/// The identity of one call, as read from its extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The tenant the call is made for.
+    pub tenant: TenantId,
+    /// The workflow run the call is made from, when the request carries one.
+    pub workflow_run: Option<WorkflowRunId>,
+    /// The tool called.
+    pub tool: ToolName,
+    /// The units the call uses.
+    pub cost: Cost,
+}
+
+impl Caller {
+    /// Reads the caller from `extensions`; `fixed_tool`, when given, names the tool instead of a
+    /// [`ToolName`] extension.
+    pub fn from_extensions(
+        extensions: &Extensions,
+        fixed_tool: Option<&ToolName>,
+    ) -> Result<Caller, IdentityError> {
+        let tenant = extensions
+            .get::<TenantId>()
+            .ok_or(IdentityError::MissingTenant)?;
+        let tool = match fixed_tool {
+            Some(tool) => tool,
+            None => extensions
+                .get::<ToolName>()
+                .ok_or(IdentityError::MissingTool)?,
+        };
+
+        Ok(Caller {
+            tenant: tenant.clone(),
+            workflow_run: extensions.get::<WorkflowRunId>().cloned(),
+            tool: tool.clone(),
+            cost: extensions.get::<Cost>().copied().unwrap_or_default(),
+        })
+    }
+}
+
+/// A request that lacks an extension the rate limiter needs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    /// No [`TenantId`] extension.
+    #[error(
+        "the request has no tenant: insert a highway_ratelimit::layer::TenantId into its extensions before the rate limit layer"
+    )]
+    MissingTenant,
+    /// No [`ToolName`] extension and no tool named by the layer.
+    #[error(
+        "the request has no tool name: insert a highway_ratelimit::layer::ToolName into its extensions, or name the tool with RateLimitBuilder::tool"
+    )]
+    MissingTool,
+    /// The policy counts per workflow run and the request has no [`WorkflowRunId`].
+    #[error(
+        "the policy of tool {tool:?} counts per workflow run, but the request has no workflow run: insert a highway_ratelimit::layer::WorkflowRunId into its extensions"
+    )]
+    MissingWorkflowRun {
+        /// The tool whose policy needs the workflow run.
+        tool: String,
+    },
+}

@@ -1,0 +1,589 @@
+//! The decision shared by every service of a layer: policy, allowed window, capacity, tokens.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc, Weekday};
+use chrono_tz::Tz;
+use foldhash::fast::RandomState;
+use futures_util::FutureExt;
+use moka::sync::Cache;
+
+use super::config::{MissingPolicy, Settings};
+use super::error::{Rejection, RejectionReason};
+use super::identity::{Caller, IdentityError};
+use super::key::scope_key;
+use crate::clock::Clock;
+use crate::policy::{Policy, PolicySchedule, PolicySource, Scope};
+use crate::report::{AvailabilityReport, Capacity, Closed, ReportOptions};
+use crate::schedule::{ParseOptions, Schedule};
+use crate::store::{ConsumeRequest, Decision, ScopeKey, StoreError, TokenStore, WindowUsage};
+
+/// A policy with what can be computed from it once: the key of its calls when that does not
+/// depend on the workflow run.
+#[derive(Debug)]
+pub(crate) struct ResolvedPolicy {
+    pub(crate) policy: Policy,
+    key: Option<ScopeKey>,
+}
+
+/// A tenant and tool, the key of both caches.
+type CacheKey = (Arc<str>, Arc<str>);
+
+/// A report computed again after the policy's own expired, or why that failed.
+type RenderedReport = Result<Arc<AvailabilityReport>, Arc<str>>;
+
+/// The outcome of a call's check, before the tool is called.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// The call was charged; every limited window after the charge, shortest first.
+    Counted(Vec<WindowUsage>),
+    /// The call was admitted without counting: no policy and [`MissingPolicy::Admit`], a
+    /// disabled policy, or an unlimited capacity.
+    Uncounted,
+    /// The token store failed and the policy fails open.
+    FailedOpen,
+}
+
+pub(crate) struct Limiter {
+    policies: Arc<dyn PolicySource>,
+    store: Arc<dyn TokenStore>,
+    clock: Arc<dyn Clock>,
+    pub(crate) settings: Settings,
+    /// Whether the store finishes on its first poll, which allows [`Limiter::check_now`].
+    store_is_immediate: bool,
+    policy_cache: Cache<CacheKey, Option<Arc<ResolvedPolicy>>, RandomState>,
+    report_cache: Cache<CacheKey, RenderedReport, RandomState>,
+}
+
+// Written by hand because the policy source and the store need not implement `Debug`.
+impl std::fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limiter")
+            .field("clock", &self.clock)
+            .field("settings", &self.settings)
+            .field("cached_policies", &self.policy_cache.entry_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Limiter {
+    pub(crate) fn new(
+        policies: Arc<dyn PolicySource>,
+        store: Arc<dyn TokenStore>,
+        clock: Arc<dyn Clock>,
+        settings: Settings,
+    ) -> Self {
+        let policy_cache = Cache::builder()
+            .max_capacity(settings.cache_capacity)
+            .time_to_live(settings.cache_ttl)
+            .support_invalidation_closures()
+            .build_with_hasher(RandomState::default());
+        let report_cache = Cache::builder()
+            .max_capacity(settings.cache_capacity)
+            .time_to_live(settings.cache_ttl)
+            .build_with_hasher(RandomState::default());
+        Limiter {
+            store_is_immediate: store.is_immediate(),
+            policies,
+            store,
+            clock,
+            settings,
+            policy_cache,
+            report_cache,
+        }
+    }
+
+    /// Drops the cached policy and report of `tool` for `tenant`; for the default tenant, of
+    /// every tenant that fell back to it.
+    pub(crate) fn invalidate(&self, tenant: &str, tool: &str) {
+        tracing::debug!(tenant, tool, "rate limit policy invalidated");
+        if tenant == crate::policy::DEFAULT_TENANT {
+            let tool: Arc<str> = tool.into();
+            // Fails only when the cache was built without invalidation closures, which it is not.
+            let _ = self
+                .policy_cache
+                .invalidate_entries_if(move |(_, cached_tool), _| *cached_tool == tool);
+        } else {
+            self.policy_cache.invalidate(&(tenant.into(), tool.into()));
+        }
+        self.report_cache.invalidate(&(tenant.into(), tool.into()));
+    }
+
+    pub(crate) fn invalidate_all(&self) {
+        tracing::debug!("every cached rate limit policy invalidated");
+        self.policy_cache.invalidate_all();
+        self.report_cache.invalidate_all();
+    }
+
+    /// Checks a call and charges it; in wait mode, sleeps once until the retry time when it is
+    /// close enough and checks again.
+    pub(crate) async fn check_waiting(&self, caller: &Caller) -> Result<Admission, Rejection> {
+        let first = self.check(caller).await;
+        let Some(max_wait) = self.settings.max_wait else {
+            return first;
+        };
+        let Err(rejection) = &first else {
+            return first;
+        };
+        let Some(wait) = rejection.retry_after().filter(|wait| *wait <= max_wait) else {
+            return first;
+        };
+
+        tracing::trace!(?wait, "waiting for the rate limit to allow the call");
+        Box::pin(tokio::time::sleep(wait)).await;
+        Box::pin(self.check(caller)).await
+    }
+
+    /// Checks a call in order (allowed window, capacity, tokens) and charges it when all pass.
+    pub(crate) async fn check(&self, caller: &Caller) -> Result<Admission, Rejection> {
+        let started = quanta::Instant::now();
+        let now = self.clock.now();
+        let result = self.decide(caller, now).await;
+        record(&result, started);
+        result
+    }
+
+    /// Checks a call and charges it without waiting, when all it needs is at hand: an
+    /// immediate store, a cached policy and, for a scheduled policy, a valid report. Returns
+    /// `None`, having charged nothing, when the call needs [`check`](Self::check).
+    pub(crate) fn check_now(&self, caller: &Caller) -> Option<Result<Admission, Rejection>> {
+        if !self.store_is_immediate {
+            return None;
+        }
+        let started = quanta::Instant::now();
+        let cached = self.policy_cache.get(&cache_key(caller))?;
+        let now = self.clock.now();
+
+        let result = match cached {
+            None => self.without_policy(caller, now),
+            Some(resolved) if !resolved.policy.enabled => Ok(Admission::Uncounted),
+            Some(resolved) => {
+                let calendar = ready_calendar(&resolved.policy, now)?;
+                self.charge_now(caller, &resolved, &calendar, now)
+            }
+        };
+        record(&result, started);
+        Some(result)
+    }
+
+    /// Returns the current instant by the layer's clock.
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// Returns whether wait mode would sleep for this rejection.
+    pub(crate) fn would_wait(&self, rejection: &Rejection) -> bool {
+        let Some(max_wait) = self.settings.max_wait else {
+            return false;
+        };
+        rejection.retry_after().is_some_and(|wait| wait <= max_wait)
+    }
+
+    async fn decide(&self, caller: &Caller, now: DateTime<Utc>) -> Result<Admission, Rejection> {
+        let resolved = match self.resolve(caller).await {
+            Ok(Some(resolved)) => resolved,
+            Ok(None) => return self.without_policy(caller, now),
+            Err(error) => {
+                tracing::warn!(tenant = %caller.tenant, tool = %caller.tool, %error, "cannot read the rate limit policy");
+                return Err(rejection(
+                    caller,
+                    now,
+                    RejectionReason::PolicyUnavailable(error),
+                ));
+            }
+        };
+        let policy = &resolved.policy;
+        if !policy.enabled {
+            return Ok(Admission::Uncounted);
+        }
+
+        let calendar = match ready_calendar(policy, now) {
+            Some(calendar) => calendar,
+            None => {
+                let schedule = policy
+                    .schedule
+                    .as_ref()
+                    .expect("only a scheduled policy waits for its report");
+                Box::pin(self.scheduled_calendar(policy, schedule, now))
+                    .await
+                    .map_err(|reason| rejection(caller, now, reason))?
+            }
+        };
+        if calendar.capacity.is_unlimited() {
+            return Ok(Admission::Uncounted);
+        }
+
+        let key = call_key(caller, &resolved, now)?;
+        let timeout = self.settings.store_timeout;
+        let mut consume = self
+            .store
+            .consume(self.consume_request(caller, &key, &calendar, now));
+        // An in-process store finishes on its first poll. Only a store that has to wait gets a
+        // timer, boxed so that the timer's size and cost stay off the in-process path.
+        let outcome = match (&mut consume).now_or_never() {
+            Some(outcome) => outcome,
+            None => {
+                let timed = Box::pin(tokio::time::timeout(timeout, consume));
+                timed.await.unwrap_or(Err(StoreError::Timeout(timeout)))
+            }
+        };
+        self.conclude(outcome, caller, policy, &key, now)
+    }
+
+    /// Charges a call to an immediate store, on the calling thread.
+    fn charge_now(
+        &self,
+        caller: &Caller,
+        resolved: &ResolvedPolicy,
+        calendar: &Calendar,
+        now: DateTime<Utc>,
+    ) -> Result<Admission, Rejection> {
+        if calendar.capacity.is_unlimited() {
+            return Ok(Admission::Uncounted);
+        }
+        let key = call_key(caller, resolved, now)?;
+        let request = self.consume_request(caller, &key, calendar, now);
+        let outcome = self
+            .store
+            .consume(request)
+            .now_or_never()
+            .unwrap_or_else(|| {
+                Err(StoreError::Unavailable(
+                    "the token store says it is immediate but did not finish on its first poll"
+                        .into(),
+                ))
+            });
+        self.conclude(outcome, caller, &resolved.policy, &key, now)
+    }
+
+    fn consume_request<'a>(
+        &self,
+        caller: &Caller,
+        key: &'a ScopeKey,
+        calendar: &'a Calendar,
+        now: DateTime<Utc>,
+    ) -> ConsumeRequest<'a> {
+        ConsumeRequest {
+            key,
+            cost: caller.cost.get(),
+            capacity: &calendar.capacity,
+            timezone: calendar.timezone,
+            week_start: calendar.week_start,
+            // A store in this process has no clock better than the layer's, so it gets the
+            // instant already read; a shared store may use its own (the database clock).
+            at: if self.store_is_immediate {
+                Some(now)
+            } else {
+                self.clock.store_instant(now)
+            },
+        }
+    }
+
+    /// Returns the outcome of a call for which no policy exists.
+    fn without_policy(&self, caller: &Caller, now: DateTime<Utc>) -> Result<Admission, Rejection> {
+        match self.settings.missing_policy {
+            MissingPolicy::Admit => Ok(Admission::Uncounted),
+            MissingPolicy::Reject => Err(rejection(caller, now, RejectionReason::NoPolicy)),
+        }
+    }
+
+    /// Turns the store's outcome into the call's, applying the policy's `fail_open`.
+    fn conclude(
+        &self,
+        outcome: Result<Decision, StoreError>,
+        caller: &Caller,
+        policy: &Policy,
+        key: &ScopeKey,
+        now: DateTime<Utc>,
+    ) -> Result<Admission, Rejection> {
+        let reason = match outcome {
+            Ok(Decision::Admitted { windows }) => return Ok(Admission::Counted(windows)),
+            Ok(Decision::Rejected {
+                window,
+                retry_at,
+                windows,
+            }) => {
+                let limit = windows
+                    .iter()
+                    .find(|usage| usage.kind == window)
+                    .map_or(0, |usage| usage.limit);
+                // A window that resets outside working hours (a day limit resets at midnight)
+                // has room again only when the schedule next opens.
+                let retry_at = policy
+                    .schedule
+                    .as_ref()
+                    .filter(|schedule| retry_at < schedule.report.valid_until)
+                    .and_then(|schedule| schedule.report.first_allowed_from(retry_at))
+                    .unwrap_or(retry_at);
+                RejectionReason::QuotaExhausted {
+                    window,
+                    limit,
+                    retry_at,
+                    windows,
+                }
+            }
+            Err(StoreError::CostExceedsLimit {
+                window,
+                limit,
+                cost,
+            }) => RejectionReason::CostExceedsLimit {
+                window,
+                limit,
+                cost,
+            },
+            Err(error) if policy.fail_open => {
+                tracing::warn!(%key, %error, "token store failed; admitting the call because the policy fails open");
+                metrics::counter!("highway_ratelimit_store_errors_total", "outcome" => "admitted")
+                    .increment(1);
+                return Ok(Admission::FailedOpen);
+            }
+            Err(error) => {
+                tracing::error!(%key, %error, "token store failed; rejecting the call because the policy fails closed");
+                metrics::counter!("highway_ratelimit_store_errors_total", "outcome" => "rejected")
+                    .increment(1);
+                RejectionReason::StoreUnavailable(Arc::new(error))
+            }
+        };
+        Err(rejection(caller, now, reason))
+    }
+
+    /// Returns the policy in force for the caller, from the cache or the policy source.
+    async fn resolve(
+        &self,
+        caller: &Caller,
+    ) -> Result<Option<Arc<ResolvedPolicy>>, Arc<StoreError>> {
+        let cache_key = cache_key(caller);
+        if let Some(cached) = self.policy_cache.get(&cache_key) {
+            return Ok(cached);
+        }
+
+        // Boxed because a miss is rare and its future is large. Concurrent misses may each read
+        // the source; the last one read stays cached.
+        let resolved = Box::pin(self.load_policy(caller)).await?;
+        self.policy_cache.insert(cache_key, resolved.clone());
+        Ok(resolved)
+    }
+
+    /// Reads the policy in force for the caller from the policy source, within the store
+    /// timeout.
+    async fn load_policy(
+        &self,
+        caller: &Caller,
+    ) -> Result<Option<Arc<ResolvedPolicy>>, Arc<StoreError>> {
+        let tenant = caller.tenant.as_str();
+        let tool = caller.tool.as_str();
+        let timeout = self.settings.store_timeout;
+        let policy = match tokio::time::timeout(timeout, self.policies.resolve(tenant, tool)).await
+        {
+            Ok(policy) => policy.map_err(Arc::new)?,
+            Err(_) => return Err(Arc::new(StoreError::Timeout(timeout))),
+        };
+        tracing::debug!(
+            tenant,
+            tool,
+            found = policy.is_some(),
+            "rate limit policy loaded"
+        );
+
+        Ok(policy.map(|policy| {
+            let key = match policy.scope {
+                Scope::Workflow => None,
+                Scope::Global | Scope::Tenant => scope_key(&policy, tenant, None),
+            };
+            Arc::new(ResolvedPolicy { policy, key })
+        }))
+    }
+
+    /// Returns the capacity and calendar a scheduled policy applies at `now`, or why the call
+    /// is not allowed then.
+    async fn scheduled_calendar(
+        &self,
+        policy: &Policy,
+        schedule: &PolicySchedule,
+        now: DateTime<Utc>,
+    ) -> Result<Calendar, RejectionReason> {
+        let report = if now < schedule.report.valid_until {
+            schedule.report.clone()
+        } else {
+            match self.rendered_report(policy, schedule, now) {
+                Ok(report) => report,
+                Err(message) if policy.fail_open => {
+                    tracing::warn!(tenant = %policy.tenant, tool = %policy.tool, %message, "expired report cannot be computed again; applying its default capacity because the policy fails open");
+                    let report = &schedule.report;
+                    return Ok(Calendar {
+                        capacity: report.default_capacity,
+                        timezone: report.timezone,
+                        week_start: report.week_start,
+                    });
+                }
+                Err(message) => return Err(RejectionReason::ScheduleUnavailable { message }),
+            }
+        };
+
+        match report.closed_at(now) {
+            None => Ok(Calendar::of_report(&report, now)),
+            Some(Closed::OutsideHours) => Err(RejectionReason::OutsideHours {
+                next_allowed: report.next_allowed(now),
+            }),
+            Some(Closed::BlockedDate(date)) => Err(RejectionReason::BlockedDate {
+                date,
+                next_allowed: report.next_allowed(now),
+            }),
+            Some(Closed::Expired) => Err(RejectionReason::ScheduleUnavailable {
+                message: format!(
+                    "the report computed again is valid only until {}",
+                    report.valid_until
+                )
+                .into(),
+            }),
+        }
+    }
+
+    /// Returns the policy's report computed again from its definition at `now`, cached with
+    /// failures, so a schedule that does not parse is not parsed again on every call.
+    fn rendered_report(
+        &self,
+        policy: &Policy,
+        schedule: &PolicySchedule,
+        now: DateTime<Utc>,
+    ) -> Result<Arc<AvailabilityReport>, Arc<str>> {
+        let cache_key: CacheKey = (policy.tenant.as_str().into(), policy.tool.as_str().into());
+        if let Some(cached) = self.report_cache.get(&cache_key) {
+            match &cached {
+                Ok(report) if now >= report.valid_until => self.report_cache.invalidate(&cache_key),
+                _ => return cached,
+            }
+        }
+
+        self.report_cache.get_with(cache_key, || {
+            let rendered = render_report(policy, schedule, now, self.settings.report_days);
+            match &rendered {
+                Ok(report) => tracing::info!(
+                    tenant = %policy.tenant, tool = %policy.tool, valid_until = %report.valid_until,
+                    "expired availability report computed again"
+                ),
+                Err(message) => tracing::error!(
+                    tenant = %policy.tenant, tool = %policy.tool, %message,
+                    "expired availability report cannot be computed again"
+                ),
+            }
+            rendered
+        })
+    }
+}
+
+/// Records a decision's metrics.
+fn record(result: &Result<Admission, Rejection>, started: quanta::Instant) {
+    metrics::histogram!("highway_ratelimit_decision_seconds")
+        .record(started.elapsed().as_secs_f64());
+    match result {
+        Ok(_) => metrics::counter!("highway_ratelimit_admitted_total").increment(1),
+        Err(rejection) => {
+            let reason = rejection.reason().as_str();
+            metrics::counter!("highway_ratelimit_rejected_total", "reason" => reason).increment(1);
+        }
+    }
+}
+
+fn cache_key(caller: &Caller) -> CacheKey {
+    (caller.tenant.shared().clone(), caller.tool.shared().clone())
+}
+
+fn rejection(caller: &Caller, now: DateTime<Utc>, reason: RejectionReason) -> Rejection {
+    Rejection::new(
+        reason,
+        Some(caller.tenant.shared().clone()),
+        Some(caller.tool.shared().clone()),
+        now,
+    )
+}
+
+/// Returns the key a call is charged to: the policy's, or the caller's workflow run's.
+fn call_key<'r>(
+    caller: &Caller,
+    resolved: &'r ResolvedPolicy,
+    now: DateTime<Utc>,
+) -> Result<Cow<'r, ScopeKey>, Rejection> {
+    if let Some(key) = &resolved.key {
+        return Ok(Cow::Borrowed(key));
+    }
+    let run = caller.workflow_run.as_ref().map(|run| run.as_str());
+    scope_key(&resolved.policy, caller.tenant.as_str(), run)
+        .map(Cow::Owned)
+        .ok_or_else(|| {
+            let missing = IdentityError::MissingWorkflowRun {
+                tool: caller.tool.to_string(),
+            };
+            rejection(caller, now, RejectionReason::MissingIdentity(missing))
+        })
+}
+
+/// Returns the capacity and calendar of a policy at `now` when no await is needed: static
+/// limits, or a report still valid and open at `now`. `None` when the report must be
+/// consulted through the report cache.
+fn ready_calendar(policy: &Policy, now: DateTime<Utc>) -> Option<Calendar> {
+    match &policy.schedule {
+        None => Some(Calendar {
+            capacity: policy.static_capacity,
+            timezone: policy.timezone,
+            week_start: policy.week_start,
+        }),
+        Some(schedule) if now < schedule.report.valid_until && schedule.report.is_allowed(now) => {
+            Some(Calendar::of_report(&schedule.report, now))
+        }
+        Some(_) => None,
+    }
+}
+
+/// The limits of a call and the calendar their windows follow.
+struct Calendar {
+    capacity: Capacity,
+    timezone: Tz,
+    week_start: Weekday,
+}
+
+impl Calendar {
+    /// Returns the capacity and calendar of `report` at `now`, an instant inside its windows.
+    fn of_report(report: &AvailabilityReport, now: DateTime<Utc>) -> Calendar {
+        Calendar {
+            capacity: report
+                .capacity_at(now)
+                .copied()
+                .unwrap_or(report.default_capacity),
+            timezone: report.timezone,
+            week_start: report.week_start,
+        }
+    }
+}
+
+fn render_report(
+    policy: &Policy,
+    schedule: &PolicySchedule,
+    now: DateTime<Utc>,
+    days: u32,
+) -> Result<Arc<AvailabilityReport>, Arc<str>> {
+    let options = ParseOptions {
+        file_name: format!(
+            "schedule of tool {} for tenant {}",
+            policy.tool, policy.tenant
+        )
+        .into(),
+        base_dir: None,
+    };
+    let parsed =
+        Schedule::parse(&schedule.definition, &options).map_err(|error| error.to_string())?;
+    let options = ReportOptions {
+        resource: schedule.resource.clone(),
+        from: now,
+        days,
+        generated_at: now,
+    };
+    let generated =
+        AvailabilityReport::generate(&parsed, &options).map_err(|error| error.to_string())?;
+
+    for warning in &generated.warnings {
+        tracing::warn!(tenant = %policy.tenant, tool = %policy.tool, %warning, "availability report warning");
+    }
+    Ok(Arc::new(generated.report))
+}

@@ -1,0 +1,82 @@
+//! The Tower middleware: rate limits on the calls of any service, by policy, schedule and
+//! token store.
+//!
+//! [`RateLimitLayer`] wraps a tool service. For each call, [`RateLimit`] reads who is calling
+//! from the request's extensions ([`TenantId`], and optionally [`WorkflowRunId`], [`ToolName`]
+//! and [`Cost`]), finds the tool's policy (the tenant's own, else the `default` tenant's), and
+//! checks in this order:
+//!
+//! 1. the allowed window: with a schedule, the call must fall inside a window of the policy's
+//!    availability report. Otherwise it is rejected as outside hours or on a blocked date, and
+//!    the start of the next window is its retry time;
+//! 2. the capacity: the report's capacity at that instant, or the policy's static limits when it
+//!    has no schedule;
+//! 3. the tokens: the cost is charged to every limited window in one atomic step of the
+//!    [`TokenStore`](crate::store::TokenStore).
+//!
+//! Only when all pass is the inner service called. A rejection is a
+//! [`RateLimitError::Rejected`], kept apart from the tool's own [`RateLimitError::Service`] so
+//! that a circuit breaker stacked around the limiter counts tool failures only.
+//!
+//! The policy decides which calls share a counter (its scope: global, per tenant, per workflow
+//! run), whether it is enabled, and whether a failing or slow token store admits calls
+//! (`fail_open`) or rejects them. A store call never takes longer than
+//! [`RateLimitBuilder::store_timeout`]. Policies and reports are cached for
+//! [`RateLimitBuilder::cache_ttl`]; [`RateLimitLayer::invalidate`] applies a change at once.
+//! A report past its `valid_until` is computed again from the schedule's definition; when that
+//! fails, a fail-open policy applies the report's default capacity, and a fail-closed one
+//! rejects with [`RejectionReason::ScheduleUnavailable`].
+//!
+//! ```
+//! use std::sync::Arc;
+//!
+//! use highway_ratelimit::layer::{RateLimitError, RateLimitLayer, StaticPolicies, TenantId};
+//! use highway_ratelimit::policy::Policy;
+//! use highway_ratelimit::report::Capacity;
+//! use highway_ratelimit::store::MemoryStore;
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let per_minute = Capacity { per_minute: Some(1), ..Capacity::UNLIMITED };
+//! let policies = StaticPolicies::new().with(Policy::new("default", "tools.email.send", per_minute));
+//! let limits = RateLimitLayer::builder(Arc::new(policies), Arc::new(MemoryStore::new()))
+//!     .tool("tools.email.send")
+//!     .build();
+//! let send_email = ServiceBuilder::new()
+//!     .layer(limits)
+//!     .service_fn(|_request: http::Request<String>| async { Ok::<_, std::io::Error>("sent") });
+//!
+//! let request = || {
+//!     let mut request = http::Request::new("hello".to_owned());
+//!     request.extensions_mut().insert(TenantId::new("acme"));
+//!     request
+//! };
+//! assert_eq!(send_email.clone().oneshot(request()).await.unwrap(), "sent");
+//!
+//! let second = send_email.oneshot(request()).await;
+//! assert!(matches!(second, Err(RateLimitError::Rejected(_))));
+//! # }
+//! ```
+
+mod config;
+mod error;
+mod future;
+mod identity;
+pub(crate) mod key;
+#[allow(clippy::module_inception)]
+mod layer;
+mod limiter;
+mod service;
+mod static_policies;
+
+pub use config::{MissingPolicy, RateLimitBuilder};
+pub use error::{RateLimitError, Rejection, RejectionReason};
+pub use future::ResponseFuture;
+pub use identity::{
+    Caller, CallerIdentity, Cost, IdentityError, TenantId, ToolName, WorkflowRunId,
+};
+pub use layer::RateLimitLayer;
+pub use limiter::Admission;
+pub use service::RateLimit;
+pub use static_policies::StaticPolicies;

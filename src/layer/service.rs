@@ -1,0 +1,131 @@
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tower_service::Service;
+use tracing::Instrument;
+
+use super::error::{RateLimitError, Rejection, RejectionReason};
+use super::future::ResponseFuture;
+use super::identity::{Caller, CallerIdentity};
+use super::limiter::Limiter;
+
+/// Rate-limits the calls to an inner service.
+///
+/// Made by [`RateLimitLayer`](super::RateLimitLayer); clones share the layer's limits.
+#[derive(Debug, Clone)]
+pub struct RateLimit<S> {
+    inner: S,
+    limiter: Arc<Limiter>,
+}
+
+impl<S> RateLimit<S> {
+    pub(crate) fn from_limiter(inner: S, limiter: Arc<Limiter>) -> Self {
+        RateLimit { inner, limiter }
+    }
+
+    /// Returns a reference to the inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// Returns a mutable reference to the inner service.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes `self`, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// Returns the current instant by the layer's clock.
+    pub(crate) fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.limiter.now()
+    }
+
+    /// Drops the cached policy and report of `tool` for `tenant`, as
+    /// [`RateLimitLayer::invalidate`](super::RateLimitLayer::invalidate) does.
+    pub fn invalidate(&self, tenant: &str, tool: &str) {
+        self.limiter.invalidate(tenant, tool);
+    }
+}
+
+impl<S, Request> Service<Request> for RateLimit<S>
+where
+    S: Service<Request> + Clone + Send + 'static,
+    S::Future: Send,
+    Request: CallerIdentity + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = RateLimitError<S::Error>;
+    type Future = ResponseFuture<S, Request>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(RateLimitError::Service)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        // `self.inner` is the service `poll_ready` made ready. Take it for this call and leave a
+        // fresh clone behind, which must be made ready before its own first call, so that the
+        // call can happen later in the future without holding `&mut self`.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+
+        let caller = match Caller::from_extensions(
+            request.extensions(),
+            self.limiter.settings.tool.as_ref(),
+        ) {
+            Ok(caller) => caller,
+            Err(error) => {
+                tracing::warn!(%error, "rate limited request without identity");
+                let rejection = Rejection::new(
+                    RejectionReason::MissingIdentity(error),
+                    None,
+                    self.limiter
+                        .settings
+                        .tool
+                        .as_ref()
+                        .map(|tool| tool.shared().clone()),
+                    self.limiter.now(),
+                );
+                return ResponseFuture::rejected(rejection);
+            }
+        };
+
+        let span = tracing::debug_span!(
+            "rate_limit",
+            tenant = %caller.tenant,
+            tool = %caller.tool,
+            decision = tracing::field::Empty,
+        );
+        // The fast path: decided on this thread, with no future to allocate. A rejection that
+        // wait mode would sleep on takes the slow path, which checks again; a rejection
+        // charged nothing, so checking twice is harmless.
+        if let Some(decision) = span.in_scope(|| self.limiter.check_now(&caller)) {
+            match decision {
+                Ok(admission) => {
+                    span.record("decision", tracing::field::debug(&admission));
+                    return ResponseFuture::admitted(inner.call(request), admission);
+                }
+                Err(rejection) if !self.limiter.would_wait(&rejection) => {
+                    span.record("decision", rejection.reason().as_str());
+                    return ResponseFuture::rejected(rejection);
+                }
+                Err(_) => {}
+            }
+        }
+
+        let limiter = self.limiter.clone();
+        let check = async move {
+            let decision = limiter.check_waiting(&caller).await;
+            let span = tracing::Span::current();
+            match &decision {
+                Ok(admission) => span.record("decision", tracing::field::debug(admission)),
+                Err(rejection) => span.record("decision", rejection.reason().as_str()),
+            };
+            tracing::trace!(?decision, "rate limit decision");
+            decision
+        };
+        ResponseFuture::new(Box::pin(check.instrument(span)), inner, request)
+    }
+}

@@ -1,0 +1,250 @@
+//! The admin router over a real PostgreSQL: bearer-token checks and the JSON API.
+#![cfg(feature = "admin-router")]
+
+mod common;
+
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::http::{Method, Request, StatusCode, header};
+use common::TestDatabase;
+use highway_ratelimit::admin::router::admin_router;
+use highway_ratelimit::admin::{Admin, LimitSpec};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const TOKEN: &str = "s3cret-admin-token";
+
+async fn send(
+    router: &Router,
+    method: Method,
+    uri: &str,
+    authorization: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut request = Request::builder().method(method).uri(uri);
+    if let Some(authorization) = authorization {
+        request = request.header(header::AUTHORIZATION, authorization);
+    }
+    let body = match body {
+        Some(body) => {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+            Body::from(body.to_string())
+        }
+        None => Body::empty(),
+    };
+    let response = router
+        .clone()
+        .oneshot(request.body(body).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    let value = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    (status, value)
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+#[tokio::test]
+async fn bad_tokens_touch_nothing() {
+    let database = TestDatabase::new().await;
+    let admin = Admin::from_store(&database.store().await);
+    admin
+        .upsert(&LimitSpec {
+            per_minute: Some(5),
+            ..LimitSpec::new("acme", "tools.http")
+        })
+        .await
+        .unwrap();
+    let router = admin_router(admin.clone(), TOKEN);
+
+    let wrong_tokens = [
+        None,
+        Some("".to_owned()),
+        Some(TOKEN.to_owned()),
+        Some(format!("Basic {TOKEN}")),
+        Some(format!("bearer {TOKEN}")),
+        Some(bearer("s3cret-admin-tokeN")),
+        Some(bearer("s3cret-admin-token2")),
+        Some(bearer("s3cret")),
+        Some(bearer("")),
+    ];
+    let new_limit = json!({ "tenant": "globex", "tool": "tools.http", "per_minute": 1 });
+    for token in &wrong_tokens {
+        let token = token.as_deref();
+        let requests = [
+            (Method::GET, "/limits", None),
+            (Method::PUT, "/limits", Some(new_limit.clone())),
+            (Method::GET, "/limits/acme/tools.http", None),
+            (Method::DELETE, "/limits/acme/tools.http", None),
+            (Method::GET, "/usage/acme/tools.http", None),
+            (
+                Method::POST,
+                "/reports/preview",
+                Some(json!({ "schedule": "project x \"X\" 2026-01-01 +1y" })),
+            ),
+        ];
+        for (method, uri, body) in requests {
+            let (status, answer) = send(&router, method.clone(), uri, token, body).await;
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{method} {uri} with {token:?}"
+            );
+            assert_eq!(answer["error"], "missing or invalid bearer token");
+        }
+    }
+
+    let limits = admin.list(None).await.unwrap();
+    assert_eq!(limits.len(), 1, "nothing was written");
+    assert_eq!(limits[0].tenant, "acme");
+    assert_eq!(limits[0].per_minute, Some(5));
+
+    // An empty configured token rejects even an empty presented one.
+    let closed = admin_router(admin.clone(), "");
+    let (status, _) = send(&closed, Method::GET, "/limits", Some("Bearer "), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn limit_life_over_http() {
+    let database = TestDatabase::new().await;
+    let admin = Admin::from_store(&database.store().await);
+    let router = admin_router(admin.clone(), TOKEN);
+    let auth = bearer(TOKEN);
+    let auth = Some(auth.as_str());
+
+    let spec = json!({ "tenant": "acme", "tool": "tools.email.send", "scope": "global", "per_hour": 50, "timezone": "Asia/Tokyo", "week_start": "sunday" });
+    let (status, written) = send(&router, Method::PUT, "/limits", auth, Some(spec)).await;
+    assert_eq!(status, StatusCode::OK, "{written}");
+    assert_eq!(written["limit"]["per_hour"], 50);
+    assert_eq!(written["limit"]["scope"], "global");
+    assert_eq!(written["limit"]["timezone"], "Asia/Tokyo");
+    assert_eq!(written["limit"]["week_start"], "sunday");
+
+    let (status, stored) = send(
+        &router,
+        Method::GET,
+        "/limits/acme/tools.email.send",
+        auth,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(stored, written["limit"]);
+
+    let (status, listed) = send(&router, Method::GET, "/limits?tenant=acme", auth, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(listed.as_array().map(Vec::len), Some(1));
+    let (_, others) = send(&router, Method::GET, "/limits?tenant=globex", auth, None).await;
+    assert_eq!(others, json!([]));
+
+    let (status, usage) = send(
+        &router,
+        Method::GET,
+        "/usage/acme/tools.email.send",
+        auth,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(usage, json!([]));
+
+    let invalid = json!({ "tenant": "acme", "tool": "tools.email.send", "scope": "everyone" });
+    let (status, error) = send(&router, Method::PUT, "/limits", auth, Some(invalid)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("invalid scope \"everyone\""),
+        "{error}"
+    );
+    let orphan = json!({ "tenant": "acme", "tool": "tools.email.send", "resource": "smtp" });
+    let (status, error) = send(&router, Method::PUT, "/limits", auth, Some(orphan)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("without a schedule"),
+        "{error}"
+    );
+
+    let (status, _) = send(
+        &router,
+        Method::DELETE,
+        "/limits/acme/tools.email.send",
+        auth,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, missing) = send(
+        &router,
+        Method::GET,
+        "/limits/acme/tools.email.send",
+        auth,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        missing["error"].as_str().unwrap().contains("limits set"),
+        "{missing}"
+    );
+    assert!(admin.list(None).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn preview_stores_nothing() {
+    let database = TestDatabase::new().await;
+    let admin = Admin::from_store(&database.store().await);
+    let router = admin_router(admin.clone(), TOKEN);
+    let auth = bearer(TOKEN);
+    let auth = Some(auth.as_str());
+
+    let schedule = "project mail \"Mail\" 2026-03-01 - 2026-04-01 {\n  timezone \"Europe/Berlin\"\n}\n\n\
+                    resource smtp \"SMTP relay\" {\n  workinghours mon - fri 09:00 - 17:00\n  \
+                    workinghours sat, sun off\n  limits { dailymax 500 }\n}\n";
+    let request = json!({ "schedule": schedule, "from": "2026-03-02T00:00:00Z", "days": 7 });
+    let (status, preview) = send(
+        &router,
+        Method::POST,
+        "/reports/preview",
+        auth,
+        Some(request),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{preview}");
+    assert_eq!(preview["report"]["timezone"], "Europe/Berlin");
+    assert_eq!(preview["report"]["valid_until"], "2026-03-09T00:00:00Z");
+    let windows = preview["report"]["windows"].as_array().expect("windows");
+    assert_eq!(windows.len(), 5, "Monday to Friday: {preview}");
+    assert_eq!(windows[0]["start"], "2026-03-02T08:00:00Z");
+    assert_eq!(windows[0]["end"], "2026-03-02T16:00:00Z");
+    assert_eq!(windows[0]["capacity"]["per_day"], 500);
+
+    let broken = json!({ "schedule": schedule.replace("sun off", "sun offf") });
+    let (status, error) = send(
+        &router,
+        Method::POST,
+        "/reports/preview",
+        auth,
+        Some(broken),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        error["error"].as_str().unwrap().contains("preview.tjp:7:"),
+        "{error}"
+    );
+
+    assert!(admin.list(None).await.unwrap().is_empty());
+}

@@ -1,0 +1,481 @@
+//! The command line against a real PostgreSQL, through the built binary: the life of a limit
+//! from `migrate` to `limits delete`.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Output};
+
+use chrono::Utc;
+use common::TestDatabase;
+use serde_json::Value;
+
+fn run(database_url: Option<&str>, args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_highway-ratelimit"));
+    command
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "off");
+    if let Some(url) = database_url {
+        command.env("DATABASE_URL", url);
+    }
+    command.output().expect("the binary runs")
+}
+
+fn json(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+        panic!(
+            "stdout is not JSON ({error}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn limit_round_trip() {
+    let database = TestDatabase::new().await;
+    let url = Some(database.url());
+
+    let migrated = run(url, &["migrate"]);
+    assert_eq!(migrated.status.code(), Some(0), "{}", stderr(&migrated));
+    let again = run(url, &["migrate"]);
+    assert_eq!(again.status.code(), Some(0));
+    assert!(stderr(&again).contains("up to date"), "{}", stderr(&again));
+
+    let set = run(
+        url,
+        &[
+            "limits",
+            "set",
+            "--tenant",
+            "acme",
+            "--tool",
+            "tools.http",
+            "--per-minute",
+            "2",
+            "--per-day",
+            "10",
+            "--timezone",
+            "Europe/Paris",
+        ],
+    );
+    assert_eq!(set.status.code(), Some(0), "{}", stderr(&set));
+    let stored = json(&set);
+    assert_eq!(stored["per_minute"], 2);
+    assert_eq!(stored["per_day"], 10);
+    assert_eq!(stored["timezone"], "Europe/Paris");
+    assert_eq!(stored["scope"], "tenant");
+
+    let at = Utc::now().to_rfc3339();
+    let acquire = |extra: &[&str]| {
+        let mut args = vec![
+            "acquire",
+            "--tenant",
+            "acme",
+            "--tool",
+            "tools.http",
+            "--at",
+            &at,
+        ];
+        args.extend_from_slice(extra);
+        run(url, &args)
+    };
+    for call in 1..=2 {
+        let admitted = acquire(&[]);
+        assert_eq!(
+            admitted.status.code(),
+            Some(0),
+            "call {call}: {}",
+            stderr(&admitted)
+        );
+        let decision = json(&admitted);
+        assert_eq!(decision["admitted"], true);
+        assert_eq!(decision["tenant"], "acme");
+        assert_eq!(decision["tool"], "tools.http");
+        assert!(decision.get("reason").is_none(), "{decision}");
+    }
+    let rejected = acquire(&[]);
+    assert_eq!(rejected.status.code(), Some(2), "{}", stderr(&rejected));
+    let decision = json(&rejected);
+    assert_eq!(decision["admitted"], false);
+    assert_eq!(decision["reason"]["kind"], "quota_exhausted");
+    assert_eq!(decision["reason"]["window"], "minute");
+    assert!(decision["retry_at"].is_string(), "{decision}");
+    assert_eq!(decision["windows"][0]["window"], "minute");
+    assert_eq!(decision["windows"][0]["limit"], 2);
+    assert_eq!(decision["windows"][0]["remaining"], 0);
+    assert_eq!(decision["windows"][1]["window"], "day");
+    assert_eq!(decision["windows"][1]["remaining"], 8);
+
+    // A dry run charges nothing, so the day still shows 2.
+    let peek = acquire(&["--dry-run"]);
+    assert_eq!(peek.status.code(), Some(2));
+    assert_eq!(json(&peek)["dry_run"], true);
+
+    let usage = run(url, &["usage", "--tenant", "acme", "--tool", "tools.http"]);
+    assert_eq!(usage.status.code(), Some(0), "{}", stderr(&usage));
+    let counts = json(&usage);
+    let day = counts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|count| count["window"] == "day")
+        .unwrap_or_else(|| panic!("a day counter in {counts}"));
+    assert_eq!(day["used"], 2);
+    assert_eq!(day["limit"], 10);
+    assert_eq!(day["scope_key"], "tenant:acme");
+
+    let get = run(
+        url,
+        &["limits", "get", "--tenant", "acme", "--tool", "tools.http"],
+    );
+    assert_eq!(get.status.code(), Some(0));
+    assert_eq!(json(&get), stored);
+    let list = run(url, &["limits", "list", "--tenant", "acme"]);
+    assert_eq!(json(&list).as_array().map(Vec::len), Some(1));
+
+    let delete = run(
+        url,
+        &[
+            "limits",
+            "delete",
+            "--tenant",
+            "acme",
+            "--tool",
+            "tools.http",
+        ],
+    );
+    assert_eq!(delete.status.code(), Some(0), "{}", stderr(&delete));
+    let unknown = acquire(&[]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert_eq!(json(&unknown)["reason"]["kind"], "no_policy");
+    let free = acquire(&["--without-policy", "admit"]);
+    assert_eq!(free.status.code(), Some(0));
+    assert_eq!(json(&free)["admitted"], true);
+
+    let gone = run(
+        url,
+        &["limits", "get", "--tenant", "acme", "--tool", "tools.http"],
+    );
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(
+        stderr(&gone).contains("no limit for tenant \"acme\" and tool \"tools.http\""),
+        "{}",
+        stderr(&gone)
+    );
+    let twice = run(
+        url,
+        &[
+            "limits",
+            "delete",
+            "--tenant",
+            "acme",
+            "--tool",
+            "tools.http",
+        ],
+    );
+    assert_eq!(twice.status.code(), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_say_what_to_do() {
+    let database = TestDatabase::new().await;
+    let url = Some(database.url());
+    assert_eq!(run(url, &["migrate"]).status.code(), Some(0));
+
+    let no_url = run(None, &["limits", "list"]);
+    assert_ne!(no_url.status.code(), Some(0));
+    assert!(
+        stderr(&no_url).contains("--database-url"),
+        "{}",
+        stderr(&no_url)
+    );
+
+    let bad_url = run(
+        Some("postgres://nobody@127.0.0.1:1/none"),
+        &["limits", "list"],
+    );
+    assert_eq!(bad_url.status.code(), Some(1));
+    assert!(
+        stderr(&bad_url).starts_with("error: "),
+        "{}",
+        stderr(&bad_url)
+    );
+
+    let zero = run(
+        url,
+        &[
+            "acquire",
+            "--tenant",
+            "acme",
+            "--tool",
+            "tools.http",
+            "--cost",
+            "0",
+        ],
+    );
+    assert_eq!(zero.status.code(), Some(1));
+    assert!(
+        stderr(&zero).contains("invalid cost 0"),
+        "{}",
+        stderr(&zero)
+    );
+
+    let workflow = run(
+        url,
+        &[
+            "limits",
+            "set",
+            "--tenant",
+            "acme",
+            "--tool",
+            "tools.llm",
+            "--scope",
+            "workflow",
+            "--per-hour",
+            "5",
+        ],
+    );
+    assert_eq!(workflow.status.code(), Some(0), "{}", stderr(&workflow));
+    let no_run = run(url, &["acquire", "--tenant", "acme", "--tool", "tools.llm"]);
+    assert_eq!(no_run.status.code(), Some(2), "{}", stderr(&no_run));
+    let decision = json(&no_run);
+    assert_eq!(decision["reason"]["kind"], "missing_identity");
+    let message = decision["reason"]["message"].as_str().unwrap();
+    assert!(message.contains("--workflow"), "{decision}");
+    let with_run = run(
+        url,
+        &[
+            "acquire",
+            "--tenant",
+            "acme",
+            "--tool",
+            "tools.llm",
+            "--workflow",
+            "run-42",
+        ],
+    );
+    assert_eq!(with_run.status.code(), Some(0), "{}", stderr(&with_run));
+    assert_eq!(json(&with_run)["admitted"], true);
+    let run_usage = run(
+        url,
+        &[
+            "usage",
+            "--tenant",
+            "acme",
+            "--tool",
+            "tools.llm",
+            "--workflow",
+            "run-42",
+        ],
+    );
+    let counts = json(&run_usage);
+    assert_eq!(counts[0]["scope_key"], "workflow:acme:run-42", "{counts}");
+    assert_eq!(counts[0]["used"], 1, "{counts}");
+
+    let both = run(
+        url,
+        &[
+            "limits",
+            "set",
+            "--tenant",
+            "acme",
+            "--tool",
+            "tools.http",
+            "--per-minute",
+            "2",
+            "--schedule",
+            "x.tjp",
+        ],
+    );
+    assert_ne!(both.status.code(), Some(0));
+    assert!(
+        stderr(&both).contains("cannot be used with"),
+        "{}",
+        stderr(&both)
+    );
+
+    let missing = run(
+        url,
+        &[
+            "limits",
+            "set",
+            "--tenant",
+            "acme",
+            "--tool",
+            "tools.http",
+            "--schedule",
+            "/nonexistent/mail.tjp",
+        ],
+    );
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        stderr(&missing).contains("cannot read the schedule /nonexistent/mail.tjp"),
+        "{}",
+        stderr(&missing)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn schedule_errors_name_the_file() {
+    let database = TestDatabase::new().await;
+    let url = Some(database.url());
+    assert_eq!(run(url, &["migrate"]).status.code(), Some(0));
+
+    let mut file = tempfile::Builder::new().suffix(".tjp").tempfile().unwrap();
+    write!(
+        file,
+        "project mail \"Mail\" 2026-01-01 +1y {{\n  timezone \"Europe/Berlin\"\n}}\n\nresource smtp \"SMTP\" {{\n  workinghours mon - fri 09:00 - 17:00\n  workinghours sat, sun offf\n}}\n"
+    )
+    .unwrap();
+    let path = file.path().to_str().unwrap().to_owned();
+
+    let set = run(
+        url,
+        &[
+            "limits",
+            "set",
+            "--tenant",
+            "acme",
+            "--tool",
+            "tools.email.send",
+            "--schedule",
+            &path,
+        ],
+    );
+    assert_eq!(set.status.code(), Some(1));
+    assert!(
+        stderr(&set).contains(&format!("{path}:7:")),
+        "{}",
+        stderr(&set)
+    );
+    let list = run(url, &["limits", "list"]);
+    assert_eq!(json(&list), Value::Array(Vec::new()));
+}
+
+/// Returns the first date after today, Berlin time, that is a Monday to Thursday. It and the
+/// next day are working days, and both lie within a week from now.
+fn next_working_date() -> chrono::NaiveDate {
+    use chrono::{Datelike, Weekday};
+    let mut date = Utc::now()
+        .with_timezone(&chrono_tz::Europe::Berlin)
+        .date_naive()
+        + chrono::Duration::days(1);
+    while matches!(date.weekday(), Weekday::Fri | Weekday::Sat | Weekday::Sun) {
+        date += chrono::Duration::days(1);
+    }
+    date
+}
+
+fn berlin(date: chrono::NaiveDate, hour: u32) -> chrono::DateTime<Utc> {
+    use chrono::TimeZone;
+    let local = date.and_hms_opt(hour, 0, 0).unwrap();
+    chrono_tz::Europe::Berlin
+        .from_local_datetime(&local)
+        .single()
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn schedule_decides_when_calls_go() {
+    let database = TestDatabase::new().await;
+    let url = Some(database.url());
+    assert_eq!(run(url, &["migrate"]).status.code(), Some(0));
+
+    let start = (Utc::now() - chrono::Duration::days(2)).format("%Y-%m-%d");
+    let end = (Utc::now() + chrono::Duration::days(90)).format("%Y-%m-%d");
+    let mut file = tempfile::Builder::new().suffix(".tjp").tempfile().unwrap();
+    write!(
+        file,
+        "project mail \"Mail\" {start} - {end} {{\n  timezone \"Europe/Berlin\"\n}}\n\n\
+         resource smtp \"SMTP relay\" {{\n  workinghours mon - fri 09:00 - 17:00\n  workinghours sat, sun off\n  \
+         limits {{ dailymax 2 }}\n}}\n\nresource fax \"Fax\" {{\n  limits {{ dailymax 1 }}\n}}\n"
+    )
+    .unwrap();
+    let path = file.path().to_str().unwrap().to_owned();
+
+    let ambiguous = run(
+        url,
+        &[
+            "limits",
+            "set",
+            "--tenant",
+            "acme",
+            "--tool",
+            "tools.email.send",
+            "--schedule",
+            &path,
+        ],
+    );
+    assert_eq!(ambiguous.status.code(), Some(1));
+    assert!(
+        stderr(&ambiguous).contains("choose one"),
+        "{}",
+        stderr(&ambiguous)
+    );
+
+    let set = run(
+        url,
+        &[
+            "limits",
+            "set",
+            "--tenant",
+            "acme",
+            "--tool",
+            "tools.email.send",
+            "--schedule",
+            &path,
+            "--resource",
+            "smtp",
+        ],
+    );
+    assert_eq!(set.status.code(), Some(0), "{}", stderr(&set));
+    let stored = json(&set);
+    assert_eq!(stored["timezone"], "Europe/Berlin");
+    assert_eq!(stored["schedule"]["resource"], "smtp");
+    assert!(stored["schedule"]["valid_until"].is_string(), "{stored}");
+
+    let acquire = |at: chrono::DateTime<Utc>| {
+        let at = at.to_rfc3339();
+        run(
+            url,
+            &[
+                "acquire",
+                "--tenant",
+                "acme",
+                "--tool",
+                "tools.email.send",
+                "--at",
+                &at,
+            ],
+        )
+    };
+    let day = next_working_date();
+    let evening = acquire(berlin(day, 20));
+    assert_eq!(evening.status.code(), Some(2), "{}", stderr(&evening));
+    let decision = json(&evening);
+    assert_eq!(decision["reason"]["kind"], "outside_hours");
+    let next_morning = berlin(day.succ_opt().unwrap(), 9);
+    assert_eq!(
+        decision["retry_at"],
+        serde_json::to_value(next_morning).unwrap(),
+        "{decision}"
+    );
+
+    let morning = berlin(day, 10);
+    for _ in 0..2 {
+        let admitted = acquire(morning);
+        assert_eq!(admitted.status.code(), Some(0), "{}", stderr(&admitted));
+        assert_eq!(json(&admitted)["admitted"], true);
+    }
+    let full = acquire(morning);
+    assert_eq!(full.status.code(), Some(2));
+    let decision = json(&full);
+    assert_eq!(decision["reason"]["kind"], "quota_exhausted");
+    assert_eq!(decision["reason"]["window"], "day");
+}

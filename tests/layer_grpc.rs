@@ -1,0 +1,269 @@
+//! The rate limit layer in front of a real tonic server on 127.0.0.1, called by a real tonic
+//! client: `RESOURCE_EXHAUSTED` with `retry-after` metadata and a `google.rpc.RetryInfo` detail.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, BufMut};
+use futures_util::future::BoxFuture;
+use highway_ratelimit::clock::TokioClock;
+use highway_ratelimit::layer::{RateLimitError, RateLimitLayer, StaticPolicies, TenantId};
+use highway_ratelimit::policy::Policy;
+use highway_ratelimit::report::Capacity;
+use highway_ratelimit::store::{ConsumeRequest, Decision, MemoryStore, StoreError, TokenStore};
+use http::uri::PathAndQuery;
+use tonic::body::Body;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::server::NamedService;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Channel, Server};
+use tonic::{Code, Status};
+use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+
+const TOOL: &str = "tools.email.send";
+const SEND: &str = "/highway.test.Email/Send";
+
+/// A codec whose messages are UTF-8 text, so the test needs no `.proto` file.
+#[derive(Debug, Clone, Copy, Default)]
+struct TextCodec;
+
+impl Codec for TextCodec {
+    type Encode = String;
+    type Decode = String;
+    type Encoder = TextCodec;
+    type Decoder = TextCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        TextCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        TextCodec
+    }
+}
+
+impl Encoder for TextCodec {
+    type Item = String;
+    type Error = Status;
+
+    fn encode(&mut self, item: String, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(item.as_bytes());
+        Ok(())
+    }
+}
+
+impl Decoder for TextCodec {
+    type Item = String;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<String>, Status> {
+        let bytes = src.copy_to_bytes(src.remaining());
+        String::from_utf8(bytes.to_vec())
+            .map(Some)
+            .map_err(|error| Status::invalid_argument(format!("message is not UTF-8: {error}")))
+    }
+}
+
+/// A gRPC service with one unary method, `Send`, that echoes its message.
+#[derive(Debug, Clone, Default)]
+struct EmailServer;
+
+impl NamedService for EmailServer {
+    const NAME: &'static str = "highway.test.Email";
+}
+
+impl Service<http::Request<Body>> for EmailServer {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        Box::pin(async move {
+            if request.uri().path() != SEND {
+                return Ok(Status::unimplemented(request.uri().path().to_owned()).into_http());
+            }
+            let send = service_fn(|request: tonic::Request<String>| async move {
+                Ok::<_, Status>(tonic::Response::new(format!(
+                    "sent: {}",
+                    request.into_inner()
+                )))
+            });
+            Ok(tonic::server::Grpc::new(TextCodec)
+                .unary(send, request)
+                .await)
+        })
+    }
+}
+
+/// Stands in for authentication: copies the `x-tenant` metadata into a `TenantId` extension.
+fn authenticate(mut request: http::Request<Body>) -> http::Request<Body> {
+    let tenant = request
+        .headers()
+        .get("x-tenant")
+        .and_then(|value| value.to_str().ok())
+        .map(TenantId::new);
+    if let Some(tenant) = tenant {
+        request.extensions_mut().insert(tenant);
+    }
+    request
+}
+
+async fn start_server(limits: RateLimitLayer) -> SocketAddr {
+    let incoming =
+        TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).expect("binding a loopback port");
+    let address = incoming.local_addr().unwrap();
+    let stack = ServiceBuilder::new()
+        .map_request(authenticate)
+        .layer(limits.into_grpc());
+    tokio::spawn(
+        Server::builder()
+            .layer(stack)
+            .add_service(EmailServer)
+            .serve_with_incoming(incoming),
+    );
+    address
+}
+
+async fn send(address: SocketAddr, tenant: &str) -> Result<String, Status> {
+    let channel = Channel::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = tonic::client::Grpc::new(channel);
+    client.ready().await.unwrap();
+    let mut request = tonic::Request::new("hello".to_owned());
+    request
+        .metadata_mut()
+        .insert("x-tenant", tenant.parse().unwrap());
+    let response = client
+        .unary(request, PathAndQuery::from_static(SEND), TextCodec)
+        .await?;
+    Ok(response.into_inner())
+}
+
+fn limits(store: Arc<dyn TokenStore>, limit: u64) -> RateLimitLayer {
+    let policy = Policy::new(
+        "default",
+        TOOL,
+        Capacity {
+            per_day: Some(limit),
+            ..Capacity::UNLIMITED
+        },
+    );
+    // A fixed start keeps the day window from ending during the test.
+    RateLimitLayer::builder(Arc::new(StaticPolicies::new().with(policy)), store)
+        .tool(TOOL)
+        .clock(TokioClock::starting_at(
+            "2026-03-02T10:00:00Z".parse().unwrap(),
+        ))
+        .build()
+}
+
+#[tokio::test]
+async fn exhausted_quota_is_resource_exhausted() {
+    let address = start_server(limits(Arc::new(MemoryStore::new()), 2)).await;
+
+    assert_eq!(send(address, "acme").await.unwrap(), "sent: hello");
+    assert_eq!(send(address, "acme").await.unwrap(), "sent: hello");
+    let status = send(address, "acme").await.unwrap_err();
+
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(
+        status.message().contains("day quota of 2 is exhausted"),
+        "{}",
+        status.message()
+    );
+    let retry_after: u64 = status
+        .metadata()
+        .get("retry-after")
+        .expect("the status carries retry-after metadata")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (1..=86_400).contains(&retry_after),
+        "retry-after {retry_after}"
+    );
+    let details = status.details();
+    let type_url = b"type.googleapis.com/google.rpc.RetryInfo";
+    assert!(
+        details
+            .windows(type_url.len())
+            .any(|window| window == type_url),
+        "no RetryInfo in {details:?}"
+    );
+
+    assert_eq!(
+        send(address, "globex").await.unwrap(),
+        "sent: hello",
+        "another tenant has its own quota"
+    );
+}
+
+/// A token store whose database is down.
+struct DownStore;
+
+impl TokenStore for DownStore {
+    fn consume<'a>(
+        &'a self,
+        _request: ConsumeRequest<'a>,
+    ) -> BoxFuture<'a, Result<Decision, StoreError>> {
+        Box::pin(async { Err(StoreError::Unavailable("connection refused".into())) })
+    }
+
+    fn peek<'a>(
+        &'a self,
+        request: ConsumeRequest<'a>,
+    ) -> BoxFuture<'a, Result<Decision, StoreError>> {
+        self.consume(request)
+    }
+}
+
+#[tokio::test]
+async fn store_down_is_unavailable() {
+    let address = start_server(limits(Arc::new(DownStore), 2)).await;
+
+    let status = send(address, "acme").await.unwrap_err();
+
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(
+        status.message().contains("connection refused"),
+        "{}",
+        status.message()
+    );
+    assert!(status.metadata().get("retry-after").is_none());
+}
+
+#[tokio::test]
+async fn handler_level_limit_reads_tonic_request() {
+    let handler = service_fn(|request: tonic::Request<String>| async move {
+        Ok::<_, Status>(tonic::Response::new(request.into_inner()))
+    });
+    let service = tower::Layer::layer(&limits(Arc::new(MemoryStore::new()), 1), handler);
+    let request = || {
+        let mut request = tonic::Request::new("hello".to_owned());
+        request.extensions_mut().insert(TenantId::new("acme"));
+        request
+    };
+
+    let first = service
+        .clone()
+        .oneshot(request())
+        .await
+        .map_err(Status::from);
+    let second: Result<_, RateLimitError<Status>> = service.oneshot(request()).await;
+
+    assert_eq!(first.unwrap().into_inner(), "hello");
+    assert_eq!(
+        Status::from(second.unwrap_err()).code(),
+        Code::ResourceExhausted
+    );
+}

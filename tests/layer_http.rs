@@ -1,0 +1,337 @@
+//! The rate limit layer inside a real axum `Router`: statuses, `Retry-After` and the IETF
+//! `RateLimit-Policy` / `RateLimit` fields.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::routing::post;
+use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
+use highway_ratelimit::clock::TokioClock;
+use highway_ratelimit::layer::{RateLimitLayer, StaticPolicies, TenantId};
+use highway_ratelimit::policy::Policy;
+use highway_ratelimit::report::Capacity;
+use highway_ratelimit::store::{ConsumeRequest, Decision, MemoryStore, StoreError, TokenStore};
+use http::StatusCode;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+const TOOL: &str = "tools.email.send";
+
+fn utc(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text)
+        .expect("test instants are RFC 3339")
+        .with_timezone(&Utc)
+}
+
+/// Stands in for authentication: copies the `x-tenant` header into a `TenantId` extension.
+async fn authenticate(mut request: Request) -> Request {
+    let tenant = request
+        .headers()
+        .get("x-tenant")
+        .and_then(|value| value.to_str().ok())
+        .map(TenantId::new);
+    if let Some(tenant) = tenant {
+        request.extensions_mut().insert(tenant);
+    }
+    request
+}
+
+fn app(layer: RateLimitLayer) -> Router {
+    Router::new()
+        .route("/send", post(|| async { "sent" }))
+        .layer(layer.into_http())
+        .layer(axum::middleware::map_request(authenticate))
+}
+
+fn limited_app(capacity: Capacity, start: &str) -> Router {
+    let policies = StaticPolicies::new().with(Policy::new("default", TOOL, capacity));
+    app(
+        RateLimitLayer::builder(Arc::new(policies), Arc::new(MemoryStore::new()))
+            .tool(TOOL)
+            .clock(TokioClock::starting_at(utc(start)))
+            .build(),
+    )
+}
+
+fn send(tenant: Option<&str>) -> Request {
+    let mut request = http::Request::post("/send");
+    if let Some(tenant) = tenant {
+        request = request.header("x-tenant", tenant);
+    }
+    request.body(Body::empty()).unwrap()
+}
+
+fn header<'a>(response: &'a http::Response<Body>, name: &str) -> &'a str {
+    response
+        .headers()
+        .get(name)
+        .unwrap_or_else(|| panic!("the response has no {name} field"))
+        .to_str()
+        .unwrap()
+}
+
+async fn body(response: http::Response<Body>) -> String {
+    String::from_utf8(
+        response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn exhausted_quota_is_429_with_fields() {
+    let app = limited_app(
+        Capacity {
+            per_minute: Some(2),
+            per_day: Some(100),
+            ..Capacity::UNLIMITED
+        },
+        "2026-03-02T10:00:00Z",
+    );
+
+    for remaining in [1, 0] {
+        let response = app.clone().oneshot(send(Some("acme"))).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            header(&response, "ratelimit-policy"),
+            r#""minute";q=2;w=60, "day";q=100;w=86400"#
+        );
+        let day_remaining = 98 + remaining;
+        assert_eq!(
+            header(&response, "ratelimit"),
+            format!(r#""minute";r={remaining};t=60, "day";r={day_remaining};t=50400"#)
+        );
+        assert_eq!(body(response).await, "sent");
+    }
+    tokio::time::advance(Duration::from_millis(500)).await;
+    let response = app.clone().oneshot(send(Some("acme"))).await.unwrap();
+
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        header(&response, "retry-after"),
+        "60",
+        "59.5 s rounds up to 60"
+    );
+    assert_eq!(
+        header(&response, "ratelimit-policy"),
+        r#""minute";q=2;w=60, "day";q=100;w=86400"#
+    );
+    assert_eq!(
+        header(&response, "ratelimit"),
+        r#""minute";r=0;t=60, "day";r=98;t=50400"#
+    );
+    let text = body(response).await;
+    assert!(text.contains("minute quota of 2 is exhausted"), "{text}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn other_tenant_is_not_limited() {
+    let app = limited_app(
+        Capacity {
+            per_minute: Some(1),
+            ..Capacity::UNLIMITED
+        },
+        "2026-03-02T10:00:00Z",
+    );
+
+    assert_eq!(
+        app.clone()
+            .oneshot(send(Some("acme")))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.clone()
+            .oneshot(send(Some("acme")))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+
+    assert_eq!(
+        app.oneshot(send(Some("globex"))).await.unwrap().status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn missing_tenant_is_500() {
+    let app = limited_app(
+        Capacity {
+            per_minute: Some(1),
+            ..Capacity::UNLIMITED
+        },
+        "2026-03-02T10:00:00Z",
+    );
+
+    let response = app.oneshot(send(None)).await.unwrap();
+
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(response.headers().get("retry-after").is_none());
+    assert!(body(response).await.contains("TenantId"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn cost_beyond_limit_is_413() {
+    let policies = StaticPolicies::new().with(Policy::new(
+        "default",
+        TOOL,
+        Capacity {
+            per_minute: Some(2),
+            ..Capacity::UNLIMITED
+        },
+    ));
+    let layer = RateLimitLayer::builder(Arc::new(policies), Arc::new(MemoryStore::new()))
+        .tool(TOOL)
+        .build();
+    let app = Router::new()
+        .route("/send", post(|| async { "sent" }))
+        .layer(layer.into_http())
+        .layer(axum::middleware::map_request(
+            |mut request: Request| async move {
+                request.extensions_mut().insert(TenantId::new("acme"));
+                request
+                    .extensions_mut()
+                    .insert(highway_ratelimit::layer::Cost::new(3).unwrap());
+                request
+            },
+        ));
+
+    let response = app.oneshot(send(None)).await.unwrap();
+
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(response.headers().get("retry-after").is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn missing_policy_is_403() {
+    let layer = RateLimitLayer::builder(
+        Arc::new(StaticPolicies::new()),
+        Arc::new(MemoryStore::new()),
+    )
+    .tool(TOOL)
+    .build();
+
+    let response = app(layer).oneshot(send(Some("acme"))).await.unwrap();
+
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+}
+
+/// A token store whose database is down.
+struct DownStore;
+
+impl TokenStore for DownStore {
+    fn consume<'a>(
+        &'a self,
+        _request: ConsumeRequest<'a>,
+    ) -> BoxFuture<'a, Result<Decision, StoreError>> {
+        Box::pin(async { Err(StoreError::Unavailable("connection refused".into())) })
+    }
+
+    fn peek<'a>(
+        &'a self,
+        request: ConsumeRequest<'a>,
+    ) -> BoxFuture<'a, Result<Decision, StoreError>> {
+        self.consume(request)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn store_down_is_503_when_failing_closed() {
+    let policies = StaticPolicies::new().with(Policy::new(
+        "default",
+        TOOL,
+        Capacity {
+            per_minute: Some(5),
+            ..Capacity::UNLIMITED
+        },
+    ));
+    let layer = RateLimitLayer::builder(Arc::new(policies), Arc::new(DownStore))
+        .tool(TOOL)
+        .build();
+
+    let response = app(layer).oneshot(send(Some("acme"))).await.unwrap();
+
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body(response).await.contains("connection refused"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn store_down_admits_when_failing_open() {
+    let mut policy = Policy::new(
+        "default",
+        TOOL,
+        Capacity {
+            per_minute: Some(5),
+            ..Capacity::UNLIMITED
+        },
+    );
+    policy.fail_open = true;
+    let layer = RateLimitLayer::builder(
+        Arc::new(StaticPolicies::new().with(policy)),
+        Arc::new(DownStore),
+    )
+    .tool(TOOL)
+    .build();
+
+    let response = app(layer).oneshot(send(Some("acme"))).await.unwrap();
+
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test(start_paused = true)]
+async fn outside_hours_is_429_until_monday() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/schedules/email.tjp");
+    let definition = std::fs::read_to_string(path).expect("the email example schedule exists");
+    let schedule = highway_ratelimit::schedule::Schedule::parse(&definition, &Default::default())
+        .expect("the email example schedule parses");
+    let options = highway_ratelimit::report::ReportOptions {
+        resource: None,
+        from: utc("2026-03-02T00:00:00Z"),
+        days: 14,
+        generated_at: utc("2026-03-02T00:00:00Z"),
+    };
+    let report = highway_ratelimit::report::AvailabilityReport::generate(&schedule, &options)
+        .expect("the email report generates")
+        .report;
+    let mut policy = Policy::new("default", TOOL, Capacity::UNLIMITED);
+    policy.schedule = Some(highway_ratelimit::policy::PolicySchedule {
+        definition,
+        resource: None,
+        report: Arc::new(report),
+    });
+    // Saturday 7 March 2026, 12:00 in New York (EST); Monday 9 March opens at 09:00 EDT.
+    let layer = RateLimitLayer::builder(
+        Arc::new(StaticPolicies::new().with(policy)),
+        Arc::new(MemoryStore::new()),
+    )
+    .tool(TOOL)
+    .clock(TokioClock::starting_at(utc("2026-03-07T17:00:00Z")))
+    .build();
+
+    let response = app(layer).oneshot(send(Some("acme"))).await.unwrap();
+
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        header(&response, "retry-after"),
+        (44 * 3600).to_string(),
+        "until 2026-03-09T13:00:00Z"
+    );
+    assert!(
+        response.headers().get("ratelimit").is_none(),
+        "no quota was exhausted"
+    );
+    assert!(body(response).await.contains("outside the allowed hours"));
+}

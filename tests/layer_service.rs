@@ -1,0 +1,924 @@
+//! The rate limit layer driven through real Tower stacks: order of checks, every rejection kind,
+//! scopes, shared state, concurrency, failing stores, wait mode and identity errors.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc, Weekday};
+use chrono_tz::Tz;
+use futures_util::future::BoxFuture;
+use highway_ratelimit::clock::TokioClock;
+use highway_ratelimit::layer::{
+    Cost, IdentityError, MissingPolicy, RateLimit, RateLimitError, RateLimitLayer, Rejection,
+    RejectionReason, StaticPolicies, TenantId, ToolName, WorkflowRunId,
+};
+use highway_ratelimit::policy::{Policy, PolicySchedule, Scope};
+use highway_ratelimit::report::{AvailabilityReport, AvailabilityWindow, Capacity, REPORT_VERSION};
+use highway_ratelimit::store::{ConsumeRequest, Decision, MemoryStore, StoreError, TokenStore};
+use highway_ratelimit::window::WindowKind;
+use tower::{Service, ServiceExt, service_fn};
+
+const TOOL: &str = "tools.email.send";
+
+/// Monday 2 March 2026, 10:00 UTC.
+fn monday_ten() -> DateTime<Utc> {
+    utc("2026-03-02T10:00:00Z")
+}
+
+fn utc(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text)
+        .expect("test instants are RFC 3339")
+        .with_timezone(&Utc)
+}
+
+fn per_minute(limit: u64) -> Capacity {
+    Capacity {
+        per_minute: Some(limit),
+        ..Capacity::UNLIMITED
+    }
+}
+
+type Request = http::Request<()>;
+
+fn request(tenant: &str) -> Request {
+    let mut request = http::Request::new(());
+    request.extensions_mut().insert(TenantId::new(tenant));
+    request
+}
+
+fn request_in_run(tenant: &str, run: &str) -> Request {
+    let mut request = request(tenant);
+    request.extensions_mut().insert(WorkflowRunId::new(run));
+    request
+}
+
+/// A tool that counts its calls and echoes the tenant.
+#[derive(Clone, Default)]
+struct Tool {
+    calls: Arc<AtomicUsize>,
+}
+
+impl Tool {
+    fn service(
+        &self,
+    ) -> impl Service<Request, Response = String, Error = Infallible, Future: Send>
+    + Clone
+    + Send
+    + 'static {
+        let calls = self.calls.clone();
+        service_fn(move |request: Request| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let tenant = request
+                .extensions()
+                .get::<TenantId>()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            async move { Ok::<_, Infallible>(format!("sent for {tenant}")) }
+        })
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+fn layer_with(policies: StaticPolicies) -> RateLimitLayer {
+    RateLimitLayer::builder(Arc::new(policies), Arc::new(MemoryStore::new()))
+        .tool(TOOL)
+        .clock(TokioClock::starting_at(monday_ten()))
+        .build()
+}
+
+async fn call<S>(service: &mut S, request: Request) -> Result<String, RateLimitError<Infallible>>
+where
+    S: Service<Request, Response = String, Error = RateLimitError<Infallible>>,
+{
+    service.ready().await?.call(request).await
+}
+
+fn rejection(result: Result<String, RateLimitError<Infallible>>) -> Rejection {
+    match result {
+        Err(RateLimitError::Rejected(rejection)) => rejection,
+        Err(RateLimitError::Service(error)) => match error {},
+        Ok(response) => panic!("expected a rejection, the call was admitted: {response}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn quota_exhausted_after_limit() {
+    let tool = Tool::default();
+    let layer = layer_with(StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(2))));
+    let mut service = tower::Layer::layer(&layer, tool.service());
+
+    assert_eq!(
+        call(&mut service, request("acme")).await.unwrap(),
+        "sent for acme"
+    );
+    assert_eq!(
+        call(&mut service, request("acme")).await.unwrap(),
+        "sent for acme"
+    );
+    let rejected = rejection(call(&mut service, request("acme")).await);
+
+    assert_eq!(tool.calls(), 2, "the tool was called for a rejected call");
+    match rejected.reason() {
+        RejectionReason::QuotaExhausted {
+            window,
+            limit,
+            retry_at,
+            windows,
+        } => {
+            assert_eq!(*window, WindowKind::Minute);
+            assert_eq!(*limit, 2);
+            assert_eq!(*retry_at, utc("2026-03-02T10:01:00Z"));
+            assert_eq!(windows[0].remaining, 0);
+        }
+        other => panic!("expected QuotaExhausted, got {other:?}"),
+    }
+    assert_eq!(rejected.retry_after(), Some(Duration::from_secs(60)));
+    assert_eq!(rejected.tenant(), Some("acme"));
+    assert_eq!(rejected.tool(), Some(TOOL));
+    let message = rejected.to_string();
+    assert!(
+        message.contains("minute quota of 2 is exhausted"),
+        "{message}"
+    );
+    assert!(message.contains("2026-03-02 10:01:00 UTC"), "{message}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn quota_comes_back_in_next_window() {
+    let layer = layer_with(StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(1))));
+    let mut service = tower::Layer::layer(&layer, Tool::default().service());
+
+    call(&mut service, request("acme")).await.unwrap();
+    rejection(call(&mut service, request("acme")).await);
+    tokio::time::advance(Duration::from_secs(60)).await;
+
+    call(&mut service, request("acme")).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn clones_and_layered_services_share_limit() {
+    let tool = Tool::default();
+    let layer = layer_with(StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(3))));
+    let mut first = tower::Layer::layer(&layer, tool.service());
+    let mut clone = first.clone();
+    let mut second = tower::Layer::layer(&layer.clone(), tool.service());
+
+    call(&mut first, request("acme")).await.unwrap();
+    call(&mut clone, request("acme")).await.unwrap();
+    call(&mut second, request("acme")).await.unwrap();
+
+    rejection(call(&mut first, request("acme")).await);
+    rejection(call(&mut clone, request("acme")).await);
+    rejection(call(&mut second, request("acme")).await);
+    assert_eq!(tool.calls(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn tenant_scope_counts_each_tenant() {
+    let layer = layer_with(StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(1))));
+    let mut service = tower::Layer::layer(&layer, Tool::default().service());
+
+    call(&mut service, request("acme")).await.unwrap();
+    call(&mut service, request("globex")).await.unwrap();
+
+    rejection(call(&mut service, request("acme")).await);
+    rejection(call(&mut service, request("globex")).await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn global_scope_shares_one_counter() {
+    let mut policy = Policy::new("default", TOOL, per_minute(2));
+    policy.scope = Scope::Global;
+    let layer = layer_with(StaticPolicies::new().with(policy));
+    let mut service = tower::Layer::layer(&layer, Tool::default().service());
+
+    call(&mut service, request("acme")).await.unwrap();
+    call(&mut service, request("globex")).await.unwrap();
+
+    rejection(call(&mut service, request("initech")).await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn workflow_scope_counts_each_run() {
+    let mut policy = Policy::new("default", TOOL, per_minute(1));
+    policy.scope = Scope::Workflow;
+    let layer = layer_with(StaticPolicies::new().with(policy));
+    let mut service = tower::Layer::layer(&layer, Tool::default().service());
+
+    call(&mut service, request_in_run("acme", "run-1"))
+        .await
+        .unwrap();
+    call(&mut service, request_in_run("acme", "run-2"))
+        .await
+        .unwrap();
+    rejection(call(&mut service, request_in_run("acme", "run-1")).await);
+    let missing_run = rejection(call(&mut service, request("acme")).await);
+
+    match missing_run.reason() {
+        RejectionReason::MissingIdentity(IdentityError::MissingWorkflowRun { tool }) => {
+            assert_eq!(tool, TOOL)
+        }
+        other => panic!("expected MissingWorkflowRun, got {other:?}"),
+    }
+    assert!(
+        missing_run.to_string().contains("WorkflowRunId"),
+        "{missing_run}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn tenant_policy_overrides_default() {
+    let policies = StaticPolicies::new()
+        .with(Policy::new("default", TOOL, per_minute(1)))
+        .with(Policy::new("acme", TOOL, per_minute(3)));
+    let layer = layer_with(policies);
+    let mut service = tower::Layer::layer(&layer, Tool::default().service());
+
+    for _ in 0..3 {
+        call(&mut service, request("acme")).await.unwrap();
+    }
+    call(&mut service, request("globex")).await.unwrap();
+
+    rejection(call(&mut service, request("acme")).await);
+    rejection(call(&mut service, request("globex")).await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn missing_policy_rejects_by_default() {
+    let tool = Tool::default();
+    let layer = layer_with(StaticPolicies::new());
+    let mut service = tower::Layer::layer(&layer, tool.service());
+
+    let rejected = rejection(call(&mut service, request("acme")).await);
+
+    assert!(
+        matches!(rejected.reason(), RejectionReason::NoPolicy),
+        "{rejected:?}"
+    );
+    assert!(
+        rejected.to_string().contains("missing_policy"),
+        "{rejected}"
+    );
+    assert_eq!(tool.calls(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn missing_policy_admits_when_configured() {
+    let tool = Tool::default();
+    let layer = RateLimitLayer::builder(
+        Arc::new(StaticPolicies::new()),
+        Arc::new(MemoryStore::new()),
+    )
+    .tool(TOOL)
+    .missing_policy(MissingPolicy::Admit)
+    .build();
+    let mut service = tower::Layer::layer(&layer, tool.service());
+
+    for _ in 0..5 {
+        call(&mut service, request("acme")).await.unwrap();
+    }
+
+    assert_eq!(tool.calls(), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn disabled_policy_admits_without_counting() {
+    let mut policy = Policy::new("default", TOOL, per_minute(1));
+    policy.enabled = false;
+    let layer = layer_with(StaticPolicies::new().with(policy));
+    let mut service = tower::Layer::layer(&layer, Tool::default().service());
+
+    for _ in 0..5 {
+        call(&mut service, request("acme")).await.unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn cost_extension_charges_units() {
+    let layer = layer_with(StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(5))));
+    let mut service = tower::Layer::layer(&layer, Tool::default().service());
+    let with_cost = |units| {
+        let mut request = request("acme");
+        request
+            .extensions_mut()
+            .insert(Cost::new(units).expect("test costs are positive"));
+        request
+    };
+
+    call(&mut service, with_cost(3)).await.unwrap();
+    let too_much = rejection(call(&mut service, with_cost(3)).await);
+    call(&mut service, with_cost(2)).await.unwrap();
+    let never = rejection(call(&mut service, with_cost(6)).await);
+
+    assert!(
+        matches!(too_much.reason(), RejectionReason::QuotaExhausted { .. }),
+        "{too_much:?}"
+    );
+    match never.reason() {
+        RejectionReason::CostExceedsLimit {
+            window,
+            limit,
+            cost,
+        } => {
+            assert_eq!((*window, *limit, *cost), (WindowKind::Minute, 5, 6));
+        }
+        other => panic!("expected CostExceedsLimit, got {other:?}"),
+    }
+    assert_eq!(
+        never.retry_at(),
+        None,
+        "a call that can never fit has no retry time"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn missing_tenant_names_the_extension() {
+    let tool = Tool::default();
+    let layer = layer_with(StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(5))));
+    let mut service = tower::Layer::layer(&layer, tool.service());
+
+    let rejected = rejection(call(&mut service, http::Request::new(())).await);
+
+    assert!(matches!(
+        rejected.reason(),
+        RejectionReason::MissingIdentity(IdentityError::MissingTenant)
+    ));
+    assert!(rejected.to_string().contains("TenantId"), "{rejected}");
+    assert_eq!(tool.calls(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn tool_name_read_from_extension() {
+    let policies = StaticPolicies::new()
+        .with(Policy::new("default", "tools.sms.send", per_minute(1)))
+        .with(Policy::new("default", TOOL, per_minute(5)));
+    let layer = RateLimitLayer::builder(Arc::new(policies), Arc::new(MemoryStore::new()))
+        .clock(TokioClock::starting_at(monday_ten()))
+        .build();
+    let mut service = tower::Layer::layer(&layer, Tool::default().service());
+    let sms = || {
+        let mut request = request("acme");
+        request
+            .extensions_mut()
+            .insert(ToolName::new("tools.sms.send"));
+        request
+    };
+
+    call(&mut service, sms()).await.unwrap();
+    let second_sms = rejection(call(&mut service, sms()).await);
+    let unnamed = rejection(call(&mut service, request("acme")).await);
+
+    assert_eq!(second_sms.tool(), Some("tools.sms.send"));
+    assert!(matches!(
+        unnamed.reason(),
+        RejectionReason::MissingIdentity(IdentityError::MissingTool)
+    ));
+    assert!(unnamed.to_string().contains("ToolName"), "{unnamed}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn invalidate_applies_policy_change_at_once() {
+    let policies =
+        Arc::new(StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(1))));
+    let layer = RateLimitLayer::builder(policies.clone(), Arc::new(MemoryStore::new()))
+        .tool(TOOL)
+        .clock(TokioClock::starting_at(monday_ten()))
+        .build();
+    let mut service = tower::Layer::layer(&layer, Tool::default().service());
+
+    call(&mut service, request("acme")).await.unwrap();
+    rejection(call(&mut service, request("acme")).await);
+    policies.insert(Policy::new("default", TOOL, per_minute(3)));
+    rejection(call(&mut service, request("acme")).await);
+    layer.invalidate("default", TOOL);
+
+    call(&mut service, request("acme")).await.unwrap();
+    call(&mut service, request("acme")).await.unwrap();
+    rejection(call(&mut service, request("acme")).await);
+}
+
+/// Builds a report for Monday 2 March 2026 to Monday 9 March: 09:00–17:00 UTC on working days,
+/// with Wednesday 4 March blocked, 2 calls per hour inside the windows.
+fn office_hours_report(valid_until: DateTime<Utc>) -> AvailabilityReport {
+    let capacity = Capacity {
+        per_hour: Some(2),
+        ..Capacity::UNLIMITED
+    };
+    let windows = [2, 3, 5, 6]
+        .into_iter()
+        .map(|day| AvailabilityWindow {
+            start: utc(&format!("2026-03-0{day}T09:00:00Z")),
+            end: utc(&format!("2026-03-0{day}T17:00:00Z")),
+            capacity,
+        })
+        .collect();
+    AvailabilityReport {
+        version: REPORT_VERSION,
+        generated_at: utc("2026-03-01T00:00:00Z"),
+        valid_until,
+        timezone: Tz::UTC,
+        week_start: Weekday::Mon,
+        windows,
+        blocked_dates: vec![NaiveDate::from_ymd_opt(2026, 3, 4).unwrap()],
+        default_capacity: Capacity {
+            per_hour: Some(1),
+            ..Capacity::UNLIMITED
+        },
+    }
+}
+
+fn scheduled_layer(
+    start: DateTime<Utc>,
+    report: AvailabilityReport,
+    fail_open: bool,
+) -> RateLimitLayer {
+    let mut policy = Policy::new("default", TOOL, per_minute(100));
+    policy.fail_open = fail_open;
+    policy.schedule = Some(PolicySchedule {
+        definition: "this text is not a schedule".to_owned(),
+        resource: None,
+        report: Arc::new(report),
+    });
+    RateLimitLayer::builder(
+        Arc::new(StaticPolicies::new().with(policy)),
+        Arc::new(MemoryStore::new()),
+    )
+    .tool(TOOL)
+    .clock(TokioClock::starting_at(start))
+    .build()
+}
+
+#[tokio::test(start_paused = true)]
+async fn report_capacity_replaces_static_limits() {
+    let layer = scheduled_layer(
+        monday_ten(),
+        office_hours_report(utc("2026-03-09T00:00:00Z")),
+        false,
+    );
+    let mut service = tower::Layer::layer(&layer, Tool::default().service());
+
+    call(&mut service, request("acme")).await.unwrap();
+    call(&mut service, request("acme")).await.unwrap();
+    let rejected = rejection(call(&mut service, request("acme")).await);
+
+    match rejected.reason() {
+        RejectionReason::QuotaExhausted { window, limit, .. } => {
+            assert_eq!((*window, *limit), (WindowKind::Hour, 2))
+        }
+        other => panic!("expected the report's hourly quota, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn quota_retry_waits_for_opening() {
+    // The hourly quota runs out at 16:30 on Monday; its window resets at 17:00, when the
+    // schedule is closed, so the call can next succeed when it opens on Tuesday at 09:00.
+    let layer = scheduled_layer(
+        utc("2026-03-02T16:30:00Z"),
+        office_hours_report(utc("2026-03-09T00:00:00Z")),
+        false,
+    );
+    let mut service = tower::Layer::layer(&layer, Tool::default().service());
+
+    call(&mut service, request("acme")).await.unwrap();
+    call(&mut service, request("acme")).await.unwrap();
+    let rejected = rejection(call(&mut service, request("acme")).await);
+
+    match rejected.reason() {
+        RejectionReason::QuotaExhausted {
+            window, retry_at, ..
+        } => {
+            assert_eq!(*window, WindowKind::Hour);
+            assert_eq!(*retry_at, utc("2026-03-03T09:00:00Z"));
+        }
+        other => panic!("expected QuotaExhausted, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn outside_hours_rejects_until_next_window() {
+    let layer = scheduled_layer(
+        utc("2026-03-02T18:30:00Z"),
+        office_hours_report(utc("2026-03-09T00:00:00Z")),
+        false,
+    );
+    let tool = Tool::default();
+    let mut service = tower::Layer::layer(&layer, tool.service());
+
+    let rejected = rejection(call(&mut service, request("acme")).await);
+
+    match rejected.reason() {
+        RejectionReason::OutsideHours { next_allowed } => {
+            assert_eq!(*next_allowed, Some(utc("2026-03-03T09:00:00Z")));
+        }
+        other => panic!("expected OutsideHours, got {other:?}"),
+    }
+    assert_eq!(
+        rejected.retry_after(),
+        Some(Duration::from_secs(14 * 3600 + 30 * 60))
+    );
+    assert_eq!(tool.calls(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn blocked_date_rejects_with_date() {
+    let layer = scheduled_layer(
+        utc("2026-03-04T11:00:00Z"),
+        office_hours_report(utc("2026-03-09T00:00:00Z")),
+        false,
+    );
+    let mut service = tower::Layer::layer(&layer, Tool::default().service());
+
+    let rejected = rejection(call(&mut service, request("acme")).await);
+
+    match rejected.reason() {
+        RejectionReason::BlockedDate { date, next_allowed } => {
+            assert_eq!(*date, NaiveDate::from_ymd_opt(2026, 3, 4).unwrap());
+            assert_eq!(*next_allowed, Some(utc("2026-03-05T09:00:00Z")));
+        }
+        other => panic!("expected BlockedDate, got {other:?}"),
+    }
+    assert!(
+        rejected
+            .to_string()
+            .contains("2026-03-04 is a blocked date"),
+        "{rejected}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn expired_report_that_cannot_render_fails_closed() {
+    let layer = scheduled_layer(
+        monday_ten(),
+        office_hours_report(utc("2026-03-02T09:00:00Z")),
+        false,
+    );
+    let tool = Tool::default();
+    let mut service = tower::Layer::layer(&layer, tool.service());
+
+    let rejected = rejection(call(&mut service, request("acme")).await);
+
+    assert!(
+        matches!(
+            rejected.reason(),
+            RejectionReason::ScheduleUnavailable { .. }
+        ),
+        "{rejected:?}"
+    );
+    assert!(rejected.is_unavailable());
+    assert!(
+        rejected
+            .to_string()
+            .contains("schedule of tool tools.email.send"),
+        "{rejected}"
+    );
+    assert_eq!(tool.calls(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn expired_report_fails_open_with_default_capacity() {
+    let layer = scheduled_layer(
+        monday_ten(),
+        office_hours_report(utc("2026-03-02T09:00:00Z")),
+        true,
+    );
+    let mut service = tower::Layer::layer(&layer, Tool::default().service());
+
+    call(&mut service, request("acme")).await.unwrap();
+    let rejected = rejection(call(&mut service, request("acme")).await);
+
+    match rejected.reason() {
+        RejectionReason::QuotaExhausted { window, limit, .. } => {
+            assert_eq!((*window, *limit), (WindowKind::Hour, 1))
+        }
+        other => panic!("expected the default capacity's hourly quota, got {other:?}"),
+    }
+}
+
+/// A token store whose every call fails, or never finishes.
+struct BrokenStore {
+    hangs: bool,
+}
+
+impl TokenStore for BrokenStore {
+    fn consume<'a>(
+        &'a self,
+        _request: ConsumeRequest<'a>,
+    ) -> BoxFuture<'a, Result<Decision, StoreError>> {
+        let hangs = self.hangs;
+        Box::pin(async move {
+            if hangs {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+            Err(StoreError::Unavailable("connection refused".into()))
+        })
+    }
+
+    fn peek<'a>(
+        &'a self,
+        request: ConsumeRequest<'a>,
+    ) -> BoxFuture<'a, Result<Decision, StoreError>> {
+        self.consume(request)
+    }
+}
+
+fn broken_layer(hangs: bool, fail_open: bool) -> RateLimitLayer {
+    let mut policy = Policy::new("default", TOOL, per_minute(1));
+    policy.fail_open = fail_open;
+    RateLimitLayer::builder(
+        Arc::new(StaticPolicies::new().with(policy)),
+        Arc::new(BrokenStore { hangs }),
+    )
+    .tool(TOOL)
+    .store_timeout(Duration::from_millis(250))
+    .build()
+}
+
+#[tokio::test(start_paused = true)]
+async fn store_error_fails_closed() {
+    let tool = Tool::default();
+    let mut service = tower::Layer::layer(&broken_layer(false, false), tool.service());
+
+    let rejected = rejection(call(&mut service, request("acme")).await);
+
+    assert!(
+        matches!(rejected.reason(), RejectionReason::StoreUnavailable(_)),
+        "{rejected:?}"
+    );
+    assert!(rejected.is_unavailable());
+    assert!(
+        rejected.to_string().contains("connection refused"),
+        "{rejected}"
+    );
+    assert_eq!(tool.calls(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn store_error_fails_open() {
+    let tool = Tool::default();
+    let mut service = tower::Layer::layer(&broken_layer(false, true), tool.service());
+
+    for _ in 0..3 {
+        call(&mut service, request("acme")).await.unwrap();
+    }
+
+    assert_eq!(tool.calls(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_store_times_out_closed() {
+    let mut service = tower::Layer::layer(&broken_layer(true, false), Tool::default().service());
+    let started = tokio::time::Instant::now();
+
+    let rejected = rejection(call(&mut service, request("acme")).await);
+
+    assert_eq!(started.elapsed(), Duration::from_millis(250));
+    match rejected.reason() {
+        RejectionReason::StoreUnavailable(error) => {
+            assert!(
+                matches!(**error, StoreError::Timeout(timeout) if timeout == Duration::from_millis(250))
+            );
+        }
+        other => panic!("expected StoreUnavailable, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_store_times_out_open() {
+    let tool = Tool::default();
+    let mut service = tower::Layer::layer(&broken_layer(true, true), tool.service());
+    let started = tokio::time::Instant::now();
+
+    call(&mut service, request("acme")).await.unwrap();
+
+    assert_eq!(started.elapsed(), Duration::from_millis(250));
+    assert_eq!(tool.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn wait_mode_sleeps_until_window_resets() {
+    let tool = Tool::default();
+    let layer = RateLimitLayer::builder(
+        Arc::new(StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(1)))),
+        Arc::new(MemoryStore::new()),
+    )
+    .tool(TOOL)
+    .clock(TokioClock::starting_at(utc("2026-03-02T10:00:45Z")))
+    .wait_up_to(Duration::from_secs(30))
+    .build();
+    let mut service = tower::Layer::layer(&layer, tool.service());
+    let started = tokio::time::Instant::now();
+
+    call(&mut service, request("acme")).await.unwrap();
+    call(&mut service, request("acme")).await.unwrap();
+
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(15),
+        "the second call waited for the next minute"
+    );
+    assert_eq!(tool.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn wait_mode_rejects_long_waits_at_once() {
+    let layer = RateLimitLayer::builder(
+        Arc::new(StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(1)))),
+        Arc::new(MemoryStore::new()),
+    )
+    .tool(TOOL)
+    .clock(TokioClock::starting_at(utc("2026-03-02T10:00:10Z")))
+    .wait_up_to(Duration::from_secs(30))
+    .build();
+    let mut service = tower::Layer::layer(&layer, Tool::default().service());
+    let started = tokio::time::Instant::now();
+
+    call(&mut service, request("acme")).await.unwrap();
+    let rejected = rejection(call(&mut service, request("acme")).await);
+
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    assert_eq!(rejected.retry_after(), Some(Duration::from_secs(50)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_calls_admit_exactly_the_limit() {
+    let tool = Tool::default();
+    let mut policy = Policy::new(
+        "default",
+        TOOL,
+        Capacity {
+            per_hour: Some(100),
+            per_day: Some(150),
+            ..Capacity::UNLIMITED
+        },
+    );
+    policy.scope = Scope::Global;
+    let layer = RateLimitLayer::builder(
+        Arc::new(StaticPolicies::new().with(policy)),
+        Arc::new(MemoryStore::new()),
+    )
+    .tool(TOOL)
+    .clock(TokioClock::starting_at(monday_ten()))
+    .build();
+    let service = tower::Layer::layer(&layer, tool.service());
+    let admitted = Arc::new(AtomicUsize::new(0));
+
+    let mut tasks = Vec::new();
+    for task in 0..32 {
+        let mut service = service.clone();
+        let admitted = admitted.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..20 {
+                if call(&mut service, request(&format!("tenant-{task}")))
+                    .await
+                    .is_ok()
+                {
+                    admitted.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+
+    assert_eq!(admitted.load(Ordering::SeqCst), 100);
+    assert_eq!(tool.calls(), 100);
+}
+
+#[tokio::test]
+async fn poll_ready_waits_for_inner_service() {
+    let layer =
+        layer_with(StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(10))));
+    let (inner, mut handle) = tower_test::mock::pair::<Request, &'static str>();
+    let mut service = tower_test::mock::Spawn::new(tower::Layer::layer(&layer, inner));
+
+    handle.allow(0);
+    tokio_test::assert_pending!(service.poll_ready());
+
+    for round in 0..2 {
+        handle.allow(1);
+        tokio_test::assert_ready_ok!(service.poll_ready());
+        // The response completes only when the mock replies, so it is awaited in its own task.
+        let response = tokio::spawn(service.call(request("acme")));
+        let (received, reply) = handle
+            .next_request()
+            .await
+            .expect("the admitted call reaches the inner service");
+        assert_eq!(
+            received.extensions().get::<TenantId>(),
+            Some(&TenantId::new("acme"))
+        );
+        reply.send_response("sent");
+        assert_eq!(response.await.unwrap().unwrap(), "sent", "round {round}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn inner_error_is_a_service_error() {
+    let layer =
+        layer_with(StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(10))));
+    let failing = service_fn(|_request: Request| async {
+        Err::<String, _>(std::io::Error::other("smtp down"))
+    });
+    let mut service: RateLimit<_> = tower::Layer::layer(&layer, failing);
+
+    let error = service
+        .ready()
+        .await
+        .unwrap()
+        .call(request("acme"))
+        .await
+        .unwrap_err();
+
+    assert!(!error.is_rejected());
+    assert_eq!(error.to_string(), "smtp down");
+    assert_eq!(
+        error.into_service_error().map(|error| error.to_string()),
+        Some("smtp down".to_owned())
+    );
+}
+
+/// Builds a policy whose schedule is the email example and whose report expired at the start of
+/// February 2026, so the layer must compute the report again from the definition.
+fn email_schedule_layer(start: DateTime<Utc>) -> RateLimitLayer {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/schedules/email.tjp");
+    let definition = std::fs::read_to_string(path).expect("the email example schedule exists");
+    let schedule = highway_ratelimit::schedule::Schedule::parse(&definition, &Default::default())
+        .expect("the email example schedule parses");
+    let options = highway_ratelimit::report::ReportOptions {
+        resource: None,
+        from: utc("2026-01-25T00:00:00Z"),
+        days: 7,
+        generated_at: utc("2026-01-25T00:00:00Z"),
+    };
+    let stale = AvailabilityReport::generate(&schedule, &options)
+        .expect("the email report generates")
+        .report;
+    assert!(
+        stale.valid_until < start,
+        "the report must have expired by the first call"
+    );
+
+    let mut policy = Policy::new("default", TOOL, per_minute(1000));
+    policy.schedule = Some(PolicySchedule {
+        definition,
+        resource: None,
+        report: Arc::new(stale),
+    });
+    RateLimitLayer::builder(
+        Arc::new(StaticPolicies::new().with(policy)),
+        Arc::new(MemoryStore::new()),
+    )
+    .tool(TOOL)
+    .clock(TokioClock::starting_at(start))
+    .build()
+}
+
+#[tokio::test(start_paused = true)]
+async fn expired_report_is_computed_again() {
+    // Monday 2 March 2026, 10:00 in New York.
+    let layer = email_schedule_layer(utc("2026-03-02T15:00:00Z"));
+    let mut service = tower::Layer::layer(&layer, Tool::default().service());
+
+    for _ in 0..10 {
+        call(&mut service, request("acme")).await.unwrap();
+    }
+    let rejected = rejection(call(&mut service, request("acme")).await);
+
+    match rejected.reason() {
+        RejectionReason::QuotaExhausted { window, limit, .. } => {
+            assert_eq!(
+                (*window, *limit),
+                (WindowKind::Minute, 10),
+                "the new report's minutelymax applies"
+            );
+        }
+        other => panic!("expected the new report's minute quota, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn computed_report_rejects_weekend() {
+    // Saturday 7 March 2026, 12:00 in New York; clocks move to EDT on Sunday 8 March.
+    let layer = email_schedule_layer(utc("2026-03-07T17:00:00Z"));
+    let mut service = tower::Layer::layer(&layer, Tool::default().service());
+
+    let rejected = rejection(call(&mut service, request("acme")).await);
+
+    match rejected.reason() {
+        RejectionReason::OutsideHours { next_allowed } => {
+            assert_eq!(
+                *next_allowed,
+                Some(utc("2026-03-09T13:00:00Z")),
+                "Monday 09:00 EDT"
+            );
+        }
+        other => panic!("expected OutsideHours, got {other:?}"),
+    }
+}

@@ -1,0 +1,565 @@
+//! The in-process token store: exactness under concurrency, all-or-nothing charging, calendar
+//! windows in the request's time zone, and bounded memory.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, Duration, TimeZone, Utc, Weekday};
+use chrono_tz::Tz;
+use highway_ratelimit::report::Capacity;
+use highway_ratelimit::store::{
+    ConsumeRequest, Decision, MemoryStore, ScopeKey, StoreError, TokenStore,
+};
+use highway_ratelimit::window::WindowKind;
+
+fn key(scope: &str) -> ScopeKey {
+    ScopeKey {
+        tenant: "acme".into(),
+        tool: "tools.email.send".into(),
+        scope: scope.into(),
+    }
+}
+
+fn utc(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text)
+        .expect("test instants are RFC 3339")
+        .with_timezone(&Utc)
+}
+
+fn request<'a>(
+    key: &'a ScopeKey,
+    capacity: &'a Capacity,
+    cost: u64,
+    zone: Tz,
+    at: DateTime<Utc>,
+) -> ConsumeRequest<'a> {
+    ConsumeRequest {
+        key,
+        cost,
+        capacity,
+        timezone: zone,
+        week_start: Weekday::Mon,
+        at: Some(at),
+    }
+}
+
+fn remaining(decision: &Decision, kind: WindowKind) -> u64 {
+    decision
+        .windows()
+        .iter()
+        .find(|window| window.kind == kind)
+        .map(|window| window.remaining)
+        .expect("the decision lists every limited window")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_tasks_admit_exactly_the_limit() {
+    let store = Arc::new(MemoryStore::new());
+    let capacity = Capacity {
+        per_minute: Some(1000),
+        per_hour: Some(500),
+        per_day: Some(300),
+        ..Capacity::UNLIMITED
+    };
+    let at = utc("2026-03-02T10:00:30Z");
+    let admitted = Arc::new(AtomicU64::new(0));
+
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let store = store.clone();
+        let admitted = admitted.clone();
+        tasks.push(tokio::spawn(async move {
+            let key = key("global");
+            for _ in 0..50 {
+                let decision = store
+                    .consume(request(&key, &capacity, 1, Tz::UTC, at))
+                    .await
+                    .unwrap();
+                if decision.is_admitted() {
+                    admitted.fetch_add(1, Ordering::Relaxed);
+                }
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+
+    assert_eq!(admitted.load(Ordering::Relaxed), 300);
+    let key = key("global");
+    let after = store
+        .peek(request(&key, &capacity, 1, Tz::UTC, at))
+        .await
+        .unwrap();
+    assert_eq!(remaining(&after, WindowKind::Day), 0);
+    assert_eq!(
+        remaining(&after, WindowKind::Hour),
+        200,
+        "rejected calls charged the hour window"
+    );
+    assert_eq!(
+        remaining(&after, WindowKind::Minute),
+        700,
+        "rejected calls charged the minute window"
+    );
+}
+
+#[tokio::test]
+async fn rejected_call_changes_no_counter() {
+    let store = MemoryStore::new();
+    let key = key("global");
+    let capacity = Capacity {
+        per_minute: Some(5),
+        per_day: Some(3),
+        ..Capacity::UNLIMITED
+    };
+    let at = utc("2026-03-02T10:00:00Z");
+
+    for _ in 0..3 {
+        assert!(
+            store
+                .consume(request(&key, &capacity, 1, Tz::UTC, at))
+                .await
+                .unwrap()
+                .is_admitted()
+        );
+    }
+    let rejected = store
+        .consume(request(&key, &capacity, 1, Tz::UTC, at))
+        .await
+        .unwrap();
+
+    let Decision::Rejected {
+        window, retry_at, ..
+    } = &rejected
+    else {
+        panic!("expected a rejection, got {rejected:?}");
+    };
+    assert_eq!(*window, WindowKind::Day);
+    assert_eq!(*retry_at, utc("2026-03-03T00:00:00Z"));
+    assert_eq!(remaining(&rejected, WindowKind::Minute), 2);
+    let peeked = store
+        .peek(request(&key, &capacity, 1, Tz::UTC, at))
+        .await
+        .unwrap();
+    assert_eq!(remaining(&peeked, WindowKind::Minute), 2);
+    assert_eq!(remaining(&peeked, WindowKind::Day), 0);
+}
+
+#[tokio::test]
+async fn rejection_names_window_that_resets_last() {
+    let store = MemoryStore::new();
+    let key = key("global");
+    let capacity = Capacity {
+        per_minute: Some(1),
+        per_hour: Some(1),
+        ..Capacity::UNLIMITED
+    };
+    let at = utc("2026-03-02T10:15:10Z");
+
+    store
+        .consume(request(&key, &capacity, 1, Tz::UTC, at))
+        .await
+        .unwrap();
+    let rejected = store
+        .consume(request(&key, &capacity, 1, Tz::UTC, at))
+        .await
+        .unwrap();
+
+    let Decision::Rejected {
+        window, retry_at, ..
+    } = rejected
+    else {
+        panic!("expected a rejection");
+    };
+    assert_eq!(window, WindowKind::Hour);
+    assert_eq!(retry_at, utc("2026-03-02T11:00:00Z"));
+}
+
+#[tokio::test]
+async fn day_starts_at_tokyo_midnight() {
+    let store = MemoryStore::new();
+    let key = key("global");
+    let capacity = Capacity {
+        per_day: Some(1),
+        ..Capacity::UNLIMITED
+    };
+    let tokyo = chrono_tz::Asia::Tokyo;
+    let before_midnight = tokyo
+        .with_ymd_and_hms(2026, 3, 2, 23, 59, 0)
+        .unwrap()
+        .with_timezone(&Utc);
+    let after_midnight = tokyo
+        .with_ymd_and_hms(2026, 3, 3, 0, 1, 0)
+        .unwrap()
+        .with_timezone(&Utc);
+
+    let first = store
+        .consume(request(&key, &capacity, 1, tokyo, before_midnight))
+        .await
+        .unwrap();
+    let same_day = store
+        .consume(request(
+            &key,
+            &capacity,
+            1,
+            tokyo,
+            before_midnight + Duration::seconds(30),
+        ))
+        .await
+        .unwrap();
+    let next_day = store
+        .consume(request(&key, &capacity, 1, tokyo, after_midnight))
+        .await
+        .unwrap();
+
+    assert!(first.is_admitted());
+    assert_eq!(first.windows()[0].reset_at, utc("2026-03-02T15:00:00Z"));
+    assert!(!same_day.is_admitted());
+    assert!(
+        next_day.is_admitted(),
+        "00:01 in Tokyo is a new day although it is still 2 March in UTC"
+    );
+    assert_eq!(next_day.windows()[0].reset_at, utc("2026-03-03T15:00:00Z"));
+}
+
+#[tokio::test]
+async fn day_lasts_23_hours_when_clocks_spring_forward() {
+    let store = MemoryStore::new();
+    let key = key("global");
+    let capacity = Capacity {
+        per_day: Some(1),
+        ..Capacity::UNLIMITED
+    };
+    let new_york = chrono_tz::America::New_York;
+    // 2026-03-08 starts at 05:00 UTC (EST) and ends at 04:00 UTC next day (EDT): 23 hours.
+    let noon = utc("2026-03-08T17:00:00Z");
+
+    let first = store
+        .consume(request(&key, &capacity, 1, new_york, noon))
+        .await
+        .unwrap();
+    let late_evening = store
+        .consume(request(
+            &key,
+            &capacity,
+            1,
+            new_york,
+            utc("2026-03-09T03:59:59Z"),
+        ))
+        .await
+        .unwrap();
+    let next_day = store
+        .consume(request(
+            &key,
+            &capacity,
+            1,
+            new_york,
+            utc("2026-03-09T04:00:00Z"),
+        ))
+        .await
+        .unwrap();
+
+    assert!(first.is_admitted());
+    assert_eq!(first.windows()[0].reset_at, utc("2026-03-09T04:00:00Z"));
+    assert!(!late_evening.is_admitted(), "23:59:59 EDT is still 8 March");
+    assert!(next_day.is_admitted());
+}
+
+#[tokio::test]
+async fn cost_larger_than_remaining_is_rejected_whole() {
+    let store = MemoryStore::new();
+    let key = key("global");
+    let capacity = Capacity {
+        per_hour: Some(5),
+        ..Capacity::UNLIMITED
+    };
+    let at = utc("2026-03-02T10:00:00Z");
+
+    let first = store
+        .consume(request(&key, &capacity, 3, Tz::UTC, at))
+        .await
+        .unwrap();
+    let too_much = store
+        .consume(request(&key, &capacity, 3, Tz::UTC, at))
+        .await
+        .unwrap();
+    let fits = store
+        .consume(request(&key, &capacity, 2, Tz::UTC, at))
+        .await
+        .unwrap();
+
+    assert_eq!(remaining(&first, WindowKind::Hour), 2);
+    assert!(!too_much.is_admitted());
+    assert_eq!(remaining(&too_much, WindowKind::Hour), 2);
+    assert!(fits.is_admitted());
+    assert_eq!(remaining(&fits, WindowKind::Hour), 0);
+}
+
+#[tokio::test]
+async fn cost_larger_than_limit_is_an_error() {
+    let store = MemoryStore::new();
+    let key = key("global");
+    let capacity = Capacity {
+        per_minute: Some(100),
+        per_hour: Some(10),
+        ..Capacity::UNLIMITED
+    };
+    let at = utc("2026-03-02T10:00:00Z");
+
+    let error = store
+        .consume(request(&key, &capacity, 11, Tz::UTC, at))
+        .await
+        .unwrap_err();
+
+    match error {
+        StoreError::CostExceedsLimit {
+            window,
+            limit,
+            cost,
+        } => {
+            assert_eq!((window, limit, cost), (WindowKind::Hour, 10, 11));
+        }
+        other => panic!("expected CostExceedsLimit, got {other:?}"),
+    }
+    assert!(
+        store.is_empty(),
+        "a call that can never fit created a counter"
+    );
+}
+
+#[tokio::test]
+async fn zero_cost_is_an_error() {
+    let store = MemoryStore::new();
+    let key = key("global");
+    let capacity = Capacity {
+        per_minute: Some(1),
+        ..Capacity::UNLIMITED
+    };
+
+    let error = store
+        .consume(request(&key, &capacity, 0, Tz::UTC, Utc::now()))
+        .await
+        .unwrap_err();
+
+    assert!(matches!(error, StoreError::ZeroCost), "got {error:?}");
+}
+
+#[tokio::test]
+async fn limit_zero_admits_nothing() {
+    let store = MemoryStore::new();
+    let key = key("global");
+    let capacity = Capacity {
+        per_minute: Some(10),
+        per_day: Some(0),
+        ..Capacity::UNLIMITED
+    };
+    let at = utc("2026-03-02T10:00:00Z");
+
+    for _ in 0..3 {
+        let decision = store
+            .consume(request(&key, &capacity, 1, Tz::UTC, at))
+            .await
+            .unwrap();
+        let Decision::Rejected {
+            window, retry_at, ..
+        } = &decision
+        else {
+            panic!("a limit of 0 admitted a call: {decision:?}");
+        };
+        assert_eq!(*window, WindowKind::Day);
+        assert_eq!(*retry_at, utc("2026-03-03T00:00:00Z"));
+        assert_eq!(remaining(&decision, WindowKind::Minute), 10);
+    }
+}
+
+#[tokio::test]
+async fn unlimited_capacity_admits_without_counting() {
+    let store = MemoryStore::new();
+    let key = key("global");
+
+    let decision = store
+        .consume(request(&key, &Capacity::UNLIMITED, 5, Tz::UTC, Utc::now()))
+        .await
+        .unwrap();
+
+    assert!(decision.is_admitted());
+    assert!(decision.windows().is_empty());
+    assert!(store.is_empty());
+}
+
+#[tokio::test]
+async fn counter_resets_in_next_window() {
+    let store = MemoryStore::new();
+    let key = key("global");
+    let capacity = Capacity {
+        per_minute: Some(1),
+        ..Capacity::UNLIMITED
+    };
+    let at = utc("2026-03-02T10:00:59Z");
+
+    assert!(
+        store
+            .consume(request(&key, &capacity, 1, Tz::UTC, at))
+            .await
+            .unwrap()
+            .is_admitted()
+    );
+    assert!(
+        !store
+            .consume(request(&key, &capacity, 1, Tz::UTC, at))
+            .await
+            .unwrap()
+            .is_admitted()
+    );
+    let next = store
+        .consume(request(
+            &key,
+            &capacity,
+            1,
+            Tz::UTC,
+            at + Duration::seconds(1),
+        ))
+        .await
+        .unwrap();
+
+    assert!(next.is_admitted());
+    assert_eq!(next.windows()[0].reset_at, utc("2026-03-02T10:02:00Z"));
+}
+
+#[tokio::test]
+async fn scope_keys_count_separately() {
+    let store = MemoryStore::new();
+    let capacity = Capacity {
+        per_minute: Some(1),
+        ..Capacity::UNLIMITED
+    };
+    let at = utc("2026-03-02T10:00:00Z");
+    let (first, second) = (key("tenant:a"), key("tenant:b"));
+
+    assert!(
+        store
+            .consume(request(&first, &capacity, 1, Tz::UTC, at))
+            .await
+            .unwrap()
+            .is_admitted()
+    );
+    assert!(
+        store
+            .consume(request(&second, &capacity, 1, Tz::UTC, at))
+            .await
+            .unwrap()
+            .is_admitted()
+    );
+    assert!(
+        !store
+            .consume(request(&first, &capacity, 1, Tz::UTC, at))
+            .await
+            .unwrap()
+            .is_admitted()
+    );
+}
+
+#[tokio::test]
+async fn peek_charges_nothing() {
+    let store = MemoryStore::new();
+    let key = key("global");
+    let capacity = Capacity {
+        per_minute: Some(1),
+        ..Capacity::UNLIMITED
+    };
+    let at = utc("2026-03-02T10:00:00Z");
+
+    for _ in 0..3 {
+        assert!(
+            store
+                .peek(request(&key, &capacity, 1, Tz::UTC, at))
+                .await
+                .unwrap()
+                .is_admitted()
+        );
+    }
+
+    assert!(store.is_empty());
+    assert!(
+        store
+            .consume(request(&key, &capacity, 1, Tz::UTC, at))
+            .await
+            .unwrap()
+            .is_admitted()
+    );
+}
+
+#[tokio::test]
+async fn memory_stays_bounded_as_keys_expire() {
+    let store = MemoryStore::new();
+    let capacity = Capacity {
+        per_minute: Some(1),
+        ..Capacity::UNLIMITED
+    };
+    let start = utc("2026-03-02T10:00:00Z");
+
+    for i in 0..10_000 {
+        let key = key(&format!("workflow:old-{i}"));
+        store
+            .consume(request(&key, &capacity, 1, Tz::UTC, start))
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.len(), 10_000);
+
+    let later = start + Duration::minutes(2);
+    for i in 0..10_000 {
+        let key = key(&format!("workflow:new-{i}"));
+        store
+            .consume(request(&key, &capacity, 1, Tz::UTC, later))
+            .await
+            .unwrap();
+    }
+
+    assert_eq!(
+        store.len(),
+        10_000,
+        "expired keys were not dropped as new keys arrived"
+    );
+}
+
+#[tokio::test]
+async fn purge_keeps_keys_with_open_windows() {
+    let store = MemoryStore::new();
+    let minute_only = Capacity {
+        per_minute: Some(5),
+        ..Capacity::UNLIMITED
+    };
+    let with_day = Capacity {
+        per_minute: Some(5),
+        per_day: Some(50),
+        ..Capacity::UNLIMITED
+    };
+    let at = utc("2026-03-02T10:00:00Z");
+    let (short, long) = (key("tenant:short"), key("tenant:long"));
+
+    store
+        .consume(request(&short, &minute_only, 1, Tz::UTC, at))
+        .await
+        .unwrap();
+    store
+        .consume(request(&long, &with_day, 1, Tz::UTC, at))
+        .await
+        .unwrap();
+    store.purge_expired(at + Duration::minutes(5));
+
+    assert_eq!(store.len(), 1);
+    let day = store
+        .peek(request(
+            &long,
+            &with_day,
+            1,
+            Tz::UTC,
+            at + Duration::minutes(5),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(remaining(&day, WindowKind::Day), 49);
+}
