@@ -655,6 +655,83 @@ async fn sql_windows_match_rust_windows() {
     }
 }
 
+/// The consume function takes the caller's window bounds only when every window contains the
+/// instant; bounds of another time, or of a clock that is off, give way to the right windows.
+#[tokio::test]
+async fn bounds_that_miss_the_instant_are_recomputed() {
+    let database = TestDatabase::new().await;
+    database.store().await;
+    let client = database.client().await;
+    let consume = "SELECT window_type, request_count, window_start, window_end, admitted \
+         FROM highway.consume_tool_rate_tokens($1, $2, $3, 1, ARRAY['minute', 'hour', 'day'], \
+             ARRAY[10, 10, 10]::BIGINT[], $4, $5, $6, 'Asia/Tokyo', 'monday', TRUE)";
+    let windows_at = |at: DateTime<Utc>| {
+        [WindowKind::Minute, WindowKind::Hour, WindowKind::Day]
+            .map(|kind| kind.window_at(at, chrono_tz::Asia::Tokyo, Weekday::Mon))
+    };
+    let bounds = |at: DateTime<Utc>| {
+        let windows = windows_at(at);
+        (
+            windows.iter().map(|w| w.start).collect::<Vec<_>>(),
+            windows.iter().map(|w| w.end).collect::<Vec<_>>(),
+        )
+    };
+
+    // An explicit instant with the bounds of a day earlier: the windows at the instant count.
+    let at = utc("2026-03-02T14:59:30Z");
+    let (starts, ends) = bounds(at - chrono::Duration::days(1));
+    let rows = client
+        .query(consume, &[&"acme", &"tools.pdf", &"run-1", &Some(at), &starts, &ends])
+        .await
+        .unwrap();
+    let got: Vec<(String, i64, DateTime<Utc>, DateTime<Utc>, bool)> = rows
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4)))
+        .collect();
+    let expected: Vec<_> = windows_at(at)
+        .iter()
+        .zip(["minute", "hour", "day"])
+        .map(|(window, kind)| (kind.to_owned(), 1, window.start, window.end, true))
+        .collect();
+    assert_eq!(got, expected);
+
+    // The database clock with bounds of an hour ago, as from a worker whose clock is late, and
+    // with no bounds at all: both charge the windows that contain the database's now().
+    let now: DateTime<Utc> = client.query_one("SELECT now()", &[]).await.unwrap().get(0);
+    let (starts, ends) = bounds(now - chrono::Duration::hours(1));
+    let none: Option<DateTime<Utc>> = None;
+    for (starts, ends) in [(Some(starts), Some(ends)), (None, None)] {
+        let rows = client
+            .query(consume, &[&"acme", &"tools.pdf", &"run-2", &none, &starts, &ends])
+            .await
+            .unwrap();
+        let bounds_now: Vec<(DateTime<Utc>, DateTime<Utc>)> = client
+            .query(
+                "SELECT b.window_start, b.window_end \
+                 FROM unnest(ARRAY['minute', 'hour', 'day']) WITH ORDINALITY AS w(kind, ord), \
+                     highway.window_bounds(w.kind, now(), 'Asia/Tokyo', 'monday') b \
+                 ORDER BY w.ord",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        let got: Vec<(DateTime<Utc>, DateTime<Utc>)> =
+            rows.iter().map(|row| (row.get(2), row.get(3))).collect();
+        // A minute may pass between the two queries; the day cannot change within this test
+        // unless it runs across Tokyo midnight.
+        assert_eq!(got[2], bounds_now[2]);
+        assert!(got[0].0 <= bounds_now[0].0 && got[0].1 > now, "{got:?} at {now}");
+        assert!(rows.iter().all(|row| row.get::<_, bool>(4)));
+    }
+    assert_eq!(
+        counts(&database, &key("acme", "tools.pdf", "run-2")).await,
+        pairs(&[("minute", 2), ("hour", 2), ("day", 2)])
+    );
+}
+
 #[tokio::test]
 async fn cleanup_deletes_only_ended_windows() {
     let database = TestDatabase::new().await;
