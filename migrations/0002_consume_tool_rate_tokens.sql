@@ -97,8 +97,8 @@ END $$;
 -- Returns one row per window, in the order given: its limit, its count after the decision, its
 -- bounds, and whether the call was admitted (for a peek: whether it would be).
 --
--- A consume charges every window with one upsert whose conflict clause refuses a window without
--- room; it still locks that window's row. If a window refused, the call subtracts the cost again
+-- A consume charges every window with one upsert whose conflict clause rejects a window without
+-- room but still locks its row. If a window rejected the call, the call subtracts the cost again
 -- from the windows it charged before it commits, so other transactions never see the charge. An
 -- admitted call, the common case, writes each row once and reads none beforehand.
 CREATE FUNCTION highway.consume_tool_rate_tokens(
@@ -182,7 +182,7 @@ BEGIN
         END IF;
     END IF;
 
-    -- A window whose limit is below the cost refuses the call whatever its count.
+    -- A window whose limit is below the cost rejects the call whatever its count.
     v_fits := p_cost <= ALL (p_limits);
     IF p_consume AND v_fits THEN
         WITH charged AS (
@@ -213,7 +213,7 @@ BEGIN
             RETURN;
         END IF;
 
-        -- A window refused: undo the charge of the others, whose rows this transaction holds.
+        -- A window rejected the call: undo the charge of the others, whose rows this transaction holds.
         v_fits := FALSE;
         UPDATE highway.tool_rate_limit_usage u
         SET request_count = u.request_count - p_cost

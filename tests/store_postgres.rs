@@ -681,10 +681,15 @@ async fn bounds_that_miss_the_instant_are_recomputed() {
     let at = utc("2026-03-02T14:59:30Z");
     let (starts, ends) = bounds(at - chrono::Duration::days(1));
     let rows = client
-        .query(consume, &[&"acme", &"tools.pdf", &"run-1", &Some(at), &starts, &ends])
+        .query(
+            consume,
+            &[&"acme", &"tools.pdf", &"run-1", &Some(at), &starts, &ends],
+        )
         .await
         .unwrap();
-    let got: Vec<(String, i64, DateTime<Utc>, DateTime<Utc>, bool)> = rows
+    // Window type, count, start, end and admitted.
+    type Row = (String, i64, DateTime<Utc>, DateTime<Utc>, bool);
+    let got: Vec<Row> = rows
         .iter()
         .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4)))
         .collect();
@@ -702,7 +707,10 @@ async fn bounds_that_miss_the_instant_are_recomputed() {
     let none: Option<DateTime<Utc>> = None;
     for (starts, ends) in [(Some(starts), Some(ends)), (None, None)] {
         let rows = client
-            .query(consume, &[&"acme", &"tools.pdf", &"run-2", &none, &starts, &ends])
+            .query(
+                consume,
+                &[&"acme", &"tools.pdf", &"run-2", &none, &starts, &ends],
+            )
             .await
             .unwrap();
         let bounds_now: Vec<(DateTime<Utc>, DateTime<Utc>)> = client
@@ -723,7 +731,10 @@ async fn bounds_that_miss_the_instant_are_recomputed() {
         // A minute may pass between the two queries; the day cannot change within this test
         // unless it runs across Tokyo midnight.
         assert_eq!(got[2], bounds_now[2]);
-        assert!(got[0].0 <= bounds_now[0].0 && got[0].1 > now, "{got:?} at {now}");
+        assert!(
+            got[0].0 <= bounds_now[0].0 && got[0].1 > now,
+            "{got:?} at {now}"
+        );
         assert!(rows.iter().all(|row| row.get::<_, bool>(4)));
     }
     assert_eq!(
