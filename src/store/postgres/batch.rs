@@ -203,7 +203,7 @@ async fn send(
         }
     };
 
-    // A lone call takes the lighter function, which also rejects a full window without a lock.
+    // A lone call takes the single-call function, one upsert with no sorting of rows.
     if let [pending] = batch {
         let client = pool
             .get()
