@@ -87,11 +87,20 @@ END $$;
 -- window has room, adds it to every window's counter. All or nothing: a rejected call changes no
 -- counter.
 --
--- p_window_starts and p_window_ends give the windows' bounds; when they are NULL, the windows
--- containing now() are computed in p_timezone with weeks starting on p_week_start.
+-- p_window_types lists distinct window types, shortest first (minute, hour, day, week, month);
+-- every call locks its rows in this order, so concurrent calls cannot deadlock. The windows are
+-- those containing p_at, or now() when p_at is NULL, in p_timezone with weeks starting on
+-- p_week_start. p_window_starts and p_window_ends may give their bounds, computed by the caller:
+-- the function uses them when every one of these windows contains the instant, and computes the
+-- windows itself otherwise, so a caller whose clock is off by a few seconds costs only time.
 --
--- Returns one row per window, shortest first: its limit, its count after the decision, its bounds,
--- and whether the call was admitted (for a peek: whether it would be).
+-- Returns one row per window, in the order given: its limit, its count after the decision, its
+-- bounds, and whether the call was admitted (for a peek: whether it would be).
+--
+-- A consume charges every window with one upsert whose conflict clause rejects a window without
+-- room but still locks its row. If a window rejected the call, the call subtracts the cost again
+-- from the windows it charged before it commits, so other transactions never see the charge. An
+-- admitted call, the common case, writes each row once and reads none beforehand.
 CREATE FUNCTION highway.consume_tool_rate_tokens(
     p_tenant_id TEXT,
     p_tool_name TEXT,
@@ -99,6 +108,7 @@ CREATE FUNCTION highway.consume_tool_rate_tokens(
     p_cost BIGINT,
     p_window_types TEXT[],
     p_limits BIGINT[],
+    p_at TIMESTAMPTZ DEFAULT NULL,
     p_window_starts TIMESTAMPTZ[] DEFAULT NULL,
     p_window_ends TIMESTAMPTZ[] DEFAULT NULL,
     p_timezone TEXT DEFAULT 'UTC',
@@ -114,113 +124,125 @@ RETURNS TABLE (
 LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
 DECLARE
-    v_kind TEXT;
+    v_windows INT := cardinality(p_window_types);
+    v_at TIMESTAMPTZ := coalesce(p_at, now());
+    v_starts TIMESTAMPTZ[] := p_window_starts;
+    v_ends TIMESTAMPTZ[] := p_window_ends;
+    v_fits BOOLEAN;
     v_index INT;
+    v_rank INT;
+    v_last_rank INT := 0;
     v_bounds RECORD;
-    v_types TEXT[] := '{}';
-    v_limits BIGINT[] := '{}';
-    v_starts TIMESTAMPTZ[] := '{}';
-    v_ends TIMESTAMPTZ[] := '{}';
+    v_charged_types TEXT[];
     v_counts BIGINT[];
-    v_fits BOOLEAN := TRUE;
 BEGIN
-    IF p_cost IS NULL OR p_cost < 1 THEN
-        RAISE EXCEPTION 'invalid cost %: a call costs at least 1 unit', quote_nullable(p_cost)
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF cardinality(p_limits) IS DISTINCT FROM cardinality(p_window_types)
-        OR (p_window_starts IS NOT NULL
-            AND (cardinality(p_window_starts) IS DISTINCT FROM cardinality(p_window_types)
-                OR cardinality(p_window_ends) IS DISTINCT FROM cardinality(p_window_types))) THEN
-        RAISE EXCEPTION 'invalid windows: p_window_types, p_limits, p_window_starts and p_window_ends must have the same length'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-
-    -- Put the windows in one fixed order, shortest first. Every call locks its rows in this
-    -- order, so concurrent calls cannot deadlock.
-    FOREACH v_kind IN ARRAY ARRAY['minute', 'hour', 'day', 'week', 'month'] LOOP
-        v_index := array_position(p_window_types, v_kind);
-        CONTINUE WHEN v_index IS NULL;
-        IF p_limits[v_index] IS NULL OR p_limits[v_index] < 0 THEN
-            RAISE EXCEPTION 'invalid % limit %: expected 0 or more', v_kind, quote_nullable(p_limits[v_index])
+    -- One expression checks the common case: a positive cost, valid limits, and windows given
+    -- shortest first that contain the instant.
+    IF p_cost >= 1 AND cardinality(p_limits) = v_windows AND 0 <= ALL (p_limits)
+        AND cardinality(v_starts) = v_windows AND cardinality(v_ends) = v_windows
+        AND v_at >= ALL (v_starts) AND v_at < ALL (v_ends)
+        AND p_window_types <@ ARRAY['minute', 'hour', 'day', 'week', 'month']
+        AND (v_windows = 1 OR v_ends[1] < v_ends[2] AND (v_windows = 2 OR v_ends[2] < v_ends[3]
+            AND (v_windows = 3 OR v_ends[3] < v_ends[4] AND (v_windows = 4 OR v_ends[4] < v_ends[5]))))
+    THEN
+        NULL;
+    ELSE
+        IF p_cost IS NULL OR p_cost < 1 THEN
+            RAISE EXCEPTION 'invalid cost %: a call costs at least 1 unit', quote_nullable(p_cost)
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
-        v_types := v_types || v_kind;
-        v_limits := v_limits || p_limits[v_index];
-        IF p_window_starts IS NULL THEN
-            v_bounds := highway.window_bounds(v_kind, now(), p_timezone, p_week_start);
-            v_starts := v_starts || v_bounds.window_start;
-            v_ends := v_ends || v_bounds.window_end;
-        ELSE
-            v_starts := v_starts || p_window_starts[v_index];
-            v_ends := v_ends || p_window_ends[v_index];
+        IF v_windows IS NULL OR cardinality(p_limits) IS DISTINCT FROM v_windows THEN
+            RAISE EXCEPTION 'invalid windows: p_window_types and p_limits must have the same length'
+                USING ERRCODE = 'invalid_parameter_value';
         END IF;
-    END LOOP;
-    IF cardinality(v_types) <> cardinality(p_window_types) THEN
-        RAISE EXCEPTION 'invalid window types %: expected distinct values among minute, hour, day, week and month',
-            p_window_types
-            USING ERRCODE = 'invalid_parameter_value';
+        FOR v_index IN 1 .. v_windows LOOP
+            v_rank := array_position(ARRAY['minute', 'hour', 'day', 'week', 'month'], p_window_types[v_index]);
+            IF v_rank IS NULL OR v_rank <= v_last_rank THEN
+                RAISE EXCEPTION 'invalid window types %: expected distinct values among minute, hour, day, week and month, shortest first',
+                    p_window_types
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            v_last_rank := v_rank;
+            IF p_limits[v_index] IS NULL OR p_limits[v_index] < 0 THEN
+                RAISE EXCEPTION 'invalid % limit %: expected 0 or more', p_window_types[v_index],
+                    quote_nullable(p_limits[v_index])
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+        END LOOP;
+        -- The given bounds do not all contain the instant: compute the windows.
+        IF NOT coalesce(cardinality(v_starts) = v_windows AND cardinality(v_ends) = v_windows
+                AND v_at >= ALL (v_starts) AND v_at < ALL (v_ends), FALSE) THEN
+            v_starts := '{}';
+            v_ends := '{}';
+            FOR v_index IN 1 .. v_windows LOOP
+                v_bounds := highway.window_bounds(p_window_types[v_index], v_at, p_timezone, p_week_start);
+                v_starts := v_starts || v_bounds.window_start;
+                v_ends := v_ends || v_bounds.window_end;
+            END LOOP;
+        END IF;
     END IF;
 
-    -- Read the committed counts without taking a lock. Within a window a committed count only
-    -- grows (a rejected call undoes its increment before it commits), so a window that is full
-    -- now stays full: such a call is rejected without a lock or a write.
-    SELECT array_agg(coalesce(u.request_count, 0) ORDER BY w.ord) INTO v_counts
-    FROM unnest(v_types, v_starts) WITH ORDINALITY AS w(kind, start_at, ord)
-    LEFT JOIN highway.tool_rate_limit_usage u
-        ON u.tenant_id = p_tenant_id
-        AND u.tool_name = p_tool_name
-        AND u.scope_key = p_scope_key
-        AND u.window_type = w.kind
-        AND u.window_start = w.start_at;
-    FOR v_index IN 1 .. cardinality(v_types) LOOP
-        v_fits := v_fits AND v_counts[v_index] + p_cost <= v_limits[v_index];
-    END LOOP;
-
+    -- A window whose limit is below the cost rejects the call whatever its count.
+    v_fits := p_cost <= ALL (p_limits);
     IF p_consume AND v_fits THEN
-        -- Add the cost to every window, locking the rows shortest window first, then check the
-        -- counts again: a concurrent call may have filled a window since the read above.
         WITH charged AS (
             INSERT INTO highway.tool_rate_limit_usage AS u
                 (tenant_id, tool_name, scope_key, window_type, window_start, window_end,
                  request_count, last_updated)
             SELECT p_tenant_id, p_tool_name, p_scope_key, w.kind, w.start_at, w.end_at, p_cost, now()
-            FROM unnest(v_types, v_starts, v_ends) WITH ORDINALITY AS w(kind, start_at, end_at, ord)
+            FROM unnest(p_window_types, v_starts, v_ends) WITH ORDINALITY AS w(kind, start_at, end_at, ord)
             ORDER BY w.ord
             ON CONFLICT (tenant_id, tool_name, scope_key, window_type, window_start)
             DO UPDATE SET
                 request_count = u.request_count + EXCLUDED.request_count,
                 last_updated = EXCLUDED.last_updated
+            WHERE u.request_count + EXCLUDED.request_count
+                <= p_limits[array_position(p_window_types, u.window_type)]
             RETURNING u.window_type, u.request_count
         )
-        SELECT array_agg(c.request_count ORDER BY array_position(v_types, c.window_type))
-        INTO v_counts
+        SELECT array_agg(c.window_type), array_agg(c.request_count)
+        INTO v_charged_types, v_counts
         FROM charged c;
 
-        FOR v_index IN 1 .. cardinality(v_types) LOOP
-            v_fits := v_fits AND v_counts[v_index] <= v_limits[v_index];
-        END LOOP;
-
-        IF NOT v_fits THEN
-            -- Undo the increment on the rows this transaction already holds locked.
-            UPDATE highway.tool_rate_limit_usage u
-            SET request_count = u.request_count - p_cost
-            FROM unnest(v_types, v_starts) AS w(kind, start_at)
-            WHERE u.tenant_id = p_tenant_id
-                AND u.tool_name = p_tool_name
-                AND u.scope_key = p_scope_key
-                AND u.window_type = w.kind
-                AND u.window_start = w.start_at;
-            FOR v_index IN 1 .. cardinality(v_types) LOOP
-                v_counts[v_index] := v_counts[v_index] - p_cost;
-            END LOOP;
+        IF cardinality(v_charged_types) = v_windows THEN
+            RETURN QUERY
+            SELECT w.kind, w.window_limit, v_counts[array_position(v_charged_types, w.kind)],
+                w.start_at, w.end_at, TRUE
+            FROM unnest(p_window_types, p_limits, v_starts, v_ends)
+                AS w(kind, window_limit, start_at, end_at);
+            RETURN;
         END IF;
+
+        -- A window rejected the call: undo the charge of the others, whose rows this transaction holds.
+        v_fits := FALSE;
+        UPDATE highway.tool_rate_limit_usage u
+        SET request_count = u.request_count - p_cost
+        FROM unnest(p_window_types, v_starts) AS w(kind, start_at)
+        WHERE u.tenant_id = p_tenant_id
+            AND u.tool_name = p_tool_name
+            AND u.scope_key = p_scope_key
+            AND u.window_type = w.kind
+            AND u.window_start = w.start_at
+            AND w.kind = ANY (v_charged_types);
     END IF;
 
+    -- A rejection or a peek: report the counts as they are, without taking a lock. Within a
+    -- window a committed count only grows, since a rejected call undoes its charge before it
+    -- commits.
     RETURN QUERY
-    SELECT w.kind, w.window_limit, w.request_count, w.start_at, w.end_at, v_fits
-    FROM unnest(v_types, v_limits, v_counts, v_starts, v_ends)
-        AS w(kind, window_limit, request_count, start_at, end_at);
+    SELECT w.kind, w.window_limit, coalesce(u.request_count, 0), w.start_at, w.end_at,
+        v_fits AND bool_and(coalesce(u.request_count, 0) + p_cost <= w.window_limit) OVER ()
+    FROM unnest(p_window_types, p_limits, v_starts, v_ends) WITH ORDINALITY
+        AS w(kind, window_limit, start_at, end_at, ord)
+    LEFT JOIN LATERAL (
+        SELECT u.request_count FROM highway.tool_rate_limit_usage u
+        WHERE u.tenant_id = p_tenant_id
+            AND u.tool_name = p_tool_name
+            AND u.scope_key = p_scope_key
+            AND u.window_type = w.kind
+            AND u.window_start = w.start_at
+    ) u ON TRUE
+    ORDER BY w.ord;
 END $$;
 
 -- Deletes the usage rows of windows that ended before p_ended_before and returns how many.

@@ -5,6 +5,10 @@
 -- numbered from 1 in p_call. A NULL in p_window_starts lets the database clock decide that item's
 -- window in its p_timezone and p_week_start.
 --
+-- When every usage row has room for the total cost of the batch's calls, which is the common case,
+-- one upsert charges each row that total and every call is admitted. Otherwise the rows are
+-- locked, the calls decided one by one, and the changed rows written.
+--
 -- Returns one row per item: the call, the window, its limit, its count after the call's decision
 -- (the count the call saw when it was rejected), the window's end, and whether the call was
 -- admitted.
@@ -49,6 +53,12 @@ DECLARE
     v_last INT;
     v_fits BOOLEAN;
     v_index INT;
+    -- The batch's total cost per row, the smallest limit a call gives it, and its count after
+    -- the total.
+    v_demand BIGINT[];
+    v_row_limits BIGINT[];
+    v_after BIGINT[];
+    v_charged BOOLEAN := FALSE;
 BEGIN
     IF v_items IS NULL OR v_items = 0 THEN
         RETURN;
@@ -100,24 +110,81 @@ BEGIN
     INTO v_row_of, v_row_tenants, v_row_tools, v_row_scopes, v_row_types, v_row_starts, v_row_ends
     FROM usage_rows;
 
-    -- Create the missing rows, then lock every row, both in lock order.
-    INSERT INTO highway.tool_rate_limit_usage
-        (tenant_id, tool_name, scope_key, window_type, window_start, window_end, request_count, last_updated)
-    SELECT r.tenant, r.tool, r.scope, r.kind, r.start_at, r.end_at, 0, now()
-    FROM unnest(v_row_tenants, v_row_tools, v_row_scopes, v_row_types, v_row_starts, v_row_ends)
-        WITH ORDINALITY AS r(tenant, tool, scope, kind, start_at, end_at, ord)
-    ORDER BY r.ord
-    ON CONFLICT (tenant_id, tool_name, scope_key, window_type, window_start) DO NOTHING;
+    -- When every row has room for the total cost of the batch's calls, one upsert charges each
+    -- row that total, in lock order, and every call is admitted. Otherwise the upsert is undone
+    -- (the rows stay locked) and the calls are decided one by one below.
+    IF 1 <= ALL (p_costs) AND 0 <= ALL (p_limits) THEN
+        SELECT array_agg(d.demand ORDER BY d.row_number), array_agg(d.row_limit ORDER BY d.row_number),
+            bool_and(d.demand <= d.row_limit)
+        INTO v_demand, v_row_limits, v_fits
+        FROM (
+            SELECT i.row_number, sum(i.cost)::BIGINT AS demand, min(i.row_limit) AS row_limit
+            FROM unnest(v_row_of, p_costs, p_limits) AS i(row_number, cost, row_limit)
+            GROUP BY i.row_number
+        ) d;
 
-    SELECT array_agg(coalesce(locked.request_count, 0) ORDER BY r.ord) INTO v_before
-    FROM unnest(v_row_tenants, v_row_tools, v_row_scopes, v_row_types, v_row_starts)
-        WITH ORDINALITY AS r(tenant, tool, scope, kind, start_at, ord)
-    LEFT JOIN LATERAL (
-        SELECT u.request_count FROM highway.tool_rate_limit_usage u
-        WHERE u.tenant_id = r.tenant AND u.tool_name = r.tool AND u.scope_key = r.scope
-            AND u.window_type = r.kind AND u.window_start = r.start_at
-        FOR UPDATE
-    ) locked ON TRUE;
+        IF v_fits THEN
+            WITH charged AS (
+                INSERT INTO highway.tool_rate_limit_usage AS u
+                    (tenant_id, tool_name, scope_key, window_type, window_start, window_end,
+                     request_count, last_updated)
+                SELECT r.tenant, r.tool, r.scope, r.kind, r.start_at, r.end_at, r.demand, now()
+                FROM unnest(v_row_tenants, v_row_tools, v_row_scopes, v_row_types, v_row_starts,
+                        v_row_ends, v_demand)
+                    WITH ORDINALITY AS r(tenant, tool, scope, kind, start_at, end_at, demand, ord)
+                ORDER BY r.ord
+                ON CONFLICT (tenant_id, tool_name, scope_key, window_type, window_start)
+                DO UPDATE SET
+                    request_count = u.request_count + EXCLUDED.request_count,
+                    last_updated = EXCLUDED.last_updated
+                RETURNING u.tenant_id, u.tool_name, u.scope_key, u.window_type, u.window_start,
+                    u.request_count
+            )
+            SELECT array_agg(c.request_count ORDER BY r.ord), bool_and(c.request_count <= r.row_limit)
+            INTO v_after, v_fits
+            FROM unnest(v_row_tenants, v_row_tools, v_row_scopes, v_row_types, v_row_starts, v_row_limits)
+                WITH ORDINALITY AS r(tenant, tool, scope, kind, start_at, row_limit, ord)
+            JOIN charged c
+                ON c.tenant_id = r.tenant AND c.tool_name = r.tool AND c.scope_key = r.scope
+                AND c.window_type = r.kind AND c.window_start = r.start_at;
+
+            IF v_fits THEN
+                v_charged := TRUE;
+                v_before := array_fill(0::BIGINT, ARRAY[cardinality(v_after)]);
+                FOR v_index IN 1 .. cardinality(v_after) LOOP
+                    v_before[v_index] := v_after[v_index] - v_demand[v_index];
+                END LOOP;
+            ELSE
+                UPDATE highway.tool_rate_limit_usage u
+                SET request_count = u.request_count - r.demand
+                FROM unnest(v_row_tenants, v_row_tools, v_row_scopes, v_row_types, v_row_starts, v_demand)
+                    AS r(tenant, tool, scope, kind, start_at, demand)
+                WHERE u.tenant_id = r.tenant AND u.tool_name = r.tool AND u.scope_key = r.scope
+                    AND u.window_type = r.kind AND u.window_start = r.start_at;
+            END IF;
+        END IF;
+    END IF;
+
+    IF NOT v_charged THEN
+        -- Create the missing rows, then lock every row, both in lock order.
+        INSERT INTO highway.tool_rate_limit_usage
+            (tenant_id, tool_name, scope_key, window_type, window_start, window_end, request_count, last_updated)
+        SELECT r.tenant, r.tool, r.scope, r.kind, r.start_at, r.end_at, 0, now()
+        FROM unnest(v_row_tenants, v_row_tools, v_row_scopes, v_row_types, v_row_starts, v_row_ends)
+            WITH ORDINALITY AS r(tenant, tool, scope, kind, start_at, end_at, ord)
+        ORDER BY r.ord
+        ON CONFLICT (tenant_id, tool_name, scope_key, window_type, window_start) DO NOTHING;
+
+        SELECT array_agg(coalesce(locked.request_count, 0) ORDER BY r.ord) INTO v_before
+        FROM unnest(v_row_tenants, v_row_tools, v_row_scopes, v_row_types, v_row_starts)
+            WITH ORDINALITY AS r(tenant, tool, scope, kind, start_at, ord)
+        LEFT JOIN LATERAL (
+            SELECT u.request_count FROM highway.tool_rate_limit_usage u
+            WHERE u.tenant_id = r.tenant AND u.tool_name = r.tool AND u.scope_key = r.scope
+                AND u.window_type = r.kind AND u.window_start = r.start_at
+            FOR UPDATE
+        ) locked ON TRUE;
+    END IF;
     v_counts := v_before;
 
     -- Decide the calls in order, each against the counts the calls before it left.
@@ -147,17 +214,19 @@ BEGIN
         v_first := v_last + 1;
     END LOOP;
 
-    -- Write the rows whose counts changed. The rows are locked already; the upsert also restores
-    -- a row that a cleanup deleted meanwhile.
-    INSERT INTO highway.tool_rate_limit_usage AS u
-        (tenant_id, tool_name, scope_key, window_type, window_start, window_end, request_count, last_updated)
-    SELECT r.tenant, r.tool, r.scope, r.kind, r.start_at, r.end_at, r.count_after, now()
-    FROM unnest(v_row_tenants, v_row_tools, v_row_scopes, v_row_types, v_row_starts, v_row_ends, v_before, v_counts)
-        WITH ORDINALITY AS r(tenant, tool, scope, kind, start_at, end_at, count_before, count_after, ord)
-    WHERE r.count_after <> r.count_before
-    ORDER BY r.ord
-    ON CONFLICT (tenant_id, tool_name, scope_key, window_type, window_start)
-    DO UPDATE SET request_count = EXCLUDED.request_count, last_updated = EXCLUDED.last_updated;
+    IF NOT v_charged THEN
+        -- Write the rows whose counts changed. The rows are locked already; the upsert also restores
+        -- a row that a cleanup deleted meanwhile.
+        INSERT INTO highway.tool_rate_limit_usage AS u
+            (tenant_id, tool_name, scope_key, window_type, window_start, window_end, request_count, last_updated)
+        SELECT r.tenant, r.tool, r.scope, r.kind, r.start_at, r.end_at, r.count_after, now()
+        FROM unnest(v_row_tenants, v_row_tools, v_row_scopes, v_row_types, v_row_starts, v_row_ends, v_before, v_counts)
+            WITH ORDINALITY AS r(tenant, tool, scope, kind, start_at, end_at, count_before, count_after, ord)
+        WHERE r.count_after <> r.count_before
+        ORDER BY r.ord
+        ON CONFLICT (tenant_id, tool_name, scope_key, window_type, window_start)
+        DO UPDATE SET request_count = EXCLUDED.request_count, last_updated = EXCLUDED.last_updated;
+    END IF;
 
     RETURN QUERY
     SELECT i.call, i.kind, i.window_limit, i.count_after, i.end_at, i.is_admitted

@@ -655,6 +655,93 @@ async fn sql_windows_match_rust_windows() {
     }
 }
 
+/// The consume function takes the caller's window bounds only when every window contains the
+/// instant. Bounds of another time, or of a clock that is off, give way to the right windows.
+#[tokio::test]
+async fn bounds_that_miss_the_instant_are_recomputed() {
+    let database = TestDatabase::new().await;
+    database.store().await;
+    let client = database.client().await;
+    let consume = "SELECT window_type, request_count, window_start, window_end, admitted \
+         FROM highway.consume_tool_rate_tokens($1, $2, $3, 1, ARRAY['minute', 'hour', 'day'], \
+             ARRAY[10, 10, 10]::BIGINT[], $4, $5, $6, 'Asia/Tokyo', 'monday', TRUE)";
+    let windows_at = |at: DateTime<Utc>| {
+        [WindowKind::Minute, WindowKind::Hour, WindowKind::Day]
+            .map(|kind| kind.window_at(at, chrono_tz::Asia::Tokyo, Weekday::Mon))
+    };
+    let bounds = |at: DateTime<Utc>| {
+        let windows = windows_at(at);
+        (
+            windows.iter().map(|w| w.start).collect::<Vec<_>>(),
+            windows.iter().map(|w| w.end).collect::<Vec<_>>(),
+        )
+    };
+
+    // An explicit instant with the bounds of a day earlier: the windows at the instant count.
+    let at = utc("2026-03-02T14:59:30Z");
+    let (starts, ends) = bounds(at - chrono::Duration::days(1));
+    let rows = client
+        .query(
+            consume,
+            &[&"acme", &"tools.pdf", &"run-1", &Some(at), &starts, &ends],
+        )
+        .await
+        .unwrap();
+    // Window type, count, start, end and admitted.
+    type Row = (String, i64, DateTime<Utc>, DateTime<Utc>, bool);
+    let got: Vec<Row> = rows
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4)))
+        .collect();
+    let expected: Vec<_> = windows_at(at)
+        .iter()
+        .zip(["minute", "hour", "day"])
+        .map(|(window, kind)| (kind.to_owned(), 1, window.start, window.end, true))
+        .collect();
+    assert_eq!(got, expected);
+
+    // The database clock with bounds of an hour ago, as from a worker whose clock is late, and
+    // with no bounds at all: both charge the windows that contain the database's now().
+    let now: DateTime<Utc> = client.query_one("SELECT now()", &[]).await.unwrap().get(0);
+    let (starts, ends) = bounds(now - chrono::Duration::hours(1));
+    let none: Option<DateTime<Utc>> = None;
+    for (starts, ends) in [(Some(starts), Some(ends)), (None, None)] {
+        let rows = client
+            .query(
+                consume,
+                &[&"acme", &"tools.pdf", &"run-2", &none, &starts, &ends],
+            )
+            .await
+            .unwrap();
+        let bounds_now: Vec<(DateTime<Utc>, DateTime<Utc>)> = client
+            .query(
+                "SELECT b.window_start, b.window_end \
+                 FROM unnest(ARRAY['minute', 'hour', 'day']) WITH ORDINALITY AS w(kind, ord), \
+                     highway.window_bounds(w.kind, now(), 'Asia/Tokyo', 'monday') b \
+                 ORDER BY w.ord",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        let got: Vec<(DateTime<Utc>, DateTime<Utc>)> =
+            rows.iter().map(|row| (row.get(2), row.get(3))).collect();
+        // A window may end between the two queries, so each charged window must start no later
+        // than the current one and end after the instant read before the call.
+        for (charged, current) in got.iter().zip(&bounds_now) {
+            assert!(charged.0 <= current.0, "{got:?} against {bounds_now:?}");
+            assert!(charged.1 > now, "{got:?} at {now}");
+        }
+        assert!(rows.iter().all(|row| row.get::<_, bool>(4)));
+    }
+    assert_eq!(
+        counts(&database, &key("acme", "tools.pdf", "run-2")).await,
+        pairs(&[("minute", 2), ("hour", 2), ("day", 2)])
+    );
+}
+
 #[tokio::test]
 async fn cleanup_deletes_only_ended_windows() {
     let database = TestDatabase::new().await;
@@ -871,6 +958,74 @@ async fn policy_table_checks_its_values() {
     assert!(bad_scope.is_err());
     assert!(negative.is_err());
     assert!(duplicate.is_err());
+}
+
+/// A batch whose calls all fit is charged with one upsert; a batch whose total passes a limit is
+/// decided call by call, and its first upsert leaves no trace.
+#[tokio::test]
+async fn batch_total_over_a_limit_decides_each_call() {
+    let database = TestDatabase::new().await;
+    database.store().await;
+    let client = database.client().await;
+    // Three calls: two for key k (minute limit 3, hour limit 5), one of cost 2 for key j.
+    let batch = "SELECT call_index, window_type, request_count, admitted \
+         FROM highway.consume_tool_rate_tokens_batch( \
+             ARRAY[1, 1, 2, 2, 3, 3], ARRAY['acme', 'acme', 'acme', 'acme', 'acme', 'acme'], \
+             ARRAY['tools.pdf', 'tools.pdf', 'tools.pdf', 'tools.pdf', 'tools.pdf', 'tools.pdf'], \
+             ARRAY['k', 'k', 'k', 'k', 'j', 'j'], ARRAY[1, 1, 1, 1, 2, 2]::BIGINT[], \
+             ARRAY['minute', 'hour', 'minute', 'hour', 'minute', 'hour'], \
+             ARRAY[3, 5, 3, 5, 3, 5]::BIGINT[], \
+             array_fill($1::TIMESTAMPTZ, ARRAY[6]), array_fill($2::TIMESTAMPTZ, ARRAY[6]), \
+             array_fill('UTC'::TEXT, ARRAY[6]), array_fill('monday'::TEXT, ARRAY[6]))";
+    // The hour rows get the minute's bounds too: only the counts matter here.
+    let (start, end) = (utc("2026-03-02T10:15:00Z"), utc("2026-03-02T10:16:00Z"));
+    async fn run(
+        client: &tokio_postgres::Client,
+        batch: &str,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Vec<(i32, String, i64, bool)> {
+        let rows = client.query(batch, &[&start, &end]).await.unwrap();
+        rows.iter()
+            .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))
+            .collect()
+    }
+    let item = |call: i32, kind: &str, count: i64, admitted: bool| {
+        (call, kind.to_owned(), count, admitted)
+    };
+
+    // Every row has room for the batch's total: all admitted, each call sees its own count.
+    assert_eq!(
+        run(&client, batch, start, end).await,
+        vec![
+            item(1, "minute", 1, true),
+            item(1, "hour", 1, true),
+            item(2, "minute", 2, true),
+            item(2, "hour", 2, true),
+            item(3, "minute", 2, true),
+            item(3, "hour", 2, true),
+        ]
+    );
+    // k's minute row has room for one more call, j's for none of cost 2.
+    assert_eq!(
+        run(&client, batch, start, end).await,
+        vec![
+            item(1, "minute", 3, true),
+            item(1, "hour", 3, true),
+            item(2, "minute", 3, false),
+            item(2, "hour", 3, false),
+            item(3, "minute", 2, false),
+            item(3, "hour", 2, false),
+        ]
+    );
+    assert_eq!(
+        counts(&database, &key("acme", "tools.pdf", "k")).await,
+        pairs(&[("minute", 3), ("hour", 3)])
+    );
+    assert_eq!(
+        counts(&database, &key("acme", "tools.pdf", "j")).await,
+        pairs(&[("minute", 2), ("hour", 2)])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,8 +33,11 @@ pub(super) struct Pending {
     pub(super) cost: i64,
     pub(super) kinds: Vec<&'static str>,
     pub(super) limits: Vec<i64>,
-    pub(super) starts: Option<Vec<DateTime<Utc>>>,
-    pub(super) ends: Option<Vec<DateTime<Utc>>>,
+    /// The request's instant; `None` lets the database clock decide.
+    pub(super) at: Option<DateTime<Utc>>,
+    /// The windows' bounds: at `at`, or hints at this process's clock (see `WindowPlan`).
+    pub(super) starts: Vec<DateTime<Utc>>,
+    pub(super) ends: Vec<DateTime<Utc>>,
     pub(super) timezone: &'static str,
     pub(super) week_start: &'static str,
     pub(super) reply: oneshot::Sender<Result<Vec<WindowRow>, StoreError>>,
@@ -200,7 +203,7 @@ async fn send(
         }
     };
 
-    // A lone call takes the lighter function, which also rejects a full window without a lock.
+    // A lone call takes the single-call function, one upsert with no sorting of rows.
     if let [pending] = batch {
         let client = pool
             .get()
@@ -218,6 +221,7 @@ async fn send(
                     &pending.cost,
                     &pending.kinds,
                     &pending.limits,
+                    &pending.at,
                     &pending.starts,
                     &pending.ends,
                     &pending.timezone,
@@ -257,8 +261,9 @@ async fn send(
             costs.push(pending.cost);
             kinds.push(*kind);
             limits.push(pending.limits[window]);
-            starts.push(pending.starts.as_ref().map(|starts| starts[window]));
-            ends.push(pending.ends.as_ref().map(|ends| ends[window]));
+            // The batch function computes the database clock's windows once per batch.
+            starts.push(pending.at.map(|_| pending.starts[window]));
+            ends.push(pending.at.map(|_| pending.ends[window]));
             timezones.push(pending.timezone);
             week_starts.push(pending.week_start);
         }

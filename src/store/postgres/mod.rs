@@ -47,7 +47,7 @@ use crate::store::{ConsumeRequest, Decision, StoreError, TokenStore, WindowUsage
 use crate::window::WindowKind;
 
 const CONSUME: &str = "SELECT window_type, window_limit, request_count, window_end, admitted \
-     FROM highway.consume_tool_rate_tokens($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+     FROM highway.consume_tool_rate_tokens($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 
 const CLEANUP: &str =
     "SELECT highway.cleanup_tool_rate_limit_usage(now() - make_interval(secs => $1::float8))";
@@ -238,6 +238,7 @@ impl PostgresStore {
                         &cost,
                         &plan.kind_names(),
                         &plan.limits,
+                        &plan.at,
                         &plan.starts,
                         &plan.ends,
                         &timezone,
@@ -272,6 +273,7 @@ impl PostgresStore {
             cost,
             kinds: plan.kind_names(),
             limits: plan.limits,
+            at: plan.at,
             starts: plan.starts,
             ends: plan.ends,
             timezone,
@@ -320,10 +322,13 @@ impl TokenStore for PostgresStore {
 struct WindowPlan {
     kinds: Vec<WindowKind>,
     limits: Vec<i64>,
-    /// The windows' bounds when the request carries an instant; `None` lets the database clock
-    /// decide.
-    starts: Option<Vec<DateTime<Utc>>>,
-    ends: Option<Vec<DateTime<Utc>>>,
+    /// The request's instant; `None` lets the database clock decide.
+    at: Option<DateTime<Utc>>,
+    /// The windows' bounds at the request's instant, or at this process's clock when the database
+    /// clock decides. The database uses them only when every window contains its own clock's
+    /// instant, and computes the windows itself otherwise, which costs more server time.
+    starts: Vec<DateTime<Utc>>,
+    ends: Vec<DateTime<Utc>>,
 }
 
 impl WindowPlan {
@@ -336,9 +341,11 @@ impl WindowPlan {
         let mut plan = WindowPlan {
             kinds: Vec::new(),
             limits: Vec::new(),
-            starts: request.at.map(|_| Vec::new()),
-            ends: request.at.map(|_| Vec::new()),
+            at: request.at,
+            starts: Vec::new(),
+            ends: Vec::new(),
         };
+        let at = request.at.unwrap_or_else(Utc::now);
         for kind in WindowKind::ALL {
             let Some(limit) = request.capacity.get(kind) else {
                 continue;
@@ -354,13 +361,9 @@ impl WindowPlan {
 
             plan.kinds.push(kind);
             plan.limits.push(i64::try_from(limit).unwrap_or(i64::MAX));
-            if let (Some(at), Some(starts), Some(ends)) =
-                (request.at, &mut plan.starts, &mut plan.ends)
-            {
-                let window = kind.window_at(at, request.timezone, request.week_start);
-                starts.push(window.start);
-                ends.push(window.end);
-            }
+            let window = kind.window_at(at, request.timezone, request.week_start);
+            plan.starts.push(window.start);
+            plan.ends.push(window.end);
         }
         Ok(plan)
     }
