@@ -144,6 +144,40 @@ impl ThrowawayServer {
     pub fn port(&self) -> u16 {
         self.port
     }
+
+    /// Stops the server at once (`pg_ctl stop -m immediate`), closing every connection, for
+    /// fault tests. [`restart`](Self::restart) starts it again on the same port.
+    pub fn stop(&self) -> Result<(), String> {
+        run(
+            command(self.as_postgres_user, &self.pg_ctl)
+                .arg("-D")
+                .arg(&self.data)
+                .args(["-m", "immediate", "-w", "stop"]),
+            "pg_ctl stop",
+        )
+    }
+
+    /// Starts the stopped server again on the same port and waits until it accepts connections.
+    pub fn restart(&self) -> Result<(), String> {
+        let directory = self
+            .data
+            .parent()
+            .ok_or_else(|| "the data directory has no parent".to_owned())?;
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=200",
+            self.port,
+            directory.display()
+        );
+        run(
+            command(self.as_postgres_user, &self.pg_ctl)
+                .arg("-D")
+                .arg(&self.data)
+                .arg("-l")
+                .arg(directory.join("server.log"))
+                .args(["-o", &options, "-w", "-t", "60", "start"]),
+            "pg_ctl start",
+        )
+    }
 }
 
 impl Drop for ThrowawayServer {
