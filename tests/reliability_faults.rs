@@ -397,3 +397,59 @@ async fn statement_over_timeout_is_cancelled() {
         "the cancelled call was not charged"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_server_bounded_by_timeout() {
+    let server = ThrowawayServer::start().unwrap();
+    let database = TestDatabase::on_server(&server.url()).await;
+    let store = fast_failing_store(&database).await;
+    let admin = Admin::from_store(&store);
+    limit(&admin, "tools.closed", 1_000, false).await;
+    limit(&admin, "tools.open", 1_000, true).await;
+    let layer = layer_on(&store);
+    call(&layer, Call::new("acme", "tools.closed")).await.unwrap();
+    call(&layer, Call::new("acme", "tools.open")).await.unwrap();
+
+    // Connections stay open but the server replies to nothing: only the timeouts end a call.
+    server.signal_all("STOP").unwrap();
+    let mut slowest = Duration::ZERO;
+    let calls = (0..8).map(|index| {
+        let layer = layer.clone();
+        async move {
+            let tool = if index % 2 == 0 { "tools.closed" } else { "tools.open" };
+            let started = Instant::now();
+            let result = call(&layer, Call::new("acme", tool)).await;
+            (tool, outcome(&result), started.elapsed())
+        }
+    });
+    let results = futures_util::future::join_all(calls).await;
+    let uncached_started = Instant::now();
+    let uncached = call(&layer, Call::new("acme", "tools.new")).await;
+    let uncached_elapsed = uncached_started.elapsed();
+    server.signal_all("CONT").unwrap();
+
+    for (tool, outcome, elapsed) in results {
+        let expected = if tool == "tools.open" {
+            "admitted"
+        } else {
+            "store_unavailable"
+        };
+        assert_eq!(outcome, expected, "{tool} with a hung database");
+        slowest = slowest.max(elapsed);
+    }
+    assert!(
+        slowest <= STORE_TIMEOUT + SLACK,
+        "a call took {slowest:?} with a hung database; the bound is {:?}",
+        STORE_TIMEOUT + SLACK
+    );
+    assert!(slowest >= STORE_TIMEOUT / 2, "the calls did wait for the database");
+    assert_eq!(outcome(&uncached), "policy_unavailable");
+    assert!(uncached_elapsed <= STORE_TIMEOUT + SLACK, "{uncached_elapsed:?}");
+    eprintln!("hung database: slowest call {slowest:?}, policy read {uncached_elapsed:?}");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while call(&layer, Call::new("acme", "tools.closed")).await.is_err() {
+        assert!(Instant::now() < deadline, "no recovery within 10 s of SIGCONT");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -157,6 +157,30 @@ impl ThrowawayServer {
         )
     }
 
+    /// Suspends (`SIGSTOP`) or resumes (`SIGCONT`) the server's postmaster and every backend, so
+    /// that connections stay open but nothing replies: a database that hangs, for fault tests.
+    pub fn signal_all(&self, signal: &str) -> Result<(), String> {
+        let pid_file = std::fs::read_to_string(self.data.join("postmaster.pid"))
+            .map_err(|error| format!("could not read postmaster.pid: {error}"))?;
+        let postmaster = pid_file
+            .lines()
+            .next()
+            .ok_or_else(|| "postmaster.pid is empty".to_owned())?
+            .trim()
+            .to_owned();
+        let children = Command::new("pgrep")
+            .args(["-P", &postmaster])
+            .output()
+            .map_err(|error| format!("could not run pgrep: {error}"))?;
+        let mut pids = vec![postmaster];
+        pids.extend(
+            String::from_utf8_lossy(&children.stdout)
+                .split_whitespace()
+                .map(str::to_owned),
+        );
+        run(Command::new("kill").arg(format!("-{signal}")).args(&pids), "kill")
+    }
+
     /// Starts the stopped server again on the same port and waits until it accepts connections.
     pub fn restart(&self) -> Result<(), String> {
         let directory = self
