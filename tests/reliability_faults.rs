@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use common::{TestDatabase, ThrowawayServer};
 use highway_ratelimit::admin::{Admin, ChangeListener, LimitSpec, PostgresPolicies};
 use highway_ratelimit::layer::{RateLimitError, RateLimitLayer, RejectionReason};
-use highway_ratelimit::store::postgres::PostgresStore;
 use highway_ratelimit::store::StoreError;
-use reliability_support::{CapturedLogs, Call, CountingRecorder, call, outcome};
+use highway_ratelimit::store::postgres::PostgresStore;
+use reliability_support::{Call, CapturedLogs, CountingRecorder, call, outcome};
 
 /// The layer's bound on a store call.
 const STORE_TIMEOUT: Duration = Duration::from_millis(500);
@@ -148,7 +148,10 @@ async fn stopped_server_fails_closed_then_recovers() {
         .iter()
         .filter(|a| a.outcome == "store_unavailable")
         .count();
-    assert!(rejected > 0, "no call was rejected while the server was down");
+    assert!(
+        rejected > 0,
+        "no call was rejected while the server was down"
+    );
     let unexpected: Vec<_> = attempts
         .iter()
         .filter(|a| a.outcome != "admitted" && a.outcome != "store_unavailable")
@@ -329,7 +332,9 @@ async fn exhausted_pool_times_out_then_serves() {
         unreachable!()
     };
     assert!(
-        rejection.to_string().contains("Timeout occurred while waiting for a slot")
+        rejection
+            .to_string()
+            .contains("Timeout occurred while waiting for a slot")
             || matches!(rejection.reason(), RejectionReason::StoreUnavailable(error) if matches!(**error, StoreError::Timeout(_))),
         "{rejection}"
     );
@@ -407,7 +412,9 @@ async fn hung_server_bounded_by_timeout() {
     limit(&admin, "tools.closed", 1_000, false).await;
     limit(&admin, "tools.open", 1_000, true).await;
     let layer = layer_on(&store);
-    call(&layer, Call::new("acme", "tools.closed")).await.unwrap();
+    call(&layer, Call::new("acme", "tools.closed"))
+        .await
+        .unwrap();
     call(&layer, Call::new("acme", "tools.open")).await.unwrap();
 
     // Connections stay open but the server replies to nothing: only the timeouts end a call.
@@ -416,7 +423,11 @@ async fn hung_server_bounded_by_timeout() {
     let calls = (0..8).map(|index| {
         let layer = layer.clone();
         async move {
-            let tool = if index % 2 == 0 { "tools.closed" } else { "tools.open" };
+            let tool = if index % 2 == 0 {
+                "tools.closed"
+            } else {
+                "tools.open"
+            };
             let started = Instant::now();
             let result = call(&layer, Call::new("acme", tool)).await;
             (tool, outcome(&result), started.elapsed())
@@ -442,14 +453,26 @@ async fn hung_server_bounded_by_timeout() {
         "a call took {slowest:?} with a hung database; the bound is {:?}",
         STORE_TIMEOUT + SLACK
     );
-    assert!(slowest >= STORE_TIMEOUT / 2, "the calls did wait for the database");
+    assert!(
+        slowest >= STORE_TIMEOUT / 2,
+        "the calls did wait for the database"
+    );
     assert_eq!(outcome(&uncached), "policy_unavailable");
-    assert!(uncached_elapsed <= STORE_TIMEOUT + SLACK, "{uncached_elapsed:?}");
+    assert!(
+        uncached_elapsed <= STORE_TIMEOUT + SLACK,
+        "{uncached_elapsed:?}"
+    );
     eprintln!("hung database: slowest call {slowest:?}, policy read {uncached_elapsed:?}");
 
     let deadline = Instant::now() + Duration::from_secs(10);
-    while call(&layer, Call::new("acme", "tools.closed")).await.is_err() {
-        assert!(Instant::now() < deadline, "no recovery within 10 s of SIGCONT");
+    while call(&layer, Call::new("acme", "tools.closed"))
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no recovery within 10 s of SIGCONT"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -13,7 +13,7 @@ use highway_ratelimit::admin::{Admin, LimitSpec, PostgresPolicies};
 use highway_ratelimit::layer::{RateLimitError, RateLimitLayer, RejectionReason};
 use highway_ratelimit::policy::{DEFAULT_TENANT, Scope};
 use highway_ratelimit::store::postgres::{PostgresConfig, PostgresStore};
-use reliability_support::{CapturedLogs, Call, call, outcome};
+use reliability_support::{Call, CapturedLogs, call, outcome};
 use tower::{Service, ServiceBuilder, ServiceExt};
 
 /// Ids built to collide under a careless encoding: separators, escapes of separators, quotes,
@@ -83,9 +83,17 @@ async fn tricky_tenants_never_share_tokens() {
         let first = call(&layer, Call::new(tenant, "tools.tenant")).await;
         assert_eq!(outcome(&first), "admitted", "tenant {tenant:?}: first call");
         let second = call(&layer, Call::new(tenant, "tools.tenant")).await;
-        assert_eq!(outcome(&second), "admitted", "tenant {tenant:?}: second call, after {index} other tenants used theirs");
+        assert_eq!(
+            outcome(&second),
+            "admitted",
+            "tenant {tenant:?}: second call, after {index} other tenants used theirs"
+        );
         let third = call(&layer, Call::new(tenant, "tools.tenant")).await;
-        assert_eq!(outcome(&third), "quota_exhausted", "tenant {tenant:?}: third call");
+        assert_eq!(
+            outcome(&third),
+            "quota_exhausted",
+            "tenant {tenant:?}: third call"
+        );
     }
 
     let client = database.client().await;
@@ -251,7 +259,11 @@ async fn identity_only_from_extensions() {
     let victim = call(&layer, Call::new("victim", "tools.tenant")).await;
     assert_eq!(outcome(&victim), "admitted");
     let victim = call(&layer, Call::new("victim", "tools.tenant")).await;
-    assert_eq!(outcome(&victim), "admitted", "the header request used none of victim's tokens");
+    assert_eq!(
+        outcome(&victim),
+        "admitted",
+        "the header request used none of victim's tokens"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -355,7 +367,9 @@ async fn no_secret_in_logs() {
         .await
         .unwrap();
     call(&layer, Call::new("acme", "tools.http")).await.unwrap();
-    call(&layer, Call::new("acme", "tools.http")).await.unwrap_err();
+    call(&layer, Call::new("acme", "tools.http"))
+        .await
+        .unwrap_err();
 
     // A server that refuses connections: errors are logged with the failing URL's host only.
     let refused = "postgres://postgres:pg-Secret-7fd1c2@127.0.0.1:1/nowhere";
@@ -412,8 +426,14 @@ async fn admin_requests(admin: &Admin) {
     let router = admin_router(admin.clone(), ADMIN_TOKEN);
     let cases = [
         (Some(format!("Bearer {ADMIN_TOKEN}")), StatusCode::OK),
-        (Some(format!("Bearer {ADMIN_TOKEN}x")), StatusCode::UNAUTHORIZED),
-        (Some(format!("bearer {ADMIN_TOKEN}")), StatusCode::UNAUTHORIZED),
+        (
+            Some(format!("Bearer {ADMIN_TOKEN}x")),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            Some(format!("bearer {ADMIN_TOKEN}")),
+            StatusCode::UNAUTHORIZED,
+        ),
         (Some(ADMIN_TOKEN.to_owned()), StatusCode::UNAUTHORIZED),
         (None, StatusCode::UNAUTHORIZED),
     ];

@@ -130,7 +130,9 @@ async fn processes_hold_limits_and_memory() {
                 ["calls", count] => calls += count.parse::<u64>().unwrap(),
                 ["rss", warm, end, max] => {
                     let (warm, end): (u64, u64) = (warm.parse().unwrap(), end.parse().unwrap());
-                    eprintln!("worker RSS: {warm} KiB after warm-up, {end} KiB at the end, max {max} KiB");
+                    eprintln!(
+                        "worker RSS: {warm} KiB after warm-up, {end} KiB at the end, max {max} KiB"
+                    );
                     assert!(
                         end <= warm + RSS_GROWTH_BOUND_KIB,
                         "worker RSS grew from {warm} KiB to {end} KiB"
@@ -173,7 +175,8 @@ async fn processes_hold_limits_and_memory() {
         let tenant = scope.strip_prefix("tenant:").unwrap();
         counted_total += count as u64;
         assert_eq!(
-            count as u64, admitted[&format!("{tenant}/{tool}")],
+            count as u64,
+            admitted[&format!("{tenant}/{tool}")],
             "{tenant}/{tool}"
         );
     }
@@ -236,7 +239,10 @@ async fn soak_worker() {
                     seed ^= seed >> 7;
                     seed ^= seed << 17;
                     let (tenant, tool) = if seed % 4 == 0 {
-                        ("hot".to_owned(), HOT_TOOLS[(seed >> 8) as usize % HOT_TOOLS.len()])
+                        (
+                            "hot".to_owned(),
+                            HOT_TOOLS[(seed >> 8) as usize % HOT_TOOLS.len()],
+                        )
                     } else {
                         (format!("cold-{}", (seed >> 8) % COLD_TENANTS), "tools.cold")
                     };

@@ -178,7 +178,10 @@ impl ThrowawayServer {
                 .split_whitespace()
                 .map(str::to_owned),
         );
-        run(Command::new("kill").arg(format!("-{signal}")).args(&pids), "kill")
+        run(
+            Command::new("kill").arg(format!("-{signal}")).args(&pids),
+            "kill",
+        )
     }
 
     /// Starts the stopped server again on the same port and waits until it accepts connections.

@@ -34,7 +34,10 @@ impl<'a> Call<'a> {
 }
 
 /// Sends one request through `layer` to a tool that always succeeds.
-pub async fn call(layer: &RateLimitLayer, call: Call<'_>) -> Result<(), RateLimitError<Infallible>> {
+pub async fn call(
+    layer: &RateLimitLayer,
+    call: Call<'_>,
+) -> Result<(), RateLimitError<Infallible>> {
     let mut service = ServiceBuilder::new()
         .layer(layer.clone())
         .service_fn(|_request: http::Request<()>| async { Ok::<_, Infallible>(()) });
