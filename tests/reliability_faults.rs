@@ -194,10 +194,21 @@ async fn stopped_server_fails_open_logged_and_counted() {
     let store = fast_failing_store(&database).await;
     let admin = Admin::from_store(&store);
     limit(&admin, "tools.open", 5, true).await;
+    limit(&admin, "tools.closed", 5, false).await;
     let layer = layer_on(&store);
     call(&layer, Call::new("acme", "tools.open"))
         .await
         .expect("the first call fits and caches the policy");
+    let short_lived = RateLimitLayer::builder(
+        Arc::new(PostgresPolicies::from_admin(&admin)),
+        Arc::new(store.clone()),
+    )
+    .store_timeout(STORE_TIMEOUT)
+    .cache_ttl(Duration::from_millis(300))
+    .build();
+    for tool in ["tools.open", "tools.closed"] {
+        call(&short_lived, Call::new("acme", tool)).await.unwrap();
+    }
 
     server.stop().unwrap();
     let before = recorder.counter(
@@ -224,17 +235,39 @@ async fn stopped_server_fails_open_logged_and_counted() {
         "the failure is logged"
     );
 
+    // A layer whose cached policies expired during the outage applies the last ones it read:
+    // the fail-open policy still admits, the fail-closed one rejects for the store's failure.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let open = call(&short_lived, Call::new("acme", "tools.open")).await;
+        assert_eq!(
+            outcome(&open),
+            "admitted",
+            "fail open past the cache's time to live"
+        );
+        let closed = call(&short_lived, Call::new("acme", "tools.closed")).await;
+        assert_eq!(outcome(&closed), "store_unavailable");
+        // A policy read and a consume, each bounded by the store timeout.
+        assert!(started.elapsed() <= (STORE_TIMEOUT + SLACK) * 2);
+    }
+    assert!(
+        logs.text().contains("applying the last one read"),
+        "the stale policy is logged"
+    );
+
     // A tool whose policy is not cached yet cannot be resolved: rejected within the bound.
     let started = Instant::now();
     let uncached = call(&layer, Call::new("acme", "tools.other")).await;
     assert_eq!(outcome(&uncached), "policy_unavailable");
     assert!(started.elapsed() <= STORE_TIMEOUT + SLACK);
 
-    // Back up, the same layer counts again, and the limit of 5 holds: 1 call was counted before.
+    // Back up, the same layer counts again, and the limit of 5 holds: 2 calls were counted
+    // before.
     server.restart().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut admitted = 0;
-    while admitted < 4 {
+    while admitted < 3 {
         assert!(Instant::now() < deadline, "no recovery within 10 s");
         let before = recorder.counter(
             "highway_ratelimit_store_errors_total",

@@ -16,7 +16,7 @@ use highway_ratelimit::report::{AvailabilityReport, ReportOptions};
 use highway_ratelimit::schedule::{ParseOptions, Schedule};
 use reliability_support::{Call, CapturedLogs, call, outcome};
 
-/// A schedule open around the clock with 5 calls a day, over `from` to `to` (YYYY-MM-DD).
+/// Returns a schedule open around the clock with 5 calls a day, from `from` to `to` (YYYY-MM-DD).
 fn open_schedule(from: &str, to: &str) -> String {
     format!(
         "project p \"P\" {from} - {to} {{\n  timezone \"UTC\"\n}}\n\n\
