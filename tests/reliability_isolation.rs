@@ -464,3 +464,59 @@ async fn admin_requests(admin: &Admin) {
         .unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 }
+
+/// Ids drawn from the characters an encoding of keys could confuse.
+fn id_strategy() -> impl proptest::strategy::Strategy<Value = String> {
+    proptest::string::string_regex("[a:%0-9A-F\\x00'\"\\\\ é日]{0,12}").unwrap()
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+    /// For any two distinct callers, exhausting one's quota leaves the other's untouched, through
+    /// the real layer on the in-process store.
+    #[test]
+    fn distinct_callers_never_share_tokens(
+        first in (id_strategy(), id_strategy()),
+        second in (id_strategy(), id_strategy()),
+    ) {
+        use highway_ratelimit::layer::StaticPolicies;
+        use highway_ratelimit::policy::Policy;
+        use highway_ratelimit::report::Capacity;
+        use highway_ratelimit::store::MemoryStore;
+
+        proptest::prop_assume!(first != second);
+        let mut tenant_policy =
+            Policy::new(DEFAULT_TENANT, "tools.tenant", Capacity { per_day: Some(1), ..Capacity::UNLIMITED });
+        tenant_policy.scope = Scope::Tenant;
+        let mut workflow_policy =
+            Policy::new(DEFAULT_TENANT, "tools.workflow", Capacity { per_day: Some(1), ..Capacity::UNLIMITED });
+        workflow_policy.scope = Scope::Workflow;
+        let policies = StaticPolicies::new().with(tenant_policy).with(workflow_policy);
+        let layer = RateLimitLayer::builder(Arc::new(policies), Arc::new(MemoryStore::new())).build();
+
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let calls = |(tenant, run): &(String, String)| {
+                let (tenant, run) = (tenant.clone(), run.clone());
+                let layer = layer.clone();
+                async move {
+                    let workflow = Call { run: Some(&run), ..Call::new(&tenant, "tools.workflow") };
+                    [
+                        outcome(&call(&layer, workflow).await),
+                        outcome(&call(&layer, workflow).await),
+                    ]
+                }
+            };
+            assert_eq!(calls(&first).await, ["admitted", "quota_exhausted"], "{first:?}");
+            assert_eq!(calls(&second).await, ["admitted", "quota_exhausted"], "{second:?} after {first:?}");
+
+            if first.0 != second.0 {
+                for tenant in [&first.0, &second.0] {
+                    let tenant_call = Call::new(tenant, "tools.tenant");
+                    assert_eq!(outcome(&call(&layer, tenant_call).await), "admitted", "{tenant:?}");
+                }
+            }
+        });
+    }
+}
