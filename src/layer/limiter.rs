@@ -27,7 +27,7 @@ pub(crate) struct ResolvedPolicy {
     key: Option<ScopeKey>,
 }
 
-/// A tenant and tool, the key of both caches.
+/// A tenant and tool, the key of every cache.
 type CacheKey = (Arc<str>, Arc<str>);
 
 /// A report computed again after the policy's own expired, or why that failed.
