@@ -139,6 +139,10 @@ impl RateLimitBuilder {
     /// Sets how long a cached policy or report is used before it is read again (60 s by
     /// default). Changes reach the layer sooner through
     /// [`RateLimitLayer::invalidate`].
+    ///
+    /// When reading a policy again fails, the layer applies the last policy it read for that
+    /// tenant and tool for another time to live, so a database outage does not turn a fail-open
+    /// policy into a rejection.
     pub fn cache_ttl(mut self, ttl: Duration) -> Self {
         self.settings.cache_ttl = ttl;
         self

@@ -27,7 +27,7 @@ pub(crate) struct ResolvedPolicy {
     key: Option<ScopeKey>,
 }
 
-/// A tenant and tool, the key of both caches.
+/// A tenant and tool, the key of every cache.
 type CacheKey = (Arc<str>, Arc<str>);
 
 /// A report computed again after the policy's own expired, or why that failed.
@@ -53,6 +53,10 @@ pub(crate) struct Limiter {
     /// Whether the store finishes on its first poll, which allows [`Limiter::check_now`].
     store_is_immediate: bool,
     policy_cache: Cache<CacheKey, Option<Arc<ResolvedPolicy>>, RandomState>,
+    /// The last policy read for each tenant and tool, kept past the cache's time to live: what
+    /// calls use while the policy source fails, so that a fail-open policy stays open during an
+    /// outage longer than the time to live.
+    last_known: Cache<CacheKey, Option<Arc<ResolvedPolicy>>, RandomState>,
     report_cache: Cache<CacheKey, RenderedReport, RandomState>,
 }
 
@@ -79,6 +83,9 @@ impl Limiter {
             .time_to_live(settings.cache_ttl)
             .support_invalidation_closures()
             .build_with_hasher(RandomState::default());
+        let last_known = Cache::builder()
+            .max_capacity(settings.cache_capacity)
+            .build_with_hasher(RandomState::default());
         let report_cache = Cache::builder()
             .max_capacity(settings.cache_capacity)
             .time_to_live(settings.cache_ttl)
@@ -90,6 +97,7 @@ impl Limiter {
             clock,
             settings,
             policy_cache,
+            last_known,
             report_cache,
         }
     }
@@ -360,8 +368,22 @@ impl Limiter {
 
         // Boxed because a miss is rare and its future is large. Concurrent misses may each read
         // the source; the last one read stays cached.
-        let resolved = Box::pin(self.load_policy(caller)).await?;
-        self.policy_cache.insert(cache_key, resolved.clone());
+        let resolved = match Box::pin(self.load_policy(caller)).await {
+            Ok(resolved) => resolved,
+            Err(error) => {
+                let Some(last) = self.last_known.get(&cache_key) else {
+                    return Err(error);
+                };
+                // Cached again for a time to live, so that only one call per time to live waits
+                // for the failing source.
+                tracing::warn!(tenant = %caller.tenant, tool = %caller.tool, %error, "cannot read the rate limit policy; applying the last one read");
+                self.policy_cache.insert(cache_key, last.clone());
+                return Ok(last);
+            }
+        };
+        self.policy_cache
+            .insert(cache_key.clone(), resolved.clone());
+        self.last_known.insert(cache_key, resolved.clone());
         Ok(resolved)
     }
 

@@ -144,6 +144,67 @@ impl ThrowawayServer {
     pub fn port(&self) -> u16 {
         self.port
     }
+
+    /// Stops the server at once (`pg_ctl stop -m immediate`), closing every connection, for
+    /// fault tests. [`restart`](Self::restart) starts it again on the same port.
+    pub fn stop(&self) -> Result<(), String> {
+        run(
+            command(self.as_postgres_user, &self.pg_ctl)
+                .arg("-D")
+                .arg(&self.data)
+                .args(["-m", "immediate", "-w", "stop"]),
+            "pg_ctl stop",
+        )
+    }
+
+    /// Suspends (`SIGSTOP`) or resumes (`SIGCONT`) the server's postmaster and every backend, so
+    /// that connections stay open but nothing replies: a database that hangs, for fault tests.
+    pub fn signal_all(&self, signal: &str) -> Result<(), String> {
+        let pid_file = std::fs::read_to_string(self.data.join("postmaster.pid"))
+            .map_err(|error| format!("could not read postmaster.pid: {error}"))?;
+        let postmaster = pid_file
+            .lines()
+            .next()
+            .ok_or_else(|| "postmaster.pid is empty".to_owned())?
+            .trim()
+            .to_owned();
+        let children = Command::new("pgrep")
+            .args(["-P", &postmaster])
+            .output()
+            .map_err(|error| format!("could not run pgrep: {error}"))?;
+        let mut pids = vec![postmaster];
+        pids.extend(
+            String::from_utf8_lossy(&children.stdout)
+                .split_whitespace()
+                .map(str::to_owned),
+        );
+        run(
+            Command::new("kill").arg(format!("-{signal}")).args(&pids),
+            "kill",
+        )
+    }
+
+    /// Starts the stopped server again on the same port and waits until it accepts connections.
+    pub fn restart(&self) -> Result<(), String> {
+        let directory = self
+            .data
+            .parent()
+            .ok_or_else(|| "the data directory has no parent".to_owned())?;
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=200",
+            self.port,
+            directory.display()
+        );
+        run(
+            command(self.as_postgres_user, &self.pg_ctl)
+                .arg("-D")
+                .arg(&self.data)
+                .arg("-l")
+                .arg(directory.join("server.log"))
+                .args(["-o", &options, "-w", "-t", "60", "start"]),
+            "pg_ctl start",
+        )
+    }
 }
 
 impl Drop for ThrowawayServer {

@@ -15,7 +15,7 @@ use std::time::Duration;
 ///     .call_timeout(Duration::from_millis(500));
 /// assert_eq!(config.get_pool_size(), 16);
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PostgresConfig {
     pub(super) url: String,
     pub(super) pool_size: usize,
@@ -25,6 +25,28 @@ pub struct PostgresConfig {
     pub(super) synchronous_commit: bool,
     pub(super) max_batch_size: usize,
     pub(super) max_batches_in_flight: usize,
+}
+
+// Written by hand so that the password in the connection string never reaches a log: the
+// connection string is shown as `tokio_postgres` parses it, which redacts the password.
+impl std::fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let connection: Result<tokio_postgres::Config, _> = self.url.parse();
+        let mut debug = f.debug_struct("PostgresConfig");
+        match &connection {
+            Ok(connection) => debug.field("connection", connection),
+            Err(_) => debug.field("connection", &"invalid connection string"),
+        };
+        debug
+            .field("pool_size", &self.pool_size)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("call_timeout", &self.call_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("synchronous_commit", &self.synchronous_commit)
+            .field("max_batch_size", &self.max_batch_size)
+            .field("max_batches_in_flight", &self.max_batches_in_flight)
+            .finish()
+    }
 }
 
 impl PostgresConfig {

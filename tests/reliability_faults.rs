@@ -1,0 +1,511 @@
+//! Faults of PostgreSQL under a running layer: a server stopped in the middle of a run and
+//! started again, an exhausted pool, a statement over its timeout. Each test that stops a server
+//! starts its own, so no other test loses its database.
+
+mod common;
+mod reliability_support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{TestDatabase, ThrowawayServer};
+use highway_ratelimit::admin::{Admin, ChangeListener, LimitSpec, PostgresPolicies};
+use highway_ratelimit::layer::{RateLimitError, RateLimitLayer, RejectionReason};
+use highway_ratelimit::store::StoreError;
+use highway_ratelimit::store::postgres::PostgresStore;
+use reliability_support::{Call, CapturedLogs, CountingRecorder, call, outcome};
+
+/// The layer's bound on a store call.
+const STORE_TIMEOUT: Duration = Duration::from_millis(500);
+/// What a call may take beyond the store timeout: scheduling on a busy 2-core machine.
+const SLACK: Duration = Duration::from_millis(400);
+
+async fn fast_failing_store(database: &TestDatabase) -> PostgresStore {
+    database
+        .store_with(|config| {
+            config
+                .call_timeout(STORE_TIMEOUT)
+                .connect_timeout(Duration::from_millis(300))
+                .statement_timeout(Duration::from_millis(400))
+        })
+        .await
+}
+
+fn layer_on(store: &PostgresStore) -> RateLimitLayer {
+    let policies = PostgresPolicies::from_admin(&Admin::from_store(store));
+    RateLimitLayer::builder(Arc::new(policies), Arc::new(store.clone()))
+        .store_timeout(STORE_TIMEOUT)
+        .cache_ttl(Duration::from_secs(3600))
+        .build()
+}
+
+async fn usage_count(database: &TestDatabase, tool: &str) -> i64 {
+    let client = database.client().await;
+    let row = client
+        .query_one(
+            "SELECT coalesce(sum(request_count), 0)::bigint FROM highway.tool_rate_limit_usage \
+             WHERE tool_name = $1 AND window_type = 'day'",
+            &[&tool],
+        )
+        .await
+        .unwrap();
+    row.get(0)
+}
+
+async fn limit(admin: &Admin, tool: &str, per_day: u64, fail_open: bool) {
+    admin
+        .upsert(&LimitSpec {
+            per_day: Some(per_day),
+            fail_open,
+            ..LimitSpec::new("acme", tool)
+        })
+        .await
+        .unwrap();
+}
+
+/// A record of one call made while the server went down and came back.
+#[derive(Debug)]
+struct Attempt {
+    outcome: &'static str,
+    elapsed: Duration,
+    timed_out: bool,
+}
+
+/// Calls `tool` in a loop on 4 tasks until `stop` is set, recording each call.
+fn call_in_loop(
+    layer: &RateLimitLayer,
+    tool: &'static str,
+    stop: &Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<Vec<Attempt>>> {
+    (0..4)
+        .map(|_| {
+            let layer = layer.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut attempts = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let started = Instant::now();
+                    let result = call(&layer, Call::new("acme", tool)).await;
+                    let timed_out = matches!(
+                        &result,
+                        Err(RateLimitError::Rejected(rejection))
+                            if matches!(rejection.reason(),
+                                RejectionReason::StoreUnavailable(error) if matches!(**error, StoreError::Timeout(_)))
+                    );
+                    attempts.push(Attempt {
+                        outcome: outcome(&result),
+                        elapsed: started.elapsed(),
+                        timed_out,
+                    });
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                attempts
+            })
+        })
+        .collect()
+}
+
+async fn collect(handles: Vec<tokio::task::JoinHandle<Vec<Attempt>>>) -> Vec<Attempt> {
+    let mut all = Vec::new();
+    for handle in handles {
+        all.extend(handle.await.unwrap());
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_server_fails_closed_then_recovers() {
+    let server = ThrowawayServer::start().unwrap();
+    let database = TestDatabase::on_server(&server.url()).await;
+    let store = fast_failing_store(&database).await;
+    let admin = Admin::from_store(&store);
+    limit(&admin, "tools.closed", 1_000_000, false).await;
+    let layer = layer_on(&store);
+    call(&layer, Call::new("acme", "tools.closed"))
+        .await
+        .expect("the first call fits and caches the policy");
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let handles = call_in_loop(&layer, "tools.closed", &stop);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.stop().unwrap();
+    let stopped = Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    server.restart().unwrap();
+    let restarted = Instant::now();
+    // The pool drops each broken connection when it is next used, then opens new ones.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let attempts = collect(handles).await;
+
+    let slowest = attempts.iter().map(|a| a.elapsed).max().unwrap();
+    assert!(
+        slowest <= STORE_TIMEOUT + SLACK,
+        "a call took {slowest:?} with the database down; the bound is {:?}",
+        STORE_TIMEOUT + SLACK
+    );
+    let rejected = attempts
+        .iter()
+        .filter(|a| a.outcome == "store_unavailable")
+        .count();
+    assert!(
+        rejected > 0,
+        "no call was rejected while the server was down"
+    );
+    let unexpected: Vec<_> = attempts
+        .iter()
+        .filter(|a| a.outcome != "admitted" && a.outcome != "store_unavailable")
+        .collect();
+    assert!(unexpected.is_empty(), "unexpected outcomes: {unexpected:?}");
+    let last_quarter = &attempts[attempts.len() * 3 / 4..];
+    assert!(
+        last_quarter.iter().any(|a| a.outcome == "admitted"),
+        "the layer did not recover within {:?} of the restart",
+        restarted.elapsed()
+    );
+
+    // No call is lost: every admitted call is counted. A call that timed out may still have
+    // been charged (its statement was on its way), so it may add at most one each.
+    let admitted = 1 + attempts.iter().filter(|a| a.outcome == "admitted").count() as i64;
+    let timed_out = attempts.iter().filter(|a| a.timed_out).count() as i64;
+    let counted = usage_count(&database, "tools.closed").await;
+    assert!(
+        counted >= admitted && counted <= admitted + timed_out,
+        "counted {counted}, admitted {admitted}, timed out {timed_out}"
+    );
+    eprintln!(
+        "server down {:?}: {} calls, {} admitted, {} rejected ({} timed out), slowest {:?}, counted {}",
+        restarted - stopped,
+        attempts.len(),
+        admitted - 1,
+        rejected,
+        timed_out,
+        slowest,
+        counted
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_server_fails_open_logged_and_counted() {
+    let recorder = CountingRecorder::global();
+    let logs = CapturedLogs::global();
+    let server = ThrowawayServer::start().unwrap();
+    let database = TestDatabase::on_server(&server.url()).await;
+    let store = fast_failing_store(&database).await;
+    let admin = Admin::from_store(&store);
+    limit(&admin, "tools.open", 5, true).await;
+    limit(&admin, "tools.closed", 5, false).await;
+    let layer = layer_on(&store);
+    call(&layer, Call::new("acme", "tools.open"))
+        .await
+        .expect("the first call fits and caches the policy");
+    let short_lived = RateLimitLayer::builder(
+        Arc::new(PostgresPolicies::from_admin(&admin)),
+        Arc::new(store.clone()),
+    )
+    .store_timeout(STORE_TIMEOUT)
+    .cache_ttl(Duration::from_millis(300))
+    .build();
+    for tool in ["tools.open", "tools.closed"] {
+        call(&short_lived, Call::new("acme", tool)).await.unwrap();
+    }
+
+    server.stop().unwrap();
+    let before = recorder.counter(
+        "highway_ratelimit_store_errors_total",
+        "outcome",
+        "admitted",
+    );
+    for _ in 0..10 {
+        let started = Instant::now();
+        call(&layer, Call::new("acme", "tools.open"))
+            .await
+            .expect("a fail-open policy admits while the store is down");
+        assert!(started.elapsed() <= STORE_TIMEOUT + SLACK);
+    }
+    let after = recorder.counter(
+        "highway_ratelimit_store_errors_total",
+        "outcome",
+        "admitted",
+    );
+    assert_eq!(after - before, 10, "each admitted failure is counted");
+    assert!(
+        logs.text()
+            .contains("token store failed; admitting the call because the policy fails open"),
+        "the failure is logged"
+    );
+
+    // A layer whose cached policies expired during the outage applies the last ones it read:
+    // the fail-open policy still admits, the fail-closed one rejects for the store's failure.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let open = call(&short_lived, Call::new("acme", "tools.open")).await;
+        assert_eq!(
+            outcome(&open),
+            "admitted",
+            "fail open past the cache's time to live"
+        );
+        let closed = call(&short_lived, Call::new("acme", "tools.closed")).await;
+        assert_eq!(outcome(&closed), "store_unavailable");
+        // A policy read and a consume, each bounded by the store timeout.
+        assert!(started.elapsed() <= (STORE_TIMEOUT + SLACK) * 2);
+    }
+    assert!(
+        logs.text().contains("applying the last one read"),
+        "the stale policy is logged"
+    );
+
+    // A tool whose policy is not cached yet cannot be resolved: rejected within the bound.
+    let started = Instant::now();
+    let uncached = call(&layer, Call::new("acme", "tools.other")).await;
+    assert_eq!(outcome(&uncached), "policy_unavailable");
+    assert!(started.elapsed() <= STORE_TIMEOUT + SLACK);
+
+    // Back up, the same layer counts again, and the limit of 5 holds: 2 calls were counted
+    // before.
+    server.restart().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut admitted = 0;
+    while admitted < 3 {
+        assert!(Instant::now() < deadline, "no recovery within 10 s");
+        let before = recorder.counter(
+            "highway_ratelimit_store_errors_total",
+            "outcome",
+            "admitted",
+        );
+        call(&layer, Call::new("acme", "tools.open")).await.unwrap();
+        let failed_open = recorder.counter(
+            "highway_ratelimit_store_errors_total",
+            "outcome",
+            "admitted",
+        ) > before;
+        if !failed_open {
+            admitted += 1;
+        }
+    }
+    let sixth = call(&layer, Call::new("acme", "tools.open")).await;
+    assert_eq!(outcome(&sixth), "quota_exhausted");
+    assert_eq!(usage_count(&database, "tools.open").await, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_server_listener_reconnects() {
+    let server = ThrowawayServer::start().unwrap();
+    let database = TestDatabase::on_server(&server.url()).await;
+    let store = fast_failing_store(&database).await;
+    let admin = Admin::from_store(&store);
+    limit(&admin, "tools.http", 100, false).await;
+    let layer = layer_on(&store);
+    let mut listener = ChangeListener::new(database.url().parse().unwrap())
+        .with_backoff(Duration::from_millis(50), Duration::from_millis(500))
+        .spawn_invalidating(layer.clone());
+    tokio::time::timeout(Duration::from_secs(5), listener.wait_connected(1))
+        .await
+        .expect("the listener connects");
+    call(&layer, Call::new("acme", "tools.http")).await.unwrap();
+
+    server.stop().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.restart().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), listener.wait_connected(2))
+        .await
+        .expect("the listener reconnects within 10 s of the restart");
+
+    // A change written after the restart reaches the layer, whose policy cache lives an hour.
+    let admin = Admin::from_store(&fast_failing_store(&database).await);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while admin
+        .upsert(&LimitSpec {
+            per_day: Some(1),
+            ..LimitSpec::new("acme", "tools.http")
+        })
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "the admin API did not recover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let result = call(&layer, Call::new("acme", "tools.http")).await;
+        if outcome(&result) == "quota_exhausted" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new limit of 1 was not enforced within 5 s: {}",
+            outcome(&result)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    listener.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhausted_pool_times_out_then_serves() {
+    let database = TestDatabase::new().await;
+    let store = database
+        .store_with(|config| config.pool_size(1).call_timeout(STORE_TIMEOUT))
+        .await;
+    let admin = Admin::from_store(&store);
+    limit(&admin, "tools.pool", 100, false).await;
+    let layer = layer_on(&store);
+    call(&layer, Call::new("acme", "tools.pool")).await.unwrap();
+
+    let held = store.pool().get().await.unwrap();
+    let started = Instant::now();
+    let result = call(&layer, Call::new("acme", "tools.pool")).await;
+    let elapsed = started.elapsed();
+    assert_eq!(outcome(&result), "store_unavailable");
+    assert!(elapsed <= STORE_TIMEOUT + SLACK, "took {elapsed:?}");
+    // NOTE: a consume that waits in a batch reports the pool's wait timeout as
+    // `StoreError::Unavailable`, not `StoreError::Timeout`; either way the call is rejected.
+    let Err(RateLimitError::Rejected(rejection)) = &result else {
+        unreachable!()
+    };
+    assert!(
+        rejection
+            .to_string()
+            .contains("Timeout occurred while waiting for a slot")
+            || matches!(rejection.reason(), RejectionReason::StoreUnavailable(error) if matches!(**error, StoreError::Timeout(_))),
+        "{rejection}"
+    );
+    drop(held);
+
+    call(&layer, Call::new("acme", "tools.pool"))
+        .await
+        .expect("the released connection serves the next call");
+    // The timed-out call was queued in a batch and may have been charged once the connection
+    // came back: 2 or 3, never more.
+    let counted = usage_count(&database, "tools.pool").await;
+    assert!((2..=3).contains(&counted), "counted {counted}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_over_timeout_is_cancelled() {
+    let database = TestDatabase::new().await;
+    let store = database
+        .store_with(|config| {
+            config
+                .statement_timeout(Duration::from_millis(300))
+                .call_timeout(Duration::from_secs(3))
+        })
+        .await;
+    let admin = Admin::from_store(&store);
+    limit(&admin, "tools.slow", 100, false).await;
+    let policies = PostgresPolicies::from_admin(&admin);
+    let layer = RateLimitLayer::builder(Arc::new(policies), Arc::new(store.clone()))
+        .store_timeout(Duration::from_secs(3))
+        .build();
+    call(&layer, Call::new("acme", "tools.slow")).await.unwrap();
+
+    // Another session locks the usage table, so the consume waits on the lock until the
+    // statement timeout cancels it.
+    let mut locker = database.client().await;
+    let transaction = locker.transaction().await.unwrap();
+    transaction
+        .batch_execute("LOCK TABLE highway.tool_rate_limit_usage IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    let result = call(&layer, Call::new("acme", "tools.slow")).await;
+    let elapsed = started.elapsed();
+    let Err(RateLimitError::Rejected(rejection)) = &result else {
+        panic!("a call blocked past the statement timeout was admitted")
+    };
+    assert!(
+        matches!(rejection.reason(), RejectionReason::StoreUnavailable(error)
+            if matches!(**error, StoreError::Timeout(timeout) if timeout == Duration::from_millis(300))),
+        "{rejection}"
+    );
+    assert!(
+        elapsed < Duration::from_millis(300) + SLACK * 2,
+        "the statement timeout of 300 ms ended the call after {elapsed:?}"
+    );
+    transaction.rollback().await.unwrap();
+
+    call(&layer, Call::new("acme", "tools.slow"))
+        .await
+        .expect("the connection serves calls after a cancelled statement");
+    assert_eq!(
+        usage_count(&database, "tools.slow").await,
+        2,
+        "the cancelled call was not charged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_server_bounded_by_timeout() {
+    let server = ThrowawayServer::start().unwrap();
+    let database = TestDatabase::on_server(&server.url()).await;
+    let store = fast_failing_store(&database).await;
+    let admin = Admin::from_store(&store);
+    limit(&admin, "tools.closed", 1_000, false).await;
+    limit(&admin, "tools.open", 1_000, true).await;
+    let layer = layer_on(&store);
+    call(&layer, Call::new("acme", "tools.closed"))
+        .await
+        .unwrap();
+    call(&layer, Call::new("acme", "tools.open")).await.unwrap();
+
+    // Connections stay open but the server replies to nothing: only the timeouts end a call.
+    server.signal_all("STOP").unwrap();
+    let mut slowest = Duration::ZERO;
+    let calls = (0..8).map(|index| {
+        let layer = layer.clone();
+        async move {
+            let tool = if index % 2 == 0 {
+                "tools.closed"
+            } else {
+                "tools.open"
+            };
+            let started = Instant::now();
+            let result = call(&layer, Call::new("acme", tool)).await;
+            (tool, outcome(&result), started.elapsed())
+        }
+    });
+    let results = futures_util::future::join_all(calls).await;
+    let uncached_started = Instant::now();
+    let uncached = call(&layer, Call::new("acme", "tools.new")).await;
+    let uncached_elapsed = uncached_started.elapsed();
+    server.signal_all("CONT").unwrap();
+
+    for (tool, outcome, elapsed) in results {
+        let expected = if tool == "tools.open" {
+            "admitted"
+        } else {
+            "store_unavailable"
+        };
+        assert_eq!(outcome, expected, "{tool} with a hung database");
+        slowest = slowest.max(elapsed);
+    }
+    assert!(
+        slowest <= STORE_TIMEOUT + SLACK,
+        "a call took {slowest:?} with a hung database; the bound is {:?}",
+        STORE_TIMEOUT + SLACK
+    );
+    assert!(
+        slowest >= STORE_TIMEOUT / 2,
+        "the calls did wait for the database"
+    );
+    assert_eq!(outcome(&uncached), "policy_unavailable");
+    assert!(
+        uncached_elapsed <= STORE_TIMEOUT + SLACK,
+        "{uncached_elapsed:?}"
+    );
+    eprintln!("hung database: slowest call {slowest:?}, policy read {uncached_elapsed:?}");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while call(&layer, Call::new("acme", "tools.closed"))
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no recovery within 10 s of SIGCONT"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
