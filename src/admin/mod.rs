@@ -2,7 +2,7 @@
 //! and the usage table small.
 //!
 //! [`Admin`] is the API operators use, from Rust, from the `highway-ratelimit` command line, or
-//! over HTTP through the optional [`router`] (cargo feature `admin-router`). Writing a limit is
+//! over HTTP through the optional `router` module (cargo feature `admin-router`). Writing a limit is
 //! the configuration phase: the schedule is parsed, its availability report rendered, and both
 //! are stored with the report's `valid_until`, together with a `NOTIFY` on the
 //! [`CHANGES_CHANNEL`] channel in the same transaction.

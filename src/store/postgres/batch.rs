@@ -205,10 +205,7 @@ async fn send(
 
     // A lone call takes the single-call function, one upsert with no sorting of rows.
     if let [pending] = batch {
-        let client = pool
-            .get()
-            .await
-            .map_err(|error| StoreError::Unavailable(Box::new(error)))?;
+        let client = pool.get().await.map_err(|error| pool_error(pool, error))?;
         let statement = client.prepare_cached(CONSUME).await.map_err(query_error)?;
         let consume = true;
         let rows = client
@@ -315,4 +312,22 @@ async fn send(
         slot.push(window);
     }
     Ok(per_call)
+}
+
+/// Maps a failure to get a pooled connection: a timeout of the pool is a timeout of the call.
+fn pool_error(pool: &Pool, error: deadpool_postgres::PoolError) -> StoreError {
+    use deadpool_postgres::{PoolError, TimeoutType};
+
+    match error {
+        PoolError::Timeout(kind) => {
+            let timeouts = pool.timeouts();
+            let limit = match kind {
+                TimeoutType::Wait => timeouts.wait,
+                TimeoutType::Create => timeouts.create,
+                TimeoutType::Recycle => timeouts.recycle,
+            };
+            StoreError::Timeout(limit.unwrap_or_default())
+        }
+        other => StoreError::Unavailable(Box::new(other)),
+    }
 }
