@@ -396,15 +396,17 @@ impl Builder<'_> {
                 duration,
             } => {
                 let base = self.date_unchecked(base)?;
-                let seconds =
-                    match dates::duration_seconds(duration.value, &duration.unit, self.resolution)
-                    {
-                        Ok(seconds) => seconds,
-                        Err(message) => {
-                            self.error(duration.pos, message);
-                            return None;
-                        }
-                    };
+                let seconds = match dates::duration_seconds(
+                    duration.value,
+                    &duration.unit,
+                    self.resolution,
+                ) {
+                    Ok(seconds) => seconds,
+                    Err(message) => {
+                        self.error(duration.pos, message);
+                        return None;
+                    }
+                };
                 let delta = Duration::seconds(if *minus { -seconds } else { seconds });
                 match base.checked_add_signed(delta) {
                     Some(at) if dates::YEARS.contains(&at.with_timezone(&self.zone).year()) => {

@@ -380,26 +380,22 @@ fn leaves<'a>() -> impl Parser<Input<'a>, Output = Vec<LeaveAst>> {
     // ScriptPlan also separates the dates of a leave with `~`.
     let interval = (
         date(),
-        optional(choice((
-            interval_end(),
-            punct("~").with(date()).map(Ok),
-        ))),
+        optional(choice((interval_end(), punct("~").with(date()).map(Ok)))),
     )
         .map(|(start, end)| match end {
             None => IntervalAst::Single(start),
             Some(Ok(end)) => IntervalAst::Range(start, end),
             Some(Err(duration)) => IntervalAst::Plus(start, duration),
         });
-    let leave =
-        (leave_kind(), optional(string()), interval).map(|(kind, name, interval)| {
-            let pos = interval.pos();
-            LeaveAst {
-                kind,
-                name: name.map(|n| n.value),
-                interval,
-                pos,
-            }
-        });
+    let leave = (leave_kind(), optional(string()), interval).map(|(kind, name, interval)| {
+        let pos = interval.pos();
+        LeaveAst {
+            kind,
+            name: name.map(|n| n.value),
+            interval,
+            pos,
+        }
+    });
     keyword("leaves").with(sep_by1(leave, punct(",")))
 }
 

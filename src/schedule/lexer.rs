@@ -176,10 +176,7 @@ pub(crate) fn tokenize(expansion: &Expansion) -> Result<Vec<Token>, Diagnostic> 
                     Kind::Str(value)
                 }
                 Err(error) => {
-                    return Err(Diagnostic::error(
-                        expansion.location(pos),
-                        error.message(),
-                    ));
+                    return Err(Diagnostic::error(expansion.location(pos), error.message()));
                 }
             }
         } else if let Some(punct) = PUNCTUATION.iter().find(|p| starts_with(chars, i, p)) {
@@ -236,7 +233,8 @@ pub(crate) fn scan_cut_string(
     at: impl Fn(usize) -> Option<char>,
     start: usize,
 ) -> Result<(usize, String), CutError> {
-    let matches = |k: usize, text: &str| text.chars().enumerate().all(|(n, c)| at(k + n) == Some(c));
+    let matches =
+        |k: usize, text: &str| text.chars().enumerate().all(|(n, c)| at(k + n) == Some(c));
     // The rest of the mark's line holds only spaces.
     let mut k = start + CUT_MARK.len();
     loop {
@@ -282,11 +280,7 @@ pub(crate) fn scan_cut_string(
                 indent = Some(line[..width].to_vec());
                 width
             }
-            Some(indent) => indent
-                .iter()
-                .zip(&line)
-                .take_while(|(a, b)| a == b)
-                .count(),
+            Some(indent) => indent.iter().zip(&line).take_while(|(a, b)| a == b).count(),
         };
         value.extend(&line[skip..]);
         line_start = k;
@@ -367,4 +361,34 @@ fn match_time(chars: &[char], i: usize) -> Option<usize> {
     let end = digits(chars, i, 1, 2)?;
     let end = literal(chars, end, ':')?;
     digits(chars, end, 2, 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{CutError, scan_cut_string};
+
+    fn cut(text: &str) -> Result<(usize, String), CutError> {
+        let chars: Vec<char> = text.chars().collect();
+        scan_cut_string(|k| chars.get(k).copied(), 0)
+    }
+
+    #[test]
+    fn cut_string_removes_the_first_line_indentation() {
+        let text = "-8<-  \n    one\n      two\n  three\n    ->8- rest";
+        let (end, value) = cut(text).unwrap();
+        assert_eq!(value, "one\n  two\nthree\n");
+        assert_eq!(&text[end..], " rest");
+    }
+
+    #[test]
+    fn empty_cut_string() {
+        assert_eq!(cut("-8<-\n->8-").unwrap(), (9, String::new()));
+    }
+
+    #[test]
+    fn cut_string_errors() {
+        assert_eq!(cut("-8<- text\n->8-"), Err(CutError::JunkAfterMark));
+        assert_eq!(cut("-8<-\ntext\n"), Err(CutError::Unterminated));
+        assert_eq!(cut("-8<-"), Err(CutError::Unterminated));
+    }
 }
