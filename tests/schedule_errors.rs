@@ -645,9 +645,9 @@ fn include_before_project_only_defines_macros() {
     assert_eq!(first.location.file, main);
     assert_eq!((first.location.line, first.location.column), (2, 1));
     assert!(
-        first
-            .message
-            .contains("included before the project header but holds more than macro definitions"),
+        first.message.contains(
+            "included before the project header but contains more than macro definitions"
+        ),
         "{first}"
     );
     assert!(first.message.contains("team.tji:2:1"), "{first}");

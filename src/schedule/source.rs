@@ -286,7 +286,7 @@ impl Preprocessor<'_> {
                 let found = self.out.location(self.out.positions[k]);
                 Err(self.error(
                     pos,
-                    format!("\"{name}\" is included before the project header but holds more than macro definitions (at {found}): move the include after the project header"),
+                    format!("\"{name}\" is included before the project header but contains more than macro definitions (at {found}): move the include after the project header"),
                 ))
             }
         }
