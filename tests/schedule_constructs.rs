@@ -470,3 +470,94 @@ fn scriptplan_resolution_derived_from_times() {
         "{error}"
     );
 }
+
+#[test]
+fn date_arithmetic() {
+    let schedule = ok(
+        r#"project p "P" %{2025-01-01 + 1d} - %{2026-01-01 - 1d} { now 2025-06-02 }
+vacation "A" %{2025-03-01 + 2w}
+vacation "B" %{${now} - 2w} - ${now}
+leaves annual %{ 2025-05-01 +12h } +2d
+journalentry %{2025-01-03 + 1d} "Skipped with its computed date"
+task t "T" { start %{${now} - 2w} end ${now} }
+resource r "R" {
+  limits { dailymax 5 { start %{${projectstart} + 4w} } }
+}"#,
+    );
+    assert_eq!(schedule.project.start, utc(2025, 1, 2, 0, 0));
+    assert_eq!(schedule.project.end, utc(2025, 12, 31, 0, 0));
+    let leaves = &schedule.leaves;
+    assert_eq!(leaves[0].interval.start, utc(2025, 3, 15, 0, 0));
+    assert_eq!(leaves[0].interval.end, utc(2025, 3, 16, 0, 0));
+    assert_eq!(leaves[1].interval.start, utc(2025, 5, 19, 0, 0));
+    assert_eq!(leaves[1].interval.end, utc(2025, 6, 2, 0, 0));
+    assert_eq!(leaves[2].interval.start, utc(2025, 5, 1, 12, 0));
+    assert_eq!(leaves[2].interval.end, utc(2025, 5, 3, 12, 0));
+    let limit = &schedule.resource("r").unwrap().limits[0];
+    assert_eq!(limit.period.unwrap().start, utc(2025, 1, 30, 0, 0));
+}
+
+#[test]
+fn cut_strings_are_strings() {
+    let schedule = ok(r#"project p "P" 2025-01-01 +1y
+macro who [Ops]
+task t "T" {
+  note -8<-
+    Don't "quote" # not a comment
+    /* not a comment either
+    include "nothing.tjp"
+    macro x [ y ]
+    Owner: ${who}
+    ->8-
+  effort 2d
+}
+resource r -8<-
+    Line one
+      indented
+  ->8- {
+  vacation 2025-02-03
+}"#);
+    let resource = schedule.resource("r").unwrap();
+    assert_eq!(resource.name, "Line one\n  indented\n");
+    assert_eq!(resource.leaves.len(), 1);
+    assert_eq!(resource.leaves[0].location.line, 17);
+}
+
+#[test]
+fn scriptplan_tilde_in_leaves() {
+    let schedule = ok(&format!(
+        "{HEADER}leaves annual \"Trip\" 2025-03-03 ~ 2025-03-08
+resource r \"R\" {{ leaves sick 2025-04-01~2025-04-03 }}
+shift s \"S\" {{ leaves special 2025-05-01 ~ 2025-05-02 }}"
+    ));
+    assert_eq!(schedule.leaves[0].kind, LeaveKind::Annual);
+    assert_eq!(schedule.leaves[0].interval.start, utc(2025, 3, 3, 0, 0));
+    assert_eq!(schedule.leaves[0].interval.end, utc(2025, 3, 8, 0, 0));
+    let own = &schedule.resource("r").unwrap().leaves;
+    let sick = own.iter().find(|l| l.kind == LeaveKind::Sick).unwrap();
+    assert_eq!(sick.interval.end, utc(2025, 4, 3, 0, 0));
+    assert_eq!(
+        schedule.shift("s").unwrap().leaves[0].interval.end,
+        utc(2025, 5, 2, 0, 0)
+    );
+}
+
+#[test]
+fn include_contexts() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("macros.tji"),
+        "# Shared dates\nmacro year_start [2025-01-01]\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("zone.tji"), "timezone \"Europe/Berlin\"\n").unwrap();
+    std::fs::write(
+        dir.path().join("main.tjp"),
+        "include \"macros.tji\"\nproject \"P\" ${year_start} +1y {\n  include \"zone.tji\"\n}\nvacation 2025-02-03\n",
+    )
+    .unwrap();
+    let schedule = Schedule::from_file(dir.path().join("main.tjp")).unwrap();
+    assert_eq!(schedule.project.start, utc(2025, 1, 1, 0, 0));
+    assert_eq!(schedule.project.timezone, chrono_tz::Europe::Berlin);
+    assert_eq!(schedule.leaves[0].interval.start, utc(2025, 2, 2, 23, 0));
+}

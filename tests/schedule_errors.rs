@@ -345,6 +345,18 @@ fn missing_closing_brace() {
         "found end of file, expected",
     );
     assert_error(
+        &format!("{HEADER}resource r \"R\" {{\n  vacation 2025-02-01\n"),
+        3,
+        12,
+        "the block opened at bad.tjp:2:16 is not closed; add a `}`",
+    );
+    assert_error(
+        &format!("{HEADER}shift s \"S\" {{\n  workinghours mon off\n  leaves annual 2025-02-01"),
+        4,
+        17,
+        "the block opened at bad.tjp:2:13 is not closed; add a `}`",
+    );
+    assert_error(
         &format!("{HEADER}task t \"T\" {{\n  effort 2d\n"),
         3,
         11,
@@ -536,4 +548,107 @@ fn runaway_macro_expansion() {
     }
     text.push_str("project \"P\" 2025-01-01 +1w\nresource r \"${m11}\"");
     assert_error(&text, 14, 13, "more than 4 Mi characters");
+}
+
+#[test]
+fn date_arithmetic_errors() {
+    assert_error(
+        &format!("{HEADER}vacation %{{2025-03-01 + 0d}}"),
+        2,
+        25,
+        "duration `0d` must be greater than zero",
+    );
+    assert_error(
+        &format!("{HEADER}vacation %{{2025-03-01 * 2d}}"),
+        2,
+        23,
+        "`+` or `-` and a duration",
+    );
+    assert_error(
+        &format!("{HEADER}vacation %{{2025-03-01 + 2d\nresource r \"R\""),
+        3,
+        1,
+        "`}` to close `%{`",
+    );
+    assert_error(
+        &format!("{HEADER}vacation %{{1970-01-01 - 1d}}"),
+        2,
+        10,
+        "outside the years 1970 to 9999",
+    );
+    assert_error(
+        &format!("{HEADER}vacation %{{2025-03-01 + 30min}}"),
+        2,
+        25,
+        "not a multiple of the timing resolution",
+    );
+}
+
+#[test]
+fn cut_string_errors() {
+    assert_error(
+        &format!("{HEADER}task t \"T\" {{\n  note -8<- text\n  ->8-\n}}"),
+        3,
+        8,
+        "text after the cut mark `-8<-`",
+    );
+    assert_error(
+        &format!("{HEADER}task t \"T\" {{\n  note -8<-\n  no end\n}}\n"),
+        3,
+        8,
+        "unterminated cut string",
+    );
+}
+
+#[test]
+fn tilde_only_separates_leave_dates() {
+    assert_error(
+        &format!("{HEADER}leaves annual 2025-03-08 ~ 2025-03-03"),
+        2,
+        15,
+        "not after its start",
+    );
+    assert_error(
+        &format!("{HEADER}leaves annual 2025-03-08 ~ +2d"),
+        2,
+        28,
+        "expected a date",
+    );
+}
+
+#[test]
+fn include_needs_tji_extension() {
+    assert_error(
+        &format!("{HEADER}include \"team.tjp\""),
+        2,
+        9,
+        "included files must have the extension .tji",
+    );
+}
+
+#[test]
+fn include_before_project_only_defines_macros() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("team.tji"),
+        "macro x [1]\nresource t \"T\"\n",
+    )
+    .unwrap();
+    let main = dir.path().join("main.tjp");
+    std::fs::write(
+        &main,
+        "# Team first\ninclude \"team.tji\"\nproject \"P\" 2025-01-01 +1y\n",
+    )
+    .unwrap();
+    let error = Schedule::from_file(&main).unwrap_err();
+    let first = &error.diagnostics[0];
+    assert_eq!(first.location.file, main);
+    assert_eq!((first.location.line, first.location.column), (2, 1));
+    assert!(
+        first.message.contains(
+            "included before the project header but contains more than macro definitions"
+        ),
+        "{first}"
+    );
+    assert!(first.message.contains("team.tji:2:1"), "{first}");
 }

@@ -18,6 +18,12 @@ pub(crate) struct Spanned<T> {
 pub(crate) enum DateAst {
     Literal(String),
     Builtin(String),
+    /// `%{ DATE + DURATION }` or `%{ DATE - DURATION }`.
+    Calculated {
+        base: Box<Spanned<DateAst>>,
+        minus: bool,
+        duration: DurationAst,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -366,20 +366,65 @@ impl Builder<'_> {
     // -----------------------------------------------------------------------------------------
     // Dates and intervals
 
+    /// The instant of a date; after the project header, it must be aligned to the resolution.
     fn date(&mut self, date: &Spanned<DateAst>) -> Option<DateTime<Utc>> {
+        let at = self.date_unchecked(date)?;
+        if self.start != DateTime::<Utc>::MIN_UTC {
+            match &date.value {
+                DateAst::Literal(text) => self.check_aligned_text(at, date.pos, text),
+                DateAst::Calculated { .. } => self.check_aligned(at, date.pos),
+                DateAst::Builtin(_) => {}
+            }
+        }
+        Some(at)
+    }
+
+    /// The instant of a date, without the alignment check: TaskJuggler checks the result of
+    /// `%{ DATE + DURATION }`, not the date inside it.
+    fn date_unchecked(&mut self, date: &Spanned<DateAst>) -> Option<DateTime<Utc>> {
         match &date.value {
             DateAst::Literal(text) => match dates::parse_date(text, self.zone) {
-                Ok(at) => {
-                    if self.start != DateTime::<Utc>::MIN_UTC {
-                        self.check_aligned_text(at, date.pos, text);
-                    }
-                    Some(at)
-                }
+                Ok(at) => Some(at),
                 Err(message) => {
                     self.error(date.pos, message);
                     None
                 }
             },
+            DateAst::Calculated {
+                base,
+                minus,
+                duration,
+            } => {
+                let base = self.date_unchecked(base)?;
+                let seconds = match dates::duration_seconds(
+                    duration.value,
+                    &duration.unit,
+                    self.resolution,
+                ) {
+                    Ok(seconds) => seconds,
+                    Err(message) => {
+                        self.error(duration.pos, message);
+                        return None;
+                    }
+                };
+                let delta = Duration::seconds(if *minus { -seconds } else { seconds });
+                match base.checked_add_signed(delta) {
+                    Some(at) if dates::YEARS.contains(&at.with_timezone(&self.zone).year()) => {
+                        Some(at)
+                    }
+                    _ => {
+                        self.error(
+                            date.pos,
+                            format!(
+                                "the computed date lies outside the years {} to {}: change the date or the duration",
+                                dates::YEARS.start(),
+                                dates::YEARS.end()
+                            ),
+                        );
+                        None
+                    }
+                }
+            }
             DateAst::Builtin(name) => {
                 if self.start == DateTime::<Utc>::MIN_UTC {
                     self.error(

@@ -195,7 +195,31 @@ fn string<'a>() -> impl Parser<Input<'a>, Output = Spanned<String>> {
     .expected("a string in quotes")
 }
 
+/// A date, or TaskJuggler's date arithmetic `%{ DATE (+|-) DURATION }`.
 fn date<'a>() -> impl Parser<Input<'a>, Output = Spanned<DateAst>> {
+    let sign = choice((punct("+").map(|_| false), punct("-").map(|_| true)))
+        .expected("`+` or `-` and a duration, as in `%{${now} - 2w}`");
+    let calculated = (
+        punct("%"),
+        punct("{"),
+        plain_date(),
+        sign,
+        duration(),
+        punct("}").expected("`}` to close `%{`"),
+    )
+        .map(|(pos, _, base, minus, duration, _)| Spanned {
+            value: DateAst::Calculated {
+                base: Box::new(base),
+                minus,
+                duration,
+            },
+            pos,
+        });
+    choice((plain_date(), calculated))
+        .expected("a date such as 2025-01-31, 2025-01-31-09:00 or %{2025-01-31 + 2w}")
+}
+
+fn plain_date<'a>() -> impl Parser<Input<'a>, Output = Spanned<DateAst>> {
     satisfy_map(|t: &Token| match &t.kind {
         Kind::Date(s) => Some(Spanned {
             value: DateAst::Literal(s.clone()),
@@ -353,16 +377,25 @@ fn vacation<'a>() -> impl Parser<Input<'a>, Output = VacationAst> {
 }
 
 fn leaves<'a>() -> impl Parser<Input<'a>, Output = Vec<LeaveAst>> {
-    let leave =
-        (leave_kind(), optional(string()), interval_or_date()).map(|(kind, name, interval)| {
-            let pos = interval.pos();
-            LeaveAst {
-                kind,
-                name: name.map(|n| n.value),
-                interval,
-                pos,
-            }
+    // ScriptPlan also separates the dates of a leave with `~`.
+    let interval = (
+        date(),
+        optional(choice((interval_end(), punct("~").with(date()).map(Ok)))),
+    )
+        .map(|(start, end)| match end {
+            None => IntervalAst::Single(start),
+            Some(Ok(end)) => IntervalAst::Range(start, end),
+            Some(Err(duration)) => IntervalAst::Plus(start, duration),
         });
+    let leave = (leave_kind(), optional(string()), interval).map(|(kind, name, interval)| {
+        let pos = interval.pos();
+        LeaveAst {
+            kind,
+            name: name.map(|n| n.value),
+            interval,
+            pos,
+        }
+    });
     keyword("leaves").with(sep_by1(leave, punct(",")))
 }
 
@@ -448,6 +481,22 @@ fn skip_rest_of<'a>(input: &mut Input<'a>, line: (u32, u32)) -> Result<'a, ()> {
             _ if (token.pos.file, token.pos.line) != last_line && !continued => {
                 let _ = input.reset(checkpoint);
                 break;
+            }
+            // `%{ DATE + DURATION }` is a value inside the statement, not its body.
+            Kind::Punct("%") => {
+                last_line = (token.pos.file, token.end_line);
+                continued = false;
+                consumed = true;
+                let after_percent = input.checkpoint();
+                let open = input.position();
+                match input.uncons() {
+                    Ok(next) if next.kind == Kind::Punct("{") => {
+                        skip_block(input, open)?;
+                    }
+                    _ => {
+                        let _ = input.reset(after_percent);
+                    }
+                }
             }
             _ => {
                 last_line = (token.pos.file, token.end_line);

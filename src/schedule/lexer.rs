@@ -63,8 +63,8 @@ impl Token {
     }
 }
 
-const PUNCTUATION: [&str; 16] = [
-    "<=", ">=", "!=", "{", "}", "-", "+", ",", "(", ")", "[", "]", "!", "%", "=", ".",
+const PUNCTUATION: [&str; 17] = [
+    "<=", ">=", "!=", "{", "}", "-", "+", ",", "(", ")", "[", "]", "!", "%", "=", ".", "~",
 ];
 
 /// Splits the expanded text into tokens.
@@ -168,6 +168,17 @@ pub(crate) fn tokenize(expansion: &Expansion) -> Result<Vec<Token>, Diagnostic> 
             }
             i = j + 1;
             Kind::Str(value)
+        } else if starts_with(chars, i, CUT_MARK) {
+            let at = |k: usize| chars.get(k).copied();
+            match scan_cut_string(at, i) {
+                Ok((end, value)) => {
+                    i = end;
+                    Kind::Str(value)
+                }
+                Err(error) => {
+                    return Err(Diagnostic::error(expansion.location(pos), error.message()));
+                }
+            }
         } else if let Some(punct) = PUNCTUATION.iter().find(|p| starts_with(chars, i, p)) {
             i += punct.len();
             Kind::Punct(punct)
@@ -183,6 +194,97 @@ pub(crate) fn tokenize(expansion: &Expansion) -> Result<Vec<Token>, Diagnostic> 
         });
     }
     Ok(tokens)
+}
+
+/// Opens a cut string: `-8<-` at the end of a line.
+pub(crate) const CUT_MARK: &str = "-8<-";
+/// Closes a cut string: `->8-` at the start of a line, after optional indentation.
+const CUT_END: &str = "->8-";
+
+/// Why a cut string could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CutError {
+    /// Text follows `-8<-` on its line.
+    JunkAfterMark,
+    /// No line starts with `->8-`.
+    Unterminated,
+}
+
+impl CutError {
+    pub(crate) fn message(self) -> &'static str {
+        match self {
+            CutError::JunkAfterMark => {
+                "text after the cut mark `-8<-`: end the line after `-8<-` and start the text on the next line"
+            }
+            CutError::Unterminated => {
+                "unterminated cut string: end the text opened with `-8<-` with a line that starts with `->8-`"
+            }
+        }
+    }
+}
+
+/// Reads the cut string whose `-8<-` mark starts at `start`, with `at(k)` the character at `k`.
+/// Returns the index after its closing `->8-` and its text.
+///
+/// As in TaskJuggler, the mark must end its line; the string ends at the first line that starts
+/// with `->8-` after optional whitespace; the indentation of the first line is removed from every
+/// line, as far as a line starts with the same characters.
+pub(crate) fn scan_cut_string(
+    at: impl Fn(usize) -> Option<char>,
+    start: usize,
+) -> Result<(usize, String), CutError> {
+    let matches =
+        |k: usize, text: &str| text.chars().enumerate().all(|(n, c)| at(k + n) == Some(c));
+    // The rest of the mark's line holds only spaces.
+    let mut k = start + CUT_MARK.len();
+    loop {
+        match at(k) {
+            Some('\n') => break,
+            Some(c) if c.is_whitespace() => k += 1,
+            Some(_) => return Err(CutError::JunkAfterMark),
+            None => return Err(CutError::Unterminated),
+        }
+    }
+    let mut line_start = k + 1;
+    let mut indent: Option<Vec<char>> = None;
+    let mut value = String::new();
+    loop {
+        // The end: whitespace, line breaks included, then `->8-`.
+        let mut k = line_start;
+        while at(k).is_some_and(char::is_whitespace) {
+            k += 1;
+        }
+        if matches(k, CUT_END) {
+            return Ok((k + CUT_END.len(), value));
+        }
+        let mut line = Vec::new();
+        let mut k = line_start;
+        loop {
+            match at(k) {
+                Some(c) => {
+                    line.push(c);
+                    k += 1;
+                    if c == '\n' {
+                        break;
+                    }
+                }
+                None => return Err(CutError::Unterminated),
+            }
+        }
+        let skip = match &indent {
+            None => {
+                let width = line
+                    .iter()
+                    .take_while(|c| c.is_whitespace() && **c != '\n')
+                    .count();
+                indent = Some(line[..width].to_vec());
+                width
+            }
+            Some(indent) => indent.iter().zip(&line).take_while(|(a, b)| a == b).count(),
+        };
+        value.extend(&line[skip..]);
+        line_start = k;
+    }
 }
 
 fn find(chars: &[char], from: usize, target: char) -> usize {
@@ -259,4 +361,34 @@ fn match_time(chars: &[char], i: usize) -> Option<usize> {
     let end = digits(chars, i, 1, 2)?;
     let end = literal(chars, end, ':')?;
     digits(chars, end, 2, 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{CutError, scan_cut_string};
+
+    fn cut(text: &str) -> Result<(usize, String), CutError> {
+        let chars: Vec<char> = text.chars().collect();
+        scan_cut_string(|k| chars.get(k).copied(), 0)
+    }
+
+    #[test]
+    fn cut_string_removes_the_first_line_indentation() {
+        let text = "-8<-  \n    one\n      two\n  three\n    ->8- rest";
+        let (end, value) = cut(text).unwrap();
+        assert_eq!(value, "one\n  two\nthree\n");
+        assert_eq!(&text[end..], " rest");
+    }
+
+    #[test]
+    fn empty_cut_string() {
+        assert_eq!(cut("-8<-\n->8-").unwrap(), (9, String::new()));
+    }
+
+    #[test]
+    fn cut_string_errors() {
+        assert_eq!(cut("-8<- text\n->8-"), Err(CutError::JunkAfterMark));
+        assert_eq!(cut("-8<-\ntext\n"), Err(CutError::Unterminated));
+        assert_eq!(cut("-8<-"), Err(CutError::Unterminated));
+    }
 }

@@ -33,7 +33,10 @@
 //! - Comments `#`, `//` and `/* */`; `macro NAME [ body ]` with `${NAME "arg" ...}`, `${?NAME}`
 //!   and the built-ins `${projectstart}`, `${projectend}`, `${now}` and `${today}`; `$(VAR)`
 //!   environment variables; `include "file.tji" [{ resourceprefix ID }]`, relative to the
-//!   including file.
+//!   including file, inside the project's braces or between properties (before the project
+//!   header, an included file may only define macros).
+//! - Strings in quotes and TaskJuggler's cut strings: the lines between a line ending in `-8<-` and
+//!   a line starting with `->8-`, without the first line's indentation.
 //! - The project header `project [ID] "Name" ["version"] (START - END | START +DURATION) [{ ... }]`
 //!   with `timezone`, `timingresolution` (`15 min`, `60min`, `1h`), `now`, `weekstartsmonday`,
 //!   `weekstartssunday`, `dailyworkinghours`, `yearlyworkingdays` and `workinghours`.
@@ -51,8 +54,12 @@
 //! header's dates are UTC, and every date after the project's `timezone` is local to that zone.
 //! `D1 - D2` ends before `D2`. A lone date in `vacation` or `leaves` lasts until the same local
 //! time on the next day. `D +DURATION` takes `min`, `h`, `d` (86 400 s), `w`, `m` (30.4167 days,
-//! truncated to the timing resolution) and `y` (365 days). Every date and duration must be a
-//! multiple of the timing resolution.
+//! truncated to the timing resolution) and `y` (365 days). Wherever a date is allowed,
+//! `%{ DATE + DURATION }` and `%{ DATE - DURATION }` compute one, as in `%{${now} - 2w}`. Every
+//! date and duration must be a multiple of the timing resolution. In `leaves`, ScriptPlan's
+//! `D1 ~ D2` means `D1 - D2`.
+//!
+//! A syntax error at the end of the file names the innermost `{` that is still open.
 //!
 //! # Two dialects
 //!

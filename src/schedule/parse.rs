@@ -172,7 +172,30 @@ fn syntax_error(
         };
         format!("found {found}, expected {list}")
     };
+    // At the end of the file, a block that is still open is the likely cause.
+    let message = match unclosed_block(tokens) {
+        Some(open) if errors.position >= tokens.len() => format!(
+            "{message}: the block opened at {} is not closed; add a `}}`",
+            expansion.location(open.pos)
+        ),
+        _ => message,
+    };
     Diagnostic::error(location, message)
+}
+
+/// The innermost `{` that no `}` closes.
+fn unclosed_block(tokens: &[Token]) -> Option<&Token> {
+    let mut open = Vec::new();
+    for token in tokens {
+        match token.kind {
+            lexer::Kind::Punct("{") => open.push(token),
+            lexer::Kind::Punct("}") => {
+                open.pop();
+            }
+            _ => {}
+        }
+    }
+    open.pop()
 }
 
 fn info_text(info: easy::Info<&Token, &[&Token]>) -> String {

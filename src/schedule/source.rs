@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use super::lexer::scan_cut_string;
 use super::{Diagnostic, Location};
 
 /// A place in one of the source files: an index into [`Expansion::files`], a line and a column.
@@ -67,6 +68,8 @@ struct Preprocessor<'o> {
     macros: HashMap<String, Macro>,
     include_stack: Vec<PathBuf>,
     depth: usize,
+    /// Whether the `project` keyword of the header has been read.
+    header_seen: bool,
 }
 
 /// Expands `text`, the content of `file_name`; `base_dir` resolves `include` paths, and `None`
@@ -82,6 +85,7 @@ pub(crate) fn expand(
         macros: HashMap::new(),
         include_stack: Vec::new(),
         depth: 0,
+        header_seen: false,
     };
     pre.out.files.push(file_name.to_path_buf());
     let input = positioned(text, 0);
@@ -172,6 +176,12 @@ impl Preprocessor<'_> {
                 '"' | '\'' => {
                     i = self.expand_string(input, i)?;
                 }
+                '-' if next == Some('8')
+                    && input.get(i + 2).map(|x| x.0) == Some('<')
+                    && input.get(i + 3).map(|x| x.0) == Some('-') =>
+                {
+                    i = self.expand_cut_string(input, i)?;
+                }
                 '$' if next == Some('$') && input.get(i + 2).map(|x| x.0) == Some('{') => {
                     // `$${` escapes a macro call.
                     self.push('$', pos)?;
@@ -188,6 +198,9 @@ impl Preprocessor<'_> {
                     let end = word_end(input, i);
                     let word: String = input[i..end].iter().map(|x| x.0).collect();
                     let followed_by_colon = input.get(end).map(|x| x.0) == Some(':');
+                    if word == "project" && !followed_by_colon {
+                        self.header_seen = true;
+                    }
                     if word == "macro" && !followed_by_colon {
                         i = self.define_macro(input, i, end)?;
                     } else if word == "include" && !followed_by_colon {
@@ -235,6 +248,48 @@ impl Preprocessor<'_> {
             }
         }
         Err(self.error(pos, format!("unterminated string: close it with {quote}")))
+    }
+
+    /// Copies a cut string `-8<-` ... `->8-`, expanding macro calls inside it as TaskJuggler
+    /// does; comments, quotes and keywords in it are text. Returns the index after it.
+    fn expand_cut_string(
+        &mut self,
+        input: &[(char, Pos)],
+        start: usize,
+    ) -> Result<usize, Diagnostic> {
+        let at = |k: usize| input.get(k).map(|x| x.0);
+        let (end, _) = scan_cut_string(at, start)
+            .map_err(|error| self.error(input[start].1, error.message()))?;
+        let mut i = start;
+        while i < end {
+            let (c, pos) = input[i];
+            if c == '$' && at(i + 1) == Some('{') {
+                i = self.expand_call(input, i)?;
+            } else {
+                self.push(c, pos)?;
+                i += 1;
+            }
+        }
+        Ok(i)
+    }
+
+    /// Before the project header, an included file may only define macros: TaskJuggler reads
+    /// properties only after the header. Checks the text expanded from `mark` on.
+    fn check_prolog_include(&self, mark: usize, pos: Pos, name: &str) -> Result<(), Diagnostic> {
+        let content = (mark..self.out.chars.len()).find(|&k| {
+            let c = self.out.chars[k];
+            !c.is_whitespace() && !(PREFIX_START..=BUILTIN).contains(&c)
+        });
+        match content {
+            None => Ok(()),
+            Some(k) => {
+                let found = self.out.location(self.out.positions[k]);
+                Err(self.error(
+                    pos,
+                    format!("\"{name}\" is included before the project header but contains more than macro definitions (at {found}): move the include after the project header"),
+                ))
+            }
+        }
     }
 
     /// Expands `${NAME "arg" ...}` or `${?NAME}` starting at `start`; returns the index after it.
@@ -463,6 +518,12 @@ impl Preprocessor<'_> {
         };
         let name: String = input[name_start..name_end].iter().map(|x| x.0).collect();
         i = name_end + 1;
+        if !name.ends_with(".tji") {
+            return Err(self.error(
+                name_pos,
+                format!("cannot include \"{name}\": included files must have the extension .tji, as TaskJuggler requires; rename the file"),
+            ));
+        }
 
         // The optional block of prefixes.
         let mut prefix = None;
@@ -522,10 +583,15 @@ impl Preprocessor<'_> {
             self.push(PREFIX_END_OF_NAME, pos)?;
         }
         self.push('\n', pos)?;
+        let before_header = !self.header_seen;
+        let mark = self.out.chars.len();
         self.include_stack.push(canonical);
         let result = self.expand(&content, path.parent());
         self.include_stack.pop();
         result?;
+        if before_header {
+            self.check_prolog_include(mark, pos, &name)?;
+        }
         self.push('\n', pos)?;
         if prefix.is_some() {
             self.push(PREFIX_END, pos)?;
