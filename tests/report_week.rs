@@ -137,3 +137,38 @@ fn spring_forward_cells_are_blank() {
         "Sun 09 Mar  ..AA  AA........................................    2h clocks +1h"
     );
 }
+
+#[test]
+fn capacities_beyond_letters_share_one_legend_line() {
+    // 24 hourly limits on three days with different daily limits: 72 capacity levels.
+    let mut text = String::from(
+        "project p \"Many\" 2026-01-01 +1y\nresource r \"R\" {\n  workinghours mon - sun 00:00 - 24:00\n  limits {\n",
+    );
+    for hour in 0..24 {
+        let limit = 100 + hour;
+        text.push_str(&format!(
+            "    hourlymax {limit} {{ hours {hour:02}:00 - {:02}:00 }}\n",
+            hour + 1
+        ));
+    }
+    for (index, day) in ["mon", "tue", "wed"].iter().enumerate() {
+        text.push_str(&format!("    dailymax {} {{ days {day} }}\n", 1000 + index));
+    }
+    text.push_str("  }\n}\n");
+    let schedule = highway_ratelimit::schedule::Schedule::parse(
+        &text,
+        &highway_ratelimit::schedule::ParseOptions::named("many.tjp"),
+    )
+    .unwrap();
+    let from = utc("2026-03-02T00:00:00Z");
+    let generated = AvailabilityReport::generate(&schedule, &options(None, from, 3)).unwrap();
+    let view = WeekView::new(&generated.report, from).to_string();
+
+    let starred: Vec<&str> = view.lines().filter(|line| line.starts_with("* ")).collect();
+    assert_eq!(
+        starred,
+        ["*  46 other capacities, listed in the JSON report"],
+        "{view}"
+    );
+    assert!(view.contains("\nZ  101/h, 1001/day\n"), "{view}");
+}

@@ -234,9 +234,18 @@ impl fmt::Display for WeekView<'_> {
         if levels.is_empty() {
             writeln!(f, "No open time in the horizon.")?;
         }
-        for (index, level) in levels.iter().enumerate() {
-            let letter = char::from(*LEVEL_LETTERS.get(index).unwrap_or(&b'*'));
-            writeln!(f, "{letter}  {}", describe(level))?;
+        for (letter, level) in LEVEL_LETTERS.iter().zip(&levels) {
+            writeln!(f, "{}  {}", char::from(*letter), describe(level))?;
+        }
+        // The grid marks every level past the letters with `*`, so one line covers them all.
+        let unlettered = levels.len().saturating_sub(LEVEL_LETTERS.len());
+        if unlettered > 0 {
+            let noun = if unlettered == 1 {
+                "capacity"
+            } else {
+                "capacities"
+            };
+            writeln!(f, "*  {unlettered} other {noun}, listed in the JSON report")?;
         }
         writeln!(
             f,
