@@ -172,3 +172,36 @@ fn capacities_beyond_letters_share_one_legend_line() {
     );
     assert!(view.contains("\nZ  101/h, 1001/day\n"), "{view}");
 }
+
+#[test]
+fn long_names_wrap_within_80_columns() {
+    let mut text = String::from(
+        "project p \"P\" 2026-01-01 +1y\nresource r \"A resource name that is longer than eighty columns all by itself, with more\"\n",
+    );
+    for number in 0..4 {
+        text.push_str(&format!(
+            "vacation \"Company-wide maintenance window number {number}\" 2026-03-02\n"
+        ));
+    }
+    let schedule = highway_ratelimit::schedule::Schedule::parse(
+        &text,
+        &highway_ratelimit::schedule::ParseOptions::named("long.tjp"),
+    )
+    .unwrap();
+    let from = utc("2026-03-02T00:00:00Z");
+    let generated = AvailabilityReport::generate(&schedule, &options(None, from, 2)).unwrap();
+    let view = WeekView::new(&generated.report, from)
+        .describe_resource(&schedule, &schedule.resources[0])
+        .to_string();
+
+    assert!(
+        view.lines().all(|line| line.chars().count() <= 80),
+        "{view}"
+    );
+    assert!(
+        view.contains("Mon 02 Mar  blocked: Company-wide maintenance window number 0,"),
+        "{view}"
+    );
+    assert!(view.contains("number 3\n"), "{view}");
+    assert!(view.contains("Tue 03 Mar  ......"), "{view}");
+}
