@@ -137,3 +137,71 @@ fn spring_forward_cells_are_blank() {
         "Sun 09 Mar  ..AA  AA........................................    2h clocks +1h"
     );
 }
+
+#[test]
+fn capacities_beyond_letters_share_one_legend_line() {
+    // 24 hourly limits on three days with different daily limits: 72 capacity levels.
+    let mut text = String::from(
+        "project p \"Many\" 2026-01-01 +1y\nresource r \"R\" {\n  workinghours mon - sun 00:00 - 24:00\n  limits {\n",
+    );
+    for hour in 0..24 {
+        let limit = 100 + hour;
+        text.push_str(&format!(
+            "    hourlymax {limit} {{ hours {hour:02}:00 - {:02}:00 }}\n",
+            hour + 1
+        ));
+    }
+    for (index, day) in ["mon", "tue", "wed"].iter().enumerate() {
+        text.push_str(&format!("    dailymax {} {{ days {day} }}\n", 1000 + index));
+    }
+    text.push_str("  }\n}\n");
+    let schedule = highway_ratelimit::schedule::Schedule::parse(
+        &text,
+        &highway_ratelimit::schedule::ParseOptions::named("many.tjp"),
+    )
+    .unwrap();
+    let from = utc("2026-03-02T00:00:00Z");
+    let generated = AvailabilityReport::generate(&schedule, &options(None, from, 3)).unwrap();
+    let view = WeekView::new(&generated.report, from).to_string();
+
+    let starred: Vec<&str> = view.lines().filter(|line| line.starts_with("* ")).collect();
+    assert_eq!(
+        starred,
+        ["*  46 other capacities, listed in the JSON report"],
+        "{view}"
+    );
+    assert!(view.contains("\nZ  101/h, 1001/day\n"), "{view}");
+}
+
+#[test]
+fn long_names_wrap_within_80_columns() {
+    let mut text = String::from(
+        "project p \"P\" 2026-01-01 +1y\nresource r \"A resource name that is longer than eighty columns all by itself, with more\"\n",
+    );
+    for number in 0..4 {
+        text.push_str(&format!(
+            "vacation \"Company-wide maintenance window number {number}\" 2026-03-02\n"
+        ));
+    }
+    let schedule = highway_ratelimit::schedule::Schedule::parse(
+        &text,
+        &highway_ratelimit::schedule::ParseOptions::named("long.tjp"),
+    )
+    .unwrap();
+    let from = utc("2026-03-02T00:00:00Z");
+    let generated = AvailabilityReport::generate(&schedule, &options(None, from, 2)).unwrap();
+    let view = WeekView::new(&generated.report, from)
+        .describe_resource(&schedule, &schedule.resources[0])
+        .to_string();
+
+    assert!(
+        view.lines().all(|line| line.chars().count() <= 80),
+        "{view}"
+    );
+    assert!(
+        view.contains("Mon 02 Mar  blocked: Company-wide maintenance window number 0,"),
+        "{view}"
+    );
+    assert!(view.contains("number 3\n"), "{view}");
+    assert!(view.contains("Tue 03 Mar  ......"), "{view}");
+}

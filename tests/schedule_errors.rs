@@ -144,6 +144,10 @@ fn bad_timing_resolution() {
 fn zone_offset_does_not_fit_resolution() {
     let text = "project \"P\" 2025-01-01 +1y {\n  timezone \"Asia/Kolkata\"\n}";
     assert_error(text, 2, 12, "too large for time zone Asia/Kolkata");
+    assert_error(text, 2, 12, "before `timezone`");
+    let resolution_after_zone =
+        "project \"P\" 2025-01-01 +1y {\n  timezone \"Asia/Kolkata\"\n  timingresolution 30 min\n}";
+    assert_error(resolution_after_zone, 2, 12, "before `timezone`");
     let fits =
         "project \"P\" 2025-01-01 +1y {\n  timingresolution 30 min\n  timezone \"Asia/Kolkata\"\n}";
     assert!(Schedule::parse(fits, &ParseOptions::named("ok.tjp")).is_ok());

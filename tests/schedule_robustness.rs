@@ -136,3 +136,10 @@ fn nesting_at_the_limit_parses() {
     assert_eq!(schedule.resources.len(), LEVELS);
     assert!(schedule.resources[LEVELS - 1].parent.is_some());
 }
+
+#[test]
+fn byte_order_mark_and_crlf_parse() {
+    let text = "\u{FEFF}project p \"P\" 2025-01-01 +1y\r\nresource r \"R\"\r\n";
+    let schedule = Schedule::parse(text, &ParseOptions::named("windows.tjp")).unwrap();
+    assert_eq!(schedule.resources.len(), 1);
+}

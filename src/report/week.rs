@@ -184,7 +184,9 @@ impl fmt::Display for WeekView<'_> {
         let zone = report.timezone;
         let show = |at: DateTime<Utc>| at.with_timezone(&zone).format("%Y-%m-%d %H:%M").to_string();
         if let Some(title) = &self.title {
-            writeln!(f, "{title}")?;
+            for line in wrap(title, MAX_WIDTH) {
+                writeln!(f, "{line}")?;
+            }
         }
         writeln!(
             f,
@@ -212,7 +214,17 @@ impl fmt::Display for WeekView<'_> {
                     .blocked_names
                     .get(&date)
                     .map_or("vacation or leave", String::as_str);
-                writeln!(f, "{label:<LABEL_WIDTH$}blocked: {name}")?;
+                // Several vacations may block one date: continue their names under the first.
+                let indent = LABEL_WIDTH + "blocked: ".len();
+                let mut prefix = format!("{label:<LABEL_WIDTH$}blocked: ");
+                let mut lines = wrap(name, MAX_WIDTH - indent);
+                if lines.is_empty() {
+                    lines.push("vacation or leave".to_owned());
+                }
+                for line in lines {
+                    writeln!(f, "{prefix}{line}")?;
+                    prefix = " ".repeat(indent);
+                }
             } else {
                 let day = LocalDay::new(date, zone);
                 let (cells, open) = self.day_cells(&day, &levels);
@@ -234,9 +246,18 @@ impl fmt::Display for WeekView<'_> {
         if levels.is_empty() {
             writeln!(f, "No open time in the horizon.")?;
         }
-        for (index, level) in levels.iter().enumerate() {
-            let letter = char::from(*LEVEL_LETTERS.get(index).unwrap_or(&b'*'));
-            writeln!(f, "{letter}  {}", describe(level))?;
+        for (letter, level) in LEVEL_LETTERS.iter().zip(&levels) {
+            writeln!(f, "{}  {}", char::from(*letter), describe(level))?;
+        }
+        // The grid marks every level past the letters with `*`, so one line covers them all.
+        let unlettered = levels.len().saturating_sub(LEVEL_LETTERS.len());
+        if unlettered > 0 {
+            let noun = if unlettered == 1 {
+                "capacity"
+            } else {
+                "capacities"
+            };
+            writeln!(f, "*  {unlettered} other {noun}, listed in the JSON report")?;
         }
         writeln!(
             f,

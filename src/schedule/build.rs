@@ -251,7 +251,8 @@ impl Builder<'_> {
                         self.zone = zone;
                         // TaskJuggler resets the project's working hours on a zone change.
                         self.project_hours = WorkingHours::default();
-                        self.check_zone_fits_resolution(name.pos);
+                        let advice = "write `timingresolution 15 min` (or another divisor of the offset) before `timezone`, which is checked against the resolution in force";
+                        self.check_zone_fits_resolution(name.pos, advice);
                     }
                 }
                 ProjectAttr::TimingResolution(duration) => {
@@ -263,7 +264,9 @@ impl Builder<'_> {
                     if RESOLUTIONS.iter().any(|&r| r as f64 == minutes) {
                         self.resolution = minutes as i64 * 60;
                         self.project_hours = WorkingHours::default();
-                        self.check_zone_fits_resolution(duration.pos);
+                        let advice =
+                            "set `timingresolution` to a divisor of the offset, such as 15 min";
+                        self.check_zone_fits_resolution(duration.pos, advice);
                     } else {
                         self.error(
                             duration.pos,
@@ -331,7 +334,8 @@ impl Builder<'_> {
     }
 
     /// The zone's UTC offsets in the project's first year must be multiples of the resolution.
-    fn check_zone_fits_resolution(&mut self, pos: Pos) {
+    /// `advice` ends the error: what to change depends on which statement was checked.
+    fn check_zone_fits_resolution(&mut self, pos: Pos, advice: &str) {
         use chrono::{Offset, TimeZone};
         let start = if self.start == DateTime::<Utc>::MIN_UTC {
             DateTime::<Utc>::UNIX_EPOCH
@@ -351,7 +355,7 @@ impl Builder<'_> {
                 self.error(
                     pos,
                     format!(
-                        "timing resolution {} min is too large for time zone {}, whose UTC offset {sign}{:02}:{:02} is not a multiple of it: set `timingresolution` to a divisor of the offset, such as 15 min",
+                        "timing resolution {} min is too large for time zone {}, whose UTC offset {sign}{:02}:{:02} is not a multiple of it: {advice}",
                         self.resolution / 60,
                         self.zone,
                         minutes / 60,

@@ -98,6 +98,8 @@ fn positioned(text: &str, file: u32) -> Vec<(char, Pos)> {
     let mut line = 1;
     let mut column = 1;
     let mut result = Vec::with_capacity(text.len());
+    // Editors on Windows often save UTF-8 with a byte order mark, which is not part of the text.
+    let text = text.strip_prefix('\u{FEFF}').unwrap_or(text);
     for c in text.chars() {
         // The marker characters are reserved for the pre-pass.
         let c = if ('\u{E000}'..='\u{E003}').contains(&c) {
