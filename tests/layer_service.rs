@@ -861,8 +861,8 @@ fn email_schedule_layer(start: DateTime<Utc>) -> RateLimitLayer {
         .expect("the email report generates")
         .report;
     assert!(
-        stale.valid_until < start,
-        "the report must have expired by the first call"
+        !stale.covers(start),
+        "the report must not cover the first call"
     );
 
     let mut policy = Policy::new("default", TOOL, per_minute(1000));
@@ -878,6 +878,20 @@ fn email_schedule_layer(start: DateTime<Utc>) -> RateLimitLayer {
     .tool(TOOL)
     .clock(TokioClock::starting_at(start))
     .build()
+}
+
+#[tokio::test(start_paused = true)]
+async fn replay_before_report_is_computed() {
+    // Tuesday 20 January 2026, 10:00 in New York: before the stored report, which starts on
+    // 25 January, as when calls are replayed; the schedule is open then.
+    let layer = email_schedule_layer(utc("2026-01-20T15:00:00Z"));
+    let tool = Tool::default();
+    let mut service = tower::Layer::layer(&layer, tool.service());
+
+    call(&mut service, request("acme"))
+        .await
+        .expect("the report computed for the call's instant is open");
+    assert_eq!(tool.calls(), 1);
 }
 
 #[tokio::test(start_paused = true)]

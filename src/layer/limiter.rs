@@ -425,7 +425,7 @@ impl Limiter {
         schedule: &PolicySchedule,
         now: DateTime<Utc>,
     ) -> Result<Calendar, RejectionReason> {
-        let report = if now < schedule.report.valid_until {
+        let report = if schedule.report.covers(now) {
             schedule.report.clone()
         } else {
             match self.rendered_report(policy, schedule, now) {
@@ -473,7 +473,7 @@ impl Limiter {
         let cache_key: CacheKey = (policy.tenant.as_str().into(), policy.tool.as_str().into());
         if let Some(cached) = self.report_cache.get(&cache_key) {
             match &cached {
-                Ok(report) if now >= report.valid_until => self.report_cache.invalidate(&cache_key),
+                Ok(report) if !report.covers(now) => self.report_cache.invalidate(&cache_key),
                 _ => return cached,
             }
         }
@@ -483,11 +483,11 @@ impl Limiter {
             match &rendered {
                 Ok(report) => tracing::info!(
                     tenant = %policy.tenant, tool = %policy.tool, valid_until = %report.valid_until,
-                    "expired availability report computed again"
+                    "availability report computed again for an instant it did not cover"
                 ),
                 Err(message) => tracing::error!(
                     tenant = %policy.tenant, tool = %policy.tool, %message,
-                    "expired availability report cannot be computed again"
+                    "availability report cannot be computed again for an instant it does not cover"
                 ),
             }
             rendered
@@ -551,7 +551,7 @@ fn ready_calendar(policy: &Policy, now: DateTime<Utc>) -> Option<Calendar> {
             timezone: policy.timezone,
             week_start: policy.week_start,
         }),
-        Some(schedule) if now < schedule.report.valid_until && schedule.report.is_allowed(now) => {
+        Some(schedule) if schedule.report.covers(now) && schedule.report.is_allowed(now) => {
             Some(Calendar::of_report(&schedule.report, now))
         }
         Some(_) => None,

@@ -23,9 +23,10 @@
 //! (`fail_open`) or rejects them. A store call never takes longer than
 //! [`RateLimitBuilder::store_timeout`]. Policies and reports are cached for
 //! [`RateLimitBuilder::cache_ttl`]; [`RateLimitLayer::invalidate`] applies a change at once.
-//! A report past its `valid_until` is computed again from the schedule's definition; when that
-//! fails, a fail-open policy applies the report's default capacity, and a fail-closed one
-//! rejects with [`RejectionReason::ScheduleUnavailable`].
+//! A report is computed again from the schedule's definition for a call past its `valid_until`
+//! or before its `generated_at` (a replay). When that fails, a fail-open policy applies the
+//! report's default capacity, and a fail-closed one rejects with
+//! [`RejectionReason::ScheduleUnavailable`].
 //!
 //! ```
 //! use std::sync::Arc;

@@ -147,6 +147,13 @@ pub enum Closed {
 }
 
 impl AvailabilityReport {
+    /// Returns whether the report speaks for `at`: from `generated_at` up to `valid_until`.
+    /// An instant before the report was computed (a replay) or after its horizon needs a report
+    /// computed for it.
+    pub fn covers(&self, at: DateTime<Utc>) -> bool {
+        self.generated_at <= at && at < self.valid_until
+    }
+
     /// Returns the window that contains `at`. O(log n).
     pub fn window_at(&self, at: DateTime<Utc>) -> Option<&AvailabilityWindow> {
         let index = self.windows.partition_point(|window| window.end <= at);
