@@ -820,6 +820,32 @@ async fn poll_ready_waits_for_inner_service() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn boxed_errors_stack_with_timeout() {
+    // A tool whose errors are boxed, behind the limiter and tower's Timeout, as in most stacks.
+    let layer = layer_with(StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(1))));
+    let tool = service_fn(|_request: Request| async {
+        Err::<String, tower::BoxError>("mail server down".into())
+    });
+    let mut service = tower::ServiceBuilder::new()
+        .timeout(Duration::from_secs(5))
+        .map_err(RateLimitError::into_box_error)
+        .layer(layer)
+        .service(tool);
+
+    let failed = service.ready().await.unwrap().call(request("acme")).await;
+    let failure = failed.expect_err("the tool fails");
+    assert_eq!(failure.to_string(), "mail server down");
+    assert!(failure.downcast_ref::<Rejection>().is_none());
+
+    let rejected = service.ready().await.unwrap().call(request("acme")).await;
+    let rejection = rejected.expect_err("the second call is over the limit");
+    assert!(
+        rejection.downcast_ref::<Rejection>().is_some(),
+        "{rejection}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn inner_error_is_a_service_error() {
     let layer =
         layer_with(StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(10))));

@@ -263,3 +263,18 @@ fn next(next_allowed: &Option<DateTime<Utc>>) -> String {
         None => "; no allowed window before the report ends".to_owned(),
     }
 }
+
+impl<E: Into<tower::BoxError>> RateLimitError<E> {
+    /// Converts the error into a [`tower::BoxError`]: a rejection becomes a boxed [`Rejection`]
+    /// (found again with `downcast_ref`), a service error its own boxed form.
+    ///
+    /// `RateLimitError<BoxError>` cannot implement [`Error`] itself, because `BoxError` does not,
+    /// so in a stack whose errors are boxed, map them after the limiter:
+    /// `ServiceBuilder::new().timeout(…).map_err(RateLimitError::into_box_error).layer(limits)`.
+    pub fn into_box_error(self) -> tower::BoxError {
+        match self {
+            RateLimitError::Rejected(rejection) => Box::new(rejection),
+            RateLimitError::Service(error) => error.into(),
+        }
+    }
+}

@@ -16,7 +16,9 @@
 //!
 //! Only when all pass is the inner service called. A rejection is a
 //! [`RateLimitError::Rejected`], kept apart from the tool's own [`RateLimitError::Service`] so
-//! that a circuit breaker stacked around the limiter counts tool failures only.
+//! that a circuit breaker stacked around the limiter counts tool failures only. In a stack whose
+//! errors are `tower::BoxError`, map them after the limiter with
+//! [`RateLimitError::into_box_error`]; the rejection is then found with `downcast_ref::<Rejection>()`.
 //!
 //! The policy decides which calls share a counter (its scope: global, per tenant, per workflow
 //! run), whether it is enabled, and whether a failing or slow token store admits calls
