@@ -62,6 +62,10 @@ fn check_missing_file() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(stderr.contains("cannot read the schedule file"), "{stderr}");
+    assert!(
+        stderr.starts_with("/nonexistent/schedule.tjp: "),
+        "a whole-file error names no line: {stderr}"
+    );
 }
 
 #[test]

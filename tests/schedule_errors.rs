@@ -40,6 +40,16 @@ fn unknown_time_zone() {
 }
 
 #[test]
+fn time_zone_in_wrong_case() {
+    assert_error(
+        "project \"P\" 2025-01-01 +1y {\n  timezone \"europe/berlin\"\n}",
+        2,
+        12,
+        "zone names are case-sensitive; write \"Europe/Berlin\"",
+    );
+}
+
+#[test]
 fn project_end_before_start() {
     assert_error(
         "project \"P\" 2025-01-01 - 2024-01-01",

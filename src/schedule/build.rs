@@ -324,10 +324,21 @@ impl Builder<'_> {
         match name.value.parse::<Tz>() {
             Ok(zone) => Some(zone),
             Err(_) => {
-                self.error(
-                    name.pos,
-                    format!("unknown time zone \"{}\": expected an IANA name such as \"Europe/Berlin\" or \"UTC\"", name.value),
-                );
+                let spelled = chrono_tz::TZ_VARIANTS
+                    .iter()
+                    .find(|zone| zone.name().eq_ignore_ascii_case(&name.value));
+                let message = match spelled {
+                    Some(zone) => format!(
+                        "unknown time zone \"{}\": zone names are case-sensitive; write \"{}\"",
+                        name.value,
+                        zone.name()
+                    ),
+                    None => format!(
+                        "unknown time zone \"{}\": expected an IANA name such as \"Europe/Berlin\" or \"UTC\"",
+                        name.value
+                    ),
+                };
+                self.error(name.pos, message);
                 None
             }
         }

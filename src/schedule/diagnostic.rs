@@ -15,8 +15,13 @@ pub struct Location {
 }
 
 impl fmt::Display for Location {
+    /// Writes `FILE:LINE:COL`, or `FILE` alone for a problem with the whole file (line 0).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)
+        if self.line == 0 {
+            write!(f, "{}", self.file.display())
+        } else {
+            write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)
+        }
     }
 }
 
