@@ -23,7 +23,7 @@ use highway_ratelimit::layer::{
     RateLimitError, RateLimitLayer, Rejection, RejectionReason, StaticPolicies, TenantId,
 };
 use highway_ratelimit::policy::{Policy, PolicySchedule};
-use highway_ratelimit::report::{AvailabilityReport, Capacity, ReportOptions, WeekView};
+use highway_ratelimit::report::{AvailabilityReport, ReportOptions, WeekView};
 use highway_ratelimit::schedule::Schedule;
 use highway_ratelimit::store::postgres::{PostgresConfig, PostgresStore};
 use highway_ratelimit::store::{MemoryStore, TokenStore};
@@ -57,14 +57,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let view = WeekView::new(&report, monday).describe_resource(&schedule, resource);
     println!("{view}\n");
 
-    // The runtime phase: a policy with that report, a token store and the layer.
-    let mut policy = Policy::new(TENANT, TOOL, Capacity::UNLIMITED);
-    policy.timezone = ZONE;
-    policy.schedule = Some(PolicySchedule {
-        definition,
-        resource: Some(resource.id.clone()),
-        report: Arc::new(report),
-    });
+    // The runtime phase: a policy with the schedule's report, a token store and the layer.
+    let schedule = PolicySchedule::render("email.tjp", definition, &options)?;
+    let policy = Policy::scheduled(TENANT, TOOL, schedule);
     let store = token_store().await?;
     let clock = ManualClock::starting_at(at(monday, 8, 30));
     let limits = RateLimitLayer::builder(Arc::new(StaticPolicies::new().with(policy)), store)

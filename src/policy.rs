@@ -8,7 +8,8 @@ use chrono::Weekday;
 use chrono_tz::Tz;
 use futures_util::future::BoxFuture;
 
-use crate::report::{AvailabilityReport, Capacity};
+use crate::report::{AvailabilityReport, Capacity, ReportError, ReportOptions};
+use crate::schedule::{ParseOptions, Schedule, ScheduleError};
 use crate::store::StoreError;
 
 /// The tenant id whose policies apply to tenants that have no policy of their own.
@@ -72,6 +73,44 @@ pub struct PolicySchedule {
     pub report: Arc<AvailabilityReport>,
 }
 
+impl PolicySchedule {
+    /// Parses `definition` and computes the report that `options` asks for.
+    ///
+    /// `name` is printed in the `NAME:LINE:COL` of errors; `include` is rejected, because the
+    /// text has no folder. Warnings of the schedule and the report are logged with `tracing`.
+    pub fn render(
+        name: &str,
+        definition: impl Into<String>,
+        options: &ReportOptions,
+    ) -> Result<PolicySchedule, RenderError> {
+        let definition = definition.into();
+        let schedule = Schedule::parse(&definition, &ParseOptions::named(name))?;
+        let generated = AvailabilityReport::generate(&schedule, options)?;
+        for warning in &schedule.warnings {
+            tracing::warn!(schedule = name, %warning, "schedule warning");
+        }
+        for warning in &generated.warnings {
+            tracing::warn!(schedule = name, %warning, "availability report warning");
+        }
+        Ok(PolicySchedule {
+            definition,
+            resource: options.resource.clone(),
+            report: Arc::new(generated.report),
+        })
+    }
+}
+
+/// The error for a schedule that cannot become a policy's schedule.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// The schedule does not parse or is invalid.
+    #[error(transparent)]
+    Schedule(#[from] ScheduleError),
+    /// The report cannot be computed, such as for an unknown resource.
+    #[error(transparent)]
+    Report(#[from] ReportError),
+}
+
 /// The limits of one tool for one tenant (or for the `default` tenant).
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -109,6 +148,22 @@ impl Policy {
             enabled: true,
             fail_open: false,
         }
+    }
+}
+
+impl Policy {
+    /// Creates an enabled, fail-closed, tenant-scoped policy whose hours and capacity come from
+    /// `schedule`; its day, week and month windows follow the report's zone and week start.
+    pub fn scheduled(
+        tenant: impl Into<String>,
+        tool: impl Into<String>,
+        schedule: PolicySchedule,
+    ) -> Self {
+        let mut policy = Policy::new(tenant, tool, Capacity::UNLIMITED);
+        policy.timezone = schedule.report.timezone;
+        policy.week_start = schedule.report.week_start;
+        policy.schedule = Some(schedule);
+        policy
     }
 }
 

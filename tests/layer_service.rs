@@ -962,3 +962,44 @@ async fn computed_report_rejects_weekend() {
         other => panic!("expected OutsideHours, got {other:?}"),
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn scheduled_policy_from_text() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/schedules/email.tjp");
+    let definition = std::fs::read_to_string(path).expect("the email example schedule exists");
+    let mut options = highway_ratelimit::report::ReportOptions {
+        resource: Some("email".to_owned()),
+        from: utc("2026-03-02T05:00:00Z"),
+        days: 7,
+        generated_at: utc("2026-03-02T05:00:00Z"),
+    };
+    let schedule = PolicySchedule::render("email.tjp", definition.clone(), &options)
+        .expect("the email schedule renders");
+    let policy = Policy::scheduled("default", TOOL, schedule);
+    assert_eq!(policy.timezone, chrono_tz::America::New_York);
+
+    // Saturday 7 March 2026, 10:00 in New York: no business hours.
+    let layer = RateLimitLayer::builder(
+        Arc::new(StaticPolicies::new().with(policy)),
+        Arc::new(MemoryStore::new()),
+    )
+    .tool(TOOL)
+    .clock(TokioClock::starting_at(utc("2026-03-07T15:00:00Z")))
+    .build();
+    let mut service = tower::Layer::layer(&layer, Tool::default().service());
+    let rejected = rejection(call(&mut service, request("acme")).await);
+    assert!(
+        matches!(rejected.reason(), RejectionReason::OutsideHours { .. }),
+        "{rejected}"
+    );
+
+    options.resource = Some("sms".to_owned());
+    let unknown = PolicySchedule::render("email.tjp", definition, &options);
+    assert!(
+        matches!(
+            unknown,
+            Err(highway_ratelimit::policy::RenderError::Report(_))
+        ),
+        "{unknown:?}"
+    );
+}
