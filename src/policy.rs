@@ -15,7 +15,7 @@ use crate::store::StoreError;
 /// The tenant id whose policies apply to tenants that have no policy of their own.
 pub const DEFAULT_TENANT: &str = "default";
 
-/// Which calls share one counter.
+/// The counter that calls share: one for all, one per tenant or one per workflow run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Scope {
     /// One counter for every caller of the tool.
@@ -74,7 +74,7 @@ pub struct PolicySchedule {
 }
 
 impl PolicySchedule {
-    /// Parses `definition` and computes the report that `options` asks for.
+    /// Parses `definition` and computes the report that `options` requests.
     ///
     /// `name` is printed in the `NAME:LINE:COL` of errors; `include` is rejected, because the
     /// text has no folder. Warnings of the schedule and the report are logged with `tracing`.
@@ -118,7 +118,7 @@ pub struct Policy {
     pub tenant: String,
     /// The tool name, such as `tools.email.send`.
     pub tool: String,
-    /// Which calls share one counter.
+    /// The counter that calls share: one for all, one per tenant or one per workflow run.
     pub scope: Scope,
     /// Limits used when there is no schedule (`requests_per_minute`, `_hour`, `_day`).
     pub static_capacity: Capacity,
@@ -153,7 +153,7 @@ impl Policy {
 
 impl Policy {
     /// Creates an enabled, fail-closed, tenant-scoped policy whose hours and capacity come from
-    /// `schedule`; its day, week and month windows follow the report's zone and week start.
+    /// `schedule`. Its day, week and month windows follow the report's zone and week start.
     pub fn scheduled(
         tenant: impl Into<String>,
         tool: impl Into<String>,
@@ -167,7 +167,7 @@ impl Policy {
     }
 }
 
-/// Where policies are read from: memory, PostgreSQL, or anything else.
+/// A source of policies: memory, PostgreSQL, or anything else.
 pub trait PolicySource: Send + Sync + 'static {
     /// Returns the policy written for exactly this tenant and tool, if any.
     fn lookup<'a>(

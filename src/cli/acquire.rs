@@ -41,7 +41,7 @@ pub(super) struct AcquireArgs {
     /// database clock deciding the counters' windows.
     #[arg(long, value_name = "INSTANT")]
     at: Option<DateTime<Utc>>,
-    /// What to decide for a tool that has no policy, for the tenant or the `default` tenant:
+    /// The decision for a tool that has no policy, for the tenant or the `default` tenant:
     /// `reject` (the layer's default) or `admit`.
     #[arg(long, value_enum, default_value_t = WithoutPolicy::Reject, value_name = "DECISION")]
     without_policy: WithoutPolicy,

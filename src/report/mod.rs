@@ -19,7 +19,7 @@ pub use week::WeekView;
 /// The version written into new reports.
 pub const REPORT_VERSION: u32 = 1;
 
-/// The most calls or cost units allowed per window kind; `None` means unlimited.
+/// The maximum number of calls or cost units per window kind; `None` means unlimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct Capacity {
     /// Per local clock minute.
@@ -120,7 +120,7 @@ pub struct AvailabilityReport {
     pub version: u32,
     /// When the report was computed.
     pub generated_at: DateTime<Utc>,
-    /// The end of the horizon: the report says nothing about later instants.
+    /// The end of the horizon: the report does not cover later instants.
     pub valid_until: DateTime<Utc>,
     /// The time zone whose calendar the day, week and month windows follow.
     pub timezone: Tz,
@@ -135,7 +135,7 @@ pub struct AvailabilityReport {
     pub default_capacity: Capacity,
 }
 
-/// Why an instant is not inside an allowed window.
+/// The reason an instant is not inside an allowed window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Closed {
     /// The instant's local date is blocked by a vacation or leave.
@@ -240,7 +240,7 @@ mod weekday_name {
     }
 }
 
-/// What to compute a report for.
+/// The resource and horizon of a report to compute.
 #[derive(Debug, Clone)]
 pub struct ReportOptions {
     /// The resource whose availability is reported; `None` when the schedule has one resource.

@@ -25,7 +25,7 @@ impl fmt::Display for Location {
     }
 }
 
-/// How serious a diagnostic is.
+/// The severity of a diagnostic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Severity {
     /// The file is rejected.
@@ -40,9 +40,9 @@ pub enum Severity {
 pub struct Diagnostic {
     /// Error or warning.
     pub severity: Severity,
-    /// Where the offending token starts.
+    /// The location of the offending token's first character.
     pub location: Location,
-    /// What was found and what is expected instead.
+    /// The message: what was found and what is expected instead.
     pub message: String,
 }
 
