@@ -157,6 +157,18 @@ async fn limit_round_trip() {
     assert_eq!(free.status.code(), Some(0));
     assert_eq!(json(&free)["admitted"], true);
 
+    let never_limited = run(
+        url,
+        &["usage", "--tenant", "acme", "--tool", "tools.unlimited"],
+    );
+    assert_eq!(never_limited.status.code(), Some(0));
+    assert!(
+        stderr(&never_limited)
+            .contains("no limit for tenant \"acme\" and tool \"tools.unlimited\""),
+        "{}",
+        stderr(&never_limited)
+    );
+
     let gone = run(
         url,
         &["limits", "get", "--tenant", "acme", "--tool", "tools.http"],

@@ -3,7 +3,8 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::database::{DatabaseArgs, block_on, describe_database_error, print_json};
-use crate::admin::Admin;
+use crate::admin::{Admin, PostgresPolicies};
+use crate::policy::PolicySource;
 
 #[derive(Debug, Args)]
 pub(super) struct UsageArgs {
@@ -29,6 +30,18 @@ pub(super) fn run(args: UsageArgs) -> ExitCode {
             .await
             .map_err(|error| describe_database_error(&error))?;
         print_json(&counts)?;
+        if counts.is_empty() {
+            let policy = PostgresPolicies::from_admin(&admin)
+                .resolve(&args.tenant, &args.tool)
+                .await
+                .map_err(|error| format!("error: cannot read the policy: {error}"))?;
+            if policy.is_none() {
+                eprintln!(
+                    "note: no limit for tenant {:?} and tool {:?}, nor for the default tenant, so nothing is counted; set one with `limits set`",
+                    args.tenant, args.tool
+                );
+            }
+        }
         Ok(ExitCode::SUCCESS)
     })
 }
