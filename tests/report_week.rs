@@ -205,3 +205,19 @@ fn long_names_wrap_within_80_columns() {
     assert!(view.contains("number 3\n"), "{view}");
     assert!(view.contains("Tue 03 Mar  ......"), "{view}");
 }
+
+#[test]
+fn horizon_inside_half_hour_is_lower_case() {
+    // The horizon starts at 09:20 on Monday 22 December: the 09:00 cell is open for only its
+    // last 10 minutes, so it is a lower-case letter; the next cell is open throughout.
+    let schedule = seed_email();
+    let from = utc("2025-12-22T09:20:00Z");
+    let generated = AvailabilityReport::generate(&schedule, &options(None, from, 1)).unwrap();
+    let view = WeekView::new(&generated.report, from).to_string();
+    let monday = view
+        .lines()
+        .find(|line| line.starts_with("Mon 22 Dec"))
+        .expect("the view has a line for Monday");
+
+    assert_eq!(&monday[12 + 18..12 + 20], "aA", "{view}");
+}

@@ -129,6 +129,7 @@ impl<'a> WeekView<'a> {
                 .filter_map(|span| intersect(*span, self.horizon()))
                 .collect();
             let length: i64 = inside.iter().map(seconds).sum();
+            let full_length: i64 = instants.iter().map(seconds).sum();
             if length == 0 {
                 cells.push(' ');
                 continue;
@@ -168,7 +169,8 @@ impl<'a> WeekView<'a> {
                 .max_by_key(|level| (open_by_level[*level], usize::MAX - level))
                 .unwrap_or(0);
             let letter = char::from(*LEVEL_LETTERS.get(level).unwrap_or(&b'*'));
-            cells.push(if open < length {
+            // Part of the half hour may lie outside the horizon: that part is not open either.
+            cells.push(if open < full_length {
                 letter.to_ascii_lowercase()
             } else {
                 letter
