@@ -176,7 +176,7 @@ fn capacities_beyond_letters_share_one_legend_line() {
 #[test]
 fn long_names_wrap_within_80_columns() {
     let mut text = String::from(
-        "project p \"P\" 2026-01-01 +1y\nresource r \"A resource name that is longer than eighty columns all by itself, with more\"\n",
+        "project p \"P\" 2026-01-01 +1y {\n  timezone \"America/Argentina/ComodRivadavia\"\n}\nresource r \"A resource name that is longer than eighty columns all by itself, with more\"\n",
     );
     for number in 0..4 {
         text.push_str(&format!(
@@ -188,7 +188,8 @@ fn long_names_wrap_within_80_columns() {
         &highway_ratelimit::schedule::ParseOptions::named("long.tjp"),
     )
     .unwrap();
-    let from = utc("2026-03-02T00:00:00Z");
+    // Midnight of 2 March in Argentina (UTC-3), whose zone name makes the horizon line long.
+    let from = utc("2026-03-02T03:00:00Z");
     let generated = AvailabilityReport::generate(&schedule, &options(None, from, 2)).unwrap();
     let view = WeekView::new(&generated.report, from)
         .describe_resource(&schedule, &schedule.resources[0])

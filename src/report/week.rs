@@ -190,12 +190,14 @@ impl fmt::Display for WeekView<'_> {
                 writeln!(f, "{line}")?;
             }
         }
-        writeln!(
-            f,
+        let horizon = format!(
             "{} to {}, local time in {zone}",
             show(self.from),
             show(report.valid_until)
-        )?;
+        );
+        for line in wrap(&horizon, MAX_WIDTH) {
+            writeln!(f, "{line}")?;
+        }
 
         let levels = self.levels();
         let first = local_date(self.from, zone);
