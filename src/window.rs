@@ -42,7 +42,8 @@ impl WindowKind {
         WindowKind::Month,
     ];
 
-    /// The name stored in the `window_type` column and used in messages: `minute` … `month`.
+    /// Returns the name stored in the `window_type` column and used in messages: `minute` …
+    /// `month`.
     pub const fn as_str(self) -> &'static str {
         match self {
             WindowKind::Minute => "minute",

@@ -10,12 +10,12 @@ use crate::clock::{Clock, SystemClock};
 use crate::policy::PolicySource;
 use crate::store::TokenStore;
 
-/// What the layer does with a call whose tool has no policy, neither the tenant's own nor the
+/// The decision for a call whose tool has no policy, neither the tenant's own nor the
 /// default tenant's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MissingPolicy {
     /// Reject the call with [`RejectionReason::NoPolicy`](super::RejectionReason::NoPolicy):
-    /// a tool nobody configured is most likely a mistake, and rejecting makes it visible at
+    /// a tool without any configured policy is most likely a mistake, and rejecting makes it visible at
     /// once.
     #[default]
     Reject,

@@ -15,7 +15,7 @@ use crate::window::WindowKind;
 /// tool failed.
 ///
 /// A circuit breaker stacked around the limiter should count only [`RateLimitError::Service`]
-/// as a failure: a rejection says nothing about the tool's health, and the tool was not called.
+/// as a failure: a rejection tells nothing about the tool's health, and the tool was not called.
 #[derive(Debug)]
 pub enum RateLimitError<E> {
     /// The limiter rejected the call; the tool was not called.
@@ -65,7 +65,7 @@ impl<E: Error + 'static> Error for RateLimitError<E> {
     }
 }
 
-/// A call the rate limiter rejected: why, for whom, and when to retry.
+/// A call the rate limiter rejected: the reason, the tenant and tool, and when to retry.
 #[derive(Debug, Clone)]
 pub struct Rejection {
     reason: RejectionReason,
@@ -110,7 +110,7 @@ impl Rejection {
     }
 
     /// Returns the earliest instant at which the same call can succeed, as far as the limiter
-    /// can tell; `None` when retrying cannot help or when no time is known.
+    /// can tell. Returns `None` when retrying cannot help or when no time is known.
     pub fn retry_at(&self) -> Option<DateTime<Utc>> {
         match &self.reason {
             RejectionReason::OutsideHours { next_allowed }
@@ -162,7 +162,7 @@ impl Error for Rejection {
     }
 }
 
-/// Why the rate limiter rejected a call.
+/// The reason the rate limiter rejected a call.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum RejectionReason {
@@ -215,7 +215,7 @@ pub enum RejectionReason {
     /// closed.
     #[error("the schedule's report expired and cannot be computed again: {message}")]
     ScheduleUnavailable {
-        /// Why the report could not be computed.
+        /// The reason the report could not be computed.
         message: Arc<str>,
     },
     /// No policy exists for the tool, and the layer rejects such calls.
@@ -229,7 +229,7 @@ pub enum RejectionReason {
 }
 
 impl RejectionReason {
-    /// A short name for logs and metric labels: `outside_hours`, `blocked_date`,
+    /// Returns a short name for logs and metric labels: `outside_hours`, `blocked_date`,
     /// `quota_exhausted`, `cost_exceeds_limit`, `store_unavailable`, `policy_unavailable`,
     /// `schedule_unavailable`, `no_policy` or `missing_identity`.
     pub fn as_str(&self) -> &'static str {

@@ -258,7 +258,7 @@ impl Limiter {
             .now_or_never()
             .unwrap_or_else(|| {
                 Err(StoreError::Unavailable(
-                    "the token store says it is immediate but did not finish on its first poll"
+                    "the token store reports itself immediate but did not finish on its first poll"
                         .into(),
                 ))
             });

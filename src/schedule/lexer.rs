@@ -201,7 +201,7 @@ pub(crate) const CUT_MARK: &str = "-8<-";
 /// Closes a cut string: `->8-` at the start of a line, after optional indentation.
 const CUT_END: &str = "->8-";
 
-/// Why a cut string could not be read.
+/// The reason a cut string could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CutError {
     /// Text follows `-8<-` on its line.

@@ -1,4 +1,4 @@
-//! The typed model of a schedule: what a `.tjp` file says about when resources work and how much
+//! The typed model of a schedule: what a `.tjp` file states about when resources work and how much
 //! they may be used. Inheritance is already resolved: a resource carries the working hours, leaves,
 //! shift assignments and limits that apply to it, whether written on it, on a parent resource or
 //! globally.
@@ -62,7 +62,7 @@ pub struct Project {
     pub yearly_working_days: f64,
     /// The project's working hours, the default for resources and shifts.
     pub working_hours: WorkingHours,
-    /// Where the `project` keyword stands.
+    /// The location of the `project` keyword.
     pub location: Location,
 }
 
@@ -155,7 +155,7 @@ pub struct Leave {
     pub name: Option<String>,
     /// The time off.
     pub interval: Interval,
-    /// Where the statement stands.
+    /// The location of the statement.
     pub location: Location,
 }
 
@@ -176,7 +176,7 @@ pub struct Shift {
     pub replace: bool,
     /// The shift's `timezone`, when set.
     pub timezone: Option<Tz>,
-    /// Where the `shift` keyword stands.
+    /// The location of the `shift` keyword.
     pub location: Location,
 }
 
@@ -188,7 +188,7 @@ pub struct ShiftAssignment {
     pub shift: String,
     /// When it is in force; the project's time frame when none is written.
     pub interval: Interval,
-    /// Where the assignment stands.
+    /// The location of the assignment.
     pub location: Location,
 }
 
@@ -215,14 +215,14 @@ pub struct Resource {
     /// The limits in force for the resource: its own, or else those inherited from its parent or
     /// the global `limits`.
     pub limits: Vec<Limit>,
-    /// Where the `resource` keyword stands.
+    /// The location of the `resource` keyword.
     pub location: Location,
 }
 
 /// A limit on the number of calls (or cost units) in one window kind.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limit {
-    /// Which window the limit counts in.
+    /// The kind of window the limit counts in.
     pub kind: LimitKind,
     /// The maximum number of calls or cost units in one window.
     pub value: u64,
@@ -234,7 +234,7 @@ pub struct Limit {
     pub hours: Vec<TimeRange>,
     /// `resources ID, …`: the limit applies only to these resources; empty for every resource.
     pub resources: Vec<String>,
-    /// Where the limit stands.
+    /// The location of the limit.
     pub location: Location,
 }
 
@@ -262,7 +262,7 @@ pub enum LimitKind {
 }
 
 impl LimitKind {
-    /// The window a limit of this kind counts in.
+    /// Returns the window kind a limit of this kind counts in.
     pub fn window(self) -> crate::window::WindowKind {
         use crate::window::WindowKind;
         match self {

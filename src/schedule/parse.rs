@@ -9,7 +9,7 @@ use super::lexer::{self, Token};
 use super::source::{self, Expansion};
 use super::{Diagnostic, Location, Schedule, ScheduleError, build, grammar};
 
-/// Where a schedule's text comes from, for messages and for resolving `include`.
+/// The origin of a schedule's text, for messages and for resolving `include`.
 #[derive(Debug, Clone, Default)]
 pub struct ParseOptions {
     /// The name printed in `FILE:LINE:COL` messages.

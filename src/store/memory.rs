@@ -48,7 +48,7 @@ use futures_util::future::{self, BoxFuture};
 use super::{ConsumeRequest, Decision, ScopeKey, StoreError, TokenStore, WindowUsage};
 use crate::window::{Window, WindowKind};
 
-/// The fewest new keys between two sweeps of expired keys.
+/// The minimum number of new keys between two sweeps of expired keys.
 const MIN_SWEEP_INTERVAL: usize = 4096;
 
 /// A token store in process memory.
@@ -92,7 +92,7 @@ impl MemoryStore {
         self.keys.len()
     }
 
-    /// Returns whether the store holds no scope key.
+    /// Returns whether the store contains no scope key.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
@@ -184,7 +184,7 @@ impl KeyCounters {
         }
     }
 
-    /// Returns the end of the latest window that still holds a count.
+    /// Returns the end of the latest window that still contains a count.
     fn last_end(&self) -> Option<DateTime<Utc>> {
         self.slots
             .iter()

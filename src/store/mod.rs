@@ -64,7 +64,7 @@ pub struct ConsumeRequest<'a> {
 pub struct WindowUsage {
     /// The window kind.
     pub kind: WindowKind,
-    /// The most units the window allows.
+    /// The maximum number of units the window allows.
     pub limit: u64,
     /// The units still available in the window after the decision.
     pub remaining: u64,
@@ -124,7 +124,7 @@ pub enum StoreError {
     /// A cost of 0 was requested.
     #[error("invalid cost 0: a call costs at least 1 unit")]
     ZeroCost,
-    /// The store did not answer within its timeout.
+    /// The store did not respond within its timeout.
     #[error("token store timed out after {0:?}")]
     Timeout(Duration),
     /// The store could not be reached or failed.

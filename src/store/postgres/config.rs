@@ -95,7 +95,7 @@ impl PostgresConfig {
 
     /// Sets the limit on a whole call, from waiting for a pooled connection to reading the
     /// result. A call that runs longer returns [`StoreError::Timeout`](crate::store::StoreError),
-    /// even when the database does not answer at all.
+    /// even when the database does not respond at all.
     pub fn call_timeout(mut self, timeout: Duration) -> Self {
         self.call_timeout = timeout;
         self
