@@ -31,12 +31,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chrono::Weekday;
 use chrono_tz::Tz;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::Pool;
 use highway_ratelimit::report::Capacity;
 use highway_ratelimit::store::lease::{LeaseConfig, LeasedStore};
 use highway_ratelimit::store::postgres::{PostgresConfig, PostgresStore};
 use highway_ratelimit::store::{ConsumeRequest, ScopeKey, TokenStore};
-use tokio_postgres::NoTls;
+
+#[path = "support/postgres.rs"]
+mod postgres;
+use postgres::{connect, original_pool, with_database};
 
 const PROCESSES: usize = 4;
 const CLIENTS: [usize; 2] = [16, 64];
@@ -174,7 +177,7 @@ async fn worker(contender_name: &str) {
                 PostgresStore::new(config).expect("valid connection string"),
             ))
         }
-        _ => Contender::Original(seed_pool(&url, tasks)),
+        _ => Contender::Original(original_pool(&url, tasks)),
     };
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -287,48 +290,6 @@ async fn counters(client: &tokio_postgres::Client, schema: &str) -> [i64; 3] {
     );
     let row = client.query_one(&query, &[]).await.expect("counters read");
     [row.get(0), row.get(1), row.get(2)]
-}
-
-fn seed_pool(url: &str, size: usize) -> Pool {
-    let mut config: tokio_postgres::Config = url.parse().expect("valid connection string");
-    // The original function names its table without a schema.
-    config.options("-c search_path=seed");
-    let manager = Manager::from_config(
-        config,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    Pool::builder(manager)
-        .max_size(size)
-        .runtime(Runtime::Tokio1)
-        .build()
-        .expect("pool builds")
-}
-
-async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
-        .await
-        .unwrap_or_else(|error| {
-            panic!("could not connect to {url}: {error}; set DATABASE_URL to a PostgreSQL server")
-        });
-    tokio::spawn(connection);
-    client
-}
-
-fn with_database(url: &str, database: &str) -> String {
-    match url.rfind('/') {
-        Some(slash) if url.contains("://") && slash > url.find("://").unwrap_or(0) + 2 => {
-            let query = url[slash..]
-                .find('?')
-                .map(|index| &url[slash + index..])
-                .unwrap_or("");
-            format!("{}/{database}{query}", &url[..slash])
-        }
-        _ if url.contains("://") => format!("{url}/{database}"),
-        _ => format!("{url} dbname={database}"),
-    }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

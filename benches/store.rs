@@ -22,11 +22,14 @@ use std::time::{Duration, Instant};
 
 use chrono::Weekday;
 use chrono_tz::Tz;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::Pool;
 use highway_ratelimit::report::Capacity;
 use highway_ratelimit::store::postgres::{PostgresConfig, PostgresStore};
 use highway_ratelimit::store::{ConsumeRequest, ScopeKey, TokenStore};
-use tokio_postgres::NoTls;
+
+#[path = "support/postgres.rs"]
+mod postgres;
+use postgres::{connect, original_pool, with_database};
 
 const CONCURRENCY: [usize; 4] = [1, 4, 16, 64];
 const SPREAD_KEYS: u64 = 10_000;
@@ -164,48 +167,6 @@ async fn measure(contender: &Contender, keys: Keys, clients: usize, seconds: f64
     (calls.load(Ordering::Relaxed), elapsed)
 }
 
-fn seed_pool(url: &str, size: usize) -> Pool {
-    let mut config: tokio_postgres::Config = url.parse().expect("valid connection string");
-    // The original function names its table without a schema.
-    config.options("-c search_path=seed");
-    let manager = Manager::from_config(
-        config,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    Pool::builder(manager)
-        .max_size(size)
-        .runtime(Runtime::Tokio1)
-        .build()
-        .expect("pool builds")
-}
-
-async fn admin_client(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
-        .await
-        .unwrap_or_else(|error| {
-            panic!("could not connect to {url}: {error}; set DATABASE_URL to a PostgreSQL server")
-        });
-    tokio::spawn(connection);
-    client
-}
-
-fn with_database(url: &str, database: &str) -> String {
-    match url.rfind('/') {
-        Some(slash) if url.contains("://") && slash > url.find("://").unwrap_or(0) + 2 => {
-            let query = url[slash..]
-                .find('?')
-                .map(|index| &url[slash + index..])
-                .unwrap_or("");
-            format!("{}/{database}{query}", &url[..slash])
-        }
-        _ if url.contains("://") => format!("{url}/{database}"),
-        _ => format!("{url} dbname={database}"),
-    }
-}
-
 async fn truncate(client: &tokio_postgres::Client) {
     client
         .batch_execute(
@@ -229,13 +190,13 @@ async fn main() {
         .unwrap_or(3.0);
 
     let database = format!("highway_bench_{}", std::process::id());
-    let admin = admin_client(&admin_url).await;
+    let admin = connect(&admin_url).await;
     admin
         .batch_execute(&format!("CREATE DATABASE {database}"))
         .await
         .expect("CREATE DATABASE succeeds");
     let url = with_database(&admin_url, &database);
-    let client = admin_client(&url).await;
+    let client = connect(&url).await;
     let version: String = client
         .query_one("SHOW server_version", &[])
         .await
@@ -292,7 +253,7 @@ async fn main() {
                             measured
                         }
                         _ => {
-                            let pool = seed_pool(&url, clients);
+                            let pool = original_pool(&url, clients);
                             let measured = measure(
                                 &Contender::Original(pool.clone()),
                                 keys,
