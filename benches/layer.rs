@@ -104,6 +104,20 @@ fn keyed_checks(c: &mut Criterion) {
             black_box(store.consume(request).now_or_never())
         })
     });
+    // The synchronous path the layer takes with an in-process store: no future, no allocation.
+    group.bench_function("memory_store_minute_now", |b| {
+        b.iter(|| {
+            let request = ConsumeRequest {
+                key: black_box(&scope),
+                cost: 1,
+                capacity: &capacity,
+                timezone: chrono_tz::UTC,
+                week_start: Weekday::Mon,
+                at: None,
+            };
+            black_box(store.consume_now(request))
+        })
+    });
     group.finish();
 }
 

@@ -19,10 +19,12 @@
 //! # }
 //! ```
 
+use std::cell::Cell;
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 
 /// A source of the current instant.
 pub trait Clock: Debug + Send + Sync + 'static {
@@ -40,12 +42,46 @@ pub trait Clock: Debug + Send + Sync + 'static {
 }
 
 /// The system's wall clock.
+///
+/// Each thread reads the wall clock at most every [`SystemClock::RESYNC`] and, in between, adds
+/// the time elapsed on the processor's time-stamp counter (through [`quanta`]) to its last
+/// reading. A call then costs a counter read instead of a system call and a calendar conversion,
+/// and the instant stays within microseconds of the wall clock. A step of the wall clock (a
+/// manual change, a time synchronisation) shows within [`SystemClock::RESYNC`]. Where the
+/// processor has no reliable counter, quanta reads the monotonic clock instead.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 
+impl SystemClock {
+    /// How long a thread adds counter time to its last reading of the wall clock before it
+    /// reads the wall clock again.
+    pub const RESYNC: Duration = Duration::from_millis(100);
+}
+
+thread_local! {
+    /// This thread's last reading of the wall clock, with the counter instant of the reading.
+    static WALL_READING: Cell<Option<(quanta::Instant, DateTime<Utc>)>> = const { Cell::new(None) };
+}
+
 impl Clock for SystemClock {
+    #[inline]
     fn now(&self) -> DateTime<Utc> {
-        Utc::now()
+        let counter = quanta::Instant::now();
+        WALL_READING.with(|reading| {
+            if let Some((read_at, wall)) = reading.get() {
+                let since = counter.saturating_duration_since(read_at);
+                if since < Self::RESYNC {
+                    // Below RESYNC the nanoseconds fit an i64 and the sum a DateTime.
+                    let since = TimeDelta::nanoseconds(since.as_nanos() as i64);
+                    if let Some(now) = wall.checked_add_signed(since) {
+                        return now;
+                    }
+                }
+            }
+            let wall = Utc::now();
+            reading.set(Some((counter, wall)));
+            wall
+        })
     }
 
     fn store_instant(&self, _now: DateTime<Utc>) -> Option<DateTime<Utc>> {
@@ -128,5 +164,46 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
         *self.now.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads across several resynchronisations: every instant lies between two readings of the
+    /// wall clock taken around it, give or take a millisecond of counter drift.
+    #[test]
+    fn system_clock_follows_the_wall_clock() {
+        let tolerance = TimeDelta::milliseconds(1);
+        let started = std::time::Instant::now();
+        let mut reads = 0;
+        while started.elapsed() < SystemClock::RESYNC * 4 {
+            let before = Utc::now();
+            let now = SystemClock.now();
+            let after = Utc::now();
+            assert!(
+                before - tolerance <= now && now <= after + tolerance,
+                "{now} is not between {before} and {after}"
+            );
+            reads += 1;
+            if reads % 64 == 0 {
+                std::thread::sleep(Duration::from_millis(3));
+            }
+        }
+        assert!(reads > 100, "only {reads} readings");
+    }
+
+    #[test]
+    fn each_thread_reads_the_wall_clock_itself() {
+        let main = SystemClock.now();
+        let other = std::thread::spawn(|| SystemClock.now())
+            .join()
+            .expect("the thread reads the clock");
+        assert!(
+            other >= main - TimeDelta::milliseconds(1),
+            "{other} < {main}"
+        );
+        assert!((other - Utc::now()).abs() < TimeDelta::milliseconds(50));
     }
 }

@@ -402,6 +402,52 @@ async fn invalidate_applies_policy_change_at_once() {
     rejection(call(&mut service, request("acme")).await);
 }
 
+#[tokio::test(start_paused = true)]
+async fn alternating_tenants_each_get_their_policy() {
+    let policies = StaticPolicies::new()
+        .with(Policy::new("default", TOOL, per_minute(2)))
+        .with(Policy::new("acme", TOOL, per_minute(1)));
+    let layer = layer_with(policies);
+    let mut service = tower::Layer::layer(&layer, Tool::default().service());
+
+    call(&mut service, request("acme")).await.unwrap();
+    call(&mut service, request("globex")).await.unwrap();
+    rejection(call(&mut service, request("acme")).await);
+    call(&mut service, request("globex")).await.unwrap();
+    let acme = rejection(call(&mut service, request("acme")).await);
+    let globex = rejection(call(&mut service, request("globex")).await);
+
+    assert_eq!(acme.tenant(), Some("acme"));
+    assert_eq!(globex.tenant(), Some("globex"));
+}
+
+/// The cache's time to live runs on the real clock, so this test does not pause tokio's time.
+#[tokio::test]
+async fn policy_change_applies_after_cache_ttl_without_invalidation() {
+    let ttl = Duration::from_millis(150);
+    let policies =
+        Arc::new(StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(1))));
+    let layer = RateLimitLayer::builder(policies.clone(), Arc::new(MemoryStore::new()))
+        .tool(TOOL)
+        .clock(highway_ratelimit::clock::ManualClock::starting_at(
+            monday_ten(),
+        ))
+        .cache_ttl(ttl)
+        .build();
+    let mut service = tower::Layer::layer(&layer, Tool::default().service());
+
+    call(&mut service, request("acme")).await.unwrap();
+    policies.insert(Policy::new("default", TOOL, per_minute(3)));
+    // Within the time to live the policy read first still applies, to this service and a clone.
+    rejection(call(&mut service, request("acme")).await);
+    rejection(call(&mut service.clone(), request("acme")).await);
+
+    tokio::time::sleep(ttl * 2).await;
+    call(&mut service, request("acme")).await.unwrap();
+    call(&mut service, request("acme")).await.unwrap();
+    rejection(call(&mut service, request("acme")).await);
+}
+
 /// Builds a report for Monday 2 March 2026 to Monday 9 March: 09:00–17:00 UTC on working days,
 /// with Wednesday 4 March blocked, 2 calls per hour inside the windows.
 fn office_hours_report(valid_until: DateTime<Utc>) -> AvailabilityReport {

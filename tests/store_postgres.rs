@@ -10,7 +10,9 @@ use chrono::{DateTime, TimeZone, Utc, Weekday};
 use chrono_tz::Tz;
 use highway_ratelimit::report::Capacity;
 use highway_ratelimit::store::postgres::{PostgresConfig, PostgresStore};
-use highway_ratelimit::store::{ConsumeRequest, Decision, ScopeKey, StoreError, TokenStore};
+use highway_ratelimit::store::{
+    ConsumeRequest, Decision, ScopeKey, StoreError, TokenStore, Windows,
+};
 use highway_ratelimit::window::WindowKind;
 
 use common::TestDatabase;
@@ -353,7 +355,7 @@ async fn unlimited_capacity_admits_without_windows() {
     assert_eq!(
         decision,
         Decision::Admitted {
-            windows: Vec::new()
+            windows: Windows::new()
         }
     );
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDate, Utc};
 
 use super::identity::IdentityError;
-use crate::store::{StoreError, WindowUsage};
+use crate::store::{StoreError, WindowUsage, Windows};
 use crate::window::WindowKind;
 
 /// The error of a [`RateLimit`](super::RateLimit) service: the limiter rejected the call, or the
@@ -68,7 +68,9 @@ impl<E: Error + 'static> Error for RateLimitError<E> {
 /// A call the rate limiter rejected: the reason, the tenant and tool, and when to retry.
 #[derive(Debug, Clone)]
 pub struct Rejection {
-    reason: RejectionReason,
+    /// Boxed, so that the outcome of an admitted call, which has the size of the larger of
+    /// admission and rejection, stays small to move.
+    reason: Box<RejectionReason>,
     tenant: Option<Arc<str>>,
     tool: Option<Arc<str>>,
     decided_at: DateTime<Utc>,
@@ -82,7 +84,7 @@ impl Rejection {
         decided_at: DateTime<Utc>,
     ) -> Self {
         Rejection {
-            reason,
+            reason: Box::new(reason),
             tenant,
             tool,
             decided_at,
@@ -112,7 +114,7 @@ impl Rejection {
     /// Returns the earliest instant at which the same call can succeed, as far as the limiter
     /// can tell. Returns `None` when retrying cannot help or when no time is known.
     pub fn retry_at(&self) -> Option<DateTime<Utc>> {
-        match &self.reason {
+        match &*self.reason {
             RejectionReason::OutsideHours { next_allowed }
             | RejectionReason::BlockedDate { next_allowed, .. } => *next_allowed,
             RejectionReason::QuotaExhausted { retry_at, .. } => Some(*retry_at),
@@ -130,7 +132,7 @@ impl Rejection {
     /// the policy source, the schedule) is unavailable, rather than because of a limit.
     pub fn is_unavailable(&self) -> bool {
         matches!(
-            self.reason,
+            *self.reason,
             RejectionReason::StoreUnavailable(_)
                 | RejectionReason::PolicyUnavailable(_)
                 | RejectionReason::ScheduleUnavailable { .. }
@@ -153,7 +155,7 @@ impl fmt::Display for Rejection {
 
 impl Error for Rejection {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
-        match &self.reason {
+        match &*self.reason {
             RejectionReason::StoreUnavailable(error)
             | RejectionReason::PolicyUnavailable(error) => Some(&**error),
             RejectionReason::MissingIdentity(error) => Some(error),
@@ -191,7 +193,7 @@ pub enum RejectionReason {
         /// the start of the next allowed window after the reset.
         retry_at: DateTime<Utc>,
         /// Every limited window, shortest first, as the store left them.
-        windows: Vec<WindowUsage>,
+        windows: Windows,
     },
     /// The call's cost is larger than a window's whole limit, so it can never succeed.
     #[error(

@@ -30,8 +30,9 @@ pin_project! {
         // The limiter is deciding; `service` is ready and `request` waits for the decision.
         Checking {
             check: BoxFuture<'static, Result<Admission, Rejection>>,
-            service: Option<S>,
-            request: Option<Request>,
+            // Boxed with the check, so that a call admitted at once, which never checks in its
+            // future, does not carry and move the request's size.
+            call: Option<Box<(S, Request)>>,
         },
         // The call was admitted and the inner service is answering.
         Calling {
@@ -58,8 +59,7 @@ where
         ResponseFuture {
             state: State::Checking {
                 check,
-                service: Some(service),
-                request: Some(request),
+                call: Some(Box::new((service, request))),
             },
         }
     }
@@ -101,11 +101,7 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Checking {
-                    check,
-                    service,
-                    request,
-                } => {
+                StateProj::Checking { check, call } => {
                     let admission = match ready!(check.as_mut().poll(cx)) {
                         Ok(admission) => admission,
                         Err(rejection) => {
@@ -113,12 +109,9 @@ where
                             return Poll::Ready(Err(RateLimitError::Rejected(rejection)));
                         }
                     };
-                    let mut service = service
+                    let (mut service, request) = *call
                         .take()
-                        .expect("the inner service is taken only once, when admitted");
-                    let request = request
-                        .take()
-                        .expect("the request is taken only once, when admitted");
+                        .expect("the inner service is called only once, when admitted");
                     let future = service.call(request);
                     this.state.set(State::Calling {
                         future,

@@ -131,6 +131,35 @@ impl Caller {
         extensions: &Extensions,
         fixed_tool: Option<&ToolName>,
     ) -> Result<Caller, IdentityError> {
+        CallerRef::from_extensions(extensions, fixed_tool).map(|caller| caller.to_owned())
+    }
+
+    /// Borrows the caller's ids.
+    pub(crate) fn as_ref(&self) -> CallerRef<'_> {
+        CallerRef {
+            tenant: &self.tenant,
+            workflow_run: self.workflow_run.as_ref(),
+            tool: &self.tool,
+            cost: self.cost,
+        }
+    }
+}
+
+/// A [`Caller`] whose ids are borrowed from the request: what a call decided at once needs,
+/// without touching the ids' reference counts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CallerRef<'a> {
+    pub(crate) tenant: &'a TenantId,
+    pub(crate) workflow_run: Option<&'a WorkflowRunId>,
+    pub(crate) tool: &'a ToolName,
+    pub(crate) cost: Cost,
+}
+
+impl<'a> CallerRef<'a> {
+    pub(crate) fn from_extensions(
+        extensions: &'a Extensions,
+        fixed_tool: Option<&'a ToolName>,
+    ) -> Result<CallerRef<'a>, IdentityError> {
         let tenant = extensions
             .get::<TenantId>()
             .ok_or(IdentityError::MissingTenant)?;
@@ -141,12 +170,21 @@ impl Caller {
                 .ok_or(IdentityError::MissingTool)?,
         };
 
-        Ok(Caller {
-            tenant: tenant.clone(),
-            workflow_run: extensions.get::<WorkflowRunId>().cloned(),
-            tool: tool.clone(),
+        Ok(CallerRef {
+            tenant,
+            workflow_run: extensions.get::<WorkflowRunId>(),
+            tool,
             cost: extensions.get::<Cost>().copied().unwrap_or_default(),
         })
+    }
+
+    pub(crate) fn to_owned(self) -> Caller {
+        Caller {
+            tenant: self.tenant.clone(),
+            workflow_run: self.workflow_run.cloned(),
+            tool: self.tool.clone(),
+            cost: self.cost,
+        }
     }
 }
 

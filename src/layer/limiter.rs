@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc, Weekday};
 use chrono_tz::Tz;
@@ -11,13 +12,13 @@ use moka::sync::Cache;
 
 use super::config::{MissingPolicy, Settings};
 use super::error::{Rejection, RejectionReason};
-use super::identity::{Caller, IdentityError};
+use super::identity::{Caller, CallerRef, IdentityError};
 use super::key::scope_key;
 use crate::clock::Clock;
 use crate::policy::{Policy, PolicySchedule, PolicySource, Scope};
 use crate::report::{AvailabilityReport, Capacity, Closed, ReportOptions};
 use crate::schedule::{ParseOptions, Schedule};
-use crate::store::{ConsumeRequest, Decision, ScopeKey, StoreError, TokenStore, WindowUsage};
+use crate::store::{ConsumeRequest, Decision, ScopeKey, StoreError, TokenStore, Windows};
 
 /// A policy with what can be computed from it once: the key of its calls when that does not
 /// depend on the workflow run.
@@ -30,6 +31,48 @@ pub(crate) struct ResolvedPolicy {
 /// A tenant and tool, the key of every cache.
 type CacheKey = (Arc<str>, Arc<str>);
 
+/// A policy in the shared cache (`None`: the source has none for the tenant and tool), with
+/// when it was read.
+#[derive(Debug, Clone)]
+struct CachedPolicy {
+    policy: Option<Arc<ResolvedPolicy>>,
+    read_at: quanta::Instant,
+}
+
+impl CachedPolicy {
+    fn read_now(policy: Option<Arc<ResolvedPolicy>>) -> Self {
+        CachedPolicy {
+            policy,
+            read_at: quanta::Instant::now(),
+        }
+    }
+}
+
+/// The policy a service used last, so that a run of calls for one tenant and tool skips the
+/// shared cache's lookup and its bookkeeping. Each service (each clone) has its own.
+///
+/// The memo is used only while the limiter's generation is the one it was read in, so no
+/// invalidation happened since. It expires when the cache's time to live has passed since the
+/// policy was read from its source, so it never keeps a policy longer than the shared cache.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PolicyMemo {
+    entry: Option<MemoEntry>,
+}
+
+#[derive(Debug, Clone)]
+struct MemoEntry {
+    key: CacheKey,
+    generation: u64,
+    /// `None` when the time to live is too long to add to an instant.
+    fresh_until: Option<quanta::Instant>,
+    policy: Option<Arc<ResolvedPolicy>>,
+}
+
+/// Returns whether two ids are the same text, comparing their pointers first.
+fn same_id(left: &Arc<str>, right: &Arc<str>) -> bool {
+    Arc::ptr_eq(left, right) || **left == **right
+}
+
 /// A report computed again after the policy's own expired, or why that failed.
 type RenderedReport = Result<Arc<AvailabilityReport>, Arc<str>>;
 
@@ -37,7 +80,7 @@ type RenderedReport = Result<Arc<AvailabilityReport>, Arc<str>>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
     /// The call was charged; every limited window after the charge, shortest first.
-    Counted(Vec<WindowUsage>),
+    Counted(Windows),
     /// The call was admitted without counting: no policy and [`MissingPolicy::Admit`], a
     /// disabled policy, or an unlimited capacity.
     Uncounted,
@@ -52,7 +95,10 @@ pub(crate) struct Limiter {
     pub(crate) settings: Settings,
     /// Whether the store finishes on its first poll, which allows [`Limiter::check_now`].
     store_is_immediate: bool,
-    policy_cache: Cache<CacheKey, Option<Arc<ResolvedPolicy>>, RandomState>,
+    policy_cache: Cache<CacheKey, CachedPolicy, RandomState>,
+    /// Grows at every invalidation, after the caches dropped their entries: a service's memo
+    /// read in an earlier generation is stale.
+    generation: AtomicU64,
     /// The last policy read for each tenant and tool, kept past the cache's time to live: what
     /// calls use while the policy source fails, so that a fail-open policy stays open during an
     /// outage longer than the time to live.
@@ -97,6 +143,7 @@ impl Limiter {
             clock,
             settings,
             policy_cache,
+            generation: AtomicU64::new(0),
             last_known,
             report_cache,
         }
@@ -116,12 +163,14 @@ impl Limiter {
             self.policy_cache.invalidate(&(tenant.into(), tool.into()));
         }
         self.report_cache.invalidate(&(tenant.into(), tool.into()));
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     pub(crate) fn invalidate_all(&self) {
         tracing::debug!("every cached rate limit policy invalidated");
         self.policy_cache.invalidate_all();
         self.report_cache.invalidate_all();
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Checks a call and charges it; in wait mode, sleeps once until the retry time when it is
@@ -155,12 +204,17 @@ impl Limiter {
     /// Checks a call and charges it without waiting, when all it needs is at hand: an
     /// immediate store, a cached policy and, for a scheduled policy, a valid report. Returns
     /// `None`, having charged nothing, when the call needs [`check`](Self::check).
-    pub(crate) fn check_now(&self, caller: &Caller) -> Option<Result<Admission, Rejection>> {
+    #[inline]
+    pub(crate) fn check_now(
+        &self,
+        caller: CallerRef<'_>,
+        memo: &mut PolicyMemo,
+    ) -> Option<Result<Admission, Rejection>> {
         if !self.store_is_immediate {
             return None;
         }
         let started = quanta::Instant::now();
-        let cached = self.policy_cache.get(&cache_key(caller))?;
+        let cached = self.memoized_policy(caller, memo, started)?;
         let now = self.clock.now();
 
         let result = match cached {
@@ -168,11 +222,42 @@ impl Limiter {
             Some(resolved) if !resolved.policy.enabled => Ok(Admission::Uncounted),
             Some(resolved) => {
                 let calendar = ready_calendar(&resolved.policy, now)?;
-                self.charge_now(caller, &resolved, &calendar, now)
+                self.charge_now(caller, resolved, &calendar, now)
             }
         };
         record(&result, started);
         Some(result)
+    }
+
+    /// Returns the caller's policy from the service's memo when it is still fresh, or else from
+    /// the shared cache and remembers it in the memo. `None` when the cache does not contain it.
+    #[inline]
+    fn memoized_policy<'m>(
+        &self,
+        caller: CallerRef<'_>,
+        memo: &'m mut PolicyMemo,
+        at: quanta::Instant,
+    ) -> Option<&'m Option<Arc<ResolvedPolicy>>> {
+        // Read before the cache, so that an invalidation racing with this call leaves a memo
+        // that the next call finds stale.
+        let generation = self.generation.load(Ordering::Acquire);
+        let fresh = memo.entry.as_ref().is_some_and(|entry| {
+            entry.generation == generation
+                && entry.fresh_until.is_none_or(|until| at < until)
+                && same_id(&entry.key.0, caller.tenant.shared())
+                && same_id(&entry.key.1, caller.tool.shared())
+        });
+        if !fresh {
+            let key = cache_key(caller);
+            let cached = self.policy_cache.get(&key)?;
+            memo.entry = Some(MemoEntry {
+                key,
+                generation,
+                fresh_until: cached.read_at.checked_add(self.settings.cache_ttl),
+                policy: cached.policy,
+            });
+        }
+        memo.entry.as_ref().map(|entry| &entry.policy)
     }
 
     /// Returns the current instant by the layer's clock.
@@ -188,8 +273,9 @@ impl Limiter {
         rejection.retry_after().is_some_and(|wait| wait <= max_wait)
     }
 
-    async fn decide(&self, caller: &Caller, now: DateTime<Utc>) -> Result<Admission, Rejection> {
-        let resolved = match self.resolve(caller).await {
+    async fn decide(&self, owned: &Caller, now: DateTime<Utc>) -> Result<Admission, Rejection> {
+        let caller = owned.as_ref();
+        let resolved = match self.resolve(owned).await {
             Ok(Some(resolved)) => resolved,
             Ok(None) => return self.without_policy(caller, now),
             Err(error) => {
@@ -240,9 +326,10 @@ impl Limiter {
     }
 
     /// Charges a call to an immediate store, on the calling thread.
+    #[inline]
     fn charge_now(
         &self,
-        caller: &Caller,
+        caller: CallerRef<'_>,
         resolved: &ResolvedPolicy,
         calendar: &Calendar,
         now: DateTime<Utc>,
@@ -252,22 +339,19 @@ impl Limiter {
         }
         let key = call_key(caller, resolved, now)?;
         let request = self.consume_request(caller, &key, calendar, now);
-        let outcome = self
-            .store
-            .consume(request)
-            .now_or_never()
-            .unwrap_or_else(|| {
-                Err(StoreError::Unavailable(
-                    "the token store reports itself immediate but did not finish on its first poll"
-                        .into(),
-                ))
-            });
+        let outcome = self.store.consume_now(request).unwrap_or_else(|| {
+            Err(StoreError::Unavailable(
+                "the token store reports itself immediate but did not decide on the calling thread"
+                    .into(),
+            ))
+        });
         self.conclude(outcome, caller, &resolved.policy, &key, now)
     }
 
+    #[inline]
     fn consume_request<'a>(
         &self,
-        caller: &Caller,
+        caller: CallerRef<'_>,
         key: &'a ScopeKey,
         calendar: &'a Calendar,
         now: DateTime<Utc>,
@@ -289,7 +373,11 @@ impl Limiter {
     }
 
     /// Returns the outcome of a call for which no policy exists.
-    fn without_policy(&self, caller: &Caller, now: DateTime<Utc>) -> Result<Admission, Rejection> {
+    fn without_policy(
+        &self,
+        caller: CallerRef<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Admission, Rejection> {
         match self.settings.missing_policy {
             MissingPolicy::Admit => Ok(Admission::Uncounted),
             MissingPolicy::Reject => Err(rejection(caller, now, RejectionReason::NoPolicy)),
@@ -300,7 +388,7 @@ impl Limiter {
     fn conclude(
         &self,
         outcome: Result<Decision, StoreError>,
-        caller: &Caller,
+        caller: CallerRef<'_>,
         policy: &Policy,
         key: &ScopeKey,
         now: DateTime<Utc>,
@@ -361,9 +449,9 @@ impl Limiter {
         &self,
         caller: &Caller,
     ) -> Result<Option<Arc<ResolvedPolicy>>, Arc<StoreError>> {
-        let cache_key = cache_key(caller);
+        let cache_key = cache_key(caller.as_ref());
         if let Some(cached) = self.policy_cache.get(&cache_key) {
-            return Ok(cached);
+            return Ok(cached.policy);
         }
 
         // Boxed because a miss is rare and its future is large. Concurrent misses may each read
@@ -377,12 +465,13 @@ impl Limiter {
                 // Cached again for a time to live, so that only one call per time to live waits
                 // for the failing source.
                 tracing::warn!(tenant = %caller.tenant, tool = %caller.tool, %error, "cannot read the rate limit policy; applying the last one read");
-                self.policy_cache.insert(cache_key, last.clone());
+                self.policy_cache
+                    .insert(cache_key, CachedPolicy::read_now(last.clone()));
                 return Ok(last);
             }
         };
         self.policy_cache
-            .insert(cache_key.clone(), resolved.clone());
+            .insert(cache_key.clone(), CachedPolicy::read_now(resolved.clone()));
         self.last_known.insert(cache_key, resolved.clone());
         Ok(resolved)
     }
@@ -508,11 +597,11 @@ fn record(result: &Result<Admission, Rejection>, started: quanta::Instant) {
     }
 }
 
-fn cache_key(caller: &Caller) -> CacheKey {
+fn cache_key(caller: CallerRef<'_>) -> CacheKey {
     (caller.tenant.shared().clone(), caller.tool.shared().clone())
 }
 
-fn rejection(caller: &Caller, now: DateTime<Utc>, reason: RejectionReason) -> Rejection {
+fn rejection(caller: CallerRef<'_>, now: DateTime<Utc>, reason: RejectionReason) -> Rejection {
     Rejection::new(
         reason,
         Some(caller.tenant.shared().clone()),
@@ -523,14 +612,14 @@ fn rejection(caller: &Caller, now: DateTime<Utc>, reason: RejectionReason) -> Re
 
 /// Returns the key a call is charged to: the policy's, or the caller's workflow run's.
 fn call_key<'r>(
-    caller: &Caller,
+    caller: CallerRef<'_>,
     resolved: &'r ResolvedPolicy,
     now: DateTime<Utc>,
 ) -> Result<Cow<'r, ScopeKey>, Rejection> {
     if let Some(key) = &resolved.key {
         return Ok(Cow::Borrowed(key));
     }
-    let run = caller.workflow_run.as_ref().map(|run| run.as_str());
+    let run = caller.workflow_run.map(|run| run.as_str());
     scope_key(&resolved.policy, caller.tenant.as_str(), run)
         .map(Cow::Owned)
         .ok_or_else(|| {

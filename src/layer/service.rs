@@ -6,8 +6,8 @@ use tracing::Instrument;
 
 use super::error::{RateLimitError, Rejection, RejectionReason};
 use super::future::ResponseFuture;
-use super::identity::{Caller, CallerIdentity};
-use super::limiter::Limiter;
+use super::identity::{CallerIdentity, CallerRef};
+use super::limiter::{Limiter, PolicyMemo};
 
 /// Rate-limits the calls to an inner service.
 ///
@@ -16,11 +16,16 @@ use super::limiter::Limiter;
 pub struct RateLimit<S> {
     inner: S,
     limiter: Arc<Limiter>,
+    memo: PolicyMemo,
 }
 
 impl<S> RateLimit<S> {
     pub(crate) fn from_limiter(inner: S, limiter: Arc<Limiter>) -> Self {
-        RateLimit { inner, limiter }
+        RateLimit {
+            inner,
+            limiter,
+            memo: PolicyMemo::default(),
+        }
     }
 
     /// Returns a reference to the inner service.
@@ -71,7 +76,7 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
 
-        let caller = match Caller::from_extensions(
+        let caller = match CallerRef::from_extensions(
             request.extensions(),
             self.limiter.settings.tool.as_ref(),
         ) {
@@ -92,29 +97,37 @@ where
             }
         };
 
-        let span = tracing::debug_span!(
-            "rate_limit",
-            tenant = %caller.tenant,
-            tool = %caller.tool,
-            decision = tracing::field::Empty,
-        );
-        // The fast path: decided on this thread, with no future to allocate. A rejection that
-        // wait mode would sleep on takes the slow path, which checks again; a rejection
-        // charged nothing, so checking twice is harmless.
-        if let Some(decision) = span.in_scope(|| self.limiter.check_now(&caller)) {
+        // Checked first, because a span that no subscriber wants still costs its fallback to
+        // the `log` crate on every call.
+        let span = if tracing::enabled!(tracing::Level::DEBUG) {
+            tracing::debug_span!(
+                "rate_limit",
+                tenant = %caller.tenant,
+                tool = %caller.tool,
+                decision = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
+        if let Some(decision) = span.in_scope(|| self.limiter.check_now(caller, &mut self.memo)) {
             match decision {
                 Ok(admission) => {
-                    span.record("decision", tracing::field::debug(&admission));
+                    if !span.is_disabled() {
+                        span.record("decision", tracing::field::debug(&admission));
+                    }
                     return ResponseFuture::admitted(inner.call(request), admission);
                 }
                 Err(rejection) if !self.limiter.would_wait(&rejection) => {
-                    span.record("decision", rejection.reason().as_str());
+                    if !span.is_disabled() {
+                        span.record("decision", rejection.reason().as_str());
+                    }
                     return ResponseFuture::rejected(rejection);
                 }
                 Err(_) => {}
             }
         }
 
+        let caller = caller.to_owned();
         let limiter = self.limiter.clone();
         let check = async move {
             let decision = limiter.check_waiting(&caller).await;

@@ -1,8 +1,9 @@
 //! The in-process token store: exact within one process, with no database.
 //!
-//! Every scope key owns one mutex that guards the counters of all its windows, so a call checks
-//! and charges minute to month under one lock and a rejected call changes nothing. Keys live in a
-//! sharded map ([`dashmap`]): calls for different keys take different locks, and the hot path
+//! Keys live in a sharded map ([`dashmap`]). A call checks and charges the counters of all its
+//! windows, minute to month, under the write lock of the shard that contains its key, so the
+//! charge is one step and a rejected call changes nothing. Keys of different shards take
+//! different locks, a lock is held for the few comparisons of one decision, and the hot path
 //! never takes a lock shared by every key.
 //!
 //! Each window is a fixed calendar window from [`WindowKind::window_at`] in the request's time
@@ -37,7 +38,6 @@
 //! ```
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
 
 use chrono::{DateTime, Utc, Weekday};
 use chrono_tz::Tz;
@@ -45,7 +45,7 @@ use dashmap::DashMap;
 use foldhash::fast::RandomState;
 use futures_util::future::{self, BoxFuture};
 
-use super::{ConsumeRequest, Decision, ScopeKey, StoreError, TokenStore, WindowUsage};
+use super::{ConsumeRequest, Decision, ScopeKey, StoreError, TokenStore, WindowUsage, Windows};
 use crate::window::{Window, WindowKind};
 
 /// The minimum number of new keys between two sweeps of expired keys.
@@ -59,7 +59,7 @@ const MIN_SWEEP_INTERVAL: usize = 4096;
 pub struct MemoryStore {
     /// Hashed with foldhash rather than SipHash: keys come from trusted ids, and hashing three
     /// strings per call is a large part of the store's cost.
-    keys: DashMap<ScopeKey, Mutex<KeyCounters>, RandomState>,
+    keys: DashMap<ScopeKey, KeyCounters, RandomState>,
     new_keys_since_sweep: AtomicUsize,
     /// How many new keys make the next sweep due: the number of keys left by the last sweep,
     /// at least [`MIN_SWEEP_INTERVAL`].
@@ -102,40 +102,41 @@ impl MemoryStore {
     /// The store calls this by itself as new keys arrive; call it from a timer to free memory
     /// sooner when few new keys arrive.
     pub fn purge_expired(&self, now: DateTime<Utc>) {
-        self.keys.retain(|_, counters| {
-            let counters = counters.get_mut().unwrap_or_else(PoisonError::into_inner);
-            counters.last_end().is_some_and(|end| end > now)
-        });
+        self.keys
+            .retain(|_, counters| counters.last_end().is_some_and(|end| end > now));
         self.new_keys_since_sweep.store(0, Ordering::Relaxed);
         self.sweep_interval
             .store(self.keys.len(), Ordering::Relaxed);
     }
 
+    #[inline]
     fn decide(&self, request: &ConsumeRequest<'_>, charge: bool) -> Result<Decision, StoreError> {
-        check_cost(request)?;
+        let limits = Limits::of(request);
+        limits.check_cost(request.cost)?;
         let at = request.at.unwrap_or_else(Utc::now);
-        if request.capacity.is_unlimited() {
+        if limits.is_empty() {
             return Ok(Decision::Admitted {
-                windows: Vec::new(),
+                windows: Windows::new(),
             });
         }
 
-        if let Some(entry) = self.keys.get(request.key) {
-            let mut counters = entry.lock().unwrap_or_else(PoisonError::into_inner);
-            return Ok(counters.decide(request, at, charge));
-        }
         if !charge {
-            let mut fresh = KeyCounters::new(request.timezone, request.week_start);
-            return Ok(fresh.decide(request, at, false));
+            return Ok(match self.keys.get(request.key) {
+                Some(counters) => counters.peek(&limits, request, at),
+                None => KeyCounters::new(request.timezone, request.week_start)
+                    .peek(&limits, request, at),
+            });
+        }
+        if let Some(mut counters) = self.keys.get_mut(request.key) {
+            return Ok(counters.decide(&limits, request, at, true));
         }
 
         self.sweep_if_due(at);
-        let mut entry = self
+        let mut counters = self
             .keys
             .entry(request.key.clone())
-            .or_insert_with(|| Mutex::new(KeyCounters::new(request.timezone, request.week_start)));
-        let counters = entry.get_mut().unwrap_or_else(PoisonError::into_inner);
-        Ok(counters.decide(request, at, true))
+            .or_insert_with(|| KeyCounters::new(request.timezone, request.week_start));
+        Ok(counters.decide(&limits, request, at, true))
     }
 
     /// Sweeps expired keys once as many new keys arrived since the last sweep as that sweep left
@@ -155,24 +156,58 @@ impl MemoryStore {
     }
 }
 
-/// Rejects a cost of 0 and a cost no window could ever hold.
-///
-/// A limit of 0 is not checked here: it switches the tool off for that window, so the call is
-/// rejected with the window's reset as the retry time rather than failed for good.
-fn check_cost(request: &ConsumeRequest<'_>) -> Result<(), StoreError> {
-    if request.cost == 0 {
-        return Err(StoreError::ZeroCost);
-    }
-    for (window, limit) in request.capacity.limits() {
-        if limit > 0 && request.cost > limit {
-            return Err(StoreError::CostExceedsLimit {
-                window,
-                limit,
-                cost: request.cost,
-            });
+/// The limited window kinds of a request with their limits, shortest first, read once from its
+/// capacity.
+struct Limits {
+    len: usize,
+    items: [(WindowKind, u64); WindowKind::ALL.len()],
+}
+
+impl Limits {
+    #[inline]
+    fn of(request: &ConsumeRequest<'_>) -> Limits {
+        let mut limits = Limits {
+            len: 0,
+            items: [(WindowKind::Minute, 0); WindowKind::ALL.len()],
+        };
+        for kind in WindowKind::ALL {
+            if let Some(limit) = request.capacity.get(kind) {
+                limits.items[limits.len] = (kind, limit);
+                limits.len += 1;
+            }
         }
+        limits
     }
-    Ok(())
+
+    #[inline]
+    fn as_slice(&self) -> &[(WindowKind, u64)] {
+        &self.items[..self.len]
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Rejects a cost of 0 and a cost no window could ever hold.
+    ///
+    /// A limit of 0 is not checked here: it switches the tool off for that window, so the call
+    /// is rejected with the window's reset as the retry time rather than failed for good.
+    #[inline]
+    fn check_cost(&self, cost: u64) -> Result<(), StoreError> {
+        if cost == 0 {
+            return Err(StoreError::ZeroCost);
+        }
+        for &(window, limit) in self.as_slice() {
+            if limit > 0 && cost > limit {
+                return Err(StoreError::CostExceedsLimit {
+                    window,
+                    limit,
+                    cost,
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 impl KeyCounters {
@@ -193,45 +228,52 @@ impl KeyCounters {
             .max()
     }
 
+    /// Returns the decision a call at `at` would get, deciding on a copy of the counters.
+    fn peek(&self, limits: &Limits, request: &ConsumeRequest<'_>, at: DateTime<Utc>) -> Decision {
+        let mut copy = KeyCounters {
+            timezone: self.timezone,
+            week_start: self.week_start,
+            slots: self.slots,
+        };
+        copy.decide(limits, request, at, false)
+    }
+
+    /// Brings the limited windows up to `at`, decides, and charges when `charge` is set and
+    /// every window has room. Starting a window that began after a slot's window ended is no
+    /// charge: the slot counted nothing in it.
+    #[inline]
     fn decide(
         &mut self,
+        limits: &Limits,
         request: &ConsumeRequest<'_>,
         at: DateTime<Utc>,
         charge: bool,
     ) -> Decision {
         let calendar_changed =
             self.timezone != request.timezone || self.week_start != request.week_start;
-        if charge && calendar_changed {
+        if calendar_changed {
             self.timezone = request.timezone;
             self.week_start = request.week_start;
         }
 
-        // The counters as they stand at `at`: a slot whose window ended counts from zero. Peeks
-        // work on this copy and never write back.
-        let mut current = self.slots;
-        for (kind, _) in request.capacity.limits() {
-            let slot = &mut current[kind as usize];
-            let stale = match slot.window {
-                None => true,
-                Some(window) => calendar_changed || at >= window.end,
-            };
-            if stale {
-                let window = kind.window_at(at, request.timezone, request.week_start);
-                if slot.window != Some(window) {
-                    *slot = Slot {
-                        window: Some(window),
-                        used: 0,
-                    };
-                }
-            }
-            // An instant before the slot's window (a replay, or a clock that stepped back) is
-            // counted in the newest window seen, so it can never free units already used.
-        }
-
         let mut refusing: Option<(WindowKind, DateTime<Utc>)> = None;
-        for (kind, limit) in request.capacity.limits() {
-            let slot = &current[kind as usize];
-            let end = slot.window.map_or(at, |window| window.end);
+        for &(kind, limit) in limits.as_slice() {
+            let slot = &mut self.slots[kind as usize];
+            let end = match slot.window {
+                Some(window) if !calendar_changed && at < window.end => window.end,
+                // An instant before the slot's window (a replay, or a clock that stepped back) is
+                // counted in the newest window seen, so it can never free units already used.
+                _ => {
+                    let window = kind.window_at(at, request.timezone, request.week_start);
+                    if slot.window != Some(window) {
+                        *slot = Slot {
+                            window: Some(window),
+                            used: 0,
+                        };
+                    }
+                    window.end
+                }
+            };
             if slot.used.saturating_add(request.cost) > limit
                 && refusing.is_none_or(|(_, last)| end >= last)
             {
@@ -239,28 +281,20 @@ impl KeyCounters {
             }
         }
 
-        if refusing.is_none() && charge {
-            for (kind, _) in request.capacity.limits() {
-                current[kind as usize].used += request.cost;
+        let charged = charge && refusing.is_none();
+        let mut windows = Windows::new();
+        for &(kind, limit) in limits.as_slice() {
+            let slot = &mut self.slots[kind as usize];
+            if charged {
+                slot.used += request.cost;
             }
+            windows.push(WindowUsage {
+                kind,
+                limit,
+                remaining: limit.saturating_sub(slot.used),
+                reset_at: slot.window.map_or(at, |window| window.end),
+            });
         }
-        if charge {
-            self.slots = current;
-        }
-
-        let windows = request
-            .capacity
-            .limits()
-            .map(|(kind, limit)| {
-                let slot = &current[kind as usize];
-                WindowUsage {
-                    kind,
-                    limit,
-                    remaining: limit.saturating_sub(slot.used),
-                    reset_at: slot.window.map_or(at, |window| window.end),
-                }
-            })
-            .collect();
         match refusing {
             None => Decision::Admitted { windows },
             Some((window, retry_at)) => Decision::Rejected {
@@ -289,5 +323,10 @@ impl TokenStore for MemoryStore {
 
     fn is_immediate(&self) -> bool {
         true
+    }
+
+    #[inline]
+    fn consume_now(&self, request: ConsumeRequest<'_>) -> Option<Result<Decision, StoreError>> {
+        Some(self.decide(&request, true))
     }
 }

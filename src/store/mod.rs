@@ -17,8 +17,10 @@ use crate::report::Capacity;
 use crate::window::WindowKind;
 
 mod memory;
+mod usage;
 
 pub use memory::MemoryStore;
+pub use usage::{WindowUsage, Windows};
 
 /// The counter a call is charged to: a tool of a tenant, narrowed by the policy's scope.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -59,26 +61,13 @@ pub struct ConsumeRequest<'a> {
     pub at: Option<DateTime<Utc>>,
 }
 
-/// The state of one window after a decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WindowUsage {
-    /// The window kind.
-    pub kind: WindowKind,
-    /// The maximum number of units the window allows.
-    pub limit: u64,
-    /// The units still available in the window after the decision.
-    pub remaining: u64,
-    /// When the window ends and its counter starts again from zero.
-    pub reset_at: DateTime<Utc>,
-}
-
 /// The outcome of a consume or peek.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Every window had room; the cost was charged to all of them.
     Admitted {
         /// Every limited window, shortest first.
-        windows: Vec<WindowUsage>,
+        windows: Windows,
     },
     /// A window had no room; nothing was charged anywhere.
     Rejected {
@@ -88,7 +77,7 @@ pub enum Decision {
         /// refusing window.
         retry_at: DateTime<Utc>,
         /// Every limited window, shortest first.
-        windows: Vec<WindowUsage>,
+        windows: Windows,
     },
 }
 
@@ -150,11 +139,25 @@ pub trait TokenStore: Send + Sync + 'static {
         request: ConsumeRequest<'a>,
     ) -> BoxFuture<'a, Result<Decision, StoreError>>;
 
-    /// Returns whether `consume` and `peek` always finish on their first poll, as an in-process
-    /// store's do. The rate limit layer then decides without allocating a future for the call.
-    /// `false` by default; an implementation that returns `true` must never return a pending
-    /// future, because the layer drops it and treats the call as a store failure.
+    /// Returns whether the store decides on the calling thread, as an in-process store does:
+    /// [`consume_now`](Self::consume_now) always returns `Some`, and `consume` and `peek` finish
+    /// on their first poll. The rate limit layer then decides a call inside `Service::call`,
+    /// with no future of its own, and gives the store the instant it read from its clock.
+    ///
+    /// `false` by default. An implementation that returns `true` must keep that promise: the
+    /// layer treats a missing outcome as a store failure.
     fn is_immediate(&self) -> bool {
         false
+    }
+
+    /// Decides and charges a call on the calling thread, without a future, as
+    /// [`consume`](Self::consume) would: `None` when the store has to wait for something (a
+    /// database), and the call must go through `consume`.
+    ///
+    /// `None` by default. A store in process memory implements it so that a call allocates
+    /// nothing.
+    fn consume_now(&self, request: ConsumeRequest<'_>) -> Option<Result<Decision, StoreError>> {
+        let _ = request;
+        None
     }
 }

@@ -65,7 +65,9 @@ use futures_util::future::BoxFuture;
 pub use self::config::LeaseConfig;
 use self::sql::{Grant, LeasedWindow, TakeRequest};
 use crate::store::postgres::PostgresStore;
-use crate::store::{ConsumeRequest, Decision, ScopeKey, StoreError, TokenStore, WindowUsage};
+use crate::store::{
+    ConsumeRequest, Decision, ScopeKey, StoreError, TokenStore, WindowUsage, Windows,
+};
 use crate::window::WindowKind;
 
 /// A [`TokenStore`] that admits calls from tokens leased in batches from a [`PostgresStore`].
@@ -697,7 +699,7 @@ impl Lease {
 
     /// Returns every window's state as this worker sees it: the tokens nobody had leased at the
     /// latest take plus those this lease holds.
-    fn usage(&self) -> Vec<WindowUsage> {
+    fn usage(&self) -> Windows {
         self.windows
             .iter()
             .map(|window| WindowUsage {

@@ -43,7 +43,7 @@ use tokio_postgres::error::SqlState;
 
 pub use self::config::PostgresConfig;
 pub use self::migrations::{MIGRATIONS, Migration};
-use crate::store::{ConsumeRequest, Decision, StoreError, TokenStore, WindowUsage};
+use crate::store::{ConsumeRequest, Decision, StoreError, TokenStore, WindowUsage, Windows};
 use crate::window::WindowKind;
 
 const CONSUME: &str = "SELECT window_type, window_limit, request_count, window_end, admitted \
@@ -208,7 +208,7 @@ impl PostgresStore {
         let plan = WindowPlan::new(&request)?;
         if plan.kinds.is_empty() {
             return Ok(Decision::Admitted {
-                windows: Vec::new(),
+                windows: Windows::new(),
             });
         }
 
@@ -405,7 +405,7 @@ impl WindowRow {
 
 /// Builds the decision from the windows of one call, shortest first.
 fn decision_from_windows(rows: Vec<WindowRow>, cost: u64) -> Result<Decision, StoreError> {
-    let mut windows = Vec::with_capacity(rows.len());
+    let mut windows = Windows::new();
     let mut admitted = true;
     let mut refusing: Option<WindowUsage> = None;
 

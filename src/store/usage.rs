@@ -1,0 +1,238 @@
+//! The state of a call's windows after a decision, held inline.
+
+use std::fmt;
+use std::ops::Deref;
+
+use chrono::{DateTime, Utc};
+
+use crate::window::WindowKind;
+
+/// The state of one window after a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowUsage {
+    /// The window kind.
+    pub kind: WindowKind,
+    /// The maximum number of units the window allows.
+    pub limit: u64,
+    /// The units still available in the window after the decision.
+    pub remaining: u64,
+    /// When the window ends and its counter starts again from zero.
+    pub reset_at: DateTime<Utc>,
+}
+
+/// How many windows a decision stores without allocating: minute, hour and day, the usual
+/// limits. A decision with week or month limits too keeps its windows on the heap.
+const INLINE: usize = 3;
+
+/// Fills the unused places of an inline [`Windows`]. Its slice never shows them.
+const UNUSED: WindowUsage = WindowUsage {
+    kind: WindowKind::Minute,
+    limit: 0,
+    remaining: 0,
+    reset_at: DateTime::<Utc>::MIN_UTC,
+};
+
+/// The state of every limited window of a decision, shortest first: at most one window of each
+/// kind.
+///
+/// Up to three windows are held inline rather than on the heap, so that a decision with the
+/// usual limits allocates nothing and stays cheap to move. Reads like a slice of
+/// [`WindowUsage`] (it dereferences to one) and is built from an iterator:
+///
+/// ```
+/// use chrono::{TimeZone, Utc};
+/// use highway_ratelimit::store::{WindowUsage, Windows};
+/// use highway_ratelimit::window::WindowKind;
+///
+/// let minute = WindowUsage {
+///     kind: WindowKind::Minute,
+///     limit: 10,
+///     remaining: 9,
+///     reset_at: Utc.with_ymd_and_hms(2026, 11, 23, 9, 1, 0).unwrap(),
+/// };
+/// let windows: Windows = [minute].into_iter().collect();
+/// assert_eq!(windows.len(), 1);
+/// assert_eq!(windows[0].remaining, 9);
+/// assert!(windows.iter().all(|window| window.limit == 10));
+/// ```
+#[derive(Clone)]
+pub struct Windows(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Inline {
+        len: u8,
+        items: [WindowUsage; INLINE],
+    },
+    Heap(Vec<WindowUsage>),
+}
+
+impl Windows {
+    /// Returns an empty list.
+    pub const fn new() -> Self {
+        Windows(Repr::Inline {
+            len: 0,
+            items: [UNUSED; INLINE],
+        })
+    }
+
+    /// Appends the state of a window.
+    #[inline]
+    pub fn push(&mut self, usage: WindowUsage) {
+        match &mut self.0 {
+            Repr::Inline { len, items } if usize::from(*len) < INLINE => {
+                items[usize::from(*len)] = usage;
+                *len += 1;
+            }
+            Repr::Inline { items, .. } => {
+                let mut spilled = Vec::with_capacity(WindowKind::ALL.len());
+                spilled.extend_from_slice(items);
+                spilled.push(usage);
+                self.0 = Repr::Heap(spilled);
+            }
+            Repr::Heap(items) => items.push(usage),
+        }
+    }
+
+    /// Returns the windows as a slice.
+    #[inline]
+    pub fn as_slice(&self) -> &[WindowUsage] {
+        match &self.0 {
+            Repr::Inline { len, items } => &items[..usize::from(*len)],
+            Repr::Heap(items) => items,
+        }
+    }
+}
+
+impl Default for Windows {
+    fn default() -> Self {
+        Windows::new()
+    }
+}
+
+impl Deref for Windows {
+    type Target = [WindowUsage];
+
+    fn deref(&self) -> &[WindowUsage] {
+        self.as_slice()
+    }
+}
+
+impl AsRef<[WindowUsage]> for Windows {
+    fn as_ref(&self) -> &[WindowUsage] {
+        self.as_slice()
+    }
+}
+
+impl PartialEq for Windows {
+    fn eq(&self, other: &Windows) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for Windows {}
+
+impl PartialEq<[WindowUsage]> for Windows {
+    fn eq(&self, other: &[WindowUsage]) -> bool {
+        self.as_slice() == other
+    }
+}
+
+impl PartialEq<Vec<WindowUsage>> for Windows {
+    fn eq(&self, other: &Vec<WindowUsage>) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl fmt::Debug for Windows {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.as_slice()).finish()
+    }
+}
+
+impl FromIterator<WindowUsage> for Windows {
+    fn from_iter<I: IntoIterator<Item = WindowUsage>>(iter: I) -> Self {
+        let mut windows = Windows::new();
+        for usage in iter {
+            windows.push(usage);
+        }
+        windows
+    }
+}
+
+impl<'a> IntoIterator for &'a Windows {
+    type Item = &'a WindowUsage;
+    type IntoIter = std::slice::Iter<'a, WindowUsage>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.as_slice().iter()
+    }
+}
+
+impl From<Windows> for Vec<WindowUsage> {
+    fn from(windows: Windows) -> Vec<WindowUsage> {
+        match windows.0 {
+            Repr::Inline { .. } => windows.as_slice().to_vec(),
+            Repr::Heap(items) => items,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn usage(kind: WindowKind, remaining: u64) -> WindowUsage {
+        WindowUsage {
+            kind,
+            limit: 100,
+            remaining,
+            reset_at: Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap(),
+        }
+    }
+
+    #[test]
+    fn keeps_kinds_in_order() {
+        for count in 0..=WindowKind::ALL.len() {
+            let windows: Windows = WindowKind::ALL[..count]
+                .iter()
+                .enumerate()
+                .map(|(index, &kind)| usage(kind, index as u64))
+                .collect();
+            assert_eq!(windows.len(), count);
+            assert_eq!(matches!(windows.0, Repr::Heap(_)), count > INLINE);
+            let kinds: Vec<WindowKind> = windows.iter().map(|window| window.kind).collect();
+            assert_eq!(kinds, WindowKind::ALL[..count]);
+            let remaining: Vec<u64> = Vec::from(windows.clone())
+                .into_iter()
+                .map(|window| window.remaining)
+                .collect();
+            assert_eq!(remaining, (0..count as u64).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn compares_only_the_windows_held() {
+        let mut left = Windows::new();
+        left.push(usage(WindowKind::Day, 3));
+        let mut right: Windows = [usage(WindowKind::Hour, 1)].into_iter().collect();
+        assert_ne!(left, right);
+        right = [usage(WindowKind::Day, 3)].into_iter().collect();
+        assert_eq!(left, right);
+        assert_eq!(left, vec![usage(WindowKind::Day, 3)]);
+        assert!(Windows::new().is_empty());
+        assert_eq!(format!("{:?}", Windows::new()), "[]");
+    }
+
+    #[test]
+    fn inline_equals_heap() {
+        let all: Vec<WindowUsage> = WindowKind::ALL.map(|kind| usage(kind, 1)).to_vec();
+        let mut spilled: Windows = all.iter().copied().collect();
+        assert_eq!(spilled, all);
+        spilled = Windows(Repr::Heap(all[..2].to_vec()));
+        let inline: Windows = all[..2].iter().copied().collect();
+        assert_eq!(spilled, inline);
+    }
+}
