@@ -1,12 +1,9 @@
 //! The rate limit layer in front of a real tonic server on 127.0.0.1, called by a real tonic
 //! client: `RESOURCE_EXHAUSTED` with `retry-after` metadata and a `google.rpc.RetryInfo` detail.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use bytes::{Buf, BufMut};
 use futures_util::future::BoxFuture;
 use highway_ratelimit::clock::TokioClock;
 use highway_ratelimit::layer::{RateLimitError, RateLimitLayer, StaticPolicies, TenantId};
@@ -14,105 +11,16 @@ use highway_ratelimit::policy::Policy;
 use highway_ratelimit::report::Capacity;
 use highway_ratelimit::store::{ConsumeRequest, Decision, MemoryStore, StoreError, TokenStore};
 use http::uri::PathAndQuery;
-use tonic::body::Body;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::server::NamedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Server};
 use tonic::{Code, Status};
-use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+use tower::{ServiceBuilder, ServiceExt, service_fn};
 
 const TOOL: &str = "tools.email.send";
-const SEND: &str = "/highway.test.Email/Send";
 
-/// A codec whose messages are UTF-8 text, so the test needs no `.proto` file.
-#[derive(Debug, Clone, Copy, Default)]
-struct TextCodec;
-
-impl Codec for TextCodec {
-    type Encode = String;
-    type Decode = String;
-    type Encoder = TextCodec;
-    type Decoder = TextCodec;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        TextCodec
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        TextCodec
-    }
-}
-
-impl Encoder for TextCodec {
-    type Item = String;
-    type Error = Status;
-
-    fn encode(&mut self, item: String, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(item.as_bytes());
-        Ok(())
-    }
-}
-
-impl Decoder for TextCodec {
-    type Item = String;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<String>, Status> {
-        let bytes = src.copy_to_bytes(src.remaining());
-        String::from_utf8(bytes.to_vec())
-            .map(Some)
-            .map_err(|error| Status::invalid_argument(format!("message is not UTF-8: {error}")))
-    }
-}
-
-/// A gRPC service with one unary method, `Send`, that echoes its message.
-#[derive(Debug, Clone, Default)]
-struct EmailServer;
-
-impl NamedService for EmailServer {
-    const NAME: &'static str = "highway.test.Email";
-}
-
-impl Service<http::Request<Body>> for EmailServer {
-    type Response = http::Response<Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        Box::pin(async move {
-            if request.uri().path() != SEND {
-                return Ok(Status::unimplemented(request.uri().path().to_owned()).into_http());
-            }
-            let send = service_fn(|request: tonic::Request<String>| async move {
-                Ok::<_, Status>(tonic::Response::new(format!(
-                    "sent: {}",
-                    request.into_inner()
-                )))
-            });
-            Ok(tonic::server::Grpc::new(TextCodec)
-                .unary(send, request)
-                .await)
-        })
-    }
-}
-
-/// Stands in for authentication: copies the `x-tenant` metadata into a `TenantId` extension.
-fn authenticate(mut request: http::Request<Body>) -> http::Request<Body> {
-    let tenant = request
-        .headers()
-        .get("x-tenant")
-        .and_then(|value| value.to_str().ok())
-        .map(TenantId::new);
-    if let Some(tenant) = tenant {
-        request.extensions_mut().insert(tenant);
-    }
-    request
-}
+#[path = "../examples/support/email_grpc.rs"]
+mod email_grpc;
+use email_grpc::{EmailServer, SEND, TextCodec, authenticate};
 
 async fn start_server(limits: RateLimitLayer) -> SocketAddr {
     let incoming =
