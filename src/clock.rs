@@ -41,6 +41,18 @@ pub trait Clock: Debug + Send + Sync + 'static {
     }
 }
 
+/// A shared clock reads like the clock it points to, so that one `Arc<dyn Clock>` can serve
+/// several settings (a layer and a lease store, say).
+impl<C: Clock + ?Sized> Clock for Arc<C> {
+    fn now(&self) -> DateTime<Utc> {
+        (**self).now()
+    }
+
+    fn store_instant(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        (**self).store_instant(now)
+    }
+}
+
 /// The system's wall clock.
 ///
 /// Each thread reads the wall clock at most every [`SystemClock::RESYNC`] and, in between, adds

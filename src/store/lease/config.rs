@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::clock::{Clock, SystemClock};
 use crate::store::ScopeKey;
 
 /// A predicate on scope keys, shared by the clones of a configuration.
@@ -32,6 +33,7 @@ pub struct LeaseConfig {
     pub(super) sweep_interval: Duration,
     pub(super) call_timeout: Duration,
     pub(super) lease_when: Option<KeyPredicate>,
+    pub(super) clock: Arc<dyn Clock>,
 }
 
 impl fmt::Debug for LeaseConfig {
@@ -45,6 +47,7 @@ impl fmt::Debug for LeaseConfig {
             .field("sweep_interval", &self.sweep_interval)
             .field("call_timeout", &self.call_timeout)
             .field("lease_when", &self.lease_when.as_ref().map(|_| "custom"))
+            .field("clock", &self.clock)
             .finish()
     }
 }
@@ -71,7 +74,7 @@ impl LeaseConfig {
     pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
     /// Creates the default settings: leases of 1 to 100 tokens sized to last 100 ms, at most a
-    /// tenth of what remains, for every key.
+    /// tenth of what remains, for every key, on the system clock.
     pub fn new() -> Self {
         LeaseConfig {
             max_batch: Self::DEFAULT_MAX_BATCH,
@@ -82,6 +85,7 @@ impl LeaseConfig {
             sweep_interval: Self::DEFAULT_SWEEP_INTERVAL,
             call_timeout: Self::DEFAULT_CALL_TIMEOUT,
             lease_when: None,
+            clock: Arc::new(SystemClock),
         }
     }
 
@@ -152,6 +156,33 @@ impl LeaseConfig {
         predicate: impl Fn(&ScopeKey) -> bool + Send + Sync + 'static,
     ) -> Self {
         self.lease_when = Some(Arc::new(predicate));
+        self
+    }
+
+    /// Sets the clock that decides the windows of calls without an instant
+    /// ([`ConsumeRequest::at`](crate::store::ConsumeRequest::at) is `None`), and when the
+    /// background refill and sweep consider a lease's windows ended ([`SystemClock`] by default).
+    ///
+    /// Calls with an instant are placed by that instant, whatever the clock reads. A lease taken
+    /// for such calls is never swept: it is given back when a call falls outside its windows or
+    /// at shutdown. Durations (`lease_ahead`, `recheck_after`, `sweep_interval`) run on tokio's
+    /// and the system's monotonic clocks, not on this one.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use highway_ratelimit::clock::{Clock, ManualClock};
+    /// use highway_ratelimit::store::lease::LeaseConfig;
+    ///
+    /// let clock = ManualClock::starting_at("2026-03-02T10:15:30Z".parse().unwrap());
+    /// // Clones of a ManualClock share one instant, so `clock` moves the store's clock.
+    /// let config = LeaseConfig::new().clock(clock.clone());
+    ///
+    /// // A clock shared with other settings is passed as it is.
+    /// let shared: Arc<dyn Clock> = Arc::new(clock);
+    /// let config = LeaseConfig::new().clock(shared);
+    /// ```
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
         self
     }
 

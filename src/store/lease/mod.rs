@@ -35,9 +35,10 @@
 //!
 //! # What differs from the exact store
 //!
-//! - A worker's clock decides a call's windows when the request carries no instant, not the
-//!   database clock. Keep clocks synchronized: a skewed clock moves calls near a window boundary
-//!   into the neighbouring window, but never over-admits.
+//! - The store's clock ([`LeaseConfig::clock`], the system clock by default) decides a call's
+//!   windows when the request carries no instant, not the database clock. Keep the workers'
+//!   clocks synchronized: a skewed clock moves calls near a window boundary into the neighbouring
+//!   window, but never over-admits.
 //! - The remaining tokens a decision reports are those the database had not leased out at this
 //!   worker's latest take, plus what this worker's lease holds. Other workers' leases and their
 //!   calls since that take are not seen, so the figure is an upper bound that lags.
@@ -48,7 +49,9 @@
 //!   database holds.
 //!
 //! The store runs on tokio: refills and the sweep of ended leases are tasks of the runtime of
-//! the first consume.
+//! the first consume. Both judge whether a lease's windows have ended by the store's clock, so a
+//! [`ManualClock`](crate::clock::ManualClock) moved past a window's end lets the sweep give that
+//! lease back without waiting for the wall clock.
 
 mod config;
 mod sql;
@@ -64,6 +67,7 @@ use futures_util::future::BoxFuture;
 
 pub use self::config::LeaseConfig;
 use self::sql::{Grant, LeasedWindow, TakeRequest};
+use crate::clock::Clock;
 use crate::store::postgres::PostgresStore;
 use crate::store::{
     ConsumeRequest, Decision, ScopeKey, StoreError, TokenStore, WindowUsage, Windows,
@@ -124,7 +128,7 @@ struct Lease {
     timezone: Tz,
     week_start: Weekday,
     available: u64,
-    /// Whether the calls carry their own instants; otherwise the system clock decides.
+    /// Whether the calls carry their own instants; otherwise the store's clock decides.
     explicit_clock: bool,
     /// The latest instant of a call served from this lease.
     latest_at: DateTime<Utc>,
@@ -203,7 +207,7 @@ impl LeasedStore {
             let at = if lease.explicit_clock {
                 lease.latest_at
             } else {
-                Utc::now()
+                self.shared.config.clock.now()
             };
             let tokens = lease.available;
             match self.shared.give_back(&key, lease, at).await {
@@ -224,7 +228,7 @@ impl LeasedStore {
         if shared.closed.load(Ordering::Acquire) || !shared.config.leases(request.key) {
             return shared.exact.consume(request).await;
         }
-        let Some(plan) = CallPlan::new(&request)? else {
+        let Some(plan) = CallPlan::new(&request, &*shared.config.clock)? else {
             // No limited window, or a limit of 0: the exact store decides without a lease.
             return shared.exact.consume(request).await;
         };
@@ -256,7 +260,7 @@ impl LeasedStore {
         if shared.closed.load(Ordering::Acquire) || !shared.config.leases(request.key) {
             return shared.exact.peek(request).await;
         }
-        let Some(plan) = CallPlan::new(&request)? else {
+        let Some(plan) = CallPlan::new(&request, &*shared.config.clock)? else {
             return shared.exact.peek(request).await;
         };
         let slot = lock(&shared.slots).get(request.key).cloned();
@@ -503,7 +507,7 @@ async fn refill(shared: Arc<Shared>, key: ScopeKey, slot: Arc<Slot>) {
     let exchange = slot.exchange.lock().await;
     let request = {
         let mut state = lock(&slot.state);
-        let now = Utc::now();
+        let now = shared.config.clock.now();
         let current = state.lease.as_ref().filter(|lease| {
             lease.available < state.batch.div_ceil(2).max(1)
                 && (lease.explicit_clock || lease.windows.iter().all(|w| now < w.end))
@@ -568,7 +572,7 @@ async fn refill(shared: Arc<Shared>, key: ScopeKey, slot: Arc<Slot>) {
     drop(exchange);
 }
 
-/// Gives back, every `interval`, the leases whose windows have ended by the system clock, until
+/// Gives back, every `interval`, the leases whose windows have ended by the store's clock, until
 /// the store is dropped or shut down.
 async fn sweep(shared: Weak<Shared>, interval: std::time::Duration) {
     loop {
@@ -580,7 +584,7 @@ async fn sweep(shared: Weak<Shared>, interval: std::time::Duration) {
             return;
         }
 
-        let now = Utc::now();
+        let now = shared.config.clock.now();
         let slots: Vec<(ScopeKey, Arc<Slot>)> = {
             let mut slots = lock(&shared.slots);
             // Forget idle keys. A caller holding a slot keeps its count above 1, and callers get
@@ -622,12 +626,12 @@ async fn sweep(shared: Weak<Shared>, interval: std::time::Duration) {
 impl CallPlan {
     /// Collects the call's limited windows at its instant, or `None` when the call needs no lease:
     /// no window is limited, or one has a limit of 0.
-    fn new(request: &ConsumeRequest<'_>) -> Result<Option<Self>, StoreError> {
+    fn new(request: &ConsumeRequest<'_>, clock: &dyn Clock) -> Result<Option<Self>, StoreError> {
         if request.cost == 0 {
             return Err(StoreError::ZeroCost);
         }
         let explicit_clock = request.at.is_some();
-        let at = request.at.unwrap_or_else(Utc::now);
+        let at = request.at.unwrap_or_else(|| clock.now());
 
         let mut windows = Vec::new();
         let mut switched_off = false;
