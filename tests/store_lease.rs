@@ -1,19 +1,29 @@
 //! Token leases against a real PostgreSQL: the limit holds across workers, leases stay in their
-//! windows, rejected calls charge nothing, and unused tokens come back.
+//! windows, rejected calls charge nothing, unused tokens come back, and the background sweep and
+//! refill follow the store's clock.
 
 mod common;
 
-use std::sync::Arc;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc, Weekday};
 use chrono_tz::Tz;
+use highway_ratelimit::clock::ManualClock;
 use highway_ratelimit::report::Capacity;
 use highway_ratelimit::store::lease::{LeaseConfig, LeasedStore};
 use highway_ratelimit::store::{ConsumeRequest, Decision, ScopeKey, StoreError, TokenStore};
 use highway_ratelimit::window::WindowKind;
 
-use common::TestDatabase;
+use common::{TestDatabase, ThrowawayServer};
+
+/// How often the background sweep runs in the tests that wait for it.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(20);
+/// How long a test waits for background work (a sweep, a refill) before it fails.
+const BACKGROUND_DEADLINE: Duration = Duration::from_secs(10);
+/// Where the store clock of the clock tests starts: mid-minute, so that the minute ends first.
+const CLOCK_START: &str = "2026-03-02T10:15:30Z";
 
 fn hot_key() -> ScopeKey {
     ScopeKey {
@@ -45,6 +55,21 @@ fn request<'a>(
     }
 }
 
+/// Returns a call of cost 1 without an instant: the store's clock places it.
+fn request_now<'a>(key: &'a ScopeKey, capacity: &'a Capacity) -> ConsumeRequest<'a> {
+    ConsumeRequest {
+        at: None,
+        ..request(key, capacity, 1, utc(CLOCK_START))
+    }
+}
+
+/// Returns lease settings on `clock`, with a sweep every [`SWEEP_INTERVAL`].
+fn on_clock(clock: &ManualClock) -> LeaseConfig {
+    LeaseConfig::new()
+        .clock(clock.clone())
+        .sweep_interval(SWEEP_INTERVAL)
+}
+
 async fn leased(database: &TestDatabase, config: LeaseConfig) -> LeasedStore {
     LeasedStore::new(database.store_with(|c| c.pool_size(4)).await, config)
 }
@@ -66,6 +91,65 @@ async fn counters(database: &TestDatabase, key: &ScopeKey) -> Vec<(String, DateT
     rows.iter()
         .map(|row| (row.get(0), row.get(1), row.get(2)))
         .collect()
+}
+
+/// Returns the count of every usage row of `key`, shortest window first.
+async fn counts(database: &TestDatabase, key: &ScopeKey) -> Vec<i64> {
+    counters(database, key)
+        .await
+        .into_iter()
+        .map(|(_, _, count)| count)
+        .collect()
+}
+
+/// Polls `condition` every 10 ms until it holds, and panics naming `what` after
+/// [`BACKGROUND_DEADLINE`].
+async fn wait_for(what: &str, mut condition: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + BACKGROUND_DEADLINE;
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} did not happen within {BACKGROUND_DEADLINE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The `tracing` events of one thread, kept in memory.
+#[derive(Clone, Default)]
+struct ThreadLogs(Arc<Mutex<Vec<u8>>>);
+
+impl ThreadLogs {
+    /// Captures the events of this thread at WARN and above until the guard is dropped. A
+    /// current-thread runtime runs the test's background tasks on this thread too.
+    fn capture() -> (ThreadLogs, tracing::subscriber::DefaultGuard) {
+        let logs = ThreadLogs::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("no writer panicked")).into_owned()
+    }
+}
+
+impl Write for ThreadLogs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .expect("no writer panicked")
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 async fn admitted(store: &LeasedStore, request: ConsumeRequest<'_>) -> bool {
@@ -558,4 +642,278 @@ async fn keys_outside_the_predicate_stay_exact() {
     assert_eq!(store.held(&tenant_key), 0);
     assert_eq!(counters(&database, &tenant_key).await[0].2, 1);
     store.shutdown().await.expect("shutdown succeeds");
+}
+
+#[tokio::test]
+async fn sweep_returns_ended_lease() {
+    let database = TestDatabase::new().await;
+    let clock = ManualClock::starting_at(utc(CLOCK_START));
+    let holder = leased(
+        &database,
+        on_clock(&clock).min_batch(10).max_batch(10).share(1.0),
+    )
+    .await;
+    let other = leased(&database, on_clock(&clock).recheck_after(Duration::ZERO)).await;
+    let key = hot_key();
+    let capacity = Capacity {
+        per_minute: Some(10),
+        per_hour: Some(12),
+        per_day: Some(12),
+        ..Capacity::UNLIMITED
+    };
+    let first_minute = utc("2026-03-02T10:15:00Z");
+    let hour = utc("2026-03-02T10:00:00Z");
+    let day = utc("2026-03-02T00:00:00Z");
+
+    assert!(admitted(&holder, request_now(&key, &capacity)).await);
+    let unused = holder.held(&key);
+    assert_eq!(unused, 9);
+    assert_eq!(
+        counters(&database, &key).await,
+        vec![
+            ("minute".to_owned(), first_minute, 10),
+            ("hour".to_owned(), hour, 10),
+            ("day".to_owned(), day, 10),
+        ],
+        "the lease is charged to the windows of the store's clock"
+    );
+
+    clock.set(utc("2026-03-02T10:16:05Z"));
+    wait_for("the sweep's give-back of the ended lease", async || {
+        counts(&database, &key).await[1] < 10
+    })
+    .await;
+
+    let after = 10 - unused as i64;
+    assert_eq!(
+        counters(&database, &key).await,
+        vec![
+            ("minute".to_owned(), first_minute, 10),
+            ("hour".to_owned(), hour, after),
+            ("day".to_owned(), day, after),
+        ],
+        "the ended minute keeps its count, the hour and the day drop by the tokens held"
+    );
+    assert_eq!(holder.held(&key), 0);
+
+    // The hour and the day have 11 tokens left, so the other worker can use the whole new
+    // minute. Without the give-back they would have 2 left.
+    let mut others = 0;
+    for _ in 0..12 {
+        others += usize::from(admitted(&other, request_now(&key, &capacity)).await);
+    }
+    assert_eq!(others, 10);
+    other.shutdown().await.expect("shutdown succeeds");
+    assert_eq!(holder.shutdown().await.expect("shutdown succeeds"), 0);
+    assert_eq!(
+        counters(&database, &key).await,
+        vec![
+            ("minute".to_owned(), first_minute, 10),
+            ("minute".to_owned(), utc("2026-03-02T10:16:00Z"), 10),
+            ("hour".to_owned(), hour, 11),
+            ("day".to_owned(), day, 11),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn sweep_keeps_open_lease() {
+    let database = TestDatabase::new().await;
+    let clock = ManualClock::starting_at(utc(CLOCK_START));
+    let store = leased(
+        &database,
+        on_clock(&clock).min_batch(10).max_batch(10).share(1.0),
+    )
+    .await;
+    let minute_key = hot_key();
+    let minute_limits = Capacity {
+        per_minute: Some(100),
+        per_hour: Some(1000),
+        ..Capacity::UNLIMITED
+    };
+    let hour_key = ScopeKey {
+        scope: "acme".to_owned(),
+        ..hot_key()
+    };
+    let hour_limits = Capacity {
+        per_hour: Some(100),
+        per_day: Some(1000),
+        ..Capacity::UNLIMITED
+    };
+
+    assert!(admitted(&store, request_now(&minute_key, &minute_limits)).await);
+    assert!(admitted(&store, request_now(&hour_key, &hour_limits)).await);
+    assert_eq!(store.held(&hour_key), 9);
+    assert_eq!(counts(&database, &hour_key).await, vec![10, 10]);
+
+    // Each give-back of a minute key's lease comes from a sweep pass, and the passes run one
+    // after another. So once the second one lands, a whole pass with the clock at 10:16:05 has
+    // looked at the hour key's lease.
+    clock.set(utc("2026-03-02T10:16:05Z"));
+    wait_for("the sweep's give-back of the first minute", async || {
+        counts(&database, &minute_key).await == vec![10, 1]
+    })
+    .await;
+    assert!(admitted(&store, request_now(&minute_key, &minute_limits)).await);
+    clock.set(utc("2026-03-02T10:17:05Z"));
+    wait_for("the sweep's give-back of the second minute", async || {
+        counts(&database, &minute_key).await == vec![10, 10, 2]
+    })
+    .await;
+
+    assert_eq!(
+        store.held(&hour_key),
+        9,
+        "the hour is still open, so the lease stays"
+    );
+    assert_eq!(counts(&database, &hour_key).await, vec![10, 10]);
+    assert_eq!(store.shutdown().await.expect("shutdown succeeds"), 9);
+    assert_eq!(counts(&database, &hour_key).await, vec![1, 1]);
+}
+
+#[tokio::test]
+async fn refill_tops_up_in_background() {
+    let database = TestDatabase::new().await;
+    let clock = ManualClock::starting_at(utc(CLOCK_START));
+    let store = leased(
+        &database,
+        on_clock(&clock).min_batch(10).max_batch(10).share(1.0),
+    )
+    .await;
+    let key = hot_key();
+    let capacity = Capacity {
+        per_minute: Some(1000),
+        per_day: Some(1000),
+        ..Capacity::UNLIMITED
+    };
+
+    assert!(admitted(&store, request_now(&key, &capacity)).await);
+    let mut calls: i64 = 1;
+    assert_eq!(store.held(&key), 9);
+
+    // While another transaction locks the key's rows, a take waits for the lock (up to the
+    // store's statement timeout of 2 s), so the calls below can only be admitted from memory.
+    let mut blocker = database.client().await;
+    let lock = blocker.transaction().await.expect("a transaction starts");
+    let locked = lock
+        .query(
+            "SELECT request_count FROM highway.tool_rate_limit_usage
+             WHERE tenant_id = $1 AND tool_name = $2 AND scope_key = $3 FOR UPDATE",
+            &[&key.tenant, &key.tool, &key.scope],
+        )
+        .await
+        .expect("the usage rows are locked");
+    assert_eq!(locked.len(), 2);
+
+    // Calls 2 to 8 bring the lease from 9 tokens down to 2. From the sixth call on it is below
+    // half the batch of 10, which starts a refill that waits for the rows.
+    for _ in 2..=8 {
+        let decision = tokio::time::timeout(
+            Duration::from_secs(1),
+            store.consume(request_now(&key, &capacity)),
+        )
+        .await
+        .expect("a call admitted from the lease does not wait for a take")
+        .expect("consume succeeds");
+        assert!(decision.is_admitted(), "{decision:?}");
+        calls += 1;
+        let held = store.held(&key);
+        assert_eq!(
+            held as i64,
+            10 - calls,
+            "no take lands while the rows are locked"
+        );
+        assert_eq!(counts(&database, &key).await, vec![calls + held as i64; 2]);
+    }
+
+    lock.rollback().await.expect("the lock is released");
+    wait_for("the refill", async || store.held(&key) > 2).await;
+
+    let held = store.held(&key);
+    assert!(held <= 10, "a refill tops up to the batch at most: {held}");
+    assert_eq!(
+        counts(&database, &key).await,
+        vec![calls + held as i64; 2],
+        "the counters hold the admitted calls and the refilled lease"
+    );
+    assert_eq!(store.shutdown().await.expect("shutdown succeeds"), held);
+    assert_eq!(counts(&database, &key).await, vec![calls; 2]);
+}
+
+#[tokio::test]
+async fn failed_refill_keeps_counts() {
+    let (logs, _capture) = ThreadLogs::capture();
+    let server = ThrowawayServer::start().unwrap_or_else(|message| panic!("{message}"));
+    let database = TestDatabase::on_server(&server.url()).await;
+    let clock = ManualClock::starting_at(utc(CLOCK_START));
+    let exact = database
+        .store_with(|config| {
+            config
+                .pool_size(4)
+                .connect_timeout(Duration::from_millis(500))
+        })
+        .await;
+    let store = LeasedStore::new(
+        exact,
+        on_clock(&clock)
+            .min_batch(10)
+            .max_batch(10)
+            .share(1.0)
+            .call_timeout(Duration::from_secs(2)),
+    );
+    let key = hot_key();
+    let capacity = Capacity {
+        per_minute: Some(1000),
+        per_day: Some(1000),
+        ..Capacity::UNLIMITED
+    };
+
+    let mut calls: i64 = 0;
+    for _ in 1..=5 {
+        assert!(admitted(&store, request_now(&key, &capacity)).await);
+        calls += 1;
+    }
+    assert_eq!(store.held(&key), 5);
+
+    // The sixth call brings the lease below half its batch, and its refill finds no server.
+    server.stop().expect("the server stops");
+    assert!(admitted(&store, request_now(&key, &capacity)).await);
+    calls += 1;
+    wait_for("a failed refill", async || {
+        logs.text().contains("could not refill a token lease")
+    })
+    .await;
+    assert_eq!(
+        store.held(&key),
+        4,
+        "the failed refill leaves the lease as it was"
+    );
+
+    // Calls 7 to 10 drain the lease from memory.
+    for _ in 7..=10 {
+        assert!(admitted(&store, request_now(&key, &capacity)).await);
+        calls += 1;
+        assert_eq!(store.held(&key) as i64, 10 - calls);
+    }
+    let error = store
+        .consume(request_now(&key, &capacity))
+        .await
+        .expect_err("the dry lease needs a take, and the server is down");
+    assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+    assert_eq!(store.held(&key), 0);
+
+    server.restart().expect("the server restarts");
+    assert!(
+        admitted(&store, request_now(&key, &capacity)).await,
+        "with the server back, calls are admitted again"
+    );
+    calls += 1;
+    let held = store.held(&key);
+    assert_eq!(
+        counts(&database, &key).await,
+        vec![calls + held as i64; 2],
+        "the failed refills and the failed take charged nothing"
+    );
+    assert_eq!(store.shutdown().await.expect("shutdown succeeds"), held);
+    assert_eq!(counts(&database, &key).await, vec![calls; 2]);
 }
