@@ -29,9 +29,13 @@
 //! instant lies outside any of them takes a new lease, and tokens never carry into the next
 //! window.
 //!
-//! Tokens are lost, never duplicated: the tokens a crashed worker held, or those of a give-back
-//! that failed, stay charged to their windows until the windows end. That is at most
-//! [`LeaseConfig::max_batch`] tokens per key and worker, or the cost of one call when larger.
+//! Tokens are lost, never duplicated: the tokens a crashed worker held, those of a give-back
+//! that failed, and those of a take whose reply did not arrive within
+//! [`LeaseConfig::call_timeout`] although the server committed it stay charged to their windows
+//! until the windows end. That is at most [`LeaseConfig::max_batch`] tokens per key and worker
+//! each time, or the cost of one call when larger. Keep the store's `statement_timeout` below
+//! the lease `call_timeout` (the defaults are 2 s and 3 s), so that the server cancels a slow
+//! take before the worker gives up on it.
 //!
 //! # What differs from the exact store
 //!
