@@ -46,6 +46,7 @@ use foldhash::fast::RandomState;
 use futures_util::future::{self, BoxFuture};
 
 use super::{ConsumeRequest, Decision, ScopeKey, StoreError, TokenStore, WindowUsage, Windows};
+use crate::clock::{Clock, SystemClock};
 use crate::window::{Window, WindowKind};
 
 /// The minimum number of new keys between two sweeps of expired keys.
@@ -113,7 +114,7 @@ impl MemoryStore {
     fn decide(&self, request: &ConsumeRequest<'_>, charge: bool) -> Result<Decision, StoreError> {
         let limits = Limits::of(request);
         limits.check_cost(request.cost)?;
-        let at = request.at.unwrap_or_else(Utc::now);
+        let at = request.at.unwrap_or_else(|| SystemClock.now());
         if limits.is_empty() {
             return Ok(Decision::Admitted {
                 windows: Windows::new(),
