@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeZone, Utc, Weekday};
 use chrono_tz::Tz;
 use highway_ratelimit::report::Capacity;
-use highway_ratelimit::store::postgres::{PostgresConfig, PostgresStore};
+use highway_ratelimit::store::postgres::{MIGRATIONS, PostgresConfig, PostgresStore};
 use highway_ratelimit::store::{
     ConsumeRequest, Decision, ScopeKey, StoreError, TokenStore, Windows,
 };
@@ -913,7 +913,7 @@ async fn concurrent_migrations_apply_once() {
         .flat_map(|result| result.unwrap())
         .collect();
     applied.sort();
-    assert_eq!(applied, vec![1, 2, 3, 4]);
+    assert_eq!(applied, vec![1, 2, 3, 4, 5]);
     assert_eq!(stores[0].migrate().await.unwrap(), Vec::<i32>::new());
     let client = database.client().await;
     let recorded: i64 = client
@@ -921,7 +921,7 @@ async fn concurrent_migrations_apply_once() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(recorded, 4);
+    assert_eq!(recorded, 5);
 }
 
 #[tokio::test]
@@ -1112,7 +1112,7 @@ async fn migration_outlasts_the_statement_timeout() {
     let applied = store.migrate().await;
     release.await.unwrap();
 
-    assert_eq!(applied.unwrap(), vec![1, 2, 3, 4]);
+    assert_eq!(applied.unwrap(), vec![1, 2, 3, 4, 5]);
     let timeout: String = store
         .pool()
         .get()
@@ -1148,4 +1148,135 @@ async fn asynchronous_commit_is_opt_in() {
 
     assert_eq!(setting(durable).await, "on");
     assert_eq!(setting(fast).await, "off");
+}
+
+/// A database where migrations 1 to 4 ran, holding usage rows, takes migration 5 and keeps its
+/// counts: the store goes on counting from them.
+#[tokio::test]
+async fn fast_path_migration_keeps_earlier_usage() {
+    let database = TestDatabase::new().await;
+    let client = database.client().await;
+    client
+        .batch_execute(
+            "CREATE SCHEMA highway;
+             CREATE TABLE highway.ratelimit_migrations (
+                 version INT PRIMARY KEY,
+                 name TEXT NOT NULL,
+                 applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+             );",
+        )
+        .await
+        .unwrap();
+    for migration in MIGRATIONS.iter().filter(|migration| migration.version <= 4) {
+        client.batch_execute(migration.sql).await.unwrap();
+        client
+            .execute(
+                "INSERT INTO highway.ratelimit_migrations (version, name) VALUES ($1, $2)",
+                &[&migration.version, &migration.name],
+            )
+            .await
+            .unwrap();
+    }
+    // Two calls charged by the consume function of migration 2.
+    let at = utc("2026-03-02T10:15:30Z");
+    for _ in 0..2 {
+        client
+            .query(
+                "SELECT * FROM highway.consume_tool_rate_tokens('acme', 'tools.pdf', 'run-1', 1, \
+                     ARRAY['minute', 'hour'], ARRAY[3, 10]::BIGINT[], $1)",
+                &[&at],
+            )
+            .await
+            .unwrap();
+    }
+
+    let store = PostgresStore::new(PostgresConfig::new(database.url())).unwrap();
+    assert_eq!(store.migrate().await.unwrap(), vec![5]);
+
+    let key = key("acme", "tools.pdf", "run-1");
+    assert_eq!(
+        counts(&database, &key).await,
+        pairs(&[("minute", 2), ("hour", 2)])
+    );
+    let capacity = capacity(Some(3), Some(10), None);
+    let third = store
+        .consume(request(&key, &capacity, 1, Some(at)))
+        .await
+        .unwrap();
+    let fourth = store
+        .consume(request(&key, &capacity, 1, Some(at)))
+        .await
+        .unwrap();
+    assert!(third.is_admitted(), "{third:?}");
+    assert!(!fourth.is_admitted(), "{fourth:?}");
+    assert_eq!(
+        counts(&database, &key).await,
+        pairs(&[("minute", 3), ("hour", 3)])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_key_batches_admit_exact_limits() {
+    admit_exactly_each_limit(PostgresConfig::DEFAULT_MAX_BATCHES_IN_FLIGHT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_batch_in_flight_admits_exact_limits() {
+    admit_exactly_each_limit(1).await;
+}
+
+/// Runs 64 tasks of 10 calls spread over 8 keys, whose hour limit of 30 is below their minute
+/// limit of 40. Batches mix keys, and the fast statement charges rows before it finds an hour row
+/// over its limit, so its rollback is what keeps the counts exact.
+async fn admit_exactly_each_limit(batches_in_flight: usize) {
+    let database = TestDatabase::new().await;
+    let store = Arc::new(
+        database
+            .store_with(|config| {
+                config
+                    .pool_size(16)
+                    .max_batches_in_flight(batches_in_flight)
+            })
+            .await,
+    );
+    let capacity = Arc::new(capacity(Some(40), Some(30), Some(1000)));
+    let at = utc("2026-03-02T10:15:30Z");
+
+    let tasks: Vec<_> = (0..64)
+        .map(|task| {
+            let (store, capacity) = (store.clone(), capacity.clone());
+            tokio::spawn(async move {
+                let mut admitted = [0_u32; 8];
+                for call in 0..10 {
+                    let scope = (task + call) % 8;
+                    let key = key("acme", "tools.email.send", &format!("run-{scope}"));
+                    let decision = store
+                        .consume(request(&key, &capacity, 1, Some(at)))
+                        .await
+                        .expect("consume succeeds");
+                    admitted[scope] += u32::from(decision.is_admitted());
+                }
+                admitted
+            })
+        })
+        .collect();
+    let mut admitted = [0_u32; 8];
+    for task in tasks {
+        for (total, count) in admitted.iter_mut().zip(task.await.expect("task completes")) {
+            *total += count;
+        }
+    }
+
+    assert_eq!(admitted, [30; 8]);
+    for scope in 0..8 {
+        assert_eq!(
+            counts(
+                &database,
+                &key("acme", "tools.email.send", &format!("run-{scope}"))
+            )
+            .await,
+            pairs(&[("minute", 30), ("hour", 30), ("day", 30)]),
+            "run-{scope}"
+        );
+    }
 }

@@ -1,101 +1,202 @@
 //! Coalescing of concurrent consumes into one round trip.
 //!
-//! Consumes go to a dispatcher task through a channel. A consume whose scope key has no round trip
-//! running goes out at once, with whatever other consumes are ready, as long as fewer than
-//! `max_batches_in_flight` round trips run. A consume whose key already has a round trip running
-//! waits for it, because that round trip holds the key's row locks until its commit. When it
-//! returns, every consume that waited for the key goes out in the next round trip, up to
-//! `max_batch_size` per round trip, to `highway.consume_tool_rate_tokens_batch`, which decides them
-//! in order in one transaction. So calls spread over many keys run concurrently, and calls for one
-//! hot key share one commit.
+//! A consume goes out alone at once, from the caller's own task, when its scope key has no round
+//! trip running, fewer than `max_batches_in_flight` round trips run and no consume is queued.
+//! Otherwise it queues: behind its key's round trip, which holds the key's row locks until its
+//! commit, or until a round trip ends. When a round trip ends, the consumes that queued go out
+//! together, in a task of their own, up to `max_batch_size` per round trip, and are decided in
+//! order in one transaction (see [`super::fast`]). At most half the round trips, rounded up, carry
+//! queued consumes. So a few concurrent calls go out at once without a task switch, many
+//! concurrent calls share a few statements and commits, and calls for one hot key share one
+//! commit.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::slice;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use deadpool_postgres::Pool;
-use tokio::sync::{mpsc, oneshot};
+use deadpool_postgres::{Pool, PoolError, TimeoutType};
+use tokio::sync::oneshot;
 
-use tokio_postgres::error::SqlState;
-
-use super::{CONSUME, WindowRow, database_error};
+use super::WindowRow;
+use super::fast::{Call, Rejections, Sender};
 use crate::store::StoreError;
 
-const CONSUME_BATCH: &str = "SELECT call_index, window_type, window_limit, request_count, window_end, admitted \
-     FROM highway.consume_tool_rate_tokens_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
-
-/// One consume waiting for its round trip, with everything the database needs, owned.
-pub(super) struct Pending {
-    pub(super) tenant: String,
-    pub(super) tool: String,
-    pub(super) scope: String,
-    pub(super) cost: i64,
-    pub(super) kinds: Vec<&'static str>,
-    pub(super) limits: Vec<i64>,
-    /// The request's instant; `None` lets the database clock decide.
-    pub(super) at: Option<DateTime<Utc>>,
-    /// The windows' bounds: at `at`, or hints at this process's clock (see `WindowPlan`).
-    pub(super) starts: Vec<DateTime<Utc>>,
-    pub(super) ends: Vec<DateTime<Utc>>,
-    pub(super) timezone: &'static str,
-    pub(super) week_start: &'static str,
-    pub(super) reply: oneshot::Sender<Result<Vec<WindowRow>, StoreError>>,
-}
-
-/// Starts the dispatcher on the current tokio runtime and returns the channel to it. The
-/// dispatcher stops when every sender is dropped.
-pub(super) fn spawn_dispatcher(
+/// Sends the consumes of one store, alone or in batches.
+pub(super) struct Batcher {
     pool: Pool,
     max_batch_size: usize,
     max_in_flight: usize,
     statement_timeout: Duration,
-) -> mpsc::UnboundedSender<Pending> {
-    let (sender, receiver) = mpsc::unbounded_channel();
-    tokio::spawn(dispatch(
-        pool,
-        receiver,
-        max_batch_size,
-        max_in_flight,
-        statement_timeout,
-    ));
-    sender
+    rejections: Rejections,
+    state: Mutex<State>,
 }
 
-/// The identity of a scope key: tenant, tool and scope.
-type KeyId = (String, String, String);
+/// The round trips running and the consumes queued. The keys are [`Call::key_hash`] values.
+#[derive(Default)]
+struct State {
+    running: usize,
+    /// The running round trips that carry consumes which queued.
+    batches_running: usize,
+    /// The keys that a running round trip carries.
+    in_flight: HashSet<u64>,
+    /// Consumes waiting for their key's round trip to end.
+    waiting: HashMap<u64, Vec<Pending>>,
+    /// Consumes whose key is free, waiting for a round trip to end.
+    ready: VecDeque<Pending>,
+}
 
-impl Pending {
-    fn key_id(&self) -> KeyId {
-        (self.tenant.clone(), self.tool.clone(), self.scope.clone())
+/// A queued consume and the channel to its caller.
+struct Pending {
+    call: Call,
+    reply: oneshot::Sender<Result<Vec<WindowRow>, StoreError>>,
+}
+
+/// One running round trip. Dropping it, when the round trip ends or its caller gives up, frees
+/// its keys and sends the consumes that queued.
+struct RoundTrip {
+    batcher: Arc<Batcher>,
+    keys: Vec<u64>,
+    /// Whether it carries consumes that queued.
+    queued: bool,
+}
+
+impl Drop for RoundTrip {
+    fn drop(&mut self) {
+        self.batcher.finish(&self.keys, self.queued);
     }
 }
 
-async fn dispatch(
-    pool: Pool,
-    mut receiver: mpsc::UnboundedReceiver<Pending>,
-    max_batch_size: usize,
-    max_in_flight: usize,
-    statement_timeout: Duration,
-) {
-    let (done_sender, mut done) = mpsc::unbounded_channel::<Vec<KeyId>>();
-    // Consumes free to go, consumes waiting for their key's round trip, and the keys in flight.
-    let mut ready: VecDeque<Pending> = VecDeque::new();
-    let mut waiting: HashMap<KeyId, Vec<Pending>> = HashMap::new();
-    let mut in_flight: HashSet<KeyId> = HashSet::new();
-    let mut running = 0;
+impl Batcher {
+    pub(super) fn new(
+        pool: Pool,
+        max_batch_size: usize,
+        max_in_flight: usize,
+        statement_timeout: Duration,
+    ) -> Self {
+        Batcher {
+            pool,
+            max_batch_size,
+            max_in_flight,
+            statement_timeout,
+            rejections: Rejections::new(),
+            state: Mutex::new(State::default()),
+        }
+    }
 
-    loop {
-        while running < max_in_flight && !ready.is_empty() {
+    pub(super) fn rejections(&self) -> &Rejections {
+        &self.rejections
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The state is consistent after every statement that changes it, so a panic elsewhere
+        // while the lock was held leaves nothing to repair.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Consumes for `call`, in a batch with other calls when it has to queue.
+    pub(super) async fn consume(
+        self: &Arc<Self>,
+        call: Call,
+    ) -> Result<Vec<WindowRow>, StoreError> {
+        let key = call.key_hash;
+        let queued = {
+            let mut state = self.lock();
+            if state.in_flight.contains(&key) {
+                let (reply, answer) = oneshot::channel();
+                state
+                    .waiting
+                    .entry(key)
+                    .or_default()
+                    .push(Pending { call, reply });
+                Err(answer)
+            } else if state.running >= self.max_in_flight || !state.ready.is_empty() {
+                let (reply, answer) = oneshot::channel();
+                state.ready.push_back(Pending { call, reply });
+                Err(answer)
+            } else {
+                state.running += 1;
+                state.in_flight.insert(key);
+                Ok(call)
+            }
+        };
+
+        match queued {
+            Ok(call) => {
+                let _round_trip = RoundTrip {
+                    batcher: self.clone(),
+                    keys: vec![key],
+                    queued: false,
+                };
+                self.consume_alone(&call).await
+            }
+            Err(answer) => answer.await.unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(
+                    "the round trip of a queued consume stopped with its tokio runtime".into(),
+                ))
+            }),
+        }
+    }
+
+    /// Consumes for `call` in a round trip of its own, whatever else runs.
+    pub(super) async fn consume_alone(&self, call: &Call) -> Result<Vec<WindowRow>, StoreError> {
+        let client = self.client().await?;
+        self.sender(&client).consume_one(call).await
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|error| pool_error(&self.pool, error))
+    }
+
+    fn sender<'a>(&'a self, client: &'a deadpool_postgres::Object) -> Sender<'a> {
+        Sender {
+            client,
+            statement_timeout: self.statement_timeout,
+            rejections: &self.rejections,
+        }
+    }
+
+    /// Ends a round trip: frees its keys and starts round trips for the consumes that queued.
+    fn finish(self: &Arc<Self>, keys: &[u64], queued: bool) {
+        let batches = {
+            let mut state = self.lock();
+            state.running -= 1;
+            if queued {
+                state.batches_running -= 1;
+            }
+            for key in keys {
+                state.in_flight.remove(key);
+                if let Some(calls) = state.waiting.remove(key) {
+                    state.ready.extend(calls);
+                }
+            }
+            self.take_batches(&mut state)
+        };
+        for (batch, keys) in batches {
+            self.start(batch, keys);
+        }
+    }
+
+    /// Takes batches from the ready consumes while round trips for them are free, and marks them
+    /// running.
+    fn take_batches(&self, state: &mut State) -> Vec<(Vec<Pending>, Vec<u64>)> {
+        let mut batches = Vec::new();
+        let max_batches = self.max_in_flight.div_ceil(2);
+        while state.running < self.max_in_flight
+            && state.batches_running < max_batches
+            && !state.ready.is_empty()
+        {
             let mut batch = Vec::new();
             let mut keys = HashSet::new();
-            while batch.len() < max_batch_size {
-                let Some(pending) = ready.pop_front() else {
+            while batch.len() < self.max_batch_size {
+                let Some(pending) = state.ready.pop_front() else {
                     break;
                 };
-                let key = pending.key_id();
-                if in_flight.contains(&key) {
-                    waiting.entry(key).or_default().push(pending);
+                let key = pending.call.key_hash;
+                if state.in_flight.contains(&key) {
+                    state.waiting.entry(key).or_default().push(pending);
                 } else {
                     keys.insert(key);
                     batch.push(pending);
@@ -105,219 +206,79 @@ async fn dispatch(
                 continue;
             }
 
-            let keys: Vec<KeyId> = keys.into_iter().collect();
-            in_flight.extend(keys.iter().cloned());
-            running += 1;
-            tracing::trace!(
-                calls = batch.len(),
-                keys = keys.len(),
-                "sending a batch of consumes"
-            );
-            let (pool, done_sender) = (pool.clone(), done_sender.clone());
-            tokio::spawn(async move {
-                run(&pool, batch, statement_timeout).await;
-                let _ = done_sender.send(keys);
-            });
+            let keys: Vec<u64> = keys.into_iter().collect();
+            state.in_flight.extend(keys.iter().copied());
+            state.running += 1;
+            state.batches_running += 1;
+            batches.push((batch, keys));
         }
+        batches
+    }
 
-        tokio::select! {
-            received = receiver.recv() => {
-                let Some(pending) = received else {
-                    // Every store handle is gone, so no caller waits any more.
-                    return;
-                };
-                accept(pending, &in_flight, &mut waiting, &mut ready);
-                while let Ok(pending) = receiver.try_recv() {
-                    accept(pending, &in_flight, &mut waiting, &mut ready);
+    /// Sends a batch in a task of its own.
+    fn start(self: &Arc<Self>, batch: Vec<Pending>, keys: Vec<u64>) {
+        let round_trip = RoundTrip {
+            batcher: self.clone(),
+            keys,
+            queued: true,
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // The round trip ended outside any tokio runtime, so there is none to send the batch on.
+            // Its callers get an error when `batch` is dropped, and so do those of later batches.
+            drop(batch);
+            return;
+        };
+        tracing::trace!(calls = batch.len(), "sending a batch of consumes");
+        let batcher = self.clone();
+        runtime.spawn(async move {
+            let _round_trip = round_trip;
+            batcher.send(batch).await;
+        });
+    }
+
+    /// Sends one batch and hands every consume its result.
+    async fn send(&self, batch: Vec<Pending>) {
+        let outcome = match self.client().await {
+            Ok(client) => {
+                let calls: Vec<&Call> = batch.iter().map(|pending| &pending.call).collect();
+                let sender = self.sender(&client);
+                match calls.as_slice() {
+                    [call] => sender.consume_one(call).await.map(|windows| vec![windows]),
+                    _ => sender.consume_batch(&calls).await,
                 }
             }
-            Some(keys) = done.recv() => {
-                running -= 1;
-                for key in keys {
-                    in_flight.remove(&key);
-                    if let Some(calls) = waiting.remove(&key) {
-                        ready.extend(calls);
-                    }
+            Err(error) => Err(error),
+        };
+
+        let error = match outcome {
+            Ok(per_call) => {
+                for (pending, windows) in batch.into_iter().zip(per_call) {
+                    let _ = pending.reply.send(Ok(windows));
                 }
+                return;
             }
-        }
-    }
-}
-
-/// Queues a new consume: ready, unless its key has a round trip running or consumes waiting.
-fn accept(
-    pending: Pending,
-    in_flight: &HashSet<KeyId>,
-    waiting: &mut HashMap<KeyId, Vec<Pending>>,
-    ready: &mut VecDeque<Pending>,
-) {
-    let key = pending.key_id();
-    if in_flight.contains(&key) {
-        waiting.entry(key).or_default().push(pending);
-    } else {
-        ready.push_back(pending);
-    }
-}
-
-/// Sends one batch and hands every consume its result.
-async fn run(pool: &Pool, batch: Vec<Pending>, statement_timeout: Duration) {
-    let error = match send(pool, &batch, statement_timeout).await {
-        Ok(per_call) => {
-            for (pending, rows) in batch.into_iter().zip(per_call) {
-                let _ = pending.reply.send(Ok(rows));
+            Err(error) => error,
+        };
+        let mut batch = batch;
+        if batch.len() == 1 {
+            if let Some(pending) = batch.pop() {
+                let _ = pending.reply.send(Err(error));
             }
             return;
         }
-        Err(error) => error,
-    };
 
-    let mut batch = batch;
-    if batch.len() == 1 {
-        if let Some(pending) = batch.pop() {
-            let _ = pending.reply.send(Err(error));
-        }
-        return;
-    }
-    // One bad call (an id the database rejects, say) fails the whole transaction: send each call
-    // on its own so that only the bad one gets the error.
-    tracing::debug!(calls = batch.len(), %error, "a batch of consumes failed; sending its calls one by one");
-    for pending in batch {
-        let result = send(pool, slice::from_ref(&pending), statement_timeout)
-            .await
-            .map(|mut per_call| per_call.pop().unwrap_or_default());
-        let _ = pending.reply.send(result);
-    }
-}
-
-/// Sends one round trip and returns the rows of each call, in the batch's order.
-async fn send(
-    pool: &Pool,
-    batch: &[Pending],
-    statement_timeout: Duration,
-) -> Result<Vec<Vec<WindowRow>>, StoreError> {
-    let query_error = |error: tokio_postgres::Error| {
-        if error.code() == Some(&SqlState::QUERY_CANCELED) {
-            StoreError::Timeout(statement_timeout)
-        } else {
-            database_error(error)
-        }
-    };
-
-    // A lone call takes the single-call function, one upsert with no sorting of rows.
-    if let [pending] = batch {
-        let client = pool.get().await.map_err(|error| pool_error(pool, error))?;
-        let statement = client.prepare_cached(CONSUME).await.map_err(query_error)?;
-        let consume = true;
-        let rows = client
-            .query(
-                &statement,
-                &[
-                    &pending.tenant,
-                    &pending.tool,
-                    &pending.scope,
-                    &pending.cost,
-                    &pending.kinds,
-                    &pending.limits,
-                    &pending.at,
-                    &pending.starts,
-                    &pending.ends,
-                    &pending.timezone,
-                    &pending.week_start,
-                    &consume,
-                ],
-            )
-            .await
-            .map_err(query_error)?;
-        let windows = rows
-            .iter()
-            .map(|row| WindowRow::from_columns(row, 0))
-            .collect::<Result<Vec<_>, _>>()?;
-        return Ok(vec![windows]);
-    }
-
-    let items: usize = batch.iter().map(|pending| pending.kinds.len()).sum();
-    let mut calls = Vec::with_capacity(items);
-    let mut tenants = Vec::with_capacity(items);
-    let mut tools = Vec::with_capacity(items);
-    let mut scopes = Vec::with_capacity(items);
-    let mut costs = Vec::with_capacity(items);
-    let mut kinds = Vec::with_capacity(items);
-    let mut limits = Vec::with_capacity(items);
-    let mut starts: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(items);
-    let mut ends: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(items);
-    let mut timezones = Vec::with_capacity(items);
-    let mut week_starts = Vec::with_capacity(items);
-
-    for (index, pending) in batch.iter().enumerate() {
-        let call = i32::try_from(index + 1).unwrap_or(i32::MAX);
-        for (window, kind) in pending.kinds.iter().enumerate() {
-            calls.push(call);
-            tenants.push(pending.tenant.as_str());
-            tools.push(pending.tool.as_str());
-            scopes.push(pending.scope.as_str());
-            costs.push(pending.cost);
-            kinds.push(*kind);
-            limits.push(pending.limits[window]);
-            // The batch function computes the database clock's windows once per batch.
-            starts.push(pending.at.map(|_| pending.starts[window]));
-            ends.push(pending.at.map(|_| pending.ends[window]));
-            timezones.push(pending.timezone);
-            week_starts.push(pending.week_start);
+        // One bad call (an id the database rejects, say) fails the whole transaction: send each
+        // call on its own so that only the bad one gets the error.
+        tracing::debug!(calls = batch.len(), %error, "a batch of consumes failed; sending its calls one by one");
+        for pending in batch {
+            let result = self.consume_alone(&pending.call).await;
+            let _ = pending.reply.send(result);
         }
     }
-
-    let client = pool
-        .get()
-        .await
-        .map_err(|error| StoreError::Unavailable(Box::new(error)))?;
-    let statement = client
-        .prepare_cached(CONSUME_BATCH)
-        .await
-        .map_err(query_error)?;
-    let rows = client
-        .query(
-            &statement,
-            &[
-                &calls,
-                &tenants,
-                &tools,
-                &scopes,
-                &costs,
-                &kinds,
-                &limits,
-                &starts,
-                &ends,
-                &timezones,
-                &week_starts,
-            ],
-        )
-        .await
-        .map_err(query_error)?;
-
-    let mut per_call: Vec<Vec<WindowRow>> = batch
-        .iter()
-        .map(|pending| Vec::with_capacity(pending.kinds.len()))
-        .collect();
-    for row in &rows {
-        let call: i32 = row.try_get(0).map_err(database_error)?;
-        let window = WindowRow::from_columns(row, 1)?;
-        let slot = usize::try_from(call - 1)
-            .ok()
-            .and_then(|index| per_call.get_mut(index))
-            .ok_or_else(|| {
-                StoreError::Unavailable(
-                    format!("the database returned an unknown call {call}").into(),
-                )
-            })?;
-        slot.push(window);
-    }
-    Ok(per_call)
 }
 
 /// Maps a failure to get a pooled connection: a timeout of the pool is a timeout of the call.
-fn pool_error(pool: &Pool, error: deadpool_postgres::PoolError) -> StoreError {
-    use deadpool_postgres::{PoolError, TimeoutType};
-
+fn pool_error(pool: &Pool, error: PoolError) -> StoreError {
     match error {
         PoolError::Timeout(kind) => {
             let timeouts = pool.timeouts();
@@ -328,6 +289,7 @@ fn pool_error(pool: &Pool, error: deadpool_postgres::PoolError) -> StoreError {
             };
             StoreError::Timeout(limit.unwrap_or_default())
         }
+        PoolError::Backend(error) => super::database_error(error),
         other => StoreError::Unavailable(Box::new(other)),
     }
 }

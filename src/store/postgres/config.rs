@@ -133,8 +133,9 @@ impl PostgresConfig {
     }
 
     /// Sets how many round trips of consumes may run at once (at least 1; the pool size bounds it
-    /// too). Consumes of different keys run concurrently up to this number; beyond it, they queue
-    /// and go out together.
+    /// too). Consumes of different keys go out alone at once up to this number. Beyond it, they
+    /// queue and go out together, in at most half as many round trips at once (rounded up), so
+    /// that under load each statement and commit serves more calls.
     pub fn max_batches_in_flight(mut self, batches: usize) -> Self {
         self.max_batches_in_flight = batches.max(1);
         self

@@ -37,6 +37,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0004_tool_rate_token_leases.sql",
         sql: include_str!("../../../migrations/0004_tool_rate_token_leases.sql"),
     },
+    Migration {
+        version: 5,
+        name: "0005_consume_fast_path.sql",
+        sql: include_str!("../../../migrations/0005_consume_fast_path.sql"),
+    },
 ];
 
 /// The key of the session-level advisory lock that serialises concurrent migrations

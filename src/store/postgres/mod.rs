@@ -1,8 +1,9 @@
 //! The PostgreSQL token store: one limit shared by every worker of every machine.
 //!
 //! [`PostgresStore`] counts calls in `highway.tool_rate_limit_usage`, one row per scope key and
-//! window, through the function `highway.consume_tool_rate_tokens`. A call is one round trip and
-//! one transaction that checks every limited window and charges all of them or none. The windows
+//! window. A call is one round trip and one transaction that checks every limited window and
+//! charges all of them or none. A plain statement charges the windows when all have room, and the
+//! function `highway.consume_tool_rate_tokens` decides the call when one has not (see [`fast`]). The windows
 //! are those of the database clock (`now()` in the policy's time zone), so every worker agrees on
 //! when a window ends, unless the request carries an explicit instant.
 //!
@@ -21,15 +22,16 @@
 //! times out may still be charged afterwards, as with any network timeout: its query may be on
 //! its way, or queued in a batch.
 //!
-//! The store runs on tokio: its first consume starts the task that batches concurrent consumes on
-//! the current runtime.
+//! The store runs on tokio: consumes that queued go out in a task spawned on the runtime where
+//! the round trip before them ended.
 
 mod batch;
 mod config;
+mod fast;
 mod migrations;
 
 use std::future::Future;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc, Weekday};
@@ -37,7 +39,6 @@ use deadpool_postgres::{
     Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime, TimeoutType,
 };
 use futures_util::future::BoxFuture;
-use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
@@ -62,9 +63,7 @@ pub struct PostgresStore {
     statement_timeout: Duration,
     connect_timeout: Duration,
     max_batch_size: usize,
-    max_batches_in_flight: usize,
-    /// The channel to the batch dispatcher, started by the first consume on its runtime.
-    batches: Arc<OnceLock<mpsc::UnboundedSender<batch::Pending>>>,
+    batcher: Arc<batch::Batcher>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -120,14 +119,19 @@ impl PostgresStore {
             .build()
             .map_err(|error| StoreError::Unavailable(Box::new(error)))?;
 
+        let batcher = batch::Batcher::new(
+            pool.clone(),
+            config.max_batch_size,
+            config.max_batches_in_flight.min(config.pool_size),
+            config.statement_timeout,
+        );
         Ok(PostgresStore {
             pool,
             call_timeout: config.call_timeout,
             statement_timeout: config.statement_timeout,
             connect_timeout: config.connect_timeout,
             max_batch_size: config.max_batch_size,
-            max_batches_in_flight: config.max_batches_in_flight.min(config.pool_size),
-            batches: Arc::new(OnceLock::new()),
+            batcher: Arc::new(batcher),
         })
     }
 
@@ -216,10 +220,21 @@ impl PostgresStore {
         let week_start = weekday_name(request.week_start);
         let timezone = request.timezone.name();
 
-        if consume && self.max_batch_size > 1 {
-            return self
-                .consume_batched(&request, plan, cost, week_start, timezone)
-                .await;
+        if consume {
+            let call = fast::Call {
+                key: request.key.clone(),
+                key_hash: self.batcher.rejections().hash_key(request.key),
+                cost,
+                plan,
+                timezone,
+                week_start,
+            };
+            let windows = if self.max_batch_size > 1 {
+                self.bounded(self.batcher.consume(call)).await?
+            } else {
+                self.bounded(self.batcher.consume_alone(&call)).await?
+            };
+            return decision_from_windows(windows, request.cost);
         }
 
         self.bounded(async {
@@ -252,50 +267,6 @@ impl PostgresStore {
                 .iter()
                 .map(|row| WindowRow::from_columns(row, 0))
                 .collect::<Result<Vec<_>, _>>()?;
-            decision_from_windows(windows, request.cost)
-        })
-        .await
-    }
-
-    async fn consume_batched(
-        &self,
-        request: &ConsumeRequest<'_>,
-        plan: WindowPlan,
-        cost: i64,
-        week_start: &'static str,
-        timezone: &'static str,
-    ) -> Result<Decision, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        let pending = batch::Pending {
-            tenant: request.key.tenant.clone(),
-            tool: request.key.tool.clone(),
-            scope: request.key.scope.clone(),
-            cost,
-            kinds: plan.kind_names(),
-            limits: plan.limits,
-            at: plan.at,
-            starts: plan.starts,
-            ends: plan.ends,
-            timezone,
-            week_start,
-            reply,
-        };
-        let dispatcher = self.batches.get_or_init(|| {
-            batch::spawn_dispatcher(
-                self.pool.clone(),
-                self.max_batch_size,
-                self.max_batches_in_flight,
-                self.statement_timeout,
-            )
-        });
-        dispatcher.send(pending).map_err(|_| {
-            StoreError::Unavailable("the batch dispatcher stopped with the tokio runtime of the first consume: use a PostgresStore on one runtime".into())
-        })?;
-
-        self.bounded(async {
-            let windows = answer.await.map_err(|_| {
-                StoreError::Unavailable("the batch dispatcher dropped a call".into())
-            })??;
             decision_from_windows(windows, request.cost)
         })
         .await

@@ -1,0 +1,769 @@
+//! The fast path of consumes: one plain statement that charges the usage rows of one call, or of a
+//! batch of calls, without a PL/pgSQL function in between.
+//!
+//! The statement admits its calls only when every row has room for them. When a row has no room,
+//! or the caller's window bounds do not contain the database clock's `now()`, it calls
+//! `highway.rollback_fast_consume`, whose error (SQLSTATE `HW001`) rolls back the whole statement:
+//! none of its charges commits. The batch statement also returns, without an error, when it could
+//! charge no row at all. Either way the calls are then decided again by
+//! `highway.consume_tool_rate_tokens` or `highway.consume_tool_rate_tokens_batch`, which handle
+//! rejections and compute the windows by the database clock.
+//!
+//! PostgreSQL logs the rollback's error like any other error. So that a key over its limit does not
+//! log one per call, [`Rejections`] remembers the keys whose calls were rejected and sends their
+//! calls straight to the functions until the refusing window ends.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasher;
+use std::sync::{LazyLock, Mutex, PoisonError};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Object;
+use foldhash::fast::RandomState;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+
+use super::{CONSUME, WindowPlan, WindowRow, database_error};
+use crate::store::{ScopeKey, StoreError};
+use crate::window::WindowKind;
+
+/// The SQLSTATE of `highway.rollback_fast_consume`.
+const ROLLED_BACK: &str = "HW001";
+
+/// Returns the statement that charges every window of one call with `windows` windows (1 to 5),
+/// in the order given: shortest first, the lock order.
+///
+/// `$1` to `$3` are the ids, `$4` the cost, and `$5` and `$6` the window types and limits. `$7` is
+/// true when the bounds come from the request's own instant, and false when they must contain the
+/// database clock's `now()`. Each window's start and end follow, from `$8` on. A window without
+/// room, or bounds without `now()`, raise the rollback error at once, so the statement either
+/// charges every window or none.
+///
+/// The rows are a VALUES list, which PostgreSQL 15 inserts in the order listed; it costs the server
+/// less than `unnest` and a sort. NOTE: PostgreSQL documents no order for the rows of an INSERT. If
+/// it ever took them out of order, two calls of one key could deadlock: the server then cancels one
+/// statement, and its call is decided again by the function, like a rollback.
+fn fast_consume_statement(windows: usize) -> String {
+    let rows: Vec<String> = (0..windows)
+        .map(|window| {
+            let start = 8 + 2 * window;
+            format!(
+                "(($5::text[])[{index}], ${start}::timestamptz, ${end}::timestamptz)",
+                index = window + 1,
+                end = start + 1,
+            )
+        })
+        .collect();
+    format!(
+        "INSERT INTO highway.tool_rate_limit_usage AS u
+    (tenant_id, tool_name, scope_key, window_type, window_start, window_end, request_count,
+     last_updated)
+SELECT $1::text, $2::text, $3::text, w.kind, w.start_at, w.end_at, $4::bigint, now()
+FROM (VALUES {rows}) AS w(kind, start_at, end_at)
+WHERE CASE
+    WHEN $4::bigint <= ALL ($6::bigint[])
+        AND ($7::boolean OR (w.start_at <= now() AND now() < w.end_at)) THEN TRUE
+    ELSE highway.rollback_fast_consume()
+END
+ON CONFLICT (tenant_id, tool_name, scope_key, window_type, window_start)
+DO UPDATE SET
+    request_count = u.request_count + EXCLUDED.request_count,
+    last_updated = EXCLUDED.last_updated
+WHERE CASE
+    WHEN u.request_count + EXCLUDED.request_count
+        <= ($6::bigint[])[array_position($5::text[], u.window_type)] THEN TRUE
+    ELSE highway.rollback_fast_consume()
+END
+RETURNING u.window_type, u.request_count",
+        rows = rows.join(", ")
+    )
+}
+
+/// The statements of [`fast_consume_statement`] for 1 to 5 windows.
+///
+/// NOTE: no test runs them with a worker clock whose windows miss the database's `now()`. Only the
+/// consume function's own handling of such bounds is tested.
+static FAST_CONSUME: LazyLock<[String; 5]> =
+    LazyLock::new(|| std::array::from_fn(|index| fast_consume_statement(index + 1)));
+
+/// Charges distinct usage rows, each with the total cost of the batch's calls that use it, in the
+/// order given (the lock order), when every row stays within its limit. `$9` is true for each row
+/// whose bounds must contain the database clock's `now()`.
+///
+/// Returns one row: whether every row was charged (FALSE: none was), and each row's count after
+/// the charge, in the order given.
+const FAST_CONSUME_BATCH: &str = "
+WITH r AS MATERIALIZED (
+    SELECT *
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
+            $6::timestamptz[], $7::bigint[], $8::bigint[], $9::boolean[])
+        WITH ORDINALITY AS r(tenant, tool, scope, kind, start_at, end_at, demand, row_limit,
+            by_database_clock, ord)
+), charged AS (
+    INSERT INTO highway.tool_rate_limit_usage AS u
+        (tenant_id, tool_name, scope_key, window_type, window_start, window_end, request_count,
+         last_updated)
+    SELECT r.tenant, r.tool, r.scope, r.kind, r.start_at, r.end_at, r.demand, now()
+    FROM r
+    WHERE r.demand <= r.row_limit
+        AND (NOT r.by_database_clock OR (r.start_at <= now() AND now() < r.end_at))
+    ORDER BY r.ord
+    ON CONFLICT (tenant_id, tool_name, scope_key, window_type, window_start)
+    DO UPDATE SET
+        request_count = u.request_count + EXCLUDED.request_count,
+        last_updated = EXCLUDED.last_updated
+    RETURNING u.tenant_id, u.tool_name, u.scope_key, u.window_type, u.window_start,
+        u.request_count
+)
+SELECT
+    CASE
+        WHEN count(*) = cardinality($1::text[]) AND bool_and(c.request_count <= r.row_limit)
+            THEN TRUE
+        WHEN count(*) = 0 THEN FALSE
+        ELSE highway.rollback_fast_consume()
+    END,
+    array_agg(c.request_count ORDER BY r.ord)
+FROM charged c
+JOIN r ON c.tenant_id = r.tenant AND c.tool_name = r.tool AND c.scope_key = r.scope
+    AND c.window_type = r.kind AND c.window_start = r.start_at";
+
+const CONSUME_BATCH: &str = "SELECT call_index, window_type, window_limit, request_count, window_end, admitted \
+     FROM highway.consume_tool_rate_tokens_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+
+/// One consume, with everything the database needs, owned so that it can wait in a queue.
+pub(super) struct Call {
+    pub(super) key: ScopeKey,
+    /// The hash of `key`, which identifies the key in [`Rejections`] and in the batching of
+    /// [`super::batch`]. Two keys with one hash only share those queues, never a counter.
+    pub(super) key_hash: u64,
+    pub(super) cost: i64,
+    pub(super) plan: WindowPlan,
+    pub(super) timezone: &'static str,
+    pub(super) week_start: &'static str,
+}
+
+impl Call {
+    fn kind_names(&self) -> Vec<&'static str> {
+        self.plan.kind_names()
+    }
+
+    /// Returns whether the fast statement cannot admit the call, because a window's limit is below
+    /// the cost (a limit of 0).
+    fn over_a_limit(&self) -> bool {
+        self.plan.limits.iter().any(|&limit| limit < self.cost)
+    }
+}
+
+/// The connection and settings that one round trip needs.
+pub(super) struct Sender<'a> {
+    pub(super) client: &'a Object,
+    pub(super) statement_timeout: Duration,
+    pub(super) rejections: &'a Rejections,
+}
+
+impl Sender<'_> {
+    fn query_error(&self, error: tokio_postgres::Error) -> StoreError {
+        if error.code() == Some(&SqlState::QUERY_CANCELED) {
+            return StoreError::Timeout(self.statement_timeout);
+        }
+        database_error(error)
+    }
+
+    /// Consumes for one call: the fast statement, then the consume function when the statement
+    /// charged nothing or rolled back.
+    pub(super) async fn consume_one(&self, call: &Call) -> Result<Vec<WindowRow>, StoreError> {
+        let statement = call
+            .plan
+            .kinds
+            .len()
+            .checked_sub(1)
+            .and_then(|index| FAST_CONSUME.get(index))
+            .filter(|_| !call.over_a_limit())
+            .filter(|_| !self.rejections.recently_rejected(call.key_hash));
+        if let Some(statement) = statement {
+            match self.fast_one(call, statement).await {
+                Ok(windows) => return Ok(windows),
+                Err(error) if rolled_back(&error) => {}
+                Err(error) => return Err(self.query_error(error)),
+            }
+        }
+
+        let statement = self
+            .client
+            .prepare_cached(CONSUME)
+            .await
+            .map_err(|error| self.query_error(error))?;
+        let consume = true;
+        let rows = self
+            .client
+            .query(
+                &statement,
+                &[
+                    &call.key.tenant,
+                    &call.key.tool,
+                    &call.key.scope,
+                    &call.cost,
+                    &call.kind_names(),
+                    &call.plan.limits,
+                    &call.plan.at,
+                    &call.plan.starts,
+                    &call.plan.ends,
+                    &call.timezone,
+                    &call.week_start,
+                    &consume,
+                ],
+            )
+            .await
+            .map_err(|error| self.query_error(error))?;
+        let windows = rows
+            .iter()
+            .map(|row| WindowRow::from_columns(row, 0))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.rejections.record(call, &windows);
+        Ok(windows)
+    }
+
+    /// Runs `statement`, the fast statement for the number of windows of `call`.
+    async fn fast_one(
+        &self,
+        call: &Call,
+        statement: &str,
+    ) -> Result<Vec<WindowRow>, tokio_postgres::Error> {
+        let kinds = call.kind_names();
+        let by_request_instant = call.plan.at.is_some();
+        let mut parameters: Vec<&(dyn ToSql + Sync)> = vec![
+            &call.key.tenant,
+            &call.key.tool,
+            &call.key.scope,
+            &call.cost,
+            &kinds,
+            &call.plan.limits,
+            &by_request_instant,
+        ];
+        for (start, end) in call.plan.starts.iter().zip(&call.plan.ends) {
+            parameters.push(start);
+            parameters.push(end);
+        }
+        let statement = self.client.prepare_cached(statement).await?;
+        let rows = self.client.query(&statement, &parameters).await?;
+
+        let mut windows = Vec::with_capacity(call.plan.kinds.len());
+        for (index, kind) in call.plan.kinds.iter().enumerate() {
+            let mut count = None;
+            for row in &rows {
+                if row.try_get::<_, &str>(0)? == kind.as_str() {
+                    count = Some(row.try_get::<_, i64>(1)?);
+                }
+            }
+            windows.push(WindowRow {
+                kind: *kind,
+                limit: u64::try_from(call.plan.limits[index]).unwrap_or_default(),
+                // Every window is charged or the statement fails, so each has its row.
+                count: count.map_or(0, |count| u64::try_from(count).unwrap_or_default()),
+                reset_at: call.plan.ends[index],
+                admitted: true,
+            });
+        }
+        Ok(windows)
+    }
+
+    /// Consumes for a batch of calls in one transaction: the fast statement, then the batch
+    /// function when the statement charged nothing or rolled back. Returns the windows of each
+    /// call, in the batch's order.
+    pub(super) async fn consume_batch(
+        &self,
+        calls: &[&Call],
+    ) -> Result<Vec<Vec<WindowRow>>, StoreError> {
+        let rows = BatchRows::new(calls);
+        let skip_fast = rows.over_a_limit()
+            || calls
+                .iter()
+                .any(|call| self.rejections.recently_rejected(call.key_hash));
+        if !skip_fast {
+            match self.fast_batch(calls, &rows).await {
+                Ok(Some(windows)) => return Ok(windows),
+                Ok(None) => {}
+                Err(error) if rolled_back(&error) => {}
+                Err(error) => return Err(self.query_error(error)),
+            }
+        }
+
+        let per_call = self.batch_function(calls).await?;
+        for (call, windows) in calls.iter().zip(&per_call) {
+            self.rejections.record(call, windows);
+        }
+        Ok(per_call)
+    }
+
+    /// Runs the fast statement for a batch; `None` when it charged nothing.
+    async fn fast_batch(
+        &self,
+        calls: &[&Call],
+        rows: &BatchRows<'_>,
+    ) -> Result<Option<Vec<Vec<WindowRow>>>, tokio_postgres::Error> {
+        let statement = self.client.prepare_cached(FAST_CONSUME_BATCH).await?;
+        let row = self
+            .client
+            .query_one(
+                &statement,
+                &[
+                    &rows.tenants,
+                    &rows.tools,
+                    &rows.scopes,
+                    &rows.kinds,
+                    &rows.starts,
+                    &rows.ends,
+                    &rows.demands,
+                    &rows.limits,
+                    &rows.by_database_clock,
+                ],
+            )
+            .await?;
+        if row.try_get::<_, Option<bool>>(0)? != Some(true) {
+            return Ok(None);
+        }
+        let after: Vec<i64> = row.try_get(1)?;
+        if after.len() != rows.demands.len() {
+            return Ok(None);
+        }
+
+        // Every call was admitted. A call's count in a row is the row's count before the batch
+        // plus the costs of the calls up to and including it, as if the calls had come one by one.
+        let mut charged_so_far = vec![0_i64; after.len()];
+        let per_call = calls
+            .iter()
+            .zip(&rows.row_of)
+            .map(|(call, row_of)| {
+                row_of
+                    .iter()
+                    .enumerate()
+                    .map(|(window, &row)| {
+                        charged_so_far[row] = charged_so_far[row].saturating_add(call.cost);
+                        let count = after[row] - rows.demands[row] + charged_so_far[row];
+                        WindowRow {
+                            kind: call.plan.kinds[window],
+                            limit: u64::try_from(call.plan.limits[window]).unwrap_or_default(),
+                            count: u64::try_from(count).unwrap_or_default(),
+                            reset_at: call.plan.ends[window],
+                            admitted: true,
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok(Some(per_call))
+    }
+
+    /// Decides a batch with `highway.consume_tool_rate_tokens_batch`.
+    async fn batch_function(&self, calls: &[&Call]) -> Result<Vec<Vec<WindowRow>>, StoreError> {
+        let items: usize = calls.iter().map(|call| call.plan.kinds.len()).sum();
+        let mut call_numbers = Vec::with_capacity(items);
+        let mut tenants = Vec::with_capacity(items);
+        let mut tools = Vec::with_capacity(items);
+        let mut scopes = Vec::with_capacity(items);
+        let mut costs = Vec::with_capacity(items);
+        let mut kinds = Vec::with_capacity(items);
+        let mut limits = Vec::with_capacity(items);
+        let mut starts: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(items);
+        let mut ends: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(items);
+        let mut timezones = Vec::with_capacity(items);
+        let mut week_starts = Vec::with_capacity(items);
+
+        for (index, call) in calls.iter().enumerate() {
+            let number = i32::try_from(index + 1).unwrap_or(i32::MAX);
+            for (window, kind) in call.plan.kinds.iter().enumerate() {
+                call_numbers.push(number);
+                tenants.push(call.key.tenant.as_str());
+                tools.push(call.key.tool.as_str());
+                scopes.push(call.key.scope.as_str());
+                costs.push(call.cost);
+                kinds.push(kind.as_str());
+                limits.push(call.plan.limits[window]);
+                // The batch function computes the database clock's windows once per batch.
+                starts.push(call.plan.at.map(|_| call.plan.starts[window]));
+                ends.push(call.plan.at.map(|_| call.plan.ends[window]));
+                timezones.push(call.timezone);
+                week_starts.push(call.week_start);
+            }
+        }
+
+        let statement = self
+            .client
+            .prepare_cached(CONSUME_BATCH)
+            .await
+            .map_err(|error| self.query_error(error))?;
+        let rows = self
+            .client
+            .query(
+                &statement,
+                &[
+                    &call_numbers,
+                    &tenants,
+                    &tools,
+                    &scopes,
+                    &costs,
+                    &kinds,
+                    &limits,
+                    &starts,
+                    &ends,
+                    &timezones,
+                    &week_starts,
+                ],
+            )
+            .await
+            .map_err(|error| self.query_error(error))?;
+
+        let mut per_call: Vec<Vec<WindowRow>> = calls
+            .iter()
+            .map(|call| Vec::with_capacity(call.plan.kinds.len()))
+            .collect();
+        for row in &rows {
+            let number: i32 = row.try_get(0).map_err(database_error)?;
+            let window = WindowRow::from_columns(row, 1)?;
+            let slot = usize::try_from(number - 1)
+                .ok()
+                .and_then(|index| per_call.get_mut(index))
+                .ok_or_else(|| {
+                    StoreError::Unavailable(
+                        format!("the database returned an unknown call {number}").into(),
+                    )
+                })?;
+            slot.push(window);
+        }
+        Ok(per_call)
+    }
+}
+
+/// Returns whether the fast statement failed as a whole and left no charge, so that the consume
+/// functions can decide its calls.
+fn rolled_back(error: &tokio_postgres::Error) -> bool {
+    match error.code() {
+        Some(code) => code.code() == ROLLED_BACK || *code == SqlState::T_R_DEADLOCK_DETECTED,
+        None => false,
+    }
+}
+
+/// The distinct usage rows of a batch, sorted in lock order, as the fast statement's parameters.
+struct BatchRows<'a> {
+    tenants: Vec<&'a str>,
+    tools: Vec<&'a str>,
+    scopes: Vec<&'a str>,
+    kinds: Vec<&'static str>,
+    starts: Vec<DateTime<Utc>>,
+    ends: Vec<DateTime<Utc>>,
+    /// The total cost of the batch's calls in each row.
+    demands: Vec<i64>,
+    /// The smallest limit that a call of the batch gives each row: when the total stays within
+    /// it, every call stays within its own limit.
+    limits: Vec<i64>,
+    by_database_clock: Vec<bool>,
+    /// The row of each window of each call, in the batch's order.
+    row_of: Vec<Vec<usize>>,
+}
+
+/// A usage row's identity in lock order: the ids in byte order (as `COLLATE "C"` sorts them), the
+/// window kind from minute to month, and the window start. The batch function sorts the same way.
+type RowKey<'a> = (&'a str, &'a str, &'a str, WindowKind, DateTime<Utc>);
+
+impl<'a> BatchRows<'a> {
+    fn new(calls: &[&'a Call]) -> Self {
+        let mut index: BTreeMap<RowKey<'a>, usize> = BTreeMap::new();
+        for call in calls {
+            for (window, kind) in call.plan.kinds.iter().enumerate() {
+                let key = (
+                    call.key.tenant.as_str(),
+                    call.key.tool.as_str(),
+                    call.key.scope.as_str(),
+                    *kind,
+                    call.plan.starts[window],
+                );
+                index.entry(key).or_insert(0);
+            }
+        }
+        for (row, slot) in index.values_mut().enumerate() {
+            *slot = row;
+        }
+
+        let count = index.len();
+        let mut rows = BatchRows {
+            tenants: Vec::with_capacity(count),
+            tools: Vec::with_capacity(count),
+            scopes: Vec::with_capacity(count),
+            kinds: Vec::with_capacity(count),
+            starts: Vec::with_capacity(count),
+            ends: vec![DateTime::<Utc>::MIN_UTC; count],
+            demands: vec![0; count],
+            limits: vec![i64::MAX; count],
+            by_database_clock: vec![false; count],
+            row_of: Vec::with_capacity(calls.len()),
+        };
+        for &(tenant, tool, scope, kind, start) in index.keys() {
+            rows.tenants.push(tenant);
+            rows.tools.push(tool);
+            rows.scopes.push(scope);
+            rows.kinds.push(kind.as_str());
+            rows.starts.push(start);
+        }
+        for call in calls {
+            let mut row_of = Vec::with_capacity(call.plan.kinds.len());
+            for (window, kind) in call.plan.kinds.iter().enumerate() {
+                let key = (
+                    call.key.tenant.as_str(),
+                    call.key.tool.as_str(),
+                    call.key.scope.as_str(),
+                    *kind,
+                    call.plan.starts[window],
+                );
+                let row = index[&key];
+                rows.ends[row] = call.plan.ends[window];
+                rows.demands[row] = rows.demands[row].saturating_add(call.cost);
+                rows.limits[row] = rows.limits[row].min(call.plan.limits[window]);
+                rows.by_database_clock[row] |= call.plan.at.is_none();
+                row_of.push(row);
+            }
+            rows.row_of.push(row_of);
+        }
+        rows
+    }
+
+    /// Returns whether the fast statement cannot admit the whole batch, because a row's total cost
+    /// passes its limit.
+    fn over_a_limit(&self) -> bool {
+        self.demands
+            .iter()
+            .zip(&self.limits)
+            .any(|(demand, limit)| demand > limit)
+    }
+}
+
+/// The most keys [`Rejections`] remembers; beyond it, new rejections are not remembered.
+const MAX_REMEMBERED_REJECTIONS: usize = 4096;
+
+/// The keys whose latest decided call was rejected, each with the end of its refusing window.
+///
+/// Until then, their calls skip the fast statement, which would charge their other windows and
+/// roll back, and go straight to the consume functions. Only the number of round trips and the
+/// server log depend on it, never a decision.
+pub(super) struct Rejections {
+    hasher: RandomState,
+    until: Mutex<HashMap<u64, DateTime<Utc>>>,
+}
+
+impl Rejections {
+    pub(super) fn new() -> Self {
+        Rejections {
+            hasher: RandomState::default(),
+            until: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Returns the hash that identifies `key` in the batching and here.
+    pub(super) fn hash_key(&self, key: &ScopeKey) -> u64 {
+        self.hasher.hash_one((&key.tenant, &key.tool, &key.scope))
+    }
+
+    fn recently_rejected(&self, key_hash: u64) -> bool {
+        let mut until = self.until.lock().unwrap_or_else(PoisonError::into_inner);
+        if until.is_empty() {
+            return false;
+        }
+        match until.get(&key_hash) {
+            Some(&end) if end > Utc::now() => true,
+            Some(_) => {
+                until.remove(&key_hash);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Remembers `call`'s key until its refusing window ends, when `windows` reject it.
+    fn record(&self, call: &Call, windows: &[WindowRow]) {
+        let cost = u64::try_from(call.cost).unwrap_or(u64::MAX);
+        let refusing_end = windows
+            .iter()
+            .filter(|window| !window.admitted && window.count.saturating_add(cost) > window.limit)
+            .map(|window| window.reset_at)
+            .max();
+        let Some(end) = refusing_end else {
+            return;
+        };
+
+        let mut until = self.until.lock().unwrap_or_else(PoisonError::into_inner);
+        if until.len() >= MAX_REMEMBERED_REJECTIONS {
+            let now = Utc::now();
+            until.retain(|_, end| *end > now);
+            if until.len() >= MAX_REMEMBERED_REJECTIONS {
+                return;
+            }
+        }
+        until.insert(call.key_hash, end);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn utc(hour: u32, minute: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 3, 2, hour, minute, 0)
+            .single()
+            .expect("a valid instant")
+    }
+
+    /// A call with a minute and an hour window at 10:15, charged `cost`, with `limits`.
+    fn call(tenant: &str, scope: &str, cost: i64, limits: [i64; 2]) -> Call {
+        let key = ScopeKey {
+            tenant: tenant.to_owned(),
+            tool: "tools.email.send".to_owned(),
+            scope: scope.to_owned(),
+        };
+        Call {
+            key_hash: Rejections::new().hash_key(&key),
+            key,
+            cost,
+            plan: WindowPlan {
+                kinds: vec![WindowKind::Minute, WindowKind::Hour],
+                limits: limits.to_vec(),
+                at: None,
+                starts: vec![utc(10, 15), utc(10, 0)],
+                ends: vec![utc(10, 16), utc(11, 0)],
+            },
+            timezone: "UTC",
+            week_start: "monday",
+        }
+    }
+
+    fn window(kind: WindowKind, limit: u64, count: u64, reset_at: DateTime<Utc>) -> WindowRow {
+        WindowRow {
+            kind,
+            limit,
+            count,
+            reset_at,
+            admitted: false,
+        }
+    }
+
+    #[test]
+    fn batch_rows_sort_in_lock_order() {
+        // "B" sorts before "a" in byte order, as COLLATE "C" sorts it.
+        let calls = [
+            call("a", "run-2", 1, [10, 100]),
+            call("B", "run-1", 2, [10, 100]),
+            call("a", "run-2", 3, [5, 50]),
+        ];
+        let refs: Vec<&Call> = calls.iter().collect();
+        let rows = BatchRows::new(&refs);
+
+        assert_eq!(rows.tenants, ["B", "B", "a", "a"]);
+        assert_eq!(rows.kinds, ["minute", "hour", "minute", "hour"]);
+        assert_eq!(
+            rows.starts,
+            [utc(10, 15), utc(10, 0), utc(10, 15), utc(10, 0)]
+        );
+        assert_eq!(
+            rows.ends,
+            [utc(10, 16), utc(11, 0), utc(10, 16), utc(11, 0)]
+        );
+        assert_eq!(rows.row_of, [vec![2, 3], vec![0, 1], vec![2, 3]]);
+    }
+
+    #[test]
+    fn batch_rows_add_costs_and_keep_the_lowest_limit() {
+        let calls = [
+            call("acme", "run-1", 1, [10, 100]),
+            call("acme", "run-1", 3, [5, 50]),
+        ];
+        let refs: Vec<&Call> = calls.iter().collect();
+        let rows = BatchRows::new(&refs);
+
+        assert_eq!(rows.demands, [4, 4]);
+        assert_eq!(rows.limits, [5, 50]);
+        assert_eq!(rows.by_database_clock, [true, true]);
+        assert!(!rows.over_a_limit());
+    }
+
+    #[test]
+    fn batch_rows_over_a_limit() {
+        let calls = [
+            call("acme", "run-1", 3, [5, 50]),
+            call("acme", "run-1", 3, [5, 50]),
+        ];
+        let refs: Vec<&Call> = calls.iter().collect();
+
+        assert!(BatchRows::new(&refs).over_a_limit());
+    }
+
+    #[test]
+    fn limit_below_cost_skips_the_fast_statement() {
+        assert!(call("acme", "run-1", 1, [0, 50]).over_a_limit());
+        assert!(!call("acme", "run-1", 1, [1, 50]).over_a_limit());
+    }
+
+    #[test]
+    fn rejection_is_remembered_until_its_window_ends() {
+        let rejections = Rejections::new();
+        let rejected = call("acme", "run-1", 1, [10, 100]);
+        let later = Utc::now() + chrono::Duration::minutes(1);
+
+        rejections.record(
+            &rejected,
+            &[
+                window(WindowKind::Minute, 10, 10, later),
+                window(
+                    WindowKind::Hour,
+                    100,
+                    10,
+                    later + chrono::Duration::hours(1),
+                ),
+            ],
+        );
+
+        assert!(rejections.recently_rejected(rejected.key_hash));
+        let other = call("acme", "run-2", 1, [10, 100]);
+        assert!(!rejections.recently_rejected(other.key_hash));
+    }
+
+    #[test]
+    fn ended_rejection_is_forgotten() {
+        let rejections = Rejections::new();
+        let rejected = call("acme", "run-1", 1, [10, 100]);
+        let earlier = Utc::now() - chrono::Duration::seconds(1);
+
+        rejections.record(&rejected, &[window(WindowKind::Minute, 10, 10, earlier)]);
+
+        assert!(!rejections.recently_rejected(rejected.key_hash));
+        assert!(rejections.until.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn admitted_call_is_not_remembered() {
+        let rejections = Rejections::new();
+        let admitted = call("acme", "run-1", 1, [10, 100]);
+        let later = Utc::now() + chrono::Duration::minutes(1);
+        let mut minute = window(WindowKind::Minute, 10, 3, later);
+        minute.admitted = true;
+
+        rejections.record(&admitted, &[minute]);
+
+        assert!(!rejections.recently_rejected(admitted.key_hash));
+    }
+
+    #[test]
+    fn remembered_rejections_are_bounded() {
+        let rejections = Rejections::new();
+        let later = Utc::now() + chrono::Duration::minutes(1);
+        for index in 0..MAX_REMEMBERED_REJECTIONS + 10 {
+            let rejected = call("acme", &format!("run-{index}"), 1, [10, 100]);
+            rejections.record(&rejected, &[window(WindowKind::Minute, 10, 10, later)]);
+        }
+
+        assert_eq!(
+            rejections.until.lock().unwrap().len(),
+            MAX_REMEMBERED_REJECTIONS
+        );
+    }
+}
