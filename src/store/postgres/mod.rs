@@ -3,9 +3,10 @@
 //! [`PostgresStore`] counts calls in `highway.tool_rate_limit_usage`, one row per scope key and
 //! window. A call is one round trip and one transaction that checks every limited window and
 //! charges all of them or none. A plain statement charges the windows when all have room, and the
-//! function `highway.consume_tool_rate_tokens` decides the call when one has not (see [`fast`]). The windows
-//! are those of the database clock (`now()` in the policy's time zone), so every worker agrees on
-//! when a window ends, unless the request carries an explicit instant.
+//! function `highway.consume_tool_rate_tokens` decides the call when one has not (the design is in
+//! docs/token-accounting.md). The windows are those of the database clock (`now()` in the
+//! policy's time zone), so every worker agrees on when a window ends, unless the request carries
+//! an explicit instant.
 //!
 //! ```no_run
 //! use highway_ratelimit::store::postgres::{PostgresConfig, PostgresStore};
