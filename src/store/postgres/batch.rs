@@ -43,10 +43,40 @@ struct State {
     waiting: HashMap<u64, Vec<Pending>>,
     /// Consumes whose key is free, waiting for a round trip to end.
     ready: VecDeque<Pending>,
+    /// The arrival number of the next consume that queues.
+    next_arrival: u64,
+}
+
+impl State {
+    /// Numbers a consume that queues.
+    fn pending(
+        &mut self,
+        call: Call,
+        reply: oneshot::Sender<Result<Vec<WindowRow>, StoreError>>,
+    ) -> Pending {
+        let arrival = self.next_arrival;
+        self.next_arrival += 1;
+        Pending {
+            arrival,
+            call,
+            reply,
+        }
+    }
+
+    /// Queues a consume behind its key's round trip, among the key's other waiting consumes in
+    /// the order they arrived. A consume that queued as ready and finds its key busy only when a
+    /// batch is taken arrived before the ones that went to wait for the key directly.
+    fn wait_for_key(&mut self, key: u64, pending: Pending) {
+        let waiting = self.waiting.entry(key).or_default();
+        let at = waiting.partition_point(|other| other.arrival < pending.arrival);
+        waiting.insert(at, pending);
+    }
 }
 
 /// A queued consume and the channel to its caller.
 struct Pending {
+    /// The order in which consumes queued: the calls of one key go out in this order.
+    arrival: u64,
     call: Call,
     reply: oneshot::Sender<Result<Vec<WindowRow>, StoreError>>,
 }
@@ -103,15 +133,13 @@ impl Batcher {
             let mut state = self.lock();
             if state.in_flight.contains(&key) {
                 let (reply, answer) = oneshot::channel();
-                state
-                    .waiting
-                    .entry(key)
-                    .or_default()
-                    .push(Pending { call, reply });
+                let pending = state.pending(call, reply);
+                state.wait_for_key(key, pending);
                 Err(answer)
             } else if state.running >= self.max_in_flight || !state.ready.is_empty() {
                 let (reply, answer) = oneshot::channel();
-                state.ready.push_back(Pending { call, reply });
+                let pending = state.pending(call, reply);
+                state.ready.push_back(pending);
                 Err(answer)
             } else {
                 state.running += 1;
@@ -196,7 +224,7 @@ impl Batcher {
                 };
                 let key = pending.call.key_hash;
                 if state.in_flight.contains(&key) {
-                    state.waiting.entry(key).or_default().push(pending);
+                    state.wait_for_key(key, pending);
                 } else {
                     keys.insert(key);
                     batch.push(pending);

@@ -460,6 +460,8 @@ struct BatchRows<'a> {
     by_database_clock: Vec<bool>,
     /// The row of each window of each call, in the batch's order.
     row_of: Vec<Vec<usize>>,
+    /// Whether a row's total cost does not fit an `i64`, so no limit can hold it.
+    overflowed: bool,
 }
 
 /// A usage row's identity in lock order: the ids in byte order (as `COLLATE "C"` sorts them), the
@@ -497,6 +499,7 @@ impl<'a> BatchRows<'a> {
             limits: vec![i64::MAX; count],
             by_database_clock: vec![false; count],
             row_of: Vec::with_capacity(calls.len()),
+            overflowed: false,
         };
         for &(tenant, tool, scope, kind, start) in index.keys() {
             rows.tenants.push(tenant);
@@ -517,7 +520,13 @@ impl<'a> BatchRows<'a> {
                 );
                 let row = index[&key];
                 rows.ends[row] = call.plan.ends[window];
-                rows.demands[row] = rows.demands[row].saturating_add(call.cost);
+                rows.demands[row] = match rows.demands[row].checked_add(call.cost) {
+                    Some(demand) => demand,
+                    None => {
+                        rows.overflowed = true;
+                        i64::MAX
+                    }
+                };
                 rows.limits[row] = rows.limits[row].min(call.plan.limits[window]);
                 rows.by_database_clock[row] |= call.plan.at.is_none();
                 row_of.push(row);
@@ -528,12 +537,14 @@ impl<'a> BatchRows<'a> {
     }
 
     /// Returns whether the fast statement cannot admit the whole batch, because a row's total cost
-    /// passes its limit.
+    /// passes its limit or does not fit an `i64`.
     fn over_a_limit(&self) -> bool {
-        self.demands
-            .iter()
-            .zip(&self.limits)
-            .any(|(demand, limit)| demand > limit)
+        self.overflowed
+            || self
+                .demands
+                .iter()
+                .zip(&self.limits)
+                .any(|(demand, limit)| demand > limit)
     }
 }
 

@@ -1,0 +1,216 @@
+//! The PostgreSQL store's batching of queued calls and its fast batch statement, driven through
+//! chosen interleavings.
+//!
+//! Each test holds some usage rows with an uncommitted insert on a connection of its own, so that
+//! the store's round trips for those rows wait, and releases them one by one to drive the batcher
+//! through a chosen sequence.
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc, Weekday};
+use chrono_tz::Tz;
+use highway_ratelimit::report::Capacity;
+use highway_ratelimit::store::postgres::PostgresStore;
+use highway_ratelimit::store::{ConsumeRequest, Decision, ScopeKey, StoreError, TokenStore};
+use tokio::task::JoinHandle;
+use tokio_postgres::Client;
+
+use common::TestDatabase;
+
+fn key(scope: &str) -> ScopeKey {
+    ScopeKey {
+        tenant: "acme".to_owned(),
+        tool: "tools.email.send".to_owned(),
+        scope: scope.to_owned(),
+    }
+}
+
+fn per_minute(limit: u64) -> Capacity {
+    Capacity {
+        per_minute: Some(limit),
+        ..Capacity::UNLIMITED
+    }
+}
+
+fn utc(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text)
+        .expect("test instants are RFC 3339")
+        .with_timezone(&Utc)
+}
+
+/// Starts a consume of `cost` for `scope` at `at`, with a minute limit of `limit`, in a task.
+fn spawn_consume(
+    store: &PostgresStore,
+    scope: &str,
+    cost: u64,
+    limit: u64,
+    at: DateTime<Utc>,
+) -> JoinHandle<Result<Decision, StoreError>> {
+    let store = store.clone();
+    let key = key(scope);
+    tokio::spawn(async move {
+        let capacity = per_minute(limit);
+        store
+            .consume(ConsumeRequest {
+                key: &key,
+                cost,
+                capacity: &capacity,
+                timezone: Tz::UTC,
+                week_start: Weekday::Mon,
+                at: Some(at),
+            })
+            .await
+    })
+}
+
+/// Opens a transaction that inserts the minute row of `scope` starting at `start` and keeps it
+/// uncommitted, so that every consume of that row waits until [`release`].
+async fn hold_row(database: &TestDatabase, scope: &str, start: DateTime<Utc>) -> Client {
+    let client = database.client().await;
+    client.batch_execute("BEGIN").await.unwrap();
+    client
+        .execute(
+            "INSERT INTO highway.tool_rate_limit_usage
+                 (tenant_id, tool_name, scope_key, window_type, window_start, window_end,
+                  request_count)
+             VALUES ('acme', 'tools.email.send', $1, 'minute', $2::timestamptz, $2::timestamptz + interval '1 minute', 0)",
+            &[&scope, &start],
+        )
+        .await
+        .unwrap();
+    client
+}
+
+async fn release(holder: Client) {
+    holder.batch_execute("COMMIT").await.unwrap();
+}
+
+/// Lets spawned consumes reach the batcher and the database.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(400)).await;
+}
+
+/// Two calls of one key must be decided in the order they reached the store: the earlier one
+/// gets the last unit of the window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_key_keeps_arrival_order() {
+    let database = TestDatabase::new().await;
+    // Three round trips at once, at most two of them batches, two calls per batch.
+    let store = database
+        .store_with(|config| {
+            config
+                .pool_size(8)
+                .max_batches_in_flight(3)
+                .max_batch_size(2)
+                .statement_timeout(Duration::from_secs(30))
+                .call_timeout(Duration::from_secs(60))
+        })
+        .await;
+    let start = utc("2030-01-01T00:00:00Z");
+    let at = utc("2030-01-01T00:00:30Z");
+
+    let hold_x = hold_row(&database, "x", start).await;
+    let hold_y = hold_row(&database, "y", start).await;
+    let hold_z = hold_row(&database, "z", start).await;
+    let hold_w = hold_row(&database, "w", start).await;
+
+    // Three round trips alone, each waiting for its held row: the batcher is full.
+    let x = spawn_consume(&store, "x", 1, 100, at);
+    let y = spawn_consume(&store, "y", 1, 100, at);
+    let z = spawn_consume(&store, "z", 1, 100, at);
+    settle().await;
+
+    // Queued in this order: k, w, k. Key k has room for two calls.
+    let k0 = spawn_consume(&store, "k", 1, 2, at);
+    settle().await;
+    let w = spawn_consume(&store, "w", 1, 100, at);
+    settle().await;
+    let k1 = spawn_consume(&store, "k", 1, 2, at);
+    settle().await;
+
+    // x ends, so the batch [k0, w] goes out and waits for w's row. k1 stays queued.
+    release(hold_x).await;
+    settle().await;
+    // k2 comes after k1 and waits for k's round trip.
+    let k2 = spawn_consume(&store, "k", 1, 2, at);
+    settle().await;
+    // y ends: k1 finds k's round trip still running and waits for it, ahead of k2.
+    release(hold_y).await;
+    settle().await;
+    release(hold_w).await;
+    release(hold_z).await;
+
+    for task in [x, y, z, w, k0] {
+        assert!(task.await.unwrap().unwrap().is_admitted());
+    }
+    let k1 = k1.await.unwrap().unwrap();
+    let k2 = k2.await.unwrap().unwrap();
+    assert!(
+        k1.is_admitted(),
+        "k1 reached the store before k2 but was rejected; k2 admitted: {}",
+        k2.is_admitted()
+    );
+    assert!(
+        !k2.is_admitted(),
+        "k2 took the unit that k1 asked for first"
+    );
+}
+
+/// Two batched calls whose costs sum past `i64::MAX` must not both be admitted when the limit is
+/// `i64::MAX`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_batch_costs_stay_within_limit() {
+    let database = TestDatabase::new().await;
+    let store = database
+        .store_with(|config| {
+            config
+                .statement_timeout(Duration::from_secs(30))
+                .call_timeout(Duration::from_secs(60))
+        })
+        .await;
+    let limit = i64::MAX as u64;
+    let cost = 4_700_000_000_000_000_000_u64;
+    let earlier_start = utc("2030-01-01T00:00:00Z");
+    let earlier = utc("2030-01-01T00:00:30Z");
+    let later = utc("2030-01-01T00:05:30Z");
+
+    // A first call of the key, in another minute, waits for its held row, so that the next two
+    // queue behind it and go out together.
+    let hold = hold_row(&database, "k", earlier_start).await;
+    let first = spawn_consume(&store, "k", 1, limit, earlier);
+    settle().await;
+    let second = spawn_consume(&store, "k", cost, limit, later);
+    let third = spawn_consume(&store, "k", cost, limit, later);
+    settle().await;
+    release(hold).await;
+
+    assert!(first.await.unwrap().unwrap().is_admitted());
+    let mut admitted = Vec::new();
+    for task in [second, third] {
+        let result = task.await.unwrap();
+        admitted.push(matches!(result, Ok(decision) if decision.is_admitted()));
+    }
+    let count: i64 = database
+        .client()
+        .await
+        .query_one(
+            "SELECT request_count FROM highway.tool_rate_limit_usage
+             WHERE scope_key = 'k' AND window_start = $1",
+            &[&utc("2030-01-01T00:05:00Z")],
+        )
+        .await
+        .unwrap()
+        .get(0);
+
+    let admitted_cost: u128 = admitted
+        .iter()
+        .filter(|admitted| **admitted)
+        .map(|_| u128::from(cost))
+        .sum();
+    assert!(
+        admitted_cost <= u128::from(limit),
+        "admitted {admitted_cost} units in a window of {limit}; the row counts {count}"
+    );
+}
