@@ -214,3 +214,44 @@ async fn huge_batch_costs_stay_within_limit() {
         "admitted {admitted_cost} units in a window of {limit}; the row counts {count}"
     );
 }
+
+/// A queued call whose caller stopped waiting is dropped from the queue and charges nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_queued_call_charges_nothing() {
+    let database = TestDatabase::new().await;
+    let store = database
+        .store_with(|config| {
+            config
+                .statement_timeout(Duration::from_secs(30))
+                .call_timeout(Duration::from_secs(60))
+        })
+        .await;
+    let start = utc("2030-01-01T00:00:00Z");
+    let at = utc("2030-01-01T00:00:30Z");
+
+    // The first call waits for the held row, so the next calls of the key queue behind it.
+    let hold = hold_row(&database, "k", start).await;
+    let first = spawn_consume(&store, "k", 1, 100, at);
+    settle().await;
+    let abandoned = spawn_consume(&store, "k", 10, 100, at);
+    let kept = spawn_consume(&store, "k", 1, 100, at);
+    settle().await;
+    abandoned.abort();
+    assert!(abandoned.await.unwrap_err().is_cancelled());
+    release(hold).await;
+
+    assert!(first.await.unwrap().unwrap().is_admitted());
+    assert!(kept.await.unwrap().unwrap().is_admitted());
+    let count: i64 = database
+        .client()
+        .await
+        .query_one(
+            "SELECT request_count FROM highway.tool_rate_limit_usage
+             WHERE scope_key = 'k' AND window_start = $1",
+            &[&start],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 2, "the abandoned call of cost 10 was charged");
+}

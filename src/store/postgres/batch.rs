@@ -222,6 +222,11 @@ impl Batcher {
                 let Some(pending) = state.ready.pop_front() else {
                     break;
                 };
+                // Its caller stopped waiting (a timeout, a cancelled request): it was told the
+                // call failed, so the call is not charged.
+                if pending.reply.is_closed() {
+                    continue;
+                }
                 let key = pending.call.key_hash;
                 if state.in_flight.contains(&key) {
                     state.wait_for_key(key, pending);

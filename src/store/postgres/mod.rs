@@ -21,7 +21,8 @@
 //! Every call is bounded by the call timeout: a database that does not reply yields
 //! [`StoreError::Timeout`], one that refuses connections [`StoreError::Unavailable`]. A call that
 //! times out may still be charged afterwards, as with any network timeout: its query may be on
-//! its way, or queued in a batch.
+//! its way, or in a batch already sent. A queued call whose caller stopped waiting is dropped
+//! from the queue uncharged.
 //!
 //! The store runs on tokio: consumes that queued go out in a task spawned on the runtime where
 //! the round trip before them ended.
