@@ -47,7 +47,8 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::layer::{
-    RateLimit, RateLimitError, RateLimitLayer, Rejection, RejectionReason, ResponseFuture,
+    IdentityError, RateLimit, RateLimitError, RateLimitLayer, Rejection, RejectionReason,
+    ResponseFuture,
 };
 
 /// The metadata key of the retry delay, in whole seconds.
@@ -147,6 +148,7 @@ pub fn code(rejection: &Rejection) -> Code {
         | RejectionReason::ScheduleUnavailable { .. } => Code::Unavailable,
         RejectionReason::CostExceedsLimit { .. } => Code::InvalidArgument,
         RejectionReason::NoPolicy => Code::PermissionDenied,
+        RejectionReason::MissingIdentity(IdentityError::IdTooLong { .. }) => Code::InvalidArgument,
         RejectionReason::MissingIdentity(_) => Code::Internal,
     }
 }

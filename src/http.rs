@@ -61,8 +61,8 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::layer::{
-    Admission, RateLimit, RateLimitError, RateLimitLayer, Rejection, RejectionReason,
-    ResponseFuture,
+    Admission, IdentityError, RateLimit, RateLimitError, RateLimitLayer, Rejection,
+    RejectionReason, ResponseFuture,
 };
 use crate::store::WindowUsage;
 use crate::window::WindowKind;
@@ -218,6 +218,11 @@ pub fn status(rejection: &Rejection) -> StatusCode {
         | RejectionReason::ScheduleUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         RejectionReason::CostExceedsLimit { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         RejectionReason::NoPolicy => StatusCode::FORBIDDEN,
+        // An id is too long: the request carried it, so the request is at fault.
+        RejectionReason::MissingIdentity(IdentityError::IdTooLong { .. }) => {
+            StatusCode::BAD_REQUEST
+        }
+        // An extension is missing: the service's own stack did not set it.
         RejectionReason::MissingIdentity(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

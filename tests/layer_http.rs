@@ -11,7 +11,7 @@ use axum::routing::post;
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use highway_ratelimit::clock::TokioClock;
-use highway_ratelimit::layer::{RateLimitLayer, StaticPolicies, TenantId};
+use highway_ratelimit::layer::{Caller, RateLimitLayer, StaticPolicies, TenantId};
 use highway_ratelimit::policy::Policy;
 use highway_ratelimit::report::Capacity;
 use highway_ratelimit::store::{ConsumeRequest, Decision, MemoryStore, StoreError, TokenStore};
@@ -181,6 +181,23 @@ async fn missing_tenant_is_500() {
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert!(response.headers().get("retry-after").is_none());
     assert!(body(response).await.contains("TenantId"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn overlong_tenant_is_400() {
+    let app = limited_app(
+        Capacity {
+            per_minute: Some(1),
+            ..Capacity::UNLIMITED
+        },
+        "2026-03-02T10:00:00Z",
+    );
+    let tenant = "t".repeat(Caller::MAX_ID_BYTES + 1);
+
+    let response = app.oneshot(send(Some(&tenant))).await.unwrap();
+
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(body(response).await.contains("513 bytes"));
 }
 
 #[tokio::test(start_paused = true)]

@@ -11,8 +11,8 @@ use chrono_tz::Tz;
 use futures_util::future::BoxFuture;
 use highway_ratelimit::clock::TokioClock;
 use highway_ratelimit::layer::{
-    Cost, IdentityError, MissingPolicy, RateLimit, RateLimitError, RateLimitLayer, Rejection,
-    RejectionReason, StaticPolicies, TenantId, ToolName, WorkflowRunId,
+    Caller, Cost, IdentityError, MissingPolicy, RateLimit, RateLimitError, RateLimitLayer,
+    Rejection, RejectionReason, StaticPolicies, TenantId, ToolName, WorkflowRunId,
 };
 use highway_ratelimit::policy::{Policy, PolicySchedule, Scope};
 use highway_ratelimit::report::{AvailabilityReport, AvailabilityWindow, Capacity, REPORT_VERSION};
@@ -350,6 +350,49 @@ async fn missing_tenant_names_the_extension() {
     ));
     assert!(rejected.to_string().contains("TenantId"), "{rejected}");
     assert_eq!(tool.calls(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn overlong_ids_are_rejected() {
+    let tool = Tool::default();
+    let mut policy = Policy::new("default", TOOL, per_minute(5));
+    policy.fail_open = true;
+    policy.scope = Scope::Workflow;
+    let layer = layer_with(StaticPolicies::new().with(policy));
+    let mut service = tower::Layer::layer(&layer, tool.service());
+    let longest = "t".repeat(Caller::MAX_ID_BYTES);
+    let too_long = "t".repeat(Caller::MAX_ID_BYTES + 1);
+
+    call(&mut service, request_in_run(&longest, &longest))
+        .await
+        .unwrap();
+    let tenant = rejection(call(&mut service, request_in_run(&too_long, "run-1")).await);
+    let run = rejection(call(&mut service, request_in_run("acme", &too_long)).await);
+
+    let RejectionReason::MissingIdentity(tenant_error) = tenant.reason() else {
+        panic!("expected an identity error, got {tenant}");
+    };
+    assert_eq!(
+        tenant_error,
+        &IdentityError::IdTooLong {
+            id: "tenant",
+            length: Caller::MAX_ID_BYTES + 1,
+            max: Caller::MAX_ID_BYTES,
+        }
+    );
+    assert!(matches!(
+        run.reason(),
+        RejectionReason::MissingIdentity(IdentityError::IdTooLong {
+            id: "workflow run",
+            ..
+        })
+    ));
+    assert!(tenant.to_string().contains("513 bytes"), "{tenant}");
+    assert_eq!(
+        tool.calls(),
+        1,
+        "a call with an overlong id reached the tool"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -225,7 +225,7 @@ pub enum RejectionReason {
         "no rate limit policy for this tool, neither the tenant's nor the default tenant's: add one, or let the layer admit such calls with RateLimitBuilder::missing_policy"
     )]
     NoPolicy,
-    /// The request lacks an extension the limiter needs.
+    /// The request lacks an extension the limiter needs, or an id in it is too long.
     #[error(transparent)]
     MissingIdentity(IdentityError),
 }

@@ -125,6 +125,11 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// The maximum length of a tenant id, tool name or workflow run id, in bytes. A longer id is an
+    /// [`IdentityError::IdTooLong`]: PostgreSQL cannot index a usage row whose ids pass about
+    /// 2.7 KB, so such a call could never be counted there.
+    pub const MAX_ID_BYTES: usize = 512;
+
     /// Reads the caller from `extensions`; `fixed_tool`, when given, names the tool instead of a
     /// [`ToolName`] extension.
     pub fn from_extensions(
@@ -170,9 +175,16 @@ impl<'a> CallerRef<'a> {
                 .ok_or(IdentityError::MissingTool)?,
         };
 
+        let workflow_run = extensions.get::<WorkflowRunId>();
+        within_limit("tenant", tenant.as_str())?;
+        within_limit("tool name", tool.as_str())?;
+        if let Some(run) = workflow_run {
+            within_limit("workflow run", run.as_str())?;
+        }
+
         Ok(CallerRef {
             tenant,
-            workflow_run: extensions.get::<WorkflowRunId>(),
+            workflow_run,
             tool,
             cost: extensions.get::<Cost>().copied().unwrap_or_default(),
         })
@@ -209,4 +221,28 @@ pub enum IdentityError {
         /// The tool whose policy needs the workflow run.
         tool: String,
     },
+    /// An id is longer than [`Caller::MAX_ID_BYTES`].
+    #[error(
+        "the {id} is {length} bytes long, over the limit of {max} bytes: use a shorter id, such as a hash of this one"
+    )]
+    IdTooLong {
+        /// The id: `tenant`, `tool name` or `workflow run`.
+        id: &'static str,
+        /// Its length in bytes.
+        length: usize,
+        /// The limit, [`Caller::MAX_ID_BYTES`].
+        max: usize,
+    },
+}
+
+/// Returns `id` when it is at most [`Caller::MAX_ID_BYTES`] long.
+fn within_limit<'a>(id: &'static str, text: &'a str) -> Result<&'a str, IdentityError> {
+    if text.len() > Caller::MAX_ID_BYTES {
+        return Err(IdentityError::IdTooLong {
+            id,
+            length: text.len(),
+            max: Caller::MAX_ID_BYTES,
+        });
+    }
+    Ok(text)
 }
