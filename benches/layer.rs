@@ -91,32 +91,20 @@ fn keyed_checks(c: &mut Criterion) {
         per_minute: Some(PLENTY),
         ..Capacity::UNLIMITED
     };
+    let request = || ConsumeRequest {
+        key: black_box(&scope),
+        cost: 1,
+        capacity: &capacity,
+        timezone: chrono_tz::UTC,
+        week_start: Weekday::Mon,
+        at: None,
+    };
     group.bench_function("memory_store_minute", |b| {
-        b.iter(|| {
-            let request = ConsumeRequest {
-                key: black_box(&scope),
-                cost: 1,
-                capacity: &capacity,
-                timezone: chrono_tz::UTC,
-                week_start: Weekday::Mon,
-                at: None,
-            };
-            black_box(store.consume(request).now_or_never())
-        })
+        b.iter(|| black_box(store.consume(request()).now_or_never()))
     });
     // The synchronous path the layer takes with an in-process store: no future, no allocation.
     group.bench_function("memory_store_minute_now", |b| {
-        b.iter(|| {
-            let request = ConsumeRequest {
-                key: black_box(&scope),
-                cost: 1,
-                capacity: &capacity,
-                timezone: chrono_tz::UTC,
-                week_start: Weekday::Mon,
-                at: None,
-            };
-            black_box(store.consume_now(request))
-        })
+        b.iter(|| black_box(store.consume_now(request())))
     });
     group.finish();
 }

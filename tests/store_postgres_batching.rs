@@ -87,6 +87,32 @@ async fn release(holder: Client) {
     holder.batch_execute("COMMIT").await.unwrap();
 }
 
+/// Returns a store whose statements and calls wait long enough for rows the test holds.
+async fn patient_store(database: &TestDatabase) -> PostgresStore {
+    database
+        .store_with(|config| {
+            config
+                .statement_timeout(Duration::from_secs(30))
+                .call_timeout(Duration::from_secs(60))
+        })
+        .await
+}
+
+/// Returns the count of the minute row of `scope` starting at `start`.
+async fn minute_count(database: &TestDatabase, scope: &str, start: DateTime<Utc>) -> i64 {
+    database
+        .client()
+        .await
+        .query_one(
+            "SELECT request_count FROM highway.tool_rate_limit_usage
+             WHERE scope_key = $1 AND window_type = 'minute' AND window_start = $2",
+            &[&scope, &start],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 /// Lets spawned consumes reach the batcher and the database.
 async fn settle() {
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -163,13 +189,7 @@ async fn one_key_keeps_arrival_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_batch_costs_stay_within_limit() {
     let database = TestDatabase::new().await;
-    let store = database
-        .store_with(|config| {
-            config
-                .statement_timeout(Duration::from_secs(30))
-                .call_timeout(Duration::from_secs(60))
-        })
-        .await;
+    let store = patient_store(&database).await;
     let limit = i64::MAX as u64;
     let cost = 4_700_000_000_000_000_000_u64;
     let earlier_start = utc("2030-01-01T00:00:00Z");
@@ -192,17 +212,7 @@ async fn huge_batch_costs_stay_within_limit() {
         let result = task.await.unwrap();
         admitted.push(matches!(result, Ok(decision) if decision.is_admitted()));
     }
-    let count: i64 = database
-        .client()
-        .await
-        .query_one(
-            "SELECT request_count FROM highway.tool_rate_limit_usage
-             WHERE scope_key = 'k' AND window_start = $1",
-            &[&utc("2030-01-01T00:05:00Z")],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let count = minute_count(&database, "k", utc("2030-01-01T00:05:00Z")).await;
 
     let admitted_cost: u128 = admitted
         .iter()
@@ -219,13 +229,7 @@ async fn huge_batch_costs_stay_within_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abandoned_queued_call_charges_nothing() {
     let database = TestDatabase::new().await;
-    let store = database
-        .store_with(|config| {
-            config
-                .statement_timeout(Duration::from_secs(30))
-                .call_timeout(Duration::from_secs(60))
-        })
-        .await;
+    let store = patient_store(&database).await;
     let start = utc("2030-01-01T00:00:00Z");
     let at = utc("2030-01-01T00:00:30Z");
 
@@ -242,16 +246,6 @@ async fn abandoned_queued_call_charges_nothing() {
 
     assert!(first.await.unwrap().unwrap().is_admitted());
     assert!(kept.await.unwrap().unwrap().is_admitted());
-    let count: i64 = database
-        .client()
-        .await
-        .query_one(
-            "SELECT request_count FROM highway.tool_rate_limit_usage
-             WHERE scope_key = 'k' AND window_start = $1",
-            &[&start],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let count = minute_count(&database, "k", start).await;
     assert_eq!(count, 2, "the abandoned call of cost 10 was charged");
 }

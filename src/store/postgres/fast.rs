@@ -468,19 +468,23 @@ struct BatchRows<'a> {
 /// window kind from minute to month, and the window start. The batch function sorts the same way.
 type RowKey<'a> = (&'a str, &'a str, &'a str, WindowKind, DateTime<Utc>);
 
+/// Returns the usage row of a call's window.
+fn row_key<'a>(call: &'a Call, window: usize) -> RowKey<'a> {
+    (
+        call.key.tenant.as_str(),
+        call.key.tool.as_str(),
+        call.key.scope.as_str(),
+        call.plan.kinds[window],
+        call.plan.starts[window],
+    )
+}
+
 impl<'a> BatchRows<'a> {
     fn new(calls: &[&'a Call]) -> Self {
         let mut index: BTreeMap<RowKey<'a>, usize> = BTreeMap::new();
         for call in calls {
-            for (window, kind) in call.plan.kinds.iter().enumerate() {
-                let key = (
-                    call.key.tenant.as_str(),
-                    call.key.tool.as_str(),
-                    call.key.scope.as_str(),
-                    *kind,
-                    call.plan.starts[window],
-                );
-                index.entry(key).or_insert(0);
+            for window in 0..call.plan.kinds.len() {
+                index.entry(row_key(call, window)).or_insert(0);
             }
         }
         for (row, slot) in index.values_mut().enumerate() {
@@ -510,15 +514,8 @@ impl<'a> BatchRows<'a> {
         }
         for call in calls {
             let mut row_of = Vec::with_capacity(call.plan.kinds.len());
-            for (window, kind) in call.plan.kinds.iter().enumerate() {
-                let key = (
-                    call.key.tenant.as_str(),
-                    call.key.tool.as_str(),
-                    call.key.scope.as_str(),
-                    *kind,
-                    call.plan.starts[window],
-                );
-                let row = index[&key];
+            for window in 0..call.plan.kinds.len() {
+                let row = index[&row_key(call, window)];
                 rows.ends[row] = call.plan.ends[window];
                 rows.demands[row] = match rows.demands[row].checked_add(call.cost) {
                     Some(demand) => demand,
