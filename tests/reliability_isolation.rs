@@ -10,14 +10,14 @@ use std::time::Duration;
 
 use common::TestDatabase;
 use highway_ratelimit::admin::{Admin, LimitSpec, PostgresPolicies};
-use highway_ratelimit::layer::{RateLimitError, RateLimitLayer, RejectionReason};
+use highway_ratelimit::layer::{Caller, RateLimitError, RateLimitLayer, RejectionReason};
 use highway_ratelimit::policy::{DEFAULT_TENANT, Scope};
 use highway_ratelimit::store::postgres::{PostgresConfig, PostgresStore};
 use reliability_support::{Call, CapturedLogs, call, outcome};
 use tower::{Service, ServiceBuilder, ServiceExt};
 
 /// Ids built to collide under a careless encoding: separators, escapes of separators, quotes,
-/// SQL, Unicode and a long id.
+/// SQL, Unicode and an id of the longest length allowed.
 fn tricky_ids() -> Vec<String> {
     let mut ids: Vec<String> = [
         "a",
@@ -44,7 +44,7 @@ fn tricky_ids() -> Vec<String> {
     .iter()
     .map(|id| (*id).to_owned())
     .collect();
-    ids.push("x".repeat(1_000));
+    ids.push("x".repeat(Caller::MAX_ID_BYTES));
     ids
 }
 
@@ -197,36 +197,41 @@ fn incompressible_id(length: usize) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn very_long_ids_fail_closed() {
+async fn overlong_ids_rejected_uncounted() {
     let database = TestDatabase::new().await;
     let layer = layer_with_defaults(&database).await;
 
-    // A long id that compresses well fits the usage table's index and counts as any other.
-    let repeated = "x".repeat(100_000);
+    // An id of the longest length allowed, which does not compress, counts as any other.
+    let longest = incompressible_id(Caller::MAX_ID_BYTES);
     let outcomes: Vec<_> = [
-        call(&layer, Call::new(&repeated, "tools.tenant")).await,
-        call(&layer, Call::new(&repeated, "tools.tenant")).await,
-        call(&layer, Call::new(&repeated, "tools.tenant")).await,
+        call(&layer, Call::new(&longest, "tools.tenant")).await,
+        call(&layer, Call::new(&longest, "tools.tenant")).await,
+        call(&layer, Call::new(&longest, "tools.tenant")).await,
     ]
     .iter()
     .map(outcome)
     .collect();
     assert_eq!(outcomes, ["admitted", "admitted", "quota_exhausted"]);
 
-    // A btree index entry holds at most about 2,700 bytes after compression, so an id that does
-    // not compress cannot be counted: the call is rejected (fail closed) with the database's
-    // error, and nothing is admitted uncounted.
-    let long = incompressible_id(10_000);
-    for tool in ["tools.tenant", "tools.workflow"] {
-        let result = call(
-            &layer,
-            Call {
-                run: Some(&long),
-                ..Call::new(&long, tool)
-            },
-        )
-        .await;
-        assert_eq!(outcome(&result), "store_unavailable", "{tool}");
+    // A B-tree index entry stores at most about 2,700 bytes after compression, so the store could
+    // not count a much longer id, and a fail-open policy would then admit the call uncounted. The
+    // layer rejects any id over the limit before it asks the store, whatever the policy.
+    let repeated = "x".repeat(100_000);
+    let incompressible = incompressible_id(10_000);
+    for long in [&repeated, &incompressible] {
+        for tool in ["tools.tenant", "tools.workflow"] {
+            let tenant = call(&layer, Call::new(long, tool)).await;
+            assert_eq!(outcome(&tenant), "missing_identity", "{tool}");
+            let run = call(
+                &layer,
+                Call {
+                    run: Some(long),
+                    ..Call::new("acme", tool)
+                },
+            )
+            .await;
+            assert_eq!(outcome(&run), "missing_identity", "{tool}");
+        }
     }
     let other = call(&layer, Call::new("x", "tools.tenant")).await;
     assert_eq!(outcome(&other), "admitted");
