@@ -215,7 +215,7 @@ async fn overlong_ids_rejected_uncounted() {
 
     // A B-tree index entry stores at most about 2,700 bytes after compression, so the store could
     // not count a much longer id, and a fail-open policy would then admit the call uncounted. The
-    // layer rejects any id over the limit before it asks the store, whatever the policy.
+    // layer rejects any id over the limit before it calls the store, whatever the policy.
     let repeated = "x".repeat(100_000);
     let incompressible = incompressible_id(10_000);
     for long in [&repeated, &incompressible] {

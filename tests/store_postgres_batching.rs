@@ -238,14 +238,14 @@ async fn abandoned_queued_call_charges_nothing() {
     let first = spawn_consume(&store, "k", 1, 100, at);
     settle().await;
     let abandoned = spawn_consume(&store, "k", 10, 100, at);
-    let kept = spawn_consume(&store, "k", 1, 100, at);
+    let waiting_call = spawn_consume(&store, "k", 1, 100, at);
     settle().await;
     abandoned.abort();
     assert!(abandoned.await.unwrap_err().is_cancelled());
     release(hold).await;
 
     assert!(first.await.unwrap().unwrap().is_admitted());
-    assert!(kept.await.unwrap().unwrap().is_admitted());
+    assert!(waiting_call.await.unwrap().unwrap().is_admitted());
     let count = minute_count(&database, "k", start).await;
     assert_eq!(count, 2, "the abandoned call of cost 10 was charged");
 }

@@ -235,7 +235,7 @@ pub enum IdentityError {
     },
 }
 
-/// Returns `id` when it is at most [`Caller::MAX_ID_BYTES`] long.
+/// Returns `text` when it is at most [`Caller::MAX_ID_BYTES`] long, and otherwise an error that names it as `id`.
 fn within_limit<'a>(id: &'static str, text: &'a str) -> Result<&'a str, IdentityError> {
     if text.len() > Caller::MAX_ID_BYTES {
         return Err(IdentityError::IdTooLong {

@@ -29,11 +29,11 @@
 //! instant lies outside any of them takes a new lease, and tokens never carry into the next
 //! window.
 //!
-//! Tokens are lost, never duplicated: the tokens a crashed worker held, those of a give-back
-//! that failed, and those of a take whose reply did not arrive within
-//! [`LeaseConfig::call_timeout`] although the server committed it stay charged to their windows
-//! until the windows end. That is at most [`LeaseConfig::max_batch`] tokens per key and worker
-//! each time, or the cost of one call when larger. Keep the store's `statement_timeout` below
+//! Tokens are lost, never duplicated. Some tokens stay charged to their windows until the windows
+//! end: those a crashed worker held, those of a give-back that failed, and those of a take that
+//! the server committed after its reply missed [`LeaseConfig::call_timeout`]. That is at most
+//! [`LeaseConfig::max_batch`] tokens per key and worker each time, or the cost of one call when
+//! larger. Keep the store's `statement_timeout` below
 //! the lease `call_timeout` (the defaults are 2 s and 3 s), so that the server cancels a slow
 //! take before the worker gives up on it.
 //!
