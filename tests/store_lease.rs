@@ -70,6 +70,12 @@ fn on_clock(clock: &ManualClock) -> LeaseConfig {
         .sweep_interval(SWEEP_INTERVAL)
 }
 
+/// Returns lease settings on `clock` whose leases are all 10 tokens, as long as the database has
+/// them.
+fn ten_token_leases_on(clock: &ManualClock) -> LeaseConfig {
+    on_clock(clock).min_batch(10).max_batch(10).share(1.0)
+}
+
 async fn leased(database: &TestDatabase, config: LeaseConfig) -> LeasedStore {
     LeasedStore::new(database.store_with(|c| c.pool_size(4)).await, config)
 }
@@ -102,7 +108,7 @@ async fn counts(database: &TestDatabase, key: &ScopeKey) -> Vec<i64> {
         .collect()
 }
 
-/// Polls `condition` every 10 ms until it holds, and panics naming `what` after
+/// Polls `condition` every 10 ms until it is true, and panics naming `what` after
 /// [`BACKGROUND_DEADLINE`].
 async fn wait_for(what: &str, mut condition: impl AsyncFnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + BACKGROUND_DEADLINE;
@@ -648,11 +654,7 @@ async fn keys_outside_the_predicate_stay_exact() {
 async fn sweep_returns_ended_lease() {
     let database = TestDatabase::new().await;
     let clock = ManualClock::starting_at(utc(CLOCK_START));
-    let holder = leased(
-        &database,
-        on_clock(&clock).min_batch(10).max_batch(10).share(1.0),
-    )
-    .await;
+    let holder = leased(&database, ten_token_leases_on(&clock)).await;
     let other = leased(&database, on_clock(&clock).recheck_after(Duration::ZERO)).await;
     let key = hot_key();
     let capacity = Capacity {
@@ -720,11 +722,7 @@ async fn sweep_returns_ended_lease() {
 async fn sweep_keeps_open_lease() {
     let database = TestDatabase::new().await;
     let clock = ManualClock::starting_at(utc(CLOCK_START));
-    let store = leased(
-        &database,
-        on_clock(&clock).min_batch(10).max_batch(10).share(1.0),
-    )
-    .await;
+    let store = leased(&database, ten_token_leases_on(&clock)).await;
     let minute_key = hot_key();
     let minute_limits = Capacity {
         per_minute: Some(100),
@@ -775,11 +773,7 @@ async fn sweep_keeps_open_lease() {
 async fn refill_tops_up_in_background() {
     let database = TestDatabase::new().await;
     let clock = ManualClock::starting_at(utc(CLOCK_START));
-    let store = leased(
-        &database,
-        on_clock(&clock).min_batch(10).max_batch(10).share(1.0),
-    )
-    .await;
+    let store = leased(&database, ten_token_leases_on(&clock)).await;
     let key = hot_key();
     let capacity = Capacity {
         per_minute: Some(1000),
@@ -855,11 +849,7 @@ async fn failed_refill_keeps_counts() {
         .await;
     let store = LeasedStore::new(
         exact,
-        on_clock(&clock)
-            .min_batch(10)
-            .max_batch(10)
-            .share(1.0)
-            .call_timeout(Duration::from_secs(2)),
+        ten_token_leases_on(&clock).call_timeout(Duration::from_secs(2)),
     );
     let key = hot_key();
     let capacity = Capacity {

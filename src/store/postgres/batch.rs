@@ -171,6 +171,12 @@ impl Batcher {
         self.sender(&client).consume_one(call).await
     }
 
+    /// Decides `call` without charging it, in a round trip of its own.
+    pub(super) async fn peek(&self, call: &Call) -> Result<Vec<WindowRow>, StoreError> {
+        let client = self.client().await?;
+        self.sender(&client).decide_with_function(call, false).await
+    }
+
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool
             .get()
@@ -222,8 +228,8 @@ impl Batcher {
                 let Some(pending) = state.ready.pop_front() else {
                     break;
                 };
-                // Its caller stopped waiting (a timeout, a cancelled request): it was told the
-                // call failed, so the call is not charged.
+                // Its caller stopped waiting (a timeout, a cancelled request) and received an
+                // error, so the call is not charged.
                 if pending.reply.is_closed() {
                     continue;
                 }

@@ -189,12 +189,23 @@ impl Sender<'_> {
             }
         }
 
+        let windows = self.decide_with_function(call, true).await?;
+        self.rejections.record(call, &windows);
+        Ok(windows)
+    }
+
+    /// Decides `call` with `highway.consume_tool_rate_tokens`, and charges it when `consume` is
+    /// set and every window has room.
+    pub(super) async fn decide_with_function(
+        &self,
+        call: &Call,
+        consume: bool,
+    ) -> Result<Vec<WindowRow>, StoreError> {
         let statement = self
             .client
             .prepare_cached(CONSUME)
             .await
             .map_err(|error| self.query_error(error))?;
-        let consume = true;
         let rows = self
             .client
             .query(
@@ -216,12 +227,9 @@ impl Sender<'_> {
             )
             .await
             .map_err(|error| self.query_error(error))?;
-        let windows = rows
-            .iter()
+        rows.iter()
             .map(|row| WindowRow::from_columns(row, 0))
-            .collect::<Result<Vec<_>, _>>()?;
-        self.rejections.record(call, &windows);
-        Ok(windows)
+            .collect()
     }
 
     /// Runs `statement`, the fast statement for the number of windows of `call`.
@@ -545,7 +553,7 @@ impl<'a> BatchRows<'a> {
     }
 }
 
-/// The most keys [`Rejections`] remembers; beyond it, new rejections are not remembered.
+/// The maximum number of keys [`Rejections`] remembers. Beyond it, new rejections are not remembered.
 const MAX_REMEMBERED_REJECTIONS: usize = 4096;
 
 /// The keys whose latest decided call was rejected, each with the end of its refusing window.
@@ -622,7 +630,7 @@ mod tests {
             .expect("a valid instant")
     }
 
-    /// A call with a minute and an hour window at 10:15, charged `cost`, with `limits`.
+    /// Builds a call with a minute and an hour window at 10:15, charged `cost`, with `limits`.
     fn call(tenant: &str, scope: &str, cost: i64, limits: [i64; 2]) -> Call {
         let key = ScopeKey {
             tenant: tenant.to_owned(),
@@ -680,7 +688,7 @@ mod tests {
     }
 
     #[test]
-    fn batch_rows_add_costs_and_keep_the_lowest_limit() {
+    fn batch_rows_sum_costs() {
         let calls = [
             call("acme", "run-1", 1, [10, 100]),
             call("acme", "run-1", 3, [5, 50]),

@@ -222,56 +222,22 @@ impl PostgresStore {
         let week_start = weekday_name(request.week_start);
         let timezone = request.timezone.name();
 
-        if consume {
-            let call = fast::Call {
-                key: request.key.clone(),
-                key_hash: self.batcher.rejections().hash_key(request.key),
-                cost,
-                plan,
-                timezone,
-                week_start,
-            };
-            let windows = if self.max_batch_size > 1 {
-                self.bounded(self.batcher.consume(call)).await?
-            } else {
-                self.bounded(self.batcher.consume_alone(&call)).await?
-            };
-            return decision_from_windows(windows, request.cost);
-        }
-
-        self.bounded(async {
-            let client = self.client().await?;
-            let statement = client
-                .prepare_cached(CONSUME)
-                .await
-                .map_err(|error| self.query_error(error))?;
-            let rows = client
-                .query(
-                    &statement,
-                    &[
-                        &request.key.tenant,
-                        &request.key.tool,
-                        &request.key.scope,
-                        &cost,
-                        &plan.kind_names(),
-                        &plan.limits,
-                        &plan.at,
-                        &plan.starts,
-                        &plan.ends,
-                        &timezone,
-                        &week_start,
-                        &consume,
-                    ],
-                )
-                .await
-                .map_err(|error| self.query_error(error))?;
-            let windows = rows
-                .iter()
-                .map(|row| WindowRow::from_columns(row, 0))
-                .collect::<Result<Vec<_>, _>>()?;
-            decision_from_windows(windows, request.cost)
-        })
-        .await
+        let call = fast::Call {
+            key: request.key.clone(),
+            key_hash: self.batcher.rejections().hash_key(request.key),
+            cost,
+            plan,
+            timezone,
+            week_start,
+        };
+        let windows = if !consume {
+            self.bounded(self.batcher.peek(&call)).await?
+        } else if self.max_batch_size > 1 {
+            self.bounded(self.batcher.consume(call)).await?
+        } else {
+            self.bounded(self.batcher.consume_alone(&call)).await?
+        };
+        decision_from_windows(windows, request.cost)
     }
 }
 
