@@ -24,7 +24,7 @@ use std::fmt::Debug;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, NaiveTime, TimeDelta, Timelike, Utc};
 
 /// A source of the current instant.
 pub trait Clock: Debug + Send + Sync + 'static {
@@ -71,33 +71,79 @@ impl SystemClock {
 }
 
 thread_local! {
-    /// This thread's last reading of the wall clock, with the counter instant of the reading.
-    static WALL_READING: Cell<Option<(quanta::Instant, DateTime<Utc>)>> = const { Cell::new(None) };
+    /// This thread's last reading of the wall clock.
+    static WALL_READING: Cell<Option<WallReading>> = const { Cell::new(None) };
+}
+
+/// A reading of the wall clock with the counter instant it was taken at.
+#[derive(Debug, Clone, Copy)]
+struct WallReading {
+    counter: quanta::Instant,
+    wall: DateTime<Utc>,
+    /// `wall` as nanoseconds since its midnight, so that adding counter time is an integer
+    /// addition unless the sum passes midnight.
+    nanos_of_day: u64,
+}
+
+impl WallReading {
+    const NANOS_PER_DAY: u64 = 86_400 * 1_000_000_000;
+
+    fn new(counter: quanta::Instant, wall: DateTime<Utc>) -> Self {
+        let time = wall.time();
+        WallReading {
+            counter,
+            wall,
+            nanos_of_day: u64::from(time.num_seconds_from_midnight()) * 1_000_000_000
+                + u64::from(time.nanosecond()),
+        }
+    }
+
+    /// Returns the instant `since` after the reading, `since` being under [`SystemClock::RESYNC`].
+    #[inline]
+    fn plus(&self, since: Duration) -> Option<DateTime<Utc>> {
+        // Below RESYNC the nanoseconds fit any integer used here.
+        let nanos = self.nanos_of_day + since.as_nanos() as u64;
+        if nanos < Self::NANOS_PER_DAY {
+            let time = NaiveTime::from_num_seconds_from_midnight_opt(
+                (nanos / 1_000_000_000) as u32,
+                (nanos % 1_000_000_000) as u32,
+            )?;
+            return Some(self.wall.naive_utc().date().and_time(time).and_utc());
+        }
+        self.wall
+            .checked_add_signed(TimeDelta::nanoseconds(since.as_nanos() as i64))
+    }
 }
 
 impl Clock for SystemClock {
     #[inline]
     fn now(&self) -> DateTime<Utc> {
-        let counter = quanta::Instant::now();
-        WALL_READING.with(|reading| {
-            if let Some((read_at, wall)) = reading.get() {
-                let since = counter.saturating_duration_since(read_at);
-                if since < Self::RESYNC {
-                    // Below RESYNC the nanoseconds fit an i64 and the sum a DateTime.
-                    let since = TimeDelta::nanoseconds(since.as_nanos() as i64);
-                    if let Some(now) = wall.checked_add_signed(since) {
-                        return now;
-                    }
-                }
-            }
-            let wall = Utc::now();
-            reading.set(Some((counter, wall)));
-            wall
-        })
+        Self::now_at(quanta::Instant::now())
     }
 
     fn store_instant(&self, _now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         None
+    }
+}
+
+impl SystemClock {
+    /// Returns the wall-clock instant at `counter`, a counter reading just taken, so that a
+    /// caller that needs both reads the counter once.
+    #[inline]
+    pub(crate) fn now_at(counter: quanta::Instant) -> DateTime<Utc> {
+        WALL_READING.with(|reading| {
+            if let Some(last) = reading.get() {
+                let since = counter.saturating_duration_since(last.counter);
+                if since < Self::RESYNC
+                    && let Some(now) = last.plus(since)
+                {
+                    return now;
+                }
+            }
+            let wall = Utc::now();
+            reading.set(Some(WallReading::new(counter, wall)));
+            wall
+        })
     }
 }
 
@@ -204,6 +250,29 @@ mod tests {
             }
         }
         assert!(reads > 100, "only {reads} readings");
+    }
+
+    /// Counter time added to a reading gives the instant chrono's own addition gives, before
+    /// midnight, at midnight and past it.
+    #[test]
+    fn wall_reading_adds_across_midnight() {
+        let counter = quanta::Instant::now();
+        for (wall, since_ms) in [
+            ("2026-03-02T09:00:00.123456789Z", 99),
+            ("2026-12-31T23:59:59.950000000Z", 49),
+            ("2026-12-31T23:59:59.950000000Z", 50),
+            ("2026-12-31T23:59:59.950000000Z", 80),
+            ("2028-02-28T23:59:59.999999999Z", 1),
+            ("2026-03-02T00:00:00Z", 0),
+        ] {
+            let wall: DateTime<Utc> = wall.parse().unwrap();
+            let since = Duration::from_millis(since_ms);
+            assert_eq!(
+                WallReading::new(counter, wall).plus(since),
+                Some(wall + since),
+                "{wall} plus {since:?}"
+            );
+        }
     }
 
     #[test]

@@ -69,7 +69,8 @@ impl Default for Settings {
 pub struct RateLimitBuilder {
     policies: Arc<dyn PolicySource>,
     store: Arc<dyn TokenStore>,
-    clock: Arc<dyn Clock>,
+    /// `None`: the [`SystemClock`].
+    clock: Option<Arc<dyn Clock>>,
     settings: Settings,
 }
 
@@ -77,7 +78,12 @@ pub struct RateLimitBuilder {
 impl std::fmt::Debug for RateLimitBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RateLimitBuilder")
-            .field("clock", &self.clock)
+            .field(
+                "clock",
+                self.clock
+                    .as_ref()
+                    .map_or(&SystemClock as &dyn std::fmt::Debug, |clock| clock),
+            )
             .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
@@ -88,7 +94,7 @@ impl RateLimitBuilder {
         RateLimitBuilder {
             policies,
             store,
-            clock: Arc::new(SystemClock),
+            clock: None,
             settings: Settings::default(),
         }
     }
@@ -103,7 +109,7 @@ impl RateLimitBuilder {
     /// Sets the clock that decides which window and which report slot a call falls in
     /// ([`SystemClock`] by default).
     pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.clock = Arc::new(clock);
+        self.clock = Some(Arc::new(clock));
         self
     }
 

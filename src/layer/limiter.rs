@@ -14,7 +14,7 @@ use super::config::{MissingPolicy, Settings};
 use super::error::{Rejection, RejectionReason};
 use super::identity::{Caller, CallerRef, IdentityError};
 use super::key::scope_key;
-use crate::clock::Clock;
+use crate::clock::{Clock, SystemClock};
 use crate::policy::{Policy, PolicySchedule, PolicySource, Scope};
 use crate::report::{AvailabilityReport, Capacity, Closed, ReportOptions};
 use crate::schedule::{ParseOptions, Schedule};
@@ -73,6 +73,38 @@ fn same_id(left: &Arc<str>, right: &Arc<str>) -> bool {
     Arc::ptr_eq(left, right) || **left == **right
 }
 
+/// The clock of a layer. The system clock has a variant of its own, so that a decision reads
+/// the processor's counter once for both the memo's expiry and the instant.
+#[derive(Debug)]
+enum LayerClock {
+    System,
+    Custom(Arc<dyn Clock>),
+}
+
+impl LayerClock {
+    #[inline]
+    fn now_at(&self, counter: quanta::Instant) -> DateTime<Utc> {
+        match self {
+            LayerClock::System => SystemClock::now_at(counter),
+            LayerClock::Custom(clock) => clock.now(),
+        }
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        match self {
+            LayerClock::System => SystemClock.now(),
+            LayerClock::Custom(clock) => clock.now(),
+        }
+    }
+
+    fn store_instant(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match self {
+            LayerClock::System => SystemClock.store_instant(now),
+            LayerClock::Custom(clock) => clock.store_instant(now),
+        }
+    }
+}
+
 /// A report computed again after the policy's own expired, or why that failed.
 type RenderedReport = Result<Arc<AvailabilityReport>, Arc<str>>;
 
@@ -91,7 +123,7 @@ pub enum Admission {
 pub(crate) struct Limiter {
     policies: Arc<dyn PolicySource>,
     store: Arc<dyn TokenStore>,
-    clock: Arc<dyn Clock>,
+    clock: LayerClock,
     pub(crate) settings: Settings,
     /// Whether the store finishes on its first poll, which allows [`Limiter::check_now`].
     store_is_immediate: bool,
@@ -121,7 +153,7 @@ impl Limiter {
     pub(crate) fn new(
         policies: Arc<dyn PolicySource>,
         store: Arc<dyn TokenStore>,
-        clock: Arc<dyn Clock>,
+        clock: Option<Arc<dyn Clock>>,
         settings: Settings,
     ) -> Self {
         let policy_cache = Cache::builder()
@@ -140,7 +172,7 @@ impl Limiter {
             store_is_immediate: store.is_immediate(),
             policies,
             store,
-            clock,
+            clock: clock.map_or(LayerClock::System, LayerClock::Custom),
             settings,
             policy_cache,
             generation: AtomicU64::new(0),
@@ -195,9 +227,11 @@ impl Limiter {
     /// Checks a call in order (allowed window, capacity, tokens) and charges it when all pass.
     pub(crate) async fn check(&self, caller: &Caller) -> Result<Admission, Rejection> {
         let started = quanta::Instant::now();
-        let now = self.clock.now();
+        let now = self.clock.now_at(started);
         let result = self.decide(caller, now).await;
-        record(&result, started);
+        metrics::histogram!("highway_ratelimit_decision_seconds")
+            .record(started.elapsed().as_secs_f64());
+        count(&result);
         result
     }
 
@@ -213,9 +247,10 @@ impl Limiter {
         if !self.store_is_immediate {
             return None;
         }
-        let started = quanta::Instant::now();
-        let cached = self.memoized_policy(caller, memo, started)?;
-        let now = self.clock.now();
+        // One counter reading serves the memo's expiry and, with the system clock, the instant.
+        let counter = quanta::Instant::now();
+        let cached = self.memoized_policy(caller, memo, counter)?;
+        let now = self.clock.now_at(counter);
 
         let result = match cached {
             None => self.without_policy(caller, now),
@@ -225,7 +260,8 @@ impl Limiter {
                 self.charge_now(caller, resolved, &calendar, now)
             }
         };
-        record(&result, started);
+        // Not timed: two more counter readings would add a large share of the decision's cost.
+        count(&result);
         Some(result)
     }
 
@@ -584,10 +620,9 @@ impl Limiter {
     }
 }
 
-/// Records a decision's metrics.
-fn record(result: &Result<Admission, Rejection>, started: quanta::Instant) {
-    metrics::histogram!("highway_ratelimit_decision_seconds")
-        .record(started.elapsed().as_secs_f64());
+/// Counts a decision in the metrics.
+#[inline]
+fn count(result: &Result<Admission, Rejection>) {
     match result {
         Ok(_) => metrics::counter!("highway_ratelimit_admitted_total").increment(1),
         Err(rejection) => {

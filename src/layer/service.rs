@@ -70,12 +70,6 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        // `self.inner` is the service `poll_ready` made ready. Take it for this call and leave a
-        // fresh clone behind, which must be made ready before its own first call, so that the
-        // call can happen later in the future without holding `&mut self`.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-
         let caller = match CallerRef::from_extensions(
             request.extensions(),
             self.limiter.settings.tool.as_ref(),
@@ -109,13 +103,21 @@ where
         } else {
             tracing::Span::none()
         };
-        if let Some(decision) = span.in_scope(|| self.limiter.check_now(caller, &mut self.memo)) {
+        // `in_scope` of a disabled span still calls into the `log` crate.
+        let decision = if span.is_disabled() {
+            self.limiter.check_now(caller, &mut self.memo)
+        } else {
+            span.in_scope(|| self.limiter.check_now(caller, &mut self.memo))
+        };
+        if let Some(decision) = decision {
             match decision {
                 Ok(admission) => {
                     if !span.is_disabled() {
                         span.record("decision", tracing::field::debug(&admission));
                     }
-                    return ResponseFuture::admitted(inner.call(request), admission);
+                    // Decided without waiting: the service `poll_ready` made ready is called
+                    // at once.
+                    return ResponseFuture::admitted(self.inner.call(request), admission);
                 }
                 Err(rejection) if !self.limiter.would_wait(&rejection) => {
                     if !span.is_disabled() {
@@ -127,6 +129,11 @@ where
             }
         }
 
+        // The decision has to wait. Take the service `poll_ready` made ready for this call and
+        // leave a fresh clone behind, which must be made ready before its own first call, so
+        // that the call can happen later in the future without holding `&mut self`.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
         let caller = caller.to_owned();
         let limiter = self.limiter.clone();
         let check = async move {

@@ -7,6 +7,7 @@ pub mod lease;
 pub mod postgres;
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc, Weekday};
@@ -23,7 +24,7 @@ pub use memory::MemoryStore;
 pub use usage::{WindowUsage, Windows};
 
 /// The counter a call is charged to: a tool of a tenant, narrowed by the policy's scope.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ScopeKey {
     /// The tenant whose policy applies (`default` when the default row applies).
     pub tenant: String,
@@ -31,6 +32,22 @@ pub struct ScopeKey {
     pub tool: String,
     /// `global`, the tenant id, or the workflow run id, as the policy's scope chooses.
     pub scope: String,
+}
+
+/// Hashes the lengths of the ids in one word and then their bytes: four writes to the hasher
+/// instead of the six of a derived implementation, on every call to a token store. The lengths
+/// separate keys whose ids concatenate to the same text.
+impl Hash for ScopeKey {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let lengths = (self.tenant.len() as u64)
+            ^ (self.tool.len() as u64).rotate_left(21)
+            ^ (self.scope.len() as u64).rotate_left(42);
+        state.write_u64(lengths);
+        state.write(self.tenant.as_bytes());
+        state.write(self.tool.as_bytes());
+        state.write(self.scope.as_bytes());
+    }
 }
 
 impl fmt::Display for ScopeKey {

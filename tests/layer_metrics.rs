@@ -1,0 +1,162 @@
+//! The layer's metrics, read through a recorder installed for the test's thread: admitted and
+//! rejected calls are counted by reason, and decisions that wait are timed.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use highway_ratelimit::clock::ManualClock;
+use highway_ratelimit::layer::{RateLimitLayer, StaticPolicies, TenantId};
+use highway_ratelimit::policy::Policy;
+use highway_ratelimit::report::Capacity;
+use highway_ratelimit::store::MemoryStore;
+use metrics::{
+    Counter, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+};
+use tower::{Layer, ServiceExt, service_fn};
+
+const TOOL: &str = "tools.email.send";
+
+/// Keeps every counter and histogram by its name and labels, as `name{label=value}`.
+#[derive(Default)]
+struct Recorded {
+    counters: Mutex<BTreeMap<String, Arc<AtomicU64>>>,
+    histograms: Mutex<BTreeMap<String, Arc<Samples>>>,
+}
+
+#[derive(Default)]
+struct Samples(Mutex<Vec<f64>>);
+
+impl HistogramFn for Samples {
+    fn record(&self, value: f64) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(value);
+    }
+}
+
+fn name_of(key: &Key) -> String {
+    let labels: Vec<String> = key
+        .labels()
+        .map(|label| format!("{}={}", label.key(), label.value()))
+        .collect();
+    if labels.is_empty() {
+        key.name().to_owned()
+    } else {
+        format!("{}{{{}}}", key.name(), labels.join(","))
+    }
+}
+
+impl Recorded {
+    fn counter(&self, name: &str) -> u64 {
+        self.counters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .map_or(0, |counter| counter.load(Ordering::SeqCst))
+    }
+
+    fn samples(&self, name: &str) -> Vec<f64> {
+        self.histograms
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .map(|samples| {
+                samples
+                    .0
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Recorder for Recorded {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        let mut counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
+        Counter::from_arc(counters.entry(name_of(key)).or_default().clone())
+    }
+
+    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+        Gauge::noop()
+    }
+
+    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+        let mut histograms = self
+            .histograms
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Histogram::from_arc(histograms.entry(name_of(key)).or_default().clone())
+    }
+}
+
+fn request(tenant: &str) -> http::Request<()> {
+    let mut request = http::Request::new(());
+    request.extensions_mut().insert(TenantId::new(tenant));
+    request
+}
+
+/// Three admitted calls and two rejected by the minute limit: the first decision reads the
+/// policy from its source and is timed, the later ones decide on the calling thread and are
+/// only counted.
+#[test]
+fn counts_decisions_and_times_waits() {
+    let recorded = Recorded::default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime starts");
+
+    metrics::with_local_recorder(&recorded, || {
+        runtime.block_on(async {
+            let capacity = Capacity {
+                per_minute: Some(3),
+                ..Capacity::UNLIMITED
+            };
+            let policies = StaticPolicies::new().with(Policy::new("default", TOOL, capacity));
+            let layer = RateLimitLayer::builder(Arc::new(policies), Arc::new(MemoryStore::new()))
+                .tool(TOOL)
+                .clock(ManualClock::starting_at(
+                    "2026-03-02T10:00:00Z".parse().expect("a valid instant"),
+                ))
+                .build();
+            let service = layer.layer(service_fn(|_: http::Request<()>| async {
+                Ok::<_, Infallible>("sent")
+            }));
+
+            let mut admitted = 0;
+            let mut rejected = 0;
+            for _ in 0..5 {
+                match service.clone().oneshot(request("acme")).await {
+                    Ok(_) => admitted += 1,
+                    Err(error) => {
+                        assert!(error.rejection().is_some(), "not a rejection: {error}");
+                        rejected += 1;
+                    }
+                }
+            }
+            assert_eq!((admitted, rejected), (3, 2));
+        });
+    });
+
+    assert_eq!(recorded.counter("highway_ratelimit_admitted_total"), 3);
+    assert_eq!(
+        recorded.counter("highway_ratelimit_rejected_total{reason=quota_exhausted}"),
+        2
+    );
+    let timed = recorded.samples("highway_ratelimit_decision_seconds");
+    assert_eq!(
+        timed.len(),
+        1,
+        "only the first decision waits (for the policy source): {timed:?}"
+    );
+    assert!(timed[0] >= 0.0, "negative duration: {timed:?}");
+    assert!(timed[0] < 5.0, "implausible duration: {timed:?}");
+}
