@@ -90,11 +90,17 @@ impl WallReading {
 
     fn new(counter: quanta::Instant, wall: DateTime<Utc>) -> Self {
         let time = wall.time();
+        // A reading inside a leap second (nanoseconds from 1e9) is left to chrono's addition.
+        let nanos_of_day = if time.nanosecond() < 1_000_000_000 {
+            u64::from(time.num_seconds_from_midnight()) * 1_000_000_000
+                + u64::from(time.nanosecond())
+        } else {
+            Self::NANOS_PER_DAY
+        };
         WallReading {
             counter,
             wall,
-            nanos_of_day: u64::from(time.num_seconds_from_midnight()) * 1_000_000_000
-                + u64::from(time.nanosecond()),
+            nanos_of_day,
         }
     }
 
@@ -140,8 +146,9 @@ impl SystemClock {
                     return now;
                 }
             }
+            // Read again, because `counter` may be older than the wall clock read here.
             let wall = Utc::now();
-            reading.set(Some(WallReading::new(counter, wall)));
+            reading.set(Some(WallReading::new(quanta::Instant::now(), wall)));
             wall
         })
     }
@@ -264,6 +271,9 @@ mod tests {
             ("2026-12-31T23:59:59.950000000Z", 80),
             ("2028-02-28T23:59:59.999999999Z", 1),
             ("2026-03-02T00:00:00Z", 0),
+            ("2026-03-02T09:59:60.500000000Z", 0),
+            ("2026-03-02T09:59:60.500000000Z", 20),
+            ("2026-03-02T23:59:60.500000000Z", 20),
         ] {
             let wall: DateTime<Utc> = wall.parse().unwrap();
             let since = Duration::from_millis(since_ms);

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
-use highway_ratelimit::clock::ManualClock;
+use highway_ratelimit::clock::{ManualClock, TokioClock};
 use highway_ratelimit::layer::{RateLimitLayer, StaticPolicies, TenantId};
 use highway_ratelimit::policy::Policy;
 use highway_ratelimit::report::Capacity;
@@ -159,4 +160,53 @@ fn counts_decisions_and_times_waits() {
     );
     assert!(timed[0] >= 0.0, "negative duration: {timed:?}");
     assert!(timed[0] < 5.0, "implausible duration: {timed:?}");
+}
+
+/// A call that wait mode lets through after its first rejection counts once, as admitted, and a
+/// call without a tenant counts as rejected for its missing identity.
+#[test]
+fn counts_each_call_once() {
+    let recorded = Recorded::default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .expect("a runtime starts");
+
+    metrics::with_local_recorder(&recorded, || {
+        runtime.block_on(async {
+            let capacity = Capacity {
+                per_minute: Some(1),
+                ..Capacity::UNLIMITED
+            };
+            let policies = StaticPolicies::new().with(Policy::new("default", TOOL, capacity));
+            let layer = RateLimitLayer::builder(Arc::new(policies), Arc::new(MemoryStore::new()))
+                .tool(TOOL)
+                .clock(TokioClock::starting_at(
+                    "2026-03-02T10:00:30Z".parse().expect("a valid instant"),
+                ))
+                .wait_up_to(Duration::from_secs(60))
+                .build();
+            let service = layer.layer(service_fn(|_: http::Request<()>| async {
+                Ok::<_, Infallible>("sent")
+            }));
+
+            let first = service.clone().oneshot(request("acme")).await;
+            assert!(first.is_ok(), "the first call is rejected");
+            let waited = service.clone().oneshot(request("acme")).await;
+            assert!(waited.is_ok(), "the waiting call is rejected");
+            let anonymous = service.clone().oneshot(http::Request::new(())).await;
+            assert!(anonymous.is_err(), "a call without a tenant is admitted");
+        });
+    });
+
+    assert_eq!(recorded.counter("highway_ratelimit_admitted_total"), 2);
+    assert_eq!(
+        recorded.counter("highway_ratelimit_rejected_total{reason=quota_exhausted}"),
+        0
+    );
+    assert_eq!(
+        recorded.counter("highway_ratelimit_rejected_total{reason=missing_identity}"),
+        1
+    );
 }

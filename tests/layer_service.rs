@@ -178,6 +178,33 @@ async fn clones_and_layered_services_share_limit() {
     assert_eq!(tool.calls(), 3);
 }
 
+/// A rejected call gives back what the inner service's readiness reserved: here the only permit
+/// of a concurrency limit under the layer, which another clone then gets.
+#[tokio::test(start_paused = true)]
+async fn rejection_releases_inner_readiness() {
+    let tool = Tool::default();
+    let layer = layer_with(StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(1))));
+    let limited = tower::limit::ConcurrencyLimit::new(tool.service(), 1);
+    let mut first = tower::Layer::layer(&layer, limited);
+    let mut second = first.clone();
+
+    call(&mut first, request("acme")).await.unwrap();
+    rejection(call(&mut first, request("acme")).await);
+    let no_tenant = http::Request::new(());
+    let missing = first.ready().await.unwrap().call(no_tenant).await;
+    assert!(matches!(
+        rejection(missing).reason(),
+        RejectionReason::MissingIdentity(_)
+    ));
+
+    let ready = tokio_test::task::spawn(second.ready()).poll();
+    assert!(
+        ready.is_ready(),
+        "the permit is still held by the service whose call was rejected"
+    );
+    assert_eq!(tool.calls(), 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn tenant_scope_counts_each_tenant() {
     let layer = layer_with(StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(1))));

@@ -206,8 +206,14 @@ impl Limiter {
     }
 
     /// Checks a call and charges it; in wait mode, sleeps once until the retry time when it is
-    /// close enough and checks again.
+    /// close enough and checks again. Counts the call's final outcome in the metrics.
     pub(crate) async fn check_waiting(&self, caller: &Caller) -> Result<Admission, Rejection> {
+        let result = self.check_then_wait(caller).await;
+        count(&result);
+        result
+    }
+
+    async fn check_then_wait(&self, caller: &Caller) -> Result<Admission, Rejection> {
         let first = self.check(caller).await;
         let Some(max_wait) = self.settings.max_wait else {
             return first;
@@ -224,20 +230,22 @@ impl Limiter {
         Box::pin(self.check(caller)).await
     }
 
-    /// Checks a call in order (allowed window, capacity, tokens) and charges it when all pass.
-    pub(crate) async fn check(&self, caller: &Caller) -> Result<Admission, Rejection> {
+    /// Checks a call in order (allowed window, capacity, tokens) and charges it when all pass;
+    /// times the decision in the metrics.
+    async fn check(&self, caller: &Caller) -> Result<Admission, Rejection> {
         let started = quanta::Instant::now();
         let now = self.clock.now_at(started);
         let result = self.decide(caller, now).await;
         metrics::histogram!("highway_ratelimit_decision_seconds")
             .record(started.elapsed().as_secs_f64());
-        count(&result);
         result
     }
 
     /// Checks a call and charges it without waiting, when all it needs is at hand: an
     /// immediate store, a cached policy and, for a scheduled policy, a valid report. Returns
-    /// `None`, having charged nothing, when the call needs [`check`](Self::check).
+    /// `None`, having charged nothing, when the call needs [`check_waiting`](Self::check_waiting).
+    /// Counts the outcome in the metrics unless it is a rejection that wait mode waits out, which
+    /// `check_waiting` then decides and counts.
     #[inline]
     pub(crate) fn check_now(
         &self,
@@ -261,7 +269,10 @@ impl Limiter {
             }
         };
         // Not timed: two more counter readings would add a large share of the decision's cost.
-        count(&result);
+        match &result {
+            Err(rejection) if self.would_wait(rejection) => {}
+            _ => count(&result),
+        }
         Some(result)
     }
 
@@ -625,11 +636,14 @@ impl Limiter {
 fn count(result: &Result<Admission, Rejection>) {
     match result {
         Ok(_) => metrics::counter!("highway_ratelimit_admitted_total").increment(1),
-        Err(rejection) => {
-            let reason = rejection.reason().as_str();
-            metrics::counter!("highway_ratelimit_rejected_total", "reason" => reason).increment(1);
-        }
+        Err(rejection) => count_rejection(rejection),
     }
+}
+
+/// Counts a rejected call in the metrics.
+pub(crate) fn count_rejection(rejection: &Rejection) {
+    let reason = rejection.reason().as_str();
+    metrics::counter!("highway_ratelimit_rejected_total", "reason" => reason).increment(1);
 }
 
 fn cache_key(caller: CallerRef<'_>) -> CacheKey {

@@ -7,7 +7,7 @@ use tracing::Instrument;
 use super::error::{RateLimitError, Rejection, RejectionReason};
 use super::future::ResponseFuture;
 use super::identity::{CallerIdentity, CallerRef};
-use super::limiter::{Limiter, PolicyMemo};
+use super::limiter::{Limiter, PolicyMemo, count_rejection};
 
 /// Rate-limits the calls to an inner service.
 ///
@@ -55,6 +55,16 @@ impl<S> RateLimit<S> {
     }
 }
 
+impl<S: Clone> RateLimit<S> {
+    /// Drops the service `poll_ready` made ready for a call that will not be made, so that what
+    /// its readiness reserved (a concurrency permit, a buffer slot) goes back at once. A clone
+    /// takes its place and is made ready by the next `poll_ready`.
+    fn release_ready(&mut self) {
+        let clone = self.inner.clone();
+        drop(std::mem::replace(&mut self.inner, clone));
+    }
+}
+
 impl<S, Request> Service<Request> for RateLimit<S>
 where
     S: Service<Request> + Clone + Send + 'static,
@@ -87,6 +97,8 @@ where
                         .map(|tool| tool.shared().clone()),
                     self.limiter.now(),
                 );
+                count_rejection(&rejection);
+                self.release_ready();
                 return ResponseFuture::rejected(rejection);
             }
         };
@@ -123,6 +135,7 @@ where
                     if !span.is_disabled() {
                         span.record("decision", rejection.reason().as_str());
                     }
+                    self.release_ready();
                     return ResponseFuture::rejected(rejection);
                 }
                 Err(_) => {}
