@@ -103,28 +103,24 @@ where
             }
         };
 
-        // Checked first, because a span that no subscriber wants still costs its fallback to
-        // the `log` crate on every call.
-        let span = if tracing::enabled!(tracing::Level::DEBUG) {
+        // `None` when DEBUG is off, because a span that no subscriber wants still costs its
+        // fallback to the `log` crate when created and entered.
+        let span = tracing::enabled!(tracing::Level::DEBUG).then(|| {
             tracing::debug_span!(
                 "rate_limit",
                 tenant = %caller.tenant,
                 tool = %caller.tool,
                 decision = tracing::field::Empty,
             )
-        } else {
-            tracing::Span::none()
-        };
-        // `in_scope` of a disabled span still calls into the `log` crate.
-        let decision = if span.is_disabled() {
-            self.limiter.check_now(caller, &mut self.memo)
-        } else {
-            span.in_scope(|| self.limiter.check_now(caller, &mut self.memo))
+        });
+        let decision = match &span {
+            None => self.limiter.check_now(caller, &mut self.memo),
+            Some(span) => span.in_scope(|| self.limiter.check_now(caller, &mut self.memo)),
         };
         if let Some(decision) = decision {
             match decision {
                 Ok(admission) => {
-                    if !span.is_disabled() {
+                    if let Some(span) = &span {
                         span.record("decision", tracing::field::debug(&admission));
                     }
                     // Decided without waiting: the service `poll_ready` made ready is called
@@ -132,7 +128,7 @@ where
                     return ResponseFuture::admitted(self.inner.call(request), admission);
                 }
                 Err(rejection) if !self.limiter.would_wait(&rejection) => {
-                    if !span.is_disabled() {
+                    if let Some(span) = &span {
                         span.record("decision", rejection.reason().as_str());
                     }
                     self.release_ready();
@@ -159,6 +155,7 @@ where
             tracing::trace!(?decision, "rate limit decision");
             decision
         };
+        let span = span.unwrap_or_else(tracing::Span::none);
         ResponseFuture::new(Box::pin(check.instrument(span)), inner, request)
     }
 }

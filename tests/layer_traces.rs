@@ -1,0 +1,99 @@
+//! The layer's traces, read through a subscriber installed for the test's thread.
+//!
+//! Alone in its test binary, because tracing's cache of enabled callsites and its maximum level
+//! are shared by all threads: beside other tests without a subscriber, the span went missing.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use highway_ratelimit::clock::ManualClock;
+use highway_ratelimit::layer::{RateLimitLayer, StaticPolicies, TenantId};
+use highway_ratelimit::policy::Policy;
+use highway_ratelimit::report::Capacity;
+use highway_ratelimit::store::MemoryStore;
+use tower::{Layer, ServiceExt, service_fn};
+
+const TOOL: &str = "tools.email.send";
+
+fn request(tenant: &str) -> http::Request<()> {
+    let mut request = http::Request::new(());
+    request.extensions_mut().insert(TenantId::new(tenant));
+    request
+}
+
+/// A writer into memory, for a subscriber's output.
+#[derive(Clone, Default)]
+struct Output(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Output {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// With DEBUG on, the calls decided on the calling thread run in a `rate_limit` span that records
+/// the tenant, the tool and the decision.
+#[test]
+fn span_records_each_decision() {
+    let output = Output::default();
+    let writer = output.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime starts");
+
+    tracing::subscriber::with_default(subscriber, || {
+        runtime.block_on(async {
+            let capacity = Capacity {
+                per_minute: Some(2),
+                ..Capacity::UNLIMITED
+            };
+            let policies = StaticPolicies::new().with(Policy::new("default", TOOL, capacity));
+            let layer = RateLimitLayer::builder(Arc::new(policies), Arc::new(MemoryStore::new()))
+                .tool(TOOL)
+                .clock(ManualClock::starting_at(
+                    "2026-03-02T10:00:00Z".parse().expect("a valid instant"),
+                ))
+                .build();
+            let service = layer.layer(service_fn(|_: http::Request<()>| async {
+                Ok::<_, Infallible>("sent")
+            }));
+            for _ in 0..3 {
+                let _ = service.clone().oneshot(request("acme")).await;
+            }
+        });
+    });
+
+    let text = String::from_utf8_lossy(&output.0.lock().unwrap_or_else(PoisonError::into_inner))
+        .into_owned();
+    let spans: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains("rate_limit{") && line.contains(" close "))
+        .collect();
+    assert_eq!(spans.len(), 3, "{text}");
+    for span in &spans {
+        assert!(span.contains("tenant=acme"), "{span}");
+        assert!(span.contains("tool=tools.email.send"), "{span}");
+    }
+    assert!(spans[0].contains("decision=Counted"), "{}", spans[0]);
+    assert!(spans[1].contains("decision=Counted"), "{}", spans[1]);
+    assert!(
+        spans[2].contains("decision=\"quota_exhausted\""),
+        "{}",
+        spans[2]
+    );
+}
