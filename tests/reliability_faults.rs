@@ -6,14 +6,19 @@ mod common;
 mod reliability_support;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{TestDatabase, ThrowawayServer};
+use common::{TestDatabase, ThrowawayServer, with_database};
 use highway_ratelimit::admin::{Admin, ChangeListener, LimitSpec, PostgresPolicies};
 use highway_ratelimit::layer::{RateLimitError, RateLimitLayer, RejectionReason};
-use highway_ratelimit::store::StoreError;
-use highway_ratelimit::store::postgres::PostgresStore;
+use highway_ratelimit::report::Capacity;
+use highway_ratelimit::store::postgres::{PostgresConfig, PostgresStore};
+use highway_ratelimit::store::{ConsumeRequest, ScopeKey, StoreError, TokenStore};
 use reliability_support::{Call, CapturedLogs, CountingRecorder, call, outcome};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
 
 /// The layer's bound on a store call.
 const STORE_TIMEOUT: Duration = Duration::from_millis(500);
@@ -502,5 +507,144 @@ async fn hung_server_bounded_by_timeout() {
             "no recovery within 10 s of SIGCONT"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A TCP proxy in front of a server that can stall every connection it carries so far: they stay
+/// open but pass nothing more in either direction, like connections to a host that vanished
+/// without closing them. Connections accepted later pass traffic.
+struct StallingProxy {
+    port: u16,
+    /// Grows at each stall; a connection passes traffic while this is its value at accept.
+    epoch: Arc<AtomicU64>,
+}
+
+impl StallingProxy {
+    async fn start(server_port: u16) -> StallingProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let epoch = Arc::new(AtomicU64::new(0));
+        let shared = epoch.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", server_port)).await else {
+                    continue;
+                };
+                let born = shared.load(Ordering::SeqCst);
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(Self::pipe(client_read, server_write, born, shared.clone()));
+                tokio::spawn(Self::pipe(server_read, client_write, born, shared.clone()));
+            }
+        });
+        StallingProxy { port, epoch }
+    }
+
+    async fn pipe(
+        mut from: OwnedReadHalf,
+        mut to: OwnedWriteHalf,
+        born: u64,
+        epoch: Arc<AtomicU64>,
+    ) {
+        let mut buffer = vec![0_u8; 16 * 1024];
+        loop {
+            let read = match from.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(read) => read,
+            };
+            if epoch.load(Ordering::SeqCst) != born {
+                // Stalled: keep both sockets open and pass nothing, for the rest of the test.
+                std::future::pending::<()>().await;
+            }
+            if to.write_all(&buffer[..read]).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn stall(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Runs `calls` consumes at once, a quarter of them on one hot key so that batches form, and
+/// returns their results.
+async fn consume_together(store: &PostgresStore, calls: usize) -> Vec<Result<bool, StoreError>> {
+    let capacity = Capacity {
+        per_minute: Some(1_000_000),
+        ..Capacity::UNLIMITED
+    };
+    let consumes = (0..calls).map(|index| {
+        let store = store.clone();
+        async move {
+            let scope = if index % 4 == 0 {
+                "hot".to_owned()
+            } else {
+                format!("cold-{index}")
+            };
+            let key = ScopeKey {
+                tenant: "acme".to_owned(),
+                tool: "tools.stall".to_owned(),
+                scope,
+            };
+            store
+                .consume(ConsumeRequest {
+                    key: &key,
+                    cost: 1,
+                    capacity: &capacity,
+                    timezone: chrono_tz::UTC,
+                    week_start: chrono::Weekday::Mon,
+                    at: None,
+                })
+                .await
+                .map(|decision| decision.is_admitted())
+        }
+    });
+    futures_util::future::join_all(consumes).await
+}
+
+/// Connections that stop carrying replies without being closed leave the pool when their round
+/// trips time out, and batches stuck on them give their keys back. So the store serves calls
+/// again on new connections instead of waiting on the stalled ones until TCP gives up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_connections_leave_the_pool() {
+    let server = ThrowawayServer::start().unwrap();
+    let database = TestDatabase::on_server(&server.url()).await;
+    database.store().await;
+    let proxy = StallingProxy::start(server.port()).await;
+    let store = PostgresStore::new(
+        PostgresConfig::new(with_database(
+            &format!("postgres://postgres@127.0.0.1:{}/postgres", proxy.port),
+            database.name(),
+        ))
+        .pool_size(4)
+        .call_timeout(STORE_TIMEOUT)
+        .connect_timeout(Duration::from_millis(300))
+        .statement_timeout(Duration::from_millis(400)),
+    )
+    .unwrap();
+    for result in consume_together(&store, 16).await {
+        assert!(matches!(result, Ok(true)), "before the stall: {result:?}");
+    }
+
+    proxy.stall();
+    for result in consume_together(&store, 16).await {
+        assert!(
+            matches!(result, Err(StoreError::Timeout(_))),
+            "on stalled connections: {result:?}"
+        );
+    }
+
+    let started = Instant::now();
+    loop {
+        let results = consume_together(&store, 16).await;
+        if results.iter().all(|result| matches!(result, Ok(true))) {
+            break;
+        }
+        assert!(
+            started.elapsed() < STORE_TIMEOUT * 10,
+            "still failing {:?} after the stall: {results:?}",
+            started.elapsed()
+        );
     }
 }

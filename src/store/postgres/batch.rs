@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use deadpool_postgres::{Pool, PoolError, TimeoutType};
+use deadpool_postgres::{Object, Pool, PoolError, TimeoutType};
 use tokio::sync::oneshot;
 
 use super::WindowRow;
@@ -27,8 +27,42 @@ pub(super) struct Batcher {
     max_batch_size: usize,
     max_in_flight: usize,
     statement_timeout: Duration,
+    /// The maximum time of a batch's round trip. By then every caller in the batch has stopped
+    /// waiting.
+    call_timeout: Duration,
     rejections: Rejections,
     state: Mutex<State>,
+}
+
+/// A pooled connection for one round trip.
+///
+/// When the round trip is dropped before it ends (its caller timed out or was cancelled), the
+/// connection leaves the pool instead of going back. Its reply may never come (a server that
+/// stopped replying, a half-open TCP connection), and the next call to get it would wait first.
+struct Connection {
+    object: Option<Object>,
+}
+
+impl Connection {
+    fn client(&self) -> &Object {
+        self.object
+            .as_ref()
+            .expect("a connection holds its client until it is released or dropped")
+    }
+
+    /// Returns the connection to the pool after a round trip that ended.
+    fn release(mut self) {
+        drop(self.object.take());
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if let Some(object) = self.object.take() {
+            tracing::debug!("a round trip was abandoned; closing its connection");
+            drop(Object::take(object));
+        }
+    }
 }
 
 /// The round trips running and the consumes queued. The keys are [`Call::key_hash`] values.
@@ -102,12 +136,14 @@ impl Batcher {
         max_batch_size: usize,
         max_in_flight: usize,
         statement_timeout: Duration,
+        call_timeout: Duration,
     ) -> Self {
         Batcher {
             pool,
             max_batch_size,
             max_in_flight,
             statement_timeout,
+            call_timeout,
             rejections: Rejections::new(),
             state: Mutex::new(State::default()),
         }
@@ -167,21 +203,32 @@ impl Batcher {
 
     /// Consumes for `call` in a round trip of its own, whatever else runs.
     pub(super) async fn consume_alone(&self, call: &Call) -> Result<Vec<WindowRow>, StoreError> {
-        let client = self.client().await?;
-        self.sender(&client).consume_one(call).await
+        let connection = self.connection().await?;
+        let result = self.sender(connection.client()).consume_one(call).await;
+        connection.release();
+        result
     }
 
     /// Decides `call` without charging it, in a round trip of its own.
     pub(super) async fn peek(&self, call: &Call) -> Result<Vec<WindowRow>, StoreError> {
-        let client = self.client().await?;
-        self.sender(&client).decide_with_function(call, false).await
+        let connection = self.connection().await?;
+        let result = self
+            .sender(connection.client())
+            .decide_with_function(call, false)
+            .await;
+        connection.release();
+        result
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.pool
+    async fn connection(&self) -> Result<Connection, StoreError> {
+        let object = self
+            .pool
             .get()
             .await
-            .map_err(|error| pool_error(&self.pool, error))
+            .map_err(|error| pool_error(&self.pool, error))?;
+        Ok(Connection {
+            object: Some(object),
+        })
     }
 
     fn sender<'a>(&'a self, client: &'a deadpool_postgres::Object) -> Sender<'a> {
@@ -276,18 +323,24 @@ impl Batcher {
     }
 
     /// Sends one batch and hands every consume its result.
+    ///
+    /// The round trip is bounded by the call timeout, because no caller waits longer. Until it
+    /// ends, the batch keeps its keys and its place among the round trips.
     async fn send(&self, batch: Vec<Pending>) {
-        let outcome = match self.client().await {
-            Ok(client) => {
-                let calls: Vec<&Call> = batch.iter().map(|pending| &pending.call).collect();
-                let sender = self.sender(&client);
-                match calls.as_slice() {
-                    [call] => sender.consume_one(call).await.map(|windows| vec![windows]),
-                    _ => sender.consume_batch(&calls).await,
-                }
-            }
-            Err(error) => Err(error),
+        let round_trip = async {
+            let connection = self.connection().await?;
+            let calls: Vec<&Call> = batch.iter().map(|pending| &pending.call).collect();
+            let sender = self.sender(connection.client());
+            let outcome = match calls.as_slice() {
+                [call] => sender.consume_one(call).await.map(|windows| vec![windows]),
+                _ => sender.consume_batch(&calls).await,
+            };
+            connection.release();
+            outcome
         };
+        let outcome = tokio::time::timeout(self.call_timeout, round_trip)
+            .await
+            .unwrap_or(Err(StoreError::Timeout(self.call_timeout)));
 
         let error = match outcome {
             Ok(per_call) => {
@@ -306,11 +359,26 @@ impl Batcher {
             return;
         }
 
+        // A timeout is no fault of one call: sending the calls again one by one would only hold
+        // their keys longer.
+        if let StoreError::Timeout(after) = error {
+            tracing::debug!(calls = batch.len(), ?after, "a batch of consumes timed out");
+            for pending in batch {
+                let _ = pending.reply.send(Err(StoreError::Timeout(after)));
+            }
+            return;
+        }
+
         // One bad call (an id the database rejects, say) fails the whole transaction: send each
-        // call on its own so that only the bad one gets the error.
+        // call whose caller still waits on its own, so that only the bad one gets the error.
         tracing::debug!(calls = batch.len(), %error, "a batch of consumes failed; sending its calls one by one");
         for pending in batch {
-            let result = self.consume_alone(&pending.call).await;
+            if pending.reply.is_closed() {
+                continue;
+            }
+            let result = tokio::time::timeout(self.call_timeout, self.consume_alone(&pending.call))
+                .await
+                .unwrap_or(Err(StoreError::Timeout(self.call_timeout)));
             let _ = pending.reply.send(result);
         }
     }

@@ -19,7 +19,8 @@
 //! ```
 //!
 //! Every call is bounded by the call timeout: a database that does not reply yields
-//! [`StoreError::Timeout`], one that refuses connections [`StoreError::Unavailable`]. A call that
+//! [`StoreError::Timeout`], one that refuses connections [`StoreError::Unavailable`]. A
+//! connection whose round trip ended early is closed rather than handed to the next call. A call that
 //! times out may still be charged afterwards, as with any network timeout: its query may be on
 //! its way, or in a batch already sent. A queued call whose caller stopped waiting is dropped
 //! from the queue uncharged.
@@ -126,6 +127,7 @@ impl PostgresStore {
             config.max_batch_size,
             config.max_batches_in_flight.min(config.pool_size),
             config.statement_timeout,
+            config.call_timeout,
         );
         Ok(PostgresStore {
             pool,
