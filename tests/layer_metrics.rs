@@ -2,22 +2,18 @@
 //! rejected calls are counted by reason, and decisions that wait are timed.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use highway_ratelimit::clock::{ManualClock, TokioClock};
-use highway_ratelimit::layer::{RateLimitLayer, StaticPolicies, TenantId};
-use highway_ratelimit::policy::Policy;
-use highway_ratelimit::report::Capacity;
-use highway_ratelimit::store::MemoryStore;
+use layer_support::{builder, request, runtime, send_email};
 use metrics::{
     Counter, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder, SharedString, Unit,
 };
-use tower::{Layer, ServiceExt, service_fn};
+use tower::ServiceExt;
 
-const TOOL: &str = "tools.email.send";
+mod layer_support;
 
 /// Keeps every counter and histogram by its name and labels, as `name{label=value}`.
 #[derive(Default)]
@@ -98,39 +94,22 @@ impl Recorder for Recorded {
     }
 }
 
-fn request(tenant: &str) -> http::Request<()> {
-    let mut request = http::Request::new(());
-    request.extensions_mut().insert(TenantId::new(tenant));
-    request
-}
-
 /// Three admitted calls and two rejected by the minute limit: the first decision reads the
 /// policy from its source and is timed, the later ones decide on the calling thread and are
 /// only counted.
 #[test]
 fn counts_decisions_and_times_waits() {
     let recorded = Recorded::default();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime starts");
+    let runtime = runtime(false);
 
     metrics::with_local_recorder(&recorded, || {
         runtime.block_on(async {
-            let capacity = Capacity {
-                per_minute: Some(3),
-                ..Capacity::UNLIMITED
-            };
-            let policies = StaticPolicies::new().with(Policy::new("default", TOOL, capacity));
-            let layer = RateLimitLayer::builder(Arc::new(policies), Arc::new(MemoryStore::new()))
-                .tool(TOOL)
+            let layer = builder(3)
                 .clock(ManualClock::starting_at(
                     "2026-03-02T10:00:00Z".parse().expect("a valid instant"),
                 ))
                 .build();
-            let service = layer.layer(service_fn(|_: http::Request<()>| async {
-                Ok::<_, Infallible>("sent")
-            }));
+            let service = send_email(&layer);
 
             let mut admitted = 0;
             let mut rejected = 0;
@@ -167,29 +146,17 @@ fn counts_decisions_and_times_waits() {
 #[test]
 fn counts_each_call_once() {
     let recorded = Recorded::default();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .expect("a runtime starts");
+    let runtime = runtime(true);
 
     metrics::with_local_recorder(&recorded, || {
         runtime.block_on(async {
-            let capacity = Capacity {
-                per_minute: Some(1),
-                ..Capacity::UNLIMITED
-            };
-            let policies = StaticPolicies::new().with(Policy::new("default", TOOL, capacity));
-            let layer = RateLimitLayer::builder(Arc::new(policies), Arc::new(MemoryStore::new()))
-                .tool(TOOL)
+            let layer = builder(1)
                 .clock(TokioClock::starting_at(
                     "2026-03-02T10:00:30Z".parse().expect("a valid instant"),
                 ))
                 .wait_up_to(Duration::from_secs(60))
                 .build();
-            let service = layer.layer(service_fn(|_: http::Request<()>| async {
-                Ok::<_, Infallible>("sent")
-            }));
+            let service = send_email(&layer);
 
             let first = service.clone().oneshot(request("acme")).await;
             assert!(first.is_ok(), "the first call is rejected");

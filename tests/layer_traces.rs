@@ -3,23 +3,13 @@
 //! Alone in its test binary, because tracing's cache of enabled callsites and its maximum level
 //! are shared by all threads: beside other tests without a subscriber, the span went missing.
 
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use highway_ratelimit::clock::ManualClock;
-use highway_ratelimit::layer::{RateLimitLayer, StaticPolicies, TenantId};
-use highway_ratelimit::policy::Policy;
-use highway_ratelimit::report::Capacity;
-use highway_ratelimit::store::MemoryStore;
-use tower::{Layer, ServiceExt, service_fn};
+use layer_support::{builder, request, runtime, send_email};
+use tower::ServiceExt;
 
-const TOOL: &str = "tools.email.send";
-
-fn request(tenant: &str) -> http::Request<()> {
-    let mut request = http::Request::new(());
-    request.extensions_mut().insert(TenantId::new(tenant));
-    request
-}
+mod layer_support;
 
 /// A writer into memory, for a subscriber's output.
 #[derive(Clone, Default)]
@@ -51,27 +41,16 @@ fn span_records_each_decision() {
         .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
         .with_writer(move || writer.clone())
         .finish();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime starts");
+    let runtime = runtime(false);
 
     tracing::subscriber::with_default(subscriber, || {
         runtime.block_on(async {
-            let capacity = Capacity {
-                per_minute: Some(2),
-                ..Capacity::UNLIMITED
-            };
-            let policies = StaticPolicies::new().with(Policy::new("default", TOOL, capacity));
-            let layer = RateLimitLayer::builder(Arc::new(policies), Arc::new(MemoryStore::new()))
-                .tool(TOOL)
+            let layer = builder(2)
                 .clock(ManualClock::starting_at(
                     "2026-03-02T10:00:00Z".parse().expect("a valid instant"),
                 ))
                 .build();
-            let service = layer.layer(service_fn(|_: http::Request<()>| async {
-                Ok::<_, Infallible>("sent")
-            }));
+            let service = send_email(&layer);
             for _ in 0..3 {
                 let _ = service.clone().oneshot(request("acme")).await;
             }
