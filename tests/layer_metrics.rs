@@ -11,7 +11,7 @@ use layer_support::{builder, request, runtime, send_email};
 use metrics::{
     Counter, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder, SharedString, Unit,
 };
-use tower::ServiceExt;
+use tower::{Service, ServiceExt};
 
 mod layer_support;
 
@@ -176,4 +176,37 @@ fn counts_each_call_once() {
         recorded.counter("highway_ratelimit_rejected_total{reason=missing_identity}"),
         1
     );
+}
+
+/// One service counts its admitted calls with whichever recorder is installed at each call: the
+/// first, then another, then none, then the first again.
+#[test]
+fn counts_follow_recorder_change() {
+    let first = Recorded::default();
+    let second = Recorded::default();
+    let runtime = runtime(false);
+    let layer = builder(100)
+        .clock(ManualClock::starting_at(
+            "2026-03-02T10:00:00Z".parse().expect("a valid instant"),
+        ))
+        .build();
+    let mut service = send_email(&layer);
+    let mut send = || {
+        runtime.block_on(async {
+            let ready = service.ready().await.expect("the tool is ready");
+            ready
+                .call(request("acme"))
+                .await
+                .expect("the call is admitted");
+        })
+    };
+
+    for recorder in [&first, &first, &second, &second, &second] {
+        metrics::with_local_recorder(recorder, &mut send);
+    }
+    send();
+    metrics::with_local_recorder(&first, &mut send);
+
+    assert_eq!(first.counter("highway_ratelimit_admitted_total"), 3);
+    assert_eq!(second.counter("highway_ratelimit_admitted_total"), 3);
 }

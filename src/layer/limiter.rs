@@ -68,6 +68,36 @@ struct MemoEntry {
     policy: Option<Arc<ResolvedPolicy>>,
 }
 
+/// The admitted-calls counter a service registered, with the recorder it registered it with.
+///
+/// A run of admitted calls then skips the registration, which costs a recorder's map lookup per
+/// call. The counter is registered again when the recorder changes: one installed after the layer
+/// was built, or one installed for a thread. Recorders are identified by address, so a recorder
+/// for a thread that takes the address of an earlier, dropped one would receive no counts from a
+/// service that outlived the earlier one.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AdmittedCounter {
+    registered: Option<(usize, metrics::Counter)>,
+}
+
+impl AdmittedCounter {
+    #[inline]
+    fn increment(&mut self) {
+        let recorder =
+            metrics::with_recorder(|recorder| std::ptr::from_ref(recorder).cast::<()>() as usize);
+        match &self.registered {
+            Some((registered_with, counter)) if *registered_with == recorder => {
+                counter.increment(1);
+            }
+            _ => {
+                let counter = metrics::counter!("highway_ratelimit_admitted_total");
+                counter.increment(1);
+                self.registered = Some((recorder, counter));
+            }
+        }
+    }
+}
+
 /// Returns whether two ids are the same text, comparing their pointers first.
 fn same_id(left: &Arc<str>, right: &Arc<str>) -> bool {
     Arc::ptr_eq(left, right) || **left == **right
@@ -251,6 +281,7 @@ impl Limiter {
         &self,
         caller: CallerRef<'_>,
         memo: &mut PolicyMemo,
+        admitted: &mut AdmittedCounter,
     ) -> Option<Result<Admission, Rejection>> {
         if !self.store_is_immediate {
             return None;
@@ -270,8 +301,9 @@ impl Limiter {
         };
         // Not timed: two more counter readings would add a large share of the decision's cost.
         match &result {
+            Ok(_) => admitted.increment(),
             Err(rejection) if self.would_wait(rejection) => {}
-            _ => count(&result),
+            Err(rejection) => count_rejection(rejection),
         }
         Some(result)
     }

@@ -7,7 +7,7 @@ use tracing::Instrument;
 use super::error::{RateLimitError, Rejection, RejectionReason};
 use super::future::ResponseFuture;
 use super::identity::{CallerIdentity, CallerRef};
-use super::limiter::{Limiter, PolicyMemo, count_rejection};
+use super::limiter::{AdmittedCounter, Limiter, PolicyMemo, count_rejection};
 
 /// Rate-limits the calls to an inner service.
 ///
@@ -17,6 +17,7 @@ pub struct RateLimit<S> {
     inner: S,
     limiter: Arc<Limiter>,
     memo: PolicyMemo,
+    admitted: AdmittedCounter,
 }
 
 impl<S> RateLimit<S> {
@@ -25,6 +26,7 @@ impl<S> RateLimit<S> {
             inner,
             limiter,
             memo: PolicyMemo::default(),
+            admitted: AdmittedCounter::default(),
         }
     }
 
@@ -114,8 +116,13 @@ where
             )
         });
         let decision = match &span {
-            None => self.limiter.check_now(caller, &mut self.memo),
-            Some(span) => span.in_scope(|| self.limiter.check_now(caller, &mut self.memo)),
+            None => self
+                .limiter
+                .check_now(caller, &mut self.memo, &mut self.admitted),
+            Some(span) => span.in_scope(|| {
+                self.limiter
+                    .check_now(caller, &mut self.memo, &mut self.admitted)
+            }),
         };
         if let Some(decision) = decision {
             match decision {
