@@ -58,12 +58,12 @@ impl<S> RateLimit<S> {
 }
 
 impl<S: Clone> RateLimit<S> {
-    /// Drops the service `poll_ready` made ready for a call that will not be made, so that what
-    /// its readiness reserved (a concurrency permit, a buffer slot) goes back at once. A clone
-    /// takes its place and is made ready by the next `poll_ready`.
-    fn release_ready(&mut self) {
+    /// Takes the service `poll_ready` made ready and leaves a fresh clone behind, which the next
+    /// `poll_ready` makes ready in turn. A rejected call drops the taken service, so that what its
+    /// readiness reserved (a concurrency permit, a buffer slot) goes back at once.
+    fn take_ready(&mut self) -> S {
         let clone = self.inner.clone();
-        drop(std::mem::replace(&mut self.inner, clone));
+        std::mem::replace(&mut self.inner, clone)
     }
 }
 
@@ -100,7 +100,7 @@ where
                     self.limiter.now(),
                 );
                 count_rejection(&rejection);
-                self.release_ready();
+                drop(self.take_ready());
                 return ResponseFuture::rejected(rejection);
             }
         };
@@ -138,19 +138,17 @@ where
                     if let Some(span) = &span {
                         span.record("decision", rejection.reason().as_str());
                     }
-                    self.release_ready();
+                    drop(self.take_ready());
                     return ResponseFuture::rejected(rejection);
                 }
                 Err(_) => {}
             }
         }
 
-        // The decision has to wait. Take the service `poll_ready` made ready for this call and
-        // leave a fresh clone behind, which must be made ready before its own first call, so
-        // that the call can happen later in the future without holding `&mut self`.
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
+        // The decision has to wait, so the ready service goes into the future, which calls it
+        // later without holding `&mut self`.
         let caller = caller.to_owned();
+        let inner = self.take_ready();
         let limiter = self.limiter.clone();
         let check = async move {
             let decision = limiter.check_waiting(&caller).await;
