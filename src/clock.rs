@@ -80,7 +80,7 @@ thread_local! {
 struct WallReading {
     counter: quanta::Instant,
     wall: DateTime<Utc>,
-    /// `wall` as nanoseconds since its midnight, so that adding counter time is an integer
+    /// The nanoseconds of `wall` since its midnight, so that adding counter time is an integer
     /// addition unless the sum passes midnight.
     nanos_of_day: u64,
 }

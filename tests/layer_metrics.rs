@@ -94,8 +94,8 @@ impl Recorder for Recorded {
     }
 }
 
-/// Three admitted calls and two rejected by the minute limit: the first decision reads the
-/// policy from its source and is timed, the later ones decide on the calling thread and are
+/// Three admitted calls and two rejected by the minute limit. The first decision reads the
+/// policy from its source and is timed. The later ones decide on the calling thread and are
 /// only counted.
 #[test]
 fn counts_decisions_and_times_waits() {

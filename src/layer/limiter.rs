@@ -260,8 +260,8 @@ impl Limiter {
         Box::pin(self.check(caller)).await
     }
 
-    /// Checks a call in order (allowed window, capacity, tokens) and charges it when all pass;
-    /// times the decision in the metrics.
+    /// Checks a call in order (allowed window, capacity, tokens) and charges it when all pass.
+    /// Times the decision in the metrics.
     async fn check(&self, caller: &Caller) -> Result<Admission, Rejection> {
         let started = quanta::Instant::now();
         let now = self.clock.now_at(started);
