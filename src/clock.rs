@@ -137,20 +137,28 @@ impl SystemClock {
     /// caller that needs both reads the counter once.
     #[inline]
     pub(crate) fn now_at(counter: quanta::Instant) -> DateTime<Utc> {
-        WALL_READING.with(|reading| {
-            if let Some(last) = reading.get() {
-                let since = counter.saturating_duration_since(last.counter);
-                if since < Self::RESYNC
-                    && let Some(now) = last.plus(since)
-                {
-                    return now;
-                }
+        let last = WALL_READING.get();
+        if let Some(last) = last {
+            let since = counter.saturating_duration_since(last.counter);
+            if since < Self::RESYNC
+                && let Some(now) = last.plus(since)
+            {
+                return now;
             }
-            // Read again, because `counter` may be older than the wall clock read here.
-            let wall = Utc::now();
-            reading.set(Some(WallReading::new(quanta::Instant::now(), wall)));
-            wall
-        })
+        }
+        Self::resync()
+    }
+
+    /// Reads the wall clock and keeps the reading for this thread's next calls. Out of line, so
+    /// that the common path of [`SystemClock::now_at`] inlines into its caller.
+    #[cold]
+    #[inline(never)]
+    fn resync() -> DateTime<Utc> {
+        // Read the counter again, because the caller's reading may be older than the wall clock
+        // read here.
+        let wall = Utc::now();
+        WALL_READING.set(Some(WallReading::new(quanta::Instant::now(), wall)));
+        wall
     }
 }
 

@@ -371,6 +371,7 @@ impl Limiter {
             return Ok(Admission::Uncounted);
         }
 
+        let scheduled;
         let calendar = match ready_calendar(policy, now) {
             Some(calendar) => calendar,
             None => {
@@ -378,9 +379,10 @@ impl Limiter {
                     .schedule
                     .as_ref()
                     .expect("only a scheduled policy waits for its report");
-                Box::pin(self.scheduled_calendar(policy, schedule, now))
+                scheduled = Box::pin(self.scheduled_calendar(policy, schedule, now))
                     .await
-                    .map_err(|reason| rejection(caller, now, reason))?
+                    .map_err(|reason| rejection(caller, now, reason))?;
+                scheduled.borrow()
             }
         };
         if calendar.capacity.is_unlimited() {
@@ -410,7 +412,7 @@ impl Limiter {
         &self,
         caller: CallerRef<'_>,
         resolved: &ResolvedPolicy,
-        calendar: &Calendar,
+        calendar: &Calendar<'_>,
         now: DateTime<Utc>,
     ) -> Result<Admission, Rejection> {
         if calendar.capacity.is_unlimited() {
@@ -432,13 +434,13 @@ impl Limiter {
         &self,
         caller: CallerRef<'_>,
         key: &'a ScopeKey,
-        calendar: &'a Calendar,
+        calendar: &Calendar<'a>,
         now: DateTime<Utc>,
     ) -> ConsumeRequest<'a> {
         ConsumeRequest {
             key,
             cost: caller.cost.get(),
-            capacity: &calendar.capacity,
+            capacity: calendar.capacity,
             timezone: calendar.timezone,
             week_start: calendar.week_start,
             // A store in this process has no clock better than the layer's, so it gets the
@@ -592,7 +594,7 @@ impl Limiter {
         policy: &Policy,
         schedule: &PolicySchedule,
         now: DateTime<Utc>,
-    ) -> Result<Calendar, RejectionReason> {
+    ) -> Result<OwnedCalendar, RejectionReason> {
         let report = if schedule.report.covers(now) {
             schedule.report.clone()
         } else {
@@ -601,7 +603,7 @@ impl Limiter {
                 Err(message) if policy.fail_open => {
                     tracing::warn!(tenant = %policy.tenant, tool = %policy.tool, %message, "expired report cannot be computed again; applying its default capacity because the policy fails open");
                     let report = &schedule.report;
-                    return Ok(Calendar {
+                    return Ok(OwnedCalendar {
                         capacity: report.default_capacity,
                         timezone: report.timezone,
                         week_start: report.week_start,
@@ -612,7 +614,7 @@ impl Limiter {
         };
 
         match report.closed_at(now) {
-            None => Ok(Calendar::of_report(&report, now)),
+            None => Ok(OwnedCalendar::of_report(&report, now)),
             Some(Closed::OutsideHours) => Err(RejectionReason::OutsideHours {
                 next_allowed: report.next_allowed(now),
             }),
@@ -714,10 +716,10 @@ fn call_key<'r>(
 /// Returns the capacity and calendar of a policy at `now` when no await is needed: static
 /// limits, or a report still valid and open at `now`. `None` when the report must be
 /// consulted through the report cache.
-fn ready_calendar(policy: &Policy, now: DateTime<Utc>) -> Option<Calendar> {
+fn ready_calendar(policy: &Policy, now: DateTime<Utc>) -> Option<Calendar<'_>> {
     match &policy.schedule {
         None => Some(Calendar {
-            capacity: policy.static_capacity,
+            capacity: &policy.static_capacity,
             timezone: policy.timezone,
             week_start: policy.week_start,
         }),
@@ -728,23 +730,48 @@ fn ready_calendar(policy: &Policy, now: DateTime<Utc>) -> Option<Calendar> {
     }
 }
 
-/// The limits of a call and the calendar their windows follow.
-struct Calendar {
+/// The limits of a call and the calendar their windows follow, borrowed from a policy or a
+/// report rather than copied, so that the decision moves a reference instead of every limit.
+#[derive(Clone, Copy)]
+struct Calendar<'a> {
+    capacity: &'a Capacity,
+    timezone: Tz,
+    week_start: Weekday,
+}
+
+impl Calendar<'_> {
+    /// Returns the capacity and calendar of `report` at `now`, an instant inside its windows.
+    fn of_report(report: &AvailabilityReport, now: DateTime<Utc>) -> Calendar<'_> {
+        Calendar {
+            capacity: report.capacity_at(now).unwrap_or(&report.default_capacity),
+            timezone: report.timezone,
+            week_start: report.week_start,
+        }
+    }
+}
+
+/// A [`Calendar`] of a report that the decision holds only while it waits for the report.
+struct OwnedCalendar {
     capacity: Capacity,
     timezone: Tz,
     week_start: Weekday,
 }
 
-impl Calendar {
-    /// Returns the capacity and calendar of `report` at `now`, an instant inside its windows.
-    fn of_report(report: &AvailabilityReport, now: DateTime<Utc>) -> Calendar {
+impl OwnedCalendar {
+    fn of_report(report: &AvailabilityReport, now: DateTime<Utc>) -> OwnedCalendar {
+        let calendar = Calendar::of_report(report, now);
+        OwnedCalendar {
+            capacity: *calendar.capacity,
+            timezone: calendar.timezone,
+            week_start: calendar.week_start,
+        }
+    }
+
+    fn borrow(&self) -> Calendar<'_> {
         Calendar {
-            capacity: report
-                .capacity_at(now)
-                .copied()
-                .unwrap_or(report.default_capacity),
-            timezone: report.timezone,
-            week_start: report.week_start,
+            capacity: &self.capacity,
+            timezone: self.timezone,
+            week_start: self.week_start,
         }
     }
 }

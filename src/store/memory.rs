@@ -242,7 +242,7 @@ impl KeyCounters {
     /// Brings the limited windows up to `at`, decides, and charges when `charge` is set and
     /// every window has room. Starting a window that began after a slot's window ended is no
     /// charge: the slot counted nothing in it.
-    #[inline]
+    #[inline(always)]
     fn decide(
         &mut self,
         limits: &Limits,
@@ -283,7 +283,7 @@ impl KeyCounters {
         }
 
         let charged = charge && refusing.is_none();
-        let mut windows = Windows::new();
+        let mut windows = Windows::with_capacity(limits.len);
         for &(kind, limit) in limits.as_slice() {
             let slot = &mut self.slots[kind as usize];
             if charged {
@@ -293,7 +293,12 @@ impl KeyCounters {
                 kind,
                 limit,
                 remaining: limit.saturating_sub(slot.used),
-                reset_at: slot.window.map_or(at, |window| window.end),
+                // Read in place: copying the whole `Option<Window>` to take its end made the
+                // processor wait for the copy's stores before the load.
+                reset_at: match &slot.window {
+                    Some(window) => window.end,
+                    None => at,
+                },
             });
         }
         match refusing {

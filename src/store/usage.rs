@@ -4,6 +4,7 @@ use std::fmt;
 use std::ops::Deref;
 
 use chrono::{DateTime, Utc};
+use smallvec::SmallVec;
 
 use crate::window::WindowKind;
 
@@ -23,14 +24,6 @@ pub struct WindowUsage {
 /// How many windows a decision stores without allocating: minute, hour and day, the usual
 /// limits. A decision with week or month limits too keeps its windows on the heap.
 const INLINE: usize = 3;
-
-/// Fills the unused places of an inline [`Windows`]. Its slice never shows them.
-const UNUSED: WindowUsage = WindowUsage {
-    kind: WindowKind::Minute,
-    limit: 0,
-    remaining: 0,
-    reset_at: DateTime::<Utc>::MIN_UTC,
-};
 
 /// The state of every limited window of a decision, shortest first: at most one window of each
 /// kind.
@@ -56,51 +49,30 @@ const UNUSED: WindowUsage = WindowUsage {
 /// assert!(windows.iter().all(|window| window.limit == 10));
 /// ```
 #[derive(Clone)]
-pub struct Windows(Repr);
-
-#[derive(Clone)]
-enum Repr {
-    Inline {
-        len: u8,
-        items: [WindowUsage; INLINE],
-    },
-    Heap(Vec<WindowUsage>),
-}
+pub struct Windows(SmallVec<[WindowUsage; INLINE]>);
 
 impl Windows {
     /// Returns an empty list.
     pub const fn new() -> Self {
-        Windows(Repr::Inline {
-            len: 0,
-            items: [UNUSED; INLINE],
-        })
+        Windows(SmallVec::new_const())
+    }
+
+    /// Returns an empty list with room for `capacity` windows, which allocates only when
+    /// `capacity` is more than three.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Windows(SmallVec::with_capacity(capacity))
     }
 
     /// Appends the state of a window.
     #[inline]
     pub fn push(&mut self, usage: WindowUsage) {
-        match &mut self.0 {
-            Repr::Inline { len, items } if usize::from(*len) < INLINE => {
-                items[usize::from(*len)] = usage;
-                *len += 1;
-            }
-            Repr::Inline { items, .. } => {
-                let mut spilled = Vec::with_capacity(WindowKind::ALL.len());
-                spilled.extend_from_slice(items);
-                spilled.push(usage);
-                self.0 = Repr::Heap(spilled);
-            }
-            Repr::Heap(items) => items.push(usage),
-        }
+        self.0.push(usage);
     }
 
     /// Returns the windows as a slice.
     #[inline]
     pub fn as_slice(&self) -> &[WindowUsage] {
-        match &self.0 {
-            Repr::Inline { len, items } => &items[..usize::from(*len)],
-            Repr::Heap(items) => items,
-        }
+        &self.0
     }
 }
 
@@ -152,11 +124,7 @@ impl fmt::Debug for Windows {
 
 impl FromIterator<WindowUsage> for Windows {
     fn from_iter<I: IntoIterator<Item = WindowUsage>>(iter: I) -> Self {
-        let mut windows = Windows::new();
-        for usage in iter {
-            windows.push(usage);
-        }
-        windows
+        Windows(iter.into_iter().collect())
     }
 }
 
@@ -171,10 +139,7 @@ impl<'a> IntoIterator for &'a Windows {
 
 impl From<Windows> for Vec<WindowUsage> {
     fn from(windows: Windows) -> Vec<WindowUsage> {
-        match windows.0 {
-            Repr::Inline { .. } => windows.as_slice().to_vec(),
-            Repr::Heap(items) => items,
-        }
+        windows.0.into_vec()
     }
 }
 
@@ -202,7 +167,7 @@ mod tests {
                 .map(|(index, &kind)| usage(kind, index as u64))
                 .collect();
             assert_eq!(windows.len(), count);
-            assert_eq!(matches!(windows.0, Repr::Heap(_)), count > INLINE);
+            assert_eq!(windows.0.spilled(), count > INLINE);
             let kinds: Vec<WindowKind> = windows.iter().map(|window| window.kind).collect();
             assert_eq!(kinds, WindowKind::ALL[..count]);
             let remaining: Vec<u64> = Vec::from(windows.clone())
@@ -231,7 +196,7 @@ mod tests {
         let all: Vec<WindowUsage> = WindowKind::ALL.map(|kind| usage(kind, 1)).to_vec();
         let mut spilled: Windows = all.iter().copied().collect();
         assert_eq!(spilled, all);
-        spilled = Windows(Repr::Heap(all[..2].to_vec()));
+        spilled = Windows(SmallVec::from_vec(all[..2].to_vec()));
         let inline: Windows = all[..2].iter().copied().collect();
         assert_eq!(spilled, inline);
     }
