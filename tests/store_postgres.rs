@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc, Weekday};
 use chrono_tz::Tz;
+use futures_util::future::join_all;
+use highway_ratelimit::clock::ManualClock;
 use highway_ratelimit::report::Capacity;
 use highway_ratelimit::store::postgres::{MIGRATIONS, PostgresConfig, PostgresStore};
 use highway_ratelimit::store::{
@@ -742,6 +744,62 @@ async fn bounds_that_miss_the_instant_are_recomputed() {
         counts(&database, &key("acme", "tools.pdf", "run-2")).await,
         pairs(&[("minute", 2), ("hour", 2), ("day", 2)])
     );
+}
+
+/// A process whose clock is a day late sends windows that miss the database's now(). The store's
+/// statements then charge nothing themselves, and the database charges its own windows, for
+/// calls sent alone and for calls sent together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_process_clock_charges_database_windows() {
+    let database = TestDatabase::new().await;
+    let client = database.client().await;
+    let limits = capacity(Some(1000), Some(1000), Some(1000));
+
+    for batch_size in [1, PostgresConfig::DEFAULT_MAX_BATCH_SIZE] {
+        let before: DateTime<Utc> = client.query_one("SELECT now()", &[]).await.unwrap().get(0);
+        let late = ManualClock::starting_at(before - chrono::Duration::days(1));
+        let store = database
+            .store_with(|config| config.clock(late).max_batch_size(batch_size))
+            .await;
+        let key = key("acme", "tools.pdf", &format!("batch-{batch_size}"));
+
+        // Concurrent calls of one key, so that the batched store sends those that queue together.
+        let decisions = join_all((0..20).map(|_| store.consume(request(&key, &limits, 1, None))))
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .expect("every call is decided");
+        let after: DateTime<Utc> = client.query_one("SELECT now()", &[]).await.unwrap().get(0);
+
+        assert!(decisions.iter().all(Decision::is_admitted), "{decisions:?}");
+        for window in decisions.iter().flat_map(Decision::windows) {
+            let at_start = window.kind.window_at(before, Tz::UTC, Weekday::Mon).end;
+            let at_end = window.kind.window_at(after, Tz::UTC, Weekday::Mon).end;
+            assert!(
+                window.reset_at == at_start || window.reset_at == at_end,
+                "batch size {batch_size}: {window:?} is not a window of the database clock \
+                 between {before} and {after}"
+            );
+        }
+        assert_eq!(
+            counts(&database, &key).await,
+            pairs(&[("minute", 20), ("hour", 20), ("day", 20)]),
+            "batch size {batch_size}"
+        );
+        let ended: i64 = client
+            .query_one(
+                "SELECT count(*) FROM highway.tool_rate_limit_usage
+                 WHERE scope_key = $1 AND window_end <= $2",
+                &[&key.scope, &before],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            ended, 0,
+            "batch size {batch_size}: rows in the late clock's windows"
+        );
+    }
 }
 
 #[tokio::test]

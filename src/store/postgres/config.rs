@@ -1,6 +1,9 @@
 //! The settings of a [`PostgresStore`](super::PostgresStore).
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::clock::{Clock, SystemClock};
 
 /// The settings of a [`PostgresStore`](super::PostgresStore): where the database is, how many
 /// connections to keep, and how long a call may take.
@@ -25,6 +28,7 @@ pub struct PostgresConfig {
     pub(super) synchronous_commit: bool,
     pub(super) max_batch_size: usize,
     pub(super) max_batches_in_flight: usize,
+    pub(super) clock: Arc<dyn Clock>,
 }
 
 // Written by hand so that the password in the connection string never reaches a log: the
@@ -45,6 +49,7 @@ impl std::fmt::Debug for PostgresConfig {
             .field("synchronous_commit", &self.synchronous_commit)
             .field("max_batch_size", &self.max_batch_size)
             .field("max_batches_in_flight", &self.max_batches_in_flight)
+            .field("clock", &self.clock)
             .finish()
     }
 }
@@ -77,7 +82,21 @@ impl PostgresConfig {
             synchronous_commit: true,
             max_batch_size: Self::DEFAULT_MAX_BATCH_SIZE,
             max_batches_in_flight: Self::DEFAULT_MAX_BATCHES_IN_FLIGHT,
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// Sets the clock this process reads for a call without an instant, [`SystemClock`] by
+    /// default.
+    ///
+    /// The database clock decides such a call. The store sends the windows at this clock's
+    /// instant, and the database uses them only when they contain its own `now()`. Otherwise (a
+    /// process whose clock is off, a call at a window's boundary) the database computes the
+    /// windows itself, at the cost of a second statement. A call that carries an instant is
+    /// counted at that instant, whatever this clock reads.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
     }
 
     /// Sets the maximum number of pooled connections (at least 1).

@@ -81,9 +81,6 @@ RETURNING u.window_type, u.request_count",
 }
 
 /// The statements of [`fast_consume_statement`] for 1 to 5 windows.
-///
-/// NOTE: no test runs them with a worker clock whose windows miss the database's `now()`. Only the
-/// consume function's own handling of such bounds is tested.
 static FAST_CONSUME: LazyLock<[String; 5]> =
     LazyLock::new(|| std::array::from_fn(|index| fast_consume_statement(index + 1)));
 

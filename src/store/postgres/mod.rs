@@ -47,6 +47,7 @@ use tokio_postgres::error::SqlState;
 
 pub use self::config::PostgresConfig;
 pub use self::migrations::{MIGRATIONS, Migration};
+use crate::clock::Clock;
 use crate::store::{ConsumeRequest, Decision, StoreError, TokenStore, WindowUsage, Windows};
 use crate::window::WindowKind;
 
@@ -67,6 +68,7 @@ pub struct PostgresStore {
     connect_timeout: Duration,
     max_batch_size: usize,
     batcher: Arc<batch::Batcher>,
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -136,6 +138,7 @@ impl PostgresStore {
             connect_timeout: config.connect_timeout,
             max_batch_size: config.max_batch_size,
             batcher: Arc::new(batcher),
+            clock: config.clock,
         })
     }
 
@@ -213,7 +216,7 @@ impl PostgresStore {
         request: ConsumeRequest<'_>,
         consume: bool,
     ) -> Result<Decision, StoreError> {
-        let plan = WindowPlan::new(&request)?;
+        let plan = WindowPlan::new(&request, self.clock.as_ref())?;
         if plan.kinds.is_empty() {
             return Ok(Decision::Admitted {
                 windows: Windows::new(),
@@ -273,8 +276,9 @@ struct WindowPlan {
 }
 
 impl WindowPlan {
-    /// Collects the limited windows and checks the cost against each limit.
-    fn new(request: &ConsumeRequest<'_>) -> Result<Self, StoreError> {
+    /// Collects the limited windows and checks the cost against each limit. Without an instant in
+    /// the request, the bounds are those at `clock`'s instant.
+    fn new(request: &ConsumeRequest<'_>, clock: &dyn Clock) -> Result<Self, StoreError> {
         if request.cost == 0 {
             return Err(StoreError::ZeroCost);
         }
@@ -286,7 +290,7 @@ impl WindowPlan {
             starts: Vec::new(),
             ends: Vec::new(),
         };
-        let at = request.at.unwrap_or_else(Utc::now);
+        let at = request.at.unwrap_or_else(|| clock.now());
         for kind in WindowKind::ALL {
             let Some(limit) = request.capacity.get(kind) else {
                 continue;
