@@ -352,3 +352,76 @@ async fn outside_hours_is_429_until_monday() {
     );
     assert!(body(response).await.contains("outside the allowed hours"));
 }
+
+/// Builds an app whose policy follows the email example schedule, with a report of `days` days
+/// from `report_from`. The schedule allows 10 calls a minute, 100 an hour and 200 a day on
+/// Fridays in New York. The policy's static limit of 1000 a minute applies to no call.
+fn email_schedule_app(report_from: &str, days: u32, start: &str) -> Router {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/schedules/email.tjp");
+    let definition = std::fs::read_to_string(path).expect("the email example schedule exists");
+    let schedule = highway_ratelimit::schedule::Schedule::parse(&definition, &Default::default())
+        .expect("the email example schedule parses");
+    let options = highway_ratelimit::report::ReportOptions {
+        resource: None,
+        from: utc(report_from),
+        days,
+        generated_at: utc(report_from),
+    };
+    let report = highway_ratelimit::report::AvailabilityReport::generate(&schedule, &options)
+        .expect("the email report generates")
+        .report;
+    let mut policy = Policy::new(
+        "default",
+        TOOL,
+        Capacity {
+            per_minute: Some(1000),
+            ..Capacity::UNLIMITED
+        },
+    );
+    policy.schedule = Some(highway_ratelimit::policy::PolicySchedule {
+        definition,
+        resource: None,
+        report: Arc::new(report),
+    });
+    app(RateLimitLayer::builder(
+        Arc::new(StaticPolicies::new().with(policy)),
+        Arc::new(MemoryStore::new()),
+    )
+    .tool(TOOL)
+    .clock(TokioClock::starting_at(utc(start)))
+    .build())
+}
+
+/// Sends two calls on Friday 6 March 2026 at 10:00 in New York (EST) and checks that the fields
+/// of the second show Friday's limits of the report and a day that ends at midnight in New York.
+async fn assert_friday_fields(app: Router) {
+    let first = app.clone().oneshot(send(Some("acme"))).await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    let second = app.oneshot(send(Some("acme"))).await.unwrap();
+
+    assert_eq!(second.status(), StatusCode::OK);
+    assert_eq!(
+        header(&second, "ratelimit-policy"),
+        r#""minute";q=10;w=60, "hour";q=100;w=3600, "day";q=200;w=86400"#
+    );
+    assert_eq!(
+        header(&second, "ratelimit"),
+        r#""minute";r=8;t=60, "hour";r=98;t=3600, "day";r=198;t=50400"#,
+        "the day ends at 2026-03-07T05:00:00Z"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn report_limits_in_fields() {
+    let app = email_schedule_app("2026-03-02T00:00:00Z", 14, "2026-03-06T15:00:00Z");
+
+    assert_friday_fields(app).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn rendered_report_limits_in_fields() {
+    // The report ended on 1 February, so the layer renders it again for the call's instant.
+    let app = email_schedule_app("2026-01-25T00:00:00Z", 7, "2026-03-06T15:00:00Z");
+
+    assert_friday_fields(app).await;
+}

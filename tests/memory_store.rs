@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc, Weekday};
 use chrono_tz::Tz;
 use highway_ratelimit::report::Capacity;
 use highway_ratelimit::store::{
-    ConsumeRequest, Decision, MemoryStore, ScopeKey, StoreError, TokenStore,
+    ConsumeRequest, Decision, MemoryStore, ScopeKey, StoreError, TokenStore, WindowUsage,
 };
 use highway_ratelimit::window::WindowKind;
 
@@ -562,4 +562,130 @@ async fn purge_keeps_keys_with_open_windows() {
         .await
         .unwrap();
     assert_eq!(remaining(&day, WindowKind::Day), 49);
+}
+
+/// Returns the state of each of the five windows in Tokyo for a call on Monday 2 March 2026 at
+/// 19:00:30 JST (10:00:30 UTC), with limits 10 to 50 and `used` units charged to each.
+fn tokyo_five_windows(used: u64) -> Vec<WindowUsage> {
+    let ends = [
+        (WindowKind::Minute, 10, "2026-03-02T10:01:00Z"),
+        (WindowKind::Hour, 20, "2026-03-02T11:00:00Z"),
+        (WindowKind::Day, 30, "2026-03-02T15:00:00Z"),
+        (WindowKind::Week, 40, "2026-03-08T15:00:00Z"),
+        (WindowKind::Month, 50, "2026-03-31T15:00:00Z"),
+    ];
+    ends.into_iter()
+        .map(|(kind, limit, end)| WindowUsage {
+            kind,
+            limit,
+            remaining: limit.saturating_sub(used),
+            reset_at: utc(end),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn five_windows_listed_in_order() {
+    let store = MemoryStore::new();
+    let key = key("global");
+    let capacity = Capacity {
+        per_minute: Some(10),
+        per_hour: Some(20),
+        per_day: Some(30),
+        per_week: Some(40),
+        per_month: Some(50),
+    };
+    let tokyo = chrono_tz::Asia::Tokyo;
+    let at = utc("2026-03-02T10:00:30Z");
+
+    let peeked_empty = store
+        .peek(request(&key, &capacity, 1, tokyo, at))
+        .await
+        .unwrap();
+    let charged = store
+        .consume(request(&key, &capacity, 3, tokyo, at))
+        .await
+        .unwrap();
+    let peeked = store
+        .peek(request(&key, &capacity, 1, tokyo, at))
+        .await
+        .unwrap();
+    let charged_now = store
+        .consume_now(request(&key, &capacity, 2, tokyo, at))
+        .expect("the in-process store decides at once")
+        .unwrap();
+
+    assert!(peeked_empty.is_admitted());
+    assert_eq!(peeked_empty.windows(), tokyo_five_windows(0));
+    assert!(charged.is_admitted());
+    assert_eq!(charged.windows(), tokyo_five_windows(3));
+    assert!(peeked.is_admitted());
+    assert_eq!(
+        peeked.windows(),
+        tokyo_five_windows(3),
+        "peek charged a window"
+    );
+    assert!(charged_now.is_admitted());
+    assert_eq!(charged_now.windows(), tokyo_five_windows(5));
+}
+
+#[tokio::test]
+async fn five_windows_reject_then_reset() {
+    let store = MemoryStore::new();
+    let key = key("global");
+    let capacity = Capacity {
+        per_minute: Some(10),
+        per_hour: Some(20),
+        per_day: Some(30),
+        per_week: Some(40),
+        per_month: Some(50),
+    };
+    let tokyo = chrono_tz::Asia::Tokyo;
+    let at = utc("2026-03-02T10:00:30Z");
+
+    let first = store
+        .consume(request(&key, &capacity, 8, tokyo, at))
+        .await
+        .unwrap();
+    // 3 units are more than the minute's 2 remaining but fit every longer window.
+    let rejected = store
+        .consume(request(&key, &capacity, 3, tokyo, at))
+        .await
+        .unwrap();
+    let next_minute = store
+        .consume(request(
+            &key,
+            &capacity,
+            3,
+            tokyo,
+            utc("2026-03-02T10:01:00Z"),
+        ))
+        .await
+        .unwrap();
+
+    assert!(first.is_admitted());
+    let Decision::Rejected {
+        window,
+        retry_at,
+        windows,
+    } = &rejected
+    else {
+        panic!("expected a rejection, got {rejected:?}");
+    };
+    assert_eq!(*window, WindowKind::Minute);
+    assert_eq!(*retry_at, utc("2026-03-02T10:01:00Z"));
+    assert_eq!(
+        *windows,
+        tokyo_five_windows(8),
+        "the rejection charged a window"
+    );
+    assert!(next_minute.is_admitted(), "{next_minute:?}");
+    let mut expected = tokyo_five_windows(11);
+    expected[0] = WindowUsage {
+        kind: WindowKind::Minute,
+        limit: 10,
+        remaining: 7,
+        reset_at: utc("2026-03-02T10:02:00Z"),
+    };
+    assert_eq!(next_minute.windows(), expected);
 }

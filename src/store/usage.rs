@@ -192,12 +192,41 @@ mod tests {
     }
 
     #[test]
-    fn inline_equals_heap() {
+    fn five_windows_equal_their_vec() {
         let all: Vec<WindowUsage> = WindowKind::ALL.map(|kind| usage(kind, 1)).to_vec();
-        let mut spilled: Windows = all.iter().copied().collect();
+        let spilled: Windows = all.iter().copied().collect();
+        assert!(spilled.0.spilled(), "five windows are on the heap");
         assert_eq!(spilled, all);
-        spilled = Windows(SmallVec::from_vec(all[..2].to_vec()));
+    }
+
+    /// `SmallVec::from_vec` moves a vector of at most three places inline, so a list on the heap
+    /// with fewer windows than `INLINE` is built from `with_capacity` here.
+    #[test]
+    fn short_heap_list_equals_inline() {
+        let all: Vec<WindowUsage> = WindowKind::ALL.map(|kind| usage(kind, 1)).to_vec();
+        let mut spilled = Windows::with_capacity(WindowKind::ALL.len());
+        spilled.push(all[0]);
+        spilled.push(all[1]);
         let inline: Windows = all[..2].iter().copied().collect();
+
+        assert!(spilled.0.spilled(), "the list is on the heap");
+        assert!(!inline.0.spilled(), "the list is inline");
         assert_eq!(spilled, inline);
+        assert_eq!(format!("{spilled:?}"), format!("{inline:?}"));
+        assert_eq!(spilled.clone(), inline);
+        assert_eq!(Vec::from(spilled), Vec::from(inline));
+    }
+
+    #[test]
+    fn with_capacity_allocates_past_three() {
+        for capacity in 0..=WindowKind::ALL.len() {
+            let windows = Windows::with_capacity(capacity);
+            assert!(windows.is_empty(), "capacity {capacity}");
+            assert_eq!(
+                windows.0.spilled(),
+                capacity > INLINE,
+                "capacity {capacity}"
+            );
+        }
     }
 }
