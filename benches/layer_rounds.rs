@@ -1,10 +1,12 @@
 //! The layer's overhead beside governor's keyed check, timed in interleaved rounds.
 //!
-//! Criterion measures one benchmark after the other, so a change of the machine's speed between
-//! two of them (another job starting, a change of clock speed) moves their ratio. Here
-//! each round times every contender for the same number of calls, one right after the other, and
-//! the ratios are taken within each round, so such a change hits both sides of a ratio alike. The
-//! contenders and the service are those of the `layer` benchmark.
+//! Criterion measures one benchmark for seconds before it starts the next, so a change of the
+//! machine's speed that lasts seconds (another job, a change of clock speed) can slow one
+//! benchmark and not the other, and moves their ratio. Here each round times every contender for
+//! the same number of calls, one right after the other, in an order that rotates from round to
+//! round, and each ratio is taken within one round. A change that lasts longer than a round then
+//! slows both sides of that round's ratio. A shorter one shows as one round out of line, which the
+//! median leaves out. The contenders and the service are those of the `layer` benchmark.
 //!
 //! ```text
 //! cargo bench --bench layer_rounds                        # 15 rounds of 1,000,000 calls
@@ -24,20 +26,29 @@ mod support;
 
 use support::{EVERY_WINDOW, MINUTE, call_now, checked, governed, limited, request, tool};
 
-/// Nanoseconds per call of each contender in one round.
+/// The contenders, in the order of [`Round::times`].
+const NAMES: [&str; 5] = [
+    "governor keyed check",
+    "bare service",
+    "layer, minute",
+    "layer, five windows",
+    "tower_governor",
+];
+const KEYED_CHECK: usize = 0;
+const BARE: usize = 1;
+const LAYER_MINUTE: usize = 2;
+const LAYER_FIVE: usize = 3;
+
+/// Nanoseconds per call of each contender in one round, in the order of [`NAMES`].
 #[derive(Debug, Clone, Copy)]
 struct Round {
-    keyed_check: f64,
-    bare: f64,
-    layer_minute: f64,
-    layer_five: f64,
-    tower_governor: f64,
+    times: [f64; NAMES.len()],
 }
 
 impl Round {
-    /// Returns the overhead of a wrapped service over the bare one, in keyed checks.
-    fn ratio(&self, wrapped: f64) -> f64 {
-        (wrapped - self.bare) / self.keyed_check
+    /// Returns the overhead of contender `wrapped` over the bare service, in keyed checks.
+    fn ratio(&self, wrapped: usize) -> f64 {
+        (self.times[wrapped] - self.times[BARE]) / self.times[KEYED_CHECK]
     }
 }
 
@@ -50,12 +61,19 @@ fn per_call(calls: u32, mut call: impl FnMut()) -> f64 {
     start.elapsed().as_nanos() as f64 / f64::from(calls)
 }
 
+/// Reads a whole number of at least 1 from the environment variable `name`.
 fn setting(name: &str, default: u32) -> u32 {
-    match std::env::var(name) {
-        Ok(value) => value.parse().unwrap_or_else(|_| {
-            panic!("{name}={value:?} is not a whole number: unset it or pass one such as {default}")
-        }),
-        Err(_) => default,
+    let Ok(value) = std::env::var(name) else {
+        return default;
+    };
+    match value.parse() {
+        Ok(number) if number >= 1 => number,
+        _ => {
+            eprintln!(
+                "{name}={value:?} is not a whole number of at least 1: unset it or pass one such as {default}"
+            );
+            std::process::exit(2);
+        }
     }
 }
 
@@ -66,11 +84,14 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` runs this with no such flag: one
-    // short round, to check that it runs.
+    // short round in a debug build, to check that it runs, not to measure.
     let benching = std::env::args().any(|argument| argument == "--bench");
     let (rounds, calls) = if benching {
         (setting("ROUNDS", 15), setting("CALLS", 1_000_000))
     } else {
+        println!(
+            "a check that the benchmark runs, not a measurement: run `cargo bench` to measure"
+        );
         (1, 1_000)
     };
 
@@ -86,62 +107,83 @@ fn main() {
     let mut limited_minute = checked(limited(MINUTE), &tenant, "the layer");
     let mut limited_all = checked(limited(EVERY_WINDOW), &tenant, "the layer");
     let mut governed = checked(governed(), &tenant, "tower_governor");
+    // Each contender's loop is compiled for its own closure, with no dynamic call inside, so
+    // that the keyed check is timed as criterion times it.
+    let mut time = |contender: usize| match contender {
+        KEYED_CHECK => per_call(calls, || {
+            black_box(keyed.check_key(black_box(&key)).is_ok());
+        }),
+        BARE => per_call(calls, || {
+            black_box(call_now(&mut bare, request(&tenant)));
+        }),
+        LAYER_MINUTE => per_call(calls, || {
+            black_box(call_now(&mut limited_minute, request(&tenant)));
+        }),
+        LAYER_FIVE => per_call(calls, || {
+            black_box(call_now(&mut limited_all, request(&tenant)));
+        }),
+        _ => per_call(calls, || {
+            black_box(call_now(&mut governed, request(&tenant)));
+        }),
+    };
 
     println!("{rounds} rounds of {calls} calls per contender, nanoseconds per call");
     println!(
-        "| round | governor keyed check | bare service | layer, minute | layer, five windows | tower_governor | layer overhead / keyed check, minute | same, five windows |"
+        "| round | {} | layer overhead / keyed check, minute | same, five windows |",
+        NAMES.join(" | ")
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut results = Vec::new();
-    for number in 1..=rounds {
-        let round = Round {
-            keyed_check: per_call(calls, || {
-                black_box(keyed.check_key(black_box(&key)).is_ok());
-            }),
-            bare: per_call(calls, || {
-                black_box(call_now(&mut bare, request(&tenant)));
-            }),
-            layer_minute: per_call(calls, || {
-                black_box(call_now(&mut limited_minute, request(&tenant)));
-            }),
-            layer_five: per_call(calls, || {
-                black_box(call_now(&mut limited_all, request(&tenant)));
-            }),
-            tower_governor: per_call(calls, || {
-                black_box(call_now(&mut governed, request(&tenant)));
-            }),
+    for number in 0..rounds as usize {
+        let mut round = Round {
+            times: [0.0; NAMES.len()],
         };
+        for offset in 0..NAMES.len() {
+            let contender = (number + offset) % NAMES.len();
+            round.times[contender] = time(contender);
+        }
+        let times: Vec<String> = round
+            .times
+            .iter()
+            .map(|time| format!("{time:.1}"))
+            .collect();
         println!(
-            "| {number} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}× | {:.2}× |",
-            round.keyed_check,
-            round.bare,
-            round.layer_minute,
-            round.layer_five,
-            round.tower_governor,
-            round.ratio(round.layer_minute),
-            round.ratio(round.layer_five),
+            "| {} | {} | {:.2}× | {:.2}× |",
+            number + 1,
+            times.join(" | "),
+            round.ratio(LAYER_MINUTE),
+            round.ratio(LAYER_FIVE),
         );
         results.push(round);
     }
 
-    let column = |read: fn(&Round) -> f64| median(results.iter().map(read).collect());
-    println!(
-        "| median | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}× | {:.2}× |",
-        column(|round| round.keyed_check),
-        column(|round| round.bare),
-        column(|round| round.layer_minute),
-        column(|round| round.layer_five),
-        column(|round| round.tower_governor),
-        column(|round| round.ratio(round.layer_minute)),
-        column(|round| round.ratio(round.layer_five)),
-    );
+    let times: Vec<String> = (0..NAMES.len())
+        .map(|index| {
+            let time = median(results.iter().map(|round| round.times[index]).collect());
+            format!("{time:.1}")
+        })
+        .collect();
     let minute: Vec<f64> = results
         .iter()
-        .map(|round| round.ratio(round.layer_minute))
+        .map(|round| round.ratio(LAYER_MINUTE))
         .collect();
+    let five: Vec<f64> = results
+        .iter()
+        .map(|round| round.ratio(LAYER_FIVE))
+        .collect();
+    println!(
+        "| median | {} | {:.2}× | {:.2}× |",
+        times.join(" | "),
+        median(minute.clone()),
+        median(five),
+    );
+    println!(
+        "The median of each column is taken on its own: a ratio of the last row is the median of \
+         the rounds' ratios, not the ratio of that row's times."
+    );
     let lowest = minute.iter().copied().fold(f64::INFINITY, f64::min);
     let highest = minute.iter().copied().fold(0.0, f64::max);
     println!(
-        "layer overhead with a minute window: {lowest:.2}× to {highest:.2}× a governor keyed check over the rounds"
+        "Layer overhead with a minute window: {lowest:.2}× to {highest:.2}× a governor keyed check over the rounds."
     );
 }

@@ -750,7 +750,8 @@ impl Calendar<'_> {
     }
 }
 
-/// A [`Calendar`] of a report that the decision holds only while it waits for the report.
+/// A [`Calendar`] that owns its capacity, for a report rendered again: the report is dropped
+/// when [`Limiter::scheduled_calendar`] returns, and the decision borrows from this instead.
 struct OwnedCalendar {
     capacity: Capacity,
     timezone: Tz,

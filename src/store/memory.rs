@@ -294,7 +294,8 @@ impl KeyCounters {
                 limit,
                 remaining: limit.saturating_sub(slot.used),
                 // Read in place: copying the whole `Option<Window>` to take its end made the
-                // processor wait for the copy's stores before the load.
+                // processor wait for the copy's stores before the load. The first loop gave
+                // every limited slot a window, so `None` does not occur here.
                 reset_at: match &slot.window {
                     Some(window) => window.end,
                     None => at,

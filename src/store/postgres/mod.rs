@@ -350,7 +350,7 @@ impl WindowRow {
 
 /// Builds the decision from the windows of one call, shortest first.
 fn decision_from_windows(rows: Vec<WindowRow>, cost: u64) -> Result<Decision, StoreError> {
-    let mut windows = Windows::new();
+    let mut windows = Windows::with_capacity(rows.len());
     let mut admitted = true;
     let mut refusing: Option<WindowUsage> = None;
 
