@@ -12,6 +12,7 @@
 //! cargo bench --bench store                       # PostgreSQL at 127.0.0.1:5432
 //! DATABASE_URL=postgres://… cargo bench --bench store
 //! BENCH_SECONDS=5 cargo bench --bench store       # seconds measured per case (default 3)
+//! BENCH_KEYS=spread BENCH_CLIENTS=16 cargo bench --bench store   # one case (keys: hot or spread)
 //! ```
 //!
 //! The benchmark creates a database of its own on the server and drops it at the end.
@@ -46,6 +47,14 @@ enum Keys {
 }
 
 impl Keys {
+    /// Returns the value of `BENCH_KEYS` that selects these keys.
+    fn setting(self) -> &'static str {
+        match self {
+            Keys::Hot => "hot",
+            Keys::Spread => "spread",
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Keys::Hot => "hot key",
@@ -220,8 +229,22 @@ async fn main() {
         "| keys | clients | highway calls/s | highway unbatched calls/s | original calls/s | ratio | unbatched ratio |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|");
+    let only_keys = std::env::var("BENCH_KEYS").ok();
+    let only_clients = std::env::var("BENCH_CLIENTS").ok();
     for keys in [Keys::Hot, Keys::Spread] {
+        if only_keys
+            .as_deref()
+            .is_some_and(|only| only != keys.setting())
+        {
+            continue;
+        }
         for clients in CONCURRENCY {
+            if only_clients
+                .as_deref()
+                .is_some_and(|only| only != clients.to_string())
+            {
+                continue;
+            }
             // The contenders take turns in short rounds, so that a change in the machine's load
             // during the run hits all of them alike. Each gets a pool of its own, closed after
             // its round, so that the server's connection limit holds.
