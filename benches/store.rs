@@ -191,6 +191,26 @@ async fn main() {
     if !std::env::args().any(|argument| argument == "--bench") {
         return;
     }
+    let only_keys = std::env::var("BENCH_KEYS").ok();
+    if let Some(value) = &only_keys
+        && ![Keys::Hot, Keys::Spread]
+            .iter()
+            .any(|keys| keys.setting() == value)
+    {
+        eprintln!("BENCH_KEYS={value:?} selects no case: use hot or spread, or unset it");
+        std::process::exit(2);
+    }
+    let only_clients = std::env::var("BENCH_CLIENTS").ok();
+    if let Some(value) = &only_clients
+        && !CONCURRENCY
+            .iter()
+            .any(|clients| clients.to_string() == *value)
+    {
+        eprintln!(
+            "BENCH_CLIENTS={value:?} selects no case: use one of {CONCURRENCY:?}, or unset it"
+        );
+        std::process::exit(2);
+    }
     let admin_url = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
     let seconds: f64 = std::env::var("BENCH_SECONDS")
@@ -229,8 +249,6 @@ async fn main() {
         "| keys | clients | highway calls/s | highway unbatched calls/s | original calls/s | ratio | unbatched ratio |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|");
-    let only_keys = std::env::var("BENCH_KEYS").ok();
-    let only_clients = std::env::var("BENCH_CLIENTS").ok();
     for keys in [Keys::Hot, Keys::Spread] {
         if only_keys
             .as_deref()
