@@ -55,7 +55,15 @@ impl WindowKind {
     }
 
     /// Returns the window of this kind that contains `at`, in the calendar of `zone`.
+    ///
+    /// An instant within two days of either end of chrono's range (the years -262143 and
+    /// 262142) is moved two days inside it first, since its local time may not exist in `zone`.
     pub fn window_at(self, at: DateTime<Utc>, zone: Tz, week_start: Weekday) -> Window {
+        let margin = Duration::days(2);
+        let at = at.clamp(
+            DateTime::<Utc>::MIN_UTC + margin,
+            DateTime::<Utc>::MAX_UTC - margin,
+        );
         let local = at.with_timezone(&zone).naive_local();
         let (start, end) = match self {
             WindowKind::Minute | WindowKind::Hour => {
@@ -67,7 +75,7 @@ impl WindowKind {
                 let local_secs = at.timestamp() + offset;
                 let start = local_secs - local_secs.rem_euclid(step) - offset;
                 let start = DateTime::from_timestamp(start, 0).unwrap_or(at);
-                (start, start + Duration::seconds(step))
+                (start, saturating_add(start, Duration::seconds(step)))
             }
             WindowKind::Day => {
                 let date = local.date();
@@ -78,11 +86,13 @@ impl WindowKind {
                 let back = (7 + date.weekday().num_days_from_monday() as i64
                     - week_start.num_days_from_monday() as i64)
                     % 7;
-                let first = date - Duration::days(back);
-                (
-                    start_of_day(first, zone),
-                    start_of_day(first + Duration::days(7), zone),
-                )
+                let first = date
+                    .checked_sub_signed(Duration::days(back))
+                    .unwrap_or(NaiveDate::MIN);
+                let next = first
+                    .checked_add_signed(Duration::days(7))
+                    .unwrap_or(NaiveDate::MAX);
+                (start_of_day(first, zone), start_of_day(next, zone))
             }
             WindowKind::Month => {
                 let first = date_or_max(NaiveDate::from_ymd_opt(local.year(), local.month(), 1));
@@ -165,7 +175,9 @@ pub fn first_instant_at_or_after(local: NaiveDateTime, zone: Tz) -> DateTime<Utc
         LocalResult::None => {
             // Offset changes are months apart in practice, so the offset 26 hours earlier is the
             // one in force before the gap.
-            let before = local - Duration::hours(26);
+            let before = local
+                .checked_sub_signed(Duration::hours(26))
+                .unwrap_or(NaiveDateTime::MIN);
             let offset_before = match zone.from_local_datetime(&before) {
                 LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => {
                     t.naive_local().and_utc().timestamp() - t.timestamp()
@@ -176,6 +188,12 @@ pub fn first_instant_at_or_after(local: NaiveDateTime, zone: Tz) -> DateTime<Utc
             DateTime::from_timestamp(jump, 0).unwrap_or_else(|| local.and_utc())
         }
     }
+}
+
+/// Returns `at` plus `step`, or the last instant chrono can hold when that is later.
+fn saturating_add(at: DateTime<Utc>, step: Duration) -> DateTime<Utc> {
+    at.checked_add_signed(step)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 fn next_day(date: NaiveDate) -> NaiveDate {
@@ -197,6 +215,29 @@ mod tests {
         DateTime::parse_from_rfc3339(text)
             .expect("test instants are RFC 3339")
             .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn extreme_instants_give_windows() {
+        let zones = [
+            Tz::UTC,
+            chrono_tz::Pacific::Kiritimati,
+            chrono_tz::Pacific::Pago_Pago,
+            chrono_tz::Australia::Lord_Howe,
+        ];
+        for at in [DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC] {
+            for zone in zones {
+                for week_start in [Weekday::Mon, Weekday::Sun] {
+                    for kind in WindowKind::ALL {
+                        let window = kind.window_at(at, zone, week_start);
+                        assert!(
+                            window.start <= window.end,
+                            "{kind} at {at} in {zone}: {window:?}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     fn window(kind: WindowKind, at: &str, zone: Tz) -> (DateTime<Utc>, DateTime<Utc>) {

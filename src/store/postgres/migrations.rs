@@ -42,6 +42,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0005_consume_fast_path.sql",
         sql: include_str!("../../../migrations/0005_consume_fast_path.sql"),
     },
+    Migration {
+        version: 6,
+        name: "0006_zone_names.sql",
+        sql: include_str!("../../../migrations/0006_zone_names.sql"),
+    },
 ];
 
 /// The key of the session-level advisory lock that serialises concurrent migrations

@@ -37,7 +37,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc, Weekday};
+use chrono::{DateTime, Datelike, Utc, Weekday};
 use deadpool_postgres::{
     Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime, TimeoutType,
 };
@@ -49,7 +49,7 @@ pub use self::config::PostgresConfig;
 pub use self::migrations::{MIGRATIONS, Migration};
 use crate::clock::Clock;
 use crate::store::{ConsumeRequest, Decision, StoreError, TokenStore, WindowUsage, Windows};
-use crate::window::WindowKind;
+use crate::window::{Window, WindowKind};
 
 const CONSUME: &str = "SELECT window_type, window_limit, request_count, window_end, admitted \
      FROM highway.consume_tool_rate_tokens($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
@@ -307,14 +307,42 @@ impl WindowPlan {
             plan.kinds.push(kind);
             plan.limits.push(i64::try_from(limit).unwrap_or(i64::MAX));
             let window = kind.window_at(at, request.timezone, request.week_start);
-            plan.starts.push(window.start);
-            plan.ends.push(window.end);
+            let (start, end) = if request.at.is_some() {
+                (window.start, window.end)
+            } else {
+                database_guess(window, request)
+            };
+            plan.starts.push(start);
+            plan.ends.push(end);
         }
         Ok(plan)
     }
 
     fn kind_names(&self) -> Vec<&'static str> {
         self.kinds.iter().map(|kind| kind.as_str()).collect()
+    }
+}
+
+/// Returns the bounds to send for `window`, guessed at this process's clock for a call that the
+/// database clock decides.
+///
+/// The database takes a guessed window when it contains its own `now()`. That makes it the window
+/// at `now()` only where the windows of a kind do not overlap. Hour windows overlap by 30 minutes
+/// where the clocks move by half an hour (Lord Howe), and there the later window contains instants
+/// of the one before: a window that does not start in itself is such a window. It is sent empty,
+/// like a window outside the dates PostgreSQL can store, so that the database computes the window
+/// at `now()` itself.
+fn database_guess(window: Window, request: &ConsumeRequest<'_>) -> (DateTime<Utc>, DateTime<Utc>) {
+    let storable = |instant: DateTime<Utc>| (-4700..=294_000).contains(&instant.year());
+    let starts_in_itself =
+        window
+            .kind
+            .window_at(window.start, request.timezone, request.week_start)
+            == window;
+    if storable(window.start) && storable(window.end) && starts_in_itself {
+        (window.start, window.end)
+    } else {
+        (DateTime::UNIX_EPOCH, DateTime::UNIX_EPOCH)
     }
 }
 
