@@ -30,7 +30,7 @@ use highway_ratelimit::store::{ConsumeRequest, ScopeKey, TokenStore};
 
 #[path = "support/postgres.rs"]
 mod postgres;
-use postgres::{connect, original_pool, with_database};
+use postgres::{bench_seconds, connect, original_pool, with_database};
 
 const CONCURRENCY: [usize; 4] = [1, 4, 16, 64];
 const SPREAD_KEYS: u64 = 10_000;
@@ -213,10 +213,7 @@ async fn main() {
     }
     let admin_url = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let seconds: f64 = std::env::var("BENCH_SECONDS")
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(3.0);
+    let seconds = bench_seconds();
 
     let database = format!("highway_bench_{}", std::process::id());
     let admin = connect(&admin_url).await;

@@ -1,7 +1,9 @@
--- pgbench script: the store's single-call statement for minute, hour and day windows (as
--- src/store/postgres/fast.rs builds it for three windows), on one of 10,000 spread keys, with
--- limits no run reaches. The windows' bounds are computed from now(), as the store's own clock
--- would give them. Run against a database with the crate's migrations applied.
+-- pgbench script: the store's single-call statement for minute, hour and day windows, on one of
+-- 10,000 spread keys, with limits no run reaches. It differs from the statement that
+-- src/store/postgres/fast.rs builds for three windows in two ways: the bounds are computed here
+-- from now() instead of passed as parameters, and the check that they contain now() is left out,
+-- since they always do. Run against a database with the crate's migrations applied
+-- (benches/pgbench/turns.sh runs it).
 \set k random(1, 10000)
 INSERT INTO highway.tool_rate_limit_usage AS u
     (tenant_id, tool_name, scope_key, window_type, window_start, window_end, request_count,

@@ -47,3 +47,18 @@ pub fn with_database(url: &str, database: &str) -> String {
         _ => format!("{url} dbname={database}"),
     }
 }
+
+/// Returns the seconds each case measures: `BENCH_SECONDS`, 3 when unset. Exits with a message
+/// when it is not a positive number.
+pub fn bench_seconds() -> f64 {
+    let Ok(value) = std::env::var("BENCH_SECONDS") else {
+        return 3.0;
+    };
+    match value.parse::<f64>() {
+        Ok(seconds) if seconds > 0.0 && seconds.is_finite() => seconds,
+        _ => {
+            eprintln!("BENCH_SECONDS={value:?} is not a number of seconds such as 3 or 0.5");
+            std::process::exit(2);
+        }
+    }
+}
