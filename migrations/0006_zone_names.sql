@@ -10,7 +10,9 @@
 --
 -- `highway.zone_rules` returns the zone whose rules a name stands for, and the two functions that
 -- convert between local and universal time read the rules through it. The tables do not change,
--- and a policy keeps the name it was given.
+-- and a policy keeps the name it was given. Counts charged before this migration to the windows
+-- of such a name as an abbreviation stay in their rows but no longer count against the zone's
+-- windows, so a window current at the upgrade may admit up to its limit again.
 
 CREATE FUNCTION highway.zone_rules(p_timezone TEXT) RETURNS TEXT
 LANGUAGE sql IMMUTABLE STRICT AS $$

@@ -56,6 +56,10 @@ impl WindowKind {
 
     /// Returns the window of this kind that contains `at`, in the calendar of `zone`.
     ///
+    /// NOTE: where the clocks go back across midnight (Newfoundland and Moncton, which changed at
+    /// 00:01 until 2010), the local date runs backwards, and the day, week or month window of an
+    /// instant in the repeated minutes ends before that instant. No zone does this after 2010.
+    ///
     /// An instant within two days of either end of chrono's range (the years -262143 and
     /// 262142) is moved two days inside it first, since its local time may not exist in `zone`.
     pub fn window_at(self, at: DateTime<Utc>, zone: Tz, week_start: Weekday) -> Window {

@@ -327,19 +327,25 @@ impl WindowPlan {
 /// database clock decides.
 ///
 /// The database takes a guessed window when it contains its own `now()`. That makes it the window
-/// at `now()` only where the windows of a kind do not overlap. Hour windows overlap by 30 minutes
-/// where the clocks move by half an hour (Lord Howe), and there the later window contains instants
-/// of the one before: a window that does not start in itself is such a window. It is sent empty,
-/// like a window outside the dates PostgreSQL can store, so that the database computes the window
-/// at `now()` itself.
+/// at `now()` only if every instant inside it belongs to it. Where the clocks move by half an hour
+/// (Lord Howe, Caracas in 2016), the hour windows on either side of the change are aligned
+/// differently. The window of an instant before the change then contains instants whose window
+/// starts at the change, or the other way round. A window whose first or last instant belongs to
+/// another window is sent empty, like a window outside the dates PostgreSQL can store, so that the
+/// database computes the window at `now()` itself.
 fn database_guess(window: Window, request: &ConsumeRequest<'_>) -> (DateTime<Utc>, DateTime<Utc>) {
     let storable = |instant: DateTime<Utc>| (-4700..=294_000).contains(&instant.year());
-    let starts_in_itself =
+    let belongs = |instant: DateTime<Utc>| {
         window
             .kind
-            .window_at(window.start, request.timezone, request.week_start)
-            == window;
-    if storable(window.start) && storable(window.end) && starts_in_itself {
+            .window_at(instant, request.timezone, request.week_start)
+            == window
+    };
+    let last = window
+        .end
+        .checked_sub_signed(chrono::TimeDelta::nanoseconds(1))
+        .unwrap_or(window.start);
+    if storable(window.start) && storable(window.end) && belongs(window.start) && belongs(last) {
         (window.start, window.end)
     } else {
         (DateTime::UNIX_EPOCH, DateTime::UNIX_EPOCH)
@@ -447,5 +453,108 @@ fn database_error(error: tokio_postgres::Error) -> StoreError {
             .into(),
         ),
         None => StoreError::Unavailable(Box::new(error)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{Duration, Offset, TimeZone};
+    use chrono_tz::{TZ_VARIANTS, Tz};
+
+    use super::*;
+    use crate::report::Capacity;
+    use crate::store::ScopeKey;
+
+    /// Returns the instants from `from` to `to` at which `zone`'s offset changes, found by
+    /// stepping six hours at a time and halving each step that spans a change.
+    fn offset_changes(zone: Tz, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+        let offset = |at: DateTime<Utc>| {
+            zone.offset_from_utc_datetime(&at.naive_utc())
+                .fix()
+                .local_minus_utc()
+        };
+        let mut changes = Vec::new();
+        let mut at = from;
+        while at < to {
+            let next = at + Duration::hours(6);
+            if offset(at) != offset(next) {
+                let (mut before, mut after) = (at, next);
+                while after - before > Duration::seconds(1) {
+                    let middle = before + (after - before) / 2;
+                    if offset(middle) == offset(before) {
+                        before = middle;
+                    } else {
+                        after = middle;
+                    }
+                }
+                changes.push(after);
+            }
+            at = next;
+        }
+        changes
+    }
+
+    /// A guess the database takes (not empty, containing its `now()`) is the window at `now()`.
+    /// Checked for every window kind, every offset change of every zone from 1970 to 2040, and
+    /// process clocks a second to an hour off on either side.
+    #[test]
+    fn taken_guesses_are_windows_at_now() {
+        let key = ScopeKey {
+            tenant: "acme".into(),
+            tool: "tools.email.send".into(),
+            scope: "global".into(),
+        };
+        let capacity = Capacity::UNLIMITED;
+        let from = Utc.with_ymd_and_hms(1970, 1, 1, 0, 0, 0).unwrap();
+        let to = Utc.with_ymd_and_hms(2040, 12, 31, 0, 0, 0).unwrap();
+        let offsets = [1, 60, 15 * 60, 30 * 60, 59 * 60].map(Duration::seconds);
+
+        let mut wrong = Vec::new();
+        for zone in TZ_VARIANTS {
+            let request = ConsumeRequest {
+                key: &key,
+                cost: 1,
+                capacity: &capacity,
+                timezone: zone,
+                week_start: Weekday::Mon,
+                at: None,
+            };
+            for change in offset_changes(zone, from, to) {
+                for kind in WindowKind::ALL {
+                    for offset in offsets {
+                        for (guess_at, now) in [
+                            (change - offset, change),
+                            (change, change - offset),
+                            (change - offset, change + offset),
+                            (change + offset, change - offset),
+                        ] {
+                            let guess = kind.window_at(guess_at, zone, Weekday::Mon);
+                            let (start, end) = database_guess(guess, &request);
+                            let actual = kind.window_at(now, zone, Weekday::Mon);
+                            // Where the local date runs backwards, the day of `now` can end before
+                            // `now` (see the NOTE on `WindowKind::window_at`): no guess can match.
+                            if !actual.contains(now) {
+                                continue;
+                            }
+                            if start <= now
+                                && now < end
+                                && (start, end) != (actual.start, actual.end)
+                            {
+                                wrong.push(format!(
+                                    "{zone} {kind}: guess at {guess_at} is {start} .. {end}, now {now} is in {} .. {}",
+                                    actual.start, actual.end
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "{} wrong guesses:\n{}",
+            wrong.len(),
+            wrong.join("\n")
+        );
     }
 }
