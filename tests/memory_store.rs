@@ -564,6 +564,15 @@ async fn purge_keeps_keys_with_open_windows() {
     assert_eq!(remaining(&day, WindowKind::Day), 49);
 }
 
+/// Limits of 10 to 50 in the five windows, minute to month.
+const FIVE_LIMITS: Capacity = Capacity {
+    per_minute: Some(10),
+    per_hour: Some(20),
+    per_day: Some(30),
+    per_week: Some(40),
+    per_month: Some(50),
+};
+
 /// Returns the state of each of the five windows in Tokyo for a call on Monday 2 March 2026 at
 /// 19:00:30 JST (10:00:30 UTC), with limits 10 to 50 and `used` units charged to each.
 fn tokyo_five_windows(used: u64) -> Vec<WindowUsage> {
@@ -588,13 +597,7 @@ fn tokyo_five_windows(used: u64) -> Vec<WindowUsage> {
 async fn five_windows_listed_in_order() {
     let store = MemoryStore::new();
     let key = key("global");
-    let capacity = Capacity {
-        per_minute: Some(10),
-        per_hour: Some(20),
-        per_day: Some(30),
-        per_week: Some(40),
-        per_month: Some(50),
-    };
+    let capacity = FIVE_LIMITS;
     let tokyo = chrono_tz::Asia::Tokyo;
     let at = utc("2026-03-02T10:00:30Z");
 
@@ -633,13 +636,7 @@ async fn five_windows_listed_in_order() {
 async fn five_windows_reject_then_reset() {
     let store = MemoryStore::new();
     let key = key("global");
-    let capacity = Capacity {
-        per_minute: Some(10),
-        per_hour: Some(20),
-        per_day: Some(30),
-        per_week: Some(40),
-        per_month: Some(50),
-    };
+    let capacity = FIVE_LIMITS;
     let tokyo = chrono_tz::Asia::Tokyo;
     let at = utc("2026-03-02T10:00:30Z");
 
