@@ -310,25 +310,7 @@ async fn store_down_admits_when_failing_open() {
 
 #[tokio::test(start_paused = true)]
 async fn outside_hours_is_429_until_monday() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/schedules/email.tjp");
-    let definition = std::fs::read_to_string(path).expect("the email example schedule exists");
-    let schedule = highway_ratelimit::schedule::Schedule::parse(&definition, &Default::default())
-        .expect("the email example schedule parses");
-    let options = highway_ratelimit::report::ReportOptions {
-        resource: None,
-        from: utc("2026-03-02T00:00:00Z"),
-        days: 14,
-        generated_at: utc("2026-03-02T00:00:00Z"),
-    };
-    let report = highway_ratelimit::report::AvailabilityReport::generate(&schedule, &options)
-        .expect("the email report generates")
-        .report;
-    let mut policy = Policy::new("default", TOOL, Capacity::UNLIMITED);
-    policy.schedule = Some(highway_ratelimit::policy::PolicySchedule {
-        definition,
-        resource: None,
-        report: Arc::new(report),
-    });
+    let policy = email_schedule_policy("2026-03-02T00:00:00Z", 14, Capacity::UNLIMITED);
     // Saturday 7 March 2026, 12:00 in New York (EST); Monday 9 March opens at 09:00 EDT.
     let layer = RateLimitLayer::builder(
         Arc::new(StaticPolicies::new().with(policy)),
@@ -353,10 +335,10 @@ async fn outside_hours_is_429_until_monday() {
     assert!(body(response).await.contains("outside the allowed hours"));
 }
 
-/// Builds an app whose policy follows the email example schedule, with a report of `days` days
-/// from `report_from`. The schedule allows 10 calls a minute, 100 an hour and 200 a day on
-/// Fridays in New York. The policy's static limit of 1000 a minute applies to no call.
-fn email_schedule_app(report_from: &str, days: u32, start: &str) -> Router {
+/// Returns a policy with `capacity` as its static limits that follows the email example
+/// schedule, with a report of `days` days from `report_from`. The schedule allows 10 calls a
+/// minute, 100 an hour and 200 a day on Fridays in New York.
+fn email_schedule_policy(report_from: &str, days: u32, capacity: Capacity) -> Policy {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/schedules/email.tjp");
     let definition = std::fs::read_to_string(path).expect("the email example schedule exists");
     let schedule = highway_ratelimit::schedule::Schedule::parse(&definition, &Default::default())
@@ -370,19 +352,24 @@ fn email_schedule_app(report_from: &str, days: u32, start: &str) -> Router {
     let report = highway_ratelimit::report::AvailabilityReport::generate(&schedule, &options)
         .expect("the email report generates")
         .report;
-    let mut policy = Policy::new(
-        "default",
-        TOOL,
-        Capacity {
-            per_minute: Some(1000),
-            ..Capacity::UNLIMITED
-        },
-    );
+    let mut policy = Policy::new("default", TOOL, capacity);
     policy.schedule = Some(highway_ratelimit::policy::PolicySchedule {
         definition,
         resource: None,
         report: Arc::new(report),
     });
+    policy
+}
+
+/// Builds an app whose policy follows the email example schedule (see
+/// [`email_schedule_policy`]), with a clock that starts at `start`. The policy's static limit of
+/// 1000 a minute applies to no call.
+fn email_schedule_app(report_from: &str, days: u32, start: &str) -> Router {
+    let static_limits = Capacity {
+        per_minute: Some(1000),
+        ..Capacity::UNLIMITED
+    };
+    let policy = email_schedule_policy(report_from, days, static_limits);
     app(RateLimitLayer::builder(
         Arc::new(StaticPolicies::new().with(policy)),
         Arc::new(MemoryStore::new()),

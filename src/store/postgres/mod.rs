@@ -268,9 +268,10 @@ struct WindowPlan {
     limits: Vec<i64>,
     /// The request's instant; `None` lets the database clock decide.
     at: Option<DateTime<Utc>>,
-    /// The windows' bounds at the request's instant, or at this process's clock when the database
-    /// clock decides. The database uses them only when every window contains its own clock's
-    /// instant, and computes the windows itself otherwise, which costs more server time.
+    /// The windows' bounds at the request's instant, or the guess of [`database_guess`] at this
+    /// process's clock when the database clock decides. The database uses them only when every
+    /// window contains its own clock's instant, and computes the windows itself otherwise, which
+    /// costs more server time.
     starts: Vec<DateTime<Utc>>,
     ends: Vec<DateTime<Utc>>,
 }
