@@ -892,6 +892,92 @@ async fn statement_timeout_cancels_a_blocked_call() {
     assert_eq!(counts(&database, &key).await, pairs(&[("hour", 1)]));
 }
 
+/// Waits until a statement of this database's other sessions waits for a row lock.
+async fn wait_for_lock_waiter(database: &TestDatabase) {
+    let client = database.client().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()
+                     AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no statement waited for a lock within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlocked_fast_statement_is_decided_again() {
+    let database = TestDatabase::new().await;
+    let store = database
+        .store_with(|config| {
+            config
+                .statement_timeout(Duration::from_secs(20))
+                .call_timeout(Duration::from_secs(30))
+        })
+        .await;
+    let key = key("acme", "tools.email.send", "acme");
+    let capacity = capacity(Some(10), Some(100), None);
+    let at = utc("2026-03-02T10:15:30Z");
+    store
+        .consume(request(&key, &capacity, 1, Some(at)))
+        .await
+        .unwrap();
+
+    // Another session locks the hour row. The store's statement locks the minute row and waits for
+    // the hour row, and then the other session requests the minute row, which is a deadlock. The
+    // store's backend waited first, so its deadlock check runs first and cancels its statement.
+    // Where the role is allowed to, the other session puts off its own check so that it cannot be
+    // the one cancelled.
+    let mut blocker = database.client().await;
+    let _ = blocker.batch_execute("SET deadlock_timeout = '60s'").await;
+    let transaction = blocker.transaction().await.unwrap();
+    let lock_row = "UPDATE highway.tool_rate_limit_usage SET request_count = request_count
+                    WHERE scope_key = 'acme' AND window_type = $1";
+    transaction.execute(lock_row, &[&"hour"]).await.unwrap();
+
+    let consuming = tokio::spawn({
+        let store = store.clone();
+        let key = key.clone();
+        async move { store.consume(request(&key, &capacity, 1, Some(at))).await }
+    });
+    wait_for_lock_waiter(&database).await;
+    transaction
+        .execute(lock_row, &[&"minute"])
+        .await
+        .expect("the store's statement, not this session, is cancelled by the deadlock");
+
+    // The call is decided again by the consume function, which waits for this session's locks.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !consuming.is_finished(),
+        "the call did not wait for the locks"
+    );
+    transaction.commit().await.unwrap();
+    let decision = consuming.await.unwrap().unwrap();
+
+    assert!(
+        matches!(decision, Decision::Admitted { .. }),
+        "{decision:?}"
+    );
+    assert_eq!(
+        counts(&database, &key).await,
+        pairs(&[("minute", 2), ("hour", 2)])
+    );
+}
+
 #[tokio::test]
 async fn silent_server_times_out() {
     // A server that accepts connections and never replies.
