@@ -177,7 +177,7 @@ impl Sender<'_> {
             .checked_sub(1)
             .and_then(|index| FAST_CONSUME.get(index))
             .filter(|_| !call.over_a_limit())
-            .filter(|_| !self.rejections.recently_rejected(call.key_hash));
+            .filter(|_| !self.rejections.recently_rejected(call));
         if let Some(statement) = statement {
             match self.fast_one(call, statement).await {
                 Ok(windows) => return Ok(windows),
@@ -284,7 +284,7 @@ impl Sender<'_> {
         let skip_fast = rows.over_a_limit()
             || calls
                 .iter()
-                .any(|call| self.rejections.recently_rejected(call.key_hash));
+                .any(|call| self.rejections.recently_rejected(call));
         if !skip_fast {
             match self.fast_batch(calls, &rows).await {
                 Ok(Some(windows)) => return Ok(windows),
@@ -553,21 +553,34 @@ impl<'a> BatchRows<'a> {
 /// The maximum number of keys [`Rejections`] remembers. Beyond it, new rejections are not remembered.
 const MAX_REMEMBERED_REJECTIONS: usize = 4096;
 
-/// The keys whose latest decided call was rejected, each with the end of its refusing window.
+/// The window that rejected a key's latest decided call.
+#[derive(Clone, Copy, Debug)]
+struct Refusal {
+    /// The end of the window, when the refusal is forgotten.
+    until: DateTime<Utc>,
+    kind: WindowKind,
+    limit: u64,
+    /// The units the window still had free when it rejected the call.
+    room: u64,
+}
+
+/// The keys whose latest decided call was rejected, each with its refusing window.
 ///
-/// Until then, their calls skip the fast statement, which would charge their other windows and
-/// roll back, and go straight to the consume functions. Only the number of round trips and the
-/// server log depend on it, never a decision.
+/// Until that window ends, their calls skip the fast statement, which would charge their other
+/// windows and roll back, and go straight to the consume functions. A call that could now fit still
+/// tries the fast statement: its limit for that window is higher (the policy changed), or its cost
+/// fits the room that was left. Only the number of round trips and the server log depend on it,
+/// never a decision.
 pub(super) struct Rejections {
     hasher: RandomState,
-    until: Mutex<HashMap<u64, DateTime<Utc>>>,
+    refusals: Mutex<HashMap<u64, Refusal>>,
 }
 
 impl Rejections {
     pub(super) fn new() -> Self {
         Rejections {
             hasher: RandomState::default(),
-            until: Mutex::new(HashMap::new()),
+            refusals: Mutex::new(HashMap::new()),
         }
     }
 
@@ -576,42 +589,61 @@ impl Rejections {
         self.hasher.hash_one((&key.tenant, &key.tool, &key.scope))
     }
 
-    fn recently_rejected(&self, key_hash: u64) -> bool {
-        let mut until = self.until.lock().unwrap_or_else(PoisonError::into_inner);
-        if until.is_empty() {
+    /// Returns whether the window that rejected the latest call of `call`'s key would reject `call`
+    /// too, judged by the limit and room recorded then.
+    fn recently_rejected(&self, call: &Call) -> bool {
+        let mut refusals = self.refusals.lock().unwrap_or_else(PoisonError::into_inner);
+        if refusals.is_empty() {
             return false;
         }
-        match until.get(&key_hash) {
-            Some(&end) if end > Utc::now() => true,
-            Some(_) => {
-                until.remove(&key_hash);
-                false
-            }
-            None => false,
+        let Some(refusal) = refusals.get(&call.key_hash).copied() else {
+            return false;
+        };
+        if refusal.until <= Utc::now() {
+            refusals.remove(&call.key_hash);
+            return false;
         }
+        drop(refusals);
+
+        let cost = u64::try_from(call.cost).unwrap_or(u64::MAX);
+        call.plan
+            .kinds
+            .iter()
+            .zip(&call.plan.limits)
+            .any(|(&kind, &limit)| {
+                kind == refusal.kind
+                    && u64::try_from(limit).unwrap_or_default() <= refusal.limit
+                    && cost > refusal.room
+            })
     }
 
-    /// Remembers `call`'s key until its refusing window ends, when `windows` reject it.
+    /// Remembers the window that rejected `call`, when `windows` reject it. Of several rejecting
+    /// windows, it keeps the one that ends last.
     fn record(&self, call: &Call, windows: &[WindowRow]) {
         let cost = u64::try_from(call.cost).unwrap_or(u64::MAX);
-        let refusing_end = windows
+        let refusal = windows
             .iter()
             .filter(|window| !window.admitted && window.count.saturating_add(cost) > window.limit)
-            .map(|window| window.reset_at)
-            .max();
-        let Some(end) = refusing_end else {
+            .max_by_key(|window| window.reset_at)
+            .map(|window| Refusal {
+                until: window.reset_at,
+                kind: window.kind,
+                limit: window.limit,
+                room: window.limit.saturating_sub(window.count),
+            });
+        let Some(refusal) = refusal else {
             return;
         };
 
-        let mut until = self.until.lock().unwrap_or_else(PoisonError::into_inner);
-        if until.len() >= MAX_REMEMBERED_REJECTIONS {
+        let mut refusals = self.refusals.lock().unwrap_or_else(PoisonError::into_inner);
+        if refusals.len() >= MAX_REMEMBERED_REJECTIONS {
             let now = Utc::now();
-            until.retain(|_, end| *end > now);
-            if until.len() >= MAX_REMEMBERED_REJECTIONS {
+            refusals.retain(|_, refusal| refusal.until > now);
+            if refusals.len() >= MAX_REMEMBERED_REJECTIONS {
                 return;
             }
         }
-        until.insert(call.key_hash, end);
+        refusals.insert(call.key_hash, refusal);
     }
 }
 
@@ -647,6 +679,14 @@ mod tests {
             },
             timezone: "UTC",
             week_start: "monday",
+        }
+    }
+
+    /// Builds another call of `of`'s key.
+    fn again(of: &Call, cost: i64, limits: [i64; 2]) -> Call {
+        Call {
+            key_hash: of.key_hash,
+            ..call(&of.key.tenant, &of.key.scope, cost, limits)
         }
     }
 
@@ -735,9 +775,53 @@ mod tests {
             ],
         );
 
-        assert!(rejections.recently_rejected(rejected.key_hash));
+        assert!(rejections.recently_rejected(&rejected));
         let other = call("acme", "run-2", 1, [10, 100]);
-        assert!(!rejections.recently_rejected(other.key_hash));
+        assert!(!rejections.recently_rejected(&other));
+    }
+
+    #[test]
+    fn raised_limit_tries_the_fast_statement() {
+        let rejections = Rejections::new();
+        let rejected = call("acme", "run-1", 1, [10, 100]);
+        let later = Utc::now() + chrono::Duration::minutes(1);
+        rejections.record(&rejected, &[window(WindowKind::Minute, 10, 10, later)]);
+
+        assert!(rejections.recently_rejected(&again(&rejected, 1, [10, 200])));
+        assert!(!rejections.recently_rejected(&again(&rejected, 1, [11, 100])));
+    }
+
+    #[test]
+    fn cost_within_room_tries_fast_statement() {
+        let rejections = Rejections::new();
+        let rejected = call("acme", "run-1", 5, [10, 100]);
+        let later = Utc::now() + chrono::Duration::minutes(1);
+        rejections.record(&rejected, &[window(WindowKind::Minute, 10, 8, later)]);
+
+        assert!(rejections.recently_rejected(&again(&rejected, 3, [10, 100])));
+        assert!(!rejections.recently_rejected(&again(&rejected, 2, [10, 100])));
+    }
+
+    #[test]
+    fn refusing_window_that_ends_last_is_remembered() {
+        let rejections = Rejections::new();
+        let rejected = call("acme", "run-1", 1, [10, 100]);
+        let later = Utc::now() + chrono::Duration::minutes(1);
+        rejections.record(
+            &rejected,
+            &[
+                window(WindowKind::Minute, 10, 10, later),
+                window(
+                    WindowKind::Hour,
+                    100,
+                    100,
+                    later + chrono::Duration::hours(1),
+                ),
+            ],
+        );
+
+        assert!(rejections.recently_rejected(&again(&rejected, 1, [20, 100])));
+        assert!(!rejections.recently_rejected(&again(&rejected, 1, [10, 200])));
     }
 
     #[test]
@@ -748,8 +832,8 @@ mod tests {
 
         rejections.record(&rejected, &[window(WindowKind::Minute, 10, 10, earlier)]);
 
-        assert!(!rejections.recently_rejected(rejected.key_hash));
-        assert!(rejections.until.lock().unwrap().is_empty());
+        assert!(!rejections.recently_rejected(&rejected));
+        assert!(rejections.refusals.lock().unwrap().is_empty());
     }
 
     #[test]
@@ -762,7 +846,7 @@ mod tests {
 
         rejections.record(&admitted, &[minute]);
 
-        assert!(!rejections.recently_rejected(admitted.key_hash));
+        assert!(!rejections.recently_rejected(&admitted));
     }
 
     #[test]
@@ -775,7 +859,7 @@ mod tests {
         }
 
         assert_eq!(
-            rejections.until.lock().unwrap().len(),
+            rejections.refusals.lock().unwrap().len(),
             MAX_REMEMBERED_REJECTIONS
         );
     }
