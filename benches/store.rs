@@ -2,7 +2,8 @@
 //!
 //! Each case runs N concurrent clients (tokio tasks, each with a pooled connection) for a fixed
 //! time. Every client consumes one token in the minute, hour and day windows as fast as it can,
-//! against one hot key or against keys spread over 10,000 scope keys. `highway` is this crate's store with its
+//! against one hot key or against keys spread over 10,000 scope keys, on emptied tables or with every
+//! key's rows for the current windows present (`spread-counted`). `highway` is this crate's store with its
 //! default settings, which send concurrent calls of a process together, one round trip and one
 //! transaction per batch; `highway unbatched` sends every call on its own (`max_batch_size(1)`):
 //! one round trip per call. `original` calls the original design's `consume_tool_rate_token` once per window:
@@ -12,7 +13,7 @@
 //! cargo bench --bench store                       # PostgreSQL at 127.0.0.1:5432
 //! DATABASE_URL=postgres://… cargo bench --bench store
 //! BENCH_SECONDS=5 cargo bench --bench store       # seconds measured per case (default 3)
-//! BENCH_KEYS=spread BENCH_CLIENTS=16 cargo bench --bench store   # one case (keys: hot or spread)
+//! BENCH_KEYS=spread BENCH_CLIENTS=16 cargo bench --bench store   # one case (hot, spread, spread-counted)
 //! ```
 //!
 //! The benchmark creates a database of its own on the server and drops it at the end.
@@ -43,7 +44,12 @@ const ROUNDS: usize = 3;
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Keys {
     Hot,
+    /// 10,000 keys on empty tables: most calls are the first of their key in their windows, and
+    /// insert their rows.
     Spread,
+    /// 10,000 keys whose rows for the current windows exist before the round: most calls update
+    /// rows, as when keys make many calls per window.
+    SpreadCounted,
 }
 
 impl Keys {
@@ -52,6 +58,7 @@ impl Keys {
         match self {
             Keys::Hot => "hot",
             Keys::Spread => "spread",
+            Keys::SpreadCounted => "spread-counted",
         }
     }
 
@@ -59,13 +66,14 @@ impl Keys {
         match self {
             Keys::Hot => "hot key",
             Keys::Spread => "10,000 keys",
+            Keys::SpreadCounted => "10,000 keys, rows present",
         }
     }
 
     fn pick(self, state: &mut u64) -> u64 {
         match self {
             Keys::Hot => 0,
-            Keys::Spread => {
+            Keys::Spread | Keys::SpreadCounted => {
                 // xorshift64: cheap, and different per client.
                 *state ^= *state << 13;
                 *state ^= *state >> 7;
@@ -176,13 +184,44 @@ async fn measure(contender: &Contender, keys: Keys, clients: usize, seconds: f64
     (calls.load(Ordering::Relaxed), elapsed)
 }
 
-async fn truncate(client: &tokio_postgres::Client) {
+/// Empties both usage tables, and for [`Keys::SpreadCounted`] gives every key a row with one call in
+/// each of the current UTC minute, hour and day windows, in both.
+async fn reset_tables(client: &tokio_postgres::Client, keys: Keys) {
     client
-        .batch_execute(
-            "TRUNCATE highway.tool_rate_limit_usage, seed.tool_rate_limit_usage; CHECKPOINT",
-        )
+        .batch_execute("TRUNCATE highway.tool_rate_limit_usage, seed.tool_rate_limit_usage")
         .await
         .expect("tables truncate");
+    if keys == Keys::SpreadCounted {
+        client
+            .batch_execute(&format!(
+                "INSERT INTO highway.tool_rate_limit_usage
+                     (tenant_id, tool_name, scope_key, window_type, window_start, window_end,
+                      request_count)
+                 SELECT 'acme', 'tools.email.send', 'workflow-' || key, kind,
+                     date_trunc(kind, now()), date_trunc(kind, now()) + ('1 ' || kind)::interval, 1
+                 FROM generate_series(0, {last}) AS key,
+                     unnest(ARRAY['minute', 'hour', 'day']) AS kind;
+                 INSERT INTO seed.tool_rate_limit_usage
+                     (tenant_id, tool_name, scope_key, window_type, window_start, request_count)
+                 SELECT 'acme', 'tools.email.send', 'workflow-' || key, kind,
+                     date_trunc(kind, now()), 1
+                 FROM generate_series(0, {last}) AS key,
+                     unnest(ARRAY['minute', 'hour', 'day']) AS kind",
+                last = SPREAD_KEYS - 1
+            ))
+            .await
+            .expect("rows for the current windows insert");
+        client
+            .batch_execute(
+                "VACUUM ANALYZE highway.tool_rate_limit_usage, seed.tool_rate_limit_usage",
+            )
+            .await
+            .expect("usage tables vacuum");
+    }
+    client
+        .batch_execute("CHECKPOINT")
+        .await
+        .expect("checkpoint runs");
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -193,11 +232,13 @@ async fn main() {
     }
     let only_keys = std::env::var("BENCH_KEYS").ok();
     if let Some(value) = &only_keys
-        && ![Keys::Hot, Keys::Spread]
+        && ![Keys::Hot, Keys::Spread, Keys::SpreadCounted]
             .iter()
             .any(|keys| keys.setting() == value)
     {
-        eprintln!("BENCH_KEYS={value:?} selects no case: use hot or spread, or unset it");
+        eprintln!(
+            "BENCH_KEYS={value:?} selects no case: use hot, spread or spread-counted, or unset it"
+        );
         std::process::exit(2);
     }
     let only_clients = std::env::var("BENCH_CLIENTS").ok();
@@ -246,7 +287,7 @@ async fn main() {
         "| keys | clients | highway calls/s | highway unbatched calls/s | original calls/s | ratio | unbatched ratio |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|");
-    for keys in [Keys::Hot, Keys::Spread] {
+    for keys in [Keys::Hot, Keys::Spread, Keys::SpreadCounted] {
         if only_keys
             .as_deref()
             .is_some_and(|only| only != keys.setting())
@@ -266,7 +307,7 @@ async fn main() {
             let mut totals = [(0_u64, 0_f64); 3];
             for _ in 0..ROUNDS {
                 for (contender, total) in totals.iter_mut().enumerate() {
-                    truncate(&client).await;
+                    reset_tables(&client, keys).await;
                     let (calls, elapsed) = match contender {
                         0 | 1 => {
                             let batch_size = if contender == 0 {

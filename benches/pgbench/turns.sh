@@ -8,7 +8,11 @@
 # DATABASE must have the crate's migrations and benches/seed_consume.sql applied (see
 # BENCHMARKS.md). PGHOST, PGUSER and the other libpq variables choose the server. Set
 # SYNCHRONOUS_COMMIT=off to measure without waiting for the disk.
+#
+# pgbench connects without TLS unless PGSSLMODE is set, like the store and the original in
+# `cargo bench --bench store`: TLS costs every round trip, and the original makes three per call.
 set -euo pipefail
+export PGSSLMODE=${PGSSLMODE:-disable}
 
 database=${1:?usage: turns.sh DATABASE [CLIENTS] [SECONDS] [TURNS]}
 clients=${2:-1}
