@@ -18,7 +18,7 @@ use deadpool_postgres::{Object, Pool, PoolError, TimeoutType};
 use tokio::sync::oneshot;
 
 use super::WindowRow;
-use super::fast::{Call, Rejections, Sender};
+use super::fast::{BatchFailure, Call, Rejections, Sender};
 use crate::store::StoreError;
 
 /// Sends the consumes of one store, alone or in batches.
@@ -328,11 +328,21 @@ impl Batcher {
     /// ends, the batch keeps its keys and its place among the round trips.
     async fn send(&self, batch: Vec<Pending>) {
         let round_trip = async {
-            let connection = self.connection().await?;
+            let connection = self.connection().await.map_err(|error| BatchFailure {
+                error,
+                charged_nothing: true,
+            })?;
             let calls: Vec<&Call> = batch.iter().map(|pending| &pending.call).collect();
             let sender = self.sender(connection.client());
             let outcome = match calls.as_slice() {
-                [call] => sender.consume_one(call).await.map(|windows| vec![windows]),
+                [call] => sender
+                    .consume_one(call)
+                    .await
+                    .map(|windows| vec![windows])
+                    .map_err(|error| BatchFailure {
+                        error,
+                        charged_nothing: false,
+                    }),
                 _ => sender.consume_batch(&calls).await,
             };
             connection.release();
@@ -340,28 +350,31 @@ impl Batcher {
         };
         let outcome = tokio::time::timeout(self.call_timeout, round_trip)
             .await
-            .unwrap_or(Err(StoreError::Timeout(self.call_timeout)));
+            .unwrap_or(Err(BatchFailure {
+                error: StoreError::Timeout(self.call_timeout),
+                charged_nothing: false,
+            }));
 
-        let error = match outcome {
+        let failure = match outcome {
             Ok(per_call) => {
                 for (pending, windows) in batch.into_iter().zip(per_call) {
                     let _ = pending.reply.send(Ok(windows));
                 }
                 return;
             }
-            Err(error) => error,
+            Err(failure) => failure,
         };
         let mut batch = batch;
         if batch.len() == 1 {
             if let Some(pending) = batch.pop() {
-                let _ = pending.reply.send(Err(error));
+                let _ = pending.reply.send(Err(failure.error));
             }
             return;
         }
 
         // A timeout is no fault of one call: sending the calls again one by one would only hold
         // their keys longer.
-        if let StoreError::Timeout(after) = error {
+        if let StoreError::Timeout(after) = failure.error {
             tracing::debug!(calls = batch.len(), ?after, "a batch of consumes timed out");
             for pending in batch {
                 let _ = pending.reply.send(Err(StoreError::Timeout(after)));
@@ -369,8 +382,25 @@ impl Batcher {
             return;
         }
 
+        // The connection broke and the batch may have committed: sending its calls again could
+        // charge them twice, so each caller gets the error, as a single call would.
+        if !failure.charged_nothing {
+            let error = failure.error;
+            tracing::warn!(calls = batch.len(), %error, "a batch of consumes failed after it was sent; its calls may have been charged");
+            for pending in batch {
+                let message = format!(
+                    "a batch of consumes failed after it was sent, so this call may have been charged: {error}"
+                );
+                let _ = pending
+                    .reply
+                    .send(Err(StoreError::Unavailable(message.into())));
+            }
+            return;
+        }
+
         // One bad call (an id the database rejects, say) fails the whole transaction: send each
         // call whose caller still waits on its own, so that only the bad one gets the error.
+        let error = failure.error;
         tracing::debug!(calls = batch.len(), %error, "a batch of consumes failed; sending its calls one by one");
         for pending in batch {
             if pending.reply.is_closed() {

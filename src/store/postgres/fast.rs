@@ -279,7 +279,7 @@ impl Sender<'_> {
     pub(super) async fn consume_batch(
         &self,
         calls: &[&Call],
-    ) -> Result<Vec<Vec<WindowRow>>, StoreError> {
+    ) -> Result<Vec<Vec<WindowRow>>, BatchFailure> {
         let rows = BatchRows::new(calls);
         let skip_fast = rows.over_a_limit()
             || calls
@@ -287,10 +287,17 @@ impl Sender<'_> {
                 .any(|call| self.rejections.recently_rejected(call));
         if !skip_fast {
             match self.fast_batch(calls, &rows).await {
-                Ok(Some(windows)) => return Ok(windows),
+                Ok(Some(Ok(windows))) => return Ok(windows),
+                // The statement committed, so its calls must not be sent again.
+                Ok(Some(Err(error))) => {
+                    return Err(BatchFailure {
+                        error,
+                        charged_nothing: false,
+                    });
+                }
                 Ok(None) => {}
                 Err(error) if rolled_back(&error) => {}
-                Err(error) => return Err(self.query_error(error)),
+                Err(error) => return Err(self.batch_failure(error)),
             }
         }
 
@@ -301,12 +308,13 @@ impl Sender<'_> {
         Ok(per_call)
     }
 
-    /// Runs the fast statement for a batch; `None` when it charged nothing.
+    /// Runs the fast statement for a batch; `None` when it charged nothing, and an inner error when
+    /// it committed but its reply cannot be read.
     async fn fast_batch(
         &self,
         calls: &[&Call],
         rows: &BatchRows<'_>,
-    ) -> Result<Option<Vec<Vec<WindowRow>>>, tokio_postgres::Error> {
+    ) -> Result<Option<Result<Vec<Vec<WindowRow>>, StoreError>>, tokio_postgres::Error> {
         let statement = self.client.prepare_cached(FAST_CONSUME_BATCH).await?;
         let row = self
             .client
@@ -328,9 +336,19 @@ impl Sender<'_> {
         if row.try_get::<_, Option<bool>>(0)? != Some(true) {
             return Ok(None);
         }
-        let after: Vec<i64> = row.try_get(1)?;
+        let after: Vec<i64> = match row.try_get(1) {
+            Ok(after) => after,
+            Err(error) => return Ok(Some(Err(database_error(error)))),
+        };
         if after.len() != rows.demands.len() {
-            return Ok(None);
+            return Ok(Some(Err(StoreError::Unavailable(
+                format!(
+                    "the fast batch statement returned {} counts for {} rows",
+                    after.len(),
+                    rows.demands.len()
+                )
+                .into(),
+            ))));
         }
 
         // Every call was admitted. A call's count in a row is the row's count before the batch
@@ -357,11 +375,21 @@ impl Sender<'_> {
                     .collect()
             })
             .collect();
-        Ok(Some(per_call))
+        Ok(Some(Ok(per_call)))
+    }
+
+    /// Maps a failed statement of a batch. Only an error that the server reported shows that the
+    /// statement's transaction rolled back: when the connection breaks instead, the transaction
+    /// may have committed before the reply was lost.
+    fn batch_failure(&self, error: tokio_postgres::Error) -> BatchFailure {
+        BatchFailure {
+            charged_nothing: error.as_db_error().is_some(),
+            error: self.query_error(error),
+        }
     }
 
     /// Decides a batch with `highway.consume_tool_rate_tokens_batch`.
-    async fn batch_function(&self, calls: &[&Call]) -> Result<Vec<Vec<WindowRow>>, StoreError> {
+    async fn batch_function(&self, calls: &[&Call]) -> Result<Vec<Vec<WindowRow>>, BatchFailure> {
         let items: usize = calls.iter().map(|call| call.plan.kinds.len()).sum();
         let mut call_numbers = Vec::with_capacity(items);
         let mut tenants = Vec::with_capacity(items);
@@ -397,7 +425,7 @@ impl Sender<'_> {
             .client
             .prepare_cached(CONSUME_BATCH)
             .await
-            .map_err(|error| self.query_error(error))?;
+            .map_err(|error| self.batch_failure(error))?;
         let rows = self
             .client
             .query(
@@ -417,27 +445,42 @@ impl Sender<'_> {
                 ],
             )
             .await
-            .map_err(|error| self.query_error(error))?;
+            .map_err(|error| self.batch_failure(error))?;
 
         let mut per_call: Vec<Vec<WindowRow>> = calls
             .iter()
             .map(|call| Vec::with_capacity(call.plan.kinds.len()))
             .collect();
+        // The transaction committed, so a reply that cannot be read leaves the charges in place.
+        let committed = |error: StoreError| BatchFailure {
+            error,
+            charged_nothing: false,
+        };
         for row in &rows {
-            let number: i32 = row.try_get(0).map_err(database_error)?;
-            let window = WindowRow::from_columns(row, 1)?;
+            let number: i32 = row
+                .try_get(0)
+                .map_err(|error| committed(database_error(error)))?;
+            let window = WindowRow::from_columns(row, 1).map_err(committed)?;
             let slot = usize::try_from(number - 1)
                 .ok()
                 .and_then(|index| per_call.get_mut(index))
                 .ok_or_else(|| {
-                    StoreError::Unavailable(
+                    committed(StoreError::Unavailable(
                         format!("the database returned an unknown call {number}").into(),
-                    )
+                    ))
                 })?;
             slot.push(window);
         }
         Ok(per_call)
     }
+}
+
+/// A batch's failed round trip.
+pub(super) struct BatchFailure {
+    pub(super) error: StoreError,
+    /// Whether the failure shows that the batch charged nothing, so that its calls can be sent
+    /// again. It is false when the outcome is unknown: a connection that broke after the commit.
+    pub(super) charged_nothing: bool,
 }
 
 /// Returns whether the fast statement failed as a whole and left no charge, so that the consume

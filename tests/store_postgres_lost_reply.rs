@@ -1,0 +1,257 @@
+//! A batch whose connection breaks after the database committed it.
+//!
+//! A batch that fails with an error from the server charged nothing, and its calls can be sent
+//! again one by one. A connection that breaks between the commit and the reply (a network fault, a
+//! restarted proxy or pooler) leaves that unknown. The test puts a TCP proxy of its own between the
+//! store and PostgreSQL on 127.0.0.1. The proxy forwards everything, except that it drops the
+//! connection that carries the first fast batch statement once the server has replied to it with
+//! ReadyForQuery, which PostgreSQL sends only after the commit.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc, Weekday};
+use chrono_tz::Tz;
+use highway_ratelimit::report::Capacity;
+use highway_ratelimit::store::postgres::PostgresStore;
+use highway_ratelimit::store::{ConsumeRequest, Decision, ScopeKey, StoreError, TokenStore};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+use tokio_postgres::Client;
+
+use common::{TestDatabase, with_database};
+
+/// Text of the fast batch statement (`FAST_CONSUME_BATCH` in `src/store/postgres/fast.rs`) that
+/// appears in its Parse message.
+const BATCH_MARKER: &[u8] = b"WITH r AS MATERIALIZED";
+/// A ReadyForQuery message in the idle state: 'Z', length 5, 'I'.
+const READY_IDLE: &[u8] = &[b'Z', 0, 0, 0, 5, b'I'];
+
+fn key() -> ScopeKey {
+    ScopeKey {
+        tenant: "acme".to_owned(),
+        tool: "tools.email.send".to_owned(),
+        scope: "global".to_owned(),
+    }
+}
+
+fn utc(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text)
+        .expect("test instants are RFC 3339")
+        .with_timezone(&Utc)
+}
+
+/// Starts a proxy from a free port on 127.0.0.1 to `upstream`, and returns its port.
+///
+/// The first connection whose client sends the fast batch statement is cut once the server
+/// replies to the execution that follows: the reply is withheld and both sockets are closed.
+async fn start_proxy(upstream: String) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let fired = Arc::new(AtomicBool::new(false));
+    tokio::spawn(async move {
+        loop {
+            let Ok((client, _)) = listener.accept().await else {
+                return;
+            };
+            let Ok(server) = TcpStream::connect(&upstream).await else {
+                return;
+            };
+            tokio::spawn(relay(client, server, fired.clone()));
+        }
+    });
+    port
+}
+
+/// The stage of a connection that the proxy is to cut.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Stage {
+    Normal,
+    /// The client sent the Parse message of the fast batch statement.
+    Parsed,
+    /// The client sent the execution that follows it.
+    Executed,
+}
+
+async fn relay(client: TcpStream, server: TcpStream, fired: Arc<AtomicBool>) {
+    let (mut client_read, client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let client_write = Arc::new(Mutex::new(Some(client_write)));
+    let stage = Arc::new(std::sync::Mutex::new(Stage::Normal));
+
+    let upstream_stage = stage.clone();
+    let upstream = tokio::spawn(async move {
+        let mut buffer = vec![0_u8; 64 * 1024];
+        loop {
+            let read = match client_read.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(read) => read,
+            };
+            let chunk = &buffer[..read];
+            {
+                let mut stage = upstream_stage.lock().unwrap();
+                match *stage {
+                    Stage::Normal
+                        if chunk.windows(BATCH_MARKER.len()).any(|w| w == BATCH_MARKER)
+                            && !fired.swap(true, Ordering::SeqCst) =>
+                    {
+                        *stage = Stage::Parsed;
+                    }
+                    Stage::Parsed => *stage = Stage::Executed,
+                    _ => {}
+                }
+            }
+            if server_write.write_all(chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+
+    let mut buffer = vec![0_u8; 64 * 1024];
+    let mut withheld = Vec::new();
+    loop {
+        let read = match server_read.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(read) => read,
+        };
+        let chunk = &buffer[..read];
+        if *stage.lock().unwrap() == Stage::Executed {
+            withheld.extend_from_slice(chunk);
+            if withheld.ends_with(READY_IDLE) {
+                // The server committed and replied, so drop the connection instead of the reply.
+                break;
+            }
+            continue;
+        }
+        let mut writer = client_write.lock().await;
+        let Some(writer) = writer.as_mut() else {
+            break;
+        };
+        if writer.write_all(chunk).await.is_err() {
+            break;
+        }
+    }
+    upstream.abort();
+    if let Some(mut writer) = client_write.lock().await.take() {
+        let _ = writer.shutdown().await;
+    }
+}
+
+/// Opens a transaction that inserts the minute row of the key starting at `start` and keeps it
+/// uncommitted, so that consumes of that row wait until the transaction commits.
+async fn hold_row(database: &TestDatabase, start: DateTime<Utc>) -> Client {
+    let client = database.client().await;
+    client.batch_execute("BEGIN").await.unwrap();
+    client
+        .execute(
+            "INSERT INTO highway.tool_rate_limit_usage
+                 (tenant_id, tool_name, scope_key, window_type, window_start, window_end,
+                  request_count)
+             VALUES ('acme', 'tools.email.send', 'global', 'minute', $1::timestamptz,
+                     $1::timestamptz + interval '1 minute', 0)",
+            &[&start],
+        )
+        .await
+        .unwrap();
+    client
+}
+
+fn spawn_consume(
+    store: &PostgresStore,
+    limit: u64,
+    at: DateTime<Utc>,
+) -> JoinHandle<Result<Decision, StoreError>> {
+    let store = store.clone();
+    tokio::spawn(async move {
+        let key = key();
+        let capacity = Capacity {
+            per_minute: Some(limit),
+            ..Capacity::UNLIMITED
+        };
+        store
+            .consume(ConsumeRequest {
+                key: &key,
+                cost: 1,
+                capacity: &capacity,
+                timezone: Tz::UTC,
+                week_start: Weekday::Mon,
+                at: Some(at),
+            })
+            .await
+    })
+}
+
+/// The calls of a batch whose reply was lost get an error stating that they may have been charged,
+/// and none is sent again, so none is charged twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_batch_reply_charges_calls_once() {
+    let database = TestDatabase::new().await;
+    let upstream = {
+        let url = common::server_url().unwrap();
+        let authority = url
+            .trim_start_matches("postgres://")
+            .trim_start_matches("postgresql://")
+            .split('/')
+            .next()
+            .unwrap();
+        authority.rsplit('@').next().unwrap().to_owned()
+    };
+    let port = start_proxy(upstream).await;
+    let proxied_url = with_database(
+        &format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+        database.name(),
+    );
+    let store = PostgresStore::new(
+        highway_ratelimit::store::postgres::PostgresConfig::new(proxied_url)
+            .statement_timeout(Duration::from_secs(30))
+            .call_timeout(Duration::from_secs(60)),
+    )
+    .unwrap();
+    store.migrate().await.unwrap();
+
+    let start = utc("2026-03-02T10:15:00Z");
+    let at = utc("2026-03-02T10:15:30Z");
+    // Room for every call twice over, so that a call sent again would be charged again.
+    let limit = 10;
+
+    // The first call goes alone and waits for the held row. The next two wait for the key, so
+    // they go out together as one batch.
+    let holder = hold_row(&database, start).await;
+    let first = spawn_consume(&store, limit, at);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let second = spawn_consume(&store, limit, at);
+    let third = spawn_consume(&store, limit, at);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    holder.batch_execute("COMMIT").await.unwrap();
+
+    let first = first.await.unwrap();
+    assert!(matches!(first, Ok(Decision::Admitted { .. })), "{first:?}");
+    for batched in [second.await.unwrap(), third.await.unwrap()] {
+        match batched {
+            Err(StoreError::Unavailable(error)) => assert!(
+                error.to_string().contains("may have been charged"),
+                "{error}"
+            ),
+            other => panic!("a call of the lost batch returned {other:?}"),
+        }
+    }
+
+    let count: i64 = database
+        .client()
+        .await
+        .query_one(
+            "SELECT request_count FROM highway.tool_rate_limit_usage
+             WHERE window_type = 'minute' AND window_start = $1",
+            &[&start],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 3, "each call is charged once");
+}
+
