@@ -526,6 +526,157 @@ async fn memory_stays_bounded_as_keys_expire() {
 }
 
 #[tokio::test]
+async fn future_instant_sweeps_no_current_window() {
+    let store = MemoryStore::new();
+    let capacity = Capacity {
+        per_minute: Some(1),
+        per_day: Some(1),
+        ..Capacity::UNLIMITED
+    };
+    /// Builds a call that the system clock decides.
+    fn now<'a>(key: &'a ScopeKey, capacity: &'a Capacity) -> ConsumeRequest<'a> {
+        ConsumeRequest {
+            key,
+            cost: 1,
+            capacity,
+            timezone: Tz::UTC,
+            week_start: Weekday::Mon,
+            at: None,
+        }
+    }
+    let hot = key("hot");
+    assert!(
+        store
+            .consume(now(&hot, &capacity))
+            .await
+            .unwrap()
+            .is_admitted()
+    );
+
+    // The store sweeps when the 4,096th new key arrives: that key's call carries an instant two
+    // days ahead.
+    for i in 0..4_094 {
+        let key = key(&format!("workflow:{i}"));
+        store.consume(now(&key, &capacity)).await.unwrap();
+    }
+    let ahead = key("workflow:ahead");
+    let mut future = now(&ahead, &capacity);
+    future.at = Some(Utc::now() + Duration::days(2));
+    store.consume(future).await.unwrap();
+
+    let again = store.consume(now(&hot, &capacity)).await.unwrap();
+    assert!(!again.is_admitted(), "{again:?}");
+}
+
+#[tokio::test]
+async fn calendar_change_keeps_other_calendars_counts() {
+    let store = MemoryStore::new();
+    let capacity = Capacity {
+        per_day: Some(2),
+        ..Capacity::UNLIMITED
+    };
+    let at = utc("2026-03-02T10:15:30Z");
+    let key = key("global");
+
+    // The policy's time zone goes back and forth between UTC and Tokyo: each day counts its own
+    // calls, whatever the other day took in between.
+    let mut admitted = Vec::new();
+    for zone in [Tz::UTC, Tz::Asia__Tokyo].repeat(3) {
+        let decision = store
+            .consume(request(&key, &capacity, 1, zone, at))
+            .await
+            .unwrap();
+        admitted.push((zone, decision.is_admitted()));
+    }
+
+    assert_eq!(
+        admitted,
+        [
+            (Tz::UTC, true),
+            (Tz::Asia__Tokyo, true),
+            (Tz::UTC, true),
+            (Tz::Asia__Tokyo, true),
+            (Tz::UTC, false),
+            (Tz::Asia__Tokyo, false),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn calendar_windows_set_aside_are_bounded() {
+    let store = MemoryStore::new();
+    let capacity = Capacity {
+        per_day: Some(5),
+        ..Capacity::UNLIMITED
+    };
+    let at = utc("2026-03-02T10:15:30Z");
+    let key = key("global");
+    let zones: Vec<Tz> = [
+        "Etc/GMT+1",
+        "Etc/GMT+2",
+        "Etc/GMT+3",
+        "Etc/GMT+4",
+        "Etc/GMT+5",
+    ]
+    .iter()
+    .chain(&[
+        "Etc/GMT+6",
+        "Etc/GMT+7",
+        "Etc/GMT+8",
+        "Etc/GMT+9",
+        "Etc/GMT+10",
+    ])
+    .chain(&[
+        "Etc/GMT-1",
+        "Etc/GMT-2",
+        "Etc/GMT-3",
+        "Etc/GMT-4",
+        "Etc/GMT-5",
+    ])
+    .chain(&[
+        "Etc/GMT-6",
+        "Etc/GMT-7",
+        "Etc/GMT-8",
+        "Etc/GMT-9",
+        "Etc/GMT-10",
+    ])
+    .map(|name| name.parse().unwrap())
+    .collect();
+
+    // Twenty calendars whose days all contain the instant: the store keeps 16 of them besides the
+    // current one. Each time it would keep a 17th, it forgets the day that ends first: those of
+    // UTC+6, UTC+7 and UTC+8 (Etc/GMT-6 to Etc/GMT-8), whose days end at 18:00, 17:00 and 16:00 UTC.
+    for zone in &zones {
+        store
+            .consume(request(&key, &capacity, 1, *zone, at))
+            .await
+            .unwrap();
+    }
+    let last = store
+        .peek(request(&key, &capacity, 1, zones[19], at))
+        .await
+        .unwrap();
+    assert_eq!(remaining(&last, WindowKind::Day), 4);
+    let kept = store
+        .peek(request(&key, &capacity, 1, zones[18], at))
+        .await
+        .unwrap();
+    assert_eq!(remaining(&kept, WindowKind::Day), 4);
+    let first = store
+        .peek(request(&key, &capacity, 1, zones[0], at))
+        .await
+        .unwrap();
+    assert_eq!(remaining(&first, WindowKind::Day), 4);
+    for dropped in &zones[15..18] {
+        let day = store
+            .peek(request(&key, &capacity, 1, *dropped, at))
+            .await
+            .unwrap();
+        assert_eq!(remaining(&day, WindowKind::Day), 5, "{dropped}");
+    }
+}
+
+#[tokio::test]
 async fn purge_keeps_keys_with_open_windows() {
     let store = MemoryStore::new();
     let minute_only = Capacity {

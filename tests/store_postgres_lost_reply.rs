@@ -254,4 +254,3 @@ async fn lost_batch_reply_charges_calls_once() {
         .get(0);
     assert_eq!(count, 3, "each call is charged once");
 }
-

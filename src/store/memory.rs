@@ -8,7 +8,9 @@
 //!
 //! Each window is a fixed calendar window from [`WindowKind::window_at`] in the request's time
 //! zone. A counter starts from zero when a call falls after its window's end; the window bounds
-//! are kept with the counter, so the calendar is only computed again at a window boundary. Keys
+//! are kept with the counter, so the calendar is only computed again at a window boundary. When a
+//! key's calendar changes, the old calendar's windows still in force are set aside with their
+//! counts (up to [`MAX_SET_ASIDE`] per key), so switching back finds them again. Keys
 //! whose windows have all ended are dropped by a sweep that runs as new keys arrive (amortised
 //! O(1) per new key) or on [`MemoryStore::purge_expired`], so memory follows the number of keys
 //! active in the current windows, not every key ever seen.
@@ -72,8 +74,17 @@ pub struct MemoryStore {
 struct KeyCounters {
     timezone: Tz,
     week_start: Weekday,
+    /// The windows of the calendar of the key's latest call.
     slots: [Slot; WindowKind::ALL.len()],
+    /// Windows of other calendars that were still in force when the calendar changed (a policy
+    /// whose time zone or week start changed), with their counts. A call in their calendar finds
+    /// its count again, as the PostgreSQL store finds the row of its window.
+    set_aside: Vec<(WindowKind, Slot)>,
 }
+
+/// The maximum number of windows a key sets aside. Beyond it, the window that ends first is
+/// dropped with its count.
+const MAX_SET_ASIDE: usize = 16;
 
 /// The counter of one window kind: the window it counts and the units used in it.
 #[derive(Debug, Clone, Copy, Default)]
@@ -132,7 +143,9 @@ impl MemoryStore {
             return Ok(counters.decide(&limits, request, at, true));
         }
 
-        self.sweep_if_due(at);
+        // A call with an instant of its own (a test, an example, a replay) may carry one ahead of
+        // the clock: sweeping at it would drop windows that calls at the clock still count in.
+        self.sweep_if_due(at.min(SystemClock.now()));
         let mut counters = self
             .keys
             .entry(request.key.clone())
@@ -217,6 +230,7 @@ impl KeyCounters {
             timezone,
             week_start,
             slots: [Slot::default(); WindowKind::ALL.len()],
+            set_aside: Vec::new(),
         }
     }
 
@@ -224,9 +238,49 @@ impl KeyCounters {
     fn last_end(&self) -> Option<DateTime<Utc>> {
         self.slots
             .iter()
+            .chain(self.set_aside.iter().map(|(_, slot)| slot))
             .filter(|slot| slot.used > 0)
             .filter_map(|slot| slot.window.map(|window| window.end))
             .max()
+    }
+
+    /// Replaces the slot of `kind` with `window`. The slot's window is set aside when it is still
+    /// in force at `at` and counts something, and `window` takes its count from the windows set
+    /// aside, if it was one of them.
+    #[cold]
+    #[inline(never)]
+    fn start_window(&mut self, kind: WindowKind, window: Window, at: DateTime<Utc>) {
+        let previous = std::mem::replace(
+            &mut self.slots[kind as usize],
+            Slot {
+                window: Some(window),
+                used: 0,
+            },
+        );
+        self.set_aside
+            .retain(|(_, slot)| slot.window.is_some_and(|window| window.end > at));
+        if let Some(index) = self
+            .set_aside
+            .iter()
+            .position(|(other, slot)| *other == kind && slot.window == Some(window))
+        {
+            self.slots[kind as usize].used = self.set_aside.swap_remove(index).1.used;
+        }
+
+        let in_force = previous.window.is_some_and(|window| window.end > at);
+        if in_force && previous.used > 0 {
+            if self.set_aside.len() >= MAX_SET_ASIDE
+                && let Some(first) = self
+                    .set_aside
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, (_, slot))| slot.window.map(|window| window.end))
+                    .map(|(index, _)| index)
+            {
+                self.set_aside.swap_remove(first);
+            }
+            self.set_aside.push((kind, previous));
+        }
     }
 
     /// Returns the decision a call at `at` would get, deciding on a copy of the counters.
@@ -235,6 +289,7 @@ impl KeyCounters {
             timezone: self.timezone,
             week_start: self.week_start,
             slots: self.slots,
+            set_aside: self.set_aside.clone(),
         };
         copy.decide(limits, request, at, false)
     }
@@ -259,22 +314,19 @@ impl KeyCounters {
 
         let mut refusing: Option<(WindowKind, DateTime<Utc>)> = None;
         for &(kind, limit) in limits.as_slice() {
-            let slot = &mut self.slots[kind as usize];
-            let end = match slot.window {
+            let end = match self.slots[kind as usize].window {
                 Some(window) if !calendar_changed && at < window.end => window.end,
                 // An instant before the slot's window (a replay, or a clock that stepped back) is
                 // counted in the newest window seen, so it can never free units already used.
                 _ => {
                     let window = kind.window_at(at, request.timezone, request.week_start);
-                    if slot.window != Some(window) {
-                        *slot = Slot {
-                            window: Some(window),
-                            used: 0,
-                        };
+                    if self.slots[kind as usize].window != Some(window) {
+                        self.start_window(kind, window, at);
                     }
                     window.end
                 }
             };
+            let slot = &self.slots[kind as usize];
             if slot.used.saturating_add(request.cost) > limit
                 && refusing.is_none_or(|(_, last)| end >= last)
             {
