@@ -850,6 +850,41 @@ async fn cleanup_deletes_only_ended_windows() {
 }
 
 #[tokio::test]
+async fn cleanup_keeps_windows_within_statement_timeout() {
+    let database = TestDatabase::new().await;
+    let store = database
+        .store_with(|config| config.statement_timeout(Duration::from_secs(30)))
+        .await;
+    let client = database.client().await;
+    for (scope, ended_ago) in [("recent", "1 second"), ("old", "2 minutes")] {
+        client
+            .execute(
+                "INSERT INTO highway.tool_rate_limit_usage
+                     (tenant_id, tool_name, scope_key, window_type, window_start, window_end,
+                      request_count)
+                 VALUES ('acme', 'tools.email.send', $1, 'minute',
+                     now() - $2::text::interval - interval '1 minute', now() - $2::text::interval, 1)",
+                &[&scope, &ended_ago],
+            )
+            .await
+            .unwrap();
+    }
+
+    // A consume that started before the recent window ended may still be writing its row.
+    let deleted = store.cleanup_expired(Duration::ZERO).await.unwrap();
+
+    assert_eq!(deleted, 1);
+    let left: Vec<String> = client
+        .query("SELECT scope_key FROM highway.tool_rate_limit_usage", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(left, ["recent"]);
+}
+
+#[tokio::test]
 async fn statement_timeout_cancels_a_blocked_call() {
     let database = TestDatabase::new().await;
     let store = database

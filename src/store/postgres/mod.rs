@@ -162,10 +162,16 @@ impl PostgresStore {
     /// clock, and returns how many it deleted.
     ///
     /// Run it periodically (every few minutes, or hourly) so that the table holds only current
-    /// windows plus `older_than` of history. Rows are deleted only after their window has ended, so
-    /// a cleanup never resets a window in force. Calls that pass an explicit instant older than the
+    /// windows plus `older_than` of history. Calls that pass an explicit instant older than the
     /// cutoff (replays) find their windows empty again.
+    ///
+    /// A consume counts in the windows that contain its transaction's start, so one that started
+    /// just before a window ended may still write that window's row for up to its statement
+    /// timeout. A row deleted in between would start again from zero. So `older_than` is raised to
+    /// at least this store's statement timeout; workers with a longer statement timeout need an
+    /// `older_than` at least as long as theirs.
     pub async fn cleanup_expired(&self, older_than: Duration) -> Result<u64, StoreError> {
+        let older_than = older_than.max(self.statement_timeout);
         self.bounded(async {
             let client = self.client().await?;
             let row = client
