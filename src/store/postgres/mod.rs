@@ -168,7 +168,7 @@ impl PostgresStore {
     /// A consume counts in the windows that contain its transaction's start, so one that started
     /// just before a window ended may still write that window's row for up to its statement
     /// timeout. A row deleted in between would start again from zero. So `older_than` is raised to
-    /// at least this store's statement timeout; workers with a longer statement timeout need an
+    /// at least this store's statement timeout. Workers with a longer statement timeout need an
     /// `older_than` at least as long as theirs.
     pub async fn cleanup_expired(&self, older_than: Duration) -> Result<u64, StoreError> {
         let older_than = older_than.max(self.statement_timeout);
