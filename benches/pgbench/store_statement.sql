@@ -23,8 +23,9 @@ DO UPDATE SET
     request_count = u.request_count + EXCLUDED.request_count,
     last_updated = EXCLUDED.last_updated
 WHERE CASE
-    WHEN u.request_count + EXCLUDED.request_count
+    WHEN u.request_count
         <= ('{1000000000,1000000000,1000000000}'::bigint[])[array_position('{minute,hour,day}'::text[], u.window_type)]
+            - EXCLUDED.request_count
         THEN TRUE
     ELSE highway.rollback_fast_consume()
 END

@@ -71,8 +71,9 @@ DO UPDATE SET
     request_count = u.request_count + EXCLUDED.request_count,
     last_updated = EXCLUDED.last_updated
 WHERE CASE
-    WHEN u.request_count + EXCLUDED.request_count
-        <= ($6::bigint[])[array_position($5::text[], u.window_type)] THEN TRUE
+    WHEN u.request_count
+        <= ($6::bigint[])[array_position($5::text[], u.window_type)] - EXCLUDED.request_count
+        THEN TRUE
     ELSE highway.rollback_fast_consume()
 END
 RETURNING u.window_type, u.request_count",
@@ -110,6 +111,7 @@ WITH r AS MATERIALIZED (
     DO UPDATE SET
         request_count = u.request_count + EXCLUDED.request_count,
         last_updated = EXCLUDED.last_updated
+    WHERE u.request_count <= 9223372036854775807 - EXCLUDED.request_count
     RETURNING u.tenant_id, u.tool_name, u.scope_key, u.window_type, u.window_start,
         u.request_count
 )

@@ -47,6 +47,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0006_zone_names.sql",
         sql: include_str!("../../../migrations/0006_zone_names.sql"),
     },
+    Migration {
+        version: 7,
+        name: "0007_count_overflow.sql",
+        sql: include_str!("../../../migrations/0007_count_overflow.sql"),
+    },
 ];
 
 /// The key of the session-level advisory lock that serialises concurrent migrations

@@ -268,6 +268,10 @@ impl TokenStore for PostgresStore {
     }
 }
 
+/// The largest count a usage row holds (`request_count` is a BIGINT). A larger limit counts as
+/// this one, and a larger cost can never be charged.
+const MAX_COUNT: u64 = i64::MAX as u64;
+
 /// The limited windows of a request, as the consume function's parameters.
 struct WindowPlan {
     kinds: Vec<WindowKind>,
@@ -302,6 +306,8 @@ impl WindowPlan {
             let Some(limit) = request.capacity.get(kind) else {
                 continue;
             };
+            // A count is a BIGINT, so a window counts at most `i64::MAX` units whatever its limit.
+            let limit = limit.min(MAX_COUNT);
             // A limit of 0 switches the tool off: the database rejects every call in the window.
             if limit > 0 && request.cost > limit {
                 return Err(StoreError::CostExceedsLimit {
