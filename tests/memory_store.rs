@@ -602,78 +602,278 @@ async fn calendar_change_keeps_other_calendars_counts() {
     );
 }
 
-#[tokio::test]
-async fn calendar_windows_set_aside_are_bounded() {
-    let store = MemoryStore::new();
-    let capacity = Capacity {
-        per_day: Some(5),
-        ..Capacity::UNLIMITED
-    };
-    let at = utc("2026-03-02T10:15:30Z");
-    let key = key("global");
-    let zones: Vec<Tz> = [
-        "Etc/GMT+1",
-        "Etc/GMT+2",
-        "Etc/GMT+3",
-        "Etc/GMT+4",
-        "Etc/GMT+5",
-    ]
-    .iter()
-    .chain(&[
-        "Etc/GMT+6",
-        "Etc/GMT+7",
-        "Etc/GMT+8",
-        "Etc/GMT+9",
-        "Etc/GMT+10",
-    ])
-    .chain(&[
-        "Etc/GMT-1",
-        "Etc/GMT-2",
-        "Etc/GMT-3",
-        "Etc/GMT-4",
-        "Etc/GMT-5",
-    ])
-    .chain(&[
-        "Etc/GMT-6",
-        "Etc/GMT-7",
-        "Etc/GMT-8",
-        "Etc/GMT-9",
-        "Etc/GMT-10",
-    ])
-    .map(|name| name.parse().unwrap())
-    .collect();
+fn calendar_request<'a>(
+    key: &'a ScopeKey,
+    capacity: &'a Capacity,
+    cost: u64,
+    zone: Tz,
+    week_start: Weekday,
+    at: DateTime<Utc>,
+) -> ConsumeRequest<'a> {
+    ConsumeRequest {
+        key,
+        cost,
+        capacity,
+        timezone: zone,
+        week_start,
+        at: Some(at),
+    }
+}
 
-    // Twenty calendars whose days all contain the instant: the store keeps 16 of them besides the
-    // current one. Each time it would keep a 17th, it forgets the day that ends first: those of
-    // UTC+6, UTC+7 and UTC+8 (Etc/GMT-6 to Etc/GMT-8), whose days end at 18:00, 17:00 and 16:00 UTC.
-    for zone in &zones {
-        store
-            .consume(request(&key, &capacity, 1, *zone, at))
-            .await
-            .unwrap();
+fn per_day(limit: u64) -> Capacity {
+    Capacity {
+        per_day: Some(limit),
+        ..Capacity::UNLIMITED
     }
-    let last = store
-        .peek(request(&key, &capacity, 1, zones[19], at))
+}
+
+fn per_minute(limit: u64) -> Capacity {
+    Capacity {
+        per_minute: Some(limit),
+        ..Capacity::UNLIMITED
+    }
+}
+
+/// A calendar change by a call that does not limit the day: a later day-limited call of the new
+/// calendar counts in the new calendar's day, and the calls after it too.
+#[tokio::test]
+async fn calendar_change_moves_unlimited_windows() {
+    let store = MemoryStore::new();
+    let key = key("global");
+    let day = per_day(10);
+    let minute = per_minute(100);
+    let mon = Weekday::Mon;
+
+    // Tokyo's day of 2 March runs from 1 March 15:00 to 2 March 15:00 UTC.
+    let tokyo = store
+        .consume(calendar_request(
+            &key,
+            &day,
+            1,
+            Tz::Asia__Tokyo,
+            mon,
+            utc("2026-03-02T00:30:00Z"),
+        ))
         .await
         .unwrap();
-    assert_eq!(remaining(&last, WindowKind::Day), 4);
-    let kept = store
-        .peek(request(&key, &capacity, 1, zones[18], at))
+    assert!(tokyo.is_admitted(), "{tokyo:?}");
+
+    // The policy moves to UTC; this call limits only the minute.
+    let switch = store
+        .consume(calendar_request(
+            &key,
+            &minute,
+            1,
+            Tz::UTC,
+            mon,
+            utc("2026-03-02T00:31:00Z"),
+        ))
         .await
         .unwrap();
-    assert_eq!(remaining(&kept, WindowKind::Day), 4);
+    assert!(switch.is_admitted(), "{switch:?}");
+
+    // 9 units in UTC's day of 2 March, which runs to 3 March 00:00 UTC.
+    let morning = store
+        .consume(calendar_request(
+            &key,
+            &day,
+            9,
+            Tz::UTC,
+            mon,
+            utc("2026-03-02T01:00:00Z"),
+        ))
+        .await
+        .unwrap();
+    assert!(morning.is_admitted(), "{morning:?}");
+
+    // Still UTC's day of 2 March, which already holds 9 of its 10 units.
+    let evening = store
+        .consume(calendar_request(
+            &key,
+            &day,
+            9,
+            Tz::UTC,
+            mon,
+            utc("2026-03-02T16:00:00Z"),
+        ))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            evening,
+            Decision::Rejected {
+                window: WindowKind::Day,
+                ..
+            }
+        ),
+        "UTC's day of 2 March admitted 9 units already, so 9 more pass its limit of 10: {evening:?}"
+    );
+}
+
+/// A call dated before the newest window is counted in the newest window, so that it cannot use
+/// a window's units twice, also when its calendar differs: a change of week start leaves day
+/// windows as they are.
+#[tokio::test]
+async fn replay_in_other_calendar_counts_newest() {
+    let store = MemoryStore::new();
+    let key = key("global");
+    let day = per_day(1);
+    let yesterday = utc("2026-03-01T12:00:00Z");
+    let today = utc("2026-03-02T12:00:00Z");
+
     let first = store
-        .peek(request(&key, &capacity, 1, zones[0], at))
+        .consume(calendar_request(
+            &key,
+            &day,
+            1,
+            Tz::UTC,
+            Weekday::Mon,
+            yesterday,
+        ))
         .await
         .unwrap();
-    assert_eq!(remaining(&first, WindowKind::Day), 4);
-    for dropped in &zones[15..18] {
-        let day = store
-            .peek(request(&key, &capacity, 1, *dropped, at))
+    assert!(first.is_admitted(), "{first:?}");
+    let next_day = store
+        .consume(calendar_request(
+            &key,
+            &day,
+            1,
+            Tz::UTC,
+            Weekday::Mon,
+            today,
+        ))
+        .await
+        .unwrap();
+    assert!(next_day.is_admitted(), "{next_day:?}");
+
+    // Without a calendar change, the replay counts in the newest day and is rejected.
+    let replay = store
+        .consume(calendar_request(
+            &key,
+            &day,
+            1,
+            Tz::UTC,
+            Weekday::Mon,
+            yesterday,
+        ))
+        .await
+        .unwrap();
+    assert!(!replay.is_admitted(), "{replay:?}");
+
+    // The same replay with Sunday as week start: the UTC day of 1 March is the same window,
+    // and it admitted its 1 unit already.
+    let sunday = store
+        .consume(calendar_request(
+            &key,
+            &day,
+            1,
+            Tz::UTC,
+            Weekday::Sun,
+            yesterday,
+        ))
+        .await
+        .unwrap();
+    assert!(
+        !sunday.is_admitted(),
+        "the day of 1 March has no room left in any week start: {sunday:?}"
+    );
+}
+
+/// The same calendar change as above: the first day-limited call in UTC reports the end of UTC's
+/// day and the units left in it.
+#[tokio::test]
+async fn calendar_change_reports_new_reset() {
+    let store = MemoryStore::new();
+    let key = key("global");
+    let day = per_day(10);
+    let minute = per_minute(100);
+    let mon = Weekday::Mon;
+
+    store
+        .consume(calendar_request(
+            &key,
+            &day,
+            4,
+            Tz::Asia__Tokyo,
+            mon,
+            utc("2026-03-02T00:30:00Z"),
+        ))
+        .await
+        .unwrap();
+    store
+        .consume(calendar_request(
+            &key,
+            &minute,
+            1,
+            Tz::UTC,
+            mon,
+            utc("2026-03-02T00:31:00Z"),
+        ))
+        .await
+        .unwrap();
+
+    let peeked = store
+        .peek(calendar_request(
+            &key,
+            &day,
+            1,
+            Tz::UTC,
+            mon,
+            utc("2026-03-02T01:00:00Z"),
+        ))
+        .await
+        .unwrap();
+    let window = peeked.windows()[0];
+    assert_eq!(window.reset_at, utc("2026-03-03T00:00:00Z"), "{peeked:?}");
+    assert_eq!(
+        window.remaining, 10,
+        "UTC's day has used nothing: {peeked:?}"
+    );
+}
+
+/// A key that switches among 22 calendars whose day windows all contain one instant keeps the
+/// count of each.
+#[tokio::test]
+async fn many_calendars_keep_their_counts() {
+    let store = MemoryStore::new();
+    let key = key("global");
+    let day = per_day(1);
+    let at = utc("2026-03-02T12:00:00Z");
+    // Whole-hour offsets from UTC+11 down to UTC-10: 22 distinct day windows that all
+    // contain `at`.
+    let zones: Vec<Tz> = (-11..=10)
+        .map(|hours: i32| {
+            let name = match hours {
+                0 => "Etc/GMT".to_owned(),
+                h if h < 0 => format!("Etc/GMT{h}"),
+                h => format!("Etc/GMT+{h}"),
+            };
+            name.parse().expect("Etc/GMT zones exist")
+        })
+        .collect();
+
+    for zone in &zones {
+        let decision = store
+            .consume(calendar_request(&key, &day, 1, *zone, Weekday::Mon, at))
             .await
             .unwrap();
-        assert_eq!(remaining(&day, WindowKind::Day), 5, "{dropped}");
+        assert!(decision.is_admitted(), "{zone}: {decision:?}");
     }
+
+    let mut admitted_again = Vec::new();
+    for zone in &zones {
+        let decision = store
+            .consume(calendar_request(&key, &day, 1, *zone, Weekday::Mon, at))
+            .await
+            .unwrap();
+        if decision.is_admitted() {
+            admitted_again.push(zone.name());
+        }
+    }
+    assert!(
+        admitted_again.is_empty(),
+        "each zone's day admitted its 1 unit already, but these admitted a second: {admitted_again:?}"
+    );
 }
 
 #[tokio::test]

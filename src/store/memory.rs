@@ -8,9 +8,10 @@
 //!
 //! Each window is a fixed calendar window from [`WindowKind::window_at`] in the request's time
 //! zone. A counter starts from zero when a call falls after its window's end; the window bounds
-//! are kept with the counter, so the calendar is only computed again at a window boundary. When a
-//! key's calendar changes, the old calendar's windows still in force are set aside with their
-//! counts (up to [`MAX_SET_ASIDE`] per key), so switching back finds them again. Keys
+//! are kept with the counter, so the calendar is only computed again at a window boundary. Each
+//! counter also keeps the calendar (time zone and week start) of its window. When a key's calendar
+//! changes, the old calendar's windows still in force are set aside with their counts, so switching
+//! back finds them again, as the PostgreSQL store finds each window's row. Keys
 //! whose windows have all ended are dropped by a sweep that runs as new keys arrive (amortised
 //! O(1) per new key) or on [`MemoryStore::purge_expired`], so memory follows the number of keys
 //! active in the current windows, not every key ever seen.
@@ -70,27 +71,36 @@ pub struct MemoryStore {
 }
 
 /// The counters of every window kind of one scope key.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct KeyCounters {
-    timezone: Tz,
-    week_start: Weekday,
-    /// The windows of the calendar of the key's latest call.
+    /// The window of each kind that the key's latest call of that kind counted in.
     slots: [Slot; WindowKind::ALL.len()],
-    /// Windows of other calendars that were still in force when the calendar changed (a policy
-    /// whose time zone or week start changed), with their counts. A call in their calendar finds
-    /// its count again, as the PostgreSQL store finds the row of its window.
+    /// Windows of other calendars that were still in force when a call of another calendar
+    /// replaced them (a policy whose time zone or week start changed), with their counts. A call
+    /// in their calendar finds its count again. Windows that ended are dropped when the key starts
+    /// its next window.
     set_aside: Vec<(WindowKind, Slot)>,
 }
 
-/// The maximum number of windows a key sets aside. Beyond it, the window that ends first is
-/// dropped with its count.
-const MAX_SET_ASIDE: usize = 16;
-
-/// The counter of one window kind: the window it counts and the units used in it.
-#[derive(Debug, Clone, Copy, Default)]
+/// The counter of one window kind: the window it counts, the calendar the window belongs to, and
+/// the units used in it.
+#[derive(Debug, Clone, Copy)]
 struct Slot {
     window: Option<Window>,
     used: u64,
+    timezone: Tz,
+    week_start: Weekday,
+}
+
+impl Default for Slot {
+    fn default() -> Self {
+        Slot {
+            window: None,
+            used: 0,
+            timezone: Tz::UTC,
+            week_start: Weekday::Mon,
+        }
+    }
 }
 
 impl MemoryStore {
@@ -135,8 +145,7 @@ impl MemoryStore {
         if !charge {
             return Ok(match self.keys.get(request.key) {
                 Some(counters) => counters.peek(&limits, request, at),
-                None => KeyCounters::new(request.timezone, request.week_start)
-                    .peek(&limits, request, at),
+                None => KeyCounters::default().peek(&limits, request, at),
             });
         }
         if let Some(mut counters) = self.keys.get_mut(request.key) {
@@ -146,10 +155,7 @@ impl MemoryStore {
         // A call with an instant of its own (a test, an example, a replay) may carry one ahead of
         // the clock: sweeping at it would drop windows that calls at the clock still count in.
         self.sweep_if_due(at.min(SystemClock.now()));
-        let mut counters = self
-            .keys
-            .entry(request.key.clone())
-            .or_insert_with(|| KeyCounters::new(request.timezone, request.week_start));
+        let mut counters = self.keys.entry(request.key.clone()).or_default();
         Ok(counters.decide(&limits, request, at, true))
     }
 
@@ -225,15 +231,6 @@ impl Limits {
 }
 
 impl KeyCounters {
-    fn new(timezone: Tz, week_start: Weekday) -> Self {
-        KeyCounters {
-            timezone,
-            week_start,
-            slots: [Slot::default(); WindowKind::ALL.len()],
-            set_aside: Vec::new(),
-        }
-    }
-
     /// Returns the end of the latest window that still contains a count.
     fn last_end(&self) -> Option<DateTime<Utc>> {
         self.slots
@@ -244,21 +241,33 @@ impl KeyCounters {
             .max()
     }
 
-    /// Replaces the slot of `kind` with `window`. The slot's window is set aside when it is still
-    /// in force at `at` and counts something, and `window` takes its count from the windows set
-    /// aside, if it was one of them.
+    /// Replaces the slot of `kind` with `window` of the request's calendar. The slot's window is
+    /// set aside when it is still in force at `at` and counts something. Then `window` takes the
+    /// count of a window set aside with the same bounds, such as the same day under another week
+    /// start.
     #[cold]
     #[inline(never)]
-    fn start_window(&mut self, kind: WindowKind, window: Window, at: DateTime<Utc>) {
+    fn start_window(
+        &mut self,
+        kind: WindowKind,
+        window: Window,
+        at: DateTime<Utc>,
+        request: &ConsumeRequest<'_>,
+    ) {
         let previous = std::mem::replace(
             &mut self.slots[kind as usize],
             Slot {
                 window: Some(window),
                 used: 0,
+                timezone: request.timezone,
+                week_start: request.week_start,
             },
         );
         self.set_aside
             .retain(|(_, slot)| slot.window.is_some_and(|window| window.end > at));
+        if previous.used > 0 && previous.window.is_some_and(|window| window.end > at) {
+            self.set_aside.push((kind, previous));
+        }
         if let Some(index) = self
             .set_aside
             .iter()
@@ -266,28 +275,11 @@ impl KeyCounters {
         {
             self.slots[kind as usize].used = self.set_aside.swap_remove(index).1.used;
         }
-
-        let in_force = previous.window.is_some_and(|window| window.end > at);
-        if in_force && previous.used > 0 {
-            if self.set_aside.len() >= MAX_SET_ASIDE
-                && let Some(first) = self
-                    .set_aside
-                    .iter()
-                    .enumerate()
-                    .min_by_key(|(_, (_, slot))| slot.window.map(|window| window.end))
-                    .map(|(index, _)| index)
-            {
-                self.set_aside.swap_remove(first);
-            }
-            self.set_aside.push((kind, previous));
-        }
     }
 
     /// Returns the decision a call at `at` would get, deciding on a copy of the counters.
     fn peek(&self, limits: &Limits, request: &ConsumeRequest<'_>, at: DateTime<Utc>) -> Decision {
         let mut copy = KeyCounters {
-            timezone: self.timezone,
-            week_start: self.week_start,
             slots: self.slots,
             set_aside: self.set_aside.clone(),
         };
@@ -305,24 +297,21 @@ impl KeyCounters {
         at: DateTime<Utc>,
         charge: bool,
     ) -> Decision {
-        let calendar_changed =
-            self.timezone != request.timezone || self.week_start != request.week_start;
-        if calendar_changed {
-            self.timezone = request.timezone;
-            self.week_start = request.week_start;
-        }
-
         let mut refusing: Option<(WindowKind, DateTime<Utc>)> = None;
         for &(kind, limit) in limits.as_slice() {
-            let end = match self.slots[kind as usize].window {
-                Some(window) if !calendar_changed && at < window.end => window.end,
+            let slot = &self.slots[kind as usize];
+            let same_calendar =
+                slot.timezone == request.timezone && slot.week_start == request.week_start;
+            let end = match slot.window {
                 // An instant before the slot's window (a replay, or a clock that stepped back) is
-                // counted in the newest window seen, so it can never free units already used.
+                // counted in the newest window seen, in whatever calendar, so it can never free
+                // units already used.
+                Some(window) if at < window.end && (same_calendar || at < window.start) => {
+                    window.end
+                }
                 _ => {
                     let window = kind.window_at(at, request.timezone, request.week_start);
-                    if self.slots[kind as usize].window != Some(window) {
-                        self.start_window(kind, window, at);
-                    }
+                    self.start_window(kind, window, at, request);
                     window.end
                 }
             };
