@@ -907,3 +907,48 @@ async fn failed_refill_keeps_counts() {
     assert_eq!(store.shutdown().await.expect("shutdown succeeds"), held);
     assert_eq!(counts(&database, &key).await, vec![calls; 2]);
 }
+
+/// A call of cost 5 finds 3 units left and is rejected. A call of cost 2 right after fits those
+/// 3 units: the rejection of the larger call does not reject it without asking the database.
+#[tokio::test]
+async fn small_call_fits_after_large_rejection() {
+    let database = TestDatabase::new().await;
+    let exact = database.store_with(|config| config.pool_size(4)).await;
+    let key = hot_key();
+    let capacity = Capacity {
+        per_minute: Some(10),
+        ..Capacity::UNLIMITED
+    };
+    let at = utc("2026-03-02T10:15:30Z");
+
+    // Another worker used 7 of the minute's 10 units through the exact store.
+    let used = exact
+        .consume(request(&key, &capacity, 7, at))
+        .await
+        .unwrap();
+    assert!(used.is_admitted(), "{used:?}");
+
+    // A generous recheck interval keeps the test free of timing.
+    let store = LeasedStore::new(
+        exact,
+        LeaseConfig::new().recheck_after(Duration::from_secs(60)),
+    );
+    let large = store
+        .consume(request(&key, &capacity, 5, at))
+        .await
+        .unwrap();
+    assert!(
+        !large.is_admitted(),
+        "5 units cannot fit the 3 left: {large:?}"
+    );
+
+    let small = store
+        .consume(request(&key, &capacity, 2, at))
+        .await
+        .unwrap();
+    assert!(
+        small.is_admitted(),
+        "2 units fit the 3 the minute has left: {small:?}"
+    );
+    store.shutdown().await.unwrap();
+}

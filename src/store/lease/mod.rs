@@ -136,8 +136,13 @@ struct Lease {
     explicit_clock: bool,
     /// The latest instant of a call served from this lease.
     latest_at: DateTime<Utc>,
-    /// Until when calls that need more than `available` are rejected without asking the database.
+    /// Until when calls that need more than `available` and more than `exhausted_room` are
+    /// rejected without asking the database.
     exhausted_until: Option<Instant>,
+    /// The units this worker could still use in the fullest window at the take that found a
+    /// window short: what the lease holds plus what nobody had leased. A call that needs no more
+    /// asks the database again.
+    exhausted_room: u64,
 }
 
 /// A call's limited windows, computed at its instant.
@@ -354,9 +359,10 @@ impl Shared {
             return Some(decision);
         }
 
-        if lease
-            .exhausted_until
-            .is_some_and(|until| until > Instant::now())
+        if plan.cost > lease.exhausted_room
+            && lease
+                .exhausted_until
+                .is_some_and(|until| until > Instant::now())
         {
             return Some(lease.rejection(plan.cost));
         }
@@ -446,6 +452,7 @@ impl Shared {
             explicit_clock: plan.explicit_clock,
             latest_at: plan.at,
             exhausted_until: None,
+            exhausted_room: 0,
         });
         lease.absorb(grant, plan.cost, self.config.recheck_after);
         lease
@@ -698,11 +705,15 @@ impl Lease {
     fn absorb(&mut self, grant: Grant, needed: u64, recheck_after: std::time::Duration) {
         self.available += grant.granted;
         self.windows = grant.windows;
-        let short = self
+        let room = self
             .windows
             .iter()
-            .any(|window| window.unleased.saturating_add(self.available) < needed);
+            .map(|window| window.unleased.saturating_add(self.available))
+            .min()
+            .unwrap_or(u64::MAX);
+        let short = room < needed;
         self.exhausted_until = short.then(|| Instant::now() + recheck_after);
+        self.exhausted_room = room;
     }
 
     /// Returns every window's state as this worker sees it: the tokens nobody had leased at the
