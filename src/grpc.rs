@@ -148,7 +148,9 @@ pub fn code(rejection: &Rejection) -> Code {
         | RejectionReason::ScheduleUnavailable { .. } => Code::Unavailable,
         RejectionReason::CostExceedsLimit { .. } => Code::InvalidArgument,
         RejectionReason::NoPolicy => Code::PermissionDenied,
-        RejectionReason::MissingIdentity(IdentityError::IdTooLong { .. }) => Code::InvalidArgument,
+        RejectionReason::MissingIdentity(
+            IdentityError::IdTooLong { .. } | IdentityError::EmptyId { .. },
+        ) => Code::InvalidArgument,
         RejectionReason::MissingIdentity(_) => Code::Internal,
     }
 }

@@ -218,10 +218,10 @@ pub fn status(rejection: &Rejection) -> StatusCode {
         | RejectionReason::ScheduleUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         RejectionReason::CostExceedsLimit { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         RejectionReason::NoPolicy => StatusCode::FORBIDDEN,
-        // An id is too long: the request carried it, so the request is at fault.
-        RejectionReason::MissingIdentity(IdentityError::IdTooLong { .. }) => {
-            StatusCode::BAD_REQUEST
-        }
+        // An id is empty or too long: the request carried it, so the request is at fault.
+        RejectionReason::MissingIdentity(
+            IdentityError::IdTooLong { .. } | IdentityError::EmptyId { .. },
+        ) => StatusCode::BAD_REQUEST,
         // An extension is missing: the service's own stack did not set it.
         RejectionReason::MissingIdentity(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }

@@ -135,3 +135,27 @@ async fn open_windows_survive_cleanup() {
         ]
     );
 }
+
+#[tokio::test]
+async fn longest_retention_and_zero_interval_run() {
+    let database = TestDatabase::new().await;
+    let store = database.store().await;
+    let key = ScopeKey {
+        tenant: "acme".into(),
+        tool: "tools.http".into(),
+        scope: "acme".into(),
+    };
+    charge(&store, &key, Utc::now() - ChronoDuration::days(3)).await;
+    let cleanup = Cleanup::new(store.clone())
+        .with_retention(Duration::MAX)
+        .with_interval(Duration::ZERO);
+
+    assert_eq!(cleanup.run_once_at(Utc::now()).await.unwrap(), 0);
+    assert_eq!(cleanup.run_once().await.unwrap(), 0);
+    assert_eq!(usage_rows(&store).await, 3);
+
+    let running = tokio::spawn(cleanup.run());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!running.is_finished(), "the cleanup loop stopped");
+    running.abort();
+}

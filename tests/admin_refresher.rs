@@ -186,3 +186,18 @@ async fn broken_schedule_keeps_old_report() {
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn zero_interval_runs() {
+    let database = TestDatabase::new().await;
+    let admin = Admin::from_store(&database.store().await);
+
+    let running = tokio::spawn(
+        Refresher::new(&admin)
+            .with_interval(std::time::Duration::ZERO)
+            .run(),
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(!running.is_finished(), "the refresher loop stopped");
+    running.abort();
+}

@@ -491,3 +491,24 @@ async fn schedule_decides_when_calls_go() {
     assert_eq!(decision["reason"]["kind"], "quota_exhausted");
     assert_eq!(decision["reason"]["window"], "day");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn closed_stdout_is_no_crash() {
+    let database = TestDatabase::new().await;
+    assert!(run(Some(database.url()), &["migrate"]).status.success());
+
+    // The reader closes the pipe before the command prints, as `| head -0` does.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_highway-ratelimit"))
+        .args(["limits", "list"])
+        .env("DATABASE_URL", database.url())
+        .env("RUST_LOG", "off")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    drop(child.stdout.take());
+    let output = child.wait_with_output().expect("the binary ends");
+
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(!stderr(&output).contains("panicked"), "{}", stderr(&output));
+}

@@ -423,6 +423,36 @@ async fn overlong_ids_are_rejected() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn empty_ids_are_rejected() {
+    let tool = Tool::default();
+    let mut policy = Policy::new("default", TOOL, per_minute(5));
+    policy.fail_open = true;
+    policy.scope = Scope::Workflow;
+    let layer = layer_with(StaticPolicies::new().with(policy));
+    let mut service = tower::Layer::layer(&layer, tool.service());
+
+    let tenant = rejection(call(&mut service, request_in_run("", "run-1")).await);
+    let run = rejection(call(&mut service, request_in_run("acme", "")).await);
+
+    assert!(
+        matches!(
+            tenant.reason(),
+            RejectionReason::MissingIdentity(IdentityError::EmptyId { id: "tenant" })
+        ),
+        "{tenant}"
+    );
+    assert!(
+        matches!(
+            run.reason(),
+            RejectionReason::MissingIdentity(IdentityError::EmptyId { id: "workflow run" })
+        ),
+        "{run}"
+    );
+    assert!(tenant.to_string().contains("tenant is empty"), "{tenant}");
+    assert_eq!(tool.calls(), 0, "a call with an empty id reached the tool");
+}
+
+#[tokio::test(start_paused = true)]
 async fn tool_name_read_from_extension() {
     let policies = StaticPolicies::new()
         .with(Policy::new("default", "tools.sms.send", per_minute(1)))

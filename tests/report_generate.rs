@@ -439,6 +439,22 @@ fn resource_selection_errors() {
 }
 
 #[test]
+fn horizon_outside_years_0_to_9999_is_an_error() {
+    let schedule = seed_email();
+    let cases = [
+        (chrono::DateTime::<chrono::Utc>::MAX_UTC, 1),
+        (chrono::DateTime::<chrono::Utc>::MIN_UTC, 1),
+        (utc("9999-12-25T00:00:00Z"), 3660),
+        (utc("9999-12-31T00:00:00Z"), 1),
+    ];
+    for (from, days) in cases {
+        let error =
+            AvailabilityReport::generate(&schedule, &options(None, from, days)).unwrap_err();
+        assert_eq!(error, ReportError::OutOfRange { from, days });
+    }
+}
+
+#[test]
 fn horizon_length_is_checked() {
     let schedule = seed_email();
     let from = utc("2025-12-20T00:00:00Z");
@@ -475,9 +491,9 @@ fn horizon_at_calendar_limits() {
     // A horizon far outside the time frame yields no windows and a warning, at both ends of
     // the years an RFC 3339 instant can name.
     let schedule = seed_email();
-    for from in ["9999-12-25T00:00:00Z", "0000-01-01T00:00:00Z"] {
+    for (from, days) in [("9999-12-25T00:00:00Z", 6), ("0000-01-01T00:00:00Z", 3660)] {
         let generated =
-            AvailabilityReport::generate(&schedule, &options(None, utc(from), 3660)).unwrap();
+            AvailabilityReport::generate(&schedule, &options(None, utc(from), days)).unwrap();
         assert!(generated.report.windows.is_empty(), "{from}");
         assert!(generated.report.blocked_dates.is_empty(), "{from}");
         assert_eq!(

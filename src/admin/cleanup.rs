@@ -40,9 +40,10 @@ impl Cleanup {
         self
     }
 
-    /// Sets the time between two passes of [`run`](Self::run).
+    /// Sets the time between two passes of [`run`](Self::run). An interval of zero is raised to
+    /// one millisecond.
     pub fn with_interval(mut self, interval: Duration) -> Self {
-        self.interval = interval;
+        self.interval = interval.max(Duration::from_millis(1));
         self
     }
 
@@ -53,11 +54,16 @@ impl Cleanup {
     }
 
     /// Deletes the rows whose window ended more than the retention before `now`, and returns how
-    /// many; for tests and replays that set the time.
+    /// many; for tests and replays that set the time. The retention is raised and capped as in
+    /// [`PostgresStore::cleanup_age`].
     pub async fn run_once_at(&self, now: DateTime<Utc>) -> Result<u64, AdminError> {
+        let age = chrono::Duration::from_std(self.store.cleanup_age(self.retention))
+            .unwrap_or(chrono::Duration::MAX);
+        // A cutoff before the first instant chrono can hold leaves no row older than it.
+        let Some(cutoff) = now.checked_sub_signed(age) else {
+            return Ok(0);
+        };
         let client = self.store.pool().get().await?;
-        let cutoff =
-            now - chrono::Duration::from_std(self.retention).unwrap_or(chrono::Duration::MAX);
         let row = client
             .query_one(
                 "SELECT highway.cleanup_tool_rate_limit_usage($1)",

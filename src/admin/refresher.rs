@@ -68,9 +68,10 @@ impl Refresher {
         self
     }
 
-    /// Sets the time between two passes of [`run`](Self::run).
+    /// Sets the time between two passes of [`run`](Self::run). An interval of zero is raised to
+    /// one millisecond.
     pub fn with_interval(mut self, interval: Duration) -> Self {
-        self.interval = interval;
+        self.interval = interval.max(Duration::from_millis(1));
         self
     }
 

@@ -12,8 +12,8 @@ use super::database::{DatabaseArgs, block_on, print_json};
 use crate::admin::{Admin, PostgresPolicies};
 use crate::clock::TokioClock;
 use crate::layer::{
-    Cost, MissingPolicy, RateLimitError, RateLimitLayer, Rejection, RejectionReason, TenantId,
-    ToolName, WorkflowRunId,
+    Cost, IdentityError, MissingPolicy, RateLimitError, RateLimitLayer, Rejection, RejectionReason,
+    TenantId, ToolName, WorkflowRunId,
 };
 use crate::store::{ConsumeRequest, Decision, StoreError, TokenStore};
 use crate::window::WindowKind;
@@ -176,10 +176,12 @@ fn describe_rejection(printed: &mut Printed, rejection: &Rejection) {
             })
             .collect();
     }
-    let mut message = reason.to_string();
-    if let RejectionReason::MissingIdentity(_) = reason {
-        message.push_str("; pass --workflow RUN");
-    }
+    let message = match reason {
+        RejectionReason::MissingIdentity(IdentityError::MissingWorkflowRun { tool }) => {
+            format!("the policy of tool {tool:?} counts per workflow run: pass --workflow RUN")
+        }
+        other => other.to_string(),
+    };
     printed.admitted = false;
     printed.retry_at = rejection.retry_at();
     printed.reason = Some(PrintedReason {

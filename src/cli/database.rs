@@ -1,6 +1,7 @@
 //! The connection option and the runtime of every database subcommand.
 
 use std::future::Future;
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Args;
@@ -75,10 +76,16 @@ pub(super) fn describe_database_error(error: &(dyn std::error::Error + 'static))
     }
 }
 
-/// Prints `value` as pretty JSON on stdout.
+/// Prints `value` as pretty JSON on stdout. A reader that closed the pipe early (`| head`) wants
+/// no more, so that is no error.
 pub(super) fn print_json<T: Serialize>(value: &T) -> Result<(), String> {
-    let text = serde_json::to_string_pretty(value)
+    let mut text = serde_json::to_string_pretty(value)
         .map_err(|error| format!("cannot print JSON: {error}"))?;
-    println!("{text}");
-    Ok(())
+    text.push('\n');
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(format!("cannot write to stdout: {error}"))
+        }
+        _ => Ok(()),
+    }
 }

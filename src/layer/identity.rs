@@ -221,6 +221,14 @@ pub enum IdentityError {
         /// The tool whose policy needs the workflow run.
         tool: String,
     },
+    /// An id is empty.
+    #[error(
+        "the {id} is empty: callers without one would all share one counter; set the {id} to a non-empty id"
+    )]
+    EmptyId {
+        /// The id: `tenant`, `tool name` or `workflow run`.
+        id: &'static str,
+    },
     /// An id is longer than [`Caller::MAX_ID_BYTES`].
     #[error(
         "the {id} is {length} bytes long, over the limit of {max} bytes: use a shorter id, such as a hash of this one"
@@ -235,8 +243,12 @@ pub enum IdentityError {
     },
 }
 
-/// Returns `text` when it is at most [`Caller::MAX_ID_BYTES`] long, and otherwise an error that names it as `id`.
+/// Returns `text` when it is not empty and at most [`Caller::MAX_ID_BYTES`] long, and otherwise an
+/// error that names it as `id`.
 fn within_limit<'a>(id: &'static str, text: &'a str) -> Result<&'a str, IdentityError> {
+    if text.is_empty() {
+        return Err(IdentityError::EmptyId { id });
+    }
     if text.len() > Caller::MAX_ID_BYTES {
         return Err(IdentityError::IdTooLong {
             id,

@@ -1,6 +1,6 @@
 //! Computing an availability report from a schedule.
 
-use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, Utc};
 use chrono_tz::Tz;
 
 use super::{AvailabilityReport, GeneratedReport, REPORT_VERSION, ReportError, ReportOptions};
@@ -73,11 +73,22 @@ pub(super) fn generate(
     if options.days == 0 || options.days > MAX_HORIZON_DAYS {
         return Err(ReportError::InvalidHorizon { days: options.days });
     }
+    let out_of_range = ReportError::OutOfRange {
+        from: options.from,
+        days: options.days,
+    };
+    let in_range = |instant: DateTime<Utc>| (0..=9999).contains(&instant.year());
+    if !in_range(options.from) {
+        return Err(out_of_range);
+    }
     let resource = select_resource(schedule, options.resource.as_deref())?;
     let working_time = WorkingTime::new(schedule, resource);
     let zone = working_time.zone();
     let from = options.from;
     let until = add_local_days(from, options.days, zone);
+    if !in_range(until) {
+        return Err(out_of_range);
+    }
 
     let intervals = working_time.between(from, until);
     let rules = CapacityRules::new(resource, zone);

@@ -279,6 +279,16 @@ pub enum ReportError {
         /// The requested length.
         days: u32,
     },
+    /// The horizon does not lie within the years 0 to 9999, which RFC 3339 timestamps can hold.
+    #[error(
+        "invalid report start {from}: a horizon of {days} days from it leaves the years 0 to 9999; choose another start or fewer days"
+    )]
+    OutOfRange {
+        /// The requested start.
+        from: DateTime<Utc>,
+        /// The requested length.
+        days: u32,
+    },
 }
 
 /// A report with the warnings found while computing it.

@@ -54,6 +54,9 @@ use crate::window::{Window, WindowKind};
 const CONSUME: &str = "SELECT window_type, window_limit, request_count, window_end, admitted \
      FROM highway.consume_tool_rate_tokens($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 
+/// The maximum retention a cleanup applies: 1,000 years of 365.25 days.
+pub const MAX_RETENTION: Duration = Duration::from_secs(1_000 * 31_557_600);
+
 const CLEANUP: &str =
     "SELECT highway.cleanup_tool_rate_limit_usage(now() - make_interval(secs => $1::float8))";
 
@@ -170,8 +173,11 @@ impl PostgresStore {
     /// timeout. A row deleted in between would start again from zero. So `older_than` is raised to
     /// at least this store's statement timeout. Workers with a longer statement timeout need an
     /// `older_than` at least as long as theirs.
+    ///
+    /// An `older_than` beyond [`MAX_RETENTION`] acts as that, since PostgreSQL's timestamps do not
+    /// reach further back than 4713 BC.
     pub async fn cleanup_expired(&self, older_than: Duration) -> Result<u64, StoreError> {
-        let older_than = older_than.max(self.statement_timeout);
+        let older_than = self.cleanup_age(older_than);
         self.bounded(async {
             let client = self.client().await?;
             let row = client
@@ -182,6 +188,12 @@ impl PostgresStore {
             Ok(u64::try_from(deleted).unwrap_or_default())
         })
         .await
+    }
+
+    /// Returns the age past which [`cleanup_expired`](Self::cleanup_expired) deletes a window:
+    /// `older_than`, raised to the statement timeout and capped at [`MAX_RETENTION`].
+    pub fn cleanup_age(&self, older_than: Duration) -> Duration {
+        older_than.max(self.statement_timeout).min(MAX_RETENTION)
     }
 
     async fn client(&self) -> Result<Object, StoreError> {
@@ -268,7 +280,7 @@ impl TokenStore for PostgresStore {
     }
 }
 
-/// The largest count a usage row holds (`request_count` is a BIGINT). A larger limit counts as
+/// The maximum count of a usage row (`request_count` is a BIGINT). A larger limit counts as
 /// this one, and a larger cost can never be charged.
 const MAX_COUNT: u64 = i64::MAX as u64;
 
