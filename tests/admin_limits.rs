@@ -363,3 +363,16 @@ async fn writes_notify_after_commit() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn horizon_days_stay_within_bounds() {
+    let database = TestDatabase::new().await;
+    let admin = Admin::from_store(&database.store().await);
+
+    assert_eq!(admin.clone().with_horizon_days(0).horizon_days(), 1);
+    assert_eq!(admin.clone().with_horizon_days(90).horizon_days(), 90);
+    assert_eq!(
+        admin.with_horizon_days(100_000).horizon_days(),
+        highway_ratelimit::report::MAX_HORIZON_DAYS
+    );
+}

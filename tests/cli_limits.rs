@@ -512,3 +512,101 @@ async fn closed_stdout_is_no_crash() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(!stderr(&output).contains("panicked"), "{}", stderr(&output));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn option_errors_show_expected_form() {
+    let database = TestDatabase::new().await;
+    let url = Some(database.url());
+
+    let tables = run(url, &["limits", "list"]);
+    assert_eq!(tables.status.code(), Some(1));
+    assert!(
+        stderr(&tables).contains("highway-ratelimit migrate"),
+        "{}",
+        stderr(&tables)
+    );
+
+    let set = |option: &str, value: &str| {
+        run(
+            url,
+            &[
+                "limits",
+                "set",
+                "--tenant",
+                "acme",
+                "--tool",
+                "tools.http",
+                "--per-minute",
+                "2",
+                option,
+                value,
+            ],
+        )
+    };
+    let day = set("--week-start", "funday");
+    assert_ne!(day.status.code(), Some(0));
+    assert!(
+        stderr(&day).contains("expected a weekday such as monday"),
+        "{}",
+        stderr(&day)
+    );
+    let zone = set("--timezone", "Mars/Base");
+    assert_ne!(zone.status.code(), Some(0));
+    assert!(
+        stderr(&zone).contains("expected an IANA name such as Europe/Berlin"),
+        "{}",
+        stderr(&zone)
+    );
+
+    let instant = run(
+        url,
+        &[
+            "acquire",
+            "--tenant",
+            "acme",
+            "--tool",
+            "tools.http",
+            "--at",
+            "2026-03-02",
+        ],
+    );
+    assert_ne!(instant.status.code(), Some(0));
+    assert!(
+        stderr(&instant).contains("such as 2026-03-02T10:00:00Z"),
+        "{}",
+        stderr(&instant)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn schedule_warnings_print_once() {
+    let database = TestDatabase::new().await;
+    let url = Some(database.url());
+    assert_eq!(run(url, &["migrate"]).status.code(), Some(0));
+
+    let set = run(
+        url,
+        &[
+            "limits",
+            "set",
+            "--tenant",
+            "acme",
+            "--tool",
+            "tools.mail",
+            "--schedule",
+            "tests/schedules/email_limits.tjp",
+        ],
+    );
+
+    assert_eq!(set.status.code(), Some(0), "{}", stderr(&set));
+    let warnings = stderr(&set);
+    assert_eq!(
+        warnings.matches("vacation \"New Year\"").count(),
+        1,
+        "{warnings}"
+    );
+    assert!(
+        warnings.contains("tests/schedules/email_limits.tjp:23:1: warning"),
+        "{warnings}"
+    );
+}

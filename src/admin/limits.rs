@@ -199,9 +199,11 @@ impl Admin {
         Admin::new(store.pool().clone())
     }
 
-    /// Sets how many days a rendered report covers.
+    /// Sets how many days a rendered report covers, from 1 to
+    /// [`MAX_HORIZON_DAYS`](crate::report::MAX_HORIZON_DAYS); a value outside is brought to the
+    /// nearer bound.
     pub fn with_horizon_days(mut self, days: u32) -> Self {
-        self.horizon_days = days;
+        self.horizon_days = days.clamp(1, crate::report::MAX_HORIZON_DAYS);
         self
     }
 

@@ -8,7 +8,7 @@ use futures_util::future::BoxFuture;
 use serde::Serialize;
 use tower::{ServiceBuilder, ServiceExt};
 
-use super::database::{DatabaseArgs, block_on, print_json};
+use super::database::{DatabaseArgs, block_on, parse_instant, print_json};
 use crate::admin::{Admin, PostgresPolicies};
 use crate::clock::TokioClock;
 use crate::layer::{
@@ -39,7 +39,7 @@ pub(super) struct AcquireArgs {
     dry_run: bool,
     /// The instant of the call, RFC 3339 (2026-03-02T10:00:00Z); defaults to now, with the
     /// database clock deciding the counters' windows.
-    #[arg(long, value_name = "INSTANT")]
+    #[arg(long, value_name = "INSTANT", value_parser = parse_instant)]
     at: Option<DateTime<Utc>>,
     /// The decision for a tool that has no policy, for the tenant or the `default` tenant:
     /// `reject` (the layer's default) or `admit`.

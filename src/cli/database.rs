@@ -71,9 +71,35 @@ pub(super) fn describe_database_error(error: &(dyn std::error::Error + 'static))
     let message = describe(error);
     if message.contains("connect") || message.contains("timed out") {
         format!("{message}; check --database-url or DATABASE_URL and that the server is running")
+    } else if message.contains("relation \"highway.") && message.contains("does not exist") {
+        format!("{message}; create the tables with `highway-ratelimit migrate`")
     } else {
         message
     }
+}
+
+/// Parses an IANA time zone name for an option, with a message that shows the expected form.
+pub(super) fn parse_timezone(text: &str) -> Result<chrono_tz::Tz, String> {
+    text.parse().map_err(|_| {
+        format!("unknown time zone {text:?}: expected an IANA name such as Europe/Berlin or UTC")
+    })
+}
+
+/// Parses an English weekday name for an option.
+pub(super) fn parse_weekday(text: &str) -> Result<chrono::Weekday, String> {
+    text.parse()
+        .map_err(|_| format!("invalid day {text:?}: expected a weekday such as monday or sunday"))
+}
+
+/// Parses an RFC 3339 instant for an option.
+pub(super) fn parse_instant(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|instant| instant.with_timezone(&chrono::Utc))
+        .map_err(|_| {
+            format!(
+                "invalid instant {text:?}: expected RFC 3339 with a time and an offset, such as 2026-03-02T10:00:00Z"
+            )
+        })
 }
 
 /// Prints `value` as pretty JSON on stdout. A reader that closed the pipe early (`| head`) wants

@@ -5,7 +5,9 @@ use chrono::Weekday;
 use chrono_tz::Tz;
 use clap::{Args, Subcommand};
 
-use super::database::{DatabaseArgs, block_on, describe_database_error, print_json};
+use super::database::{
+    DatabaseArgs, block_on, describe_database_error, parse_timezone, parse_weekday, print_json,
+};
 use crate::admin::{Admin, LimitSpec};
 use crate::policy::Scope;
 use crate::schedule::{ParseOptions, Schedule};
@@ -57,12 +59,14 @@ struct SetArgs {
     /// The schedule's resource whose availability applies; may be left out when it has one.
     #[arg(long, value_name = "ID", requires = "schedule")]
     resource: Option<String>,
-    /// The IANA time zone whose days, weeks and months the windows follow (default UTC); with a
-    /// schedule, the schedule's zone applies.
-    #[arg(long, value_name = "ZONE")]
+    /// The IANA time zone whose midnight starts the day windows, such as Europe/Berlin (default
+    /// UTC). With a schedule, leave it out or give the schedule's zone.
+    #[arg(long, value_name = "ZONE", value_parser = parse_timezone)]
     timezone: Option<Tz>,
-    /// The first day of a week window, such as monday (the default) or sunday.
-    #[arg(long, value_name = "DAY")]
+    /// The first day of a week, such as monday (the default) or sunday. It is stored for week
+    /// windows, which the limits of this command do not have. With a schedule, leave it out or
+    /// give the schedule's week start.
+    #[arg(long, value_name = "DAY", value_parser = parse_weekday)]
     week_start: Option<Weekday>,
     /// Admit calls when the token store fails or times out, instead of rejecting them.
     #[arg(long)]
@@ -103,12 +107,13 @@ pub(super) fn run(args: LimitsArgs) -> ExitCode {
         let admin = Admin::from_store(&database.store()?);
         match args.command {
             LimitsCommand::Set(set) => {
-                let spec = spec_from_args(set)?;
+                let (spec, printed) = spec_from_args(set)?;
                 let outcome = admin
                     .upsert(&spec)
                     .await
                     .map_err(|error| describe_database_error(&error))?;
-                for warning in &outcome.warnings {
+                // The schedule's own warnings come first, and were printed with the file's name.
+                for warning in outcome.warnings.iter().skip(printed) {
                     eprintln!("{warning}");
                 }
                 print_json(&outcome.limit)?;
@@ -142,12 +147,14 @@ pub(super) fn run(args: LimitsArgs) -> ExitCode {
     })
 }
 
-fn spec_from_args(args: SetArgs) -> Result<LimitSpec, String> {
+/// Returns the limit to store, and how many warnings of its schedule were printed.
+fn spec_from_args(args: SetArgs) -> Result<(LimitSpec, usize), String> {
     let scope: Scope = args
         .scope
         .parse()
         .map_err(|error: crate::policy::ParseScopeError| error.to_string())?;
 
+    let mut printed = 0;
     let schedule = match &args.schedule {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -161,12 +168,13 @@ fn spec_from_args(args: SetArgs) -> Result<LimitSpec, String> {
             for warning in &schedule.warnings {
                 eprintln!("{warning}");
             }
+            printed = schedule.warnings.len();
             Some(text)
         }
         None => None,
     };
 
-    Ok(LimitSpec {
+    let spec = LimitSpec {
         tenant: args.tenant,
         tool: args.tool,
         scope,
@@ -179,5 +187,6 @@ fn spec_from_args(args: SetArgs) -> Result<LimitSpec, String> {
         week_start: args.week_start,
         enabled: !args.disabled,
         fail_open: args.fail_open,
-    })
+    };
+    Ok((spec, printed))
 }

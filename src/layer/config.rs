@@ -155,8 +155,10 @@ impl RateLimitBuilder {
     }
 
     /// Sets the horizon, in days, of a report computed again after it expired (7 by default).
+    /// It ranges from 1 to [`MAX_HORIZON_DAYS`](crate::report::MAX_HORIZON_DAYS), and a value
+    /// outside is brought to the nearer bound.
     pub fn report_days(mut self, days: u32) -> Self {
-        self.settings.report_days = days;
+        self.settings.report_days = days.clamp(1, crate::report::MAX_HORIZON_DAYS);
         self
     }
 
