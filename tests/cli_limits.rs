@@ -610,3 +610,25 @@ async fn schedule_warnings_print_once() {
         "{warnings}"
     );
 }
+
+#[test]
+fn unreachable_database_is_an_error() {
+    let output = run(
+        Some("postgres://nobody@127.0.0.1:1/none"),
+        &["acquire", "--tenant", "acme", "--tool", "tools.http"],
+    );
+
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let decision = json(&output);
+    assert_eq!(decision["reason"]["kind"], "policy_unavailable");
+    assert!(
+        stderr(&output).contains("Connection refused"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(
+        stderr(&output).contains("--database-url"),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -140,14 +140,24 @@ pub(super) fn run(args: AcquireArgs) -> ExitCode {
             retry_at: None,
             windows: Vec::new(),
         };
+        let mut failed = false;
         match tool_call.oneshot(request).await {
             Ok(()) => {}
             Err(RateLimitError::Rejected(rejection)) => {
-                describe_rejection(&mut printed, &rejection)
+                describe_rejection(&mut printed, &rejection);
+                failed = unavailable(rejection.reason());
             }
             Err(RateLimitError::Service(never)) => match never {},
         }
         print_json(&printed)?;
+        if failed && let Some(reason) = &printed.reason {
+            // The layer would reject the call, but no limit decided it: a script must tell this
+            // from a rejection.
+            return Err(format!(
+                "{}; check --database-url or DATABASE_URL and that the server is running",
+                reason.message
+            ));
+        }
         Ok(if printed.admitted {
             ExitCode::SUCCESS
         } else {
@@ -180,7 +190,7 @@ fn describe_rejection(printed: &mut Printed, rejection: &Rejection) {
         RejectionReason::MissingIdentity(IdentityError::MissingWorkflowRun { tool }) => {
             format!("the policy of tool {tool:?} counts per workflow run: pass --workflow RUN")
         }
-        other => other.to_string(),
+        other => with_causes(other.to_string(), std::error::Error::source(rejection)),
     };
     printed.admitted = false;
     printed.retry_at = rejection.retry_at();
@@ -189,6 +199,34 @@ fn describe_rejection(printed: &mut Printed, rejection: &Rejection) {
         window,
         message,
     });
+}
+
+/// Returns whether a rejection comes from a policy, counter or report that could not be read,
+/// rather than from a limit or schedule.
+fn unavailable(reason: &RejectionReason) -> bool {
+    matches!(
+        reason,
+        RejectionReason::StoreUnavailable(_)
+            | RejectionReason::PolicyUnavailable(_)
+            | RejectionReason::ScheduleUnavailable { .. }
+    )
+}
+
+/// Returns `message` followed by the messages of `cause` and its own causes, such as "Connection
+/// refused", that it does not contain yet.
+fn with_causes(
+    mut message: String,
+    mut cause: Option<&(dyn std::error::Error + 'static)>,
+) -> String {
+    while let Some(error) = cause {
+        let text = error.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        cause = error.source();
+    }
+    message
 }
 
 /// A token store that turns every consume into a peek, so that a dry run takes the layer's
