@@ -952,3 +952,34 @@ async fn small_call_fits_after_large_rejection() {
     );
     store.shutdown().await.unwrap();
 }
+
+/// A limit above the maximum count of a usage row acts as that count, as in the exact store.
+#[tokio::test]
+async fn limit_above_max_count_acts_as_it() {
+    let database = TestDatabase::new().await;
+    let store = LeasedStore::new(database.store().await, LeaseConfig::new());
+    let key = hot_key();
+    let capacity = Capacity {
+        per_minute: Some(u64::MAX),
+        ..Capacity::UNLIMITED
+    };
+    let at = utc("2026-03-02T10:15:30Z");
+
+    let error = store
+        .consume(request(&key, &capacity, u64::MAX, at))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, StoreError::CostExceedsLimit { limit, .. } if limit == i64::MAX as u64),
+        "{error:?}"
+    );
+    for _ in 0..3 {
+        let decision = store
+            .consume(request(&key, &capacity, 1, at))
+            .await
+            .unwrap();
+        assert!(decision.is_admitted(), "{decision:?}");
+        assert_eq!(decision.windows()[0].limit, i64::MAX as u64);
+    }
+    store.shutdown().await.unwrap();
+}

@@ -650,6 +650,9 @@ impl CallPlan {
             let Some(limit) = request.capacity.get(kind) else {
                 continue;
             };
+            // A count is a BIGINT in the database, so a larger limit acts as `i64::MAX`, as in the
+            // exact store; the lease then matches the limit the database reports.
+            let limit = limit.min(i64::MAX as u64);
             if limit == 0 {
                 switched_off = true;
                 continue;
