@@ -37,7 +37,17 @@ const ZONE: Tz = chrono_tz::America::New_York;
 type Outcome = Result<u64, RateLimitError<std::convert::Infallible>>;
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), Box<dyn Error>> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn Error>> {
     // The configuration phase: parse the schedule and compute the report for the week.
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/schedules/email.tjp");
     let definition = std::fs::read_to_string(&path)?;

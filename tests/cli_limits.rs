@@ -632,3 +632,36 @@ fn unreachable_database_is_an_error() {
         stderr(&output)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn schedule_with_two_resources_asks_for_one() {
+    let database = TestDatabase::new().await;
+    let url = Some(database.url());
+    assert_eq!(run(url, &["migrate"]).status.code(), Some(0));
+    let path = std::env::temp_dir().join(format!("two_resources_{}.tjp", std::process::id()));
+    std::fs::write(
+        &path,
+        "project two \"Two\" 2026-01-01 - 2027-01-01 {\n  timezone \"UTC\"\n}\n\
+         resource mail \"Mail\" {\n  workinghours mon - fri 09:00 - 17:00\n}\n\
+         resource sms \"SMS\" {\n  workinghours mon - fri 09:00 - 17:00\n}\n",
+    )
+    .unwrap();
+
+    let set = run(
+        url,
+        &[
+            "limits",
+            "set",
+            "--tenant",
+            "acme",
+            "--tool",
+            "tools.mail",
+            "--schedule",
+            path.to_str().unwrap(),
+        ],
+    );
+    std::fs::remove_file(&path).unwrap();
+
+    assert_eq!(set.status.code(), Some(1), "{}", stderr(&set));
+    assert!(stderr(&set).contains("--resource ID"), "{}", stderr(&set));
+}

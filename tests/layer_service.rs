@@ -423,6 +423,28 @@ async fn overlong_ids_are_rejected() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn zero_limit_says_tool_is_off() {
+    let tool = Tool::default();
+    let layer = layer_with(StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(0))));
+    let mut service = tower::Layer::layer(&layer, tool.service());
+
+    let rejected = rejection(call(&mut service, request("acme")).await);
+
+    assert!(
+        matches!(
+            rejected.reason(),
+            RejectionReason::QuotaExhausted { limit: 0, .. }
+        ),
+        "{rejected}"
+    );
+    assert!(
+        rejected.to_string().contains("switches the tool off"),
+        "{rejected}"
+    );
+    assert_eq!(tool.calls(), 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn empty_ids_are_rejected() {
     let tool = Tool::default();
     let mut policy = Policy::new("default", TOOL, per_minute(5));

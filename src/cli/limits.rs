@@ -8,8 +8,9 @@ use clap::{Args, Subcommand};
 use super::database::{
     DatabaseArgs, block_on, describe_database_error, parse_timezone, parse_weekday, print_json,
 };
-use crate::admin::{Admin, LimitSpec};
+use crate::admin::{Admin, AdminError, LimitSpec};
 use crate::policy::Scope;
+use crate::report::ReportError;
 use crate::schedule::{ParseOptions, Schedule};
 
 #[derive(Debug, Args)]
@@ -108,10 +109,12 @@ pub(super) fn run(args: LimitsArgs) -> ExitCode {
         match args.command {
             LimitsCommand::Set(set) => {
                 let (spec, printed) = spec_from_args(set)?;
-                let outcome = admin
-                    .upsert(&spec)
-                    .await
-                    .map_err(|error| describe_database_error(&error))?;
+                let outcome = admin.upsert(&spec).await.map_err(|error| match error {
+                    AdminError::Report(ReportError::ResourceRequired { .. }) => {
+                        format!("{error} with --resource ID")
+                    }
+                    other => describe_database_error(&other),
+                })?;
                 // The schedule's own warnings come first, and were printed with the file's name.
                 for warning in outcome.warnings.iter().skip(printed) {
                     eprintln!("{warning}");

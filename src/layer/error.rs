@@ -183,7 +183,7 @@ pub enum RejectionReason {
         next_allowed: Option<DateTime<Utc>>,
     },
     /// A window's quota is used up.
-    #[error("the {window} quota of {limit} {}; retry at {retry_at}", left(windows, *window))]
+    #[error("{}", quota(*window, *limit, windows, retry_at))]
     QuotaExhausted {
         /// The window that refused; when several refuse, the one that resets last.
         window: WindowKind,
@@ -247,6 +247,24 @@ impl RejectionReason {
             RejectionReason::MissingIdentity(_) => "missing_identity",
         }
     }
+}
+
+/// Describes an exhausted quota: a limit of 0 switches the tool off for the window.
+fn quota(
+    window: WindowKind,
+    limit: u64,
+    windows: &[WindowUsage],
+    retry_at: &DateTime<Utc>,
+) -> String {
+    if limit == 0 {
+        return format!(
+            "the {window} limit is 0, which switches the tool off in this window; retry at {retry_at}"
+        );
+    }
+    format!(
+        "the {window} quota of {limit} {}; retry at {retry_at}",
+        left(windows, window)
+    )
 }
 
 /// Describes what is left of the refusing window: nothing, or too little for the call's cost.
