@@ -665,3 +665,45 @@ async fn schedule_with_two_resources_asks_for_one() {
     assert_eq!(set.status.code(), Some(1), "{}", stderr(&set));
     assert!(stderr(&set).contains("--resource ID"), "{}", stderr(&set));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn usage_of_run_notes_tenant_scope() {
+    let database = TestDatabase::new().await;
+    let url = Some(database.url());
+    assert_eq!(run(url, &["migrate"]).status.code(), Some(0));
+    let set = run(
+        url,
+        &[
+            "limits",
+            "set",
+            "--tenant",
+            "acme",
+            "--tool",
+            "tools.http",
+            "--per-minute",
+            "5",
+        ],
+    );
+    assert_eq!(set.status.code(), Some(0), "{}", stderr(&set));
+
+    let usage = run(
+        url,
+        &[
+            "usage",
+            "--tenant",
+            "acme",
+            "--tool",
+            "tools.http",
+            "--workflow",
+            "run-1",
+        ],
+    );
+
+    assert_eq!(usage.status.code(), Some(0), "{}", stderr(&usage));
+    assert_eq!(json(&usage), serde_json::json!([]));
+    assert!(
+        stderr(&usage).contains("counts per tenant, not per workflow run"),
+        "{}",
+        stderr(&usage)
+    );
+}

@@ -4,7 +4,7 @@ use clap::Args;
 
 use super::database::{DatabaseArgs, block_on, describe_database_error, print_json};
 use crate::admin::{Admin, PostgresPolicies};
-use crate::policy::PolicySource;
+use crate::policy::{PolicySource, Scope};
 
 #[derive(Debug, Args)]
 pub(super) struct UsageArgs {
@@ -35,11 +35,22 @@ pub(super) fn run(args: UsageArgs) -> ExitCode {
                 .resolve(&args.tenant, &args.tool)
                 .await
                 .map_err(|error| format!("error: cannot read the policy: {error}"))?;
-            if policy.is_none() {
-                eprintln!(
+            match policy {
+                None => eprintln!(
                     "note: no limit for tenant {:?} and tool {:?}, nor for the default tenant, so nothing is counted; set one with `limits set`",
                     args.tenant, args.tool
-                );
+                ),
+                Some(policy) if args.workflow.is_some() && policy.scope != Scope::Workflow => {
+                    let counts = match policy.scope {
+                        Scope::Global => "for every caller together",
+                        _ => "per tenant",
+                    };
+                    eprintln!(
+                        "note: the limit of tool {:?} counts {counts}, not per workflow run, so no run has a counter of its own; leave out --workflow",
+                        args.tool
+                    );
+                }
+                Some(_) => {}
             }
         }
         Ok(ExitCode::SUCCESS)
