@@ -176,6 +176,26 @@ impl MemoryStore {
     }
 }
 
+/// Returns until when a window's count is kept after the window ends in its own calendar.
+///
+/// Another calendar's window of the same kind may start at the same instant and end later, when
+/// the two calendars change their clocks differently inside it: the PostgreSQL store counts both
+/// in one row, keyed by the start. Their ends differ by less than an hour for hour windows (Lord
+/// Howe moves its clocks by 30 minutes) and by less than two days for longer ones (Samoa skipped a
+/// whole day in 2011), so the count is kept that much longer. Minute windows end together in
+/// every calendar.
+fn kept_until(kind: WindowKind, window: Window) -> DateTime<Utc> {
+    let grace = match kind {
+        WindowKind::Minute => chrono::TimeDelta::zero(),
+        WindowKind::Hour => chrono::TimeDelta::hours(1),
+        _ => chrono::TimeDelta::days(2),
+    };
+    window
+        .end
+        .checked_add_signed(grace)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 /// The limited window kinds of a request with their limits, shortest first, read once from its
 /// capacity.
 struct Limits {
@@ -233,18 +253,24 @@ impl Limits {
 impl KeyCounters {
     /// Returns the end of the latest window that still contains a count.
     fn last_end(&self) -> Option<DateTime<Utc>> {
-        self.slots
-            .iter()
-            .chain(self.set_aside.iter().map(|(_, slot)| slot))
-            .filter(|slot| slot.used > 0)
-            .filter_map(|slot| slot.window.map(|window| window.end))
+        let slots = self.slots.iter().zip(WindowKind::ALL);
+        let set_aside = self.set_aside.iter().map(|(kind, slot)| (slot, *kind));
+        slots
+            .chain(set_aside)
+            .filter(|(slot, _)| slot.used > 0)
+            .filter_map(|(slot, kind)| slot.window.map(|window| kept_until(kind, window)))
             .max()
     }
 
-    /// Replaces the slot of `kind` with `window` of the request's calendar. The slot's window is
-    /// set aside when it is still in force at `at` and counts something. Then `window` takes the
-    /// count of a window set aside with the same bounds, such as the same day under another week
-    /// start.
+    /// Replaces the slot of `kind` with `window` of the request's calendar.
+    ///
+    /// Windows are matched by their start, as the PostgreSQL store keys its rows. So a window that
+    /// starts where the slot's does keeps the slot's count: the same window computed again, the
+    /// same day under another week start, or the month of a zone whose summer time ends it an hour
+    /// earlier. Otherwise the slot's window is set aside when it counts something and another
+    /// calendar may still count in it (see [`kept_until`]), and `window` takes the count of a
+    /// window set aside with its start.
+    /// Returns whether it set a window aside.
     #[cold]
     #[inline(never)]
     fn start_window(
@@ -253,7 +279,7 @@ impl KeyCounters {
         window: Window,
         at: DateTime<Utc>,
         request: &ConsumeRequest<'_>,
-    ) {
+    ) -> bool {
         let previous = std::mem::replace(
             &mut self.slots[kind as usize],
             Slot {
@@ -263,18 +289,30 @@ impl KeyCounters {
                 week_start: request.week_start,
             },
         );
-        self.set_aside
-            .retain(|(_, slot)| slot.window.is_some_and(|window| window.end > at));
-        if previous.used > 0 && previous.window.is_some_and(|window| window.end > at) {
+        if previous
+            .window
+            .is_some_and(|previous| previous.start == window.start)
+        {
+            self.slots[kind as usize].used = previous.used;
+            return false;
+        }
+        self.set_aside.retain(|(other, slot)| {
+            slot.window
+                .is_some_and(|window| kept_until(*other, window) > at)
+        });
+        let set_aside = previous.used > 0
+            && previous
+                .window
+                .is_some_and(|window| kept_until(kind, window) > at);
+        if set_aside {
             self.set_aside.push((kind, previous));
         }
-        if let Some(index) = self
-            .set_aside
-            .iter()
-            .position(|(other, slot)| *other == kind && slot.window == Some(window))
-        {
+        if let Some(index) = self.set_aside.iter().position(|(other, slot)| {
+            *other == kind && slot.window.is_some_and(|other| other.start == window.start)
+        }) {
             self.slots[kind as usize].used = self.set_aside.swap_remove(index).1.used;
         }
+        set_aside
     }
 
     /// Returns the decision a call at `at` would get, deciding on a copy of the counters.
@@ -298,6 +336,11 @@ impl KeyCounters {
         charge: bool,
     ) -> Decision {
         let mut refusing: Option<(WindowKind, DateTime<Utc>)> = None;
+        // The counters before the first window this call starts, put back if it is rejected
+        // after setting a window in force aside: a call that counts in no window must not move
+        // the windows that later replays count in.
+        let mut before: Option<KeyCounters> = None;
+        let mut set_aside = false;
         for &(kind, limit) in limits.as_slice() {
             let slot = &self.slots[kind as usize];
             let same_calendar =
@@ -310,15 +353,23 @@ impl KeyCounters {
                     window.end
                 }
                 _ => {
+                    if charge && before.is_none() {
+                        before = Some(KeyCounters {
+                            slots: self.slots,
+                            set_aside: self.set_aside.clone(),
+                        });
+                    }
                     let window = kind.window_at(at, request.timezone, request.week_start);
-                    self.start_window(kind, window, at, request);
+                    set_aside |= self.start_window(kind, window, at, request);
                     window.end
                 }
             };
             let slot = &self.slots[kind as usize];
-            if slot.used.saturating_add(request.cost) > limit
-                && refusing.is_none_or(|(_, last)| end >= last)
-            {
+            let fits = slot
+                .used
+                .checked_add(request.cost)
+                .is_some_and(|total| total <= limit);
+            if !fits && refusing.is_none_or(|(_, last)| end >= last) {
                 refusing = Some((kind, end));
             }
         }
@@ -328,7 +379,7 @@ impl KeyCounters {
         for &(kind, limit) in limits.as_slice() {
             let slot = &mut self.slots[kind as usize];
             if charged {
-                slot.used += request.cost;
+                slot.used = slot.used.saturating_add(request.cost);
             }
             windows.push(WindowUsage {
                 kind,
@@ -342,6 +393,12 @@ impl KeyCounters {
                     None => at,
                 },
             });
+        }
+        if refusing.is_some()
+            && set_aside
+            && let Some(before) = before
+        {
+            *self = before;
         }
         match refusing {
             None => Decision::Admitted { windows },
