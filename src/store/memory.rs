@@ -180,10 +180,10 @@ impl MemoryStore {
 ///
 /// Another calendar's window of the same kind may start at the same instant and end later, when
 /// the two calendars change their clocks differently inside it: the PostgreSQL store counts both
-/// in one row, keyed by the start. Their ends differ by less than an hour for hour windows (Lord
-/// Howe moves its clocks by 30 minutes) and by less than two days for longer ones (Samoa skipped a
-/// whole day in 2011), so the count is kept that much longer. Minute windows end together in
-/// every calendar.
+/// in one row, keyed by the start. For hour windows their ends differ by less than an hour, since
+/// Lord Howe moves its clocks by 30 minutes. For longer windows they differ by less than two days,
+/// since Samoa skipped a whole day in 2011. So the count is kept that much longer. Minute windows
+/// end together in every calendar.
 fn kept_until(kind: WindowKind, window: Window) -> DateTime<Utc> {
     let grace = match kind {
         WindowKind::Minute => chrono::TimeDelta::zero(),
