@@ -1,6 +1,13 @@
-//! Edge cases of the memory store's counters: a day window that ends before its instant, limits
-//! near `u64::MAX`, instants at the end of chrono's range, and a rejected call that moves a slot to
-//! another calendar.
+//! Edge cases of the memory store's counters. They cover a day window that ends before its
+//! instant, limits near `u64::MAX`, instants at the end of chrono's range, a rejected call that
+//! moves a slot to another calendar, and windows of two calendars that start together but end
+//! apart.
+//!
+//! The PostgreSQL store keys a usage row by (key, window kind, window start), so two calendars
+//! whose windows start together share one count there. Europe/London and UTC both start March 2026
+//! at 2026-03-01T00:00Z, but London's March ends an hour earlier, since British Summer Time begins
+//! on 29 March. A policy that switches between the two zones in March gets one monthly limit from
+//! both stores.
 
 mod common;
 
@@ -220,5 +227,64 @@ async fn rejected_call_leaves_replay_decision() {
         !with.is_admitted(),
         "the rejected Tokyo call counted nothing, so UTC's 2 March is still the newest window \
          with a count, and it is full: {with:?}"
+    );
+}
+
+/// Sends one call in London, then one in UTC, an hour apart, to `store`, and returns how many
+/// of the two it admitted.
+async fn admitted_in_march(store: &impl TokenStore) -> usize {
+    let key = key();
+    let month = Capacity {
+        per_month: Some(1),
+        ..Capacity::UNLIMITED
+    };
+    let london = chrono_tz::Europe::London;
+    let calls = [
+        (london, utc("2026-03-10T12:00:00Z")),
+        (Tz::UTC, utc("2026-03-10T13:00:00Z")),
+    ];
+
+    let mut admitted = 0;
+    for (zone, at) in calls {
+        let decision = store
+            .consume(request(&key, &month, 1, zone, at))
+            .await
+            .expect("the store decides");
+        if decision.is_admitted() {
+            admitted += 1;
+        }
+    }
+    admitted
+}
+
+#[test]
+fn london_and_utc_march_start_together() {
+    let london = WindowKind::Month.window_at(
+        utc("2026-03-10T12:00:00Z"),
+        chrono_tz::Europe::London,
+        Weekday::Mon,
+    );
+    let utc_month = WindowKind::Month.window_at(utc("2026-03-10T12:00:00Z"), Tz::UTC, Weekday::Mon);
+
+    assert_eq!(london.start, utc_month.start);
+    assert_ne!(london.end, utc_month.end);
+}
+
+#[tokio::test]
+async fn postgres_admits_one_march_call() {
+    let database = TestDatabase::new().await;
+    let store = database.store().await;
+
+    assert_eq!(admitted_in_march(&store).await, 1);
+}
+
+#[tokio::test]
+async fn memory_admits_one_march_call() {
+    let store = MemoryStore::new();
+
+    assert_eq!(
+        admitted_in_march(&store).await,
+        1,
+        "the PostgreSQL store counts both calls in the March row that starts at 2026-03-01T00:00Z"
     );
 }

@@ -71,7 +71,7 @@ pub struct MemoryStore {
 }
 
 /// The counters of every window kind of one scope key.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct KeyCounters {
     /// The window of each kind that the key's latest call of that kind counted in.
     slots: [Slot; WindowKind::ALL.len()],
@@ -270,6 +270,7 @@ impl KeyCounters {
     /// earlier. Otherwise the slot's window is set aside when it counts something and another
     /// calendar may still count in it (see [`kept_until`]), and `window` takes the count of a
     /// window set aside with its start.
+    ///
     /// Returns whether it set a window aside.
     #[cold]
     #[inline(never)]
@@ -317,11 +318,7 @@ impl KeyCounters {
 
     /// Returns the decision a call at `at` would get, deciding on a copy of the counters.
     fn peek(&self, limits: &Limits, request: &ConsumeRequest<'_>, at: DateTime<Utc>) -> Decision {
-        let mut copy = KeyCounters {
-            slots: self.slots,
-            set_aside: self.set_aside.clone(),
-        };
-        copy.decide(limits, request, at, false)
+        self.clone().decide(limits, request, at, false)
     }
 
     /// Brings the limited windows up to `at`, decides, and charges when `charge` is set and
@@ -354,10 +351,7 @@ impl KeyCounters {
                 }
                 _ => {
                     if charge && before.is_none() {
-                        before = Some(KeyCounters {
-                            slots: self.slots,
-                            set_aside: self.set_aside.clone(),
-                        });
+                        before = Some(self.clone());
                     }
                     let window = kind.window_at(at, request.timezone, request.week_start);
                     set_aside |= self.start_window(kind, window, at, request);
