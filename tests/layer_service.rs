@@ -423,7 +423,7 @@ async fn overlong_ids_are_rejected() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn zero_limit_says_tool_is_off() {
+async fn zero_limit_rejects_as_switched_off() {
     let tool = Tool::default();
     let layer = layer_with(StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(0))));
     let mut service = tower::Layer::layer(&layer, tool.service());

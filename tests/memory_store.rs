@@ -686,7 +686,7 @@ async fn calendar_change_moves_unlimited_windows() {
         .unwrap();
     assert!(morning.is_admitted(), "{morning:?}");
 
-    // Still UTC's day of 2 March, which already holds 9 of its 10 units.
+    // Still UTC's day of 2 March, which has used 9 of its 10 units already.
     let evening = store
         .consume(calendar_request(
             &key,

@@ -439,7 +439,7 @@ fn resource_selection_errors() {
 }
 
 #[test]
-fn horizon_outside_years_0_to_9999_is_an_error() {
+fn horizon_outside_rfc3339_years_fails() {
     let schedule = seed_email();
     let cases = [
         (chrono::DateTime::<chrono::Utc>::MAX_UTC, 1),

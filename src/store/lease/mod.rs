@@ -140,8 +140,8 @@ struct Lease {
     /// rejected without asking the database.
     exhausted_until: Option<Instant>,
     /// The units this worker could still use in the fullest window at the take that found a
-    /// window short: what the lease holds plus what nobody had leased. A call that needs no more
-    /// asks the database again.
+    /// window short: the lease's own units plus those no worker had leased. A call that needs no
+    /// more asks the database again.
     exhausted_room: u64,
 }
 
@@ -651,7 +651,7 @@ impl CallPlan {
                 continue;
             };
             // A count is a BIGINT in the database, so a larger limit acts as `i64::MAX`, as in the
-            // exact store; the lease then matches the limit the database reports.
+            // exact store. The lease then matches the limit the database reports.
             let limit = limit.min(i64::MAX as u64);
             if limit == 0 {
                 switched_off = true;

@@ -600,8 +600,8 @@ const MAX_REMEMBERED_REJECTIONS: usize = 4096;
 
 /// The window that rejected a key's latest decided call.
 #[derive(Clone, Copy, Debug)]
-struct Refusal {
-    /// The end of the window, when the refusal is forgotten.
+struct RejectingWindow {
+    /// The end of the window, after which it is forgotten.
     until: DateTime<Utc>,
     kind: WindowKind,
     limit: u64,
@@ -609,7 +609,7 @@ struct Refusal {
     room: u64,
 }
 
-/// The keys whose latest decided call was rejected, each with its refusing window.
+/// The keys whose latest decided call was rejected, each with its rejecting window.
 ///
 /// Until that window ends, their calls skip the fast statement, which would charge their other
 /// windows and roll back, and go straight to the consume functions. A call that could now fit still
@@ -618,14 +618,14 @@ struct Refusal {
 /// never a decision.
 pub(super) struct Rejections {
     hasher: RandomState,
-    refusals: Mutex<HashMap<u64, Refusal>>,
+    rejecting: Mutex<HashMap<u64, RejectingWindow>>,
 }
 
 impl Rejections {
     pub(super) fn new() -> Self {
         Rejections {
             hasher: RandomState::default(),
-            refusals: Mutex::new(HashMap::new()),
+            rejecting: Mutex::new(HashMap::new()),
         }
     }
 
@@ -637,18 +637,21 @@ impl Rejections {
     /// Returns whether the window that rejected the latest call of `call`'s key would reject `call`
     /// too, judged by the limit and room recorded then.
     fn recently_rejected(&self, call: &Call) -> bool {
-        let mut refusals = self.refusals.lock().unwrap_or_else(PoisonError::into_inner);
-        if refusals.is_empty() {
+        let mut rejecting = self
+            .rejecting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if rejecting.is_empty() {
             return false;
         }
-        let Some(refusal) = refusals.get(&call.key_hash).copied() else {
+        let Some(window) = rejecting.get(&call.key_hash).copied() else {
             return false;
         };
-        if refusal.until <= Utc::now() {
-            refusals.remove(&call.key_hash);
+        if window.until <= Utc::now() {
+            rejecting.remove(&call.key_hash);
             return false;
         }
-        drop(refusals);
+        drop(rejecting);
 
         let cost = u64::try_from(call.cost).unwrap_or(u64::MAX);
         call.plan
@@ -656,9 +659,9 @@ impl Rejections {
             .iter()
             .zip(&call.plan.limits)
             .any(|(&kind, &limit)| {
-                kind == refusal.kind
-                    && u64::try_from(limit).unwrap_or_default() <= refusal.limit
-                    && cost > refusal.room
+                kind == window.kind
+                    && u64::try_from(limit).unwrap_or_default() <= window.limit
+                    && cost > window.room
             })
     }
 
@@ -666,29 +669,32 @@ impl Rejections {
     /// windows, it keeps the one that ends last.
     fn record(&self, call: &Call, windows: &[WindowRow]) {
         let cost = u64::try_from(call.cost).unwrap_or(u64::MAX);
-        let refusal = windows
+        let window = windows
             .iter()
             .filter(|window| !window.admitted && window.count.saturating_add(cost) > window.limit)
             .max_by_key(|window| window.reset_at)
-            .map(|window| Refusal {
+            .map(|window| RejectingWindow {
                 until: window.reset_at,
                 kind: window.kind,
                 limit: window.limit,
                 room: window.limit.saturating_sub(window.count),
             });
-        let Some(refusal) = refusal else {
+        let Some(window) = window else {
             return;
         };
 
-        let mut refusals = self.refusals.lock().unwrap_or_else(PoisonError::into_inner);
-        if refusals.len() >= MAX_REMEMBERED_REJECTIONS {
+        let mut rejecting = self
+            .rejecting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if rejecting.len() >= MAX_REMEMBERED_REJECTIONS {
             let now = Utc::now();
-            refusals.retain(|_, refusal| refusal.until > now);
-            if refusals.len() >= MAX_REMEMBERED_REJECTIONS {
+            rejecting.retain(|_, window| window.until > now);
+            if rejecting.len() >= MAX_REMEMBERED_REJECTIONS {
                 return;
             }
         }
-        refusals.insert(call.key_hash, refusal);
+        rejecting.insert(call.key_hash, window);
     }
 }
 
@@ -878,7 +884,7 @@ mod tests {
         rejections.record(&rejected, &[window(WindowKind::Minute, 10, 10, earlier)]);
 
         assert!(!rejections.recently_rejected(&rejected));
-        assert!(rejections.refusals.lock().unwrap().is_empty());
+        assert!(rejections.rejecting.lock().unwrap().is_empty());
     }
 
     #[test]
@@ -904,7 +910,7 @@ mod tests {
         }
 
         assert_eq!(
-            rejections.refusals.lock().unwrap().len(),
+            rejections.rejecting.lock().unwrap().len(),
             MAX_REMEMBERED_REJECTIONS
         );
     }
