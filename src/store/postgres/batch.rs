@@ -82,10 +82,23 @@ struct State {
 }
 
 impl State {
+    /// Starts a round trip for a consume of `key` alone, when its key has no round trip running,
+    /// fewer than `max_in_flight` round trips run and no consume is queued. Returns whether it
+    /// started one.
+    fn start_alone(&mut self, key: u64, max_in_flight: usize) -> bool {
+        if self.in_flight.contains(&key) || self.running >= max_in_flight || !self.ready.is_empty()
+        {
+            return false;
+        }
+        self.running += 1;
+        self.in_flight.insert(key);
+        true
+    }
+
     /// Numbers a consume that queues.
     fn pending(
         &mut self,
-        call: Call,
+        call: Call<'static>,
         reply: oneshot::Sender<Result<Vec<WindowRow>, StoreError>>,
     ) -> Pending {
         let arrival = self.next_arrival;
@@ -111,7 +124,7 @@ impl State {
 struct Pending {
     /// The order in which consumes queued: the calls of one key go out in this order.
     arrival: u64,
-    call: Call,
+    call: Call<'static>,
     reply: oneshot::Sender<Result<Vec<WindowRow>, StoreError>>,
 }
 
@@ -162,37 +175,35 @@ impl Batcher {
     /// Consumes for `call`, in a batch with other calls when it has to queue.
     pub(super) async fn consume(
         self: &Arc<Self>,
-        call: Call,
+        call: Call<'_>,
     ) -> Result<Vec<WindowRow>, StoreError> {
         let key = call.key_hash;
+        if self.lock().start_alone(key, self.max_in_flight) {
+            return self.consume_started_alone(&call).await;
+        }
+
+        // The call may have to wait in a queue, which needs a key of its own. Its key is copied
+        // outside the lock, and the state may have changed meanwhile.
+        let call = call.into_owned();
         let queued = {
             let mut state = self.lock();
-            if state.in_flight.contains(&key) {
-                let (reply, answer) = oneshot::channel();
-                let pending = state.pending(call, reply);
-                state.wait_for_key(key, pending);
-                Err(answer)
-            } else if state.running >= self.max_in_flight || !state.ready.is_empty() {
-                let (reply, answer) = oneshot::channel();
-                let pending = state.pending(call, reply);
-                state.ready.push_back(pending);
-                Err(answer)
-            } else {
-                state.running += 1;
-                state.in_flight.insert(key);
+            if state.start_alone(key, self.max_in_flight) {
                 Ok(call)
+            } else {
+                let (reply, answer) = oneshot::channel();
+                let in_flight = state.in_flight.contains(&key);
+                let pending = state.pending(call, reply);
+                if in_flight {
+                    state.wait_for_key(key, pending);
+                } else {
+                    state.ready.push_back(pending);
+                }
+                Err(answer)
             }
         };
 
         match queued {
-            Ok(call) => {
-                let _round_trip = RoundTrip {
-                    batcher: self.clone(),
-                    keys: vec![key],
-                    queued: false,
-                };
-                self.consume_alone(&call).await
-            }
+            Ok(call) => self.consume_started_alone(&call).await,
             Err(answer) => answer.await.unwrap_or_else(|_| {
                 Err(StoreError::Unavailable(
                     "the round trip of a queued consume stopped with its tokio runtime".into(),
@@ -201,8 +212,24 @@ impl Batcher {
         }
     }
 
+    /// Consumes for `call` in the round trip that [`State::start_alone`] started for it.
+    async fn consume_started_alone(
+        self: &Arc<Self>,
+        call: &Call<'_>,
+    ) -> Result<Vec<WindowRow>, StoreError> {
+        let _round_trip = RoundTrip {
+            batcher: self.clone(),
+            keys: vec![call.key_hash],
+            queued: false,
+        };
+        self.consume_alone(call).await
+    }
+
     /// Consumes for `call` in a round trip of its own, whatever else runs.
-    pub(super) async fn consume_alone(&self, call: &Call) -> Result<Vec<WindowRow>, StoreError> {
+    pub(super) async fn consume_alone(
+        &self,
+        call: &Call<'_>,
+    ) -> Result<Vec<WindowRow>, StoreError> {
         let connection = self.connection().await?;
         let result = self.sender(connection.client()).consume_one(call).await;
         connection.release();
@@ -210,7 +237,7 @@ impl Batcher {
     }
 
     /// Decides `call` without charging it, in a round trip of its own.
-    pub(super) async fn peek(&self, call: &Call) -> Result<Vec<WindowRow>, StoreError> {
+    pub(super) async fn peek(&self, call: &Call<'_>) -> Result<Vec<WindowRow>, StoreError> {
         let connection = self.connection().await?;
         let result = self
             .sender(connection.client())
@@ -332,7 +359,7 @@ impl Batcher {
                 error,
                 charged_nothing: true,
             })?;
-            let calls: Vec<&Call> = batch.iter().map(|pending| &pending.call).collect();
+            let calls: Vec<&Call<'_>> = batch.iter().map(|pending| &pending.call).collect();
             let sender = self.sender(connection.client());
             let outcome = match calls.as_slice() {
                 [call] => sender

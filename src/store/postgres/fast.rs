@@ -13,6 +13,7 @@
 //! log one per call, [`Rejections`] remembers the keys whose calls were rejected and sends their
 //! calls straight to the functions until the refusing window ends.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 use std::sync::{LazyLock, Mutex, PoisonError};
@@ -24,7 +25,8 @@ use foldhash::fast::RandomState;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
-use super::{CONSUME, WindowPlan, WindowRow, database_error};
+use super::plan::WindowPlan;
+use super::{CONSUME, WindowRow, database_error};
 use crate::store::{ScopeKey, StoreError};
 use crate::window::WindowKind;
 
@@ -130,9 +132,10 @@ JOIN r ON c.tenant_id = r.tenant AND c.tool_name = r.tool AND c.scope_key = r.sc
 const CONSUME_BATCH: &str = "SELECT call_index, window_type, window_limit, request_count, window_end, admitted \
      FROM highway.consume_tool_rate_tokens_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 
-/// One consume, with everything the database needs, owned so that it can wait in a queue.
-pub(super) struct Call {
-    pub(super) key: ScopeKey,
+/// One consume, with everything the database needs. A call that waits in a queue owns its key, and
+/// one that goes out at once borrows its caller's.
+pub(super) struct Call<'k> {
+    pub(super) key: Cow<'k, ScopeKey>,
     /// The hash of `key`, which identifies the key in [`Rejections`] and in the batching of
     /// [`super::batch`]. Two keys with one hash only share those queues, never a counter.
     pub(super) key_hash: u64,
@@ -142,15 +145,27 @@ pub(super) struct Call {
     pub(super) week_start: &'static str,
 }
 
-impl Call {
-    fn kind_names(&self) -> Vec<&'static str> {
+impl Call<'_> {
+    /// Returns the call with a key of its own, to wait in a queue.
+    pub(super) fn into_owned(self) -> Call<'static> {
+        Call {
+            key: Cow::Owned(self.key.into_owned()),
+            key_hash: self.key_hash,
+            cost: self.cost,
+            plan: self.plan,
+            timezone: self.timezone,
+            week_start: self.week_start,
+        }
+    }
+
+    fn kind_names(&self) -> &[&'static str] {
         self.plan.kind_names()
     }
 
     /// Returns whether the fast statement cannot admit the call, because a window's limit is below
     /// the cost (a limit of 0).
     fn over_a_limit(&self) -> bool {
-        self.plan.limits.iter().any(|&limit| limit < self.cost)
+        self.plan.limits().iter().any(|&limit| limit < self.cost)
     }
 }
 
@@ -171,10 +186,10 @@ impl Sender<'_> {
 
     /// Consumes for one call: the fast statement, then the consume function when the statement
     /// charged nothing or rolled back.
-    pub(super) async fn consume_one(&self, call: &Call) -> Result<Vec<WindowRow>, StoreError> {
+    pub(super) async fn consume_one(&self, call: &Call<'_>) -> Result<Vec<WindowRow>, StoreError> {
         let statement = call
             .plan
-            .kinds
+            .kinds()
             .len()
             .checked_sub(1)
             .and_then(|index| FAST_CONSUME.get(index))
@@ -197,7 +212,7 @@ impl Sender<'_> {
     /// set and every window has room.
     pub(super) async fn decide_with_function(
         &self,
-        call: &Call,
+        call: &Call<'_>,
         consume: bool,
     ) -> Result<Vec<WindowRow>, StoreError> {
         let statement = self
@@ -215,10 +230,10 @@ impl Sender<'_> {
                     &call.key.scope,
                     &call.cost,
                     &call.kind_names(),
-                    &call.plan.limits,
-                    &call.plan.at,
-                    &call.plan.starts,
-                    &call.plan.ends,
+                    &call.plan.limits(),
+                    &call.plan.at(),
+                    &call.plan.starts(),
+                    &call.plan.ends(),
                     &call.timezone,
                     &call.week_start,
                     &consume,
@@ -234,45 +249,52 @@ impl Sender<'_> {
     /// Runs `statement`, the fast statement for the number of windows of `call`.
     async fn fast_one(
         &self,
-        call: &Call,
+        call: &Call<'_>,
         statement: &str,
     ) -> Result<Vec<WindowRow>, tokio_postgres::Error> {
         let kinds = call.kind_names();
-        let by_request_instant = call.plan.at.is_some();
-        let mut parameters: Vec<&(dyn ToSql + Sync)> = vec![
-            &call.key.tenant,
+        let limits = call.plan.limits();
+        let by_request_instant = call.plan.at().is_some();
+        let mut parameters: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(7 + 2 * kinds.len());
+        parameters.extend([
+            &call.key.tenant as &(dyn ToSql + Sync),
             &call.key.tool,
             &call.key.scope,
             &call.cost,
             &kinds,
-            &call.plan.limits,
+            &limits,
             &by_request_instant,
-        ];
-        for (start, end) in call.plan.starts.iter().zip(&call.plan.ends) {
+        ]);
+        for (start, end) in call.plan.starts().iter().zip(call.plan.ends()) {
             parameters.push(start);
             parameters.push(end);
         }
         let statement = self.client.prepare_cached(statement).await?;
         let rows = self.client.query(&statement, &parameters).await?;
 
-        let mut windows = Vec::with_capacity(call.plan.kinds.len());
-        for (index, kind) in call.plan.kinds.iter().enumerate() {
-            let mut count = None;
-            for row in &rows {
-                if row.try_get::<_, &str>(0)? == kind.as_str() {
-                    count = Some(row.try_get::<_, i64>(1)?);
-                }
+        // Every window is charged or the statement fails, so each has its row.
+        let mut counts = [0_i64; WindowKind::ALL.len()];
+        for row in &rows {
+            let name: &str = row.try_get(0)?;
+            if let Some(index) = kinds.iter().position(|kind| *kind == name) {
+                counts[index] = row.try_get(1)?;
             }
-            windows.push(WindowRow {
-                kind: *kind,
-                limit: u64::try_from(call.plan.limits[index]).unwrap_or_default(),
-                // Every window is charged or the statement fails, so each has its row.
-                count: count.map_or(0, |count| u64::try_from(count).unwrap_or_default()),
-                reset_at: call.plan.ends[index],
-                admitted: true,
-            });
         }
-        Ok(windows)
+        Ok(call
+            .plan
+            .kinds()
+            .iter()
+            .zip(limits)
+            .zip(call.plan.ends())
+            .zip(counts)
+            .map(|(((&kind, &limit), &reset_at), count)| WindowRow {
+                kind,
+                limit: u64::try_from(limit).unwrap_or_default(),
+                count: u64::try_from(count).unwrap_or_default(),
+                reset_at,
+                admitted: true,
+            })
+            .collect())
     }
 
     /// Consumes for a batch of calls in one transaction: the fast statement, then the batch
@@ -280,7 +302,7 @@ impl Sender<'_> {
     /// call, in the batch's order.
     pub(super) async fn consume_batch(
         &self,
-        calls: &[&Call],
+        calls: &[&Call<'_>],
     ) -> Result<Vec<Vec<WindowRow>>, BatchFailure> {
         let rows = BatchRows::new(calls);
         let skip_fast = rows.over_a_limit()
@@ -314,7 +336,7 @@ impl Sender<'_> {
     /// it committed but its reply cannot be read.
     async fn fast_batch(
         &self,
-        calls: &[&Call],
+        calls: &[&Call<'_>],
         rows: &BatchRows<'_>,
     ) -> Result<Option<Result<Vec<Vec<WindowRow>>, StoreError>>, tokio_postgres::Error> {
         let statement = self.client.prepare_cached(FAST_CONSUME_BATCH).await?;
@@ -367,10 +389,10 @@ impl Sender<'_> {
                         charged_so_far[row] = charged_so_far[row].saturating_add(call.cost);
                         let count = after[row] - rows.demands[row] + charged_so_far[row];
                         WindowRow {
-                            kind: call.plan.kinds[window],
-                            limit: u64::try_from(call.plan.limits[window]).unwrap_or_default(),
+                            kind: call.plan.kinds()[window],
+                            limit: u64::try_from(call.plan.limits()[window]).unwrap_or_default(),
                             count: u64::try_from(count).unwrap_or_default(),
-                            reset_at: call.plan.ends[window],
+                            reset_at: call.plan.ends()[window],
                             admitted: true,
                         }
                     })
@@ -391,8 +413,11 @@ impl Sender<'_> {
     }
 
     /// Decides a batch with `highway.consume_tool_rate_tokens_batch`.
-    async fn batch_function(&self, calls: &[&Call]) -> Result<Vec<Vec<WindowRow>>, BatchFailure> {
-        let items: usize = calls.iter().map(|call| call.plan.kinds.len()).sum();
+    async fn batch_function(
+        &self,
+        calls: &[&Call<'_>],
+    ) -> Result<Vec<Vec<WindowRow>>, BatchFailure> {
+        let items: usize = calls.iter().map(|call| call.plan.kinds().len()).sum();
         let mut call_numbers = Vec::with_capacity(items);
         let mut tenants = Vec::with_capacity(items);
         let mut tools = Vec::with_capacity(items);
@@ -407,17 +432,17 @@ impl Sender<'_> {
 
         for (index, call) in calls.iter().enumerate() {
             let number = i32::try_from(index + 1).unwrap_or(i32::MAX);
-            for (window, kind) in call.plan.kinds.iter().enumerate() {
+            for (window, kind) in call.plan.kinds().iter().enumerate() {
                 call_numbers.push(number);
                 tenants.push(call.key.tenant.as_str());
                 tools.push(call.key.tool.as_str());
                 scopes.push(call.key.scope.as_str());
                 costs.push(call.cost);
                 kinds.push(kind.as_str());
-                limits.push(call.plan.limits[window]);
+                limits.push(call.plan.limits()[window]);
                 // The batch function computes the database clock's windows once per batch.
-                starts.push(call.plan.at.map(|_| call.plan.starts[window]));
-                ends.push(call.plan.at.map(|_| call.plan.ends[window]));
+                starts.push(call.plan.at().map(|_| call.plan.starts()[window]));
+                ends.push(call.plan.at().map(|_| call.plan.ends()[window]));
                 timezones.push(call.timezone);
                 week_starts.push(call.week_start);
             }
@@ -451,7 +476,7 @@ impl Sender<'_> {
 
         let mut per_call: Vec<Vec<WindowRow>> = calls
             .iter()
-            .map(|call| Vec::with_capacity(call.plan.kinds.len()))
+            .map(|call| Vec::with_capacity(call.plan.kinds().len()))
             .collect();
         // The transaction committed, so a reply that cannot be read leaves the charges in place.
         let committed = |error: StoreError| BatchFailure {
@@ -519,21 +544,21 @@ struct BatchRows<'a> {
 type RowKey<'a> = (&'a str, &'a str, &'a str, WindowKind, DateTime<Utc>);
 
 /// Returns the usage row of a call's window.
-fn row_key<'a>(call: &'a Call, window: usize) -> RowKey<'a> {
+fn row_key<'a>(call: &'a Call<'a>, window: usize) -> RowKey<'a> {
     (
         call.key.tenant.as_str(),
         call.key.tool.as_str(),
         call.key.scope.as_str(),
-        call.plan.kinds[window],
-        call.plan.starts[window],
+        call.plan.kinds()[window],
+        call.plan.starts()[window],
     )
 }
 
 impl<'a> BatchRows<'a> {
-    fn new(calls: &[&'a Call]) -> Self {
+    fn new(calls: &[&'a Call<'a>]) -> Self {
         let mut index: BTreeMap<RowKey<'a>, usize> = BTreeMap::new();
         for call in calls {
-            for window in 0..call.plan.kinds.len() {
+            for window in 0..call.plan.kinds().len() {
                 index.entry(row_key(call, window)).or_insert(0);
             }
         }
@@ -563,10 +588,10 @@ impl<'a> BatchRows<'a> {
             rows.starts.push(start);
         }
         for call in calls {
-            let mut row_of = Vec::with_capacity(call.plan.kinds.len());
-            for window in 0..call.plan.kinds.len() {
+            let mut row_of = Vec::with_capacity(call.plan.kinds().len());
+            for window in 0..call.plan.kinds().len() {
                 let row = index[&row_key(call, window)];
-                rows.ends[row] = call.plan.ends[window];
+                rows.ends[row] = call.plan.ends()[window];
                 rows.demands[row] = match rows.demands[row].checked_add(call.cost) {
                     Some(demand) => demand,
                     None => {
@@ -574,8 +599,8 @@ impl<'a> BatchRows<'a> {
                         i64::MAX
                     }
                 };
-                rows.limits[row] = rows.limits[row].min(call.plan.limits[window]);
-                rows.by_database_clock[row] |= call.plan.at.is_none();
+                rows.limits[row] = rows.limits[row].min(call.plan.limits()[window]);
+                rows.by_database_clock[row] |= call.plan.at().is_none();
                 row_of.push(row);
             }
             rows.row_of.push(row_of);
@@ -636,7 +661,7 @@ impl Rejections {
 
     /// Returns whether the window that rejected the latest call of `call`'s key would reject `call`
     /// too, judged by the limit and room recorded then.
-    fn recently_rejected(&self, call: &Call) -> bool {
+    fn recently_rejected(&self, call: &Call<'_>) -> bool {
         let mut rejecting = self
             .rejecting
             .lock()
@@ -655,9 +680,9 @@ impl Rejections {
 
         let cost = u64::try_from(call.cost).unwrap_or(u64::MAX);
         call.plan
-            .kinds
+            .kinds()
             .iter()
-            .zip(&call.plan.limits)
+            .zip(call.plan.limits())
             .any(|(&kind, &limit)| {
                 kind == window.kind
                     && u64::try_from(limit).unwrap_or_default() <= window.limit
@@ -667,7 +692,7 @@ impl Rejections {
 
     /// Remembers the window that rejected `call`, when `windows` reject it. Of several rejecting
     /// windows, it keeps the one that ends last.
-    fn record(&self, call: &Call, windows: &[WindowRow]) {
+    fn record(&self, call: &Call<'_>, windows: &[WindowRow]) {
         let cost = u64::try_from(call.cost).unwrap_or(u64::MAX);
         let window = windows
             .iter()
@@ -711,7 +736,7 @@ mod tests {
     }
 
     /// Builds a call with a minute and an hour window at 10:15, charged `cost`, with `limits`.
-    fn call(tenant: &str, scope: &str, cost: i64, limits: [i64; 2]) -> Call {
+    fn call(tenant: &str, scope: &str, cost: i64, limits: [i64; 2]) -> Call<'static> {
         let key = ScopeKey {
             tenant: tenant.to_owned(),
             tool: "tools.email.send".to_owned(),
@@ -719,22 +744,22 @@ mod tests {
         };
         Call {
             key_hash: Rejections::new().hash_key(&key),
-            key,
+            key: Cow::Owned(key),
             cost,
-            plan: WindowPlan {
-                kinds: vec![WindowKind::Minute, WindowKind::Hour],
-                limits: limits.to_vec(),
-                at: None,
-                starts: vec![utc(10, 15), utc(10, 0)],
-                ends: vec![utc(10, 16), utc(11, 0)],
-            },
+            plan: WindowPlan::of_windows(
+                None,
+                &[
+                    (WindowKind::Minute, limits[0], utc(10, 15), utc(10, 16)),
+                    (WindowKind::Hour, limits[1], utc(10, 0), utc(11, 0)),
+                ],
+            ),
             timezone: "UTC",
             week_start: "monday",
         }
     }
 
     /// Builds another call of `of`'s key.
-    fn again(of: &Call, cost: i64, limits: [i64; 2]) -> Call {
+    fn again(of: &Call<'_>, cost: i64, limits: [i64; 2]) -> Call<'static> {
         Call {
             key_hash: of.key_hash,
             ..call(&of.key.tenant, &of.key.scope, cost, limits)
@@ -759,7 +784,7 @@ mod tests {
             call("B", "run-1", 2, [10, 100]),
             call("a", "run-2", 3, [5, 50]),
         ];
-        let refs: Vec<&Call> = calls.iter().collect();
+        let refs: Vec<&Call<'_>> = calls.iter().collect();
         let rows = BatchRows::new(&refs);
 
         assert_eq!(rows.tenants, ["B", "B", "a", "a"]);
@@ -781,7 +806,7 @@ mod tests {
             call("acme", "run-1", 1, [10, 100]),
             call("acme", "run-1", 3, [5, 50]),
         ];
-        let refs: Vec<&Call> = calls.iter().collect();
+        let refs: Vec<&Call<'_>> = calls.iter().collect();
         let rows = BatchRows::new(&refs);
 
         assert_eq!(rows.demands, [4, 4]);
@@ -796,7 +821,7 @@ mod tests {
             call("acme", "run-1", 3, [5, 50]),
             call("acme", "run-1", 3, [5, 50]),
         ];
-        let refs: Vec<&Call> = calls.iter().collect();
+        let refs: Vec<&Call<'_>> = calls.iter().collect();
 
         assert!(BatchRows::new(&refs).over_a_limit());
     }

@@ -32,12 +32,14 @@ mod batch;
 mod config;
 mod fast;
 mod migrations;
+mod plan;
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Datelike, Utc, Weekday};
+use chrono::{DateTime, Utc, Weekday};
 use deadpool_postgres::{
     Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime, TimeoutType,
 };
@@ -47,9 +49,10 @@ use tokio_postgres::error::SqlState;
 
 pub use self::config::PostgresConfig;
 pub use self::migrations::{MIGRATIONS, Migration};
+use self::plan::WindowPlan;
 use crate::clock::Clock;
 use crate::store::{ConsumeRequest, Decision, StoreError, TokenStore, WindowUsage, Windows};
-use crate::window::{Window, WindowKind};
+use crate::window::WindowKind;
 
 const CONSUME: &str = "SELECT window_type, window_limit, request_count, window_end, admitted \
      FROM highway.consume_tool_rate_tokens($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
@@ -235,7 +238,7 @@ impl PostgresStore {
         consume: bool,
     ) -> Result<Decision, StoreError> {
         let plan = WindowPlan::new(&request, self.clock.as_ref())?;
-        if plan.kinds.is_empty() {
+        if plan.is_empty() {
             return Ok(Decision::Admitted {
                 windows: Windows::new(),
             });
@@ -246,20 +249,23 @@ impl PostgresStore {
         let timezone = request.timezone.name();
 
         let call = fast::Call {
-            key: request.key.clone(),
+            key: Cow::Borrowed(request.key),
             key_hash: self.batcher.rejections().hash_key(request.key),
             cost,
             plan,
             timezone,
             week_start,
         };
+        // Awaited in a timeout here rather than through `bounded`, which would store each future
+        // a second time and make this future almost twice as large.
         let windows = if !consume {
-            self.bounded(self.batcher.peek(&call)).await?
+            tokio::time::timeout(self.call_timeout, self.batcher.peek(&call)).await
         } else if self.max_batch_size > 1 {
-            self.bounded(self.batcher.consume(call)).await?
+            tokio::time::timeout(self.call_timeout, self.batcher.consume(call)).await
         } else {
-            self.bounded(self.batcher.consume_alone(&call)).await?
+            tokio::time::timeout(self.call_timeout, self.batcher.consume_alone(&call)).await
         };
+        let windows = windows.map_err(|_| StoreError::Timeout(self.call_timeout))??;
         decision_from_windows(windows, request.cost)
     }
 }
@@ -277,103 +283,6 @@ impl TokenStore for PostgresStore {
         request: ConsumeRequest<'a>,
     ) -> BoxFuture<'a, Result<Decision, StoreError>> {
         Box::pin(self.decide(request, false))
-    }
-}
-
-/// The maximum count of a usage row (`request_count` is a BIGINT). A larger limit counts as
-/// this one, and a larger cost can never be charged.
-const MAX_COUNT: u64 = i64::MAX as u64;
-
-/// The limited windows of a request, as the consume function's parameters.
-struct WindowPlan {
-    kinds: Vec<WindowKind>,
-    limits: Vec<i64>,
-    /// The request's instant; `None` lets the database clock decide.
-    at: Option<DateTime<Utc>>,
-    /// The windows' bounds at the request's instant, or the guess of [`database_guess`] at this
-    /// process's clock when the database clock decides. The database uses them only when every
-    /// window contains its own clock's instant, and computes the windows itself otherwise, which
-    /// costs more server time.
-    starts: Vec<DateTime<Utc>>,
-    ends: Vec<DateTime<Utc>>,
-}
-
-impl WindowPlan {
-    /// Collects the limited windows and checks the cost against each limit. Without an instant in
-    /// the request, the bounds are those at `clock`'s instant.
-    fn new(request: &ConsumeRequest<'_>, clock: &dyn Clock) -> Result<Self, StoreError> {
-        if request.cost == 0 {
-            return Err(StoreError::ZeroCost);
-        }
-
-        let mut plan = WindowPlan {
-            kinds: Vec::new(),
-            limits: Vec::new(),
-            at: request.at,
-            starts: Vec::new(),
-            ends: Vec::new(),
-        };
-        let at = request.at.unwrap_or_else(|| clock.now());
-        for kind in WindowKind::ALL {
-            let Some(limit) = request.capacity.get(kind) else {
-                continue;
-            };
-            // A count is a BIGINT, so a window counts at most `i64::MAX` units whatever its limit.
-            let limit = limit.min(MAX_COUNT);
-            // A limit of 0 switches the tool off: the database rejects every call in the window.
-            if limit > 0 && request.cost > limit {
-                return Err(StoreError::CostExceedsLimit {
-                    window: kind,
-                    limit,
-                    cost: request.cost,
-                });
-            }
-
-            plan.kinds.push(kind);
-            plan.limits.push(i64::try_from(limit).unwrap_or(i64::MAX));
-            let window = kind.window_at(at, request.timezone, request.week_start);
-            let (start, end) = if request.at.is_some() {
-                (window.start, window.end)
-            } else {
-                database_guess(window, request)
-            };
-            plan.starts.push(start);
-            plan.ends.push(end);
-        }
-        Ok(plan)
-    }
-
-    fn kind_names(&self) -> Vec<&'static str> {
-        self.kinds.iter().map(|kind| kind.as_str()).collect()
-    }
-}
-
-/// Returns the bounds to send for `window`, guessed at this process's clock for a call that the
-/// database clock decides.
-///
-/// The database takes a guessed window when it contains its own `now()`. That makes it the window
-/// at `now()` only if every instant inside it belongs to it. Where the clocks move by half an hour
-/// (Lord Howe, Caracas in 2016), the hour windows on either side of the change are aligned
-/// differently. The window of an instant before the change then contains instants whose window
-/// starts at the change, or the other way round. A window whose first or last instant belongs to
-/// another window is sent empty, like a window outside the dates PostgreSQL can store, so that the
-/// database computes the window at `now()` itself.
-fn database_guess(window: Window, request: &ConsumeRequest<'_>) -> (DateTime<Utc>, DateTime<Utc>) {
-    let storable = |instant: DateTime<Utc>| (-4700..=294_000).contains(&instant.year());
-    let belongs = |instant: DateTime<Utc>| {
-        window
-            .kind
-            .window_at(instant, request.timezone, request.week_start)
-            == window
-    };
-    let last = window
-        .end
-        .checked_sub_signed(chrono::TimeDelta::nanoseconds(1))
-        .unwrap_or(window.start);
-    if storable(window.start) && storable(window.end) && belongs(window.start) && belongs(last) {
-        (window.start, window.end)
-    } else {
-        (DateTime::UNIX_EPOCH, DateTime::UNIX_EPOCH)
     }
 }
 
@@ -478,108 +387,5 @@ fn database_error(error: tokio_postgres::Error) -> StoreError {
             .into(),
         ),
         None => StoreError::Unavailable(Box::new(error)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use chrono::{Duration, Offset, TimeZone};
-    use chrono_tz::{TZ_VARIANTS, Tz};
-
-    use super::*;
-    use crate::report::Capacity;
-    use crate::store::ScopeKey;
-
-    /// Returns the instants from `from` to `to` at which `zone`'s offset changes, found by
-    /// stepping six hours at a time and halving each step that spans a change.
-    fn offset_changes(zone: Tz, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<DateTime<Utc>> {
-        let offset = |at: DateTime<Utc>| {
-            zone.offset_from_utc_datetime(&at.naive_utc())
-                .fix()
-                .local_minus_utc()
-        };
-        let mut changes = Vec::new();
-        let mut at = from;
-        while at < to {
-            let next = at + Duration::hours(6);
-            if offset(at) != offset(next) {
-                let (mut before, mut after) = (at, next);
-                while after - before > Duration::seconds(1) {
-                    let middle = before + (after - before) / 2;
-                    if offset(middle) == offset(before) {
-                        before = middle;
-                    } else {
-                        after = middle;
-                    }
-                }
-                changes.push(after);
-            }
-            at = next;
-        }
-        changes
-    }
-
-    /// A guess the database takes (not empty, containing its `now()`) is the window at `now()`.
-    /// Checked for every window kind, every offset change of every zone from 1970 to 2040, and
-    /// process clocks a second to an hour off on either side.
-    #[test]
-    fn taken_guesses_are_windows_at_now() {
-        let key = ScopeKey {
-            tenant: "acme".into(),
-            tool: "tools.email.send".into(),
-            scope: "global".into(),
-        };
-        let capacity = Capacity::UNLIMITED;
-        let from = Utc.with_ymd_and_hms(1970, 1, 1, 0, 0, 0).unwrap();
-        let to = Utc.with_ymd_and_hms(2040, 12, 31, 0, 0, 0).unwrap();
-        let offsets = [1, 60, 15 * 60, 30 * 60, 59 * 60].map(Duration::seconds);
-
-        let mut wrong = Vec::new();
-        for zone in TZ_VARIANTS {
-            let request = ConsumeRequest {
-                key: &key,
-                cost: 1,
-                capacity: &capacity,
-                timezone: zone,
-                week_start: Weekday::Mon,
-                at: None,
-            };
-            for change in offset_changes(zone, from, to) {
-                for kind in WindowKind::ALL {
-                    for offset in offsets {
-                        for (guess_at, now) in [
-                            (change - offset, change),
-                            (change, change - offset),
-                            (change - offset, change + offset),
-                            (change + offset, change - offset),
-                        ] {
-                            let guess = kind.window_at(guess_at, zone, Weekday::Mon);
-                            let (start, end) = database_guess(guess, &request);
-                            let actual = kind.window_at(now, zone, Weekday::Mon);
-                            // Where the local date runs backwards, the day of `now` can end before
-                            // `now` (see the NOTE on `WindowKind::window_at`): no guess can match.
-                            if !actual.contains(now) {
-                                continue;
-                            }
-                            if start <= now
-                                && now < end
-                                && (start, end) != (actual.start, actual.end)
-                            {
-                                wrong.push(format!(
-                                    "{zone} {kind}: guess at {guess_at} is {start} .. {end}, now {now} is in {} .. {}",
-                                    actual.start, actual.end
-                                ));
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        assert!(
-            wrong.is_empty(),
-            "{} wrong guesses:\n{}",
-            wrong.len(),
-            wrong.join("\n")
-        );
     }
 }
