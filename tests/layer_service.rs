@@ -14,7 +14,7 @@ use highway_ratelimit::layer::{
     Caller, Cost, IdentityError, MissingPolicy, RateLimit, RateLimitError, RateLimitLayer,
     Rejection, RejectionReason, StaticPolicies, TenantId, ToolName, WorkflowRunId,
 };
-use highway_ratelimit::policy::{Policy, PolicySchedule, Scope};
+use highway_ratelimit::policy::{Policy, PolicySchedule, PolicySource, Scope};
 use highway_ratelimit::report::{AvailabilityReport, AvailabilityWindow, Capacity, REPORT_VERSION};
 use highway_ratelimit::store::{ConsumeRequest, Decision, MemoryStore, StoreError, TokenStore};
 use highway_ratelimit::window::WindowKind;
@@ -541,6 +541,73 @@ async fn alternating_tenants_each_get_their_policy() {
 
     assert_eq!(acme.tenant(), Some("acme"));
     assert_eq!(globex.tenant(), Some("globex"));
+}
+
+/// A policy source whose first lookup of the `default` tenant reads the policy and then waits
+/// until the test releases it, as a database query whose reply is slow does.
+struct SlowFirstLookup {
+    policies: Arc<StaticPolicies>,
+    default_lookups: AtomicUsize,
+    read: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+}
+
+impl PolicySource for SlowFirstLookup {
+    fn lookup<'a>(
+        &'a self,
+        tenant: &'a str,
+        tool: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Policy>, StoreError>> {
+        Box::pin(async move {
+            let policy = self.policies.lookup(tenant, tool).await?;
+            if tenant == "default" && self.default_lookups.fetch_add(1, Ordering::SeqCst) == 0 {
+                self.read.notify_one();
+                self.release.notified().await;
+            }
+            Ok(policy)
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn invalidate_during_policy_load_applies() {
+    let policies =
+        Arc::new(StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(100))));
+    let source = Arc::new(SlowFirstLookup {
+        policies: policies.clone(),
+        default_lookups: AtomicUsize::new(0),
+        read: tokio::sync::Notify::new(),
+        release: tokio::sync::Notify::new(),
+    });
+    let layer = RateLimitLayer::builder(source.clone(), Arc::new(MemoryStore::new()))
+        .tool(TOOL)
+        .clock(TokioClock::starting_at(monday_ten()))
+        .build();
+    let tool = Tool::default();
+    let mut service = tower::Layer::layer(&layer, tool.service());
+
+    // The first call misses the cache and reads the policy of 100 a minute.
+    let first = tokio::spawn({
+        let mut service = service.clone();
+        async move { call(&mut service, request("acme")).await }
+    });
+    source.read.notified().await;
+    // Before its reply arrives, the limit drops to 1 a minute and the layer is told.
+    policies.insert(Policy::new("default", TOOL, per_minute(1)));
+    layer.invalidate("default", TOOL);
+    source.release.notify_one();
+    first
+        .await
+        .unwrap()
+        .expect("the first call fits either limit");
+
+    let second = call(&mut service, request("acme")).await;
+
+    assert!(
+        matches!(second, Err(RateLimitError::Rejected(_))),
+        "the policy read before the invalidation stayed cached: {second:?}"
+    );
+    assert_eq!(tool.calls(), 1);
 }
 
 /// The cache's time to live runs on the real clock, so this test does not pause tokio's time.
