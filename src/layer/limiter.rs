@@ -158,8 +158,9 @@ pub(crate) struct Limiter {
     /// Whether the store finishes on its first poll, which allows [`Limiter::check_now`].
     store_is_immediate: bool,
     policy_cache: Cache<CacheKey, CachedPolicy, RandomState>,
-    /// Grows at every invalidation, after the caches dropped their entries: a service's memo
-    /// read in an earlier generation is stale.
+    /// Grows twice at every invalidation, before and after the caches drop their entries. A
+    /// service's memo read in an earlier generation is stale, and a policy read from the source
+    /// while the generation moved is not kept in the cache.
     generation: AtomicU64,
     /// The last policy read for each tenant and tool, kept past the cache's time to live: what
     /// calls use while the policy source fails, so that a fail-open policy stays open during an
@@ -215,6 +216,7 @@ impl Limiter {
     /// every tenant that fell back to it.
     pub(crate) fn invalidate(&self, tenant: &str, tool: &str) {
         tracing::debug!(tenant, tool, "rate limit policy invalidated");
+        self.generation.fetch_add(1, Ordering::SeqCst);
         if tenant == crate::policy::DEFAULT_TENANT {
             let tool: Arc<str> = tool.into();
             // Fails only when the cache was built without invalidation closures, which it is not.
@@ -225,14 +227,15 @@ impl Limiter {
             self.policy_cache.invalidate(&(tenant.into(), tool.into()));
         }
         self.report_cache.invalidate(&(tenant.into(), tool.into()));
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     pub(crate) fn invalidate_all(&self) {
         tracing::debug!("every cached rate limit policy invalidated");
+        self.generation.fetch_add(1, Ordering::SeqCst);
         self.policy_cache.invalidate_all();
         self.report_cache.invalidate_all();
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Checks a call and charges it; in wait mode, sleeps once until the retry time when it is
@@ -535,6 +538,8 @@ impl Limiter {
             return Ok(cached.policy);
         }
 
+        // Read before the source, so that an invalidation during the read shows below.
+        let generation = self.generation.load(Ordering::SeqCst);
         // Boxed because a miss is rare and its future is large. Concurrent misses may each read
         // the source; the last one read stays cached.
         let resolved = match Box::pin(self.load_policy(caller)).await {
@@ -546,15 +551,25 @@ impl Limiter {
                 // Cached again for a time to live, so that only one call per time to live waits
                 // for the failing source.
                 tracing::warn!(tenant = %caller.tenant, tool = %caller.tool, %error, "cannot read the rate limit policy; applying the last one read");
-                self.policy_cache
-                    .insert(cache_key, CachedPolicy::read_now(last.clone()));
+                self.cache_policy(cache_key, last.clone(), generation);
                 return Ok(last);
             }
         };
-        self.policy_cache
-            .insert(cache_key.clone(), CachedPolicy::read_now(resolved.clone()));
-        self.last_known.insert(cache_key, resolved.clone());
+        self.last_known.insert(cache_key.clone(), resolved.clone());
+        self.cache_policy(cache_key, resolved.clone(), generation);
         Ok(resolved)
+    }
+
+    /// Caches a policy read from the source in `generation`, unless an invalidation ran since:
+    /// the policy may then predate the change, and the next call reads the source again.
+    fn cache_policy(&self, key: CacheKey, policy: Option<Arc<ResolvedPolicy>>, generation: u64) {
+        self.policy_cache
+            .insert(key.clone(), CachedPolicy::read_now(policy));
+        // Checked after the insert: an invalidation that dropped the caches before the insert
+        // has moved the generation by now, and one that moves it later drops the entry itself.
+        if self.generation.load(Ordering::SeqCst) != generation {
+            self.policy_cache.invalidate(&key);
+        }
     }
 
     /// Reads the policy in force for the caller from the policy source, within the store
