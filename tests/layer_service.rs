@@ -1179,6 +1179,57 @@ async fn expired_report_is_computed_again() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn computed_report_moves_quota_retry() {
+    // Monday 2 March 2026, 16:59:30 in New York: the minute's quota of 10 runs out, and the
+    // minute ends at 17:00, when business hours end.
+    let layer = email_schedule_layer(utc("2026-03-02T21:59:30Z"));
+    let mut service = tower::Layer::layer(&layer, Tool::default().service());
+
+    for _ in 0..10 {
+        call(&mut service, request("acme")).await.unwrap();
+    }
+    let rejected = rejection(call(&mut service, request("acme")).await);
+
+    match rejected.reason() {
+        RejectionReason::QuotaExhausted {
+            window, retry_at, ..
+        } => {
+            assert_eq!(*window, WindowKind::Minute);
+            assert_eq!(
+                *retry_at,
+                utc("2026-03-03T14:00:00Z"),
+                "Tuesday 09:00 in New York, when the schedule opens again"
+            );
+        }
+        other => panic!("expected QuotaExhausted, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn replayed_quota_retry_follows_its_day() {
+    // Tuesday 20 January 2026, 16:59:30 in New York, before the stored report starts on
+    // 25 January: the minute's quota runs out as the schedule closes.
+    let layer = email_schedule_layer(utc("2026-01-20T21:59:30Z"));
+    let mut service = tower::Layer::layer(&layer, Tool::default().service());
+
+    for _ in 0..10 {
+        call(&mut service, request("acme")).await.unwrap();
+    }
+    let rejected = rejection(call(&mut service, request("acme")).await);
+
+    match rejected.reason() {
+        RejectionReason::QuotaExhausted { retry_at, .. } => {
+            assert_eq!(
+                *retry_at,
+                utc("2026-01-21T14:00:00Z"),
+                "Wednesday 09:00 in New York, not the first window of the stored report"
+            );
+        }
+        other => panic!("expected QuotaExhausted, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn computed_report_rejects_weekend() {
     // Saturday 7 March 2026, 12:00 in New York; clocks move to EDT on Sunday 8 March.
     let layer = email_schedule_layer(utc("2026-03-07T17:00:00Z"));
