@@ -406,7 +406,7 @@ impl Limiter {
                 timed.await.unwrap_or(Err(StoreError::Timeout(timeout)))
             }
         };
-        self.conclude(outcome, caller, policy, &key, now)
+        self.conclude(outcome, caller, policy, calendar.report, &key, now)
     }
 
     /// Charges a call to an immediate store, on the calling thread.
@@ -429,7 +429,14 @@ impl Limiter {
                     .into(),
             ))
         });
-        self.conclude(outcome, caller, &resolved.policy, &key, now)
+        self.conclude(
+            outcome,
+            caller,
+            &resolved.policy,
+            calendar.report,
+            &key,
+            now,
+        )
     }
 
     #[inline]
@@ -468,12 +475,14 @@ impl Limiter {
         }
     }
 
-    /// Turns the store's outcome into the call's, applying the policy's `fail_open`.
+    /// Turns the store's outcome into the call's, applying the policy's `fail_open`. A quota's
+    /// retry time is moved to the next opening of `report`, the report that decided the call.
     fn conclude(
         &self,
         outcome: Result<Decision, StoreError>,
         caller: CallerRef<'_>,
         policy: &Policy,
+        report: Option<&AvailabilityReport>,
         key: &ScopeKey,
         now: DateTime<Utc>,
     ) -> Result<Admission, Rejection> {
@@ -490,11 +499,9 @@ impl Limiter {
                     .map_or(0, |usage| usage.limit);
                 // A window that resets outside working hours (a day limit resets at midnight)
                 // has room again only when the schedule next opens.
-                let retry_at = policy
-                    .schedule
-                    .as_ref()
-                    .filter(|schedule| retry_at < schedule.report.valid_until)
-                    .and_then(|schedule| schedule.report.first_allowed_from(retry_at))
+                let retry_at = report
+                    .filter(|report| retry_at < report.valid_until)
+                    .and_then(|report| report.first_allowed_from(retry_at))
                     .unwrap_or(retry_at);
                 RejectionReason::QuotaExhausted {
                     window,
@@ -622,6 +629,7 @@ impl Limiter {
                         capacity: report.default_capacity,
                         timezone: report.timezone,
                         week_start: report.week_start,
+                        report: None,
                     });
                 }
                 Err(message) => return Err(RejectionReason::ScheduleUnavailable { message }),
@@ -629,7 +637,7 @@ impl Limiter {
         };
 
         match report.closed_at(now) {
-            None => Ok(OwnedCalendar::of_report(&report, now)),
+            None => Ok(OwnedCalendar::of_report(report, now)),
             Some(Closed::OutsideHours) => Err(RejectionReason::OutsideHours {
                 next_allowed: report.next_allowed(now),
             }),
@@ -737,6 +745,7 @@ fn ready_calendar(policy: &Policy, now: DateTime<Utc>) -> Option<Calendar<'_>> {
             capacity: &policy.static_capacity,
             timezone: policy.timezone,
             week_start: policy.week_start,
+            report: None,
         }),
         Some(schedule) if schedule.report.covers(now) && schedule.report.is_allowed(now) => {
             Some(Calendar::of_report(&schedule.report, now))
@@ -752,6 +761,9 @@ struct Calendar<'a> {
     capacity: &'a Capacity,
     timezone: Tz,
     week_start: Weekday,
+    /// The report the capacity was read from, which places a quota's retry time in its allowed
+    /// windows; `None` for static limits and for a default capacity applied without a report.
+    report: Option<&'a AvailabilityReport>,
 }
 
 impl Calendar<'_> {
@@ -761,25 +773,28 @@ impl Calendar<'_> {
             capacity: report.capacity_at(now).unwrap_or(&report.default_capacity),
             timezone: report.timezone,
             week_start: report.week_start,
+            report: Some(report),
         }
     }
 }
 
-/// A [`Calendar`] that owns its capacity, for a report rendered again: the report is dropped
-/// when [`Limiter::scheduled_calendar`] returns, and the decision borrows from this instead.
+/// A [`Calendar`] that owns its capacity and report, for a report rendered again, which the
+/// report cache may drop while the decision still needs it.
 struct OwnedCalendar {
     capacity: Capacity,
     timezone: Tz,
     week_start: Weekday,
+    report: Option<Arc<AvailabilityReport>>,
 }
 
 impl OwnedCalendar {
-    fn of_report(report: &AvailabilityReport, now: DateTime<Utc>) -> OwnedCalendar {
-        let calendar = Calendar::of_report(report, now);
+    fn of_report(report: Arc<AvailabilityReport>, now: DateTime<Utc>) -> OwnedCalendar {
+        let calendar = Calendar::of_report(&report, now);
         OwnedCalendar {
             capacity: *calendar.capacity,
             timezone: calendar.timezone,
             week_start: calendar.week_start,
+            report: Some(report),
         }
     }
 
@@ -788,6 +803,7 @@ impl OwnedCalendar {
             capacity: &self.capacity,
             timezone: self.timezone,
             week_start: self.week_start,
+            report: self.report.as_deref(),
         }
     }
 }
