@@ -1249,6 +1249,62 @@ async fn computed_report_rejects_weekend() {
     }
 }
 
+/// A schedule with the default working hours, 09:00 to 17:00 on weekdays in UTC, that allows
+/// 10 calls a day, of which at most 2 before noon.
+const PACED_SCHEDULE: &str = r#"
+project paced "Paced email" 2026-01-01 - 2027-01-01 {
+  timezone "UTC"
+}
+
+resource email "Email service" {
+  limits {
+    dailymax 10
+    dailymax 2 { hours 09:00 - 12:00 }
+  }
+}
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn quota_retry_at_capacity_rise() {
+    let options = highway_ratelimit::report::ReportOptions {
+        resource: None,
+        from: utc("2026-03-02T00:00:00Z"),
+        days: 7,
+        generated_at: utc("2026-03-02T00:00:00Z"),
+    };
+    let schedule = PolicySchedule::render("paced.tjp", PACED_SCHEDULE, &options)
+        .expect("the paced schedule renders");
+    let layer = RateLimitLayer::builder(
+        Arc::new(StaticPolicies::new().with(Policy::scheduled("default", TOOL, schedule))),
+        Arc::new(MemoryStore::new()),
+    )
+    .tool(TOOL)
+    .clock(TokioClock::starting_at(monday_ten()))
+    .build();
+    let mut service = tower::Layer::layer(&layer, Tool::default().service());
+
+    call(&mut service, request("acme")).await.unwrap();
+    call(&mut service, request("acme")).await.unwrap();
+    let rejected = rejection(call(&mut service, request("acme")).await);
+    let retry_at = rejected
+        .retry_at()
+        .expect("a quota rejection has a retry time");
+    tokio::time::advance(
+        (utc("2026-03-02T12:00:00Z") - monday_ten())
+            .to_std()
+            .unwrap(),
+    )
+    .await;
+    let at_noon = call(&mut service, request("acme")).await;
+
+    assert!(at_noon.is_ok(), "the day's limit rises to 10 at noon");
+    assert_eq!(
+        retry_at,
+        utc("2026-03-02T12:00:00Z"),
+        "the call can succeed from noon, not only on the next day"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn scheduled_policy_from_text() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/schedules/email.tjp");
