@@ -18,7 +18,9 @@ use crate::clock::{Clock, SystemClock};
 use crate::policy::{Policy, PolicySchedule, PolicySource, Scope};
 use crate::report::{AvailabilityReport, Capacity, Closed, ReportOptions};
 use crate::schedule::{ParseOptions, Schedule};
-use crate::store::{ConsumeRequest, Decision, ScopeKey, StoreError, TokenStore, Windows};
+use crate::store::{
+    ConsumeRequest, Decision, ScopeKey, StoreError, TokenStore, WindowUsage, Windows,
+};
 
 /// A policy with what can be computed from it once: the key of its calls when that does not
 /// depend on the workflow run.
@@ -499,10 +501,17 @@ impl Limiter {
                     .map_or(0, |usage| usage.limit);
                 // A window that resets outside working hours (a day limit resets at midnight)
                 // has room again only when the schedule next opens.
-                let retry_at = report
+                let reset = report
                     .filter(|report| retry_at < report.valid_until)
                     .and_then(|report| report.first_allowed_from(retry_at))
                     .unwrap_or(retry_at);
+                // The report's capacity may rise before then (a day limit narrowed to the
+                // morning by `hours`), and the call may fit from that slot on.
+                let retry_at = report
+                    .and_then(|report| {
+                        capacity_rise(report, &windows, caller.cost.get(), now, reset)
+                    })
+                    .unwrap_or(reset);
                 RejectionReason::QuotaExhausted {
                     window,
                     limit,
@@ -734,6 +743,34 @@ fn call_key<'r>(
             };
             rejection(caller, now, RejectionReason::MissingIdentity(missing))
         })
+}
+
+/// Returns the start of the first window of `report` after `now` and before `until` whose
+/// capacity has room for a call of `cost`, judged by the counts in `windows`: a counter that
+/// resets by that start counts from zero there. A window kind that `windows` does not count is
+/// taken to have room, so the instant is the earliest the call can succeed, not a promise.
+fn capacity_rise(
+    report: &AvailabilityReport,
+    windows: &[WindowUsage],
+    cost: u64,
+    now: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let later = report.windows.partition_point(|window| window.start <= now);
+    let fits = |capacity: &Capacity, at: DateTime<Utc>| {
+        capacity.limits().all(|(kind, limit)| {
+            let used = windows
+                .iter()
+                .find(|usage| usage.kind == kind && usage.reset_at > at)
+                .map_or(0, |usage| usage.limit.saturating_sub(usage.remaining));
+            used.checked_add(cost).is_some_and(|total| total <= limit)
+        })
+    };
+    report.windows[later..]
+        .iter()
+        .take_while(|window| window.start < until)
+        .find(|window| fits(&window.capacity, window.start))
+        .map(|window| window.start)
 }
 
 /// Returns the capacity and calendar of a policy at `now` when no await is needed: static
