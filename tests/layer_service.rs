@@ -637,6 +637,23 @@ async fn policy_change_applies_after_cache_ttl_without_invalidation() {
     rejection(call(&mut service, request("acme")).await);
 }
 
+#[tokio::test(start_paused = true)]
+async fn unbounded_cache_ttl_builds() {
+    // A time to live of `Duration::MAX` asks to keep policies until they are invalidated.
+    let layer = RateLimitLayer::builder(
+        Arc::new(StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(1)))),
+        Arc::new(MemoryStore::new()),
+    )
+    .tool(TOOL)
+    .clock(TokioClock::starting_at(monday_ten()))
+    .cache_ttl(Duration::MAX)
+    .build();
+    let mut service = tower::Layer::layer(&layer, Tool::default().service());
+
+    call(&mut service, request("acme")).await.unwrap();
+    rejection(call(&mut service, request("acme")).await);
+}
+
 /// Builds a report for Monday 2 March 2026 to Monday 9 March: 09:00–17:00 UTC on working days,
 /// with Wednesday 4 March blocked, 2 calls per hour inside the windows.
 fn office_hours_report(valid_until: DateTime<Utc>) -> AvailabilityReport {
