@@ -30,6 +30,9 @@ pub(crate) struct ResolvedPolicy {
     key: Option<ScopeKey>,
 }
 
+/// The longest time to live moka accepts: 1000 years of 365 days.
+const MAX_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1000 * 365 * 24 * 3600);
+
 /// A tenant and tool, the key of every cache.
 type CacheKey = (Arc<str>, Arc<str>);
 
@@ -189,9 +192,11 @@ impl Limiter {
         clock: Option<Arc<dyn Clock>>,
         settings: Settings,
     ) -> Self {
+        // moka panics on a time to live over 1000 years, which is forever for a cache.
+        let cache_ttl = settings.cache_ttl.min(MAX_CACHE_TTL);
         let policy_cache = Cache::builder()
             .max_capacity(settings.cache_capacity)
-            .time_to_live(settings.cache_ttl)
+            .time_to_live(cache_ttl)
             .support_invalidation_closures()
             .build_with_hasher(RandomState::default());
         let last_known = Cache::builder()
@@ -199,7 +204,7 @@ impl Limiter {
             .build_with_hasher(RandomState::default());
         let report_cache = Cache::builder()
             .max_capacity(settings.cache_capacity)
-            .time_to_live(settings.cache_ttl)
+            .time_to_live(cache_ttl)
             .build_with_hasher(RandomState::default());
         Limiter {
             store_is_immediate: store.is_immediate(),
