@@ -654,6 +654,24 @@ async fn unbounded_cache_ttl_builds() {
     rejection(call(&mut service, request("acme")).await);
 }
 
+#[test]
+fn runtime_without_timers_admits() {
+    // A runtime built without `enable_time`, as `Builder::new_current_thread().build()` is.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime starts");
+    let layer = layer_with(StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(1))));
+    let tool = Tool::default();
+    let mut service = tower::Layer::layer(&layer, tool.service());
+
+    let first = runtime.block_on(call(&mut service, request("acme")));
+    let second = runtime.block_on(call(&mut service, request("acme")));
+
+    assert_eq!(first.unwrap(), "sent for acme");
+    rejection(second);
+    assert_eq!(tool.calls(), 1);
+}
+
 /// Builds a report for Monday 2 March 2026 to Monday 9 March: 09:00–17:00 UTC on working days,
 /// with Wednesday 4 March blocked, 2 calls per hour inside the windows.
 fn office_hours_report(valid_until: DateTime<Utc>) -> AvailabilityReport {
