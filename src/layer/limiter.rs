@@ -602,11 +602,17 @@ impl Limiter {
         let tenant = caller.tenant.as_str();
         let tool = caller.tool.as_str();
         let timeout = self.settings.store_timeout;
-        let policy = match tokio::time::timeout(timeout, self.policies.resolve(tenant, tool)).await
-        {
-            Ok(policy) => policy.map_err(Arc::new)?,
-            Err(_) => return Err(Arc::new(StoreError::Timeout(timeout))),
+        let mut resolve = self.policies.resolve(tenant, tool);
+        // A source in memory answers on the first poll and needs no timer, so the in-process
+        // path runs on a runtime without one, as the store's consume does.
+        let resolved = match (&mut resolve).now_or_never() {
+            Some(resolved) => resolved,
+            None => match tokio::time::timeout(timeout, resolve).await {
+                Ok(resolved) => resolved,
+                Err(_) => return Err(Arc::new(StoreError::Timeout(timeout))),
+            },
         };
+        let policy = resolved.map_err(Arc::new)?;
         tracing::debug!(
             tenant,
             tool,
