@@ -1340,6 +1340,61 @@ async fn quota_retry_at_capacity_rise() {
     );
 }
 
+/// The paced schedule with the morning's share ending at 10:30, and at most 2 calls an hour.
+const PACED_HOURLY_SCHEDULE: &str = r#"
+project paced "Paced email" 2026-01-01 - 2027-01-01 {
+  timezone "UTC"
+}
+
+resource email "Email service" {
+  limits {
+    hourlymax 2
+    dailymax 10
+    dailymax 2 { hours 09:00 - 10:30 }
+  }
+}
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn quota_retry_at_reset_after_rise() {
+    let options = highway_ratelimit::report::ReportOptions {
+        resource: None,
+        from: utc("2026-03-02T00:00:00Z"),
+        days: 7,
+        generated_at: utc("2026-03-02T00:00:00Z"),
+    };
+    let schedule = PolicySchedule::render("paced.tjp", PACED_HOURLY_SCHEDULE, &options)
+        .expect("the paced schedule renders");
+    let layer = RateLimitLayer::builder(
+        Arc::new(StaticPolicies::new().with(Policy::scheduled("default", TOOL, schedule))),
+        Arc::new(MemoryStore::new()),
+    )
+    .tool(TOOL)
+    .clock(TokioClock::starting_at(monday_ten()))
+    .build();
+    let mut service = tower::Layer::layer(&layer, Tool::default().service());
+
+    // Both the day's morning share and the hour are used up at 10:00.
+    call(&mut service, request("acme")).await.unwrap();
+    call(&mut service, request("acme")).await.unwrap();
+    let rejected = rejection(call(&mut service, request("acme")).await);
+    let retry_at = rejected
+        .retry_at()
+        .expect("a quota rejection has a retry time");
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    let at_eleven = call(&mut service, request("acme")).await;
+
+    assert!(
+        at_eleven.is_ok(),
+        "at 11:00 the day allows 10 and the hour starts again"
+    );
+    assert_eq!(
+        retry_at,
+        utc("2026-03-02T11:00:00Z"),
+        "the day's limit rises at 10:30 and the hour resets at 11:00"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn scheduled_policy_from_text() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/schedules/email.tjp");
