@@ -756,10 +756,12 @@ fn call_key<'r>(
         })
 }
 
-/// Returns the start of the first window of `report` after `now` and before `until` whose
-/// capacity has room for a call of `cost`, judged by the counts in `windows`: a counter that
-/// resets by that start counts from zero there. A window kind that `windows` does not count is
-/// taken to have room, so the instant is the earliest the call can succeed, not a promise.
+/// Returns the first instant after `now` and before `until` at which the capacity of `report`
+/// has room for a call of `cost`, judged by the counts in `windows`: a counter that has reset by
+/// then counts from zero. The capacity changes only where a report window starts and a counter
+/// only where it resets, so those instants are the ones tried. A window kind that `windows` does
+/// not count is taken to have room, so the instant is the earliest the call can succeed, not a
+/// promise.
 fn capacity_rise(
     report: &AvailabilityReport,
     windows: &[WindowUsage],
@@ -768,6 +770,17 @@ fn capacity_rise(
     until: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
     let later = report.windows.partition_point(|window| window.start <= now);
+    let starts = report.windows[later..]
+        .iter()
+        .map(|window| window.start)
+        .take_while(|start| *start < until);
+    let resets = windows.iter().map(|usage| usage.reset_at);
+    let mut instants: Vec<DateTime<Utc>> = starts
+        .chain(resets)
+        .filter(|at| now < *at && *at < until)
+        .collect();
+    instants.sort_unstable();
+
     let fits = |capacity: &Capacity, at: DateTime<Utc>| {
         capacity.limits().all(|(kind, limit)| {
             let used = windows
@@ -777,11 +790,11 @@ fn capacity_rise(
             used.checked_add(cost).is_some_and(|total| total <= limit)
         })
     };
-    report.windows[later..]
-        .iter()
-        .take_while(|window| window.start < until)
-        .find(|window| fits(&window.capacity, window.start))
-        .map(|window| window.start)
+    instants.into_iter().find(|at| {
+        report
+            .capacity_at(*at)
+            .is_some_and(|capacity| fits(capacity, *at))
+    })
 }
 
 /// Returns the capacity and calendar of a policy at `now` when no await is needed: static
