@@ -592,7 +592,7 @@ async fn invalidate_during_policy_load_applies() {
         async move { call(&mut service, request("acme")).await }
     });
     source.read.notified().await;
-    // Before its reply arrives, the limit drops to 1 a minute and the layer is told.
+    // Before its reply arrives, the limit drops to 1 a minute and the layer is invalidated.
     policies.insert(Policy::new("default", TOOL, per_minute(1)));
     layer.invalidate("default", TOOL);
     source.release.notify_one();
@@ -639,7 +639,7 @@ async fn policy_change_applies_after_cache_ttl_without_invalidation() {
 
 #[tokio::test(start_paused = true)]
 async fn unbounded_cache_ttl_builds() {
-    // A time to live of `Duration::MAX` asks to keep policies until they are invalidated.
+    // A time to live of `Duration::MAX` keeps policies cached until they are invalidated.
     let layer = RateLimitLayer::builder(
         Arc::new(StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(1)))),
         Arc::new(MemoryStore::new()),

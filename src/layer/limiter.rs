@@ -30,7 +30,7 @@ pub(crate) struct ResolvedPolicy {
     key: Option<ScopeKey>,
 }
 
-/// The longest time to live moka accepts: 1000 years of 365 days.
+/// The maximum time to live that moka 0.12 accepts: 1000 years of 365 days.
 const MAX_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1000 * 365 * 24 * 3600);
 
 /// A tenant and tool, the key of every cache.
@@ -603,7 +603,7 @@ impl Limiter {
         let tool = caller.tool.as_str();
         let timeout = self.settings.store_timeout;
         let mut resolve = self.policies.resolve(tenant, tool);
-        // A source in memory answers on the first poll and needs no timer, so the in-process
+        // A source in memory returns on its first poll and needs no timer, so the in-process
         // path runs on a runtime without one, as the store's consume does.
         let resolved = match (&mut resolve).now_or_never() {
             Some(resolved) => resolved,
@@ -822,8 +822,8 @@ struct Calendar<'a> {
     capacity: &'a Capacity,
     timezone: Tz,
     week_start: Weekday,
-    /// The report the capacity was read from, which places a quota's retry time in its allowed
-    /// windows; `None` for static limits and for a default capacity applied without a report.
+    /// The report the capacity was read from, in whose allowed windows a quota's retry time is
+    /// placed. `None` for static limits and for a default capacity applied without a report.
     report: Option<&'a AvailabilityReport>,
 }
 
