@@ -50,6 +50,7 @@
 use std::fmt::Write;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -61,7 +62,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::layer::{
-    Admission, IdentityError, RateLimit, RateLimitError, RateLimitLayer, Rejection,
+    Admission, IdentityError, Limiter, RateLimit, RateLimitError, RateLimitLayer, Rejection,
     RejectionReason, ResponseFuture,
 };
 use crate::store::WindowUsage;
@@ -141,7 +142,7 @@ where
 
     fn call(&mut self, request: ::http::Request<B>) -> Self::Future {
         HttpResponseFuture {
-            now: self.inner.now(),
+            limiter: self.inner.limiter().clone(),
             inner: self.inner.call(request),
         }
     }
@@ -156,7 +157,9 @@ pin_project! {
     {
         #[pin]
         inner: ResponseFuture<S, ::http::Request<B>>,
-        now: DateTime<Utc>,
+        // Its clock is read when the response is ready, because `t` in the `RateLimit` field
+        // counts from the response, after any wait and the tool's own time.
+        limiter: Arc<Limiter>,
     }
 }
 
@@ -179,7 +182,7 @@ where
 
         let mut response = response.into_response();
         if let Some(Admission::Counted(windows)) = this.inner.take_admission() {
-            insert_ratelimit_fields(response.headers_mut(), &windows, *this.now);
+            insert_ratelimit_fields(response.headers_mut(), &windows, this.limiter.now());
         }
         Poll::Ready(Ok(response))
     }

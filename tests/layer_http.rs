@@ -412,3 +412,70 @@ async fn rendered_report_limits_in_fields() {
 
     assert_friday_fields(app).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn fields_after_wait_count_from_response() {
+    let policies = StaticPolicies::new().with(Policy::new(
+        "default",
+        TOOL,
+        Capacity {
+            per_minute: Some(1),
+            ..Capacity::UNLIMITED
+        },
+    ));
+    let app = app(
+        RateLimitLayer::builder(Arc::new(policies), Arc::new(MemoryStore::new()))
+            .tool(TOOL)
+            .clock(TokioClock::starting_at(utc("2026-03-02T10:00:45Z")))
+            .wait_up_to(Duration::from_secs(30))
+            .build(),
+    );
+
+    let first = app.clone().oneshot(send(Some("acme"))).await.unwrap();
+    assert_eq!(header(&first, "ratelimit"), r#""minute";r=0;t=15"#);
+    // The second call waits 15 s for the next minute, which ends at 10:02:00.
+    let second = app.oneshot(send(Some("acme"))).await.unwrap();
+
+    assert_eq!(second.status(), StatusCode::OK);
+    assert_eq!(
+        header(&second, "ratelimit"),
+        r#""minute";r=0;t=60"#,
+        "the response is sent at 10:01:00"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn fields_after_slow_tool_count_from_response() {
+    let policies = StaticPolicies::new().with(Policy::new(
+        "default",
+        TOOL,
+        Capacity {
+            per_minute: Some(5),
+            ..Capacity::UNLIMITED
+        },
+    ));
+    let limits = RateLimitLayer::builder(Arc::new(policies), Arc::new(MemoryStore::new()))
+        .tool(TOOL)
+        .clock(TokioClock::starting_at(utc("2026-03-02T10:00:00Z")))
+        .build();
+    // The tool takes 20 s to answer, as a call to an LLM can.
+    let app = Router::new()
+        .route(
+            "/send",
+            post(|| async {
+                tokio::time::sleep(Duration::from_secs(20)).await;
+                "sent"
+            }),
+        )
+        .layer(limits.into_http())
+        .layer(axum::middleware::map_request(authenticate));
+
+    let response = app.oneshot(send(Some("acme"))).await.unwrap();
+
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        header(&response, "ratelimit"),
+        r#""minute";r=4;t=40"#,
+        "the response is sent at 10:00:20, 40 s before the minute ends"
+    );
+}

@@ -14,7 +14,7 @@ use highway_ratelimit::layer::{
     Caller, Cost, IdentityError, MissingPolicy, RateLimit, RateLimitError, RateLimitLayer,
     Rejection, RejectionReason, StaticPolicies, TenantId, ToolName, WorkflowRunId,
 };
-use highway_ratelimit::policy::{Policy, PolicySchedule, Scope};
+use highway_ratelimit::policy::{Policy, PolicySchedule, PolicySource, Scope};
 use highway_ratelimit::report::{AvailabilityReport, AvailabilityWindow, Capacity, REPORT_VERSION};
 use highway_ratelimit::store::{ConsumeRequest, Decision, MemoryStore, StoreError, TokenStore};
 use highway_ratelimit::window::WindowKind;
@@ -543,6 +543,73 @@ async fn alternating_tenants_each_get_their_policy() {
     assert_eq!(globex.tenant(), Some("globex"));
 }
 
+/// A policy source whose first lookup of the `default` tenant reads the policy and then waits
+/// until the test releases it, as a database query whose reply is slow does.
+struct SlowFirstLookup {
+    policies: Arc<StaticPolicies>,
+    default_lookups: AtomicUsize,
+    read: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+}
+
+impl PolicySource for SlowFirstLookup {
+    fn lookup<'a>(
+        &'a self,
+        tenant: &'a str,
+        tool: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Policy>, StoreError>> {
+        Box::pin(async move {
+            let policy = self.policies.lookup(tenant, tool).await?;
+            if tenant == "default" && self.default_lookups.fetch_add(1, Ordering::SeqCst) == 0 {
+                self.read.notify_one();
+                self.release.notified().await;
+            }
+            Ok(policy)
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn invalidate_during_policy_load_applies() {
+    let policies =
+        Arc::new(StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(100))));
+    let source = Arc::new(SlowFirstLookup {
+        policies: policies.clone(),
+        default_lookups: AtomicUsize::new(0),
+        read: tokio::sync::Notify::new(),
+        release: tokio::sync::Notify::new(),
+    });
+    let layer = RateLimitLayer::builder(source.clone(), Arc::new(MemoryStore::new()))
+        .tool(TOOL)
+        .clock(TokioClock::starting_at(monday_ten()))
+        .build();
+    let tool = Tool::default();
+    let mut service = tower::Layer::layer(&layer, tool.service());
+
+    // The first call misses the cache and reads the policy of 100 a minute.
+    let first = tokio::spawn({
+        let mut service = service.clone();
+        async move { call(&mut service, request("acme")).await }
+    });
+    source.read.notified().await;
+    // Before its reply arrives, the limit drops to 1 a minute and the layer is invalidated.
+    policies.insert(Policy::new("default", TOOL, per_minute(1)));
+    layer.invalidate("default", TOOL);
+    source.release.notify_one();
+    first
+        .await
+        .unwrap()
+        .expect("the first call fits either limit");
+
+    let second = call(&mut service, request("acme")).await;
+
+    assert!(
+        matches!(second, Err(RateLimitError::Rejected(_))),
+        "the policy read before the invalidation stayed cached: {second:?}"
+    );
+    assert_eq!(tool.calls(), 1);
+}
+
 /// The cache's time to live runs on the real clock, so this test does not pause tokio's time.
 #[tokio::test]
 async fn policy_change_applies_after_cache_ttl_without_invalidation() {
@@ -568,6 +635,41 @@ async fn policy_change_applies_after_cache_ttl_without_invalidation() {
     call(&mut service, request("acme")).await.unwrap();
     call(&mut service, request("acme")).await.unwrap();
     rejection(call(&mut service, request("acme")).await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn unbounded_cache_ttl_builds() {
+    // A time to live of `Duration::MAX` keeps policies cached until they are invalidated.
+    let layer = RateLimitLayer::builder(
+        Arc::new(StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(1)))),
+        Arc::new(MemoryStore::new()),
+    )
+    .tool(TOOL)
+    .clock(TokioClock::starting_at(monday_ten()))
+    .cache_ttl(Duration::MAX)
+    .build();
+    let mut service = tower::Layer::layer(&layer, Tool::default().service());
+
+    call(&mut service, request("acme")).await.unwrap();
+    rejection(call(&mut service, request("acme")).await);
+}
+
+#[test]
+fn runtime_without_timers_admits() {
+    // A runtime built without `enable_time`, as `Builder::new_current_thread().build()` is.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime starts");
+    let layer = layer_with(StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(1))));
+    let tool = Tool::default();
+    let mut service = tower::Layer::layer(&layer, tool.service());
+
+    let first = runtime.block_on(call(&mut service, request("acme")));
+    let second = runtime.block_on(call(&mut service, request("acme")));
+
+    assert_eq!(first.unwrap(), "sent for acme");
+    rejection(second);
+    assert_eq!(tool.calls(), 1);
 }
 
 /// Builds a report for Monday 2 March 2026 to Monday 9 March: 09:00–17:00 UTC on working days,
@@ -1112,6 +1214,57 @@ async fn expired_report_is_computed_again() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn computed_report_moves_quota_retry() {
+    // Monday 2 March 2026, 16:59:30 in New York: the minute's quota of 10 runs out, and the
+    // minute ends at 17:00, when business hours end.
+    let layer = email_schedule_layer(utc("2026-03-02T21:59:30Z"));
+    let mut service = tower::Layer::layer(&layer, Tool::default().service());
+
+    for _ in 0..10 {
+        call(&mut service, request("acme")).await.unwrap();
+    }
+    let rejected = rejection(call(&mut service, request("acme")).await);
+
+    match rejected.reason() {
+        RejectionReason::QuotaExhausted {
+            window, retry_at, ..
+        } => {
+            assert_eq!(*window, WindowKind::Minute);
+            assert_eq!(
+                *retry_at,
+                utc("2026-03-03T14:00:00Z"),
+                "Tuesday 09:00 in New York, when the schedule opens again"
+            );
+        }
+        other => panic!("expected QuotaExhausted, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn replayed_quota_retry_follows_its_day() {
+    // Tuesday 20 January 2026, 16:59:30 in New York, before the stored report starts on
+    // 25 January: the minute's quota runs out as the schedule closes.
+    let layer = email_schedule_layer(utc("2026-01-20T21:59:30Z"));
+    let mut service = tower::Layer::layer(&layer, Tool::default().service());
+
+    for _ in 0..10 {
+        call(&mut service, request("acme")).await.unwrap();
+    }
+    let rejected = rejection(call(&mut service, request("acme")).await);
+
+    match rejected.reason() {
+        RejectionReason::QuotaExhausted { retry_at, .. } => {
+            assert_eq!(
+                *retry_at,
+                utc("2026-01-21T14:00:00Z"),
+                "Wednesday 09:00 in New York, not the first window of the stored report"
+            );
+        }
+        other => panic!("expected QuotaExhausted, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn computed_report_rejects_weekend() {
     // Saturday 7 March 2026, 12:00 in New York; clocks move to EDT on Sunday 8 March.
     let layer = email_schedule_layer(utc("2026-03-07T17:00:00Z"));
@@ -1129,6 +1282,117 @@ async fn computed_report_rejects_weekend() {
         }
         other => panic!("expected OutsideHours, got {other:?}"),
     }
+}
+
+/// A schedule with the default working hours, 09:00 to 17:00 on weekdays in UTC, that allows
+/// 10 calls a day, of which at most 2 before noon.
+const PACED_SCHEDULE: &str = r#"
+project paced "Paced email" 2026-01-01 - 2027-01-01 {
+  timezone "UTC"
+}
+
+resource email "Email service" {
+  limits {
+    dailymax 10
+    dailymax 2 { hours 09:00 - 12:00 }
+  }
+}
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn quota_retry_at_capacity_rise() {
+    let options = highway_ratelimit::report::ReportOptions {
+        resource: None,
+        from: utc("2026-03-02T00:00:00Z"),
+        days: 7,
+        generated_at: utc("2026-03-02T00:00:00Z"),
+    };
+    let schedule = PolicySchedule::render("paced.tjp", PACED_SCHEDULE, &options)
+        .expect("the paced schedule renders");
+    let layer = RateLimitLayer::builder(
+        Arc::new(StaticPolicies::new().with(Policy::scheduled("default", TOOL, schedule))),
+        Arc::new(MemoryStore::new()),
+    )
+    .tool(TOOL)
+    .clock(TokioClock::starting_at(monday_ten()))
+    .build();
+    let mut service = tower::Layer::layer(&layer, Tool::default().service());
+
+    call(&mut service, request("acme")).await.unwrap();
+    call(&mut service, request("acme")).await.unwrap();
+    let rejected = rejection(call(&mut service, request("acme")).await);
+    let retry_at = rejected
+        .retry_at()
+        .expect("a quota rejection has a retry time");
+    tokio::time::advance(
+        (utc("2026-03-02T12:00:00Z") - monday_ten())
+            .to_std()
+            .unwrap(),
+    )
+    .await;
+    let at_noon = call(&mut service, request("acme")).await;
+
+    assert!(at_noon.is_ok(), "the day's limit rises to 10 at noon");
+    assert_eq!(
+        retry_at,
+        utc("2026-03-02T12:00:00Z"),
+        "the call can succeed from noon, not only on the next day"
+    );
+}
+
+/// The paced schedule with the morning's share ending at 10:30, and at most 2 calls an hour.
+const PACED_HOURLY_SCHEDULE: &str = r#"
+project paced "Paced email" 2026-01-01 - 2027-01-01 {
+  timezone "UTC"
+}
+
+resource email "Email service" {
+  limits {
+    hourlymax 2
+    dailymax 10
+    dailymax 2 { hours 09:00 - 10:30 }
+  }
+}
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn quota_retry_at_reset_after_rise() {
+    let options = highway_ratelimit::report::ReportOptions {
+        resource: None,
+        from: utc("2026-03-02T00:00:00Z"),
+        days: 7,
+        generated_at: utc("2026-03-02T00:00:00Z"),
+    };
+    let schedule = PolicySchedule::render("paced.tjp", PACED_HOURLY_SCHEDULE, &options)
+        .expect("the paced schedule renders");
+    let layer = RateLimitLayer::builder(
+        Arc::new(StaticPolicies::new().with(Policy::scheduled("default", TOOL, schedule))),
+        Arc::new(MemoryStore::new()),
+    )
+    .tool(TOOL)
+    .clock(TokioClock::starting_at(monday_ten()))
+    .build();
+    let mut service = tower::Layer::layer(&layer, Tool::default().service());
+
+    // Both the day's morning share and the hour are used up at 10:00.
+    call(&mut service, request("acme")).await.unwrap();
+    call(&mut service, request("acme")).await.unwrap();
+    let rejected = rejection(call(&mut service, request("acme")).await);
+    let retry_at = rejected
+        .retry_at()
+        .expect("a quota rejection has a retry time");
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    let at_eleven = call(&mut service, request("acme")).await;
+
+    assert!(
+        at_eleven.is_ok(),
+        "at 11:00 the day allows 10 and the hour starts again"
+    );
+    assert_eq!(
+        retry_at,
+        utc("2026-03-02T11:00:00Z"),
+        "the day's limit rises at 10:30 and the hour resets at 11:00"
+    );
 }
 
 #[tokio::test(start_paused = true)]

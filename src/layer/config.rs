@@ -144,7 +144,8 @@ impl RateLimitBuilder {
 
     /// Sets how long a cached policy or report is used before it is read again (60 s by
     /// default). Changes reach the layer sooner through
-    /// [`RateLimitLayer::invalidate`].
+    /// [`RateLimitLayer::invalidate`]. A time to live over 1000 years, such as
+    /// `Duration::MAX`, keeps them until they are invalidated or evicted.
     ///
     /// When reading a policy again fails, the layer applies the last policy it read for that
     /// tenant and tool for another time to live, so a database outage does not turn a fail-open

@@ -190,7 +190,8 @@ pub enum RejectionReason {
         /// That window's limit.
         limit: u64,
         /// When that window resets or, when it resets outside the schedule's allowed windows,
-        /// the start of the next allowed window after the reset.
+        /// the start of the next allowed window after the reset. When the schedule's capacity
+        /// rises before then, it is the first instant at which the call fits again.
         retry_at: DateTime<Utc>,
         /// Every limited window, shortest first, as the store left them.
         windows: Windows,

@@ -18,7 +18,9 @@ use crate::clock::{Clock, SystemClock};
 use crate::policy::{Policy, PolicySchedule, PolicySource, Scope};
 use crate::report::{AvailabilityReport, Capacity, Closed, ReportOptions};
 use crate::schedule::{ParseOptions, Schedule};
-use crate::store::{ConsumeRequest, Decision, ScopeKey, StoreError, TokenStore, Windows};
+use crate::store::{
+    ConsumeRequest, Decision, ScopeKey, StoreError, TokenStore, WindowUsage, Windows,
+};
 
 /// A policy with what can be computed from it once: the key of its calls when that does not
 /// depend on the workflow run.
@@ -27,6 +29,9 @@ pub(crate) struct ResolvedPolicy {
     pub(crate) policy: Policy,
     key: Option<ScopeKey>,
 }
+
+/// The maximum time to live that moka 0.12 accepts: 1000 years of 365 days.
+const MAX_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1000 * 365 * 24 * 3600);
 
 /// A tenant and tool, the key of every cache.
 type CacheKey = (Arc<str>, Arc<str>);
@@ -158,8 +163,9 @@ pub(crate) struct Limiter {
     /// Whether the store finishes on its first poll, which allows [`Limiter::check_now`].
     store_is_immediate: bool,
     policy_cache: Cache<CacheKey, CachedPolicy, RandomState>,
-    /// Grows at every invalidation, after the caches dropped their entries: a service's memo
-    /// read in an earlier generation is stale.
+    /// Grows twice at every invalidation, before and after the caches drop their entries. A
+    /// service's memo read in an earlier generation is stale, and a policy read from the source
+    /// while the generation moved is not kept in the cache.
     generation: AtomicU64,
     /// The last policy read for each tenant and tool, kept past the cache's time to live: what
     /// calls use while the policy source fails, so that a fail-open policy stays open during an
@@ -186,9 +192,11 @@ impl Limiter {
         clock: Option<Arc<dyn Clock>>,
         settings: Settings,
     ) -> Self {
+        // moka panics on a time to live over 1000 years, which is forever for a cache.
+        let cache_ttl = settings.cache_ttl.min(MAX_CACHE_TTL);
         let policy_cache = Cache::builder()
             .max_capacity(settings.cache_capacity)
-            .time_to_live(settings.cache_ttl)
+            .time_to_live(cache_ttl)
             .support_invalidation_closures()
             .build_with_hasher(RandomState::default());
         let last_known = Cache::builder()
@@ -196,7 +204,7 @@ impl Limiter {
             .build_with_hasher(RandomState::default());
         let report_cache = Cache::builder()
             .max_capacity(settings.cache_capacity)
-            .time_to_live(settings.cache_ttl)
+            .time_to_live(cache_ttl)
             .build_with_hasher(RandomState::default());
         Limiter {
             store_is_immediate: store.is_immediate(),
@@ -215,6 +223,7 @@ impl Limiter {
     /// every tenant that fell back to it.
     pub(crate) fn invalidate(&self, tenant: &str, tool: &str) {
         tracing::debug!(tenant, tool, "rate limit policy invalidated");
+        self.generation.fetch_add(1, Ordering::SeqCst);
         if tenant == crate::policy::DEFAULT_TENANT {
             let tool: Arc<str> = tool.into();
             // Fails only when the cache was built without invalidation closures, which it is not.
@@ -225,14 +234,15 @@ impl Limiter {
             self.policy_cache.invalidate(&(tenant.into(), tool.into()));
         }
         self.report_cache.invalidate(&(tenant.into(), tool.into()));
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     pub(crate) fn invalidate_all(&self) {
         tracing::debug!("every cached rate limit policy invalidated");
+        self.generation.fetch_add(1, Ordering::SeqCst);
         self.policy_cache.invalidate_all();
         self.report_cache.invalidate_all();
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Checks a call and charges it; in wait mode, sleeps once until the retry time when it is
@@ -403,7 +413,7 @@ impl Limiter {
                 timed.await.unwrap_or(Err(StoreError::Timeout(timeout)))
             }
         };
-        self.conclude(outcome, caller, policy, &key, now)
+        self.conclude(outcome, caller, policy, calendar.report, &key, now)
     }
 
     /// Charges a call to an immediate store, on the calling thread.
@@ -426,7 +436,14 @@ impl Limiter {
                     .into(),
             ))
         });
-        self.conclude(outcome, caller, &resolved.policy, &key, now)
+        self.conclude(
+            outcome,
+            caller,
+            &resolved.policy,
+            calendar.report,
+            &key,
+            now,
+        )
     }
 
     #[inline]
@@ -465,12 +482,14 @@ impl Limiter {
         }
     }
 
-    /// Turns the store's outcome into the call's, applying the policy's `fail_open`.
+    /// Turns the store's outcome into the call's, applying the policy's `fail_open`. A quota's
+    /// retry time is moved to the next opening of `report`, the report that decided the call.
     fn conclude(
         &self,
         outcome: Result<Decision, StoreError>,
         caller: CallerRef<'_>,
         policy: &Policy,
+        report: Option<&AvailabilityReport>,
         key: &ScopeKey,
         now: DateTime<Utc>,
     ) -> Result<Admission, Rejection> {
@@ -487,12 +506,17 @@ impl Limiter {
                     .map_or(0, |usage| usage.limit);
                 // A window that resets outside working hours (a day limit resets at midnight)
                 // has room again only when the schedule next opens.
-                let retry_at = policy
-                    .schedule
-                    .as_ref()
-                    .filter(|schedule| retry_at < schedule.report.valid_until)
-                    .and_then(|schedule| schedule.report.first_allowed_from(retry_at))
+                let reset = report
+                    .filter(|report| retry_at < report.valid_until)
+                    .and_then(|report| report.first_allowed_from(retry_at))
                     .unwrap_or(retry_at);
+                // The report's capacity may rise before then (a day limit narrowed to the
+                // morning by `hours`), and the call may fit from that slot on.
+                let retry_at = report
+                    .and_then(|report| {
+                        capacity_rise(report, &windows, caller.cost.get(), now, reset)
+                    })
+                    .unwrap_or(reset);
                 RejectionReason::QuotaExhausted {
                     window,
                     limit,
@@ -535,6 +559,8 @@ impl Limiter {
             return Ok(cached.policy);
         }
 
+        // Read before the source, so that an invalidation during the read shows below.
+        let generation = self.generation.load(Ordering::SeqCst);
         // Boxed because a miss is rare and its future is large. Concurrent misses may each read
         // the source; the last one read stays cached.
         let resolved = match Box::pin(self.load_policy(caller)).await {
@@ -546,15 +572,25 @@ impl Limiter {
                 // Cached again for a time to live, so that only one call per time to live waits
                 // for the failing source.
                 tracing::warn!(tenant = %caller.tenant, tool = %caller.tool, %error, "cannot read the rate limit policy; applying the last one read");
-                self.policy_cache
-                    .insert(cache_key, CachedPolicy::read_now(last.clone()));
+                self.cache_policy(cache_key, last.clone(), generation);
                 return Ok(last);
             }
         };
-        self.policy_cache
-            .insert(cache_key.clone(), CachedPolicy::read_now(resolved.clone()));
-        self.last_known.insert(cache_key, resolved.clone());
+        self.last_known.insert(cache_key.clone(), resolved.clone());
+        self.cache_policy(cache_key, resolved.clone(), generation);
         Ok(resolved)
+    }
+
+    /// Caches a policy read from the source in `generation`, unless an invalidation ran since:
+    /// the policy may then predate the change, and the next call reads the source again.
+    fn cache_policy(&self, key: CacheKey, policy: Option<Arc<ResolvedPolicy>>, generation: u64) {
+        self.policy_cache
+            .insert(key.clone(), CachedPolicy::read_now(policy));
+        // Checked after the insert: an invalidation that dropped the caches before the insert
+        // has moved the generation by now, and one that moves it later drops the entry itself.
+        if self.generation.load(Ordering::SeqCst) != generation {
+            self.policy_cache.invalidate(&key);
+        }
     }
 
     /// Reads the policy in force for the caller from the policy source, within the store
@@ -566,11 +602,17 @@ impl Limiter {
         let tenant = caller.tenant.as_str();
         let tool = caller.tool.as_str();
         let timeout = self.settings.store_timeout;
-        let policy = match tokio::time::timeout(timeout, self.policies.resolve(tenant, tool)).await
-        {
-            Ok(policy) => policy.map_err(Arc::new)?,
-            Err(_) => return Err(Arc::new(StoreError::Timeout(timeout))),
+        let mut resolve = self.policies.resolve(tenant, tool);
+        // A source in memory returns on its first poll and needs no timer, so the in-process
+        // path runs on a runtime without one, as the store's consume does.
+        let resolved = match (&mut resolve).now_or_never() {
+            Some(resolved) => resolved,
+            None => match tokio::time::timeout(timeout, resolve).await {
+                Ok(resolved) => resolved,
+                Err(_) => return Err(Arc::new(StoreError::Timeout(timeout))),
+            },
         };
+        let policy = resolved.map_err(Arc::new)?;
         tracing::debug!(
             tenant,
             tool,
@@ -607,6 +649,7 @@ impl Limiter {
                         capacity: report.default_capacity,
                         timezone: report.timezone,
                         week_start: report.week_start,
+                        report: None,
                     });
                 }
                 Err(message) => return Err(RejectionReason::ScheduleUnavailable { message }),
@@ -614,7 +657,7 @@ impl Limiter {
         };
 
         match report.closed_at(now) {
-            None => Ok(OwnedCalendar::of_report(&report, now)),
+            None => Ok(OwnedCalendar::of_report(report, now)),
             Some(Closed::OutsideHours) => Err(RejectionReason::OutsideHours {
                 next_allowed: report.next_allowed(now),
             }),
@@ -713,6 +756,47 @@ fn call_key<'r>(
         })
 }
 
+/// Returns the first instant after `now` and before `until` at which the capacity of `report`
+/// has room for a call of `cost`, judged by the counts in `windows`: a counter that has reset by
+/// then counts from zero. The capacity changes only where a report window starts and a counter
+/// only where it resets, so those instants are the ones tried. A window kind that `windows` does
+/// not count is taken to have room, so the instant is the earliest the call can succeed, not a
+/// promise.
+fn capacity_rise(
+    report: &AvailabilityReport,
+    windows: &[WindowUsage],
+    cost: u64,
+    now: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let later = report.windows.partition_point(|window| window.start <= now);
+    let starts = report.windows[later..]
+        .iter()
+        .map(|window| window.start)
+        .take_while(|start| *start < until);
+    let resets = windows.iter().map(|usage| usage.reset_at);
+    let mut instants: Vec<DateTime<Utc>> = starts
+        .chain(resets)
+        .filter(|at| now < *at && *at < until)
+        .collect();
+    instants.sort_unstable();
+
+    let fits = |capacity: &Capacity, at: DateTime<Utc>| {
+        capacity.limits().all(|(kind, limit)| {
+            let used = windows
+                .iter()
+                .find(|usage| usage.kind == kind && usage.reset_at > at)
+                .map_or(0, |usage| usage.limit.saturating_sub(usage.remaining));
+            used.checked_add(cost).is_some_and(|total| total <= limit)
+        })
+    };
+    instants.into_iter().find(|at| {
+        report
+            .capacity_at(*at)
+            .is_some_and(|capacity| fits(capacity, *at))
+    })
+}
+
 /// Returns the capacity and calendar of a policy at `now` when no await is needed: static
 /// limits, or a report still valid and open at `now`. `None` when the report must be
 /// consulted through the report cache.
@@ -722,6 +806,7 @@ fn ready_calendar(policy: &Policy, now: DateTime<Utc>) -> Option<Calendar<'_>> {
             capacity: &policy.static_capacity,
             timezone: policy.timezone,
             week_start: policy.week_start,
+            report: None,
         }),
         Some(schedule) if schedule.report.covers(now) && schedule.report.is_allowed(now) => {
             Some(Calendar::of_report(&schedule.report, now))
@@ -737,6 +822,9 @@ struct Calendar<'a> {
     capacity: &'a Capacity,
     timezone: Tz,
     week_start: Weekday,
+    /// The report the capacity was read from, in whose allowed windows a quota's retry time is
+    /// placed. `None` for static limits and for a default capacity applied without a report.
+    report: Option<&'a AvailabilityReport>,
 }
 
 impl Calendar<'_> {
@@ -746,25 +834,28 @@ impl Calendar<'_> {
             capacity: report.capacity_at(now).unwrap_or(&report.default_capacity),
             timezone: report.timezone,
             week_start: report.week_start,
+            report: Some(report),
         }
     }
 }
 
-/// A [`Calendar`] that owns its capacity, for a report rendered again: the report is dropped
-/// when [`Limiter::scheduled_calendar`] returns, and the decision borrows from this instead.
+/// A [`Calendar`] that owns its capacity and report, for a report rendered again, which the
+/// report cache may drop while the decision still needs it.
 struct OwnedCalendar {
     capacity: Capacity,
     timezone: Tz,
     week_start: Weekday,
+    report: Option<Arc<AvailabilityReport>>,
 }
 
 impl OwnedCalendar {
-    fn of_report(report: &AvailabilityReport, now: DateTime<Utc>) -> OwnedCalendar {
-        let calendar = Calendar::of_report(report, now);
+    fn of_report(report: Arc<AvailabilityReport>, now: DateTime<Utc>) -> OwnedCalendar {
+        let calendar = Calendar::of_report(&report, now);
         OwnedCalendar {
             capacity: *calendar.capacity,
             timezone: calendar.timezone,
             week_start: calendar.week_start,
+            report: Some(report),
         }
     }
 
@@ -773,6 +864,7 @@ impl OwnedCalendar {
             capacity: &self.capacity,
             timezone: self.timezone,
             week_start: self.week_start,
+            report: self.report.as_deref(),
         }
     }
 }

@@ -81,5 +81,6 @@ pub use identity::{
 };
 pub use layer::RateLimitLayer;
 pub use limiter::Admission;
+pub(crate) use limiter::Limiter;
 pub use service::RateLimit;
 pub use static_policies::StaticPolicies;

@@ -45,9 +45,9 @@ impl<S> RateLimit<S> {
         self.inner
     }
 
-    /// Returns the current instant by the layer's clock.
-    pub(crate) fn now(&self) -> chrono::DateTime<chrono::Utc> {
-        self.limiter.now()
+    /// Returns the limiter shared by the layer's services, whose clock the adapters read.
+    pub(crate) fn limiter(&self) -> &Arc<Limiter> {
+        &self.limiter
     }
 
     /// Drops the cached policy and report of `tool` for `tenant`, as
