@@ -983,3 +983,35 @@ async fn limit_above_max_count_acts_as_it() {
     }
     store.shutdown().await.unwrap();
 }
+
+/// A recheck interval of `Duration::MAX` means "never ask again within the lease's windows". A
+/// take that finds the window short must reject the call, not panic on the instant it computes.
+#[tokio::test]
+async fn longest_recheck_interval_rejects() {
+    let database = TestDatabase::new().await;
+    let store = leased(&database, LeaseConfig::new().recheck_after(Duration::MAX)).await;
+    let key = hot_key();
+    let capacity = Capacity {
+        per_minute: Some(1),
+        ..Capacity::UNLIMITED
+    };
+    let at = utc("2026-03-02T10:15:30Z");
+
+    assert!(admitted(&store, request(&key, &capacity, 1, at)).await);
+    let outcome = tokio::spawn({
+        let store = store.clone();
+        let key = key.clone();
+        async move {
+            store
+                .consume(request(&key, &capacity, 1, at))
+                .await
+                .map(|decision| decision.is_admitted())
+                .map_err(|error| error.to_string())
+        }
+    })
+    .await
+    .map_err(|panic| panic.to_string());
+    store.shutdown().await.unwrap();
+
+    assert_eq!(outcome, Ok(Ok(false)), "the second call is rejected");
+}
