@@ -13,6 +13,7 @@ use common::{TestDatabase, ThrowawayServer, with_database};
 use highway_ratelimit::admin::{Admin, ChangeListener, LimitSpec, PostgresPolicies};
 use highway_ratelimit::layer::{RateLimitError, RateLimitLayer, RejectionReason};
 use highway_ratelimit::report::Capacity;
+use highway_ratelimit::store::lease::{LeaseConfig, LeasedStore};
 use highway_ratelimit::store::postgres::{PostgresConfig, PostgresStore};
 use highway_ratelimit::store::{ConsumeRequest, ScopeKey, StoreError, TokenStore};
 use reliability_support::{Call, CapturedLogs, CountingRecorder, call, outcome};
@@ -646,5 +647,88 @@ async fn stalled_connections_leave_the_pool() {
             "still failing {:?} after the stall: {results:?}",
             started.elapsed()
         );
+    }
+}
+
+/// Runs `calls` consumes at once through a leased store, each of a key of its own in `round`, so
+/// that each takes a lease in a round trip, and returns their results.
+async fn lease_together(
+    store: &LeasedStore,
+    round: usize,
+    calls: usize,
+) -> Vec<Result<bool, StoreError>> {
+    let capacity = Capacity {
+        per_minute: Some(1_000_000),
+        ..Capacity::UNLIMITED
+    };
+    let consumes = (0..calls).map(|index| {
+        let store = store.clone();
+        async move {
+            let key = ScopeKey {
+                tenant: "acme".to_owned(),
+                tool: "tools.stall".to_owned(),
+                scope: format!("leased-{round}-{index}"),
+            };
+            store
+                .consume(ConsumeRequest {
+                    key: &key,
+                    cost: 1,
+                    capacity: &capacity,
+                    timezone: chrono_tz::UTC,
+                    week_start: chrono::Weekday::Mon,
+                    at: None,
+                })
+                .await
+                .map(|decision| decision.is_admitted())
+        }
+    });
+    futures_util::future::join_all(consumes).await
+}
+
+/// The leased store shares the exact store's pool. Its takes that time out on stalled connections
+/// must close them, as the exact store does, so that later takes run on new connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_lease_connections_leave_the_pool() {
+    let server = ThrowawayServer::start().unwrap();
+    let database = TestDatabase::on_server(&server.url()).await;
+    database.store().await;
+    let proxy = StallingProxy::start(server.port()).await;
+    let exact = PostgresStore::new(
+        PostgresConfig::new(with_database(
+            &format!("postgres://postgres@127.0.0.1:{}/postgres", proxy.port),
+            database.name(),
+        ))
+        .pool_size(4)
+        .call_timeout(STORE_TIMEOUT)
+        .connect_timeout(Duration::from_millis(300))
+        .statement_timeout(Duration::from_millis(400)),
+    )
+    .unwrap();
+    let store = LeasedStore::new(exact, LeaseConfig::new().call_timeout(STORE_TIMEOUT));
+    for result in lease_together(&store, 0, 16).await {
+        assert!(matches!(result, Ok(true)), "before the stall: {result:?}");
+    }
+
+    proxy.stall();
+    for result in lease_together(&store, 1, 16).await {
+        assert!(
+            matches!(result, Err(StoreError::Timeout(_))),
+            "on stalled connections: {result:?}"
+        );
+    }
+
+    let started = Instant::now();
+    let mut round = 2;
+    loop {
+        let results = lease_together(&store, round, 16).await;
+        if results.iter().all(|result| matches!(result, Ok(true))) {
+            break;
+        }
+        assert!(
+            started.elapsed() < STORE_TIMEOUT * 10,
+            "still failing {:?} after the stall: {results:?}",
+            started.elapsed()
+        );
+        round += 1;
     }
 }

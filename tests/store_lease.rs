@@ -3,6 +3,7 @@
 //! refill follow the store's clock.
 
 mod common;
+mod frozen_clock;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -982,4 +983,81 @@ async fn limit_above_max_count_acts_as_it() {
         assert_eq!(decision.windows()[0].limit, i64::MAX as u64);
     }
     store.shutdown().await.unwrap();
+}
+
+/// A worker whose clock is 5 seconds behind the database's takes leases in the minute that has
+/// just ended. A cleanup deletes that minute's row once it ended more than the statement timeout
+/// (2 s) ago. The late worker must not start the minute again from 0, because the minute already
+/// admitted its limit of 5 calls from a worker on time.
+#[tokio::test]
+async fn late_clock_cannot_refill_cleaned_window() {
+    let on_time = utc("2026-07-15T10:15:30Z");
+    let database = frozen_clock::FrozenDatabase::at(on_time).await;
+    let exact = database.store(on_time, 1).await;
+    let key = hot_key();
+    let capacity = Capacity {
+        per_minute: Some(5),
+        ..Capacity::UNLIMITED
+    };
+
+    for _ in 0..5 {
+        let decision = exact.consume(request_now(&key, &capacity)).await.unwrap();
+        assert!(decision.is_admitted(), "{decision:?}");
+    }
+    let after_the_minute = utc("2026-07-15T10:16:03Z");
+    database
+        .client
+        .execute(
+            "UPDATE frozen_clock.instant SET at = $1",
+            &[&after_the_minute],
+        )
+        .await
+        .unwrap();
+    let deleted = exact.cleanup_expired(Duration::ZERO).await.unwrap();
+    assert_eq!(deleted, 1, "the minute of 10:15 ended 3 s ago");
+
+    let late_clock = ManualClock::starting_at(utc("2026-07-15T10:15:58Z"));
+    let late = LeasedStore::new(exact, on_clock(&late_clock));
+    let mut admitted_late = 0;
+    for _ in 0..5 {
+        admitted_late += usize::from(admitted(&late, request_now(&key, &capacity)).await);
+    }
+    late.shutdown().await.unwrap();
+
+    assert_eq!(
+        admitted_late, 0,
+        "the minute of 10:15 already admitted its limit of 5"
+    );
+}
+
+/// A recheck interval of `Duration::MAX` means "never ask again within the lease's windows". A
+/// take that finds the window short must reject the call, not panic on the instant it computes.
+#[tokio::test]
+async fn longest_recheck_interval_rejects() {
+    let database = TestDatabase::new().await;
+    let store = leased(&database, LeaseConfig::new().recheck_after(Duration::MAX)).await;
+    let key = hot_key();
+    let capacity = Capacity {
+        per_minute: Some(1),
+        ..Capacity::UNLIMITED
+    };
+    let at = utc("2026-03-02T10:15:30Z");
+
+    assert!(admitted(&store, request(&key, &capacity, 1, at)).await);
+    let outcome = tokio::spawn({
+        let store = store.clone();
+        let key = key.clone();
+        async move {
+            store
+                .consume(request(&key, &capacity, 1, at))
+                .await
+                .map(|decision| decision.is_admitted())
+                .map_err(|error| error.to_string())
+        }
+    })
+    .await
+    .map_err(|panic| panic.to_string());
+    store.shutdown().await.unwrap();
+
+    assert_eq!(outcome, Ok(Ok(false)), "the second call is rejected");
 }

@@ -249,3 +249,72 @@ async fn abandoned_queued_call_charges_nothing() {
     let count = minute_count(&database, "k", start).await;
     assert_eq!(count, 2, "the abandoned call of cost 10 was charged");
 }
+
+/// Returns the units charged to the usage rows of `scope`, 0 when it has none.
+async fn charged(database: &TestDatabase, scope: &str) -> i64 {
+    database
+        .client()
+        .await
+        .query_one(
+            "SELECT coalesce(sum(request_count), 0)::bigint FROM highway.tool_rate_limit_usage
+             WHERE scope_key = $1",
+            &[&scope],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// A queued call goes out in a batch that first waits for a pooled connection. Its caller stops
+/// waiting before the batch gets one, so the call was never sent, and must charge nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_abandoned_before_send_charges_nothing() {
+    let database = TestDatabase::new().await;
+    // One round trip at a time, on a pool of two connections.
+    let store = database
+        .store_with(|config| {
+            config
+                .pool_size(2)
+                .max_batches_in_flight(1)
+                .statement_timeout(Duration::from_secs(30))
+                .call_timeout(Duration::from_secs(60))
+        })
+        .await;
+    let start = utc("2030-01-01T00:00:00Z");
+    let at = utc("2030-01-01T00:00:30Z");
+
+    // The first call takes a connection and waits for the held row, so the second call queues.
+    let hold = hold_row(&database, "first", start).await;
+    let first = spawn_consume(&store, "first", 1, 100, at);
+    settle().await;
+    let abandoned = spawn_consume(&store, "abandoned", 10, 100, at);
+    settle().await;
+
+    // The test takes the other connection, and waits for the first call's, ahead of the batch.
+    let other_connection = store.pool().get().await.unwrap();
+    let pool = store.pool().clone();
+    let (give_back, given_back) = tokio::sync::oneshot::channel::<()>();
+    let first_connection = tokio::spawn(async move {
+        let connection = pool.get().await.unwrap();
+        let _ = given_back.await;
+        drop(connection);
+    });
+    settle().await;
+    release(hold).await;
+    assert!(first.await.unwrap().unwrap().is_admitted());
+    settle().await;
+
+    // The queued call's batch now waits for a connection, and its caller gives up.
+    abandoned.abort();
+    assert!(abandoned.await.unwrap_err().is_cancelled());
+    give_back.send(()).unwrap();
+    first_connection.await.unwrap();
+    drop(other_connection);
+    settle().await;
+
+    assert_eq!(
+        charged(&database, "abandoned").await,
+        0,
+        "the call of cost 10 was charged after its caller gave up, before it was sent"
+    );
+}

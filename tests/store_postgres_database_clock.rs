@@ -7,6 +7,8 @@
 mod common;
 mod frozen_clock;
 
+use std::time::Duration;
+
 use chrono::{DateTime, TimeZone, Utc, Weekday};
 use chrono_tz::Tz;
 use futures_util::future::join_all;
@@ -302,4 +304,59 @@ async fn far_off_process_clock_falls_back() {
     }
 
     assert!(failures.is_empty(), "calls not admitted: {failures:#?}");
+}
+
+/// On 29 March 2026 London moves to summer time, so its day runs from 00:00 to 23:00 UTC while
+/// the UTC day of the same start runs to midnight. The two days share one usage row. A key that
+/// used its day limit in London and then switched to UTC finds that row full until midnight UTC.
+/// A cleanup at 23:10 UTC must not delete it: the UTC day is still in force.
+#[tokio::test]
+async fn cleanup_keeps_day_shared_with_later_zone() {
+    let london_evening = utc("2026-03-29T22:00:00Z");
+    let database = FrozenDatabase::at(london_evening).await;
+    let store = database.store(london_evening, 1).await;
+    let key = key("calendar-switch");
+    let capacity = Capacity {
+        per_day: Some(3),
+        ..Capacity::UNLIMITED
+    };
+    let london = chrono_tz::Europe::London;
+
+    for _ in 0..3 {
+        let decision = store
+            .consume(request(&key, &capacity, london))
+            .await
+            .unwrap();
+        assert!(decision.is_admitted(), "{decision:?}");
+    }
+    let utc_late_evening = utc("2026-03-29T23:10:00Z");
+    database
+        .client
+        .execute(
+            "UPDATE frozen_clock.instant SET at = $1",
+            &[&utc_late_evening],
+        )
+        .await
+        .unwrap();
+    let store = database.store(utc_late_evening, 1).await;
+    let before_cleanup = store.peek(request(&key, &capacity, Tz::UTC)).await.unwrap();
+    assert!(
+        !before_cleanup.is_admitted(),
+        "the UTC day shares the London day's count: {before_cleanup:?}"
+    );
+
+    store.cleanup_expired(Duration::ZERO).await.unwrap();
+    let mut admitted = 0;
+    for _ in 0..3 {
+        let decision = store
+            .consume(request(&key, &capacity, Tz::UTC))
+            .await
+            .unwrap();
+        admitted += usize::from(decision.is_admitted());
+    }
+
+    assert_eq!(
+        admitted, 0,
+        "the UTC day of 29 March already admitted its limit of 3"
+    );
 }

@@ -67,6 +67,10 @@ impl LeaseConfig {
     pub const DEFAULT_SHARE: f64 = 0.1;
     /// The default time a worker rejects calls on its own after the database had no tokens left.
     pub const DEFAULT_RECHECK_AFTER: Duration = Duration::from_millis(50);
+    /// The maximum recheck interval, 366 days, which is longer than any window a lease is taken
+    /// in (a month). Much longer intervals, such as `Duration::MAX`, overflow `Instant` when
+    /// added to the current instant.
+    pub const MAX_RECHECK_AFTER: Duration = Duration::from_secs(366 * 24 * 3600);
     /// The default interval at which leases of ended windows are given back.
     pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
     /// The default limit on one lease or give-back round trip, including the wait for a
@@ -128,9 +132,10 @@ impl LeaseConfig {
 
     /// Sets how long a worker rejects calls of a key on its own after the database had too few
     /// tokens for one, before it asks again. Tokens that other workers give back become usable
-    /// after at most this long.
+    /// after at most this long. A longer interval than [`Self::MAX_RECHECK_AFTER`] acts as that
+    /// one.
     pub fn recheck_after(mut self, duration: Duration) -> Self {
-        self.recheck_after = duration;
+        self.recheck_after = duration.min(Self::MAX_RECHECK_AFTER);
         self
     }
 

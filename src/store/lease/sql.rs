@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc, Weekday};
 use chrono_tz::Tz;
-use deadpool_postgres::{Pool, PoolError, TimeoutType};
+use deadpool_postgres::{Object, Pool, PoolError, TimeoutType};
 use tokio_postgres::error::SqlState;
 
 use crate::store::{ScopeKey, StoreError};
@@ -64,32 +64,34 @@ pub(super) async fn take(
     let week_start = weekday_name(request.week_start);
 
     let rows = bounded(timeout, async {
-        let client = pool
-            .get()
-            .await
-            .map_err(|error| pool_error(error, timeout))?;
-        let statement = client.prepare_cached(TAKE).await.map_err(query_error)?;
-        client
-            .query(
-                &statement,
-                &[
-                    &request.key.tenant,
-                    &request.key.tool,
-                    &request.key.scope,
-                    &want,
-                    &min,
-                    &held,
-                    &request.share,
-                    &kinds,
-                    &limits,
-                    &starts,
-                    &ends,
-                    &request.timezone.name(),
-                    &week_start,
-                ],
-            )
-            .await
-            .map_err(query_error)
+        let connection = RoundTripConnection::get(pool, timeout).await?;
+        let client = connection.client();
+        let outcome = async {
+            let statement = client.prepare_cached(TAKE).await?;
+            client
+                .query(
+                    &statement,
+                    &[
+                        &request.key.tenant,
+                        &request.key.tool,
+                        &request.key.scope,
+                        &want,
+                        &min,
+                        &held,
+                        &request.share,
+                        &kinds,
+                        &limits,
+                        &starts,
+                        &ends,
+                        &request.timezone.name(),
+                        &week_start,
+                    ],
+                )
+                .await
+        }
+        .await;
+        connection.release();
+        outcome.map_err(query_error)
     })
     .await?;
 
@@ -141,32 +143,72 @@ pub(super) async fn give_back(
     let tokens = to_i64(tokens);
 
     bounded(timeout, async {
-        let client = pool
+        let connection = RoundTripConnection::get(pool, timeout).await?;
+        let client = connection.client();
+        let outcome = async {
+            let statement = client.prepare_cached(GIVE_BACK).await?;
+            client
+                .query_one(
+                    &statement,
+                    &[
+                        &key.tenant,
+                        &key.tool,
+                        &key.scope,
+                        &tokens,
+                        &kinds,
+                        &starts,
+                        &at,
+                    ],
+                )
+                .await
+        }
+        .await;
+        connection.release();
+        outcome.map(|_| ()).map_err(query_error)
+    })
+    .await
+}
+
+/// A pooled connection for one take or give-back.
+///
+/// When the round trip is dropped before it ends (it timed out, or its caller was cancelled), the
+/// connection is closed instead of going back to the pool, which the exact store shares. Its reply
+/// may never come (a server that stopped replying, a half-open TCP connection), and the next round
+/// trip to get it would wait for that reply first.
+struct RoundTripConnection {
+    object: Option<Object>,
+}
+
+impl RoundTripConnection {
+    async fn get(pool: &Pool, timeout: Duration) -> Result<Self, StoreError> {
+        let object = pool
             .get()
             .await
             .map_err(|error| pool_error(error, timeout))?;
-        let statement = client
-            .prepare_cached(GIVE_BACK)
-            .await
-            .map_err(query_error)?;
-        client
-            .query_one(
-                &statement,
-                &[
-                    &key.tenant,
-                    &key.tool,
-                    &key.scope,
-                    &tokens,
-                    &kinds,
-                    &starts,
-                    &at,
-                ],
-            )
-            .await
-            .map_err(query_error)?;
-        Ok(())
-    })
-    .await
+        Ok(RoundTripConnection {
+            object: Some(object),
+        })
+    }
+
+    fn client(&self) -> &Object {
+        self.object
+            .as_ref()
+            .expect("a connection holds its client until it is released or dropped")
+    }
+
+    /// Returns the connection to the pool after a round trip that ended.
+    fn release(mut self) {
+        drop(self.object.take());
+    }
+}
+
+impl Drop for RoundTripConnection {
+    fn drop(&mut self) {
+        if let Some(object) = self.object.take() {
+            tracing::debug!("a lease round trip was abandoned; closing its connection");
+            drop(Object::take(object));
+        }
+    }
 }
 
 async fn bounded<T>(

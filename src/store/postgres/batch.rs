@@ -354,33 +354,44 @@ impl Batcher {
     /// The round trip is bounded by the call timeout, because no caller waits longer. Until it
     /// ends, the batch keeps its keys and its place among the round trips.
     async fn send(&self, batch: Vec<Pending>) {
-        let round_trip = async {
-            let connection = self.connection().await.map_err(|error| BatchFailure {
-                error,
-                charged_nothing: true,
-            })?;
-            let calls: Vec<&Call<'_>> = batch.iter().map(|pending| &pending.call).collect();
-            let sender = self.sender(connection.client());
-            let outcome = match calls.as_slice() {
-                [call] => sender
-                    .consume_one(call)
-                    .await
-                    .map(|windows| vec![windows])
-                    .map_err(|error| BatchFailure {
-                        error,
+        let deadline = tokio::time::Instant::now() + self.call_timeout;
+        let connection = tokio::time::timeout_at(deadline, self.connection())
+            .await
+            .unwrap_or(Err(StoreError::Timeout(self.call_timeout)));
+        let (batch, outcome) = match connection {
+            Ok(connection) => {
+                // The batch may have waited for a connection until some callers stopped waiting.
+                // Their calls were never sent, so they are dropped uncharged like queued ones.
+                let batch: Vec<Pending> = batch
+                    .into_iter()
+                    .filter(|pending| !pending.reply.is_closed())
+                    .collect();
+                let outcome = match tokio::time::timeout_at(
+                    deadline,
+                    self.round_trip(connection.client(), &batch),
+                )
+                .await
+                {
+                    Ok(outcome) => {
+                        connection.release();
+                        outcome
+                    }
+                    // Dropping the connection closes it, since its reply may never come.
+                    Err(_) => Err(BatchFailure {
+                        error: StoreError::Timeout(self.call_timeout),
                         charged_nothing: false,
                     }),
-                _ => sender.consume_batch(&calls).await,
-            };
-            connection.release();
-            outcome
+                };
+                (batch, outcome)
+            }
+            Err(error) => (
+                batch,
+                Err(BatchFailure {
+                    error,
+                    charged_nothing: true,
+                }),
+            ),
         };
-        let outcome = tokio::time::timeout(self.call_timeout, round_trip)
-            .await
-            .unwrap_or(Err(BatchFailure {
-                error: StoreError::Timeout(self.call_timeout),
-                charged_nothing: false,
-            }));
 
         let failure = match outcome {
             Ok(per_call) => {
@@ -437,6 +448,29 @@ impl Batcher {
                 .await
                 .unwrap_or(Err(StoreError::Timeout(self.call_timeout)));
             let _ = pending.reply.send(result);
+        }
+    }
+
+    /// Sends the calls of `batch` on `client` in one round trip, with the single-call statement
+    /// for one call and the batch statement for several.
+    async fn round_trip(
+        &self,
+        client: &Object,
+        batch: &[Pending],
+    ) -> Result<Vec<Vec<WindowRow>>, BatchFailure> {
+        let calls: Vec<&Call<'_>> = batch.iter().map(|pending| &pending.call).collect();
+        let sender = self.sender(client);
+        match calls.as_slice() {
+            [] => Ok(Vec::new()),
+            [call] => sender
+                .consume_one(call)
+                .await
+                .map(|windows| vec![windows])
+                .map_err(|error| BatchFailure {
+                    error,
+                    charged_nothing: false,
+                }),
+            _ => sender.consume_batch(&calls).await,
         }
     }
 }

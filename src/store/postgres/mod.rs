@@ -23,7 +23,7 @@
 //! connection whose round trip ended early is closed rather than handed to the next call. A call that
 //! times out may still be charged afterwards, as with any network timeout: its query may be on
 //! its way, or in a batch already sent. A queued call whose caller stopped waiting is dropped
-//! from the queue uncharged.
+//! uncharged, also when its batch is still waiting for a pooled connection.
 //!
 //! The store runs on tokio: consumes that queued go out in a task spawned on the runtime where
 //! the round trip before them ended.
