@@ -14,10 +14,12 @@ use chrono_tz::Tz;
 use highway_ratelimit::clock::ManualClock;
 use highway_ratelimit::report::Capacity;
 use highway_ratelimit::store::lease::{LeaseConfig, LeasedStore};
+use highway_ratelimit::store::postgres::PostgresConfig;
 use highway_ratelimit::store::{ConsumeRequest, Decision, ScopeKey, StoreError, TokenStore};
 use highway_ratelimit::window::WindowKind;
 
 use common::{TestDatabase, ThrowawayServer};
+use frozen_clock::FrozenDatabase;
 
 /// How often the background sweep runs in the tests that wait for it.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(20);
@@ -79,6 +81,15 @@ fn ten_token_leases_on(clock: &ManualClock) -> LeaseConfig {
 
 async fn leased(database: &TestDatabase, config: LeaseConfig) -> LeasedStore {
     LeasedStore::new(database.store_with(|c| c.pool_size(4)).await, config)
+}
+
+/// Returns a leased store on `frozen`, whose database clock stays at the instant it was frozen at,
+/// so that a store clock set to [`CLOCK_START`] is not behind it.
+async fn leased_on(frozen: &FrozenDatabase, config: LeaseConfig) -> LeasedStore {
+    let exact = frozen
+        .store(utc(CLOCK_START), PostgresConfig::DEFAULT_MAX_BATCH_SIZE)
+        .await;
+    LeasedStore::new(exact, config)
 }
 
 /// Returns the count of every usage row of `key`, as (window type, window start, count), shortest
@@ -653,10 +664,11 @@ async fn keys_outside_the_predicate_stay_exact() {
 
 #[tokio::test]
 async fn sweep_returns_ended_lease() {
-    let database = TestDatabase::new().await;
+    let frozen = FrozenDatabase::at(utc(CLOCK_START)).await;
+    let database = &frozen.database;
     let clock = ManualClock::starting_at(utc(CLOCK_START));
-    let holder = leased(&database, ten_token_leases_on(&clock)).await;
-    let other = leased(&database, on_clock(&clock).recheck_after(Duration::ZERO)).await;
+    let holder = leased_on(&frozen, ten_token_leases_on(&clock)).await;
+    let other = leased_on(&frozen, on_clock(&clock).recheck_after(Duration::ZERO)).await;
     let key = hot_key();
     let capacity = Capacity {
         per_minute: Some(10),
@@ -721,9 +733,10 @@ async fn sweep_returns_ended_lease() {
 
 #[tokio::test]
 async fn sweep_keeps_open_lease() {
-    let database = TestDatabase::new().await;
+    let frozen = FrozenDatabase::at(utc(CLOCK_START)).await;
+    let database = &frozen.database;
     let clock = ManualClock::starting_at(utc(CLOCK_START));
-    let store = leased(&database, ten_token_leases_on(&clock)).await;
+    let store = leased_on(&frozen, ten_token_leases_on(&clock)).await;
     let minute_key = hot_key();
     let minute_limits = Capacity {
         per_minute: Some(100),
@@ -772,9 +785,10 @@ async fn sweep_keeps_open_lease() {
 
 #[tokio::test]
 async fn refill_tops_up_in_background() {
-    let database = TestDatabase::new().await;
+    let frozen = FrozenDatabase::at(utc(CLOCK_START)).await;
+    let database = &frozen.database;
     let clock = ManualClock::starting_at(utc(CLOCK_START));
-    let store = leased(&database, ten_token_leases_on(&clock)).await;
+    let store = leased_on(&frozen, ten_token_leases_on(&clock)).await;
     let key = hot_key();
     let capacity = Capacity {
         per_minute: Some(1000),
@@ -840,7 +854,9 @@ async fn failed_refill_keeps_counts() {
     let (logs, _capture) = ThreadLogs::capture();
     let server = ThrowawayServer::start().unwrap_or_else(|message| panic!("{message}"));
     let database = TestDatabase::on_server(&server.url()).await;
-    let clock = ManualClock::starting_at(utc(CLOCK_START));
+    // The database clock runs on, so the store clock starts at the current instant: a lease takes
+    // no new rows in windows that have ended by the database clock.
+    let clock = ManualClock::starting_at(Utc::now());
     let exact = database
         .store_with(|config| {
             config
@@ -992,7 +1008,7 @@ async fn limit_above_max_count_acts_as_it() {
 #[tokio::test]
 async fn late_clock_cannot_refill_cleaned_window() {
     let on_time = utc("2026-07-15T10:15:30Z");
-    let database = frozen_clock::FrozenDatabase::at(on_time).await;
+    let database = FrozenDatabase::at(on_time).await;
     let exact = database.store(on_time, 1).await;
     let key = hot_key();
     let capacity = Capacity {

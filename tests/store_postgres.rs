@@ -1092,7 +1092,7 @@ async fn concurrent_migrations_apply_once() {
         .flat_map(|result| result.unwrap())
         .collect();
     applied.sort();
-    assert_eq!(applied, vec![1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(applied, vec![1, 2, 3, 4, 5, 6, 7, 8]);
     assert_eq!(stores[0].migrate().await.unwrap(), Vec::<i32>::new());
     let client = database.client().await;
     let recorded: i64 = client
@@ -1100,7 +1100,7 @@ async fn concurrent_migrations_apply_once() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(recorded, 7);
+    assert_eq!(recorded, 8);
 }
 
 #[tokio::test]
@@ -1291,7 +1291,7 @@ async fn migration_outlasts_the_statement_timeout() {
     let applied = store.migrate().await;
     release.await.unwrap();
 
-    assert_eq!(applied.unwrap(), vec![1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(applied.unwrap(), vec![1, 2, 3, 4, 5, 6, 7, 8]);
     let timeout: String = store
         .pool()
         .get()
@@ -1370,7 +1370,7 @@ async fn fast_path_migration_keeps_earlier_usage() {
     }
 
     let store = PostgresStore::new(PostgresConfig::new(database.url())).unwrap();
-    assert_eq!(store.migrate().await.unwrap(), vec![5, 6, 7]);
+    assert_eq!(store.migrate().await.unwrap(), vec![5, 6, 7, 8]);
 
     let key = key("acme", "tools.pdf", "run-1");
     assert_eq!(

@@ -168,6 +168,11 @@ impl LeaseConfig {
     /// ([`ConsumeRequest::at`](crate::store::ConsumeRequest::at) is `None`), and when the
     /// background refill and sweep consider a lease's windows ended ([`SystemClock`] by default).
     ///
+    /// The database takes no tokens from a window that has ended by its own clock and has no
+    /// usage row any more, since a cleanup may have deleted the row of a full window. So a clock
+    /// far behind the database's (a `ManualClock` set in the past, against a live database)
+    /// admits nothing in windows that no call used in time.
+    ///
     /// Calls with an instant are placed by that instant, whatever the clock reads. A lease taken
     /// for such calls is never swept: it is given back when a call falls outside its windows or
     /// at shutdown. Durations (`lease_ahead`, `recheck_after`, `sweep_interval`) run on tokio's

@@ -418,6 +418,7 @@ impl Shared {
                 windows: &windows,
                 timezone: plan.timezone,
                 week_start: plan.week_start,
+                explicit_instant: plan.explicit_clock,
             },
             self.config.call_timeout,
         )
@@ -526,15 +527,19 @@ async fn refill(shared: Arc<Shared>, key: ScopeKey, slot: Arc<Slot>) {
         match current {
             Some(lease) if !shared.closed.load(Ordering::Acquire) => {
                 let windows = lease.windows.clone();
-                let (timezone, week_start, held) =
-                    (lease.timezone, lease.week_start, lease.available);
+                let (timezone, week_start, explicit_instant, held) = (
+                    lease.timezone,
+                    lease.week_start,
+                    lease.explicit_clock,
+                    lease.available,
+                );
                 let want = shared.next_batch(&mut state).saturating_sub(held).max(1);
-                Some((windows, timezone, week_start, held, want))
+                Some((windows, timezone, week_start, explicit_instant, held, want))
             }
             _ => None,
         }
     };
-    let Some((windows, timezone, week_start, held, want)) = request else {
+    let Some((windows, timezone, week_start, explicit_instant, held, want)) = request else {
         lock(&slot.state).refilling = false;
         return;
     };
@@ -550,6 +555,7 @@ async fn refill(shared: Arc<Shared>, key: ScopeKey, slot: Arc<Slot>) {
             windows: &windows,
             timezone,
             week_start,
+            explicit_instant,
         },
         shared.config.call_timeout,
     )

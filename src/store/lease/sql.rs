@@ -11,7 +11,7 @@ use crate::store::{ScopeKey, StoreError};
 use crate::window::WindowKind;
 
 const TAKE: &str = "SELECT window_type, window_limit, request_count, window_start, window_end, granted \
-     FROM highway.lease_tool_rate_tokens($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+     FROM highway.lease_tool_rate_tokens($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
 
 const GIVE_BACK: &str = "SELECT highway.return_tool_rate_tokens($1, $2, $3, $4, $5, $6, $7)";
 
@@ -38,6 +38,9 @@ pub(super) struct TakeRequest<'a> {
     pub(super) windows: &'a [LeasedWindow],
     pub(super) timezone: Tz,
     pub(super) week_start: Weekday,
+    /// Whether the windows are those of the request's own instant rather than the store's clock.
+    /// Only then may the take create rows of windows that have ended by the database clock.
+    pub(super) explicit_instant: bool,
 }
 
 /// The result of a take: the tokens granted and every window's state after it.
@@ -85,6 +88,7 @@ pub(super) async fn take(
                         &ends,
                         &request.timezone.name(),
                         &week_start,
+                        &request.explicit_instant,
                     ],
                 )
                 .await

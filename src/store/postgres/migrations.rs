@@ -52,6 +52,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0007_count_overflow.sql",
         sql: include_str!("../../../migrations/0007_count_overflow.sql"),
     },
+    Migration {
+        version: 8,
+        name: "0008_ended_windows.sql",
+        sql: include_str!("../../../migrations/0008_ended_windows.sql"),
+    },
 ];
 
 /// The key of the session-level advisory lock that serialises concurrent migrations
