@@ -10,7 +10,8 @@
 //! | --- | --- |
 //! | quota exhausted, outside allowed hours, blocked date | `RESOURCE_EXHAUSTED` |
 //! | token store, policy source or schedule unavailable (fail-closed) | `UNAVAILABLE` |
-//! | cost larger than a limit | `INVALID_ARGUMENT`: the call can never fit |
+//! | cost larger than a limit in force now that a later window of the schedule admits | `RESOURCE_EXHAUSTED` |
+//! | cost larger than every limit the call can meet | `INVALID_ARGUMENT`: the call can never fit |
 //! | no policy for the tool | `PERMISSION_DENIED` |
 //! | missing identity extension | `INTERNAL`: the service is misconfigured |
 //!

@@ -8,7 +8,8 @@
 //! | --- | --- |
 //! | quota exhausted, outside allowed hours, blocked date | 429 Too Many Requests, with `Retry-After` |
 //! | token store, policy source or schedule unavailable (fail-closed) | 503 Service Unavailable |
-//! | cost larger than a limit | 413 Content Too Large: the call can never fit |
+//! | cost larger than a limit in force now that a later window of the schedule admits | 429 Too Many Requests, with `Retry-After` |
+//! | cost larger than every limit the call can meet | 413 Content Too Large: the call can never fit |
 //! | no policy for the tool | 403 Forbidden |
 //! | missing identity extension | 500 Internal Server Error: the service is misconfigured |
 //!
@@ -19,7 +20,8 @@
 //! `"minute";r=REMAINING;t=SECONDS_TO_RESET`. Calendar windows vary in length (a day can last
 //! 23 or 25 hours), so `w` is the nominal length, and is left out for months. A response to an
 //! admitted call that was counted carries the same two fields, with the remaining units after
-//! the call.
+//! the call. A quota rejection for a cost larger than the limit in force carries neither field,
+//! because the store rejects such a call before it reads any count.
 //!
 //! ```
 //! use std::sync::Arc;

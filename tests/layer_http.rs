@@ -232,6 +232,71 @@ async fn cost_beyond_limit_is_413() {
     assert!(response.headers().get("retry-after").is_none());
 }
 
+/// A schedule with the default working hours, 09:00 to 17:00 on weekdays in UTC, that allows
+/// 10 calls a day, of which at most 2 before noon.
+const PACED_SCHEDULE: &str = r#"
+project paced "Paced email" 2026-01-01 - 2027-01-01 {
+  timezone "UTC"
+}
+
+resource email "Email service" {
+  limits {
+    dailymax 10
+    dailymax 2 { hours 09:00 - 12:00 }
+  }
+}
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn cost_above_slot_is_429_until_rise() {
+    let options = highway_ratelimit::report::ReportOptions {
+        resource: None,
+        from: utc("2026-03-02T00:00:00Z"),
+        days: 7,
+        generated_at: utc("2026-03-02T00:00:00Z"),
+    };
+    let schedule =
+        highway_ratelimit::policy::PolicySchedule::render("paced.tjp", PACED_SCHEDULE, &options)
+            .expect("the paced schedule renders");
+    let policies = StaticPolicies::new().with(Policy::scheduled("default", TOOL, schedule));
+    let layer = RateLimitLayer::builder(Arc::new(policies), Arc::new(MemoryStore::new()))
+        .tool(TOOL)
+        .clock(TokioClock::starting_at(utc("2026-03-02T10:00:00Z")))
+        .build();
+    let app = Router::new()
+        .route("/send", post(|| async { "sent" }))
+        .layer(layer.into_http())
+        .layer(axum::middleware::map_request(
+            |mut request: Request| async move {
+                request.extensions_mut().insert(TenantId::new("acme"));
+                request
+                    .extensions_mut()
+                    .insert(highway_ratelimit::layer::Cost::new(5).unwrap());
+                request
+            },
+        ));
+
+    let response = app.oneshot(send(None)).await.unwrap();
+
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        header(&response, "retry-after"),
+        "7200",
+        "until noon, when the day allows 10"
+    );
+    assert!(
+        response.headers().get("ratelimit").is_none(),
+        "the store counted nothing, so there is no remaining count to report"
+    );
+    assert!(response.headers().get("ratelimit-policy").is_none());
+    let text = body(response).await;
+    assert!(
+        text.contains("a cost of 5 is more than the day limit of 2 in force now"),
+        "{text}"
+    );
+    assert!(text.contains("2026-03-02 12:00:00 UTC"), "{text}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn missing_policy_is_403() {
     let layer = RateLimitLayer::builder(

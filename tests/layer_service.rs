@@ -127,11 +127,13 @@ async fn quota_exhausted_after_limit() {
         RejectionReason::QuotaExhausted {
             window,
             limit,
+            cost,
             retry_at,
             windows,
         } => {
             assert_eq!(*window, WindowKind::Minute);
             assert_eq!(*limit, 2);
+            assert_eq!(*cost, 1);
             assert_eq!(*retry_at, utc("2026-03-02T10:01:00Z"));
             assert_eq!(windows[0].remaining, 0);
         }
@@ -1393,6 +1395,231 @@ async fn quota_retry_at_reset_after_rise() {
         utc("2026-03-02T11:00:00Z"),
         "the day's limit rises at 10:30 and the hour resets at 11:00"
     );
+}
+
+/// Builds a layer whose one policy follows `definition`, with a week's report from Monday
+/// 2 March 2026 and a clock that starts at `start`. The layer waits up to `max_wait` when set.
+fn schedule_layer(
+    definition: &str,
+    start: DateTime<Utc>,
+    max_wait: Option<Duration>,
+) -> RateLimitLayer {
+    let options = highway_ratelimit::report::ReportOptions {
+        resource: None,
+        from: utc("2026-03-02T00:00:00Z"),
+        days: 7,
+        generated_at: utc("2026-03-02T00:00:00Z"),
+    };
+    let schedule = PolicySchedule::render("test.tjp", definition, &options)
+        .expect("the test schedule renders");
+    let builder = RateLimitLayer::builder(
+        Arc::new(StaticPolicies::new().with(Policy::scheduled("default", TOOL, schedule))),
+        Arc::new(MemoryStore::new()),
+    )
+    .tool(TOOL)
+    .clock(TokioClock::starting_at(start));
+    match max_wait {
+        Some(max_wait) => builder.wait_up_to(max_wait).build(),
+        None => builder.build(),
+    }
+}
+
+fn request_costing(tenant: &str, units: u64) -> Request {
+    let mut request = request(tenant);
+    request
+        .extensions_mut()
+        .insert(Cost::new(units).expect("test costs are positive"));
+    request
+}
+
+#[tokio::test(start_paused = true)]
+async fn cost_above_slot_retries_at_rise() {
+    // At 10:00 the day allows 2 units. From noon it allows 10, so a call of 5 fits then.
+    let tool = Tool::default();
+    let layer = schedule_layer(PACED_SCHEDULE, monday_ten(), None);
+    let mut service = tower::Layer::layer(&layer, tool.service());
+
+    let rejected = rejection(call(&mut service, request_costing("acme", 5)).await);
+
+    match rejected.reason() {
+        RejectionReason::QuotaExhausted {
+            window,
+            limit,
+            retry_at,
+            windows,
+            ..
+        } => {
+            assert_eq!(*window, WindowKind::Day);
+            assert_eq!(*limit, 2, "the morning's limit is in force");
+            assert_eq!(*retry_at, utc("2026-03-02T12:00:00Z"));
+            assert!(windows.is_empty(), "the store counted nothing: {windows:?}");
+        }
+        other => panic!("expected QuotaExhausted, got {other:?}"),
+    }
+    assert_eq!(rejected.retry_after(), Some(Duration::from_secs(2 * 3600)));
+    let message = rejected.to_string();
+    assert!(
+        message.contains("a cost of 5 is more than the day limit of 2 in force now"),
+        "{message}"
+    );
+    assert!(message.contains("2026-03-02 12:00:00 UTC"), "{message}");
+    assert_eq!(tool.calls(), 0);
+
+    tokio::time::advance(Duration::from_secs(2 * 3600)).await;
+    call(&mut service, request_costing("acme", 5))
+        .await
+        .expect("the day allows 10 from noon");
+    assert_eq!(tool.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cost_above_every_slot_never_fits() {
+    let tool = Tool::default();
+    let layer = schedule_layer(PACED_SCHEDULE, monday_ten(), None);
+    let mut service = tower::Layer::layer(&layer, tool.service());
+
+    let never = rejection(call(&mut service, request_costing("acme", 11)).await);
+
+    match never.reason() {
+        RejectionReason::CostExceedsLimit {
+            window,
+            limit,
+            cost,
+        } => {
+            assert_eq!((*window, *limit, *cost), (WindowKind::Day, 2, 11));
+        }
+        other => panic!("expected CostExceedsLimit, got {other:?}"),
+    }
+    assert_eq!(never.retry_at(), None);
+    assert_eq!(tool.calls(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cost_within_slot_is_charged() {
+    let tool = Tool::default();
+    let layer = schedule_layer(PACED_SCHEDULE, monday_ten(), None);
+    let mut service = tower::Layer::layer(&layer, tool.service());
+
+    call(&mut service, request_costing("acme", 2))
+        .await
+        .expect("a cost of 2 fits the morning's limit of 2");
+    let rejected = rejection(call(&mut service, request_costing("acme", 1)).await);
+
+    match rejected.reason() {
+        RejectionReason::QuotaExhausted {
+            window,
+            limit,
+            retry_at,
+            windows,
+            ..
+        } => {
+            assert_eq!((*window, *limit), (WindowKind::Day, 2));
+            assert_eq!(*retry_at, utc("2026-03-02T12:00:00Z"));
+            assert_eq!(windows[0].remaining, 0);
+        }
+        other => panic!("expected QuotaExhausted, got {other:?}"),
+    }
+    assert!(
+        rejected
+            .to_string()
+            .contains("the day quota of 2 is exhausted"),
+        "{rejected}"
+    );
+    assert_eq!(tool.calls(), 1);
+}
+
+/// The paced schedule with at most 3 calls an hour from noon to 14:00.
+const PACED_LUNCH_SCHEDULE: &str = r#"
+project paced "Paced email" 2026-01-01 - 2027-01-01 {
+  timezone "UTC"
+}
+
+resource email "Email service" {
+  limits {
+    dailymax 10
+    dailymax 2 { hours 09:00 - 12:00 }
+    hourlymax 3 { hours 12:00 - 14:00 }
+  }
+}
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn cost_retry_needs_every_kind() {
+    // From noon the day allows 10, but the hour allows 3 until 14:00.
+    let layer = schedule_layer(PACED_LUNCH_SCHEDULE, monday_ten(), None);
+    let mut service = tower::Layer::layer(&layer, Tool::default().service());
+
+    let rejected = rejection(call(&mut service, request_costing("acme", 5)).await);
+
+    assert_eq!(rejected.retry_at(), Some(utc("2026-03-02T14:00:00Z")));
+}
+
+/// A schedule with the default working hours, 09:00 to 17:00 on weekdays in UTC, that allows
+/// 2 calls on Mondays and 10 on other days.
+const MONDAY_SCHEDULE: &str = r#"
+project paced "Paced email" 2026-01-01 - 2027-01-01 {
+  timezone "UTC"
+}
+
+resource email "Email service" {
+  limits {
+    dailymax 10
+    dailymax 2 { days mon }
+  }
+}
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn cost_above_weekday_retries_next_day() {
+    let layer = schedule_layer(MONDAY_SCHEDULE, monday_ten(), None);
+    let mut service = tower::Layer::layer(&layer, Tool::default().service());
+
+    let rejected = rejection(call(&mut service, request_costing("acme", 5)).await);
+
+    assert!(
+        matches!(rejected.reason(), RejectionReason::QuotaExhausted { .. }),
+        "{rejected:?}"
+    );
+    assert_eq!(
+        rejected.retry_at(),
+        Some(utc("2026-03-03T09:00:00Z")),
+        "Tuesday's window allows 10"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn wait_mode_waits_for_cost_fit() {
+    let tool = Tool::default();
+    let layer = schedule_layer(
+        PACED_SCHEDULE,
+        monday_ten(),
+        Some(Duration::from_secs(3 * 3600)),
+    );
+    let mut service = tower::Layer::layer(&layer, tool.service());
+    let started = tokio::time::Instant::now();
+
+    call(&mut service, request_costing("acme", 5))
+        .await
+        .expect("the call waits until noon, when a cost of 5 fits");
+
+    assert_eq!(started.elapsed(), Duration::from_secs(2 * 3600));
+    assert_eq!(tool.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn wait_mode_rejects_distant_cost_fit() {
+    let layer = schedule_layer(
+        PACED_SCHEDULE,
+        monday_ten(),
+        Some(Duration::from_secs(3600)),
+    );
+    let mut service = tower::Layer::layer(&layer, Tool::default().service());
+    let started = tokio::time::Instant::now();
+
+    let rejected = rejection(call(&mut service, request_costing("acme", 5)).await);
+
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    assert_eq!(rejected.retry_at(), Some(utc("2026-03-02T12:00:00Z")));
 }
 
 #[tokio::test(start_paused = true)]

@@ -182,21 +182,31 @@ pub enum RejectionReason {
         /// The start of the next allowed window; `None` when the report has none.
         next_allowed: Option<DateTime<Utc>>,
     },
-    /// A window's quota is used up.
-    #[error("{}", quota(*window, *limit, windows, retry_at))]
+    /// A window's quota is used up, or the call's cost is larger than a limit in force now but
+    /// fits the limits of a later window of the schedule's report.
+    #[error("{}", quota(*window, *limit, *cost, windows, retry_at))]
     QuotaExhausted {
-        /// The window that refused; when several refuse, the one that resets last.
+        /// The window that refused; when several refuse, the one that resets last. For a cost
+        /// larger than a limit in force, a window whose limit is smaller than the cost.
         window: WindowKind,
         /// That window's limit.
         limit: u64,
+        /// The call's cost.
+        cost: u64,
         /// When that window resets or, when it resets outside the schedule's allowed windows,
         /// the start of the next allowed window after the reset. When the schedule's capacity
-        /// rises before then, it is the first instant at which the call fits again.
+        /// rises before then, it is the first instant at which the call fits again. For a cost
+        /// larger than a limit in force, it is the start of the first report window whose
+        /// limits all admit the cost.
         retry_at: DateTime<Utc>,
-        /// Every limited window, shortest first, as the store left them.
+        /// Every limited window, shortest first, as the store left them. Empty for a cost
+        /// larger than a limit in force, because the store rejects such a call before it reads
+        /// any count.
         windows: Windows,
     },
-    /// The call's cost is larger than a window's whole limit, so it can never succeed.
+    /// The call's cost is larger than a window's whole limit, and no later window of the
+    /// schedule's report has limits that admit it (or the limits are static), so it can never
+    /// succeed.
     #[error(
         "a cost of {cost} can never fit the {window} limit of {limit}: split the call or raise the limit"
     )]
@@ -250,16 +260,23 @@ impl RejectionReason {
     }
 }
 
-/// Describes an exhausted quota: a limit of 0 switches the tool off for the window.
+/// Describes an exhausted quota: a limit of 0 switches the tool off for the window, and a cost
+/// above the limit waits for a window with a larger one.
 fn quota(
     window: WindowKind,
     limit: u64,
+    cost: u64,
     windows: &[WindowUsage],
     retry_at: &DateTime<Utc>,
 ) -> String {
     if limit == 0 {
         return format!(
             "the {window} limit is 0, which switches the tool off in this window; retry at {retry_at}"
+        );
+    }
+    if cost > limit {
+        return format!(
+            "a cost of {cost} is more than the {window} limit of {limit} in force now; the schedule's limits admit it from {retry_at}, so retry then"
         );
     }
     format!(

@@ -21,6 +21,7 @@ use crate::schedule::{ParseOptions, Schedule};
 use crate::store::{
     ConsumeRequest, Decision, ScopeKey, StoreError, TokenStore, WindowUsage, Windows,
 };
+use crate::window::WindowKind;
 
 /// A policy with what can be computed from it once: the key of its calls when that does not
 /// depend on the workflow run.
@@ -520,6 +521,7 @@ impl Limiter {
                 RejectionReason::QuotaExhausted {
                     window,
                     limit,
+                    cost: caller.cost.get(),
                     retry_at,
                     windows,
                 }
@@ -528,11 +530,7 @@ impl Limiter {
                 window,
                 limit,
                 cost,
-            }) => RejectionReason::CostExceedsLimit {
-                window,
-                limit,
-                cost,
-            },
+            }) => cost_exceeds_limit(report, window, limit, cost, now),
             Err(error) if policy.fail_open => {
                 tracing::warn!(%key, %error, "token store failed; admitting the call because the policy fails open");
                 metrics::counter!("highway_ratelimit_store_errors_total", "outcome" => "admitted")
@@ -754,6 +752,37 @@ fn call_key<'r>(
             };
             rejection(caller, now, RejectionReason::MissingIdentity(missing))
         })
+}
+
+/// Returns the rejection of a call whose cost is larger than the `window` limit in force at
+/// `now`. A schedule's report can have larger limits in a later window, such as a day limit
+/// narrowed to the morning by `hours` or one that differs by weekday. The call is then a quota
+/// rejection until the first report window whose limits all admit the cost. It can never
+/// succeed when no window before the report ends admits it, or when there is no report.
+fn cost_exceeds_limit(
+    report: Option<&AvailabilityReport>,
+    window: WindowKind,
+    limit: u64,
+    cost: u64,
+    now: DateTime<Utc>,
+) -> RejectionReason {
+    // No counts: the store rejects such a cost before it reads any, so only limits are judged.
+    let fits_later =
+        report.and_then(|report| capacity_rise(report, &[], cost, now, report.valid_until));
+    match fits_later {
+        Some(retry_at) => RejectionReason::QuotaExhausted {
+            window,
+            limit,
+            cost,
+            retry_at,
+            windows: Windows::new(),
+        },
+        None => RejectionReason::CostExceedsLimit {
+            window,
+            limit,
+            cost,
+        },
+    }
 }
 
 /// Returns the first instant after `now` and before `until` at which the capacity of `report`

@@ -115,7 +115,9 @@ impl Decision {
 /// The error of a store operation.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The cost is larger than a window's whole limit, so the call can never succeed.
+    /// The cost is larger than a window's whole limit, so the call can never succeed under
+    /// these limits. The rate limit layer rejects it as a quota instead when a later window of
+    /// the policy's schedule has limits that admit the cost.
     #[error(
         "a cost of {cost} can never fit the {window} limit of {limit}: split the call or raise the limit"
     )]
