@@ -797,6 +797,37 @@ async fn outside_hours_rejects_until_next_window() {
     assert_eq!(tool.calls(), 0);
 }
 
+/// The report's last window ends on Friday: a call on Saturday finds no window to wait for, and
+/// the message says where to look.
+#[tokio::test(start_paused = true)]
+async fn no_window_left_names_schedule_checks() {
+    let layer = scheduled_layer(
+        utc("2026-03-07T12:00:00Z"),
+        office_hours_report(utc("2026-03-09T00:00:00Z")),
+        false,
+    );
+    let tool = Tool::default();
+    let mut service = tower::Layer::layer(&layer, tool.service());
+
+    let rejected = rejection(call(&mut service, request("acme")).await);
+
+    match rejected.reason() {
+        RejectionReason::OutsideHours { next_allowed } => assert_eq!(*next_allowed, None),
+        other => panic!("expected OutsideHours, got {other:?}"),
+    }
+    assert_eq!(rejected.retry_after(), None);
+    let message = rejected.to_string();
+    assert!(
+        message.contains("no call before its report ends"),
+        "{message}"
+    );
+    assert!(
+        message.contains("working hours and its project's end date"),
+        "{message}"
+    );
+    assert_eq!(tool.calls(), 0);
+}
+
 #[tokio::test(start_paused = true)]
 async fn blocked_date_rejects_with_date() {
     let layer = scheduled_layer(
