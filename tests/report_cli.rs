@@ -141,6 +141,28 @@ fn email_report_as_week() {
     );
 }
 
+/// A team with one member: the report is the member's, and stderr says so, since the JSON does
+/// not name its resource.
+#[test]
+fn only_leaf_resource_is_named() {
+    let mut file = tempfile::NamedTempFile::with_suffix(".tjp").unwrap();
+    std::io::Write::write_all(
+        &mut file,
+        b"project p \"P\" 2026-03-01 - 2026-04-01 {\n  timezone \"UTC\"\n}\n\
+          resource team \"Team\" {\n  resource mailer \"Mailer\" {\n    limits { dailymax 5 }\n  }\n}\n",
+    )
+    .unwrap();
+    let output = run(&[file.path().to_str().unwrap(), "--from", "2026-03-02"]);
+
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("the report is for resource \"mailer\""),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--resource ID"), "{stderr}");
+}
+
 #[test]
 fn several_resources_need_one_chosen() {
     let file = PathBuf::from("tests/corpus/scriptplan-tests/timezone_stress.tjp");

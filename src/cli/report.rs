@@ -70,6 +70,12 @@ fn render(args: &ReportArgs) -> Result<String, String> {
             }
             other => format!("error: {other}"),
         })?;
+    if args.resource.is_none() && schedule.resources.len() > 1 {
+        eprintln!(
+            "note: the report is for resource {:?}, the only one without sub-resources; pass --resource ID for another",
+            resource.id
+        );
+    }
     let zone = resource_zone(&schedule, resource);
     let now = Utc::now();
     let from = match from_arg {
