@@ -141,7 +141,7 @@ fn email_report_as_week() {
     );
 }
 
-/// A team with one member: the report is the member's, and stderr says so, since the JSON does
+/// A team with one member: the report is the member's, and stderr names it, since the JSON does
 /// not name its resource.
 #[test]
 fn only_leaf_resource_is_named() {

@@ -684,7 +684,7 @@ async fn sweep_returns_ended_lease() {
     let unused = holder.held(&key);
     assert_eq!(unused, 9);
     assert_eq!(
-        counters(&database, &key).await,
+        counters(database, &key).await,
         vec![
             ("minute".to_owned(), first_minute, 10),
             ("hour".to_owned(), hour, 10),
@@ -695,13 +695,13 @@ async fn sweep_returns_ended_lease() {
 
     clock.set(utc("2026-03-02T10:16:05Z"));
     wait_for("the sweep's give-back of the ended lease", async || {
-        counts(&database, &key).await[1] < 10
+        counts(database, &key).await[1] < 10
     })
     .await;
 
     let after = 10 - unused as i64;
     assert_eq!(
-        counters(&database, &key).await,
+        counters(database, &key).await,
         vec![
             ("minute".to_owned(), first_minute, 10),
             ("hour".to_owned(), hour, after),
@@ -721,7 +721,7 @@ async fn sweep_returns_ended_lease() {
     other.shutdown().await.expect("shutdown succeeds");
     assert_eq!(holder.shutdown().await.expect("shutdown succeeds"), 0);
     assert_eq!(
-        counters(&database, &key).await,
+        counters(database, &key).await,
         vec![
             ("minute".to_owned(), first_minute, 10),
             ("minute".to_owned(), utc("2026-03-02T10:16:00Z"), 10),
@@ -756,20 +756,20 @@ async fn sweep_keeps_open_lease() {
     assert!(admitted(&store, request_now(&minute_key, &minute_limits)).await);
     assert!(admitted(&store, request_now(&hour_key, &hour_limits)).await);
     assert_eq!(store.held(&hour_key), 9);
-    assert_eq!(counts(&database, &hour_key).await, vec![10, 10]);
+    assert_eq!(counts(database, &hour_key).await, vec![10, 10]);
 
     // Each give-back of a minute key's lease comes from a sweep pass, and the passes run one
     // after another. So once the second one lands, a whole pass with the clock at 10:16:05 has
     // looked at the hour key's lease.
     clock.set(utc("2026-03-02T10:16:05Z"));
     wait_for("the sweep's give-back of the first minute", async || {
-        counts(&database, &minute_key).await == vec![10, 1]
+        counts(database, &minute_key).await == vec![10, 1]
     })
     .await;
     assert!(admitted(&store, request_now(&minute_key, &minute_limits)).await);
     clock.set(utc("2026-03-02T10:17:05Z"));
     wait_for("the sweep's give-back of the second minute", async || {
-        counts(&database, &minute_key).await == vec![10, 10, 2]
+        counts(database, &minute_key).await == vec![10, 10, 2]
     })
     .await;
 
@@ -778,9 +778,9 @@ async fn sweep_keeps_open_lease() {
         9,
         "the hour is still open, so the lease stays"
     );
-    assert_eq!(counts(&database, &hour_key).await, vec![10, 10]);
+    assert_eq!(counts(database, &hour_key).await, vec![10, 10]);
     assert_eq!(store.shutdown().await.expect("shutdown succeeds"), 9);
-    assert_eq!(counts(&database, &hour_key).await, vec![1, 1]);
+    assert_eq!(counts(database, &hour_key).await, vec![1, 1]);
 }
 
 #[tokio::test]
@@ -832,7 +832,7 @@ async fn refill_tops_up_in_background() {
             10 - calls,
             "no take lands while the rows are locked"
         );
-        assert_eq!(counts(&database, &key).await, vec![calls + held as i64; 2]);
+        assert_eq!(counts(database, &key).await, vec![calls + held as i64; 2]);
     }
 
     lock.rollback().await.expect("the lock is released");
@@ -841,12 +841,12 @@ async fn refill_tops_up_in_background() {
     let held = store.held(&key);
     assert!(held <= 10, "a refill tops up to the batch at most: {held}");
     assert_eq!(
-        counts(&database, &key).await,
+        counts(database, &key).await,
         vec![calls + held as i64; 2],
         "the counters hold the admitted calls and the refilled lease"
     );
     assert_eq!(store.shutdown().await.expect("shutdown succeeds"), held);
-    assert_eq!(counts(&database, &key).await, vec![calls; 2]);
+    assert_eq!(counts(database, &key).await, vec![calls; 2]);
 }
 
 #[tokio::test]
