@@ -1748,7 +1748,10 @@ async fn cost_rejection_cheap_on_year_report() {
     };
     let schedule = PolicySchedule::render("slots.tjp", hourly_slots_schedule(), &options)
         .expect("the hourly slots schedule renders");
-    assert!(schedule.report.windows.len() >= 365 * 24, "one window per hour");
+    assert!(
+        schedule.report.windows.len() >= 365 * 24,
+        "one window per hour"
+    );
     let layer = RateLimitLayer::builder(
         Arc::new(StaticPolicies::new().with(Policy::scheduled("default", TOOL, schedule))),
         Arc::new(MemoryStore::new()),
@@ -1760,7 +1763,9 @@ async fn cost_rejection_cheap_on_year_report() {
     const REJECTIONS: u32 = 2_000;
 
     // A client that sends a cost of 5 after the hour's 5 are used up: a quota rejection.
-    call(&mut service, request_costing("acme", 5)).await.unwrap();
+    call(&mut service, request_costing("acme", 5))
+        .await
+        .unwrap();
     let started = std::time::Instant::now();
     for _ in 0..REJECTIONS {
         rejection(call(&mut service, request_costing("acme", 5)).await);
