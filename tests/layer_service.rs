@@ -1693,3 +1693,134 @@ async fn scheduled_policy_from_text() {
         "{unknown:?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn quota_retry_skips_opening_below_cost() {
+    // Monday 12:30: a call of 8 leaves 2 of the day's 10. A call of 5 is rejected by the day,
+    // which resets at midnight. On Tuesday the schedule opens at 09:00 with a day limit of 2,
+    // which a cost of 5 cannot meet, and rises to 10 at noon.
+    let layer = schedule_layer(PACED_SCHEDULE, utc("2026-03-02T12:30:00Z"), None);
+    let mut service = tower::Layer::layer(&layer, Tool::default().service());
+
+    call(&mut service, request_costing("acme", 8))
+        .await
+        .expect("a cost of 8 fits the afternoon's limit of 10");
+    let rejected = rejection(call(&mut service, request_costing("acme", 5)).await);
+
+    assert!(
+        matches!(rejected.reason(), RejectionReason::QuotaExhausted { .. }),
+        "{rejected:?}"
+    );
+    assert_eq!(
+        rejected.retry_at(),
+        Some(utc("2026-03-03T12:00:00Z")),
+        "Tuesday noon, when the day's limit admits a cost of 5 again"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn wait_mode_skips_opening_below_cost() {
+    let tool = Tool::default();
+    let layer = schedule_layer(
+        PACED_SCHEDULE,
+        utc("2026-03-02T12:30:00Z"),
+        Some(Duration::from_secs(24 * 3600)),
+    );
+    let mut service = tower::Layer::layer(&layer, tool.service());
+    call(&mut service, request_costing("acme", 8))
+        .await
+        .expect("a cost of 8 fits the afternoon's limit of 10");
+    let started = tokio::time::Instant::now();
+
+    let waited = call(&mut service, request_costing("acme", 5)).await;
+
+    assert!(
+        waited.is_ok(),
+        "Tuesday noon is within the maximum wait: {waited:?}"
+    );
+    assert_eq!(started.elapsed(), Duration::from_secs(23 * 3600 + 1800));
+    assert_eq!(tool.calls(), 2);
+}
+
+/// A schedule open all day, every day, whose hour limit alternates between 5 and 6, so that its
+/// report has one window per hour, and whose day limit is 10.
+fn hourly_slots_schedule() -> String {
+    let mut limits = String::new();
+    for hour in 0..24 {
+        let limit = 5 + hour % 2;
+        limits.push_str(&format!(
+            "    hourlymax {limit} {{ hours {hour:02}:00 - {:02}:00 }}\n",
+            hour + 1
+        ));
+    }
+    format!(
+        r#"
+project slots "Hourly slots" 2026-01-01 - 2028-01-01 {{
+  timezone "UTC"
+  workinghours mon - sun 00:00 - 24:00
+}}
+
+resource email "Email service" {{
+  limits {{
+    dailymax 10
+{limits}  }}
+}}
+"#
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn cost_rejection_cheap_on_year_report() {
+    let options = highway_ratelimit::report::ReportOptions {
+        resource: None,
+        from: utc("2026-03-02T00:00:00Z"),
+        days: 365,
+        generated_at: utc("2026-03-02T00:00:00Z"),
+    };
+    let schedule = PolicySchedule::render("slots.tjp", hourly_slots_schedule(), &options)
+        .expect("the hourly slots schedule renders");
+    assert!(
+        schedule.report.windows.len() >= 365 * 24,
+        "one window per hour"
+    );
+    let layer = RateLimitLayer::builder(
+        Arc::new(StaticPolicies::new().with(Policy::scheduled("default", TOOL, schedule))),
+        Arc::new(MemoryStore::new()),
+    )
+    .tool(TOOL)
+    .clock(TokioClock::starting_at(monday_ten()))
+    .build();
+    let mut service = tower::Layer::layer(&layer, Tool::default().service());
+    const REJECTIONS: u32 = 2_000;
+
+    // A client that sends a cost of 5 after the hour's 5 are used up: a quota rejection.
+    call(&mut service, request_costing("acme", 5))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    for _ in 0..REJECTIONS {
+        rejection(call(&mut service, request_costing("acme", 5)).await);
+    }
+    let quota = started.elapsed();
+
+    // A client that sends a cost of 11, which no window of the report admits.
+    let started = std::time::Instant::now();
+    for _ in 0..REJECTIONS {
+        let never = rejection(call(&mut service, request_costing("globex", 11)).await);
+        assert!(
+            matches!(never.reason(), RejectionReason::CostExceedsLimit { .. }),
+            "{never:?}"
+        );
+    }
+    let never_fits = started.elapsed();
+
+    println!(
+        "per rejection: quota {:?}, cost above every limit {:?}",
+        quota / REJECTIONS,
+        never_fits / REJECTIONS
+    );
+    assert!(
+        never_fits < quota * 5,
+        "a cost that never fits took {never_fits:?} for {REJECTIONS} rejections, a quota {quota:?}"
+    );
+}

@@ -512,10 +512,12 @@ impl Limiter {
                     .and_then(|report| report.first_allowed_from(retry_at))
                     .unwrap_or(retry_at);
                 // The report's capacity may rise before then (a day limit narrowed to the
-                // morning by `hours`), and the call may fit from that slot on.
+                // morning by `hours`), and the call may fit from that slot on. It may also be
+                // lower than the cost when the schedule opens again, so the search goes on past
+                // the reset, to the first instant at which the call fits.
                 let retry_at = report
                     .and_then(|report| {
-                        capacity_rise(report, &windows, caller.cost.get(), now, reset)
+                        capacity_rise(report, &windows, caller.cost.get(), now, report.valid_until)
                     })
                     .unwrap_or(reset);
                 RejectionReason::QuotaExhausted {
@@ -788,9 +790,9 @@ fn cost_exceeds_limit(
 /// Returns the first instant after `now` and before `until` at which the capacity of `report`
 /// has room for a call of `cost`, judged by the counts in `windows`: a counter that has reset by
 /// then counts from zero. The capacity changes only where a report window starts and a counter
-/// only where it resets, so those instants are the ones tried. A window kind that `windows` does
-/// not count is taken to have room, so the instant is the earliest the call can succeed, not a
-/// promise.
+/// only where it resets, so those instants are the ones tried, in order, and the search stops at
+/// the first that fits. A window kind that `windows` does not count is taken to have room, so the
+/// instant is the earliest the call can succeed, not a promise.
 fn capacity_rise(
     report: &AvailabilityReport,
     windows: &[WindowUsage],
@@ -798,17 +800,17 @@ fn capacity_rise(
     now: DateTime<Utc>,
     until: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
-    let later = report.windows.partition_point(|window| window.start <= now);
-    let starts = report.windows[later..]
-        .iter()
-        .map(|window| window.start)
-        .take_while(|start| *start < until);
-    let resets = windows.iter().map(|usage| usage.reset_at);
-    let mut instants: Vec<DateTime<Utc>> = starts
-        .chain(resets)
-        .filter(|at| now < *at && *at < until)
-        .collect();
-    instants.sort_unstable();
+    // At most one reset per window kind, in order, without allocating.
+    let mut resets = [DateTime::<Utc>::MAX_UTC; WindowKind::ALL.len()];
+    let mut reset_count = 0;
+    for usage in windows.iter().take(resets.len()) {
+        if now < usage.reset_at && usage.reset_at < until {
+            resets[reset_count] = usage.reset_at;
+            reset_count += 1;
+        }
+    }
+    let resets = &mut resets[..reset_count];
+    resets.sort_unstable();
 
     let fits = |capacity: &Capacity, at: DateTime<Utc>| {
         capacity.limits().all(|(kind, limit)| {
@@ -819,11 +821,31 @@ fn capacity_rise(
             used.checked_add(cost).is_some_and(|total| total <= limit)
         })
     };
-    instants.into_iter().find(|at| {
-        report
-            .capacity_at(*at)
-            .is_some_and(|capacity| fits(capacity, *at))
-    })
+
+    // Report windows are sorted and do not overlap, so their starts merge with the resets.
+    let mut starts = report.windows[report.windows.partition_point(|window| window.start <= now)..]
+        .iter()
+        .take_while(|window| window.start < until)
+        .peekable();
+    let mut resets = resets.iter().copied().peekable();
+    loop {
+        let next_start = starts.peek().map(|window| window.start);
+        let next_reset = resets.peek().copied();
+        let (at, capacity) = match (next_start, next_reset) {
+            (None, None) => return None,
+            (Some(start), None) => (start, starts.next().map(|window| &window.capacity)),
+            (Some(start), Some(reset)) if start <= reset => {
+                (start, starts.next().map(|window| &window.capacity))
+            }
+            (_, Some(reset)) => {
+                resets.next();
+                (reset, report.capacity_at(reset))
+            }
+        };
+        if capacity.is_some_and(|capacity| fits(capacity, at)) {
+            return Some(at);
+        }
+    }
 }
 
 /// Returns the capacity and calendar of a policy at `now` when no await is needed: static
