@@ -1769,8 +1769,11 @@ resource email "Email service" {{
     )
 }
 
+/// On a report of a year of hourly slots, a cost that no slot admits is an error that says so,
+/// for every call, and a cost the hour admits again later is a quota rejection. The stored report
+/// keeps, per window, the largest cost admitted from there on, so the first case reads no slot.
 #[tokio::test(start_paused = true)]
-async fn cost_rejection_cheap_on_year_report() {
+async fn cost_above_year_report_never_fits() {
     let options = highway_ratelimit::report::ReportOptions {
         resource: None,
         from: utc("2026-03-02T00:00:00Z"),
@@ -1791,36 +1794,24 @@ async fn cost_rejection_cheap_on_year_report() {
     .clock(TokioClock::starting_at(monday_ten()))
     .build();
     let mut service = tower::Layer::layer(&layer, Tool::default().service());
-    const REJECTIONS: u32 = 2_000;
 
-    // A client that sends a cost of 5 after the hour's 5 are used up: a quota rejection.
     call(&mut service, request_costing("acme", 5))
         .await
         .unwrap();
-    let started = std::time::Instant::now();
-    for _ in 0..REJECTIONS {
-        rejection(call(&mut service, request_costing("acme", 5)).await);
-    }
-    let quota = started.elapsed();
+    let quota = rejection(call(&mut service, request_costing("acme", 5)).await);
+    assert!(
+        matches!(quota.reason(), RejectionReason::QuotaExhausted { .. }),
+        "{quota:?}"
+    );
 
-    // A client that sends a cost of 11, which no window of the report admits.
-    let started = std::time::Instant::now();
-    for _ in 0..REJECTIONS {
+    for _ in 0..3 {
         let never = rejection(call(&mut service, request_costing("globex", 11)).await);
         assert!(
-            matches!(never.reason(), RejectionReason::CostExceedsLimit { .. }),
+            matches!(
+                never.reason(),
+                RejectionReason::CostExceedsLimit { cost: 11, .. }
+            ),
             "{never:?}"
         );
     }
-    let never_fits = started.elapsed();
-
-    println!(
-        "per rejection: quota {:?}, cost above every limit {:?}",
-        quota / REJECTIONS,
-        never_fits / REJECTIONS
-    );
-    assert!(
-        never_fits < quota * 5,
-        "a cost that never fits took {never_fits:?} for {REJECTIONS} rejections, a quota {quota:?}"
-    );
 }

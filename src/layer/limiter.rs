@@ -29,6 +29,58 @@ use crate::window::WindowKind;
 pub(crate) struct ResolvedPolicy {
     pub(crate) policy: Policy,
     key: Option<ScopeKey>,
+    /// For each window of the schedule's stored report, the largest cost that it or a later
+    /// window admits, so that a cost no window admits is found without scanning the report.
+    largest_costs: Vec<u64>,
+}
+
+impl ResolvedPolicy {
+    fn new(policy: Policy, key: Option<ScopeKey>) -> Self {
+        let mut largest_costs: Vec<u64> =
+            policy.schedule.as_ref().map_or_else(Vec::new, |schedule| {
+                schedule
+                    .report
+                    .windows
+                    .iter()
+                    .map(|window| {
+                        window
+                            .capacity
+                            .limits()
+                            .map(|(_, limit)| limit)
+                            .min()
+                            .unwrap_or(u64::MAX)
+                    })
+                    .collect()
+            });
+        for index in (1..largest_costs.len()).rev() {
+            largest_costs[index - 1] = largest_costs[index - 1].max(largest_costs[index]);
+        }
+        ResolvedPolicy {
+            policy,
+            key,
+            largest_costs,
+        }
+    }
+
+    /// Returns whether no window of `report` after `now` admits `cost`, when `report` is the
+    /// policy's stored report; `false` when it cannot tell.
+    fn never_admits(
+        &self,
+        report: Option<&AvailabilityReport>,
+        cost: u64,
+        now: DateTime<Utc>,
+    ) -> bool {
+        let Some((report, schedule)) = report.zip(self.policy.schedule.as_ref()) else {
+            return report.is_none();
+        };
+        if !std::ptr::eq(report, &*schedule.report) {
+            return false;
+        }
+        let later = report.windows.partition_point(|window| window.start <= now);
+        self.largest_costs
+            .get(later)
+            .is_none_or(|&largest| cost > largest)
+    }
 }
 
 /// The maximum time to live that moka 0.12 accepts: 1000 years of 365 days.
@@ -414,7 +466,7 @@ impl Limiter {
                 timed.await.unwrap_or(Err(StoreError::Timeout(timeout)))
             }
         };
-        self.conclude(outcome, caller, policy, calendar.report, &key, now)
+        self.conclude(outcome, caller, &resolved, calendar.report, &key, now)
     }
 
     /// Charges a call to an immediate store, on the calling thread.
@@ -437,14 +489,7 @@ impl Limiter {
                     .into(),
             ))
         });
-        self.conclude(
-            outcome,
-            caller,
-            &resolved.policy,
-            calendar.report,
-            &key,
-            now,
-        )
+        self.conclude(outcome, caller, resolved, calendar.report, &key, now)
     }
 
     #[inline]
@@ -489,7 +534,7 @@ impl Limiter {
         &self,
         outcome: Result<Decision, StoreError>,
         caller: CallerRef<'_>,
-        policy: &Policy,
+        resolved: &ResolvedPolicy,
         report: Option<&AvailabilityReport>,
         key: &ScopeKey,
         now: DateTime<Utc>,
@@ -532,8 +577,17 @@ impl Limiter {
                 window,
                 limit,
                 cost,
+            }) if resolved.never_admits(report, cost, now) => RejectionReason::CostExceedsLimit {
+                window,
+                limit,
+                cost,
+            },
+            Err(StoreError::CostExceedsLimit {
+                window,
+                limit,
+                cost,
             }) => cost_exceeds_limit(report, window, limit, cost, now),
-            Err(error) if policy.fail_open => {
+            Err(error) if resolved.policy.fail_open => {
                 tracing::warn!(%key, %error, "token store failed; admitting the call because the policy fails open");
                 metrics::counter!("highway_ratelimit_store_errors_total", "outcome" => "admitted")
                     .increment(1);
@@ -625,7 +679,7 @@ impl Limiter {
                 Scope::Workflow => None,
                 Scope::Global | Scope::Tenant => scope_key(&policy, tenant, None),
             };
-            Arc::new(ResolvedPolicy { policy, key })
+            Arc::new(ResolvedPolicy::new(policy, key))
         }))
     }
 
