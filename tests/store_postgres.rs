@@ -995,11 +995,32 @@ async fn deadlocked_fast_statement_is_decided_again() {
         .expect("the store's statement, not this session, is cancelled by the deadlock");
 
     // The call is decided again by the consume function, which waits for this session's locks.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(
-        !consuming.is_finished(),
-        "the call did not wait for the locks"
-    );
+    let watcher = database.client().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if consuming.is_finished() {
+            let outcome = consuming.await.unwrap();
+            panic!("the call did not wait for the locks: {outcome:?}");
+        }
+        let waiting: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()
+                     AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the call neither finished nor waited for a lock within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     transaction.commit().await.unwrap();
     let decision = consuming.await.unwrap().unwrap();
 
