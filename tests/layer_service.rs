@@ -798,7 +798,7 @@ async fn outside_hours_rejects_until_next_window() {
 }
 
 /// The report's last window ends on Friday: a call on Saturday finds no window to wait for, and
-/// the message says where to look.
+/// the message names what to check.
 #[tokio::test(start_paused = true)]
 async fn no_window_left_names_schedule_checks() {
     let layer = scheduled_layer(
@@ -1742,8 +1742,8 @@ async fn wait_mode_skips_opening_below_cost() {
     assert_eq!(tool.calls(), 2);
 }
 
-/// A schedule open all day, every day, whose hour limit alternates between 5 and 6, so that its
-/// report has one window per hour, and whose day limit is 10.
+/// Returns a schedule open all day, every day, whose hour limit alternates between 5 and 6, so
+/// that its report has one window per hour, and whose day limit is 10.
 fn hourly_slots_schedule() -> String {
     let mut limits = String::new();
     for hour in 0..24 {
@@ -1769,8 +1769,8 @@ resource email "Email service" {{
     )
 }
 
-/// On a report of a year of hourly slots, a cost that no slot admits is an error that says so,
-/// for every call, and a cost the hour admits again later is a quota rejection. The stored report
+/// On a report of a year of hourly slots, a cost that no slot admits gets `CostExceedsLimit` on
+/// every call, and a cost the hour admits again later is a quota rejection. The stored report
 /// keeps, per window, the largest cost admitted from there on, so the first case reads no slot.
 #[tokio::test(start_paused = true)]
 async fn cost_above_year_report_never_fits() {

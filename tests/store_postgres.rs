@@ -931,26 +931,27 @@ async fn statement_timeout_cancels_a_blocked_call() {
 async fn wait_for_lock_waiter(database: &TestDatabase) {
     let client = database.client().await;
     let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let waiting: i64 = client
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity
-                 WHERE datname = current_database() AND pid <> pg_backend_pid()
-                     AND wait_event_type = 'Lock'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if waiting > 0 {
-            return;
-        }
+    while lock_waiters(&client).await == 0 {
         assert!(
             Instant::now() < deadline,
             "no statement waited for a lock within 10 s"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Returns the number of other sessions of the database that wait for a lock.
+async fn lock_waiters(client: &tokio_postgres::Client) -> i64 {
+    client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()
+                 AND wait_event_type = 'Lock'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1002,17 +1003,7 @@ async fn deadlocked_fast_statement_is_decided_again() {
             let outcome = consuming.await.unwrap();
             panic!("the call did not wait for the locks: {outcome:?}");
         }
-        let waiting: i64 = watcher
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity
-                 WHERE datname = current_database() AND pid <> pg_backend_pid()
-                     AND wait_event_type = 'Lock'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if waiting > 0 {
+        if lock_waiters(&watcher).await > 0 {
             break;
         }
         assert!(

@@ -166,7 +166,7 @@ impl PostgresStore {
 
     /// Deletes the usage rows of windows that ended more than `older_than` ago by the database
     /// clock, and returns how many it deleted. Hour rows are kept an hour longer, and day, week and
-    /// month rows two days longer: calendars whose windows start together share a row, and the
+    /// month rows two days longer. Calendars whose windows start together share a row, and the
     /// window of another time zone may end later than the one that created the row.
     ///
     /// Run it periodically (every few minutes, or hourly) so that the table holds only current
