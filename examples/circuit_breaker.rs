@@ -1,5 +1,16 @@
-//! A circuit breaker stacked around the rate limiter: rejections pass through the breaker
-//! without opening it, while failures of the tool itself open it.
+//! A circuit breaker between the rate limiter and the tool: rejections never reach the breaker,
+//! so they neither open nor close it, while failures of the tool itself open it.
+//!
+//! The limiter goes outside. A breaker stacked around the limiter would have to record each
+//! rejection as an outcome of the tool. tower-resilience-circuitbreaker 0.14 records every
+//! result that its classifier does not count as a failure as a success. So a rejected probe
+//! would close a half-open breaker while the tool is still down, and a rejection between two tool
+//! failures would reset its count of failures in a row. `tests/layer_circuit_breaker.rs` checks
+//! both orders.
+//!
+//! While the breaker is open, the limiter still admits and charges the calls that the breaker
+//! then fails without calling the tool. Build the breaker with `.backpressure()` to make callers
+//! wait in `ready()` until it lets a probe through, which charges nothing.
 //!
 //! Run with `cargo run --example circuit_breaker`.
 
@@ -13,7 +24,7 @@ use highway_ratelimit::store::MemoryStore;
 use tower::{Layer, Service, ServiceExt, service_fn};
 use tower_resilience_circuitbreaker::{CircuitBreakerError, CircuitBreakerLayer};
 
-type Outcome = Result<&'static str, RateLimitError<std::io::Error>>;
+type Outcome = Result<&'static str, RateLimitError<CircuitBreakerError<std::io::Error>>>;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -44,19 +55,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
     };
 
-    // Count only the tool's own errors as failures: a rejection means the tool was not called.
-    let breaker = CircuitBreakerLayer::builder()
-        .consecutive_failures(3)
-        .failure_classifier(|outcome: &Outcome| matches!(outcome, Err(RateLimitError::Service(_))))
-        .build()?;
-    let mut service = breaker.layer_fn(limits.layer(send_email));
+    // The breaker receives only the calls the limiter admitted, so every error it gets is the
+    // tool's own, and its default classifier counts each one as a failure.
+    let (breaker, circuit) = CircuitBreakerLayer::builder()
+        .consecutive_failures(2)
+        .build_with_handle()?;
+    let mut service = limits.layer(breaker.layer(send_email));
 
     println!("ten emails against a limit of three a minute:");
     for number in 1..=10 {
         let outcome = service.ready().await?.call(email("acme")).await;
         println!("  email {number:2}: {}", describe(&outcome));
     }
-    println!("circuit open after rejections: {}", service.is_open());
+    println!("circuit open after rejections: {}", circuit.is_open());
 
     println!("the mail server goes down; another tenant sends:");
     mail_server_down.store(true, Ordering::SeqCst);
@@ -64,7 +75,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let outcome = service.ready().await?.call(email("globex")).await;
         println!("  email {number:2}: {}", describe(&outcome));
     }
-    println!("circuit open after tool failures: {}", service.is_open());
+    println!("circuit open after tool failures: {}", circuit.is_open());
     Ok(())
 }
 
@@ -74,16 +85,18 @@ fn email(tenant: &str) -> http::Request<String> {
     request
 }
 
-fn describe(outcome: &Result<&str, CircuitBreakerError<RateLimitError<std::io::Error>>>) -> String {
+fn describe(outcome: &Outcome) -> String {
     match outcome {
         Ok(response) => (*response).to_owned(),
-        Err(CircuitBreakerError::Inner(RateLimitError::Rejected(rejection))) => {
+        Err(RateLimitError::Rejected(rejection)) => {
             let wait = rejection.retry_after().unwrap_or_default();
             format!("rejected, retry in {} s", wait.as_secs_f64().ceil())
         }
-        Err(CircuitBreakerError::Inner(RateLimitError::Service(error))) => {
+        Err(RateLimitError::Service(CircuitBreakerError::Inner(error))) => {
             format!("tool failed: {error}")
         }
-        Err(CircuitBreakerError::OpenCircuit) => "not called: the circuit is open".to_owned(),
+        Err(RateLimitError::Service(CircuitBreakerError::OpenCircuit)) => {
+            "not called: the circuit is open (the call was charged)".to_owned()
+        }
     }
 }

@@ -20,8 +20,16 @@
 //! `"minute";r=REMAINING;t=SECONDS_TO_RESET`. Calendar windows vary in length (a day can last
 //! 23 or 25 hours), so `w` is the nominal length, and is left out for months. A response to an
 //! admitted call that was counted carries the same two fields, with the remaining units after
-//! the call. A quota rejection for a cost larger than the limit in force carries neither field,
-//! because the store rejects such a call before it reads any count.
+//! the call.
+//!
+//! A quota rejection for a cost larger than the limit in force, which a later window of the
+//! schedule admits, names only the window whose limit is too small. The store rejects such a
+//! call before it reads any count, so the fields do not show the counter. `RateLimit-Policy`
+//! gives the limit in force now, and `RateLimit` gives `r=0` with `t` equal to `Retry-After`,
+//! because none of that limit can serve the call before the schedule's limits admit its cost.
+//! The counter's own reset can be later (a day limit resets at midnight, not when the morning
+//! limit ends), and section 6 of the draft says that `t` SHOULD name the same instant as a
+//! `Retry-After` in the same response.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -205,8 +213,26 @@ impl IntoResponse for Rejection {
         if let Some(wait) = self.retry_after() {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(whole_seconds(wait)));
         }
-        if let RejectionReason::QuotaExhausted { windows, .. } = self.reason() {
-            insert_ratelimit_fields(&mut headers, windows, self.decided_at());
+        if let RejectionReason::QuotaExhausted {
+            window,
+            limit,
+            retry_at,
+            windows,
+            ..
+        } = self.reason()
+        {
+            if windows.is_empty() {
+                // The cost is larger than the limit in force, so the store read no count.
+                let rejecting_window = WindowUsage {
+                    kind: *window,
+                    limit: *limit,
+                    remaining: 0,
+                    reset_at: *retry_at,
+                };
+                insert_ratelimit_fields(&mut headers, &[rejecting_window], self.decided_at());
+            } else {
+                insert_ratelimit_fields(&mut headers, windows, self.decided_at());
+            }
         }
         (status(&self), headers, self.to_string()).into_response()
     }

@@ -14,8 +14,12 @@ use crate::window::WindowKind;
 /// The error of a [`RateLimit`](super::RateLimit) service: the limiter rejected the call, or the
 /// tool failed.
 ///
-/// A circuit breaker stacked around the limiter should count only [`RateLimitError::Service`]
-/// as a failure: a rejection tells nothing about the tool's health, and the tool was not called.
+/// A rejection carries no news of the tool's health, because the tool was not called, so a
+/// circuit breaker should record it neither as a failure nor as a success. Stack the breaker
+/// inside the limiter, between it and the tool, where no rejection reaches it. A breaker around
+/// the limiter works only if it can leave an outcome unrecorded. tower-resilience-circuitbreaker
+/// 0.14 cannot, because it records every result that its classifier does not count as a failure
+/// as a success. See `examples/circuit_breaker.rs`.
 #[derive(Debug)]
 pub enum RateLimitError<E> {
     /// The limiter rejected the call; the tool was not called.

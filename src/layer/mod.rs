@@ -15,9 +15,11 @@
 //!    [`TokenStore`](crate::store::TokenStore).
 //!
 //! Only when all pass is the inner service called. A rejection is a
-//! [`RateLimitError::Rejected`], kept apart from the tool's own [`RateLimitError::Service`] so
-//! that a circuit breaker stacked around the limiter counts tool failures only. In a stack whose
-//! errors are `tower::BoxError`, map them after the limiter with
+//! [`RateLimitError::Rejected`], kept apart from the tool's own [`RateLimitError::Service`], so
+//! that a caller can tell the two apart. A circuit breaker goes inside the limiter, between it
+//! and the tool, so that rejections neither open nor close it (see [`RateLimitError`]).
+//!
+//! In a stack whose errors are `tower::BoxError`, map them after the limiter with
 //! [`RateLimitError::into_box_error`]; the rejection is then found with `downcast_ref::<Rejection>()`.
 //!
 //! The policy decides which calls share a counter (its scope: global, per tenant, per workflow
