@@ -1525,6 +1525,53 @@ async fn cost_above_every_slot_never_fits() {
     assert_eq!(tool.calls(), 0);
 }
 
+/// A stored report that ended before the call is computed again, and the cost is judged by the
+/// slots of the report computed then.
+#[tokio::test(start_paused = true)]
+async fn expired_report_judges_cost_by_rendered_slots() {
+    let options = highway_ratelimit::report::ReportOptions {
+        resource: None,
+        from: utc("2026-01-05T00:00:00Z"),
+        days: 1,
+        generated_at: utc("2026-01-05T00:00:00Z"),
+    };
+    let schedule = PolicySchedule::render("test.tjp", PACED_SCHEDULE, &options)
+        .expect("the test schedule renders");
+    assert!(
+        schedule.report.valid_until < monday_ten(),
+        "the stored report has ended by the call"
+    );
+    let tool = Tool::default();
+    let layer = RateLimitLayer::builder(
+        Arc::new(StaticPolicies::new().with(Policy::scheduled("default", TOOL, schedule))),
+        Arc::new(MemoryStore::new()),
+    )
+    .tool(TOOL)
+    .clock(TokioClock::starting_at(monday_ten()))
+    .build();
+    let mut service = tower::Layer::layer(&layer, tool.service());
+
+    for _ in 0..2 {
+        let never = rejection(call(&mut service, request_costing("acme", 11)).await);
+        match never.reason() {
+            RejectionReason::CostExceedsLimit {
+                window,
+                limit,
+                cost,
+            } => assert_eq!((*window, *limit, *cost), (WindowKind::Day, 2, 11)),
+            other => panic!("expected CostExceedsLimit, got {other:?}"),
+        }
+    }
+
+    let later = rejection(call(&mut service, request_costing("acme", 5)).await);
+    assert!(
+        matches!(later.reason(), RejectionReason::QuotaExhausted { .. }),
+        "{later:?}"
+    );
+    assert_eq!(later.retry_at(), Some(utc("2026-03-02T12:00:00Z")));
+    assert_eq!(tool.calls(), 0);
+}
+
 #[tokio::test(start_paused = true)]
 async fn cost_within_slot_is_charged() {
     let tool = Tool::default();

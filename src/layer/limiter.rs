@@ -13,6 +13,7 @@ use moka::sync::Cache;
 use super::config::{MissingPolicy, Settings};
 use super::error::{Rejection, RejectionReason};
 use super::identity::{Caller, CallerRef, IdentityError};
+use super::indexed_report::IndexedReport;
 use super::key::scope_key;
 use crate::clock::{Clock, SystemClock};
 use crate::policy::{Policy, PolicySchedule, PolicySource, Scope};
@@ -24,62 +25,25 @@ use crate::store::{
 use crate::window::WindowKind;
 
 /// A policy with what can be computed from it once: the key of its calls when that does not
-/// depend on the workflow run.
+/// depend on the workflow run, and its stored report, indexed.
 #[derive(Debug)]
 pub(crate) struct ResolvedPolicy {
     pub(crate) policy: Policy,
     key: Option<ScopeKey>,
-    /// For each window of the schedule's stored report, the largest cost that it or a later
-    /// window admits, so that a cost no window admits is found without scanning the report.
-    largest_costs: Vec<u64>,
+    report: Option<Arc<IndexedReport>>,
 }
 
 impl ResolvedPolicy {
     fn new(policy: Policy, key: Option<ScopeKey>) -> Self {
-        let mut largest_costs: Vec<u64> =
-            policy.schedule.as_ref().map_or_else(Vec::new, |schedule| {
-                schedule
-                    .report
-                    .windows
-                    .iter()
-                    .map(|window| {
-                        window
-                            .capacity
-                            .limits()
-                            .map(|(_, limit)| limit)
-                            .min()
-                            .unwrap_or(u64::MAX)
-                    })
-                    .collect()
-            });
-        for index in (1..largest_costs.len()).rev() {
-            largest_costs[index - 1] = largest_costs[index - 1].max(largest_costs[index]);
-        }
+        let report = policy
+            .schedule
+            .as_ref()
+            .map(|schedule| Arc::new(IndexedReport::new(schedule.report.clone())));
         ResolvedPolicy {
             policy,
             key,
-            largest_costs,
+            report,
         }
-    }
-
-    /// Returns whether no window of `report` after `now` admits `cost`, when `report` is the
-    /// policy's stored report; `false` when it cannot tell.
-    fn never_admits(
-        &self,
-        report: Option<&AvailabilityReport>,
-        cost: u64,
-        now: DateTime<Utc>,
-    ) -> bool {
-        let Some((report, schedule)) = report.zip(self.policy.schedule.as_ref()) else {
-            return report.is_none();
-        };
-        if !std::ptr::eq(report, &*schedule.report) {
-            return false;
-        }
-        let later = report.windows.partition_point(|window| window.start <= now);
-        self.largest_costs
-            .get(later)
-            .is_none_or(|&largest| cost > largest)
     }
 }
 
@@ -194,7 +158,7 @@ impl LayerClock {
 }
 
 /// A report computed again after the policy's own expired, or why that failed.
-type RenderedReport = Result<Arc<AvailabilityReport>, Arc<str>>;
+type RenderedReport = Result<Arc<IndexedReport>, Arc<str>>;
 
 /// The outcome of a call's check, before the tool is called.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -358,7 +322,7 @@ impl Limiter {
             None => self.without_policy(caller, now),
             Some(resolved) if !resolved.policy.enabled => Ok(Admission::Uncounted),
             Some(resolved) => {
-                let calendar = ready_calendar(&resolved.policy, now)?;
+                let calendar = ready_calendar(resolved, now)?;
                 self.charge_now(caller, resolved, &calendar, now)
             }
         };
@@ -435,14 +399,15 @@ impl Limiter {
         }
 
         let scheduled;
-        let calendar = match ready_calendar(policy, now) {
+        let calendar = match ready_calendar(&resolved, now) {
             Some(calendar) => calendar,
             None => {
-                let schedule = policy
+                let (schedule, stored) = policy
                     .schedule
                     .as_ref()
+                    .zip(resolved.report.as_ref())
                     .expect("only a scheduled policy waits for its report");
-                scheduled = Box::pin(self.scheduled_calendar(policy, schedule, now))
+                scheduled = Box::pin(self.scheduled_calendar(policy, schedule, stored, now))
                     .await
                     .map_err(|reason| rejection(caller, now, reason))?;
                 scheduled.borrow()
@@ -535,10 +500,11 @@ impl Limiter {
         outcome: Result<Decision, StoreError>,
         caller: CallerRef<'_>,
         resolved: &ResolvedPolicy,
-        report: Option<&AvailabilityReport>,
+        indexed: Option<&IndexedReport>,
         key: &ScopeKey,
         now: DateTime<Utc>,
     ) -> Result<Admission, Rejection> {
+        let report = indexed.map(IndexedReport::report);
         let reason = match outcome {
             Ok(Decision::Admitted { windows }) => return Ok(Admission::Counted(windows)),
             Ok(Decision::Rejected {
@@ -577,11 +543,13 @@ impl Limiter {
                 window,
                 limit,
                 cost,
-            }) if resolved.never_admits(report, cost, now) => RejectionReason::CostExceedsLimit {
-                window,
-                limit,
-                cost,
-            },
+            }) if indexed.is_none_or(|indexed| indexed.never_admits(cost, now)) => {
+                RejectionReason::CostExceedsLimit {
+                    window,
+                    limit,
+                    cost,
+                }
+            }
             Err(StoreError::CostExceedsLimit {
                 window,
                 limit,
@@ -684,15 +652,16 @@ impl Limiter {
     }
 
     /// Returns the capacity and calendar a scheduled policy applies at `now`, or why the call
-    /// is not allowed then.
+    /// is not allowed then. `stored` is the schedule's stored report, indexed.
     async fn scheduled_calendar(
         &self,
         policy: &Policy,
         schedule: &PolicySchedule,
+        stored: &Arc<IndexedReport>,
         now: DateTime<Utc>,
     ) -> Result<OwnedCalendar, RejectionReason> {
-        let report = if schedule.report.covers(now) {
-            schedule.report.clone()
+        let indexed = if schedule.report.covers(now) {
+            stored.clone()
         } else {
             match self.rendered_report(policy, schedule, now) {
                 Ok(report) => report,
@@ -710,8 +679,9 @@ impl Limiter {
             }
         };
 
+        let report = indexed.report();
         match report.closed_at(now) {
-            None => Ok(OwnedCalendar::of_report(report, now)),
+            None => Ok(OwnedCalendar::of_report(indexed, now)),
             Some(Closed::OutsideHours) => Err(RejectionReason::OutsideHours {
                 next_allowed: report.next_allowed(now),
             }),
@@ -736,11 +706,13 @@ impl Limiter {
         policy: &Policy,
         schedule: &PolicySchedule,
         now: DateTime<Utc>,
-    ) -> Result<Arc<AvailabilityReport>, Arc<str>> {
+    ) -> RenderedReport {
         let cache_key: CacheKey = (policy.tenant.as_str().into(), policy.tool.as_str().into());
         if let Some(cached) = self.report_cache.get(&cache_key) {
             match &cached {
-                Ok(report) if !report.covers(now) => self.report_cache.invalidate(&cache_key),
+                Ok(indexed) if !indexed.report().covers(now) => {
+                    self.report_cache.invalidate(&cache_key);
+                }
                 _ => return cached,
             }
         }
@@ -748,8 +720,8 @@ impl Limiter {
         self.report_cache.get_with(cache_key, || {
             let rendered = render_report(policy, schedule, now, self.settings.report_days);
             match &rendered {
-                Ok(report) => tracing::info!(
-                    tenant = %policy.tenant, tool = %policy.tool, valid_until = %report.valid_until,
+                Ok(indexed) => tracing::info!(
+                    tenant = %policy.tenant, tool = %policy.tool, valid_until = %indexed.report().valid_until,
                     "availability report computed again for an instant it did not cover"
                 ),
                 Err(message) => tracing::error!(
@@ -905,16 +877,17 @@ fn capacity_rise(
 /// Returns the capacity and calendar of a policy at `now` when no await is needed: static
 /// limits, or a report still valid and open at `now`. `None` when the report must be
 /// consulted through the report cache.
-fn ready_calendar(policy: &Policy, now: DateTime<Utc>) -> Option<Calendar<'_>> {
-    match &policy.schedule {
+fn ready_calendar(resolved: &ResolvedPolicy, now: DateTime<Utc>) -> Option<Calendar<'_>> {
+    let policy = &resolved.policy;
+    match &resolved.report {
         None => Some(Calendar {
             capacity: &policy.static_capacity,
             timezone: policy.timezone,
             week_start: policy.week_start,
             report: None,
         }),
-        Some(schedule) if schedule.report.covers(now) && schedule.report.is_allowed(now) => {
-            Some(Calendar::of_report(&schedule.report, now))
+        Some(indexed) if indexed.report().covers(now) && indexed.report().is_allowed(now) => {
+            Some(Calendar::of_report(indexed, now))
         }
         Some(_) => None,
     }
@@ -929,17 +902,18 @@ struct Calendar<'a> {
     week_start: Weekday,
     /// The report the capacity was read from, in whose allowed windows a quota's retry time is
     /// placed. `None` for static limits and for a default capacity applied without a report.
-    report: Option<&'a AvailabilityReport>,
+    report: Option<&'a IndexedReport>,
 }
 
 impl Calendar<'_> {
-    /// Returns the capacity and calendar of `report` at `now`, an instant inside its windows.
-    fn of_report(report: &AvailabilityReport, now: DateTime<Utc>) -> Calendar<'_> {
+    /// Returns the capacity and calendar of `indexed` at `now`, an instant inside its windows.
+    fn of_report(indexed: &IndexedReport, now: DateTime<Utc>) -> Calendar<'_> {
+        let report = indexed.report();
         Calendar {
             capacity: report.capacity_at(now).unwrap_or(&report.default_capacity),
             timezone: report.timezone,
             week_start: report.week_start,
-            report: Some(report),
+            report: Some(indexed),
         }
     }
 }
@@ -950,17 +924,17 @@ struct OwnedCalendar {
     capacity: Capacity,
     timezone: Tz,
     week_start: Weekday,
-    report: Option<Arc<AvailabilityReport>>,
+    report: Option<Arc<IndexedReport>>,
 }
 
 impl OwnedCalendar {
-    fn of_report(report: Arc<AvailabilityReport>, now: DateTime<Utc>) -> OwnedCalendar {
-        let calendar = Calendar::of_report(&report, now);
+    fn of_report(indexed: Arc<IndexedReport>, now: DateTime<Utc>) -> OwnedCalendar {
+        let calendar = Calendar::of_report(&indexed, now);
         OwnedCalendar {
             capacity: *calendar.capacity,
             timezone: calendar.timezone,
             week_start: calendar.week_start,
-            report: Some(report),
+            report: Some(indexed),
         }
     }
 
@@ -979,7 +953,7 @@ fn render_report(
     schedule: &PolicySchedule,
     now: DateTime<Utc>,
     days: u32,
-) -> Result<Arc<AvailabilityReport>, Arc<str>> {
+) -> RenderedReport {
     let options = ParseOptions {
         file_name: format!(
             "schedule of tool {} for tenant {}",
@@ -1002,5 +976,5 @@ fn render_report(
     for warning in &generated.warnings {
         tracing::warn!(tenant = %policy.tenant, tool = %policy.tool, %warning, "availability report warning");
     }
-    Ok(Arc::new(generated.report))
+    Ok(Arc::new(IndexedReport::new(Arc::new(generated.report))))
 }

@@ -68,6 +68,7 @@ mod config;
 mod error;
 mod future;
 mod identity;
+mod indexed_report;
 pub(crate) mod key;
 #[allow(clippy::module_inception)]
 mod layer;
