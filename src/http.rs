@@ -17,10 +17,12 @@
 //! is not rejected again. A quota rejection also carries the fields of
 //! draft-ietf-httpapi-ratelimit-headers (version 09): `RateLimit-Policy` lists every limited
 //! window as `"minute";q=LIMIT;w=SECONDS` and `RateLimit` its state as
-//! `"minute";r=REMAINING;t=SECONDS_TO_RESET`. Calendar windows vary in length (a day can last
-//! 23 or 25 hours), so `w` is the nominal length, and is left out for months. A response to an
-//! admitted call that was counted carries the same two fields, with the remaining units after
-//! the call.
+//! `"minute";r=REMAINING;t=SECONDS_TO_RESET`. For the window that rejected the call, `t` counts
+//! to the retry time, like `Retry-After`: the schedule may raise the limit before the counter
+//! resets, or keep the call out after the reset until working hours begin. Calendar windows vary
+//! in length (a day can last 23 or 25 hours), so `w` is the nominal length, and is left out for
+//! months. A response to an admitted call that was counted carries the same two fields, with the
+//! remaining units after the call.
 //!
 //! A quota rejection for a cost larger than the limit in force, which a later window of the
 //! schedule admits, names only the window whose limit is too small. The store rejects such a
@@ -231,7 +233,23 @@ impl IntoResponse for Rejection {
                 };
                 insert_ratelimit_fields(&mut headers, &[rejecting_window], self.decided_at());
             } else {
-                insert_ratelimit_fields(&mut headers, windows, self.decided_at());
+                // The rejecting window has room again at the retry time, which the schedule can
+                // move before its counter's reset (the limit rises) or after it (the reset falls
+                // outside working hours).
+                let windows: Vec<WindowUsage> = windows
+                    .iter()
+                    .map(|usage| {
+                        if usage.kind == *window {
+                            WindowUsage {
+                                reset_at: *retry_at,
+                                ..*usage
+                            }
+                        } else {
+                            *usage
+                        }
+                    })
+                    .collect();
+                insert_ratelimit_fields(&mut headers, &windows, self.decided_at());
             }
         }
         (status(&self), headers, self.to_string()).into_response()

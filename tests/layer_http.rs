@@ -247,8 +247,9 @@ resource email "Email service" {
 }
 "#;
 
-#[tokio::test(start_paused = true)]
-async fn cost_above_slot_is_429_until_rise() {
+/// Returns a router whose calls from `acme` cost `cost` units, limited by [`PACED_SCHEDULE`] from
+/// 10:00 on Monday 2 March 2026.
+fn paced_app(cost: u64) -> Router {
     let options = highway_ratelimit::report::ReportOptions {
         resource: None,
         from: utc("2026-03-02T00:00:00Z"),
@@ -263,18 +264,23 @@ async fn cost_above_slot_is_429_until_rise() {
         .tool(TOOL)
         .clock(TokioClock::starting_at(utc("2026-03-02T10:00:00Z")))
         .build();
-    let app = Router::new()
+    Router::new()
         .route("/send", post(|| async { "sent" }))
         .layer(layer.into_http())
         .layer(axum::middleware::map_request(
-            |mut request: Request| async move {
+            move |mut request: Request| async move {
                 request.extensions_mut().insert(TenantId::new("acme"));
                 request
                     .extensions_mut()
-                    .insert(highway_ratelimit::layer::Cost::new(5).unwrap());
+                    .insert(highway_ratelimit::layer::Cost::new(cost).unwrap());
                 request
             },
-        ));
+        ))
+}
+
+#[tokio::test(start_paused = true)]
+async fn cost_above_slot_is_429_until_rise() {
+    let app = paced_app(5);
 
     let response = app.oneshot(send(None)).await.unwrap();
 
@@ -300,6 +306,31 @@ async fn cost_above_slot_is_429_until_rise() {
         "{text}"
     );
     assert!(text.contains("2026-03-02 12:00:00 UTC"), "{text}");
+}
+
+/// The morning's 2 calls use up the day limit in force, which rises to 10 at noon, while the day
+/// counter resets only at midnight. `t` of the rejecting window names noon, as `Retry-After` does.
+#[tokio::test(start_paused = true)]
+async fn quota_429_resets_at_rise() {
+    let app = paced_app(1);
+    for _ in 0..2 {
+        let admitted = app.clone().oneshot(send(None)).await.unwrap();
+        assert_eq!(admitted.status(), StatusCode::OK);
+    }
+
+    let response = app.oneshot(send(None)).await.unwrap();
+
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&response, "retry-after"), "7200", "until noon");
+    assert_eq!(
+        header(&response, "ratelimit-policy"),
+        r#""day";q=2;w=86400"#
+    );
+    assert_eq!(
+        header(&response, "ratelimit"),
+        r#""day";r=0;t=7200"#,
+        "the limit rises at noon, before the counter resets at midnight"
+    );
 }
 
 #[tokio::test(start_paused = true)]
