@@ -1001,6 +1001,30 @@ async fn limit_above_max_count_acts_as_it() {
     store.shutdown().await.unwrap();
 }
 
+/// With a share of 1, a lease may take every token a window has left. Near the maximum count, that
+/// share computed in DOUBLE PRECISION rounds past the largest BIGINT: the take must still grant.
+#[tokio::test]
+async fn whole_share_of_max_limit_grants() {
+    let database = TestDatabase::new().await;
+    let store = LeasedStore::new(database.store().await, LeaseConfig::new().share(1.0));
+    let key = hot_key();
+    let capacity = Capacity {
+        per_minute: Some(u64::MAX),
+        ..Capacity::UNLIMITED
+    };
+    let at = utc("2026-03-02T10:15:30Z");
+
+    for _ in 0..3 {
+        let decision = store.consume(request(&key, &capacity, 1, at)).await;
+        assert!(
+            matches!(&decision, Ok(decision) if decision.is_admitted()),
+            "{decision:?}"
+        );
+    }
+    store.shutdown().await.unwrap();
+    assert_eq!(counts(&database, &key).await, [3]);
+}
+
 /// A worker whose clock is 5 seconds behind the database's takes leases in the minute that has
 /// just ended. A cleanup deletes that minute's row once it ended more than the statement timeout
 /// (2 s) ago. The late worker must not start the minute again from 0, because the minute already
