@@ -59,8 +59,8 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 9,
-        name: "0009_lease_share_overflow.sql",
-        sql: include_str!("../../../migrations/0009_lease_share_overflow.sql"),
+        name: "0009_lease_takes.sql",
+        sql: include_str!("../../../migrations/0009_lease_takes.sql"),
     },
 ];
 

@@ -1,11 +1,18 @@
--- Leases of windows whose limit is near the largest BIGINT.
+-- Lease takes that deadlocked with consumes, and leases of windows whose limit is near the
+-- largest BIGINT.
 --
--- The lease function capped a grant at ceil((remaining + held) * share), computed in DOUBLE
--- PRECISION and cast to BIGINT. Near 9223372036854775807 (the largest BIGINT) the product rounds
--- up to 2^63, so with a share of 1 every take of a window with such a limit failed with "bigint
--- out of range", and so did a sum of remaining and held tokens past the largest BIGINT. The cap
--- is now at most the remaining plus the held tokens, as NUMERIC. The function is otherwise that
--- of migration 0008.
+-- The lease function created the missing rows of a take's windows first, then locked the rows in
+-- lock order. A consume upserts its rows one by one in that order. So when a key's minute row
+-- existed and its day row did not (after a day limit was added), a consume could lock the minute
+-- row and wait for the day row that a take had just created, while the take waited for the
+-- minute row: the server cancelled one of them with "deadlock detected". The function now creates
+-- and locks each row before the next one.
+--
+-- It also capped a grant at ceil((remaining + held) * share), computed in DOUBLE PRECISION and
+-- cast to BIGINT. Near 9223372036854775807 (the largest BIGINT) the product rounds up to 2^63, so
+-- with a share of 1 every take of a window with such a limit failed with "bigint out of range",
+-- and so did a sum of remaining and held tokens past the largest BIGINT. The cap is now at most
+-- the remaining plus the held tokens, as NUMERIC. The function is otherwise that of migration 0008.
 --
 -- The tables do not change.
 
@@ -42,6 +49,7 @@ DECLARE
     v_starts TIMESTAMPTZ[] := '{}';
     v_ends TIMESTAMPTZ[] := '{}';
     v_counts BIGINT[];
+    v_count BIGINT;
     v_remaining BIGINT;
     v_grant BIGINT;
     v_missing BOOLEAN;
@@ -89,28 +97,33 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
-    -- Lock every window's row (creating the missing ones), in lock order, and read its count.
-    -- A worker's window that has ended by the database clock gets no new row: a cleanup may have
-    -- deleted its row after it admitted its limit. Such a window counts as full, and the worker,
-    -- whose clock is behind, takes nothing from it.
-    INSERT INTO highway.tool_rate_limit_usage AS u
-        (tenant_id, tool_name, scope_key, window_type, window_start, window_end, request_count, last_updated)
-    SELECT p_tenant_id, p_tool_name, p_scope_key, w.kind, w.start_at, w.end_at, 0, now()
-    FROM unnest(v_types, v_starts, v_ends) WITH ORDINALITY AS w(kind, start_at, end_at, ord)
-    WHERE p_explicit_instant OR w.end_at > now()
-    ORDER BY w.ord
-    ON CONFLICT (tenant_id, tool_name, scope_key, window_type, window_start) DO NOTHING;
+    -- Lock every window's row, creating the missing ones, in lock order, and read its count. Each
+    -- row is created and locked before the next one: a consume locks the rows it finds and creates
+    -- the missing ones in this order too, so a take that created a later row before it locked an
+    -- earlier one could deadlock with it. A worker's window that has ended by the database clock
+    -- gets no new row: a cleanup may have deleted its row after it admitted its limit. Such a
+    -- window counts as full, and the worker, whose clock is behind, takes nothing from it.
+    v_counts := '{}';
+    v_missing := FALSE;
+    FOR v_index IN 1 .. cardinality(v_types) LOOP
+        IF p_explicit_instant OR v_ends[v_index] > now() THEN
+            INSERT INTO highway.tool_rate_limit_usage
+                (tenant_id, tool_name, scope_key, window_type, window_start, window_end,
+                 request_count, last_updated)
+            VALUES (p_tenant_id, p_tool_name, p_scope_key, v_types[v_index], v_starts[v_index],
+                v_ends[v_index], 0, now())
+            ON CONFLICT (tenant_id, tool_name, scope_key, window_type, window_start) DO NOTHING;
+        END IF;
 
-    SELECT array_agg(coalesce(locked.request_count, w.window_limit) ORDER BY w.ord),
-        bool_or(locked.request_count IS NULL)
-    INTO v_counts, v_missing
-    FROM unnest(v_types, v_starts, v_limits) WITH ORDINALITY AS w(kind, start_at, window_limit, ord)
-    LEFT JOIN LATERAL (
-        SELECT u.request_count FROM highway.tool_rate_limit_usage u
+        v_count := NULL;
+        SELECT u.request_count INTO v_count
+        FROM highway.tool_rate_limit_usage u
         WHERE u.tenant_id = p_tenant_id AND u.tool_name = p_tool_name AND u.scope_key = p_scope_key
-            AND u.window_type = w.kind AND u.window_start = w.start_at
-        FOR UPDATE
-    ) locked ON TRUE;
+            AND u.window_type = v_types[v_index] AND u.window_start = v_starts[v_index]
+        FOR UPDATE;
+        v_missing := v_missing OR v_count IS NULL;
+        v_counts := v_counts || coalesce(v_count, v_limits[v_index]);
+    END LOOP;
 
     -- The grant: what the tightest window allows, with the worker's holding capped by its share
     -- of that window. The share is computed in DOUBLE PRECISION, which rounds a BIGINT near the
