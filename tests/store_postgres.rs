@@ -954,6 +954,70 @@ async fn lock_waiters(client: &tokio_postgres::Client) -> i64 {
         .get(0)
 }
 
+/// A database whose default isolation level is repeatable read must still decide a call that
+/// waited for another transaction's update of its row. The statements rely on read committed, where
+/// the waiting upsert reads the committed count. Under repeatable read it fails with a serialization
+/// error instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeatable_read_database_decides_waiting_call() {
+    let database = TestDatabase::new().await;
+    database
+        .client()
+        .await
+        .batch_execute(&format!(
+            "ALTER DATABASE {} SET default_transaction_isolation = 'repeatable read'",
+            database.name()
+        ))
+        .await
+        .unwrap();
+    let store = database
+        .store_with(|config| {
+            config
+                .statement_timeout(Duration::from_secs(20))
+                .call_timeout(Duration::from_secs(30))
+        })
+        .await;
+    let key = key("acme", "tools.email.send", "acme");
+    let capacity = capacity(Some(10), Some(100), None);
+    let at = utc("2026-03-02T10:15:30Z");
+    assert!(
+        store
+            .consume(request(&key, &capacity, 1, Some(at)))
+            .await
+            .unwrap()
+            .is_admitted()
+    );
+
+    // Another session charges the minute row and commits once the store's call waits for it.
+    let mut updater = database.client().await;
+    let transaction = updater.transaction().await.unwrap();
+    transaction
+        .execute(
+            "UPDATE highway.tool_rate_limit_usage SET request_count = request_count + 1
+             WHERE window_type = 'minute'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let consuming = tokio::spawn({
+        let store = store.clone();
+        let key = key.clone();
+        async move { store.consume(request(&key, &capacity, 1, Some(at))).await }
+    });
+    database.wait_for_lock_waiters(1).await;
+    transaction.commit().await.unwrap();
+
+    let decision = consuming.await.unwrap();
+    assert!(
+        matches!(&decision, Ok(decision) if decision.is_admitted()),
+        "{decision:?}"
+    );
+    assert_eq!(
+        counts(&database, &key).await,
+        pairs(&[("minute", 3), ("hour", 2)])
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadlocked_fast_statement_is_decided_again() {
     let database = TestDatabase::new().await;
