@@ -446,3 +446,68 @@ async fn batch_function_and_consume_do_not_deadlock() {
         "the batch admits its first call and rejects the second"
     );
 }
+
+/// A queued call goes out on its own caller's runtime. Here the call before it runs in the
+/// `block_on` of a second runtime, which nothing drives once that call has returned. A batch
+/// spawned there would never be sent: the queued call would wait until it timed out, and so would
+/// every later call of its key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_call_goes_out_on_its_runtime() {
+    let database = TestDatabase::new().await;
+    let store = database
+        .store_with(|config| {
+            config
+                .statement_timeout(Duration::from_secs(20))
+                .call_timeout(Duration::from_secs(10))
+        })
+        .await;
+    let start = utc("2030-01-01T00:00:00Z");
+    let at = utc("2030-01-01T00:00:30Z");
+
+    // The first call waits for the held row in the `block_on` of a runtime on another thread. That
+    // runtime stays alive, and idle, until the test ends.
+    let hold = hold_row(&database, "k", start).await;
+    let (first_sender, first_receiver) = tokio::sync::oneshot::channel();
+    let (end_sender, end_receiver) = std::sync::mpsc::channel::<()>();
+    let other_thread = std::thread::spawn({
+        let store = store.clone();
+        move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let key = key("k");
+            let capacity = per_minute(100);
+            let first = runtime.block_on(store.consume(ConsumeRequest {
+                key: &key,
+                cost: 1,
+                capacity: &capacity,
+                timezone: Tz::UTC,
+                week_start: Weekday::Mon,
+                at: Some(at),
+            }));
+            let _ = first_sender.send(first);
+            let _ = end_receiver.recv();
+            drop(runtime);
+        }
+    });
+    database.wait_for_lock_waiters(1).await;
+
+    // The second call queues behind the first, whose round trip has the key in flight.
+    let queued = spawn_consume(&store, "k", 1, 100, at);
+    settle().await;
+    release(hold).await;
+    let first = first_receiver.await.unwrap();
+    let queued = queued.await.unwrap();
+    end_sender.send(()).unwrap();
+    other_thread.join().unwrap();
+
+    assert!(
+        matches!(&first, Ok(decision) if decision.is_admitted()),
+        "first call: {first:?}"
+    );
+    assert!(
+        matches!(&queued, Ok(decision) if decision.is_admitted()),
+        "queued call: {queued:?}"
+    );
+}

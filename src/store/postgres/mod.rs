@@ -25,8 +25,9 @@
 //! its way, or in a batch already sent. A queued call whose caller stopped waiting is dropped
 //! uncharged, also when its batch is still waiting for a pooled connection.
 //!
-//! The store runs on tokio: consumes that queued go out in a task spawned on the runtime where
-//! the round trip before them ended.
+//! The store runs on tokio. Consumes that queued go out in a task spawned on the runtime of the
+//! first of them, so a store shared by several runtimes sends each batch on a runtime that one of
+//! its callers drives.
 
 mod batch;
 mod config;
