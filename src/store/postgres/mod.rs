@@ -28,6 +28,11 @@
 //! The store runs on tokio. Consumes that queued go out in a task spawned on the runtime of the
 //! first of them, so a store shared by several runtimes sends each batch on a runtime that one of
 //! its callers drives.
+//!
+//! NOTE: deadpool-postgres (0.14) drives each connection in a task on the runtime that opened it.
+//! A pooled connection opened on a runtime that is no longer driven stalls the calls that get it
+//! until their call timeout, after which the store closes it. Share a store across runtimes only
+//! while all of them run.
 
 mod batch;
 mod config;
