@@ -1001,6 +1001,108 @@ async fn limit_above_max_count_acts_as_it() {
     store.shutdown().await.unwrap();
 }
 
+/// With a share of 1, a lease may take every token a window has left. Near the maximum count, that
+/// share computed in DOUBLE PRECISION rounds past the largest BIGINT: the take must still grant.
+#[tokio::test]
+async fn whole_share_of_max_limit_grants() {
+    let database = TestDatabase::new().await;
+    let store = LeasedStore::new(database.store().await, LeaseConfig::new().share(1.0));
+    let key = hot_key();
+    let capacity = Capacity {
+        per_minute: Some(u64::MAX),
+        ..Capacity::UNLIMITED
+    };
+    let at = utc("2026-03-02T10:15:30Z");
+
+    for _ in 0..3 {
+        let decision = store.consume(request(&key, &capacity, 1, at)).await;
+        assert!(
+            matches!(&decision, Ok(decision) if decision.is_admitted()),
+            "{decision:?}"
+        );
+    }
+    store.shutdown().await.unwrap();
+    assert_eq!(counts(&database, &key).await, [3]);
+}
+
+/// A lease take and an exact call of one key must not deadlock. After a day limit is added, the
+/// key's minute and hour rows exist and its day row does not. The exact call waits for the minute
+/// row first, and the take second. Once the row is free, the exact call locks it and creates the
+/// day row. A take that created the day row before it waited for the minute row would then wait
+/// for the exact call while the exact call waits for it, and the server would cancel one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn take_and_exact_call_do_not_deadlock() {
+    let database = TestDatabase::new().await;
+    let exact = database
+        .store_with(|config| {
+            config
+                .statement_timeout(Duration::from_secs(20))
+                .call_timeout(Duration::from_secs(30))
+        })
+        .await;
+    let key = hot_key();
+    let at = utc("2026-03-02T10:15:30Z");
+    let minute_and_hour = Capacity {
+        per_minute: Some(100),
+        per_hour: Some(1000),
+        ..Capacity::UNLIMITED
+    };
+    let with_day = Capacity {
+        per_day: Some(10_000),
+        ..minute_and_hour
+    };
+    assert!(
+        exact
+            .consume(request(&key, &minute_and_hour, 1, at))
+            .await
+            .unwrap()
+            .is_admitted()
+    );
+
+    // Another session locks the minute row, so that the exact call waits for it first and the
+    // take second.
+    let mut holder = database.client().await;
+    let holding = holder.transaction().await.unwrap();
+    holding
+        .execute(
+            "SELECT 1 FROM highway.tool_rate_limit_usage WHERE window_type = 'minute' FOR UPDATE",
+            &[],
+        )
+        .await
+        .unwrap();
+    let exact_call = tokio::spawn({
+        let exact = exact.clone();
+        let key = key.clone();
+        async move { exact.consume(request(&key, &with_day, 1, at)).await }
+    });
+    database.wait_for_lock_waiters(1).await;
+    let leased = LeasedStore::new(
+        database
+            .store_with(|config| config.call_timeout(Duration::from_secs(30)))
+            .await,
+        LeaseConfig::new().call_timeout(Duration::from_secs(30)),
+    );
+    let leased_call = tokio::spawn({
+        let leased = leased.clone();
+        let key = key.clone();
+        async move { leased.consume(request(&key, &with_day, 1, at)).await }
+    });
+    database.wait_for_lock_waiters(2).await;
+    holding.commit().await.unwrap();
+
+    let exact_decision = exact_call.await.unwrap();
+    let leased_decision = leased_call.await.unwrap();
+    assert!(
+        matches!(&exact_decision, Ok(decision) if decision.is_admitted()),
+        "exact call: {exact_decision:?}"
+    );
+    assert!(
+        matches!(&leased_decision, Ok(decision) if decision.is_admitted()),
+        "leased call: {leased_decision:?}"
+    );
+    leased.shutdown().await.unwrap();
+}
+
 /// A worker whose clock is 5 seconds behind the database's takes leases in the minute that has
 /// just ended. A cleanup deletes that minute's row once it ended more than the statement timeout
 /// (2 s) ago. The late worker must not start the minute again from 0, because the minute already

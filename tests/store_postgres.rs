@@ -954,6 +954,70 @@ async fn lock_waiters(client: &tokio_postgres::Client) -> i64 {
         .get(0)
 }
 
+/// A database whose default isolation level is repeatable read must still decide a call that
+/// waited for another transaction's update of its row. The statements rely on read committed, where
+/// the waiting upsert reads the committed count. Under repeatable read it fails with a serialization
+/// error instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeatable_read_database_decides_waiting_call() {
+    let database = TestDatabase::new().await;
+    database
+        .client()
+        .await
+        .batch_execute(&format!(
+            "ALTER DATABASE {} SET default_transaction_isolation = 'repeatable read'",
+            database.name()
+        ))
+        .await
+        .unwrap();
+    let store = database
+        .store_with(|config| {
+            config
+                .statement_timeout(Duration::from_secs(20))
+                .call_timeout(Duration::from_secs(30))
+        })
+        .await;
+    let key = key("acme", "tools.email.send", "acme");
+    let capacity = capacity(Some(10), Some(100), None);
+    let at = utc("2026-03-02T10:15:30Z");
+    assert!(
+        store
+            .consume(request(&key, &capacity, 1, Some(at)))
+            .await
+            .unwrap()
+            .is_admitted()
+    );
+
+    // Another session charges the minute row and commits once the store's call waits for it.
+    let mut updater = database.client().await;
+    let transaction = updater.transaction().await.unwrap();
+    transaction
+        .execute(
+            "UPDATE highway.tool_rate_limit_usage SET request_count = request_count + 1
+             WHERE window_type = 'minute'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let consuming = tokio::spawn({
+        let store = store.clone();
+        let key = key.clone();
+        async move { store.consume(request(&key, &capacity, 1, Some(at))).await }
+    });
+    database.wait_for_lock_waiters(1).await;
+    transaction.commit().await.unwrap();
+
+    let decision = consuming.await.unwrap();
+    assert!(
+        matches!(&decision, Ok(decision) if decision.is_admitted()),
+        "{decision:?}"
+    );
+    assert_eq!(
+        counts(&database, &key).await,
+        pairs(&[("minute", 3), ("hour", 2)])
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadlocked_fast_statement_is_decided_again() {
     let database = TestDatabase::new().await;
@@ -1104,7 +1168,7 @@ async fn concurrent_migrations_apply_once() {
         .flat_map(|result| result.unwrap())
         .collect();
     applied.sort();
-    assert_eq!(applied, vec![1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(applied, vec![1, 2, 3, 4, 5, 6, 7, 8, 9]);
     assert_eq!(stores[0].migrate().await.unwrap(), Vec::<i32>::new());
     let client = database.client().await;
     let recorded: i64 = client
@@ -1112,7 +1176,7 @@ async fn concurrent_migrations_apply_once() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(recorded, 8);
+    assert_eq!(recorded, 9);
 }
 
 #[tokio::test]
@@ -1303,7 +1367,7 @@ async fn migration_outlasts_the_statement_timeout() {
     let applied = store.migrate().await;
     release.await.unwrap();
 
-    assert_eq!(applied.unwrap(), vec![1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(applied.unwrap(), vec![1, 2, 3, 4, 5, 6, 7, 8, 9]);
     let timeout: String = store
         .pool()
         .get()
@@ -1382,7 +1446,7 @@ async fn fast_path_migration_keeps_earlier_usage() {
     }
 
     let store = PostgresStore::new(PostgresConfig::new(database.url())).unwrap();
-    assert_eq!(store.migrate().await.unwrap(), vec![5, 6, 7, 8]);
+    assert_eq!(store.migrate().await.unwrap(), vec![5, 6, 7, 8, 9]);
 
     let key = key("acme", "tools.pdf", "run-1");
     assert_eq!(

@@ -318,3 +318,196 @@ async fn call_abandoned_before_send_charges_nothing() {
         "the call of cost 10 was charged after its caller gave up, before it was sent"
     );
 }
+
+/// A batch whose calls pass a row's limit, decided by the batch function, and a consume of one of
+/// its keys must not deadlock. After a day limit is added, the key's minute and hour rows exist
+/// and its day row does not. The consume waits for the minute row first, and the batch second.
+/// Once the row is free, the consume locks it and creates the day row. A batch that created the
+/// day row before it waited for the minute row would then wait for the consume while the consume
+/// waits for it, and the server would cancel one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_function_and_consume_do_not_deadlock() {
+    let database = TestDatabase::new().await;
+    let store = patient_store(&database).await;
+    let key = key("k");
+    let at = utc("2026-03-02T10:15:30Z");
+    let minute_and_hour = Capacity {
+        per_minute: Some(100),
+        per_hour: Some(1000),
+        ..Capacity::UNLIMITED
+    };
+    let with_day = Capacity {
+        per_day: Some(10_000),
+        ..minute_and_hour
+    };
+    let request = |capacity| ConsumeRequest {
+        key: &key,
+        cost: 1,
+        capacity,
+        timezone: Tz::UTC,
+        week_start: Weekday::Mon,
+        at: Some(at),
+    };
+    assert!(
+        store
+            .consume(request(&minute_and_hour))
+            .await
+            .unwrap()
+            .is_admitted()
+    );
+
+    // Another session locks the minute row, so that the consume waits for it first and the batch
+    // second.
+    let mut holder = database.client().await;
+    let holding = holder.transaction().await.unwrap();
+    holding
+        .execute(
+            "SELECT 1 FROM highway.tool_rate_limit_usage WHERE window_type = 'minute' FOR UPDATE",
+            &[],
+        )
+        .await
+        .unwrap();
+    let consuming = tokio::spawn({
+        let store = store.clone();
+        let key = key.clone();
+        async move {
+            store
+                .consume(ConsumeRequest {
+                    key: &key,
+                    cost: 1,
+                    capacity: &with_day,
+                    timezone: Tz::UTC,
+                    week_start: Weekday::Mon,
+                    at: Some(at),
+                })
+                .await
+        }
+    });
+    database.wait_for_lock_waiters(1).await;
+
+    // Two calls of cost 60 pass the minute limit of 100 together, so the batch function decides
+    // them one by one after locking every row.
+    let batch_client = database.client().await;
+    let batching = tokio::spawn(async move {
+        let kinds = ["minute", "hour", "day"];
+        let limits = [100_i64, 1000, 10_000];
+        let starts = [
+            utc("2026-03-02T10:15:00Z"),
+            utc("2026-03-02T10:00:00Z"),
+            utc("2026-03-02T00:00:00Z"),
+        ];
+        let ends = [
+            utc("2026-03-02T10:16:00Z"),
+            utc("2026-03-02T11:00:00Z"),
+            utc("2026-03-03T00:00:00Z"),
+        ];
+        let calls: Vec<i32> = vec![1, 1, 1, 2, 2, 2];
+        let items = calls.len();
+        let rows = batch_client
+            .query(
+                "SELECT call_index, window_type, admitted
+                 FROM highway.consume_tool_rate_tokens_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                &[
+                    &calls,
+                    &vec!["acme"; items],
+                    &vec!["tools.email.send"; items],
+                    &vec!["k"; items],
+                    &vec![60_i64; items],
+                    &kinds.repeat(2),
+                    &limits.repeat(2),
+                    &starts.repeat(2),
+                    &ends.repeat(2),
+                    &vec!["UTC"; items],
+                    &vec!["monday"; items],
+                ],
+            )
+            .await?;
+        Ok::<_, tokio_postgres::Error>(
+            rows.iter()
+                .map(|row| row.get::<_, bool>(2))
+                .collect::<Vec<bool>>(),
+        )
+    });
+    database.wait_for_lock_waiters(2).await;
+    holding.commit().await.unwrap();
+
+    let decision = consuming.await.unwrap();
+    let admitted = batching.await.unwrap();
+    assert!(
+        matches!(&decision, Ok(decision) if decision.is_admitted()),
+        "consume: {decision:?}"
+    );
+    assert_eq!(
+        admitted.map_err(|error| match error.as_db_error() {
+            Some(db) => db.message().to_owned(),
+            None => error.to_string(),
+        }),
+        Ok(vec![true, true, true, false, false, false]),
+        "the batch admits its first call and rejects the second"
+    );
+}
+
+/// A queued call goes out on its own caller's runtime. Here the call before it runs in the
+/// `block_on` of a second runtime, which nothing drives once that call has returned. A batch
+/// spawned there would never be sent: the queued call would wait until it timed out, and so would
+/// every later call of its key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_call_goes_out_on_its_runtime() {
+    let database = TestDatabase::new().await;
+    let store = database
+        .store_with(|config| {
+            config
+                .statement_timeout(Duration::from_secs(20))
+                .call_timeout(Duration::from_secs(10))
+        })
+        .await;
+    let start = utc("2030-01-01T00:00:00Z");
+    let at = utc("2030-01-01T00:00:30Z");
+
+    // The first call waits for the held row in the `block_on` of a runtime on another thread. That
+    // runtime stays alive, and idle, until the test ends.
+    let hold = hold_row(&database, "k", start).await;
+    let (first_sender, first_receiver) = tokio::sync::oneshot::channel();
+    let (end_sender, end_receiver) = std::sync::mpsc::channel::<()>();
+    let other_thread = std::thread::spawn({
+        let store = store.clone();
+        move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let key = key("k");
+            let capacity = per_minute(100);
+            let first = runtime.block_on(store.consume(ConsumeRequest {
+                key: &key,
+                cost: 1,
+                capacity: &capacity,
+                timezone: Tz::UTC,
+                week_start: Weekday::Mon,
+                at: Some(at),
+            }));
+            let _ = first_sender.send(first);
+            let _ = end_receiver.recv();
+            drop(runtime);
+        }
+    });
+    database.wait_for_lock_waiters(1).await;
+
+    // The second call queues behind the first, whose round trip has the key in flight.
+    let queued = spawn_consume(&store, "k", 1, 100, at);
+    settle().await;
+    release(hold).await;
+    let first = first_receiver.await.unwrap();
+    let queued = queued.await.unwrap();
+    end_sender.send(()).unwrap();
+    other_thread.join().unwrap();
+
+    assert!(
+        matches!(&first, Ok(decision) if decision.is_admitted()),
+        "first call: {first:?}"
+    );
+    assert!(
+        matches!(&queued, Ok(decision) if decision.is_admitted()),
+        "queued call: {queued:?}"
+    );
+}

@@ -80,6 +80,35 @@ impl TestDatabase {
         connect(&self.url).await
     }
 
+    /// Returns the number of other sessions of this database that wait for a lock.
+    pub async fn lock_waiters(&self, client: &Client) -> i64 {
+        client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = $1 AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'",
+                &[&self.name],
+            )
+            .await
+            .unwrap_or_else(|error| {
+                panic!("could not read the lock waiters of {}: {error}", self.name)
+            })
+            .get(0)
+    }
+
+    /// Waits until at least `count` other sessions of this database wait for a lock, and panics
+    /// after 10 s.
+    pub async fn wait_for_lock_waiters(&self, count: i64) {
+        let client = self.client().await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.lock_waiters(&client).await < count {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "fewer than {count} statements waited for a lock within 10 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     /// Returns a store on this database with the migrations applied.
     pub async fn store(&self) -> PostgresStore {
         self.store_with(|config| config).await

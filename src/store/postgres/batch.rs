@@ -107,6 +107,7 @@ impl State {
             arrival,
             call,
             reply,
+            runtime: tokio::runtime::Handle::try_current().ok(),
         }
     }
 
@@ -126,6 +127,8 @@ struct Pending {
     arrival: u64,
     call: Call<'static>,
     reply: oneshot::Sender<Result<Vec<WindowRow>, StoreError>>,
+    /// The tokio runtime of the caller, which runs while the caller waits for the reply.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 /// One running round trip. Dropping it, when the round trip ends or its caller gives up, frees
@@ -328,16 +331,24 @@ impl Batcher {
         batches
     }
 
-    /// Sends a batch in a task of its own.
+    /// Sends a batch in a task of its own, on the runtime of its first caller.
+    ///
+    /// The round trip that ended may have run on another runtime, which nothing may drive any more:
+    /// a `block_on` that returned with the call. A batch spawned there would keep its keys and its
+    /// place among the round trips until its callers time out, and so would every batch after it.
     fn start(self: &Arc<Self>, batch: Vec<Pending>, keys: Vec<u64>) {
         let round_trip = RoundTrip {
             batcher: self.clone(),
             keys,
             queued: true,
         };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            // The round trip ended outside any tokio runtime, so there is none to send the batch on.
-            // Its callers get an error when `batch` is dropped, and so do those of later batches.
+        let runtime = batch
+            .iter()
+            .find_map(|pending| pending.runtime.clone())
+            .or_else(|| tokio::runtime::Handle::try_current().ok());
+        let Some(runtime) = runtime else {
+            // No caller of the batch is on a tokio runtime, so there is none to send the batch on.
+            // Its callers get an error when `batch` is dropped.
             drop(batch);
             return;
         };

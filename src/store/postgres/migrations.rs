@@ -57,6 +57,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0008_ended_windows.sql",
         sql: include_str!("../../../migrations/0008_ended_windows.sql"),
     },
+    Migration {
+        version: 9,
+        name: "0009_lease_takes.sql",
+        sql: include_str!("../../../migrations/0009_lease_takes.sql"),
+    },
 ];
 
 /// The key of the session-level advisory lock that serialises concurrent migrations

@@ -25,8 +25,14 @@
 //! its way, or in a batch already sent. A queued call whose caller stopped waiting is dropped
 //! uncharged, also when its batch is still waiting for a pooled connection.
 //!
-//! The store runs on tokio: consumes that queued go out in a task spawned on the runtime where
-//! the round trip before them ended.
+//! The store runs on tokio. Consumes that queued go out in a task spawned on the runtime of the
+//! first of them, so a store shared by several runtimes sends each batch on a runtime that one of
+//! its callers drives.
+//!
+//! NOTE: deadpool-postgres (0.14) drives each connection in a task on the runtime that opened it.
+//! A pooled connection opened on a runtime that is no longer driven stalls the calls that get it
+//! until their call timeout, after which the store closes it. Share a store across runtimes only
+//! while all of them run.
 
 mod batch;
 mod config;
@@ -105,6 +111,12 @@ impl PostgresStore {
             " -c statement_timeout={}",
             config.statement_timeout.as_millis()
         ));
+        // The statements rely on read committed. An upsert that waited for another transaction's
+        // update of its row then works on the committed row, where repeatable read and
+        // serializable raise a serialization error. So the store overrides a database or role
+        // default of another level. The server reads a backslash before a space as part of the
+        // value.
+        options.push_str(" -c default_transaction_isolation=read\\ committed");
         if !config.synchronous_commit {
             options.push_str(" -c synchronous_commit=off");
         }
