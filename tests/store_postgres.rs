@@ -1019,6 +1019,65 @@ async fn repeatable_read_database_decides_waiting_call() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_timeout_database_waits_for_row() {
+    let database = TestDatabase::new().await;
+    database
+        .client()
+        .await
+        .batch_execute(&format!(
+            "ALTER DATABASE {} SET lock_timeout = '50ms'",
+            database.name()
+        ))
+        .await
+        .unwrap();
+    let store = database
+        .store_with(|config| {
+            config
+                .statement_timeout(Duration::from_secs(20))
+                .call_timeout(Duration::from_secs(30))
+        })
+        .await;
+    let key = key("acme", "tools.email.send", "acme");
+    let capacity = capacity(Some(10), Some(100), None);
+    let at = utc("2026-03-02T10:15:30Z");
+    assert!(
+        store
+            .consume(request(&key, &capacity, 1, Some(at)))
+            .await
+            .unwrap()
+            .is_admitted()
+    );
+
+    // Another session holds the minute row for longer than the database's lock timeout.
+    let mut holder = database.client().await;
+    let transaction = holder.transaction().await.unwrap();
+    transaction
+        .execute(
+            "SELECT 1 FROM highway.tool_rate_limit_usage WHERE window_type = 'minute' FOR UPDATE",
+            &[],
+        )
+        .await
+        .unwrap();
+    let consuming = tokio::spawn({
+        let store = store.clone();
+        let key = key.clone();
+        async move { store.consume(request(&key, &capacity, 1, Some(at))).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    transaction.commit().await.unwrap();
+
+    let decision = consuming.await.unwrap();
+    assert!(
+        matches!(&decision, Ok(decision) if decision.is_admitted()),
+        "{decision:?}"
+    );
+    assert_eq!(
+        counts(&database, &key).await,
+        pairs(&[("minute", 2), ("hour", 2)])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadlocked_fast_statement_is_decided_again() {
     let database = TestDatabase::new().await;
     let store = database

@@ -117,6 +117,9 @@ impl PostgresStore {
         // default of another level. The server reads a backslash before a space as part of the
         // value.
         options.push_str(" -c default_transaction_isolation=read\\ committed");
+        // A call waits for a row lock until the statement timeout, so a database or role default
+        // `lock_timeout` must not fail contended calls sooner.
+        options.push_str(" -c lock_timeout=0");
         if !config.synchronous_commit {
             options.push_str(" -c synchronous_commit=off");
         }
