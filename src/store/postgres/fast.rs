@@ -672,7 +672,9 @@ impl Rejections {
         let Some(window) = rejecting.get(&call.key_hash).copied() else {
             return false;
         };
-        if window.until <= Utc::now() {
+        // A call with an instant of its own (a replay) is judged at that instant, so that a
+        // replayed window that rejected stays remembered while its calls are replayed.
+        if window.until <= call.plan.at().unwrap_or_else(Utc::now) {
             rejecting.remove(&call.key_hash);
             return false;
         }
@@ -854,6 +856,36 @@ mod tests {
         assert!(rejections.recently_rejected(&rejected));
         let other = call("acme", "run-2", 1, [10, 100]);
         assert!(!rejections.recently_rejected(&other));
+    }
+
+    #[test]
+    fn replayed_rejection_lasts_its_window() {
+        let replayed_at = |of: &Call<'_>, minute: u32| Call {
+            plan: WindowPlan::of_windows(
+                Some(utc(10, minute) + chrono::Duration::seconds(30)),
+                &[
+                    (WindowKind::Minute, 10, utc(10, minute), utc(10, minute + 1)),
+                    (WindowKind::Hour, 100, utc(10, 0), utc(11, 0)),
+                ],
+            ),
+            ..again(of, 1, [10, 100])
+        };
+        let rejections = Rejections::new();
+        let first = call("acme", "run-1", 1, [10, 100]);
+        let rejected = replayed_at(&first, 15);
+        rejections.record(
+            &rejected,
+            &[window(WindowKind::Minute, 10, 10, utc(10, 16))],
+        );
+
+        assert!(
+            rejections.recently_rejected(&replayed_at(&first, 15)),
+            "the replayed minute has not ended at the replayed instant"
+        );
+        assert!(
+            !rejections.recently_rejected(&replayed_at(&first, 16)),
+            "the next replayed minute starts from zero"
+        );
     }
 
     #[test]
