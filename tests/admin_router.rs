@@ -248,3 +248,29 @@ async fn preview_stores_nothing() {
 
     assert!(admin.list(None).await.unwrap().is_empty());
 }
+
+/// A preview of a horizon that started in the past is written as generated at its start, so
+/// that `generated_at` does not lie after `valid_until`.
+#[tokio::test]
+async fn preview_of_past_horizon() {
+    let database = TestDatabase::new().await;
+    let admin = Admin::from_store(&database.store().await);
+    let router = admin_router(admin, TOKEN);
+    let auth = bearer(TOKEN);
+
+    let schedule = "project mail \"Mail\" 2026-03-01 - 2026-04-01 {\n  timezone \"UTC\"\n}\n\
+                    resource smtp \"SMTP relay\" {\n  limits { dailymax 500 }\n}\n";
+    let request = json!({ "schedule": schedule, "from": "2026-03-02T00:00:00Z", "days": 1 });
+    let (status, preview) = send(
+        &router,
+        Method::POST,
+        "/reports/preview",
+        Some(auth.as_str()),
+        Some(request),
+    )
+    .await;
+
+    assert_eq!(status, StatusCode::OK, "{preview}");
+    assert_eq!(preview["report"]["generated_at"], "2026-03-02T00:00:00Z");
+    assert_eq!(preview["report"]["valid_until"], "2026-03-03T00:00:00Z");
+}

@@ -84,11 +84,13 @@ fn render(args: &ReportArgs) -> Result<String, String> {
         None => now,
     };
 
+    // The layer uses a report only from its `generated_at` on, so a horizon that started in the
+    // past is stamped with its start, and the report then covers the whole horizon.
     let options = ReportOptions {
         resource: Some(resource.id.clone()),
         from,
         days: args.days,
-        generated_at: now,
+        generated_at: now.min(from),
     };
     let generated =
         AvailabilityReport::generate(&schedule, &options).map_err(|error| match error {
