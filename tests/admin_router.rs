@@ -249,7 +249,7 @@ async fn preview_stores_nothing() {
     assert!(admin.list(None).await.unwrap().is_empty());
 }
 
-/// A preview of a horizon that started in the past is written as generated at its start, so
+/// A preview of a horizon that started in the past is stamped with its start, so
 /// that `generated_at` does not lie after `valid_until`.
 #[tokio::test]
 async fn preview_of_past_horizon() {
@@ -273,4 +273,56 @@ async fn preview_of_past_horizon() {
     assert_eq!(status, StatusCode::OK, "{preview}");
     assert_eq!(preview["report"]["generated_at"], "2026-03-02T00:00:00Z");
     assert_eq!(preview["report"]["valid_until"], "2026-03-03T00:00:00Z");
+}
+
+/// A misspelled field is rejected, because ignoring it would replace the stored limit with one
+/// that lacks the limit the caller meant to set.
+#[tokio::test]
+async fn put_rejects_unknown_field() {
+    let database = TestDatabase::new().await;
+    let admin = Admin::from_store(&database.store().await);
+    let router = admin_router(admin.clone(), TOKEN);
+    let auth = bearer(TOKEN);
+    let auth = Some(auth.as_str());
+
+    let limit = json!({ "tenant": "acme", "tool": "tools.http", "per_minute": 5 });
+    let (status, body) = send(&router, Method::PUT, "/limits", auth, Some(limit)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let misspelled = json!({ "tenant": "acme", "tool": "tools.http", "per_minut": 1 });
+    let (status, error) = send(&router, Method::PUT, "/limits", auth, Some(misspelled)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    let message = error["error"].as_str().expect("an error message");
+    assert!(message.contains("per_minut"), "{message}");
+
+    let stored = admin.get("acme", "tools.http").await.unwrap();
+    assert_eq!(stored.per_minute, Some(5));
+}
+
+/// The preview's body errors are JSON with status 400, like those of `PUT /limits`.
+#[tokio::test]
+async fn preview_rejects_invalid_body() {
+    let database = TestDatabase::new().await;
+    let admin = Admin::from_store(&database.store().await);
+    let router = admin_router(admin, TOKEN);
+    let auth = bearer(TOKEN);
+    let auth = Some(auth.as_str());
+
+    let schedule = "project mail \"Mail\" 2026-03-01 - 2026-04-01 {}\nresource smtp \"SMTP\" {}\n";
+    let bodies = [
+        (
+            "from",
+            json!({ "schedule": schedule, "from": "2026-03-02" }),
+        ),
+        ("days", json!({ "schedule": schedule, "days": -1 })),
+        ("dyas", json!({ "schedule": schedule, "dyas": 3 })),
+        ("schedule", json!({ "from": "2026-03-02T00:00:00Z" })),
+    ];
+    for (field, body) in bodies {
+        let (status, error) =
+            send(&router, Method::POST, "/reports/preview", auth, Some(body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{field}: {error}");
+        let message = error["error"].as_str().expect("an error message");
+        assert!(message.contains(field), "{field}: {message}");
+    }
 }

@@ -22,7 +22,11 @@ const MAX_NAME_LEN: usize = 256;
 /// Without a schedule, the static limits apply around the clock, counted in windows of the
 /// `timezone`'s calendar. With a schedule, the schedule's report decides when calls are allowed
 /// and with which capacity, and the static limits must be left out.
+///
+/// Deserializing rejects unknown fields, so that a misspelled limit is an error rather than a
+/// limit left out of the replacement.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LimitSpec {
     /// The tenant id; [`DEFAULT_TENANT`](crate::policy::DEFAULT_TENANT) for the defaults.
     pub tenant: String,

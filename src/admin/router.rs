@@ -169,6 +169,7 @@ async fn usage(
 
 /// The body of `POST /reports/preview`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct PreviewRequest {
     schedule: String,
     resource: Option<String>,
@@ -178,8 +179,12 @@ struct PreviewRequest {
 
 async fn preview(
     State(state): State<Arc<AdminState>>,
-    Json(request): Json<PreviewRequest>,
+    body: Result<Json<PreviewRequest>, JsonRejection>,
 ) -> Response {
+    let request = match body {
+        Ok(Json(request)) => request,
+        Err(rejection) => return invalid_body(rejection),
+    };
     let result = state.admin.preview(
         &request.schedule,
         "preview.tjp",
