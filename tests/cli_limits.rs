@@ -707,3 +707,63 @@ async fn usage_of_run_notes_tenant_scope() {
         stderr(&usage)
     );
 }
+
+/// Every database command names the server it could not reach, so that a wrong host or port
+/// in `DATABASE_URL` shows in the message.
+#[test]
+fn unreachable_database_is_named() {
+    let commands: [&[&str]; 4] = [
+        &["migrate"],
+        &["limits", "list"],
+        &["usage", "--tenant", "acme", "--tool", "tools.http"],
+        &["acquire", "--tenant", "acme", "--tool", "tools.http"],
+    ];
+    for args in commands {
+        let output = run(Some("postgres://nobody:secret@127.0.0.1:1/none"), args);
+
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        let message = stderr(&output);
+        assert!(message.contains("127.0.0.1:1"), "{args:?}: {message}");
+        assert!(message.contains("DATABASE_URL"), "{args:?}: {message}");
+        assert!(!message.contains("secret"), "{args:?}: {message}");
+    }
+}
+
+/// A database without the tables gets the advice to migrate it, from `acquire` as from the
+/// other commands, and not the advice to check the connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn unmigrated_database_says_migrate() {
+    let database = TestDatabase::new().await;
+    let url = Some(database.url());
+
+    let commands: [&[&str]; 4] = [
+        &["limits", "list"],
+        &["limits", "get", "--tenant", "acme", "--tool", "tools.http"],
+        &["usage", "--tenant", "acme", "--tool", "tools.http"],
+        &["acquire", "--tenant", "acme", "--tool", "tools.http"],
+    ];
+    for args in commands {
+        let output = run(url, args);
+
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        let message = stderr(&output);
+        assert!(
+            message.contains("create the tables with `highway-ratelimit migrate`"),
+            "{args:?}: {message}"
+        );
+        assert!(
+            !message.contains("PostgreSQL is running at"),
+            "{args:?}: {message}"
+        );
+    }
+}

@@ -153,10 +153,7 @@ pub(super) fn run(args: AcquireArgs) -> ExitCode {
         if failed && let Some(reason) = &printed.reason {
             // The layer would reject the call, but no limit decided it: a script must tell this
             // from a rejection.
-            return Err(format!(
-                "{}; check --database-url or DATABASE_URL and that the server is running",
-                reason.message
-            ));
+            return Err(args.database.with_hint(reason.message.clone()));
         }
         Ok(if printed.admitted {
             ExitCode::SUCCESS

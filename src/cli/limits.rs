@@ -5,9 +5,7 @@ use chrono::Weekday;
 use chrono_tz::Tz;
 use clap::{Args, Subcommand};
 
-use super::database::{
-    DatabaseArgs, block_on, describe_database_error, parse_timezone, parse_weekday, print_json,
-};
+use super::database::{DatabaseArgs, block_on, parse_timezone, parse_weekday, print_json};
 use crate::admin::{Admin, AdminError, LimitSpec};
 use crate::policy::Scope;
 use crate::report::ReportError;
@@ -104,7 +102,8 @@ pub(super) fn run(args: LimitsArgs) -> ExitCode {
             LimitsCommand::Set(set) => &set.database,
             LimitsCommand::Get(key) | LimitsCommand::Delete(key) => &key.database,
             LimitsCommand::List(list) => &list.database,
-        };
+        }
+        .clone();
         let admin = Admin::from_store(&database.store()?);
         match args.command {
             LimitsCommand::Set(set) => {
@@ -113,7 +112,7 @@ pub(super) fn run(args: LimitsArgs) -> ExitCode {
                     AdminError::Report(ReportError::ResourceRequired { .. }) => {
                         format!("{error} with --resource ID")
                     }
-                    other => describe_database_error(&other),
+                    other => database.describe_error(&other),
                 })?;
                 // The schedule's own warnings come first, and were printed with the file's name.
                 for warning in outcome.warnings.iter().skip(printed) {
@@ -125,21 +124,21 @@ pub(super) fn run(args: LimitsArgs) -> ExitCode {
                 let limit = admin
                     .get(&key.tenant, &key.tool)
                     .await
-                    .map_err(|error| describe_database_error(&error))?;
+                    .map_err(|error| database.describe_error(&error))?;
                 print_json(&limit)?;
             }
             LimitsCommand::List(list) => {
                 let limits = admin
                     .list(list.tenant.as_deref())
                     .await
-                    .map_err(|error| describe_database_error(&error))?;
+                    .map_err(|error| database.describe_error(&error))?;
                 print_json(&limits)?;
             }
             LimitsCommand::Delete(key) => {
                 admin
                     .delete(&key.tenant, &key.tool)
                     .await
-                    .map_err(|error| describe_database_error(&error))?;
+                    .map_err(|error| database.describe_error(&error))?;
                 eprintln!(
                     "deleted the limit of tenant {:?} for tool {:?}",
                     key.tenant, key.tool
