@@ -9,7 +9,7 @@ use super::database::{DatabaseArgs, block_on, parse_timezone, parse_weekday, pri
 use crate::admin::{Admin, AdminError, LimitSpec};
 use crate::policy::Scope;
 use crate::report::ReportError;
-use crate::schedule::{ParseOptions, Schedule};
+use crate::schedule::{Location, ParseOptions, ReadError, Schedule, read_file};
 
 #[derive(Debug, Args)]
 pub(super) struct LimitsArgs {
@@ -159,8 +159,17 @@ fn spec_from_args(args: SetArgs) -> Result<(LimitSpec, usize), String> {
     let mut printed = 0;
     let schedule = match &args.schedule {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|error| format!("cannot read the schedule {}: {error}", path.display()))?;
+            let text = read_file(path).map_err(|error| match error {
+                ReadError::InvalidUtf8 { .. } => {
+                    let whole_file = Location {
+                        file: path.clone(),
+                        line: 0,
+                        column: 0,
+                    };
+                    error.diagnostic(path, whole_file, "").to_string()
+                }
+                other => format!("cannot read the schedule {}: {other}", path.display()),
+            })?;
             // Parse here first so that errors name the file the operator passed.
             let options = ParseOptions {
                 file_name: path.clone(),
