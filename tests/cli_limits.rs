@@ -767,3 +767,45 @@ async fn unmigrated_database_says_migrate() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_resource_lists_resources() {
+    let database = TestDatabase::new().await;
+    let url = Some(database.url());
+    assert_eq!(run(url, &["migrate"]).status.code(), Some(0));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mail.tjp");
+    std::fs::write(
+        &path,
+        "project mail \"Mail\" 2026-01-01 - 2027-01-01 {\n  timezone \"UTC\"\n}\n\
+         resource smtp \"SMTP\" {\n  workinghours mon - fri 09:00 - 17:00\n}\n",
+    )
+    .unwrap();
+
+    let set = run(
+        url,
+        &[
+            "limits",
+            "set",
+            "--tenant",
+            "acme",
+            "--tool",
+            "tools.mail",
+            "--schedule",
+            path.to_str().unwrap(),
+            "--resource",
+            "smpt",
+        ],
+    );
+
+    assert_eq!(set.status.code(), Some(1), "{}", stderr(&set));
+    let message = stderr(&set);
+    assert!(
+        message.contains("unknown resource \"smpt\": the schedule has smtp"),
+        "{message}"
+    );
+    assert!(
+        message.contains("pass one of them to --resource"),
+        "{message}"
+    );
+}

@@ -112,6 +112,9 @@ pub(super) fn run(args: LimitsArgs) -> ExitCode {
                     AdminError::Report(ReportError::ResourceRequired { .. }) => {
                         format!("{error} with --resource ID")
                     }
+                    AdminError::Report(ReportError::UnknownResource { .. }) => {
+                        format!("{error}; pass one of them to --resource")
+                    }
                     other => database.describe_error(&other),
                 })?;
                 // The schedule's own warnings come first, and were printed with the file's name.
