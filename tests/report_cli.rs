@@ -45,6 +45,17 @@ fn invalid_from_is_an_error() {
 }
 
 #[test]
+fn impossible_from_is_named() {
+    for from in ["2026-02-30", "2026-13-01", "2026-03-01T25:00:00Z"] {
+        let output = run(&[EMAIL, "--from", from]);
+        assert_eq!(output.status.code(), Some(1), "--from {from}");
+        let stderr = text(&output.stderr);
+        let expected = format!("invalid --from value {from:?}: no such date, time or UTC offset");
+        assert!(stderr.contains(&expected), "{stderr}");
+    }
+}
+
+#[test]
 fn invalid_days_is_an_error() {
     for days in ["0", "3661", "seven"] {
         let output = run(&[EMAIL, "--days", days]);
