@@ -9,6 +9,7 @@ use axum::http::{Method, Request, StatusCode, header};
 use common::TestDatabase;
 use highway_ratelimit::admin::router::admin_router;
 use highway_ratelimit::admin::{Admin, LimitSpec};
+use highway_ratelimit::store::postgres::{PostgresConfig, PostgresStore};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -325,4 +326,20 @@ async fn preview_rejects_invalid_body() {
         let message = error["error"].as_str().expect("an error message");
         assert!(message.contains(field), "{field}: {message}");
     }
+}
+
+/// A database that cannot be reached gives 503 with the reason, not only "error connecting to
+/// server".
+#[tokio::test]
+async fn unreachable_database_gives_reason() {
+    let config = PostgresConfig::new("postgres://nobody@127.0.0.1:1/none");
+    let store = PostgresStore::new(config).expect("a valid connection string");
+    let router = admin_router(Admin::from_store(&store), TOKEN);
+    let auth = bearer(TOKEN);
+
+    let (status, error) = send(&router, Method::GET, "/limits", Some(auth.as_str()), None).await;
+
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{error}");
+    let message = error["error"].as_str().expect("an error message");
+    assert!(message.contains("Connection refused"), "{message}");
 }
