@@ -38,7 +38,8 @@ pub(super) struct AcquireArgs {
     #[arg(long)]
     dry_run: bool,
     /// The instant of the call, RFC 3339 (2026-03-02T10:00:00Z); defaults to now, with the
-    /// database clock deciding the counters' windows.
+    /// database clock deciding the counters' windows. Without --dry-run the call is charged to
+    /// the windows of this instant.
     #[arg(long, value_name = "INSTANT", value_parser = parse_instant)]
     at: Option<DateTime<Utc>>,
     /// The decision for a tool that has no policy, for the tenant or the `default` tenant:
