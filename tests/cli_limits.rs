@@ -809,3 +809,32 @@ async fn unknown_resource_lists_resources() {
         "{message}"
     );
 }
+
+/// `limits set` replaces the whole limit, so one written without any limit, such as to switch on
+/// `--fail-open`, gets a note that it admits every call.
+#[tokio::test(flavor = "multi_thread")]
+async fn set_without_limits_notes_it() {
+    let database = TestDatabase::new().await;
+    let url = Some(database.url());
+    assert_eq!(run(url, &["migrate"]).status.code(), Some(0));
+    let key = ["--tenant", "acme", "--tool", "tools.http"];
+
+    let limited = run(
+        url,
+        &[&["limits", "set"][..], &key, &["--per-day", "5"]].concat(),
+    );
+    assert_eq!(limited.status.code(), Some(0), "{}", stderr(&limited));
+    assert!(!stderr(&limited).contains("note:"), "{}", stderr(&limited));
+
+    let unlimited = run(
+        url,
+        &[&["limits", "set"][..], &key, &["--fail-open"]].concat(),
+    );
+    assert_eq!(unlimited.status.code(), Some(0), "{}", stderr(&unlimited));
+    let message = stderr(&unlimited);
+    assert!(
+        message.contains("note: the limit of tenant \"acme\" for tool \"tools.http\" has no"),
+        "{message}"
+    );
+    assert!(message.contains("admits every call"), "{message}");
+}

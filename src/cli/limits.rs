@@ -108,6 +108,11 @@ pub(super) fn run(args: LimitsArgs) -> ExitCode {
         match args.command {
             LimitsCommand::Set(set) => {
                 let (spec, printed) = spec_from_args(set)?;
+                let unlimited = spec.enabled
+                    && spec.schedule.is_none()
+                    && spec.per_minute.is_none()
+                    && spec.per_hour.is_none()
+                    && spec.per_day.is_none();
                 let outcome = admin.upsert(&spec).await.map_err(|error| match error {
                     AdminError::Report(ReportError::ResourceRequired { .. }) => {
                         format!("{error} with --resource ID")
@@ -120,6 +125,13 @@ pub(super) fn run(args: LimitsArgs) -> ExitCode {
                 // The schedule's own warnings come first, and were printed with the file's name.
                 for warning in outcome.warnings.iter().skip(printed) {
                     eprintln!("{warning}");
+                }
+                if unlimited {
+                    eprintln!(
+                        "note: the limit of tenant {:?} for tool {:?} has no --per-minute, --per-hour, \
+                         --per-day or --schedule, so it admits every call without counting it",
+                        spec.tenant, spec.tool
+                    );
                 }
                 print_json(&outcome.limit)?;
             }
