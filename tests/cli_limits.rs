@@ -153,6 +153,9 @@ async fn limit_round_trip() {
     let unknown = acquire(&[]);
     assert_eq!(unknown.status.code(), Some(2));
     assert_eq!(json(&unknown)["reason"]["kind"], "no_policy");
+    let message = json(&unknown)["reason"]["message"].to_string();
+    assert!(message.contains("`limits set`"), "{message}");
+    assert!(message.contains("--without-policy admit"), "{message}");
     let free = acquire(&["--without-policy", "admit"]);
     assert_eq!(free.status.code(), Some(0));
     assert_eq!(json(&free)["admitted"], true);

@@ -188,6 +188,11 @@ fn describe_rejection(printed: &mut Printed, rejection: &Rejection) {
         RejectionReason::MissingIdentity(IdentityError::MissingWorkflowRun { tool }) => {
             format!("the policy of tool {tool:?} counts per workflow run: pass --workflow RUN")
         }
+        RejectionReason::NoPolicy => format!(
+            "no limit for tenant {:?} and tool {:?}, nor for the default tenant: create one with \
+             `limits set`, or pass --without-policy admit",
+            printed.tenant, printed.tool
+        ),
         other => with_causes(other.to_string(), std::error::Error::source(rejection)),
     };
     printed.admitted = false;
