@@ -841,3 +841,30 @@ async fn set_without_limits_notes_it() {
     );
     assert!(message.contains("admits every call"), "{message}");
 }
+
+/// A zone name in the wrong case gets its spelling, as in a schedule's `timezone`.
+#[test]
+fn timezone_case_gets_spelling() {
+    let output = run(
+        Some("postgres://nobody@127.0.0.1:1/none"),
+        &[
+            "limits",
+            "set",
+            "--tenant",
+            "acme",
+            "--tool",
+            "tools.http",
+            "--per-minute",
+            "2",
+            "--timezone",
+            "europe/berlin",
+        ],
+    );
+
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert!(
+        message.contains("zone names are case-sensitive; write Europe/Berlin"),
+        "{message}"
+    );
+}

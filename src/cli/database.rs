@@ -125,7 +125,18 @@ fn describe(error: &(dyn std::error::Error + 'static)) -> String {
 /// Parses an IANA time zone name for an option, with a message that shows the expected form.
 pub(super) fn parse_timezone(text: &str) -> Result<chrono_tz::Tz, String> {
     text.parse().map_err(|_| {
-        format!("unknown time zone {text:?}: expected an IANA name such as Europe/Berlin or UTC")
+        let spelled = chrono_tz::TZ_VARIANTS
+            .iter()
+            .find(|zone| zone.name().eq_ignore_ascii_case(text));
+        match spelled {
+            Some(zone) => format!(
+                "unknown time zone {text:?}: zone names are case-sensitive; write {}",
+                zone.name()
+            ),
+            None => format!(
+                "unknown time zone {text:?}: expected an IANA name such as Europe/Berlin or UTC"
+            ),
+        }
     })
 }
 
