@@ -868,3 +868,19 @@ fn timezone_case_gets_spelling() {
         "{message}"
     );
 }
+
+/// Without a database, the usage error names the environment variable as well as the option.
+#[test]
+fn missing_database_names_variable() {
+    for args in [&["limits", "list"][..], &["migrate"][..]] {
+        let output = run(None, args);
+
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        let message = stderr(&output);
+        assert!(message.contains("--database-url"), "{args:?}: {message}");
+        assert!(
+            message.contains("Set the DATABASE_URL environment variable"),
+            "{args:?}: {message}"
+        );
+    }
+}
