@@ -126,3 +126,22 @@ fn check_endless_file_stops() {
         "{stderr}"
     );
 }
+
+/// A schedule without a resource is valid TaskJuggler, but `report` and `limits set` reject it,
+/// so `check` warns.
+#[test]
+fn check_without_resource_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("no_resource.tjp");
+    std::fs::write(&path, "project p \"P\" 2026-01-01 - 2099-01-01 {}\n").unwrap();
+
+    let output = check(&path);
+
+    assert_eq!(output.status.code(), Some(0));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let expected = format!(
+        "{}:1:1: warning: the schedule has no resource",
+        path.display()
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+}
