@@ -197,7 +197,7 @@ async fn limit_life_over_http() {
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(
-        missing["error"].as_str().unwrap().contains("limits set"),
+        missing["error"].as_str().unwrap().contains("PUT /limits"),
         "{missing}"
     );
     assert!(admin.list(None).await.unwrap().is_empty());
@@ -342,4 +342,30 @@ async fn unreachable_database_gives_reason() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{error}");
     let message = error["error"].as_str().expect("an error message");
     assert!(message.contains("Connection refused"), "{message}");
+}
+
+/// A missing limit points to the endpoint that creates one, not to the command line.
+#[tokio::test]
+async fn missing_limit_points_to_put() {
+    let database = TestDatabase::new().await;
+    let router = admin_router(Admin::from_store(&database.store().await), TOKEN);
+    let auth = bearer(TOKEN);
+
+    for method in [Method::GET, Method::DELETE] {
+        let (status, error) = send(
+            &router,
+            method.clone(),
+            "/limits/acme/tools.http",
+            Some(auth.as_str()),
+            None,
+        )
+        .await;
+
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method}: {error}");
+        let message = error["error"].as_str().expect("an error message");
+        assert!(
+            message.contains("create one with PUT /limits"),
+            "{method}: {message}"
+        );
+    }
 }

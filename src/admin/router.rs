@@ -207,7 +207,13 @@ fn admin_error_response(error: AdminError) -> Response {
         AdminError::InvalidLimit(_) | AdminError::InvalidSchedule(_) | AdminError::Report(_) => {
             StatusCode::BAD_REQUEST
         }
-        AdminError::NotFound { .. } => StatusCode::NOT_FOUND,
+        AdminError::NotFound { tenant, tool } => {
+            // The error's own advice names the command line.
+            let message = format!(
+                "no limit for tenant {tenant:?} and tool {tool:?}: create one with PUT /limits"
+            );
+            return error_response(StatusCode::NOT_FOUND, message);
+        }
         AdminError::InvalidRow { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         AdminError::Store(_) | AdminError::Pool(_) | AdminError::Database(_) => {
             // The causes carry the reason, such as "Connection refused".
