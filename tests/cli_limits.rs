@@ -884,3 +884,41 @@ fn missing_database_names_variable() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn usage_of_disabled_limit_notes_it() {
+    let database = TestDatabase::new().await;
+    let url = Some(database.url());
+    assert_eq!(run(url, &["migrate"]).status.code(), Some(0));
+    let set = run(
+        url,
+        &[
+            "limits",
+            "set",
+            "--tenant",
+            "default",
+            "--tool",
+            "tools.http",
+            "--per-minute",
+            "3",
+            "--disabled",
+        ],
+    );
+    assert_eq!(set.status.code(), Some(0), "{}", stderr(&set));
+    let call = run(
+        url,
+        &["acquire", "--tenant", "acme", "--tool", "tools.http"],
+    );
+    assert_eq!(call.status.code(), Some(0), "{}", stderr(&call));
+
+    let usage = run(url, &["usage", "--tenant", "acme", "--tool", "tools.http"]);
+
+    assert_eq!(usage.status.code(), Some(0), "{}", stderr(&usage));
+    assert_eq!(json(&usage), serde_json::json!([]));
+    let message = stderr(&usage);
+    assert!(
+        message
+            .contains("note: the limit of tenant \"default\" for tool \"tools.http\" is disabled"),
+        "{message}"
+    );
+}

@@ -43,6 +43,10 @@ pub(super) fn run(args: UsageArgs) -> ExitCode {
                     "note: no limit for tenant {:?} and tool {:?}, nor for the default tenant, so nothing is counted; set one with `limits set`",
                     args.tenant, args.tool
                 ),
+                Some(policy) if !policy.enabled => eprintln!(
+                    "note: the limit of tenant {:?} for tool {:?} is disabled, so calls are admitted without being counted; enable it with `limits set` without --disabled",
+                    policy.tenant, args.tool
+                ),
                 Some(policy) if args.workflow.is_some() && policy.scope != Scope::Workflow => {
                     let counts = match policy.scope {
                         Scope::Global => "for every caller together",
