@@ -840,6 +840,16 @@ async fn set_without_limits_notes_it() {
         "{message}"
     );
     assert!(message.contains("admits every call"), "{message}");
+
+    let call = run(url, &[&["acquire"][..], &key].concat());
+    assert_eq!(call.status.code(), Some(0), "{}", stderr(&call));
+    let usage = run(url, &[&["usage"][..], &key].concat());
+    assert_eq!(json(&usage), serde_json::json!([]));
+    let message = stderr(&usage);
+    assert!(
+        message.contains("has no per-minute, per-hour or per-day limit and no schedule"),
+        "{message}"
+    );
 }
 
 /// A zone name in the wrong case gets its spelling, as in a schedule's `timezone`.

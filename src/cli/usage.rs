@@ -47,6 +47,14 @@ pub(super) fn run(args: UsageArgs) -> ExitCode {
                     "note: the limit of tenant {:?} for tool {:?} is disabled, so calls are admitted without being counted; enable it with `limits set` without --disabled",
                     policy.tenant, args.tool
                 ),
+                Some(policy)
+                    if policy.schedule.is_none() && policy.static_capacity.is_unlimited() =>
+                {
+                    eprintln!(
+                        "note: the limit of tenant {:?} for tool {:?} has no per-minute, per-hour or per-day limit and no schedule, so calls are admitted without being counted",
+                        policy.tenant, args.tool
+                    );
+                }
                 Some(policy) if args.workflow.is_some() && policy.scope != Scope::Workflow => {
                     let counts = match policy.scope {
                         Scope::Global => "for every caller together",
