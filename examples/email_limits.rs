@@ -41,7 +41,18 @@ async fn main() -> std::process::ExitCode {
     match run().await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error}");
+            // The causes carry the reason, such as "Connection refused" under "error connecting
+            // to server".
+            let mut message = format!("error: {error}");
+            let mut cause = error.source();
+            while let Some(inner) = cause {
+                let text = inner.to_string();
+                if !message.contains(&text) {
+                    message.push_str(&format!(": {text}"));
+                }
+                cause = inner.source();
+            }
+            eprintln!("{message}");
             std::process::ExitCode::FAILURE
         }
     }

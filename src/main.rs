@@ -14,6 +14,11 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(error) => {
             let _ = error.print();
+            let missing_database = error.kind() == clap::error::ErrorKind::MissingRequiredArgument
+                && error.to_string().contains("--database-url");
+            if missing_database {
+                eprintln!("\nSet the DATABASE_URL environment variable or pass --database-url.");
+            }
             return if error.use_stderr() {
                 ExitCode::FAILURE
             } else {

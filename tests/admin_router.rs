@@ -9,6 +9,7 @@ use axum::http::{Method, Request, StatusCode, header};
 use common::TestDatabase;
 use highway_ratelimit::admin::router::admin_router;
 use highway_ratelimit::admin::{Admin, LimitSpec};
+use highway_ratelimit::store::postgres::{PostgresConfig, PostgresStore};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -196,7 +197,7 @@ async fn limit_life_over_http() {
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(
-        missing["error"].as_str().unwrap().contains("limits set"),
+        missing["error"].as_str().unwrap().contains("PUT /limits"),
         "{missing}"
     );
     assert!(admin.list(None).await.unwrap().is_empty());
@@ -247,4 +248,124 @@ async fn preview_stores_nothing() {
     );
 
     assert!(admin.list(None).await.unwrap().is_empty());
+}
+
+/// A preview of a horizon that started in the past is stamped with its start, so
+/// that `generated_at` does not lie after `valid_until`.
+#[tokio::test]
+async fn preview_of_past_horizon() {
+    let database = TestDatabase::new().await;
+    let admin = Admin::from_store(&database.store().await);
+    let router = admin_router(admin, TOKEN);
+    let auth = bearer(TOKEN);
+
+    let schedule = "project mail \"Mail\" 2026-03-01 - 2026-04-01 {\n  timezone \"UTC\"\n}\n\
+                    resource smtp \"SMTP relay\" {\n  limits { dailymax 500 }\n}\n";
+    let request = json!({ "schedule": schedule, "from": "2026-03-02T00:00:00Z", "days": 1 });
+    let (status, preview) = send(
+        &router,
+        Method::POST,
+        "/reports/preview",
+        Some(auth.as_str()),
+        Some(request),
+    )
+    .await;
+
+    assert_eq!(status, StatusCode::OK, "{preview}");
+    assert_eq!(preview["report"]["generated_at"], "2026-03-02T00:00:00Z");
+    assert_eq!(preview["report"]["valid_until"], "2026-03-03T00:00:00Z");
+}
+
+/// A misspelled field is rejected, because ignoring it would replace the stored limit with one
+/// that lacks the limit the caller meant to set.
+#[tokio::test]
+async fn put_rejects_unknown_field() {
+    let database = TestDatabase::new().await;
+    let admin = Admin::from_store(&database.store().await);
+    let router = admin_router(admin.clone(), TOKEN);
+    let auth = bearer(TOKEN);
+    let auth = Some(auth.as_str());
+
+    let limit = json!({ "tenant": "acme", "tool": "tools.http", "per_minute": 5 });
+    let (status, body) = send(&router, Method::PUT, "/limits", auth, Some(limit)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let misspelled = json!({ "tenant": "acme", "tool": "tools.http", "per_minut": 1 });
+    let (status, error) = send(&router, Method::PUT, "/limits", auth, Some(misspelled)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    let message = error["error"].as_str().expect("an error message");
+    assert!(message.contains("per_minut"), "{message}");
+
+    let stored = admin.get("acme", "tools.http").await.unwrap();
+    assert_eq!(stored.per_minute, Some(5));
+}
+
+/// The preview's body errors are JSON with status 400, like those of `PUT /limits`.
+#[tokio::test]
+async fn preview_rejects_invalid_body() {
+    let database = TestDatabase::new().await;
+    let admin = Admin::from_store(&database.store().await);
+    let router = admin_router(admin, TOKEN);
+    let auth = bearer(TOKEN);
+    let auth = Some(auth.as_str());
+
+    let schedule = "project mail \"Mail\" 2026-03-01 - 2026-04-01 {}\nresource smtp \"SMTP\" {}\n";
+    let bodies = [
+        (
+            "from",
+            json!({ "schedule": schedule, "from": "2026-03-02" }),
+        ),
+        ("days", json!({ "schedule": schedule, "days": -1 })),
+        ("dyas", json!({ "schedule": schedule, "dyas": 3 })),
+        ("schedule", json!({ "from": "2026-03-02T00:00:00Z" })),
+    ];
+    for (field, body) in bodies {
+        let (status, error) =
+            send(&router, Method::POST, "/reports/preview", auth, Some(body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{field}: {error}");
+        let message = error["error"].as_str().expect("an error message");
+        assert!(message.contains(field), "{field}: {message}");
+    }
+}
+
+/// A database that cannot be reached gives 503 with the reason, not only "error connecting to
+/// server".
+#[tokio::test]
+async fn unreachable_database_gives_reason() {
+    let config = PostgresConfig::new("postgres://nobody@127.0.0.1:1/none");
+    let store = PostgresStore::new(config).expect("a valid connection string");
+    let router = admin_router(Admin::from_store(&store), TOKEN);
+    let auth = bearer(TOKEN);
+
+    let (status, error) = send(&router, Method::GET, "/limits", Some(auth.as_str()), None).await;
+
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{error}");
+    let message = error["error"].as_str().expect("an error message");
+    assert!(message.contains("Connection refused"), "{message}");
+}
+
+/// A missing limit points to the endpoint that creates one, not to the command line.
+#[tokio::test]
+async fn missing_limit_points_to_put() {
+    let database = TestDatabase::new().await;
+    let router = admin_router(Admin::from_store(&database.store().await), TOKEN);
+    let auth = bearer(TOKEN);
+
+    for method in [Method::GET, Method::DELETE] {
+        let (status, error) = send(
+            &router,
+            method.clone(),
+            "/limits/acme/tools.http",
+            Some(auth.as_str()),
+            None,
+        )
+        .await;
+
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method}: {error}");
+        let message = error["error"].as_str().expect("an error message");
+        assert!(
+            message.contains("create one with PUT /limits"),
+            "{method}: {message}"
+        );
+    }
 }

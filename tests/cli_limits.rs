@@ -153,6 +153,9 @@ async fn limit_round_trip() {
     let unknown = acquire(&[]);
     assert_eq!(unknown.status.code(), Some(2));
     assert_eq!(json(&unknown)["reason"]["kind"], "no_policy");
+    let message = json(&unknown)["reason"]["message"].to_string();
+    assert!(message.contains("`limits set`"), "{message}");
+    assert!(message.contains("--without-policy admit"), "{message}");
     let free = acquire(&["--without-policy", "admit"]);
     assert_eq!(free.status.code(), Some(0));
     assert_eq!(json(&free)["admitted"], true);
@@ -705,5 +708,227 @@ async fn usage_of_run_notes_tenant_scope() {
         stderr(&usage).contains("counts per tenant, not per workflow run"),
         "{}",
         stderr(&usage)
+    );
+}
+
+/// Every database command names the server it could not reach, so that a wrong host or port
+/// in `DATABASE_URL` shows in the message.
+#[test]
+fn unreachable_database_is_named() {
+    let commands: [&[&str]; 4] = [
+        &["migrate"],
+        &["limits", "list"],
+        &["usage", "--tenant", "acme", "--tool", "tools.http"],
+        &["acquire", "--tenant", "acme", "--tool", "tools.http"],
+    ];
+    for args in commands {
+        let output = run(Some("postgres://nobody:secret@127.0.0.1:1/none"), args);
+
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        let message = stderr(&output);
+        assert!(message.contains("127.0.0.1:1"), "{args:?}: {message}");
+        assert!(message.contains("DATABASE_URL"), "{args:?}: {message}");
+        assert!(!message.contains("secret"), "{args:?}: {message}");
+    }
+}
+
+/// A database without the tables gets the advice to migrate it, from `acquire` as from the
+/// other commands, and not the advice to check the connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn unmigrated_database_says_migrate() {
+    let database = TestDatabase::new().await;
+    let url = Some(database.url());
+
+    let commands: [&[&str]; 4] = [
+        &["limits", "list"],
+        &["limits", "get", "--tenant", "acme", "--tool", "tools.http"],
+        &["usage", "--tenant", "acme", "--tool", "tools.http"],
+        &["acquire", "--tenant", "acme", "--tool", "tools.http"],
+    ];
+    for args in commands {
+        let output = run(url, args);
+
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        let message = stderr(&output);
+        assert!(
+            message.contains("create the tables with `highway-ratelimit migrate`"),
+            "{args:?}: {message}"
+        );
+        assert!(
+            !message.contains("PostgreSQL is running at"),
+            "{args:?}: {message}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_resource_lists_resources() {
+    let database = TestDatabase::new().await;
+    let url = Some(database.url());
+    assert_eq!(run(url, &["migrate"]).status.code(), Some(0));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mail.tjp");
+    std::fs::write(
+        &path,
+        "project mail \"Mail\" 2026-01-01 - 2027-01-01 {\n  timezone \"UTC\"\n}\n\
+         resource smtp \"SMTP\" {\n  workinghours mon - fri 09:00 - 17:00\n}\n",
+    )
+    .unwrap();
+
+    let set = run(
+        url,
+        &[
+            "limits",
+            "set",
+            "--tenant",
+            "acme",
+            "--tool",
+            "tools.mail",
+            "--schedule",
+            path.to_str().unwrap(),
+            "--resource",
+            "smpt",
+        ],
+    );
+
+    assert_eq!(set.status.code(), Some(1), "{}", stderr(&set));
+    let message = stderr(&set);
+    assert!(
+        message.contains("unknown resource \"smpt\": the schedule has smtp"),
+        "{message}"
+    );
+    assert!(
+        message.contains("pass one of them to --resource"),
+        "{message}"
+    );
+}
+
+/// `limits set` replaces the whole limit, so one written without any limit, such as to switch on
+/// `--fail-open`, gets a note that it admits every call.
+#[tokio::test(flavor = "multi_thread")]
+async fn set_without_limits_notes_it() {
+    let database = TestDatabase::new().await;
+    let url = Some(database.url());
+    assert_eq!(run(url, &["migrate"]).status.code(), Some(0));
+    let key = ["--tenant", "acme", "--tool", "tools.http"];
+
+    let limited = run(
+        url,
+        &[&["limits", "set"][..], &key, &["--per-day", "5"]].concat(),
+    );
+    assert_eq!(limited.status.code(), Some(0), "{}", stderr(&limited));
+    assert!(!stderr(&limited).contains("note:"), "{}", stderr(&limited));
+
+    let unlimited = run(
+        url,
+        &[&["limits", "set"][..], &key, &["--fail-open"]].concat(),
+    );
+    assert_eq!(unlimited.status.code(), Some(0), "{}", stderr(&unlimited));
+    let message = stderr(&unlimited);
+    assert!(
+        message.contains("note: the limit of tenant \"acme\" for tool \"tools.http\" has no"),
+        "{message}"
+    );
+    assert!(message.contains("admits every call"), "{message}");
+
+    let call = run(url, &[&["acquire"][..], &key].concat());
+    assert_eq!(call.status.code(), Some(0), "{}", stderr(&call));
+    let usage = run(url, &[&["usage"][..], &key].concat());
+    assert_eq!(json(&usage), serde_json::json!([]));
+    let message = stderr(&usage);
+    assert!(
+        message.contains("has no per-minute, per-hour or per-day limit and no schedule"),
+        "{message}"
+    );
+}
+
+/// A zone name in the wrong case gets its spelling, as in a schedule's `timezone`.
+#[test]
+fn timezone_case_gets_spelling() {
+    let output = run(
+        Some("postgres://nobody@127.0.0.1:1/none"),
+        &[
+            "limits",
+            "set",
+            "--tenant",
+            "acme",
+            "--tool",
+            "tools.http",
+            "--per-minute",
+            "2",
+            "--timezone",
+            "europe/berlin",
+        ],
+    );
+
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert!(
+        message.contains("zone names are case-sensitive; write Europe/Berlin"),
+        "{message}"
+    );
+}
+
+/// Without a database, the usage error names the environment variable as well as the option.
+#[test]
+fn missing_database_names_variable() {
+    for args in [&["limits", "list"][..], &["migrate"][..]] {
+        let output = run(None, args);
+
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        let message = stderr(&output);
+        assert!(message.contains("--database-url"), "{args:?}: {message}");
+        assert!(
+            message.contains("Set the DATABASE_URL environment variable"),
+            "{args:?}: {message}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn usage_of_disabled_limit_notes_it() {
+    let database = TestDatabase::new().await;
+    let url = Some(database.url());
+    assert_eq!(run(url, &["migrate"]).status.code(), Some(0));
+    let set = run(
+        url,
+        &[
+            "limits",
+            "set",
+            "--tenant",
+            "default",
+            "--tool",
+            "tools.http",
+            "--per-minute",
+            "3",
+            "--disabled",
+        ],
+    );
+    assert_eq!(set.status.code(), Some(0), "{}", stderr(&set));
+    let call = run(
+        url,
+        &["acquire", "--tenant", "acme", "--tool", "tools.http"],
+    );
+    assert_eq!(call.status.code(), Some(0), "{}", stderr(&call));
+
+    let usage = run(url, &["usage", "--tenant", "acme", "--tool", "tools.http"]);
+
+    assert_eq!(usage.status.code(), Some(0), "{}", stderr(&usage));
+    assert_eq!(json(&usage), serde_json::json!([]));
+    let message = stderr(&usage);
+    assert!(
+        message
+            .contains("note: the limit of tenant \"default\" for tool \"tools.http\" is disabled"),
+        "{message}"
     );
 }

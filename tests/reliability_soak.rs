@@ -242,7 +242,7 @@ async fn soak_worker() {
                     seed ^= seed << 13;
                     seed ^= seed >> 7;
                     seed ^= seed << 17;
-                    let (tenant, tool) = if seed % 4 == 0 {
+                    let (tenant, tool) = if seed.is_multiple_of(4) {
                         (
                             "hot".to_owned(),
                             HOT_TOOLS[(seed >> 8) as usize % HOT_TOOLS.len()],

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use chrono::{DateTime, Utc};
+use highway_ratelimit::report::AvailabilityReport;
 use serde_json::Value;
 
 fn run(args: &[&str]) -> Output {
@@ -44,6 +45,17 @@ fn invalid_from_is_an_error() {
 }
 
 #[test]
+fn impossible_from_is_named() {
+    for from in ["2026-02-30", "2026-13-01", "2026-03-01T25:00:00Z"] {
+        let output = run(&[EMAIL, "--from", from]);
+        assert_eq!(output.status.code(), Some(1), "--from {from}");
+        let stderr = text(&output.stderr);
+        let expected = format!("invalid --from value {from:?}: no such date, time or UTC offset");
+        assert!(stderr.contains(&expected), "{stderr}");
+    }
+}
+
+#[test]
 fn invalid_days_is_an_error() {
     for days in ["0", "3661", "seven"] {
         let output = run(&[EMAIL, "--days", days]);
@@ -55,7 +67,6 @@ fn invalid_days_is_an_error() {
 
 #[test]
 fn email_report_as_json() {
-    let before = Utc::now();
     let output = run(&[EMAIL, "--from", "2025-12-20", "--days", "14"]);
     let stderr = text(&output.stderr);
     assert!(output.status.success(), "{stderr}");
@@ -83,12 +94,42 @@ fn email_report_as_json() {
         serde_json::json!({"start": "2025-12-22T09:00:00Z", "end": "2025-12-22T17:00:00Z", "capacity": {"per_day": 500}})
     );
     assert_eq!(windows[5]["end"], "2025-12-31T17:00:00Z");
+}
 
-    let generated_at: DateTime<Utc> = report["generated_at"].as_str().unwrap().parse().unwrap();
+/// A horizon that started in the past is stamped with its start, because a report generated
+/// after its `valid_until` would cover no instant at all.
+#[test]
+fn past_from_is_generated_at_start() {
+    let output = run(&[EMAIL, "--from", "2025-12-20", "--days", "7"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+
+    let report: AvailabilityReport =
+        serde_json::from_slice(&output.stdout).expect("stdout is a report");
+    assert_eq!(report.generated_at, at("2025-12-20T00:00:00Z"));
+    assert_eq!(report.valid_until, at("2025-12-27T00:00:00Z"));
+    for window in &report.windows {
+        assert!(report.covers(window.start), "{window:?}");
+    }
+}
+
+/// A horizon that starts now or later keeps the time of the run as `generated_at`.
+#[test]
+fn future_from_is_generated_now() {
+    let before = Utc::now();
+    let output = run(&[EMAIL, "--from", "2099-01-01", "--days", "1"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+
+    let report: AvailabilityReport =
+        serde_json::from_slice(&output.stdout).expect("stdout is a report");
     assert!(
-        generated_at >= before && generated_at <= Utc::now(),
-        "generated_at is the time of the run: {generated_at}"
+        report.generated_at >= before && report.generated_at <= Utc::now(),
+        "generated_at is the time of the run: {}",
+        report.generated_at
     );
+}
+
+fn at(text: &str) -> DateTime<Utc> {
+    text.parse().unwrap()
 }
 
 #[test]

@@ -81,3 +81,67 @@ fn check_far_future_time_frame_has_no_warning() {
     assert_eq!(output.status.code(), Some(0));
     assert_eq!(String::from_utf8(output.stderr).unwrap(), "");
 }
+
+/// A file that is not UTF-8 (here Latin-1) is rejected at the first invalid byte, in the file
+/// itself as in an included one.
+#[test]
+fn check_latin1_file_names_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("latin1.tjp");
+    std::fs::write(
+        &path,
+        b"project p \"P\" 2026-03-01 - 2026-04-01 {}\nresource r \"Caf\xe9\" {}\n",
+    )
+    .unwrap();
+    let output = check(&path);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let expected = format!("{}:2:16: invalid UTF-8", path.display());
+    assert!(stderr.starts_with(&expected), "{stderr}");
+
+    let included = dir.path().join("latin1.tji");
+    std::fs::write(&included, b"# Caf\xe9\n").unwrap();
+    let including = dir.path().join("includes.tjp");
+    std::fs::write(
+        &including,
+        "project p \"P\" 2026-03-01 - 2026-04-01 {}\ninclude \"latin1.tji\"\n",
+    )
+    .unwrap();
+    let output = check(&including);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let expected = format!("{}:1:6: invalid UTF-8", included.display());
+    assert!(stderr.starts_with(&expected), "{stderr}");
+}
+
+/// An endless file is rejected after a bounded read instead of filling memory.
+#[cfg(unix)]
+#[test]
+fn check_endless_file_stops() {
+    let output = check(Path::new("/dev/zero"));
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.starts_with("/dev/zero: cannot read the schedule file: the file is larger than"),
+        "{stderr}"
+    );
+}
+
+/// A schedule without a resource is valid TaskJuggler, but `report` and `limits set` reject it,
+/// so `check` warns.
+#[test]
+fn check_without_resource_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("no_resource.tjp");
+    std::fs::write(&path, "project p \"P\" 2026-01-01 - 2099-01-01 {}\n").unwrap();
+
+    let output = check(&path);
+
+    assert_eq!(output.status.code(), Some(0));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let expected = format!(
+        "{}:1:1: warning: the schedule has no resource",
+        path.display()
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+}

@@ -96,12 +96,12 @@ async fn batches_charge_admitted_costs_exactly() {
         let key = key.clone();
         async move {
             let capacity = Capacity {
-                per_minute: Some(if index % 5 == 0 { 7 } else { 25 }),
+                per_minute: Some(if index.is_multiple_of(5) { 7 } else { 25 }),
                 per_hour: Some(400),
                 ..Capacity::UNLIMITED
             };
             let cost = 1 + index % 3;
-            let at: Option<DateTime<Utc>> = (index % 2 == 0).then(Utc::now);
+            let at: Option<DateTime<Utc>> = index.is_multiple_of(2).then(Utc::now);
             let decision = store
                 .consume(ConsumeRequest {
                     key: &key,

@@ -22,7 +22,11 @@ const MAX_NAME_LEN: usize = 256;
 /// Without a schedule, the static limits apply around the clock, counted in windows of the
 /// `timezone`'s calendar. With a schedule, the schedule's report decides when calls are allowed
 /// and with which capacity, and the static limits must be left out.
+///
+/// Deserializing rejects unknown fields, so that a misspelled limit is an error rather than a
+/// limit left out of the replacement.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LimitSpec {
     /// The tenant id; [`DEFAULT_TENANT`](crate::policy::DEFAULT_TENANT) for the defaults.
     pub tenant: String,
@@ -415,24 +419,24 @@ impl Admin {
             self.horizon_days,
         )?;
 
-        if let Some(zone) = spec.timezone {
-            if zone != preview.report.timezone {
-                return Err(AdminError::InvalidLimit(format!(
-                    "time zone {zone} differs from the schedule's {}: leave the time zone out or set \
+        if let Some(zone) = spec.timezone
+            && zone != preview.report.timezone
+        {
+            return Err(AdminError::InvalidLimit(format!(
+                "time zone {zone} differs from the schedule's {}: leave the time zone out or set \
                      `timezone \"{zone}\"` in the schedule",
-                    preview.report.timezone
-                )));
-            }
+                preview.report.timezone
+            )));
         }
-        if let Some(day) = spec.week_start {
-            if day != preview.report.week_start {
-                return Err(AdminError::InvalidLimit(format!(
-                    "week start {} differs from the schedule's {}: leave the week start out or set \
+        if let Some(day) = spec.week_start
+            && day != preview.report.week_start
+        {
+            return Err(AdminError::InvalidLimit(format!(
+                "week start {} differs from the schedule's {}: leave the week start out or set \
                      `weekstartsmonday` or `weekstartssunday` in the schedule",
-                    weekday_name::name(day),
-                    weekday_name::name(preview.report.week_start)
-                )));
-            }
+                weekday_name::name(day),
+                weekday_name::name(preview.report.week_start)
+            )));
         }
         Ok(preview)
     }

@@ -43,11 +43,14 @@ pub(crate) fn render(
     };
     let schedule = Schedule::parse(definition, &options)?;
 
+    // A horizon that started in the past is stamped with its start, because the layer uses a
+    // report only from its `generated_at` on.
+    let from = from.trunc_subsecs(0);
     let report_options = ReportOptions {
         resource: resource.map(str::to_owned),
-        from: from.trunc_subsecs(0),
+        from,
         days,
-        generated_at: Utc::now().trunc_subsecs(0),
+        generated_at: Utc::now().trunc_subsecs(0).min(from),
     };
     let generated = AvailabilityReport::generate(&schedule, &report_options)?;
 

@@ -169,6 +169,7 @@ async fn usage(
 
 /// The body of `POST /reports/preview`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct PreviewRequest {
     schedule: String,
     resource: Option<String>,
@@ -178,8 +179,12 @@ struct PreviewRequest {
 
 async fn preview(
     State(state): State<Arc<AdminState>>,
-    Json(request): Json<PreviewRequest>,
+    body: Result<Json<PreviewRequest>, JsonRejection>,
 ) -> Response {
+    let request = match body {
+        Ok(Json(request)) => request,
+        Err(rejection) => return invalid_body(rejection),
+    };
     let result = state.admin.preview(
         &request.schedule,
         "preview.tjp",
@@ -202,14 +207,37 @@ fn admin_error_response(error: AdminError) -> Response {
         AdminError::InvalidLimit(_) | AdminError::InvalidSchedule(_) | AdminError::Report(_) => {
             StatusCode::BAD_REQUEST
         }
-        AdminError::NotFound { .. } => StatusCode::NOT_FOUND,
+        AdminError::NotFound { tenant, tool } => {
+            // The error's own advice names the command line.
+            let message = format!(
+                "no limit for tenant {tenant:?} and tool {tool:?}: create one with PUT /limits"
+            );
+            return error_response(StatusCode::NOT_FOUND, message);
+        }
         AdminError::InvalidRow { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         AdminError::Store(_) | AdminError::Pool(_) | AdminError::Database(_) => {
-            tracing::error!(%error, "admin request failed");
-            StatusCode::SERVICE_UNAVAILABLE
+            // The causes carry the reason, such as "Connection refused".
+            let message = with_causes(&error);
+            tracing::error!(error = %message, "admin request failed");
+            return error_response(StatusCode::SERVICE_UNAVAILABLE, message);
         }
     };
     error_response(status, error.to_string())
+}
+
+/// Returns the message of `error` followed by those of its causes that it does not contain yet.
+fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let text = inner.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        cause = inner.source();
+    }
+    message
 }
 
 fn invalid_body(rejection: JsonRejection) -> Response {

@@ -38,7 +38,8 @@ pub(super) struct AcquireArgs {
     #[arg(long)]
     dry_run: bool,
     /// The instant of the call, RFC 3339 (2026-03-02T10:00:00Z); defaults to now, with the
-    /// database clock deciding the counters' windows.
+    /// database clock deciding the counters' windows. Without --dry-run the call is charged to
+    /// the windows of this instant.
     #[arg(long, value_name = "INSTANT", value_parser = parse_instant)]
     at: Option<DateTime<Utc>>,
     /// The decision for a tool that has no policy, for the tenant or the `default` tenant:
@@ -153,10 +154,7 @@ pub(super) fn run(args: AcquireArgs) -> ExitCode {
         if failed && let Some(reason) = &printed.reason {
             // The layer would reject the call, but no limit decided it: a script must tell this
             // from a rejection.
-            return Err(format!(
-                "{}; check --database-url or DATABASE_URL and that the server is running",
-                reason.message
-            ));
+            return Err(args.database.with_hint(reason.message.clone()));
         }
         Ok(if printed.admitted {
             ExitCode::SUCCESS
@@ -190,6 +188,11 @@ fn describe_rejection(printed: &mut Printed, rejection: &Rejection) {
         RejectionReason::MissingIdentity(IdentityError::MissingWorkflowRun { tool }) => {
             format!("the policy of tool {tool:?} counts per workflow run: pass --workflow RUN")
         }
+        RejectionReason::NoPolicy => format!(
+            "no limit for tenant {:?} and tool {:?}, nor for the default tenant: create one with \
+             `limits set`, or pass --without-policy admit",
+            printed.tenant, printed.tool
+        ),
         other => with_causes(other.to_string(), std::error::Error::source(rejection)),
     };
     printed.admitted = false;

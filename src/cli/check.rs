@@ -26,6 +26,14 @@ pub(super) fn run(args: CheckArgs) -> ExitCode {
             if let Some(warning) = time_frame_warning(&schedule) {
                 eprintln!("{warning}");
             }
+            if schedule.resources.is_empty() {
+                let warning = Diagnostic::warning(
+                    schedule.project.location.clone(),
+                    "the schedule has no resource, so it yields no report and cannot be a \
+                     limit's schedule; add a `resource ID \"Name\" { … }` block",
+                );
+                eprintln!("{warning}");
+            }
             ExitCode::SUCCESS
         }
         Err(error) => {

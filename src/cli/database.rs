@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::store::postgres::{PostgresConfig, PostgresStore};
 
 /// The database of the limits and counters.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub(super) struct DatabaseArgs {
     /// The PostgreSQL connection string, such as postgres://user@host:5432/highway.
     #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
@@ -23,7 +23,63 @@ impl DatabaseArgs {
         PostgresStore::new(PostgresConfig::new(self.database_url.clone()).pool_size(2))
             .map_err(|error| format!("{error}; check --database-url or DATABASE_URL"))
     }
+
+    /// Returns the message of a database error with its causes and what to do next.
+    pub(super) fn describe_error(&self, error: &(dyn std::error::Error + 'static)) -> String {
+        self.with_hint(describe(error))
+    }
+
+    /// Returns `message` followed by what to do next when it reports missing tables or a
+    /// connection that failed, else `message` unchanged.
+    pub(super) fn with_hint(&self, message: String) -> String {
+        if message.contains("relation \"highway.") && message.contains("does not exist") {
+            format!("{message}; create the tables with `highway-ratelimit migrate`")
+        } else if message.contains("connect") || message.contains("timed out") {
+            format!(
+                "{message}; check that PostgreSQL is running at {} and that --database-url or \
+                 DATABASE_URL names it",
+                self.servers()
+            )
+        } else {
+            message
+        }
+    }
+
+    /// Returns the servers of the connection string as `HOST:PORT`, without the user's password.
+    fn servers(&self) -> String {
+        let Ok(config) = self.database_url.parse::<tokio_postgres::Config>() else {
+            return "the server of the connection string".to_owned();
+        };
+        let ports = config.get_ports();
+        let port = |index: usize| {
+            ports
+                .get(index)
+                .or(ports.first())
+                .copied()
+                .unwrap_or(DEFAULT_PORT)
+        };
+        let servers: Vec<String> = config
+            .get_hosts()
+            .iter()
+            .enumerate()
+            .map(|(index, host)| match host {
+                tokio_postgres::config::Host::Tcp(name) => format!("{name}:{}", port(index)),
+                #[cfg(unix)]
+                tokio_postgres::config::Host::Unix(folder) => {
+                    format!("{}/.s.PGSQL.{}", folder.display(), port(index))
+                }
+            })
+            .collect();
+        if servers.is_empty() {
+            format!("localhost:{}", port(0))
+        } else {
+            servers.join(", ")
+        }
+    }
 }
+
+/// The port of a connection string that names none.
+const DEFAULT_PORT: u16 = 5432;
 
 /// Runs `work` on a single-threaded Tokio runtime; an error is printed on stderr as
 /// `error: …` and yields exit code 1.
@@ -66,22 +122,21 @@ fn describe(error: &(dyn std::error::Error + 'static)) -> String {
     message
 }
 
-/// Returns the message of a database error with its causes and a hint about the connection.
-pub(super) fn describe_database_error(error: &(dyn std::error::Error + 'static)) -> String {
-    let message = describe(error);
-    if message.contains("connect") || message.contains("timed out") {
-        format!("{message}; check --database-url or DATABASE_URL and that the server is running")
-    } else if message.contains("relation \"highway.") && message.contains("does not exist") {
-        format!("{message}; create the tables with `highway-ratelimit migrate`")
-    } else {
-        message
-    }
-}
-
 /// Parses an IANA time zone name for an option, with a message that shows the expected form.
 pub(super) fn parse_timezone(text: &str) -> Result<chrono_tz::Tz, String> {
     text.parse().map_err(|_| {
-        format!("unknown time zone {text:?}: expected an IANA name such as Europe/Berlin or UTC")
+        let spelled = chrono_tz::TZ_VARIANTS
+            .iter()
+            .find(|zone| zone.name().eq_ignore_ascii_case(text));
+        match spelled {
+            Some(zone) => format!(
+                "unknown time zone {text:?}: zone names are case-sensitive; write {}",
+                zone.name()
+            ),
+            None => format!(
+                "unknown time zone {text:?}: expected an IANA name such as Europe/Berlin or UTC"
+            ),
+        }
     })
 }
 

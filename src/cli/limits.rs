@@ -5,13 +5,11 @@ use chrono::Weekday;
 use chrono_tz::Tz;
 use clap::{Args, Subcommand};
 
-use super::database::{
-    DatabaseArgs, block_on, describe_database_error, parse_timezone, parse_weekday, print_json,
-};
+use super::database::{DatabaseArgs, block_on, parse_timezone, parse_weekday, print_json};
 use crate::admin::{Admin, AdminError, LimitSpec};
 use crate::policy::Scope;
 use crate::report::ReportError;
-use crate::schedule::{ParseOptions, Schedule};
+use crate::schedule::{Location, ParseOptions, ReadError, Schedule, read_file};
 
 #[derive(Debug, Args)]
 pub(super) struct LimitsArgs {
@@ -104,20 +102,36 @@ pub(super) fn run(args: LimitsArgs) -> ExitCode {
             LimitsCommand::Set(set) => &set.database,
             LimitsCommand::Get(key) | LimitsCommand::Delete(key) => &key.database,
             LimitsCommand::List(list) => &list.database,
-        };
+        }
+        .clone();
         let admin = Admin::from_store(&database.store()?);
         match args.command {
             LimitsCommand::Set(set) => {
                 let (spec, printed) = spec_from_args(set)?;
+                let unlimited = spec.enabled
+                    && spec.schedule.is_none()
+                    && spec.per_minute.is_none()
+                    && spec.per_hour.is_none()
+                    && spec.per_day.is_none();
                 let outcome = admin.upsert(&spec).await.map_err(|error| match error {
                     AdminError::Report(ReportError::ResourceRequired { .. }) => {
                         format!("{error} with --resource ID")
                     }
-                    other => describe_database_error(&other),
+                    AdminError::Report(ReportError::UnknownResource { .. }) => {
+                        format!("{error}; pass one of them to --resource")
+                    }
+                    other => database.describe_error(&other),
                 })?;
                 // The schedule's own warnings come first, and were printed with the file's name.
                 for warning in outcome.warnings.iter().skip(printed) {
                     eprintln!("{warning}");
+                }
+                if unlimited {
+                    eprintln!(
+                        "note: the limit of tenant {:?} for tool {:?} has no --per-minute, --per-hour, \
+                         --per-day or --schedule, so it admits every call without counting it",
+                        spec.tenant, spec.tool
+                    );
                 }
                 print_json(&outcome.limit)?;
             }
@@ -125,21 +139,21 @@ pub(super) fn run(args: LimitsArgs) -> ExitCode {
                 let limit = admin
                     .get(&key.tenant, &key.tool)
                     .await
-                    .map_err(|error| describe_database_error(&error))?;
+                    .map_err(|error| database.describe_error(&error))?;
                 print_json(&limit)?;
             }
             LimitsCommand::List(list) => {
                 let limits = admin
                     .list(list.tenant.as_deref())
                     .await
-                    .map_err(|error| describe_database_error(&error))?;
+                    .map_err(|error| database.describe_error(&error))?;
                 print_json(&limits)?;
             }
             LimitsCommand::Delete(key) => {
                 admin
                     .delete(&key.tenant, &key.tool)
                     .await
-                    .map_err(|error| describe_database_error(&error))?;
+                    .map_err(|error| database.describe_error(&error))?;
                 eprintln!(
                     "deleted the limit of tenant {:?} for tool {:?}",
                     key.tenant, key.tool
@@ -160,8 +174,17 @@ fn spec_from_args(args: SetArgs) -> Result<(LimitSpec, usize), String> {
     let mut printed = 0;
     let schedule = match &args.schedule {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|error| format!("cannot read the schedule {}: {error}", path.display()))?;
+            let text = read_file(path).map_err(|error| match error {
+                ReadError::InvalidUtf8 { .. } => {
+                    let whole_file = Location {
+                        file: path.clone(),
+                        line: 0,
+                        column: 0,
+                    };
+                    error.diagnostic(path, whole_file, "").to_string()
+                }
+                other => format!("cannot read the schedule {}: {other}", path.display()),
+            })?;
             // Parse here first so that errors name the file the operator passed.
             let options = ParseOptions {
                 file_name: path.clone(),

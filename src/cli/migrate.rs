@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::database::{DatabaseArgs, block_on, describe_database_error};
+use super::database::{DatabaseArgs, block_on};
 
 #[derive(Debug, Args)]
 pub(super) struct MigrateArgs {
@@ -13,10 +13,9 @@ pub(super) struct MigrateArgs {
 pub(super) fn run(args: MigrateArgs) -> ExitCode {
     block_on(async move {
         let store = args.database.store()?;
-        let applied = store
-            .migrate()
-            .await
-            .map_err(|error| format!("migration failed: {}", describe_database_error(&error)))?;
+        let applied = store.migrate().await.map_err(|error| {
+            format!("migration failed: {}", args.database.describe_error(&error))
+        })?;
         if applied.is_empty() {
             eprintln!("the database is up to date");
         } else {

@@ -2,6 +2,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use chrono::format::ParseErrorKind;
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Args, ValueEnum};
 
@@ -84,11 +85,13 @@ fn render(args: &ReportArgs) -> Result<String, String> {
         None => now,
     };
 
+    // The layer uses a report only from its `generated_at` on, so a horizon that started in the
+    // past is stamped with its start, and the report then covers the whole horizon.
     let options = ReportOptions {
         resource: Some(resource.id.clone()),
         from,
         days: args.days,
-        generated_at: now,
+        generated_at: now.min(from),
     };
     let generated =
         AvailabilityReport::generate(&schedule, &options).map_err(|error| match error {
@@ -128,13 +131,27 @@ enum HorizonStart {
 impl HorizonStart {
     /// Parses a date such as `2025-12-20` or an RFC 3339 instant.
     fn parse(text: &str) -> Result<HorizonStart, String> {
-        if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        let date = NaiveDate::parse_from_str(text, "%Y-%m-%d");
+        if let Ok(date) = date {
             return Ok(HorizonStart::Date(date));
         }
-        DateTime::parse_from_rfc3339(text).map(|at| HorizonStart::Instant(at.with_timezone(&Utc))).map_err(|_| {
-            format!(
-                "error: invalid --from value {text:?}: expected a date such as 2025-12-20 or an RFC 3339 instant such as 2025-12-20T09:00:00Z"
-            )
-        })
+        let instant = DateTime::parse_from_rfc3339(text);
+        if let Ok(at) = instant {
+            return Ok(HorizonStart::Instant(at.with_timezone(&Utc)));
+        }
+
+        // A value of the right form with a field out of range, such as 2026-02-30.
+        let out_of_range = [date.err(), instant.err()]
+            .into_iter()
+            .flatten()
+            .any(|error| error.kind() == ParseErrorKind::OutOfRange);
+        if out_of_range {
+            return Err(format!(
+                "error: invalid --from value {text:?}: no such date, time or UTC offset; check each field"
+            ));
+        }
+        Err(format!(
+            "error: invalid --from value {text:?}: expected a date such as 2025-12-20 or an RFC 3339 instant such as 2025-12-20T09:00:00Z"
+        ))
     }
 }

@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::database::{DatabaseArgs, block_on, describe_database_error, print_json};
+use super::database::{DatabaseArgs, block_on, print_json};
 use crate::admin::{Admin, PostgresPolicies};
 use crate::policy::{PolicySource, Scope};
 
@@ -28,18 +28,33 @@ pub(super) fn run(args: UsageArgs) -> ExitCode {
         let counts = admin
             .usage(&args.tenant, &args.tool, args.workflow.as_deref())
             .await
-            .map_err(|error| describe_database_error(&error))?;
+            .map_err(|error| args.database.describe_error(&error))?;
         print_json(&counts)?;
         if counts.is_empty() {
             let policy = PostgresPolicies::from_admin(&admin)
                 .resolve(&args.tenant, &args.tool)
                 .await
-                .map_err(|error| format!("error: cannot read the policy: {error}"))?;
+                .map_err(|error| {
+                    args.database
+                        .with_hint(format!("cannot read the policy: {error}"))
+                })?;
             match policy {
                 None => eprintln!(
                     "note: no limit for tenant {:?} and tool {:?}, nor for the default tenant, so nothing is counted; set one with `limits set`",
                     args.tenant, args.tool
                 ),
+                Some(policy) if !policy.enabled => eprintln!(
+                    "note: the limit of tenant {:?} for tool {:?} is disabled, so calls are admitted without being counted; enable it with `limits set` without --disabled",
+                    policy.tenant, args.tool
+                ),
+                Some(policy)
+                    if policy.schedule.is_none() && policy.static_capacity.is_unlimited() =>
+                {
+                    eprintln!(
+                        "note: the limit of tenant {:?} for tool {:?} has no per-minute, per-hour or per-day limit and no schedule, so calls are admitted without being counted",
+                        policy.tenant, args.tool
+                    );
+                }
                 Some(policy) if args.workflow.is_some() && policy.scope != Scope::Workflow => {
                     let counts = match policy.scope {
                         Scope::Global => "for every caller together",

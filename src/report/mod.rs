@@ -249,7 +249,8 @@ pub struct ReportOptions {
     pub from: DateTime<Utc>,
     /// The length of the horizon in days (7 by default).
     pub days: u32,
-    /// The instant written as `generated_at`.
+    /// The instant written as `generated_at`. The report covers no instant before it (see
+    /// [`AvailabilityReport::covers`]), so pass the earlier of now and `from`.
     pub generated_at: DateTime<Utc>,
 }
 

@@ -590,10 +590,10 @@ fn custom_resource_attributes(tokens: &[&Token]) -> Vec<String> {
         }
         i += 3;
         while i < tokens.len() && tokens[i].kind != Kind::Punct("}") {
-            if id(tokens.get(i)).is_some_and(|t| TYPES.contains(&t.as_str())) {
-                if let Some(name) = id(tokens.get(i + 1)) {
-                    names.push(name);
-                }
+            if id(tokens.get(i)).is_some_and(|t| TYPES.contains(&t.as_str()))
+                && let Some(name) = id(tokens.get(i + 1))
+            {
+                names.push(name);
             }
             i += 1;
         }

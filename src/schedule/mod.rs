@@ -110,3 +110,4 @@ mod parse;
 mod source;
 
 pub use parse::ParseOptions;
+pub(crate) use source::{ReadError, read_file};

@@ -33,15 +33,13 @@ impl Schedule {
     /// Parses and validates the schedule in the file at `path`, with its includes.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Schedule, ScheduleError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|error| ScheduleError {
-            diagnostics: vec![Diagnostic::error(
-                Location {
-                    file: path.to_path_buf(),
-                    line: 0,
-                    column: 0,
-                },
-                format!("cannot read the schedule file: {error}"),
-            )],
+        let whole_file = Location {
+            file: path.to_path_buf(),
+            line: 0,
+            column: 0,
+        };
+        let text = source::read_file(path).map_err(|error| ScheduleError {
+            diagnostics: vec![error.diagnostic(path, whole_file, "cannot read the schedule file")],
         })?;
         let options = ParseOptions {
             file_name: path.to_path_buf(),

@@ -32,6 +32,91 @@ const MAX_MACRO_DEPTH: usize = 64;
 const MAX_INCLUDE_DEPTH: usize = 32;
 /// About 64 MiB of expanded text with its positions.
 const MAX_EXPANDED_CHARS: usize = 4 * 1024 * 1024;
+/// The largest schedule file read, in bytes. A UTF-8 character takes at most 4 bytes, so a larger
+/// file has more characters than an expanded schedule may hold.
+const MAX_FILE_BYTES: usize = 4 * MAX_EXPANDED_CHARS;
+
+/// The reason a schedule file could not be read as text.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    /// The file could not be opened or read.
+    Io(std::io::Error),
+    /// The file is larger than [`MAX_FILE_BYTES`], or endless, such as `/dev/zero`.
+    TooLarge,
+    /// The file is not UTF-8. The location is that of the first invalid byte.
+    InvalidUtf8 {
+        /// The line of the first invalid byte, counted from 1.
+        line: u32,
+        /// The column of the first invalid byte in characters, counted from 1.
+        column: u32,
+    },
+}
+
+impl ReadError {
+    /// Returns the diagnostic of the error for the file `file`: at the first invalid byte for
+    /// text that is not UTF-8, else at `location` with the message `prefix: reason`.
+    pub(crate) fn diagnostic(self, file: &Path, location: Location, prefix: &str) -> Diagnostic {
+        match self {
+            ReadError::InvalidUtf8 { line, column } => {
+                let at = Location {
+                    file: file.to_path_buf(),
+                    line,
+                    column,
+                };
+                Diagnostic::error(at, INVALID_UTF8)
+            }
+            other => Diagnostic::error(location, format!("{prefix}: {other}")),
+        }
+    }
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Io(error) => write!(f, "{error}"),
+            ReadError::TooLarge => write!(
+                f,
+                "the file is larger than {} MiB, more than a schedule may hold",
+                MAX_FILE_BYTES / (1024 * 1024)
+            ),
+            ReadError::InvalidUtf8 { line, column } => {
+                write!(f, "line {line}, column {column}: {INVALID_UTF8}")
+            }
+        }
+    }
+}
+
+const INVALID_UTF8: &str = "invalid UTF-8: a schedule must be UTF-8 text; convert the file, \
+                            for example with `iconv -f LATIN1 -t UTF-8`";
+
+/// Reads a schedule file as UTF-8 text, reading at most [`MAX_FILE_BYTES`] bytes so that an
+/// endless file cannot exhaust memory.
+pub(crate) fn read_file(path: &Path) -> Result<String, ReadError> {
+    use std::io::Read;
+
+    let file = std::fs::File::open(path).map_err(ReadError::Io)?;
+    let mut bytes = Vec::new();
+    let limit = u64::try_from(MAX_FILE_BYTES).unwrap_or(u64::MAX);
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(ReadError::Io)?;
+    if bytes.len() > MAX_FILE_BYTES {
+        return Err(ReadError::TooLarge);
+    }
+
+    String::from_utf8(bytes).map_err(|error| {
+        let valid = &error.as_bytes()[..error.utf8_error().valid_up_to()];
+        // The prefix before the first invalid byte is valid UTF-8.
+        let valid = std::str::from_utf8(valid).unwrap_or_default();
+        let line_start = valid.rfind('\n').map_or(0, |newline| newline + 1);
+        let line = valid.matches('\n').count() + 1;
+        let column = valid[line_start..].chars().count() + 1;
+        ReadError::InvalidUtf8 {
+            line: u32::try_from(line).unwrap_or(u32::MAX),
+            column: u32::try_from(column).unwrap_or(u32::MAX),
+        }
+    })
+}
 
 #[derive(Debug, Clone)]
 struct Macro {
@@ -569,11 +654,9 @@ impl Preprocessor<'_> {
                 format!("includes are nested more than {MAX_INCLUDE_DEPTH} levels deep"),
             ));
         }
-        let text = std::fs::read_to_string(&path).map_err(|error| {
-            self.error(
-                name_pos,
-                format!("cannot read included file \"{}\": {error}", path.display()),
-            )
+        let text = read_file(&path).map_err(|error| {
+            let prefix = format!("cannot read included file \"{}\"", path.display());
+            error.diagnostic(&path, self.out.location(name_pos), &prefix)
         })?;
         let file = u32::try_from(self.out.files.len()).unwrap_or(u32::MAX);
         self.out.files.push(path.clone());

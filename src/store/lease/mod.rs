@@ -275,12 +275,12 @@ impl LeasedStore {
         let slot = lock(&shared.slots).get(request.key).cloned();
         if let Some(slot) = slot {
             let state = lock(&slot.state);
-            if let Some(lease) = state.lease.as_ref().filter(|lease| lease.covers(&plan)) {
-                if lease.available >= plan.cost {
-                    return Ok(Decision::Admitted {
-                        windows: lease.usage(),
-                    });
-                }
+            if let Some(lease) = state.lease.as_ref().filter(|lease| lease.covers(&plan))
+                && lease.available >= plan.cost
+            {
+                return Ok(Decision::Admitted {
+                    windows: lease.usage(),
+                });
             }
         }
         shared.exact.peek(request).await
@@ -388,10 +388,10 @@ impl Shared {
                 _ => None,
             }
         };
-        if let Some(stale) = stale {
-            if let Err(error) = self.give_back(key, stale, plan.at).await {
-                tracing::warn!(%key, %error, "could not give back the tokens of an ended lease; they stay charged until their windows end");
-            }
+        if let Some(stale) = stale
+            && let Err(error) = self.give_back(key, stale, plan.at).await
+        {
+            tracing::warn!(%key, %error, "could not give back the tokens of an ended lease; they stay charged until their windows end");
         }
 
         let (held, want) = {
@@ -631,10 +631,10 @@ async fn sweep(shared: Weak<Shared>, interval: std::time::Duration) {
                     _ => None,
                 }
             };
-            if let Some(lease) = ended {
-                if let Err(error) = shared.give_back(&key, lease, now).await {
-                    tracing::warn!(%key, %error, "could not give back the tokens of an ended lease; they stay charged until their windows end");
-                }
+            if let Some(lease) = ended
+                && let Err(error) = shared.give_back(&key, lease, now).await
+            {
+                tracing::warn!(%key, %error, "could not give back the tokens of an ended lease; they stay charged until their windows end");
             }
         }
     }
