@@ -43,14 +43,15 @@ pub(crate) fn render(
     };
     let schedule = Schedule::parse(definition, &options)?;
 
-    // A horizon that started in the past is stamped with its start, because the layer uses a
-    // report only from its `generated_at` on.
+    // The report is stamped with the start of its horizon, because the layer uses a report from
+    // its `generated_at` up to its `valid_until`. A past horizon is then covered whole, and the
+    // time before a future one, where the report has no windows, is not covered.
     let from = from.trunc_subsecs(0);
     let report_options = ReportOptions {
         resource: resource.map(str::to_owned),
         from,
         days,
-        generated_at: Utc::now().trunc_subsecs(0).min(from),
+        generated_at: from,
     };
     let generated = AvailabilityReport::generate(&schedule, &report_options)?;
 

@@ -85,13 +85,14 @@ fn render(args: &ReportArgs) -> Result<String, String> {
         None => now,
     };
 
-    // The layer uses a report only from its `generated_at` on, so a horizon that started in the
-    // past is stamped with its start, and the report then covers the whole horizon.
+    // The layer uses a report from its `generated_at` up to its `valid_until`, so the report is
+    // stamped with the start of its horizon. It then covers the whole horizon of a past `--from`,
+    // and none of the time before a future one, where it has no windows.
     let options = ReportOptions {
         resource: Some(resource.id.clone()),
         from,
         days: args.days,
-        generated_at: now.min(from),
+        generated_at: from,
     };
     let generated =
         AvailabilityReport::generate(&schedule, &options).map_err(|error| match error {

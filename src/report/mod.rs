@@ -250,7 +250,9 @@ pub struct ReportOptions {
     /// The length of the horizon in days (7 by default).
     pub days: u32,
     /// The instant written as `generated_at`. The report covers no instant before it (see
-    /// [`AvailabilityReport::covers`]), so pass the earlier of now and `from`.
+    /// [`AvailabilityReport::covers`]), so pass `from`. With a later instant the report does not
+    /// cover the start of its horizon. With an earlier one it covers time before its horizon,
+    /// where it has no windows.
     pub generated_at: DateTime<Utc>,
 }
 
