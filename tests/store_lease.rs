@@ -1103,6 +1103,65 @@ async fn take_and_exact_call_do_not_deadlock() {
     leased.shutdown().await.unwrap();
 }
 
+/// Returns the tokens that `highway.lease_tool_rate_tokens` grants from a fresh minute window of
+/// `limit` to a worker that holds `held` tokens and requests `want`, at least 1.
+async fn grant_of_take(
+    database: &TestDatabase,
+    scope: &str,
+    limit: i64,
+    want: i64,
+    held: i64,
+    share: f64,
+) -> i64 {
+    let start = utc("2026-03-02T10:15:00Z");
+    let end = utc("2026-03-02T10:16:00Z");
+    database
+        .client()
+        .await
+        .query_one(
+            "SELECT granted FROM highway.lease_tool_rate_tokens('acme', 'tools.email.send', $1,
+                 $2, 1, $3, $4, ARRAY['minute'], ARRAY[$5::bigint], ARRAY[$6::timestamptz],
+                 ARRAY[$7::timestamptz], 'UTC', 'monday', TRUE)",
+            &[&scope, &want, &held, &share, &limit, &start, &end],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// A take's share cap is computed in DOUBLE PRECISION. Its conversion to a count must not lose
+/// digits: the cap must match the double's value, and with a share of 1 it is every token left.
+#[tokio::test]
+async fn share_cap_keeps_every_digit() {
+    let database = TestDatabase::new().await;
+    database.store().await;
+    let large: i64 = 1_234_567_890_123_454_321;
+    let past_double: i64 = (1 << 53) + 1;
+
+    assert_eq!(
+        grant_of_take(&database, "whole-large", large, large, 0, 1.0).await,
+        large
+    );
+    assert_eq!(
+        grant_of_take(&database, "whole-past-double", past_double, past_double, 0, 1.0).await,
+        past_double
+    );
+    // ceil(1234567890123454321 * 0.5) in DOUBLE PRECISION: the double nearest the count is
+    // 1234567890123454208, and half of it is exact.
+    assert_eq!(
+        grant_of_take(&database, "half-large", large, large, 0, 0.5).await,
+        617_283_945_061_727_104
+    );
+    // Remaining and held tokens whose share is past the largest BIGINT: the grant is that share,
+    // ceil(13123456789012345678 * 0.9) in DOUBLE PRECISION, less the held tokens.
+    let remaining: i64 = 7_123_456_789_012_345_678;
+    let held: i64 = 6_000_000_000_000_000_000;
+    assert_eq!(
+        grant_of_take(&database, "large-holding", remaining, remaining, held, 0.9).await,
+        5_811_111_110_111_111_168
+    );
+}
+
 /// A worker whose clock is 5 seconds behind the database's takes leases in the minute that has
 /// just ended. A cleanup deletes that minute's row once it ended more than the statement timeout
 /// (2 s) ago. The late worker must not start the minute again from 0, because the minute already
