@@ -114,8 +114,8 @@ impl PostgresStore {
         // The statements rely on read committed. An upsert that waited for another transaction's
         // update of its row then works on the committed row, where repeatable read and
         // serializable raise a serialization error. So the store overrides a database or role
-        // default of another level. The server reads a backslash before a space as part of the
-        // value.
+        // default of another level. The server splits the options at spaces, and the backslash
+        // keeps the space inside the value.
         options.push_str(" -c default_transaction_isolation=read\\ committed");
         if !config.synchronous_commit {
             options.push_str(" -c synchronous_commit=off");
