@@ -1242,7 +1242,15 @@ async fn share_cap_keeps_every_digit() {
         large
     );
     assert_eq!(
-        grant_of_take(&database, "whole-past-double", past_double, past_double, 0, 1.0).await,
+        grant_of_take(
+            &database,
+            "whole-past-double",
+            past_double,
+            past_double,
+            0,
+            1.0
+        )
+        .await,
         past_double
     );
     // ceil(1234567890123454321 * 0.5) in DOUBLE PRECISION: the double nearest the count is

@@ -449,7 +449,12 @@ async fn batch_function_and_consume_do_not_deadlock() {
 
 /// Returns the kinds, limits, starts and ends of the minute, hour and day windows at 10:15:30 on
 /// 2 March 2026, shortest first.
-fn minute_hour_day() -> ([&'static str; 3], [i64; 3], [DateTime<Utc>; 3], [DateTime<Utc>; 3]) {
+fn minute_hour_day() -> (
+    [&'static str; 3],
+    [i64; 3],
+    [DateTime<Utc>; 3],
+    [DateTime<Utc>; 3],
+) {
     (
         ["minute", "hour", "day"],
         [100, 1000, 10_000],
@@ -629,5 +634,116 @@ async fn queued_call_goes_out_on_its_runtime() {
     assert!(
         matches!(&queued, Ok(decision) if decision.is_admitted()),
         "queued call: {queued:?}"
+    );
+}
+
+/// A batch whose first caller stops waiting must still be sent for the others. The first caller
+/// queues in the `block_on` of a current-thread runtime on another thread, with a timeout shorter
+/// than the batch's round trip, as the layer's store timeout is. Once it times out, nothing drives
+/// that runtime. A batch spawned there would stall, and the second caller, on the test's runtime,
+/// would wait until its call timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_outlives_first_caller_timeout() {
+    let database = TestDatabase::new().await;
+    let store = database
+        .store_with(|config| {
+            config
+                .statement_timeout(Duration::from_secs(20))
+                .call_timeout(Duration::from_secs(10))
+        })
+        .await;
+    let start = utc("2030-01-01T00:00:00Z");
+    let at = utc("2030-01-01T00:00:30Z");
+    let minute_and_hour = Capacity {
+        per_minute: Some(100),
+        per_hour: Some(1000),
+        ..Capacity::UNLIMITED
+    };
+
+    // The first call, of the minute alone, waits for the held minute row. The hour row, held by
+    // another session, stops the batch after it.
+    let minute_holder = hold_row(&database, "k", start).await;
+    let hour_holder = database.client().await;
+    hour_holder.batch_execute("BEGIN").await.unwrap();
+    hour_holder
+        .execute(
+            "INSERT INTO highway.tool_rate_limit_usage
+                 (tenant_id, tool_name, scope_key, window_type, window_start, window_end,
+                  request_count)
+             VALUES ('acme', 'tools.email.send', 'k', 'hour', $1::timestamptz,
+                 $1::timestamptz + interval '1 hour', 0)",
+            &[&start],
+        )
+        .await
+        .unwrap();
+    let first = spawn_consume(&store, "k", 1, 100, at);
+    database.wait_for_lock_waiters(1).await;
+
+    // The impatient caller queues first, on a runtime that stays alive, and idle, until the test
+    // ends.
+    let (impatient_sender, impatient_receiver) = tokio::sync::oneshot::channel();
+    let (end_sender, end_receiver) = std::sync::mpsc::channel::<()>();
+    let other_thread = std::thread::spawn({
+        let store = store.clone();
+        move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let key = key("k");
+            let consume = store.consume(ConsumeRequest {
+                key: &key,
+                cost: 1,
+                capacity: &minute_and_hour,
+                timezone: Tz::UTC,
+                week_start: Weekday::Mon,
+                at: Some(at),
+            });
+            let outcome = runtime
+                .block_on(async { tokio::time::timeout(Duration::from_secs(2), consume).await });
+            let _ = impatient_sender.send(outcome.is_err());
+            let _ = end_receiver.recv();
+            drop(runtime);
+        }
+    });
+    settle().await;
+    let patient = tokio::spawn({
+        let store = store.clone();
+        async move {
+            let key = key("k");
+            store
+                .consume(ConsumeRequest {
+                    key: &key,
+                    cost: 1,
+                    capacity: &minute_and_hour,
+                    timezone: Tz::UTC,
+                    week_start: Weekday::Mon,
+                    at: Some(at),
+                })
+                .await
+        }
+    });
+    settle().await;
+
+    // The first call ends and the batch of the two queued calls waits for the hour row until the
+    // impatient caller has given up.
+    release(minute_holder).await;
+    let first = first.await.unwrap();
+    database.wait_for_lock_waiters(1).await;
+    let impatient_timed_out = impatient_receiver.await.unwrap();
+    release(hour_holder).await;
+    let patient = tokio::time::timeout(Duration::from_secs(5), patient).await;
+    end_sender.send(()).unwrap();
+    other_thread.join().unwrap();
+
+    assert!(
+        matches!(&first, Ok(decision) if decision.is_admitted()),
+        "first call: {first:?}"
+    );
+    assert!(impatient_timed_out, "the impatient caller times out");
+    let patient = patient.map(|joined| joined.unwrap());
+    assert!(
+        matches!(&patient, Ok(Ok(decision)) if decision.is_admitted()),
+        "patient call within 5 s: {patient:?}"
     );
 }
