@@ -447,14 +447,16 @@ async fn batch_function_and_consume_do_not_deadlock() {
     );
 }
 
-/// Returns the kinds, limits, starts and ends of the minute, hour and day windows at 10:15:30 on
-/// 2 March 2026, shortest first.
-fn minute_hour_day() -> (
+/// The kinds, limits, starts and ends of three windows, as the SQL functions take them.
+type WindowColumns = (
     [&'static str; 3],
     [i64; 3],
     [DateTime<Utc>; 3],
     [DateTime<Utc>; 3],
-) {
+);
+
+/// Returns the minute, hour and day windows at 10:15:30 on 2 March 2026, shortest first.
+fn minute_hour_day() -> WindowColumns {
     (
         ["minute", "hour", "day"],
         [100, 1000, 10_000],
