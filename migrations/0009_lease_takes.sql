@@ -12,8 +12,9 @@
 -- It also capped a grant at ceil((remaining + held) * share), computed in DOUBLE PRECISION and
 -- cast to BIGINT. Near 9223372036854775807 (the largest BIGINT) the product rounds up to 2^63, so
 -- with a share of 1 every take of a window with such a limit failed with "bigint out of range",
--- and so did a sum of remaining and held tokens past the largest BIGINT. The cap is now at most
--- the remaining plus the held tokens, as NUMERIC. The function is otherwise that of migration 0008.
+-- and so did a sum of remaining and held tokens past the largest BIGINT. The cap is now NUMERIC,
+-- converted from the double without losing digits, and at most the remaining plus the held
+-- tokens. The function is otherwise that of migration 0008.
 --
 -- The tables do not change.
 
@@ -53,6 +54,9 @@ DECLARE
     v_count BIGINT;
     v_remaining BIGINT;
     v_grant BIGINT;
+    v_total NUMERIC;
+    v_share DOUBLE PRECISION;
+    v_cap NUMERIC;
     v_missing BOOLEAN;
 BEGIN
     IF p_want IS NULL OR p_min IS NULL OR p_held IS NULL OR p_min < 0 OR p_held < 0
@@ -127,15 +131,24 @@ BEGIN
     END LOOP;
 
     -- The grant: what the tightest window allows, with the worker's holding capped by its share
-    -- of that window. The share is computed in DOUBLE PRECISION, which rounds a BIGINT near the
-    -- largest one up past it, so the cap is at most the remaining and held tokens, as NUMERIC.
+    -- of that window. The share is computed in DOUBLE PRECISION, as in migration 0008, and can
+    -- round past the largest BIGINT, so the cap is NUMERIC and at most the remaining and held
+    -- tokens. A cast of a double to NUMERIC keeps only 15 significant digits, so the double goes
+    -- through BIGINT, exact below 2^63. At or above 2^63 a double is a multiple of 2048, and its
+    -- 2048th fits a BIGINT exactly. A share of 1 caps at every token, which the double can round
+    -- below.
     v_grant := p_want;
     FOR v_index IN 1 .. cardinality(v_types) LOOP
         v_remaining := greatest(v_limits[v_index] - v_counts[v_index], 0);
-        v_grant := least(v_grant, v_remaining,
-            greatest(p_min,
-                least(ceil((v_remaining::DOUBLE PRECISION + p_held) * p_share)::NUMERIC,
-                    v_remaining::NUMERIC + p_held) - p_held));
+        v_total := v_remaining::NUMERIC + p_held;
+        v_share := ceil((v_remaining::DOUBLE PRECISION + p_held) * p_share);
+        v_cap := least(v_total,
+            CASE
+                WHEN p_share = 1 THEN v_total
+                WHEN v_share < 9223372036854775807::DOUBLE PRECISION THEN v_share::BIGINT::NUMERIC
+                ELSE (v_share / 2048)::BIGINT::NUMERIC * 2048
+            END);
+        v_grant := least(v_grant, v_remaining, greatest(p_min, v_cap - p_held));
     END LOOP;
     IF v_grant < greatest(p_min, 1) OR v_missing THEN
         v_grant := 0;

@@ -1103,6 +1103,172 @@ async fn take_and_exact_call_do_not_deadlock() {
     leased.shutdown().await.unwrap();
 }
 
+/// The window kinds of the tests that call the SQL functions directly, shortest first.
+const TAKE_KINDS: [&str; 3] = ["minute", "hour", "day"];
+/// The limits of [`TAKE_KINDS`].
+const TAKE_LIMITS: [i64; 3] = [100, 1000, 10_000];
+
+/// Returns the starts and the ends of the [`TAKE_KINDS`] windows at 10:15:30 on 2 March 2026.
+fn take_bounds() -> (Vec<DateTime<Utc>>, Vec<DateTime<Utc>>) {
+    let starts = vec![
+        utc("2026-03-02T10:15:00Z"),
+        utc("2026-03-02T10:00:00Z"),
+        utc("2026-03-02T00:00:00Z"),
+    ];
+    let ends = vec![
+        utc("2026-03-02T10:16:00Z"),
+        utc("2026-03-02T11:00:00Z"),
+        utc("2026-03-03T00:00:00Z"),
+    ];
+    (starts, ends)
+}
+
+/// Calls `highway.consume_tool_rate_tokens` for a call of cost 1 in the first `windows` windows
+/// of [`TAKE_KINDS`], and returns whether it was admitted.
+async fn consume_with_function(
+    client: &tokio_postgres::Client,
+    windows: usize,
+) -> Result<bool, tokio_postgres::Error> {
+    let (starts, ends) = take_bounds();
+    let rows = client
+        .query(
+            "SELECT admitted FROM highway.consume_tool_rate_tokens('acme', 'tools.email.send',
+                 'global', 1, $1, $2, '2026-03-02T10:15:30Z', $3, $4, 'UTC', 'monday', TRUE)",
+            &[
+                &TAKE_KINDS[..windows].to_vec(),
+                &TAKE_LIMITS[..windows].to_vec(),
+                &starts[..windows].to_vec(),
+                &ends[..windows].to_vec(),
+            ],
+        )
+        .await?;
+    Ok(rows.iter().all(|row| row.get::<_, bool>(0)))
+}
+
+/// Returns the database's message of a failed statement, or the error itself.
+fn database_message(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => db.message().to_owned(),
+        None => error.to_string(),
+    }
+}
+
+/// The SQL functions of a take and a consume of one key must not deadlock. After a day limit is
+/// added, the key's minute and hour rows exist and its day row does not. The consume waits for the
+/// minute row first, and the take second. Once the row is free, the consume locks it and creates
+/// the day row. A take that created the day row before it waited for the minute row would then
+/// wait for the consume while the consume waits for it, and the server would cancel one of them.
+/// Both run as plain statements here, so a cancelled one fails the test whichever it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn take_and_consume_function_do_not_deadlock() {
+    let database = TestDatabase::new().await;
+    database.store().await;
+    let seeding = database.client().await;
+    assert_eq!(consume_with_function(&seeding, 2).await.ok(), Some(true));
+
+    // Another session locks the minute row, so that the consume waits for it first and the take
+    // second.
+    let mut holder = database.client().await;
+    let holding = holder.transaction().await.unwrap();
+    holding
+        .execute(
+            "SELECT 1 FROM highway.tool_rate_limit_usage WHERE window_type = 'minute' FOR UPDATE",
+            &[],
+        )
+        .await
+        .unwrap();
+    let consumer = database.client().await;
+    let consuming = tokio::spawn(async move { consume_with_function(&consumer, 3).await });
+    database.wait_for_lock_waiters(1).await;
+    let taker = database.client().await;
+    let taking = tokio::spawn(async move {
+        let (starts, ends) = take_bounds();
+        let row = taker
+            .query_one(
+                "SELECT max(granted) FROM highway.lease_tool_rate_tokens('acme',
+                     'tools.email.send', 'global', 5, 1, 0, 1.0, $1, $2, $3, $4, 'UTC', 'monday',
+                     TRUE)",
+                &[&TAKE_KINDS.to_vec(), &TAKE_LIMITS.to_vec(), &starts, &ends],
+            )
+            .await?;
+        Ok::<i64, tokio_postgres::Error>(row.get(0))
+    });
+    database.wait_for_lock_waiters(2).await;
+    holding.commit().await.unwrap();
+
+    let consumed = consuming.await.unwrap();
+    let granted = taking.await.unwrap();
+    assert_eq!(consumed.map_err(|error| database_message(&error)), Ok(true));
+    assert_eq!(granted.map_err(|error| database_message(&error)), Ok(5));
+}
+
+/// Returns the tokens that `highway.lease_tool_rate_tokens` grants from a fresh minute window of
+/// `limit` to a worker that holds `held` tokens and requests `want`, at least 1.
+async fn grant_of_take(
+    database: &TestDatabase,
+    scope: &str,
+    limit: i64,
+    want: i64,
+    held: i64,
+    share: f64,
+) -> i64 {
+    let start = utc("2026-03-02T10:15:00Z");
+    let end = utc("2026-03-02T10:16:00Z");
+    database
+        .client()
+        .await
+        .query_one(
+            "SELECT granted FROM highway.lease_tool_rate_tokens('acme', 'tools.email.send', $1,
+                 $2, 1, $3, $4, ARRAY['minute'], ARRAY[$5::bigint], ARRAY[$6::timestamptz],
+                 ARRAY[$7::timestamptz], 'UTC', 'monday', TRUE)",
+            &[&scope, &want, &held, &share, &limit, &start, &end],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// A take's share cap is computed in DOUBLE PRECISION. Its conversion to a count must not lose
+/// digits: the cap must match the double's value, and with a share of 1 it is every token left.
+#[tokio::test]
+async fn share_cap_keeps_every_digit() {
+    let database = TestDatabase::new().await;
+    database.store().await;
+    let large: i64 = 1_234_567_890_123_454_321;
+    let past_double: i64 = (1 << 53) + 1;
+
+    assert_eq!(
+        grant_of_take(&database, "whole-large", large, large, 0, 1.0).await,
+        large
+    );
+    assert_eq!(
+        grant_of_take(
+            &database,
+            "whole-past-double",
+            past_double,
+            past_double,
+            0,
+            1.0
+        )
+        .await,
+        past_double
+    );
+    // ceil(1234567890123454321 * 0.5) in DOUBLE PRECISION: the double nearest the count is
+    // 1234567890123454208, and half of it is exact.
+    assert_eq!(
+        grant_of_take(&database, "half-large", large, large, 0, 0.5).await,
+        617_283_945_061_727_104
+    );
+    // Remaining and held tokens whose share is past the largest BIGINT: the grant is that share,
+    // ceil(13123456789012345678 * 0.9) in DOUBLE PRECISION, less the held tokens.
+    let remaining: i64 = 7_123_456_789_012_345_678;
+    let held: i64 = 6_000_000_000_000_000_000;
+    assert_eq!(
+        grant_of_take(&database, "large-holding", remaining, remaining, held, 0.9).await,
+        5_811_111_110_111_111_168
+    );
+}
+
 /// A worker whose clock is 5 seconds behind the database's takes leases in the minute that has
 /// just ended. A cleanup deletes that minute's row once it ended more than the statement timeout
 /// (2 s) ago. The late worker must not start the minute again from 0, because the minute already

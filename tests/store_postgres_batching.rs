@@ -447,6 +447,133 @@ async fn batch_function_and_consume_do_not_deadlock() {
     );
 }
 
+/// The kinds, limits, starts and ends of three windows, as the SQL functions take them.
+type WindowColumns = (
+    [&'static str; 3],
+    [i64; 3],
+    [DateTime<Utc>; 3],
+    [DateTime<Utc>; 3],
+);
+
+/// Returns the minute, hour and day windows at 10:15:30 on 2 March 2026, shortest first.
+fn minute_hour_day() -> WindowColumns {
+    (
+        ["minute", "hour", "day"],
+        [100, 1000, 10_000],
+        [
+            utc("2026-03-02T10:15:00Z"),
+            utc("2026-03-02T10:00:00Z"),
+            utc("2026-03-02T00:00:00Z"),
+        ],
+        [
+            utc("2026-03-02T10:16:00Z"),
+            utc("2026-03-02T11:00:00Z"),
+            utc("2026-03-03T00:00:00Z"),
+        ],
+    )
+}
+
+/// Calls `highway.consume_tool_rate_tokens` for a call of key `k` and cost 1 in the first
+/// `windows` of [`minute_hour_day`], and returns whether it was admitted.
+async fn consume_with_function(client: &Client, windows: usize) -> Result<bool, String> {
+    let (kinds, limits, starts, ends) = minute_hour_day();
+    let rows = client
+        .query(
+            "SELECT admitted FROM highway.consume_tool_rate_tokens('acme', 'tools.email.send',
+                 'k', 1, $1, $2, '2026-03-02T10:15:30Z', $3, $4, 'UTC', 'monday', TRUE)",
+            &[
+                &kinds[..windows].to_vec(),
+                &limits[..windows].to_vec(),
+                &starts[..windows].to_vec(),
+                &ends[..windows].to_vec(),
+            ],
+        )
+        .await
+        .map_err(|error| database_message(&error))?;
+    Ok(rows.iter().all(|row| row.get::<_, bool>(0)))
+}
+
+/// Returns the database's message of a failed statement, or the error itself.
+fn database_message(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => db.message().to_owned(),
+        None => error.to_string(),
+    }
+}
+
+/// The batch function and the consume function must not deadlock, as in
+/// `batch_function_and_consume_do_not_deadlock`. There the store decides a consume whose statement
+/// the server cancelled again, so the test passes whenever the server cancels the consume. Here
+/// both functions run as plain statements, so a deadlock fails the test whichever one the server
+/// cancels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_and_consume_function_do_not_deadlock() {
+    let database = TestDatabase::new().await;
+    database.store().await;
+    let seeding = database.client().await;
+    assert_eq!(consume_with_function(&seeding, 2).await, Ok(true));
+
+    // Another session locks the minute row, so that the consume waits for it first and the batch
+    // second.
+    let mut holder = database.client().await;
+    let holding = holder.transaction().await.unwrap();
+    holding
+        .execute(
+            "SELECT 1 FROM highway.tool_rate_limit_usage WHERE window_type = 'minute' FOR UPDATE",
+            &[],
+        )
+        .await
+        .unwrap();
+    let consumer = database.client().await;
+    let consuming = tokio::spawn(async move { consume_with_function(&consumer, 3).await });
+    database.wait_for_lock_waiters(1).await;
+
+    // Two calls of cost 60 pass the minute limit of 100 together, so the batch function decides
+    // them one by one after locking every row.
+    let batch_client = database.client().await;
+    let batching = tokio::spawn(async move {
+        let (kinds, limits, starts, ends) = minute_hour_day();
+        let calls: Vec<i32> = vec![1, 1, 1, 2, 2, 2];
+        let items = calls.len();
+        let rows = batch_client
+            .query(
+                "SELECT call_index, window_type, admitted
+                 FROM highway.consume_tool_rate_tokens_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                &[
+                    &calls,
+                    &vec!["acme"; items],
+                    &vec!["tools.email.send"; items],
+                    &vec!["k"; items],
+                    &vec![60_i64; items],
+                    &kinds.repeat(2),
+                    &limits.repeat(2),
+                    &starts.repeat(2),
+                    &ends.repeat(2),
+                    &vec!["UTC"; items],
+                    &vec!["monday"; items],
+                ],
+            )
+            .await
+            .map_err(|error| database_message(&error))?;
+        Ok::<_, String>(
+            rows.iter()
+                .map(|row| row.get::<_, bool>(2))
+                .collect::<Vec<bool>>(),
+        )
+    });
+    database.wait_for_lock_waiters(2).await;
+    holding.commit().await.unwrap();
+
+    let consumed = consuming.await.unwrap();
+    let admitted = batching.await.unwrap();
+    assert_eq!(consumed, Ok(true), "consume");
+    assert_eq!(
+        admitted,
+        Ok(vec![true, true, true, false, false, false]),
+        "the batch admits its first call and rejects the second"
+    );
+}
+
 /// A queued call goes out on its own caller's runtime. Here the call before it runs in the
 /// `block_on` of a second runtime, which nothing drives once that call has returned. A batch
 /// spawned there would never be sent: the queued call would wait until it timed out, and so would
@@ -509,5 +636,116 @@ async fn queued_call_goes_out_on_its_runtime() {
     assert!(
         matches!(&queued, Ok(decision) if decision.is_admitted()),
         "queued call: {queued:?}"
+    );
+}
+
+/// A batch whose first caller stops waiting must still be sent for the others. The first caller
+/// queues in the `block_on` of a current-thread runtime on another thread, with a timeout shorter
+/// than the batch's round trip, as the layer's store timeout is. Once it times out, nothing drives
+/// that runtime. A batch spawned there would stall, and the second caller, on the test's runtime,
+/// would wait until its call timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_outlives_first_caller_timeout() {
+    let database = TestDatabase::new().await;
+    let store = database
+        .store_with(|config| {
+            config
+                .statement_timeout(Duration::from_secs(20))
+                .call_timeout(Duration::from_secs(10))
+        })
+        .await;
+    let start = utc("2030-01-01T00:00:00Z");
+    let at = utc("2030-01-01T00:00:30Z");
+    let minute_and_hour = Capacity {
+        per_minute: Some(100),
+        per_hour: Some(1000),
+        ..Capacity::UNLIMITED
+    };
+
+    // The first call, of the minute alone, waits for the held minute row. The hour row, held by
+    // another session, stops the batch after it.
+    let minute_holder = hold_row(&database, "k", start).await;
+    let hour_holder = database.client().await;
+    hour_holder.batch_execute("BEGIN").await.unwrap();
+    hour_holder
+        .execute(
+            "INSERT INTO highway.tool_rate_limit_usage
+                 (tenant_id, tool_name, scope_key, window_type, window_start, window_end,
+                  request_count)
+             VALUES ('acme', 'tools.email.send', 'k', 'hour', $1::timestamptz,
+                 $1::timestamptz + interval '1 hour', 0)",
+            &[&start],
+        )
+        .await
+        .unwrap();
+    let first = spawn_consume(&store, "k", 1, 100, at);
+    database.wait_for_lock_waiters(1).await;
+
+    // The impatient caller queues first, on a runtime that stays alive, and idle, until the test
+    // ends.
+    let (impatient_sender, impatient_receiver) = tokio::sync::oneshot::channel();
+    let (end_sender, end_receiver) = std::sync::mpsc::channel::<()>();
+    let other_thread = std::thread::spawn({
+        let store = store.clone();
+        move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let key = key("k");
+            let consume = store.consume(ConsumeRequest {
+                key: &key,
+                cost: 1,
+                capacity: &minute_and_hour,
+                timezone: Tz::UTC,
+                week_start: Weekday::Mon,
+                at: Some(at),
+            });
+            let outcome = runtime
+                .block_on(async { tokio::time::timeout(Duration::from_secs(2), consume).await });
+            let _ = impatient_sender.send(outcome.is_err());
+            let _ = end_receiver.recv();
+            drop(runtime);
+        }
+    });
+    settle().await;
+    let patient = tokio::spawn({
+        let store = store.clone();
+        async move {
+            let key = key("k");
+            store
+                .consume(ConsumeRequest {
+                    key: &key,
+                    cost: 1,
+                    capacity: &minute_and_hour,
+                    timezone: Tz::UTC,
+                    week_start: Weekday::Mon,
+                    at: Some(at),
+                })
+                .await
+        }
+    });
+    settle().await;
+
+    // The first call ends and the batch of the two queued calls waits for the hour row until the
+    // impatient caller has given up.
+    release(minute_holder).await;
+    let first = first.await.unwrap();
+    database.wait_for_lock_waiters(1).await;
+    let impatient_timed_out = impatient_receiver.await.unwrap();
+    release(hour_holder).await;
+    let patient = tokio::time::timeout(Duration::from_secs(5), patient).await;
+    end_sender.send(()).unwrap();
+    other_thread.join().unwrap();
+
+    assert!(
+        matches!(&first, Ok(decision) if decision.is_admitted()),
+        "first call: {first:?}"
+    );
+    assert!(impatient_timed_out, "the impatient caller times out");
+    let patient = patient.map(|joined| joined.unwrap());
+    assert!(
+        matches!(&patient, Ok(Ok(decision)) if decision.is_admitted()),
+        "patient call within 5 s: {patient:?}"
     );
 }

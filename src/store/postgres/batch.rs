@@ -331,20 +331,26 @@ impl Batcher {
         batches
     }
 
-    /// Sends a batch in a task of its own, on the runtime of its first caller.
+    /// Sends a batch in a task of its own, on the runtime of one of its callers: the first whose
+    /// runtime is multi-threaded, or else the first.
     ///
     /// The round trip that ended may have run on another runtime, which nothing may drive any more:
     /// a `block_on` that returned with the call. A batch spawned there would keep its keys and its
     /// place among the round trips until its callers time out, and so would every batch after it.
+    /// A current-thread runtime runs only while its `block_on` does, and its caller may stop
+    /// waiting (the layer's store timeout) before the batch ends. The worker threads of a
+    /// multi-threaded runtime drive the batch whoever waits.
     fn start(self: &Arc<Self>, batch: Vec<Pending>, keys: Vec<u64>) {
         let round_trip = RoundTrip {
             batcher: self.clone(),
             keys,
             queued: true,
         };
-        let runtime = batch
-            .iter()
-            .find_map(|pending| pending.runtime.clone())
+        let runtimes = || batch.iter().filter_map(|pending| pending.runtime.as_ref());
+        let runtime = runtimes()
+            .find(|runtime| runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+            .or_else(|| runtimes().next())
+            .cloned()
             .or_else(|| tokio::runtime::Handle::try_current().ok());
         let Some(runtime) = runtime else {
             // No caller of the batch is on a tokio runtime, so there is none to send the batch on.

@@ -25,9 +25,10 @@
 //! its way, or in a batch already sent. A queued call whose caller stopped waiting is dropped
 //! uncharged, also when its batch is still waiting for a pooled connection.
 //!
-//! The store runs on tokio. Consumes that queued go out in a task spawned on the runtime of the
-//! first of them, so a store shared by several runtimes sends each batch on a runtime that one of
-//! its callers drives.
+//! The store runs on tokio. Consumes that queued go out in a task spawned on the runtime of one of
+//! them: the first on a multi-threaded runtime, or else the first. So a store shared by several
+//! runtimes sends each batch on a runtime that one of its callers drives, and a batch with a caller
+//! on a multi-threaded runtime goes on when the others stop waiting.
 //!
 //! NOTE: deadpool-postgres (0.14) drives each connection in a task on the runtime that opened it.
 //! A pooled connection opened on a runtime that is no longer driven stalls the calls that get it
@@ -114,8 +115,8 @@ impl PostgresStore {
         // The statements rely on read committed. An upsert that waited for another transaction's
         // update of its row then works on the committed row, where repeatable read and
         // serializable raise a serialization error. So the store overrides a database or role
-        // default of another level. The server reads a backslash before a space as part of the
-        // value.
+        // default of another level. The server splits the options at spaces, and the backslash
+        // keeps the space inside the value.
         options.push_str(" -c default_transaction_isolation=read\\ committed");
         // A call waits for a row lock until the statement timeout, so a database or role default
         // `lock_timeout` must not fail contended calls sooner.
