@@ -954,20 +954,19 @@ async fn lock_waiters(client: &tokio_postgres::Client) -> i64 {
         .get(0)
 }
 
-/// A database whose default isolation level is repeatable read must still decide a call that
-/// waited for another transaction's update of its row. The statements rely on read committed, where
-/// the waiting upsert reads the committed count. Under repeatable read it fails with a serialization
-/// error instead.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn repeatable_read_database_decides_waiting_call() {
+/// Sets `setting` as the database's default, charges a key once, then locks its minute row in
+/// another session with `lock` until the store's next call for the key waits for it and `held`
+/// more has passed, and commits. Returns the second call's decision and the key's counts after.
+async fn call_waiting_for_row(
+    setting: &str,
+    lock: &str,
+    held: Duration,
+) -> (Result<Decision, StoreError>, Vec<(String, i64)>) {
     let database = TestDatabase::new().await;
     database
         .client()
         .await
-        .batch_execute(&format!(
-            "ALTER DATABASE {} SET default_transaction_isolation = 'repeatable read'",
-            database.name()
-        ))
+        .batch_execute(&format!("ALTER DATABASE {} SET {setting}", database.name()))
         .await
         .unwrap();
     let store = database
@@ -988,93 +987,59 @@ async fn repeatable_read_database_decides_waiting_call() {
             .is_admitted()
     );
 
-    // Another session charges the minute row and commits once the store's call waits for it.
-    let mut updater = database.client().await;
-    let transaction = updater.transaction().await.unwrap();
-    transaction
-        .execute(
-            "UPDATE highway.tool_rate_limit_usage SET request_count = request_count + 1
-             WHERE window_type = 'minute'",
-            &[],
-        )
-        .await
-        .unwrap();
+    let mut holder = database.client().await;
+    let transaction = holder.transaction().await.unwrap();
+    transaction.execute(lock, &[]).await.unwrap();
     let consuming = tokio::spawn({
         let store = store.clone();
         let key = key.clone();
         async move { store.consume(request(&key, &capacity, 1, Some(at))).await }
     });
     database.wait_for_lock_waiters(1).await;
+    tokio::time::sleep(held).await;
     transaction.commit().await.unwrap();
 
     let decision = consuming.await.unwrap();
-    assert!(
-        matches!(&decision, Ok(decision) if decision.is_admitted()),
-        "{decision:?}"
-    );
-    assert_eq!(
-        counts(&database, &key).await,
-        pairs(&[("minute", 3), ("hour", 2)])
-    );
+    (decision, counts(&database, &key).await)
 }
 
+/// A database whose default isolation level is repeatable read must still decide a call that
+/// waited for another transaction's update of its row. The statements rely on read committed, where
+/// the waiting upsert reads the committed count. Under repeatable read it fails with a serialization
+/// error instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lock_timeout_database_waits_for_row() {
-    let database = TestDatabase::new().await;
-    database
-        .client()
-        .await
-        .batch_execute(&format!(
-            "ALTER DATABASE {} SET lock_timeout = '50ms'",
-            database.name()
-        ))
-        .await
-        .unwrap();
-    let store = database
-        .store_with(|config| {
-            config
-                .statement_timeout(Duration::from_secs(20))
-                .call_timeout(Duration::from_secs(30))
-        })
-        .await;
-    let key = key("acme", "tools.email.send", "acme");
-    let capacity = capacity(Some(10), Some(100), None);
-    let at = utc("2026-03-02T10:15:30Z");
-    assert!(
-        store
-            .consume(request(&key, &capacity, 1, Some(at)))
-            .await
-            .unwrap()
-            .is_admitted()
-    );
+async fn repeatable_read_database_decides_waiting_call() {
+    let (decision, counts) = call_waiting_for_row(
+        "default_transaction_isolation = 'repeatable read'",
+        "UPDATE highway.tool_rate_limit_usage SET request_count = request_count + 1
+         WHERE window_type = 'minute'",
+        Duration::ZERO,
+    )
+    .await;
 
-    // Another session holds the minute row for longer than the database's lock timeout.
-    let mut holder = database.client().await;
-    let transaction = holder.transaction().await.unwrap();
-    transaction
-        .execute(
-            "SELECT 1 FROM highway.tool_rate_limit_usage WHERE window_type = 'minute' FOR UPDATE",
-            &[],
-        )
-        .await
-        .unwrap();
-    let consuming = tokio::spawn({
-        let store = store.clone();
-        let key = key.clone();
-        async move { store.consume(request(&key, &capacity, 1, Some(at))).await }
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    transaction.commit().await.unwrap();
-
-    let decision = consuming.await.unwrap();
     assert!(
         matches!(&decision, Ok(decision) if decision.is_admitted()),
         "{decision:?}"
     );
-    assert_eq!(
-        counts(&database, &key).await,
-        pairs(&[("minute", 2), ("hour", 2)])
+    assert_eq!(counts, pairs(&[("minute", 3), ("hour", 2)]));
+}
+
+/// A database whose default lock timeout is shorter than the store's statement timeout must not
+/// fail a call that waits for a row lock longer than that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_timeout_database_waits_for_row() {
+    let (decision, counts) = call_waiting_for_row(
+        "lock_timeout = '50ms'",
+        "SELECT 1 FROM highway.tool_rate_limit_usage WHERE window_type = 'minute' FOR UPDATE",
+        Duration::from_millis(300),
+    )
+    .await;
+
+    assert!(
+        matches!(&decision, Ok(decision) if decision.is_admitted()),
+        "{decision:?}"
     );
+    assert_eq!(counts, pairs(&[("minute", 2), ("hour", 2)]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
