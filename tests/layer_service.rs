@@ -1862,3 +1862,29 @@ async fn cost_above_year_report_never_fits() {
         );
     }
 }
+
+/// Wait mode sleeps on Tokio's timer, so on a runtime built without `enable_time` a call that
+/// would wait panics with Tokio's own message, as tower's `Timeout` does there. A call that does
+/// not wait still runs without the timer.
+#[test]
+#[should_panic(expected = "timers are disabled")]
+fn wait_mode_without_timers_panics() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime starts");
+    let layer = RateLimitLayer::builder(
+        Arc::new(StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(1)))),
+        Arc::new(MemoryStore::new()),
+    )
+    .tool(TOOL)
+    .clock(TokioClock::starting_at(utc("2026-03-02T10:00:45Z")))
+    .wait_up_to(Duration::from_secs(30))
+    .build();
+    let tool = Tool::default();
+    let mut service = tower::Layer::layer(&layer, tool.service());
+
+    let first = runtime.block_on(call(&mut service, request("acme")));
+    assert_eq!(first.unwrap(), "sent for acme");
+
+    let _ = runtime.block_on(call(&mut service, request("acme")));
+}

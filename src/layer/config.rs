@@ -131,6 +131,10 @@ impl RateLimitBuilder {
     /// until then and is tried once more, instead of failing at once.
     ///
     /// The waiting call holds the inner service's readiness while it sleeps.
+    ///
+    /// The sleep uses Tokio's timer, so a call that would wait panics on a runtime built
+    /// without `enable_time` or outside a Tokio runtime, as tower's `Timeout` does. Calls
+    /// that do not wait need no timer with the in-process store.
     pub fn wait_up_to(mut self, max_wait: Duration) -> Self {
         self.settings.max_wait = Some(max_wait);
         self
