@@ -110,9 +110,7 @@ type IntoGrpc<T, E> = fn(Result<T, RateLimitError<E>>) -> Result<T, E>;
 
 impl<S, B, ResBody> Service<http::Request<B>> for GrpcRateLimit<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<ResBody>> + Clone + Send + 'static,
-    S::Future: Send,
-    B: Send + 'static,
+    S: Service<http::Request<B>, Response = http::Response<ResBody>> + Clone,
     ResBody: Default,
 {
     type Response = http::Response<ResBody>;

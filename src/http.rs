@@ -139,10 +139,8 @@ impl<S> HttpRateLimit<S> {
 
 impl<S, B> Service<::http::Request<B>> for HttpRateLimit<S>
 where
-    S: Service<::http::Request<B>> + Clone + Send + 'static,
-    S::Future: Send,
+    S: Service<::http::Request<B>> + Clone,
     S::Response: IntoResponse,
-    B: Send + 'static,
 {
     type Response = Response;
     type Error = S::Error;

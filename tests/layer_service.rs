@@ -1888,3 +1888,21 @@ fn wait_mode_without_timers_panics() {
 
     let _ = runtime.block_on(call(&mut service, request("acme")));
 }
+
+/// A tool that is not `Send`, such as one that keeps its state in an `Rc` on a current-thread
+/// runtime, can be limited: the layer moves neither the tool nor the request to another thread.
+#[tokio::test(start_paused = true)]
+async fn tool_without_send_is_limited() {
+    let calls = std::rc::Rc::new(std::cell::Cell::new(0));
+    let counted = calls.clone();
+    let tool = service_fn(move |_request: Request| {
+        counted.set(counted.get() + 1);
+        std::future::ready(Ok::<_, Infallible>("sent".to_owned()))
+    });
+    let layer = layer_with(StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(1))));
+    let mut service = tower::Layer::layer(&layer, tool);
+
+    assert_eq!(call(&mut service, request("acme")).await.unwrap(), "sent");
+    rejection(call(&mut service, request("acme")).await);
+    assert_eq!(calls.get(), 1);
+}
