@@ -1906,3 +1906,76 @@ async fn tool_without_send_is_limited() {
     rejection(call(&mut service, request("acme")).await);
     assert_eq!(calls.get(), 1);
 }
+
+/// A cache of no entries or no time to live only makes every call read the policy source, and a
+/// zero store timeout and maximum wait are harmless with a store that decides at once: the
+/// layer still counts calls against the limit.
+#[tokio::test(start_paused = true)]
+async fn zero_settings_still_limit() {
+    let settings = [
+        (0, Duration::from_secs(60)),
+        (10, Duration::ZERO),
+        (0, Duration::ZERO),
+    ];
+    for (capacity, ttl) in settings {
+        let layer = RateLimitLayer::builder(
+            Arc::new(StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(1)))),
+            Arc::new(MemoryStore::new()),
+        )
+        .tool(TOOL)
+        .clock(TokioClock::starting_at(monday_ten()))
+        .cache_capacity(capacity)
+        .cache_ttl(ttl)
+        .store_timeout(Duration::ZERO)
+        .wait_up_to(Duration::ZERO)
+        .build();
+        let tool = Tool::default();
+        let mut service = tower::Layer::layer(&layer, tool.service());
+
+        call(&mut service, request("acme")).await.unwrap();
+        let rejected = rejection(call(&mut service, request("acme")).await);
+
+        assert!(
+            matches!(rejected.reason(), RejectionReason::QuotaExhausted { .. }),
+            "capacity {capacity}, time to live {ttl:?}: {rejected}"
+        );
+        assert_eq!(tool.calls(), 1, "capacity {capacity}, time to live {ttl:?}");
+    }
+}
+
+/// A waiting call dropped while it sleeps (a `Timeout` around the limiter, a client that hung
+/// up) gives back the inner service's readiness and is never charged, because it is charged only
+/// when it wakes.
+#[tokio::test(start_paused = true)]
+async fn dropped_waiting_call_is_uncharged() {
+    let tool = Tool::default();
+    let layer = RateLimitLayer::builder(
+        Arc::new(StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(1)))),
+        Arc::new(MemoryStore::new()),
+    )
+    .tool(TOOL)
+    .clock(TokioClock::starting_at(utc("2026-03-02T10:00:45Z")))
+    .wait_up_to(Duration::from_secs(30))
+    .build();
+    let limited = tower::limit::ConcurrencyLimit::new(tool.service(), 1);
+    let mut service = tower::ServiceBuilder::new()
+        .timeout(Duration::from_secs(5))
+        .map_err(RateLimitError::into_box_error)
+        .layer(layer)
+        .service(limited);
+    let mut other = service.clone();
+
+    service.ready().await.unwrap().call(request("acme")).await.unwrap();
+    let timed_out = service.ready().await.unwrap().call(request("acme")).await;
+    assert!(
+        timed_out.unwrap_err().is::<tower::timeout::error::Elapsed>(),
+        "the waiting call times out after 5 s"
+    );
+
+    let ready = tokio_test::task::spawn(other.ready()).poll();
+    assert!(ready.is_ready(), "the timed-out call still holds the permit");
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let next_minute = other.ready().await.unwrap().call(request("acme")).await;
+    assert_eq!(next_minute.unwrap(), "sent for acme");
+    assert_eq!(tool.calls(), 2);
+}
