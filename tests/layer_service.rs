@@ -1965,17 +1965,105 @@ async fn dropped_waiting_call_is_uncharged() {
         .service(limited);
     let mut other = service.clone();
 
-    service.ready().await.unwrap().call(request("acme")).await.unwrap();
+    service
+        .ready()
+        .await
+        .unwrap()
+        .call(request("acme"))
+        .await
+        .unwrap();
     let timed_out = service.ready().await.unwrap().call(request("acme")).await;
     assert!(
-        timed_out.unwrap_err().is::<tower::timeout::error::Elapsed>(),
+        timed_out
+            .unwrap_err()
+            .is::<tower::timeout::error::Elapsed>(),
         "the waiting call times out after 5 s"
     );
 
     let ready = tokio_test::task::spawn(other.ready()).poll();
-    assert!(ready.is_ready(), "the timed-out call still holds the permit");
+    assert!(
+        ready.is_ready(),
+        "the timed-out call still holds the permit"
+    );
     tokio::time::advance(Duration::from_secs(10)).await;
     let next_minute = other.ready().await.unwrap().call(request("acme")).await;
     assert_eq!(next_minute.unwrap(), "sent for acme");
     assert_eq!(tool.calls(), 2);
+}
+
+/// `LoadShed` reports itself ready and fails the call when its inner service is not, so under
+/// the limiter it sheds calls that were already charged. Around the limiter, it sheds them
+/// before the limiter sees them, uncharged.
+#[tokio::test(start_paused = true)]
+async fn load_shed_charges_only_inside() {
+    let policies = || StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(2)));
+    let tool = Tool::default();
+    let limited = tower::limit::ConcurrencyLimit::new(tool.service(), 1);
+    // A clone made ready holds the only permit, so the tool is busy until it is dropped.
+    let mut busy = limited.clone();
+    busy.ready().await.unwrap();
+
+    let mut shed_inside = tower::ServiceBuilder::new()
+        .map_err(RateLimitError::into_box_error)
+        .layer(layer_with(policies()))
+        .load_shed()
+        .service(limited.clone());
+    let mut shed_outside = tower::ServiceBuilder::new()
+        .load_shed()
+        .map_err(RateLimitError::into_box_error)
+        .layer(layer_with(policies()))
+        .service(limited);
+
+    let inside = shed_inside
+        .ready()
+        .await
+        .unwrap()
+        .call(request("acme"))
+        .await;
+    let outside = shed_outside
+        .ready()
+        .await
+        .unwrap()
+        .call(request("acme"))
+        .await;
+    assert!(
+        inside
+            .unwrap_err()
+            .is::<tower::load_shed::error::Overloaded>()
+    );
+    assert!(
+        outside
+            .unwrap_err()
+            .is::<tower::load_shed::error::Overloaded>()
+    );
+    drop(busy);
+
+    for round in 0..2 {
+        let admitted = shed_outside
+            .ready()
+            .await
+            .unwrap()
+            .call(request("acme"))
+            .await;
+        assert_eq!(admitted.unwrap(), "sent for acme", "outside, call {round}");
+    }
+    let admitted = shed_inside
+        .ready()
+        .await
+        .unwrap()
+        .call(request("acme"))
+        .await;
+    assert_eq!(admitted.unwrap(), "sent for acme");
+    let charged = shed_inside
+        .ready()
+        .await
+        .unwrap()
+        .call(request("acme"))
+        .await;
+    let charged = charged.unwrap_err();
+    assert!(
+        charged.downcast_ref::<Rejection>().is_some(),
+        "the shed call used one of the 2 calls of the minute: {charged}"
+    );
+    assert_eq!(tool.calls(), 3);
 }
