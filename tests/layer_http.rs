@@ -615,3 +615,20 @@ async fn unrouted_requests_are_not_charged() {
     assert_eq!(not_allowed.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(sent.status(), StatusCode::OK, "{}", body(sent).await);
 }
+
+/// A tool name that the layer itself names is the service's configuration, not the request's,
+/// so an empty or overlong one is refused when the layer is built instead of answering every
+/// call with 400 as if the client sent a bad id.
+#[test]
+fn invalid_fixed_tool_is_refused() {
+    for tool in [String::new(), "t".repeat(Caller::MAX_ID_BYTES + 1)] {
+        let builder = RateLimitLayer::builder(
+            Arc::new(StaticPolicies::new()),
+            Arc::new(MemoryStore::new()),
+        );
+        let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            builder.tool(tool).build()
+        }));
+        assert!(built.is_err(), "the builder accepted an invalid tool name");
+    }
+}

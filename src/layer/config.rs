@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::identity::ToolName;
+use super::identity::{ToolName, within_limit};
 use super::layer::RateLimitLayer;
 use super::limiter::Limiter;
 use crate::clock::{Clock, SystemClock};
@@ -101,8 +101,19 @@ impl RateLimitBuilder {
 
     /// Names the tool every call through this layer is made to, instead of reading a
     /// [`ToolName`] extension from each request.
+    ///
+    /// # Panics
+    ///
+    /// Panics when `tool` is empty or longer than
+    /// [`Caller::MAX_ID_BYTES`](super::Caller::MAX_ID_BYTES). The layer would otherwise reject
+    /// every call with [`IdentityError`](super::IdentityError), which the HTTP and gRPC adapters
+    /// answer as a bad request from the client.
     pub fn tool(mut self, tool: impl Into<Arc<str>>) -> Self {
-        self.settings.tool = Some(ToolName::new(tool));
+        let tool = ToolName::new(tool);
+        if let Err(error) = within_limit("tool name", tool.as_str()) {
+            panic!("invalid tool name in RateLimitBuilder::tool: {error}");
+        }
+        self.settings.tool = Some(tool);
         self
     }
 
