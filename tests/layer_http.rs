@@ -616,11 +616,11 @@ async fn unrouted_requests_are_not_charged() {
     assert_eq!(sent.status(), StatusCode::OK, "{}", body(sent).await);
 }
 
-/// A tool name that the layer itself names is the service's configuration, not the request's,
-/// so an empty or overlong one is refused when the layer is built instead of answering every
-/// call with 400 as if the client sent a bad id.
+/// A tool name that the layer itself names is the service's configuration, not the request's.
+/// So an empty or overlong one makes the builder panic, rather than every call getting 400 as if
+/// the client had sent an invalid id.
 #[test]
-fn invalid_fixed_tool_is_refused() {
+fn invalid_fixed_tool_panics() {
     for tool in [String::new(), "t".repeat(Caller::MAX_ID_BYTES + 1)] {
         let builder = RateLimitLayer::builder(
             Arc::new(StaticPolicies::new()),

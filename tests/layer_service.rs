@@ -2067,3 +2067,28 @@ async fn load_shed_charges_only_inside() {
     );
     assert_eq!(tool.calls(), 3);
 }
+
+/// Behind `Buffer`, one worker drives the limiter's `poll_ready` and `call` for every caller.
+/// Rejected calls give the permit of the concurrency limit under the limiter back, so calls of
+/// another tenant still reach the tool.
+#[tokio::test(start_paused = true)]
+async fn buffered_rejections_keep_permits() {
+    let tool = Tool::default();
+    let layer = layer_with(StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(1))));
+    let limited = tower::limit::ConcurrencyLimit::new(tool.service(), 1);
+    let service = tower::buffer::Buffer::new(tower::Layer::layer(&layer, limited), 4);
+
+    let mut outcomes = Vec::new();
+    for tenant in ["acme", "acme", "acme", "acme", "globex"] {
+        let outcome = service.clone().oneshot(request(tenant)).await;
+        outcomes.push(outcome.map_err(|error| error.to_string()));
+    }
+
+    assert_eq!(outcomes[0].as_deref(), Ok("sent for acme"));
+    for rejected in &outcomes[1..4] {
+        let message = rejected.as_ref().unwrap_err();
+        assert!(message.contains("quota of 1 is exhausted"), "{message}");
+    }
+    assert_eq!(outcomes[4].as_deref(), Ok("sent for globex"));
+    assert_eq!(tool.calls(), 2);
+}
