@@ -43,8 +43,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build();
 
     let app = Router::new()
-        .route("/send", post(|| async { "sent\n" }))
-        .layer(rate_limit.into_http())
+        // On the method router, so that a 404 or 405 does not use the quota.
+        .route(
+            "/send",
+            post(|| async { "sent\n" }).route_layer(rate_limit.into_http()),
+        )
         .layer(axum::middleware::map_request(authenticate));
 
     let listener = TcpListener::bind("127.0.0.1:0").await?;

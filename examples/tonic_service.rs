@@ -12,6 +12,7 @@ use highway_ratelimit::policy::Policy;
 use highway_ratelimit::report::Capacity;
 use highway_ratelimit::store::MemoryStore;
 use http::uri::PathAndQuery;
+use tonic::service::LayerExt;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Server};
 use tower::ServiceBuilder;
@@ -36,10 +37,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let stack = ServiceBuilder::new()
         .map_request(authenticate)
         .layer(rate_limit.into_grpc());
+    // On the one service rather than the server, so that calls to the server's other services
+    // (health checks, reflection) are not charged to the email tool.
     tokio::spawn(
         Server::builder()
-            .layer(stack)
-            .add_service(EmailServer)
+            .add_service(stack.named_layer(EmailServer))
             .serve_with_incoming(incoming),
     );
     println!("serving gRPC on {address}");

@@ -1,8 +1,11 @@
 //! gRPC statuses for rejected calls: `RESOURCE_EXHAUSTED` with the retry delay, for tonic
 //! servers and services.
 //!
-//! [`GrpcRateLimitLayer`] wraps a tonic server (`Server::builder().layer(…)`) and turns every
-//! rejection into a gRPC status response. A rejection also converts into a [`tonic::Status`]
+//! [`GrpcRateLimitLayer`] wraps a tonic service and turns every rejection into a gRPC status
+//! response. Put it on the service whose calls it limits with tonic's `LayerExt::named_layer`, as
+//! below. `Server::builder().layer(…)` wraps the whole server instead, so calls to every other
+//! service on it (health checks, reflection) and to services it does not have (`UNIMPLEMENTED`)
+//! are charged to the layer's tool too. A rejection also converts into a [`tonic::Status`]
 //! directly, for a limiter stacked around a handler that takes `tonic::Request`s. The code says
 //! why:
 //!
@@ -20,18 +23,25 @@
 //! gRPC clients that follow Google's error model read for their retry delay.
 //!
 //! ```no_run
+//! use std::convert::Infallible;
 //! use std::sync::Arc;
 //!
 //! use highway_ratelimit::layer::{RateLimitLayer, StaticPolicies};
 //! use highway_ratelimit::store::MemoryStore;
+//! use tonic::server::NamedService;
+//! use tonic::service::LayerExt;
 //!
-//! # async fn serve(service: tonic::service::Routes) -> Result<(), tonic::transport::Error> {
+//! # async fn serve<S>(email: S) -> Result<(), tonic::transport::Error>
+//! # where
+//! #     S: tower::Service<http::Request<tonic::body::Body>, Response = http::Response<tonic::body::Body>, Error = Infallible>
+//! #         + NamedService + Clone + Send + Sync + 'static,
+//! #     S::Future: Send + 'static,
+//! # {
 //! let limits = RateLimitLayer::builder(Arc::new(StaticPolicies::new()), Arc::new(MemoryStore::new()))
 //!     .tool("tools.email.send")
 //!     .build();
 //! tonic::transport::Server::builder()
-//!     .layer(limits.into_grpc())
-//!     .add_routes(service)
+//!     .add_service(limits.into_grpc().named_layer(email))
 //!     .serve("127.0.0.1:50051".parse().unwrap())
 //!     .await
 //! # }
@@ -110,9 +120,7 @@ type IntoGrpc<T, E> = fn(Result<T, RateLimitError<E>>) -> Result<T, E>;
 
 impl<S, B, ResBody> Service<http::Request<B>> for GrpcRateLimit<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<ResBody>> + Clone + Send + 'static,
-    S::Future: Send,
-    B: Send + 'static,
+    S: Service<http::Request<B>, Response = http::Response<ResBody>> + Clone,
     ResBody: Default,
 {
     type Response = http::Response<ResBody>;

@@ -33,6 +33,12 @@
 //! limit ends), and section 6 of the draft says that `t` SHOULD name the same instant as a
 //! `Retry-After` in the same response.
 //!
+//! Put the layer on the route's method router with `MethodRouter::route_layer`, as below. Only
+//! requests that reach the tool are then counted. `Router::layer` also wraps the router's
+//! fallback, and `Router::route_layer` wraps the method router's fallback (axum 0.8), so there a
+//! request for an unknown path (404) or a method the route lacks (405) uses the quota, and once
+//! the quota is gone it is answered 429 instead of 404 or 405.
+//!
 //! ```
 //! use std::sync::Arc;
 //!
@@ -54,8 +60,7 @@
 //!     .tool("tools.email.send")
 //!     .build();
 //! let app: Router = Router::new()
-//!     .route("/send", post(send_email))
-//!     .layer(limits.into_http())
+//!     .route("/send", post(send_email).route_layer(limits.into_http()))
 //!     .layer(axum::middleware::map_request(authenticate));
 //! ```
 
@@ -134,10 +139,8 @@ impl<S> HttpRateLimit<S> {
 
 impl<S, B> Service<::http::Request<B>> for HttpRateLimit<S>
 where
-    S: Service<::http::Request<B>> + Clone + Send + 'static,
-    S::Future: Send,
+    S: Service<::http::Request<B>> + Clone,
     S::Response: IntoResponse,
-    B: Send + 'static,
 {
     type Response = Response;
     type Error = S::Error;

@@ -11,6 +11,7 @@ use highway_ratelimit::policy::Policy;
 use highway_ratelimit::report::Capacity;
 use highway_ratelimit::store::{ConsumeRequest, Decision, MemoryStore, StoreError, TokenStore};
 use http::uri::PathAndQuery;
+use tonic::service::LayerExt;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Server};
 use tonic::{Code, Status};
@@ -26,19 +27,24 @@ async fn start_server(limits: RateLimitLayer) -> SocketAddr {
     let incoming =
         TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).expect("binding a loopback port");
     let address = incoming.local_addr().unwrap();
+    // On the one service, so that calls to other services are not charged to its tool.
     let stack = ServiceBuilder::new()
         .map_request(authenticate)
         .layer(limits.into_grpc());
     tokio::spawn(
         Server::builder()
-            .layer(stack)
-            .add_service(EmailServer)
+            .add_service(stack.named_layer(EmailServer))
             .serve_with_incoming(incoming),
     );
     address
 }
 
 async fn send(address: SocketAddr, tenant: &str) -> Result<String, Status> {
+    send_to(address, SEND, tenant).await
+}
+
+/// Calls the method at `path` as `tenant` with the message `hello`.
+async fn send_to(address: SocketAddr, path: &'static str, tenant: &str) -> Result<String, Status> {
     let channel = Channel::from_shared(format!("http://{address}"))
         .unwrap()
         .connect()
@@ -51,7 +57,7 @@ async fn send(address: SocketAddr, tenant: &str) -> Result<String, Status> {
         .metadata_mut()
         .insert("x-tenant", tenant.parse().unwrap());
     let response = client
-        .unary(request, PathAndQuery::from_static(SEND), TextCodec)
+        .unary(request, PathAndQuery::from_static(path), TextCodec)
         .await?;
     Ok(response.into_inner())
 }
@@ -174,4 +180,17 @@ async fn handler_level_limit_reads_tonic_request() {
         Status::from(second.unwrap_err()).code(),
         Code::ResourceExhausted
     );
+}
+
+/// A call to a service the server does not have never reaches the limited tool, so it must not
+/// use the tool's quota, and the client gets `UNIMPLEMENTED`.
+#[tokio::test]
+async fn unknown_service_is_not_charged() {
+    let address = start_server(limits(Arc::new(MemoryStore::new()), 1)).await;
+
+    let unknown = send_to(address, "/highway.example.Other/Send", "acme").await;
+    let sent = send(address, "acme").await;
+
+    assert_eq!(unknown.unwrap_err().code(), Code::Unimplemented);
+    assert_eq!(sent.unwrap(), "sent: hello");
 }

@@ -42,8 +42,10 @@ async fn authenticate(mut request: Request) -> Request {
 
 fn app(layer: RateLimitLayer) -> Router {
     Router::new()
-        .route("/send", post(|| async { "sent" }))
-        .layer(layer.into_http())
+        .route(
+            "/send",
+            post(|| async { "sent" }).route_layer(layer.into_http()),
+        )
         .layer(axum::middleware::map_request(authenticate))
 }
 
@@ -214,8 +216,10 @@ async fn cost_beyond_limit_is_413() {
         .tool(TOOL)
         .build();
     let app = Router::new()
-        .route("/send", post(|| async { "sent" }))
-        .layer(layer.into_http())
+        .route(
+            "/send",
+            post(|| async { "sent" }).route_layer(layer.into_http()),
+        )
         .layer(axum::middleware::map_request(
             |mut request: Request| async move {
                 request.extensions_mut().insert(TenantId::new("acme"));
@@ -265,8 +269,10 @@ fn paced_app(cost: u64) -> Router {
         .clock(TokioClock::starting_at(utc("2026-03-02T10:00:00Z")))
         .build();
     Router::new()
-        .route("/send", post(|| async { "sent" }))
-        .layer(layer.into_http())
+        .route(
+            "/send",
+            post(|| async { "sent" }).route_layer(layer.into_http()),
+        )
         .layer(axum::middleware::map_request(
             move |mut request: Request| async move {
                 request.extensions_mut().insert(TenantId::new("acme"));
@@ -579,4 +585,50 @@ async fn fields_after_slow_tool_count_from_response() {
         r#""minute";r=4;t=40"#,
         "the response is sent at 10:00:20, 40 s before the minute ends"
     );
+}
+
+/// A request that matches no route (404) or no method of its route (405) never reaches the tool,
+/// so it must not use the tool's quota, and it keeps the router's own status.
+#[tokio::test(start_paused = true)]
+async fn unrouted_requests_are_not_charged() {
+    let app = limited_app(
+        Capacity {
+            per_minute: Some(1),
+            ..Capacity::UNLIMITED
+        },
+        "2026-03-02T10:00:00Z",
+    );
+    let unknown_path = http::Request::post("/nowhere")
+        .header("x-tenant", "acme")
+        .body(Body::empty())
+        .unwrap();
+    let wrong_method = http::Request::get("/send")
+        .header("x-tenant", "acme")
+        .body(Body::empty())
+        .unwrap();
+
+    let not_found = app.clone().oneshot(unknown_path).await.unwrap();
+    let not_allowed = app.clone().oneshot(wrong_method).await.unwrap();
+    let sent = app.oneshot(send(Some("acme"))).await.unwrap();
+
+    assert_eq!(not_found.status(), StatusCode::NOT_FOUND);
+    assert_eq!(not_allowed.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(sent.status(), StatusCode::OK, "{}", body(sent).await);
+}
+
+/// A tool name that the layer itself names is the service's configuration, not the request's.
+/// So an empty or overlong one makes the builder panic, rather than every call getting 400 as if
+/// the client had sent an invalid id.
+#[test]
+fn invalid_fixed_tool_panics() {
+    for tool in [String::new(), "t".repeat(Caller::MAX_ID_BYTES + 1)] {
+        let builder = RateLimitLayer::builder(
+            Arc::new(StaticPolicies::new()),
+            Arc::new(MemoryStore::new()),
+        );
+        let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            builder.tool(tool).build()
+        }));
+        assert!(built.is_err(), "the builder accepted an invalid tool name");
+    }
 }

@@ -1862,3 +1862,233 @@ async fn cost_above_year_report_never_fits() {
         );
     }
 }
+
+/// Wait mode sleeps on Tokio's timer, so on a runtime built without `enable_time` a call that
+/// would wait panics with Tokio's own message, as tower's `Timeout` does there. A call that does
+/// not wait still runs without the timer.
+#[test]
+#[should_panic(expected = "timers are disabled")]
+fn wait_mode_without_timers_panics() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime starts");
+    let layer = RateLimitLayer::builder(
+        Arc::new(StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(1)))),
+        Arc::new(MemoryStore::new()),
+    )
+    .tool(TOOL)
+    .clock(TokioClock::starting_at(utc("2026-03-02T10:00:45Z")))
+    .wait_up_to(Duration::from_secs(30))
+    .build();
+    let tool = Tool::default();
+    let mut service = tower::Layer::layer(&layer, tool.service());
+
+    let first = runtime.block_on(call(&mut service, request("acme")));
+    assert_eq!(first.unwrap(), "sent for acme");
+
+    let _ = runtime.block_on(call(&mut service, request("acme")));
+}
+
+/// A tool that is not `Send`, such as one that keeps its state in an `Rc` on a current-thread
+/// runtime, can be limited: the layer moves neither the tool nor the request to another thread.
+#[tokio::test(start_paused = true)]
+async fn tool_without_send_is_limited() {
+    let calls = std::rc::Rc::new(std::cell::Cell::new(0));
+    let counted = calls.clone();
+    let tool = service_fn(move |_request: Request| {
+        counted.set(counted.get() + 1);
+        std::future::ready(Ok::<_, Infallible>("sent".to_owned()))
+    });
+    let layer = layer_with(StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(1))));
+    let mut service = tower::Layer::layer(&layer, tool);
+
+    assert_eq!(call(&mut service, request("acme")).await.unwrap(), "sent");
+    rejection(call(&mut service, request("acme")).await);
+    assert_eq!(calls.get(), 1);
+}
+
+/// A cache of no entries or no time to live only makes every call read the policy source, and a
+/// zero store timeout and maximum wait are harmless with a store that decides at once: the
+/// layer still counts calls against the limit.
+#[tokio::test(start_paused = true)]
+async fn zero_settings_still_limit() {
+    let settings = [
+        (0, Duration::from_secs(60)),
+        (10, Duration::ZERO),
+        (0, Duration::ZERO),
+    ];
+    for (capacity, ttl) in settings {
+        let layer = RateLimitLayer::builder(
+            Arc::new(StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(1)))),
+            Arc::new(MemoryStore::new()),
+        )
+        .tool(TOOL)
+        .clock(TokioClock::starting_at(monday_ten()))
+        .cache_capacity(capacity)
+        .cache_ttl(ttl)
+        .store_timeout(Duration::ZERO)
+        .wait_up_to(Duration::ZERO)
+        .build();
+        let tool = Tool::default();
+        let mut service = tower::Layer::layer(&layer, tool.service());
+
+        call(&mut service, request("acme")).await.unwrap();
+        let rejected = rejection(call(&mut service, request("acme")).await);
+
+        assert!(
+            matches!(rejected.reason(), RejectionReason::QuotaExhausted { .. }),
+            "capacity {capacity}, time to live {ttl:?}: {rejected}"
+        );
+        assert_eq!(tool.calls(), 1, "capacity {capacity}, time to live {ttl:?}");
+    }
+}
+
+/// A waiting call dropped while it sleeps (a `Timeout` around the limiter, a client that hung
+/// up) gives back the inner service's readiness and is never charged, because it is charged only
+/// when it wakes.
+#[tokio::test(start_paused = true)]
+async fn dropped_waiting_call_is_uncharged() {
+    let tool = Tool::default();
+    let layer = RateLimitLayer::builder(
+        Arc::new(StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(1)))),
+        Arc::new(MemoryStore::new()),
+    )
+    .tool(TOOL)
+    .clock(TokioClock::starting_at(utc("2026-03-02T10:00:45Z")))
+    .wait_up_to(Duration::from_secs(30))
+    .build();
+    let limited = tower::limit::ConcurrencyLimit::new(tool.service(), 1);
+    let mut service = tower::ServiceBuilder::new()
+        .timeout(Duration::from_secs(5))
+        .map_err(RateLimitError::into_box_error)
+        .layer(layer)
+        .service(limited);
+    let mut other = service.clone();
+
+    service
+        .ready()
+        .await
+        .unwrap()
+        .call(request("acme"))
+        .await
+        .unwrap();
+    let timed_out = service.ready().await.unwrap().call(request("acme")).await;
+    assert!(
+        timed_out
+            .unwrap_err()
+            .is::<tower::timeout::error::Elapsed>(),
+        "the waiting call times out after 5 s"
+    );
+
+    let ready = tokio_test::task::spawn(other.ready()).poll();
+    assert!(
+        ready.is_ready(),
+        "the timed-out call still holds the permit"
+    );
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let next_minute = other.ready().await.unwrap().call(request("acme")).await;
+    assert_eq!(next_minute.unwrap(), "sent for acme");
+    assert_eq!(tool.calls(), 2);
+}
+
+/// `LoadShed` reports itself ready and fails the call when its inner service is not, so under
+/// the limiter it sheds calls that were already charged. Around the limiter, it sheds them
+/// before the limiter sees them, uncharged.
+#[tokio::test(start_paused = true)]
+async fn load_shed_charges_only_inside() {
+    let policies = || StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(2)));
+    let tool = Tool::default();
+    let limited = tower::limit::ConcurrencyLimit::new(tool.service(), 1);
+    // A clone made ready holds the only permit, so the tool is busy until it is dropped.
+    let mut busy = limited.clone();
+    busy.ready().await.unwrap();
+
+    let mut shed_inside = tower::ServiceBuilder::new()
+        .map_err(RateLimitError::into_box_error)
+        .layer(layer_with(policies()))
+        .load_shed()
+        .service(limited.clone());
+    let mut shed_outside = tower::ServiceBuilder::new()
+        .load_shed()
+        .map_err(RateLimitError::into_box_error)
+        .layer(layer_with(policies()))
+        .service(limited);
+
+    let inside = shed_inside
+        .ready()
+        .await
+        .unwrap()
+        .call(request("acme"))
+        .await;
+    let outside = shed_outside
+        .ready()
+        .await
+        .unwrap()
+        .call(request("acme"))
+        .await;
+    assert!(
+        inside
+            .unwrap_err()
+            .is::<tower::load_shed::error::Overloaded>()
+    );
+    assert!(
+        outside
+            .unwrap_err()
+            .is::<tower::load_shed::error::Overloaded>()
+    );
+    drop(busy);
+
+    for round in 0..2 {
+        let admitted = shed_outside
+            .ready()
+            .await
+            .unwrap()
+            .call(request("acme"))
+            .await;
+        assert_eq!(admitted.unwrap(), "sent for acme", "outside, call {round}");
+    }
+    let admitted = shed_inside
+        .ready()
+        .await
+        .unwrap()
+        .call(request("acme"))
+        .await;
+    assert_eq!(admitted.unwrap(), "sent for acme");
+    let charged = shed_inside
+        .ready()
+        .await
+        .unwrap()
+        .call(request("acme"))
+        .await;
+    let charged = charged.unwrap_err();
+    assert!(
+        charged.downcast_ref::<Rejection>().is_some(),
+        "the shed call used one of the 2 calls of the minute: {charged}"
+    );
+    assert_eq!(tool.calls(), 3);
+}
+
+/// Behind `Buffer`, one worker drives the limiter's `poll_ready` and `call` for every caller.
+/// Rejected calls give the permit of the concurrency limit under the limiter back, so calls of
+/// another tenant still reach the tool.
+#[tokio::test(start_paused = true)]
+async fn buffered_rejections_keep_permits() {
+    let tool = Tool::default();
+    let layer = layer_with(StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(1))));
+    let limited = tower::limit::ConcurrencyLimit::new(tool.service(), 1);
+    let service = tower::buffer::Buffer::new(tower::Layer::layer(&layer, limited), 4);
+
+    let mut outcomes = Vec::new();
+    for tenant in ["acme", "acme", "acme", "acme", "globex"] {
+        let outcome = service.clone().oneshot(request(tenant)).await;
+        outcomes.push(outcome.map_err(|error| error.to_string()));
+    }
+
+    assert_eq!(outcomes[0].as_deref(), Ok("sent for acme"));
+    for rejected in &outcomes[1..4] {
+        let message = rejected.as_ref().unwrap_err();
+        assert!(message.contains("quota of 1 is exhausted"), "{message}");
+    }
+    assert_eq!(outcomes[4].as_deref(), Ok("sent for globex"));
+    assert_eq!(tool.calls(), 2);
+}

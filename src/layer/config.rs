@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::identity::ToolName;
+use super::identity::{ToolName, within_limit};
 use super::layer::RateLimitLayer;
 use super::limiter::Limiter;
 use crate::clock::{Clock, SystemClock};
@@ -101,8 +101,19 @@ impl RateLimitBuilder {
 
     /// Names the tool every call through this layer is made to, instead of reading a
     /// [`ToolName`] extension from each request.
+    ///
+    /// # Panics
+    ///
+    /// Panics when `tool` is empty or longer than
+    /// [`Caller::MAX_ID_BYTES`](super::Caller::MAX_ID_BYTES). The layer would otherwise reject
+    /// every call with [`IdentityError`](super::IdentityError), which the HTTP and gRPC adapters
+    /// answer as a bad request from the client.
     pub fn tool(mut self, tool: impl Into<Arc<str>>) -> Self {
-        self.settings.tool = Some(ToolName::new(tool));
+        let tool = ToolName::new(tool);
+        if let Err(error) = within_limit("tool name", tool.as_str()) {
+            panic!("invalid tool name in RateLimitBuilder::tool: {error}");
+        }
+        self.settings.tool = Some(tool);
         self
     }
 
@@ -131,6 +142,10 @@ impl RateLimitBuilder {
     /// until then and is tried once more, instead of failing at once.
     ///
     /// The waiting call holds the inner service's readiness while it sleeps.
+    ///
+    /// The sleep uses Tokio's timer, so a call that would wait panics on a runtime built
+    /// without `enable_time` or outside a Tokio runtime, as tower's `Timeout` does. Calls
+    /// that do not wait need no timer with the in-process store.
     pub fn wait_up_to(mut self, max_wait: Duration) -> Self {
         self.settings.max_wait = Some(max_wait);
         self

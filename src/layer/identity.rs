@@ -245,7 +245,7 @@ pub enum IdentityError {
 
 /// Returns `text` when it is not empty and at most [`Caller::MAX_ID_BYTES`] long, and otherwise an
 /// error that names it as `id`.
-fn within_limit<'a>(id: &'static str, text: &'a str) -> Result<&'a str, IdentityError> {
+pub(super) fn within_limit<'a>(id: &'static str, text: &'a str) -> Result<&'a str, IdentityError> {
     if text.is_empty() {
         return Err(IdentityError::EmptyId { id });
     }

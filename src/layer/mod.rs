@@ -19,6 +19,15 @@
 //! that a caller can tell the two apart. A circuit breaker goes inside the limiter, between it
 //! and the tool, so that rejections neither open nor close it (see [`RateLimitError`]).
 //!
+//! The limiter charges a call in `call`, before the layers under it see the request. A layer
+//! under it that makes callers wait in `poll_ready` (`ConcurrencyLimit`, `Buffer`, a breaker
+//! with backpressure) charges nothing while it waits. One that fails the call in `call`
+//! (`LoadShed`, a breaker that rejects while open) fails a call that was already charged, so put
+//! `LoadShed` around the limiter. A response future can also be dropped while a PostgreSQL
+//! consume is in flight (a `Timeout` around the limiter, a client that hung up). The call may
+//! then stay charged without reaching the tool, because the database can commit the consume
+//! after the caller left.
+//!
 //! In a stack whose errors are `tower::BoxError`, map them after the limiter with
 //! [`RateLimitError::into_box_error`]; the rejection is then found with `downcast_ref::<Rejection>()`.
 //!

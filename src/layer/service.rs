@@ -69,9 +69,8 @@ impl<S: Clone> RateLimit<S> {
 
 impl<S, Request> Service<Request> for RateLimit<S>
 where
-    S: Service<Request> + Clone + Send + 'static,
-    S::Future: Send,
-    Request: CallerIdentity + Send + 'static,
+    S: Service<Request> + Clone,
+    Request: CallerIdentity,
 {
     type Response = S::Response;
     type Error = RateLimitError<S::Error>;
