@@ -18,9 +18,19 @@
 //! | no policy for the tool | `PERMISSION_DENIED` |
 //! | missing identity extension | `INTERNAL`: the service is misconfigured |
 //!
-//! When a retry time is known, the status carries it twice: as `retry-after` metadata in whole
-//! seconds (rounded up), and as a `google.rpc.RetryInfo` detail in the status details, which
-//! gRPC clients that follow Google's error model read for their retry delay.
+//! The status details follow Google's error model (`google.rpc.Status`), which
+//! `tonic_types::StatusExt::get_error_details` reads:
+//!
+//! - a `google.rpc.ErrorInfo` on every rejection, whose `reason` is the rejection's kind in upper
+//!   case (`QUOTA_EXHAUSTED`, `OUTSIDE_HOURS`, `BLOCKED_DATE`, `COST_EXCEEDS_LIMIT`,
+//!   `STORE_UNAVAILABLE`, `POLICY_UNAVAILABLE`, `SCHEDULE_UNAVAILABLE`, `NO_POLICY`,
+//!   `MISSING_IDENTITY`), whose `domain` is [`ERROR_DOMAIN`], and whose metadata holds the
+//!   `tenant` and `tool` when known, and for a quota the `window` and its `limit`;
+//! - a `google.rpc.RetryInfo` with the retry delay when a retry time is known, which gRPC clients
+//!   that follow Google's error model read. The same delay goes in `retry-after` metadata too, in
+//!   whole seconds rounded up;
+//! - a `google.rpc.QuotaFailure` for an exhausted quota, whose one violation names the tenant and
+//!   tool as its subject and the window and limit in its description.
 //!
 //! ```no_run
 //! use std::convert::Infallible;
@@ -54,6 +64,7 @@ use futures_util::FutureExt;
 use futures_util::future::Map;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, QuotaViolation, StatusExt};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -65,8 +76,8 @@ use crate::layer::{
 /// The metadata key of the retry delay, in whole seconds.
 pub const RETRY_AFTER: &str = "retry-after";
 
-/// The type URL of `google.rpc.RetryInfo` in a status detail.
-const RETRY_INFO_TYPE_URL: &str = "type.googleapis.com/google.rpc.RetryInfo";
+/// The `domain` of the `google.rpc.ErrorInfo` detail of a rejection.
+pub const ERROR_DOMAIN: &str = "highway-ratelimit";
 
 impl RateLimitLayer {
     /// Returns a layer that responds to rejected gRPC calls with a status instead of an error.
@@ -168,14 +179,11 @@ impl From<Rejection> for Status {
     fn from(rejection: Rejection) -> Status {
         let code = code(&rejection);
         let message = rejection.to_string();
-        let Some(wait) = rejection.retry_after() else {
-            return Status::new(code, message);
-        };
-
         let mut metadata = MetadataMap::new();
-        metadata.insert(RETRY_AFTER, MetadataValue::from(whole_seconds(wait)));
-        let details = status_details(code, &message, wait);
-        Status::with_details_and_metadata(code, message, details.into(), metadata)
+        if let Some(wait) = rejection.retry_after() {
+            metadata.insert(RETRY_AFTER, MetadataValue::from(whole_seconds(wait)));
+        }
+        Status::with_error_details_and_metadata(code, message, error_details(&rejection), metadata)
     }
 }
 
@@ -188,75 +196,39 @@ impl<E: Into<Status>> From<RateLimitError<E>> for Status {
     }
 }
 
-/// Encodes a `google.rpc.Status` whose one detail is a `google.rpc.RetryInfo` with `wait` as
-/// its `retry_delay`, in protobuf's wire format.
-fn status_details(code: Code, message: &str, wait: Duration) -> Vec<u8> {
-    // google.protobuf.Duration: seconds = 1 (int64), nanos = 2 (int32).
-    let mut delay = Vec::new();
-    put_varint_field(&mut delay, 1, wait.as_secs());
-    put_varint_field(&mut delay, 2, u64::from(wait.subsec_nanos()));
-    // google.rpc.RetryInfo: retry_delay = 1.
-    let mut retry_info = Vec::new();
-    put_bytes_field(&mut retry_info, 1, &delay);
-    // google.protobuf.Any: type_url = 1, value = 2.
-    let mut any = Vec::new();
-    put_bytes_field(&mut any, 1, RETRY_INFO_TYPE_URL.as_bytes());
-    put_bytes_field(&mut any, 2, &retry_info);
-    // google.rpc.Status: code = 1, message = 2, details = 3.
-    let mut status = Vec::new();
-    put_varint_field(&mut status, 1, code as u64);
-    put_bytes_field(&mut status, 2, message.as_bytes());
-    put_bytes_field(&mut status, 3, &any);
-    status
-}
-
-/// Appends a varint field; protobuf leaves fields holding 0 out.
-fn put_varint_field(out: &mut Vec<u8>, field: u64, value: u64) {
-    if value != 0 {
-        put_varint(out, field << 3);
-        put_varint(out, value);
+/// Returns the details of a rejection's status: a `google.rpc.ErrorInfo` whose `reason` is the
+/// rejection's kind in upper case (`QUOTA_EXHAUSTED`), with the tenant, tool and, for a quota,
+/// the window and its limit as metadata; a `google.rpc.RetryInfo` when a retry time is known;
+/// and a `google.rpc.QuotaFailure` naming the window of an exhausted quota.
+fn error_details(rejection: &Rejection) -> ErrorDetails {
+    let reason = rejection.reason();
+    let mut info = std::collections::HashMap::new();
+    if let Some(tenant) = rejection.tenant() {
+        info.insert("tenant".to_owned(), tenant.to_owned());
     }
-}
-
-/// Appends a length-delimited field (wire type 2).
-fn put_bytes_field(out: &mut Vec<u8>, field: u64, bytes: &[u8]) {
-    put_varint(out, (field << 3) | 2);
-    put_varint(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
-}
-
-fn put_varint(out: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        out.push((value as u8) | 0x80);
-        value >>= 7;
+    if let Some(tool) = rejection.tool() {
+        info.insert("tool".to_owned(), tool.to_owned());
     }
-    out.push(value as u8);
+
+    let mut details = ErrorDetails::new();
+    if let RejectionReason::QuotaExhausted { window, limit, .. } = reason {
+        info.insert("window".to_owned(), window.as_str().to_owned());
+        info.insert("limit".to_owned(), limit.to_string());
+        let subject = format!(
+            "tenant {}, tool {}",
+            rejection.tenant().unwrap_or_default(),
+            rejection.tool().unwrap_or_default()
+        );
+        details.set_quota_failure(vec![QuotaViolation::new(subject, reason.to_string())]);
+    }
+    details.set_error_info(reason.as_str().to_ascii_uppercase(), ERROR_DOMAIN, info);
+    if let Some(wait) = rejection.retry_after() {
+        details.set_retry_info(Some(wait));
+    }
+    details
 }
 
 /// Rounds up to whole seconds.
 fn whole_seconds(duration: Duration) -> u64 {
     duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_info_encodes_as_protobuf() {
-        let details = status_details(Code::ResourceExhausted, "m", Duration::from_millis(1500));
-
-        // RetryInfo { retry_delay: Duration { seconds: 1, nanos: 500_000_000 } }.
-        let nanos = [0x10, 0x80, 0xca, 0xb5, 0xee, 0x01];
-        let mut retry_info = vec![0x0a, 2 + nanos.len() as u8, 0x08, 0x01];
-        retry_info.extend_from_slice(&nanos);
-        let mut expected = vec![0x08, 8, 0x12, 1, b'm', 0x1a];
-        let mut any = vec![0x0a, RETRY_INFO_TYPE_URL.len() as u8];
-        any.extend_from_slice(RETRY_INFO_TYPE_URL.as_bytes());
-        any.extend_from_slice(&[0x12, retry_info.len() as u8]);
-        any.extend_from_slice(&retry_info);
-        expected.push(any.len() as u8);
-        expected.extend_from_slice(&any);
-        assert_eq!(details, expected);
-    }
 }

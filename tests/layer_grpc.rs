@@ -15,6 +15,7 @@ use tonic::service::LayerExt;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Server};
 use tonic::{Code, Status};
+use tonic_types::StatusExt;
 use tower::{ServiceBuilder, ServiceExt, service_fn};
 
 const TOOL: &str = "tools.email.send";
@@ -106,13 +107,31 @@ async fn exhausted_quota_is_resource_exhausted() {
         (1..=86_400).contains(&retry_after),
         "retry-after {retry_after}"
     );
-    let details = status.details();
-    let type_url = b"type.googleapis.com/google.rpc.RetryInfo";
+    let details = status.get_error_details();
+    let retry_delay = details
+        .retry_info()
+        .and_then(|info| info.retry_delay)
+        .expect("the status carries a RetryInfo with a delay");
+    assert_eq!(
+        retry_delay.as_secs() + u64::from(retry_delay.subsec_nanos() > 0),
+        retry_after,
+        "RetryInfo and retry-after give the same delay"
+    );
+    let info = details.error_info().expect("the status carries an ErrorInfo");
+    assert_eq!(info.reason, "QUOTA_EXHAUSTED");
+    assert_eq!(info.domain, highway_ratelimit::grpc::ERROR_DOMAIN);
+    assert_eq!(info.metadata.get("tenant").map(String::as_str), Some("acme"));
+    assert_eq!(info.metadata.get("window").map(String::as_str), Some("day"));
+    assert_eq!(info.metadata.get("limit").map(String::as_str), Some("2"));
+    let violations = &details
+        .quota_failure()
+        .expect("the status carries a QuotaFailure")
+        .violations;
+    assert_eq!(violations.len(), 1, "{violations:?}");
     assert!(
-        details
-            .windows(type_url.len())
-            .any(|window| window == type_url),
-        "no RetryInfo in {details:?}"
+        violations[0].subject.contains("acme"),
+        "{:?}",
+        violations[0]
     );
 
     assert_eq!(
@@ -154,6 +173,12 @@ async fn store_down_is_unavailable() {
         status.message()
     );
     assert!(status.metadata().get("retry-after").is_none());
+    let details = status.get_error_details();
+    let info = details.error_info().expect("the status carries an ErrorInfo");
+    assert_eq!(info.reason, "STORE_UNAVAILABLE");
+    assert_eq!(info.metadata.get("tool").map(String::as_str), Some(TOOL));
+    assert!(details.retry_info().is_none(), "no retry time is known");
+    assert!(details.quota_failure().is_none(), "no quota was exhausted");
 }
 
 #[tokio::test]

@@ -93,6 +93,7 @@ pub use identity::{
 };
 pub use layer::RateLimitLayer;
 pub use limiter::Admission;
+#[cfg(feature = "axum")]
 pub(crate) use limiter::Limiter;
 pub use service::RateLimit;
 pub use static_policies::StaticPolicies;

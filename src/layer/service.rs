@@ -45,7 +45,8 @@ impl<S> RateLimit<S> {
         self.inner
     }
 
-    /// Returns the limiter shared by the layer's services, whose clock the adapters read.
+    /// Returns the limiter shared by the layer's services, whose clock the HTTP adapter reads.
+    #[cfg(feature = "axum")]
     pub(crate) fn limiter(&self) -> &Arc<Limiter> {
         &self.limiter
     }
