@@ -208,6 +208,44 @@ fn resource_inheritance() {
 }
 
 #[test]
+fn later_limits_block_replaces_earlier() {
+    // TaskJuggler 3 assigns each `limits` block to the resource's attribute, so only the last
+    // block of a resource applies, whether it stands in the same body or in a `supplement`.
+    let schedule = ok(&format!(
+        "{HEADER}resource r \"R\" {{
+            limits {{ dailymax 100 }}
+            limits {{ hourlymax 10 }}
+        }}
+        resource s \"S\" {{ limits {{ dailymax 100 }} }}
+        supplement resource s {{ limits {{ hourlymax 10 }} }}"
+    ));
+    for id in ["r", "s"] {
+        let limits = &schedule.resource(id).unwrap().limits;
+        assert_eq!(limits.len(), 1, "limits of {id}: {limits:?}");
+        assert_eq!(limits[0].kind, LimitKind::Hourly, "limits of {id}");
+        assert_eq!(limits[0].value, 10, "limits of {id}");
+    }
+
+    assert_eq!(schedule.warnings.len(), 2, "{:?}", schedule.warnings);
+    let same_body = &schedule.warnings[0];
+    assert_eq!(same_body.location.line, 4);
+    assert!(
+        same_body
+            .message
+            .contains("replaces the `limits` block at test.tjp:3:"),
+        "{}",
+        same_body.message
+    );
+    let supplement = &schedule.warnings[1];
+    assert_eq!(supplement.location.line, 7);
+    assert!(
+        supplement.message.contains("at test.tjp:6:"),
+        "{}",
+        supplement.message
+    );
+}
+
+#[test]
 fn global_limits_apply_to_later_resources() {
     let schedule = ok(&format!(
         "{HEADER}resource early \"E\"\nlimits {{ weeklymax 7 }}\nresource late \"L\""

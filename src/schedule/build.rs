@@ -1,6 +1,8 @@
 //! From the syntax tree to the typed model: dates in the time zone in force where they stand,
 //! inheritance of working hours, leaves, shifts and limits, and TaskJuggler's validation rules.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Datelike, Duration, DurationRound, Utc, Weekday};
 use chrono_tz::Tz;
 
@@ -9,8 +11,8 @@ use super::dates;
 use super::lexer::{Kind, Token};
 use super::source::{Expansion, Pos};
 use super::{
-    Diagnostic, Interval, Leave, LeaveKind, Limit, LimitKind, Project, Resource, Schedule, Shift,
-    ShiftAssignment, TimeRange, WorkingHours,
+    Diagnostic, Interval, Leave, LeaveKind, Limit, LimitKind, Location, Project, Resource,
+    Schedule, Shift, ShiftAssignment, TimeRange, WorkingHours,
 };
 
 /// The slot sizes TaskJuggler accepts, in minutes.
@@ -35,6 +37,8 @@ pub(crate) struct Builder<'e> {
     resources: Vec<Resource>,
     leaves: Vec<Leave>,
     global_limits: Vec<Limit>,
+    /// The location of the last `limits` block written for each resource, by resource id.
+    own_limits: HashMap<String, Location>,
     anonymous_resources: usize,
 }
 
@@ -70,6 +74,7 @@ pub(crate) fn build(
         resources: Vec::new(),
         leaves: Vec::new(),
         global_limits: Vec::new(),
+        own_limits: HashMap::new(),
         anonymous_resources: 0,
     };
     let project = builder.project(&file.project);
@@ -980,17 +985,13 @@ impl Builder<'_> {
         }
         let index = self.resources.len();
         self.resources.push(resource);
-        let mut own_limits = false;
-        self.resource_attributes(index, &ast.attrs, &mut own_limits);
+        self.resource_attributes(index, &ast.attrs);
     }
 
     fn supplement(&mut self, id: &Spanned<String>, attrs: &[ResourceAttr]) {
         let short = id.value.rsplit('.').next().unwrap_or(&id.value);
         match self.resources.iter().position(|r| r.id == id.value || r.id == short) {
-            Some(index) => {
-                let mut own_limits = false;
-                self.resource_attributes(index, attrs, &mut own_limits);
-            }
+            Some(index) => self.resource_attributes(index, attrs),
             None => self.error(
                 id.pos,
                 format!("unknown resource `{}` in `supplement resource`: declare it with `resource {} \"Name\"` first", id.value, id.value),
@@ -998,7 +999,7 @@ impl Builder<'_> {
         }
     }
 
-    fn resource_attributes(&mut self, index: usize, attrs: &[ResourceAttr], own_limits: &mut bool) {
+    fn resource_attributes(&mut self, index: usize, attrs: &[ResourceAttr]) {
         for attr in attrs {
             match attr {
                 ResourceAttr::WorkingHours(hours) => {
@@ -1039,15 +1040,7 @@ impl Builder<'_> {
                         self.assign_shift(index, &reference.shift, interval);
                     }
                 }
-                ResourceAttr::Limits(list) => {
-                    let limits = self.limits(list);
-                    // The first own `limits` replaces the inherited ones.
-                    if !*own_limits {
-                        self.resources[index].limits.clear();
-                        *own_limits = true;
-                    }
-                    self.resources[index].limits.extend(limits);
-                }
+                ResourceAttr::Limits(pos, list) => self.resource_limits(index, *pos, list),
                 ResourceAttr::Timezone(name) => {
                     if let Some(zone) = self.zone(name) {
                         self.resources[index].timezone = Some(zone);
@@ -1057,6 +1050,24 @@ impl Builder<'_> {
                 ResourceAttr::Supplement(id, attrs) => self.supplement(id, attrs),
             }
         }
+    }
+
+    /// Sets a resource's limits from a `limits` block. As in TaskJuggler 3, a block replaces
+    /// every limit the resource had, inherited or from an earlier block, so a warning names an
+    /// earlier block of the same resource that stops applying.
+    fn resource_limits(&mut self, index: usize, pos: Pos, list: &[LimitAst]) {
+        let limits = self.limits(list);
+        let location = self.expansion.location(pos);
+        let id = self.resources[index].id.clone();
+        if let Some(earlier) = self.own_limits.insert(id.clone(), location) {
+            self.warning(
+                pos,
+                format!(
+                    "this `limits` block replaces the `limits` block at {earlier} of resource `{id}`, as in TaskJuggler: only the last block of a resource applies, so write all its limits in one block"
+                ),
+            );
+        }
+        self.resources[index].limits = limits;
     }
 
     fn assign_shift(&mut self, index: usize, shift: &Spanned<String>, interval: Interval) {

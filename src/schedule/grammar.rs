@@ -446,7 +446,13 @@ fn limit<'a>() -> impl Parser<Input<'a>, Output = LimitAst> {
 }
 
 fn limits<'a>() -> impl Parser<Input<'a>, Output = Vec<LimitAst>> {
-    (keyword("limits"), punct("{"), many(limit()), punct("}")).map(|(_, _, limits, _)| limits)
+    limits_at().map(|(_, limits)| limits)
+}
+
+/// Parses a `limits` block, returning the position of its keyword with the limits.
+fn limits_at<'a>() -> impl Parser<Input<'a>, Output = (Pos, Vec<LimitAst>)> {
+    (keyword("limits"), punct("{"), many(limit()), punct("}"))
+        .map(|(pos, _, limits, _)| (pos, limits))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -824,7 +830,7 @@ fn resource_attributes_<'a>(input: &mut Input<'a>) -> Result<'a, Vec<ResourceAtt
         choice((keyword("shifts"), keyword("shift")))
             .with(sep_by1(shift_ref, punct(",")))
             .map(|s| Some(ResourceAttr::Shifts(s))),
-        limits().map(|l| Some(ResourceAttr::Limits(l))),
+        limits_at().map(|(pos, l)| Some(ResourceAttr::Limits(pos, l))),
         keyword("timezone")
             .with(string())
             .map(|s| Some(ResourceAttr::Timezone(s))),
