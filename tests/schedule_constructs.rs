@@ -246,6 +246,30 @@ fn later_limits_block_replaces_earlier() {
 }
 
 #[test]
+fn purge_leaves_drops_inherited_leaves() {
+    // TaskJuggler's `purge leaves` empties the inherited leave list; leaves written after it,
+    // and global vacations, still apply.
+    let schedule = ok(&format!(
+        "{HEADER}vacation \"Global\" 2025-12-24
+        resource team \"Team\" {{
+            vacation \"Team day\" 2025-05-01
+            resource a \"A\" {{
+                purge leaves
+                leaves sick 2025-05-05 +2d
+            }}
+            resource b \"B\"
+        }}
+        supplement resource team {{ purge flags }}"
+    ));
+    let a = schedule.resource("a").unwrap();
+    assert_eq!(a.leaves.len(), 1, "{:?}", a.leaves);
+    assert_eq!(a.leaves[0].kind, LeaveKind::Sick);
+    assert_eq!(schedule.resource("b").unwrap().leaves.len(), 1);
+    assert_eq!(schedule.resource("team").unwrap().leaves.len(), 1);
+    assert_eq!(schedule.leaves.len(), 1);
+}
+
+#[test]
 fn global_limits_apply_to_later_resources() {
     let schedule = ok(&format!(
         "{HEADER}resource early \"E\"\nlimits {{ weeklymax 7 }}\nresource late \"L\""

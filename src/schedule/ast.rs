@@ -172,6 +172,8 @@ pub(crate) enum ResourceAttr {
     /// A `limits` block, with the position of its keyword.
     Limits(Pos, Vec<LimitAst>),
     Timezone(Spanned<String>),
+    /// `purge ATTRIBUTE`, which empties an inherited list attribute such as `leaves`.
+    Purge(Spanned<String>),
     Resource(ResourceAst),
     Supplement(Spanned<String>, Vec<ResourceAttr>),
 }

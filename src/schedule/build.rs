@@ -1046,6 +1046,13 @@ impl Builder<'_> {
                         self.resources[index].timezone = Some(zone);
                     }
                 }
+                // TaskJuggler's `purge` empties a list attribute, inherited values included.
+                // Of the lists a resource has, only `leaves` affects availability; global
+                // vacations and leaves still apply.
+                ResourceAttr::Purge(name) if name.value == "leaves" => {
+                    self.resources[index].leaves.clear();
+                }
+                ResourceAttr::Purge(_) => {}
                 ResourceAttr::Resource(child) => self.resource(child, Some(index)),
                 ResourceAttr::Supplement(id, attrs) => self.supplement(id, attrs),
             }

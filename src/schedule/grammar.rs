@@ -836,6 +836,7 @@ fn resource_attributes_<'a>(input: &mut Input<'a>) -> Result<'a, Vec<ResourceAtt
             .map(|s| Some(ResourceAttr::Timezone(s))),
         parser(resource).map(|r| Some(ResourceAttr::Resource(r))),
         supplement.map(Some),
+        combine::attempt(keyword("purge").with(ident())).map(|id| Some(ResourceAttr::Purge(id))),
         skipped(SKIPPED_RESOURCE_ATTRIBUTES).map(|()| None),
         custom_resource_attribute().map(|()| None),
     ))
