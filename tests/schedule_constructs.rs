@@ -270,6 +270,30 @@ fn purge_leaves_drops_inherited_leaves() {
 }
 
 #[test]
+fn top_scenario_prefix_applies() {
+    // Availability follows the top scenario, so an attribute prefixed with its id applies like
+    // an unprefixed one, and one prefixed with another scenario's id does not.
+    let schedule = ok("project p \"P\" 2025-01-01 +1y {
+            scenario base \"Base\" { scenario alt \"Alt\" }
+        }
+        resource r \"R\" {
+            base:vacation 2025-05-01
+            alt:vacation 2025-05-02
+            base:workinghours sat 10:00 - 12:00
+        }");
+    let r = schedule.resource("r").unwrap();
+    assert_eq!(r.leaves.len(), 1, "{:?}", r.leaves);
+    assert_eq!(r.leaves[0].interval.start, utc(2025, 5, 1, 0, 0));
+    assert_eq!(r.working_hours.on(Weekday::Sat), &[range(10, 12)]);
+
+    // Without a `scenario`, TaskJuggler's top scenario is `plan`.
+    let schedule = ok(&format!(
+        "{HEADER}resource r \"R\" {{ plan:vacation 2025-05-01 }}"
+    ));
+    assert_eq!(schedule.resource("r").unwrap().leaves.len(), 1);
+}
+
+#[test]
 fn global_limits_apply_to_later_resources() {
     let schedule = ok(&format!(
         "{HEADER}resource early \"E\"\nlimits {{ weeklymax 7 }}\nresource late \"L\""
@@ -425,7 +449,7 @@ fn skipped_constructs() {
             email \"r@example.com\"
             managers boss
             booking t1 2025-01-06 +4h {{ overtime 1 }}
-            plan:vacation 2025-02-03
+            delayed:vacation 2025-02-03
             leaveallowances annual 2025-01-01 20d
         }}
         task t1 \"T1\" {{
