@@ -414,9 +414,7 @@ fn limit_attribute<'a>() -> impl Parser<Input<'a>, Output = LimitAttr> {
 }
 
 fn limit<'a>() -> impl Parser<Input<'a>, Output = LimitAst> {
-    let kind = keyword_in(LIMIT_KINDS).expected(
-        "a limit: minutelymax, hourlymax, dailymax, weeklymax or monthlymax followed by a count",
-    );
+    let kind = keyword_in(LIMIT_KINDS);
     let value =
         (optional(punct("-")), number(), optional(duration_unit())).map(|(minus, number, unit)| {
             let pos = minus.unwrap_or(number.pos);
@@ -437,12 +435,18 @@ fn limit<'a>() -> impl Parser<Input<'a>, Output = LimitAst> {
         });
     let attributes =
         optional((punct("{"), many(limit_attribute()), punct("}")).map(|(_, attrs, _)| attrs));
-    (kind, value, attributes).map(|(kind, value, attrs)| LimitAst {
-        pos: kind.pos,
-        kind: kind.value,
-        value,
-        attrs: attrs.unwrap_or_default(),
-    })
+    // The message is set on the whole limit: set on its kind alone, combine would add what the
+    // value and attributes expect to an error at the kind.
+    (kind, value, attributes)
+        .map(|(kind, value, attrs)| LimitAst {
+            pos: kind.pos,
+            kind: kind.value,
+            value,
+            attrs: attrs.unwrap_or_default(),
+        })
+        .expected(
+            "a limit: minutelymax, hourlymax, dailymax, weeklymax or monthlymax followed by a count",
+        )
 }
 
 fn limits<'a>() -> impl Parser<Input<'a>, Output = Vec<LimitAst>> {
