@@ -91,8 +91,8 @@ fn top_scenario(tokens: &[Token]) -> (Option<String>, usize) {
     let mut top = None;
     let mut depth = 0usize;
     for (index, token) in tokens.iter().enumerate().skip(project + 1) {
-        // Before its block, the header holds one name (the optional id) and the unit of a
-        // duration; any other name starts the properties, so the project has no block.
+        // Before its block, the header contains at most the optional id and a duration's unit.
+        // Any other name starts the properties, so the project has no block.
         let after_number = matches!(
             tokens[index - 1].kind,
             lexer::Kind::Integer(_) | lexer::Kind::Float(_)
