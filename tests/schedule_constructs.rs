@@ -294,6 +294,26 @@ fn top_scenario_prefix_applies() {
 }
 
 #[test]
+fn working_day_figures_out_of_range() {
+    // TaskJuggler accepts any number for these two, and they do not affect availability.
+    let schedule = ok("project p \"P\" 2025-01-01 +1y {
+            dailyworkinghours 0
+            yearlyworkingdays 400
+        }");
+    assert_eq!(schedule.project.daily_working_hours, 0.0);
+    assert_eq!(schedule.project.yearly_working_days, 400.0);
+    let messages: Vec<_> = schedule.warnings.iter().map(|w| &w.message).collect();
+    assert!(
+        messages.iter().any(|m| m.contains("dailyworkinghours 0")),
+        "{messages:?}"
+    );
+    assert!(
+        messages.iter().any(|m| m.contains("yearlyworkingdays 400")),
+        "{messages:?}"
+    );
+}
+
+#[test]
 fn global_limits_apply_to_later_resources() {
     let schedule = ok(&format!(
         "{HEADER}resource early \"E\"\nlimits {{ weeklymax 7 }}\nresource late \"L\""

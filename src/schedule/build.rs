@@ -287,25 +287,31 @@ impl Builder<'_> {
                     project.now = self.now;
                 }
                 ProjectAttr::WeekStart(day) => project.week_start = *day,
+                // TaskJuggler accepts any number here, and neither value affects availability, so
+                // a value out of range gets a warning, not an error.
                 ProjectAttr::DailyWorkingHours(hours) => {
-                    if hours.value > 0.0 && hours.value <= 24.0 {
-                        project.daily_working_hours = hours.value;
-                    } else {
-                        self.error(
+                    if !(hours.value > 0.0 && hours.value <= 24.0) {
+                        self.warning(
                             hours.pos,
                             format!(
-                                "invalid dailyworkinghours {}: expected more than 0 and at most 24",
+                                "dailyworkinghours {} is not between 0 and 24 hours: check the value (it does not affect availability)",
                                 hours.value
                             ),
                         );
                     }
+                    project.daily_working_hours = hours.value;
                 }
                 ProjectAttr::YearlyWorkingDays(days) => {
-                    if days.value > 0.0 && days.value <= 366.0 {
-                        project.yearly_working_days = days.value;
-                    } else {
-                        self.error(days.pos, format!("invalid yearlyworkingdays {}: expected more than 0 and at most 366", days.value));
+                    if !(days.value > 0.0 && days.value <= 366.0) {
+                        self.warning(
+                            days.pos,
+                            format!(
+                                "yearlyworkingdays {} is not between 0 and 366 days: check the value (it does not affect availability)",
+                                days.value
+                            ),
+                        );
                     }
+                    project.yearly_working_days = days.value;
                 }
                 ProjectAttr::WorkingHours(hours) => {
                     let mut working_hours = std::mem::take(&mut self.project_hours);
