@@ -314,6 +314,28 @@ fn working_day_figures_out_of_range() {
 }
 
 #[test]
+fn later_working_hours_shift_replaces() {
+    // ScriptPlan's `workinghours SHIFT_ID` sets the resource's shift, so a second one replaces
+    // the first instead of overlapping it.
+    let schedule = ok(&format!(
+        "{HEADER}shift biz {{ workinghours mon - fri 09:00 - 17:00 }}
+        shift late {{ workinghours mon - fri 12:00 - 20:00 }}
+        resource r \"R\" {{
+            workinghours biz
+            workinghours late
+        }}
+        supplement resource r {{ workinghours biz }}
+        resource s \"S\" {{ workinghours late }}"
+    ));
+    let r = &schedule.resource("r").unwrap().shifts;
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0].shift, "biz");
+    let s = &schedule.resource("s").unwrap().shifts;
+    assert_eq!(s.len(), 1, "{s:?}");
+    assert_eq!(s[0].shift, "late");
+}
+
+#[test]
 fn global_limits_apply_to_later_resources() {
     let schedule = ok(&format!(
         "{HEADER}resource early \"E\"\nlimits {{ weeklymax 7 }}\nresource late \"L\""

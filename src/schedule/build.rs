@@ -39,6 +39,9 @@ pub(crate) struct Builder<'e> {
     global_limits: Vec<Limit>,
     /// The location of the last `limits` block written for each resource, by resource id.
     own_limits: HashMap<String, Location>,
+    /// The assignment made by the last ScriptPlan `workinghours SHIFT_ID` of each resource, by
+    /// resource id.
+    working_hours_shifts: HashMap<String, ShiftAssignment>,
     anonymous_resources: usize,
 }
 
@@ -75,6 +78,7 @@ pub(crate) fn build(
         leaves: Vec::new(),
         global_limits: Vec::new(),
         own_limits: HashMap::new(),
+        working_hours_shifts: HashMap::new(),
         anonymous_resources: 0,
     };
     let project = builder.project(&file.project);
@@ -1015,16 +1019,26 @@ impl Builder<'_> {
                     self.resources[index].working_hours = working_hours;
                 }
                 ResourceAttr::WorkingHoursShift(shift) => {
-                    // The shift replaces the one a parent's `workinghours SHIFT_ID` gave.
-                    let inherited = match &self.resources[index].parent {
+                    // The shift replaces the parent's shifts and the one an earlier
+                    // `workinghours SHIFT_ID` of this resource gave, as a working hours statement
+                    // replaces the hours before it.
+                    let mut replaced = match &self.resources[index].parent {
                         Some(parent) => self.resource_shifts(parent),
                         None => Vec::new(),
                     };
+                    let id = self.resources[index].id.clone();
+                    replaced.extend(self.working_hours_shifts.remove(&id));
                     self.resources[index]
                         .shifts
-                        .retain(|a| !inherited.contains(a));
+                        .retain(|a| !replaced.contains(a));
+
+                    let count = self.resources[index].shifts.len();
                     let interval = self.project_interval();
                     self.assign_shift(index, shift, interval);
+                    if self.resources[index].shifts.len() > count {
+                        let assignment = self.resources[index].shifts[count].clone();
+                        self.working_hours_shifts.insert(id, assignment);
+                    }
                 }
                 ResourceAttr::Vacation(vacation) => {
                     let leaves = self.vacation(vacation);
