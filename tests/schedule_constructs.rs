@@ -210,7 +210,7 @@ fn resource_inheritance() {
 #[test]
 fn later_limits_block_replaces_earlier() {
     // TaskJuggler 3 assigns each `limits` block to the resource's attribute, so only the last
-    // block of a resource applies, whether it stands in the same body or in a `supplement`.
+    // block of a resource applies, whether it is in the same body or in a `supplement`.
     let schedule = ok(&format!(
         "{HEADER}resource r \"R\" {{
             limits {{ dailymax 100 }}
@@ -247,7 +247,7 @@ fn later_limits_block_replaces_earlier() {
 
 #[test]
 fn purge_leaves_drops_inherited_leaves() {
-    // TaskJuggler's `purge leaves` empties the inherited leave list; leaves written after it,
+    // TaskJuggler's `purge leaves` empties the inherited leave list. Leaves written after it,
     // and global vacations, still apply.
     let schedule = ok(&format!(
         "{HEADER}vacation \"Global\" 2025-12-24

@@ -1067,7 +1067,7 @@ impl Builder<'_> {
                     }
                 }
                 // TaskJuggler's `purge` empties a list attribute, inherited values included.
-                // Of the lists a resource has, only `leaves` affects availability; global
+                // Of the lists a resource has, only `leaves` affects availability. Global
                 // vacations and leaves still apply.
                 ResourceAttr::Purge(name) if name.value == "leaves" => {
                     self.resources[index].leaves.clear();
@@ -1080,8 +1080,8 @@ impl Builder<'_> {
     }
 
     /// Sets a resource's limits from a `limits` block. As in TaskJuggler 3, a block replaces
-    /// every limit the resource had, inherited or from an earlier block, so a warning names an
-    /// earlier block of the same resource that stops applying.
+    /// every limit the resource had, inherited or from an earlier block. A warning names an
+    /// earlier block of the same resource, because its limits stop applying.
     fn resource_limits(&mut self, index: usize, pos: Pos, list: &[LimitAst]) {
         let limits = self.limits(list);
         let location = self.expansion.location(pos);

@@ -435,8 +435,8 @@ fn limit<'a>() -> impl Parser<Input<'a>, Output = LimitAst> {
         });
     let attributes =
         optional((punct("{"), many(limit_attribute()), punct("}")).map(|(_, attrs, _)| attrs));
-    // The message is set on the whole limit: set on its kind alone, combine would add what the
-    // value and attributes expect to an error at the kind.
+    // The message is set on the whole limit because, set on the kind alone, combine would add
+    // what the value and attributes expect to an error at the kind.
     (kind, value, attributes)
         .map(|(kind, value, attrs)| LimitAst {
             pos: kind.pos,
