@@ -208,6 +208,134 @@ fn resource_inheritance() {
 }
 
 #[test]
+fn later_limits_block_replaces_earlier() {
+    // TaskJuggler 3 assigns each `limits` block to the resource's attribute, so only the last
+    // block of a resource applies, whether it is in the same body or in a `supplement`.
+    let schedule = ok(&format!(
+        "{HEADER}resource r \"R\" {{
+            limits {{ dailymax 100 }}
+            limits {{ hourlymax 10 }}
+        }}
+        resource s \"S\" {{ limits {{ dailymax 100 }} }}
+        supplement resource s {{ limits {{ hourlymax 10 }} }}"
+    ));
+    for id in ["r", "s"] {
+        let limits = &schedule.resource(id).unwrap().limits;
+        assert_eq!(limits.len(), 1, "limits of {id}: {limits:?}");
+        assert_eq!(limits[0].kind, LimitKind::Hourly, "limits of {id}");
+        assert_eq!(limits[0].value, 10, "limits of {id}");
+    }
+
+    assert_eq!(schedule.warnings.len(), 2, "{:?}", schedule.warnings);
+    let same_body = &schedule.warnings[0];
+    assert_eq!(same_body.location.line, 4);
+    assert!(
+        same_body
+            .message
+            .contains("replaces the `limits` block at test.tjp:3:"),
+        "{}",
+        same_body.message
+    );
+    let supplement = &schedule.warnings[1];
+    assert_eq!(supplement.location.line, 7);
+    assert!(
+        supplement.message.contains("at test.tjp:6:"),
+        "{}",
+        supplement.message
+    );
+}
+
+#[test]
+fn purge_leaves_drops_inherited_leaves() {
+    // TaskJuggler's `purge leaves` empties the inherited leave list. Leaves written after it,
+    // and global vacations, still apply.
+    let schedule = ok(&format!(
+        "{HEADER}vacation \"Global\" 2025-12-24
+        resource team \"Team\" {{
+            vacation \"Team day\" 2025-05-01
+            resource a \"A\" {{
+                purge leaves
+                leaves sick 2025-05-05 +2d
+            }}
+            resource b \"B\"
+        }}
+        supplement resource team {{ purge flags }}"
+    ));
+    let a = schedule.resource("a").unwrap();
+    assert_eq!(a.leaves.len(), 1, "{:?}", a.leaves);
+    assert_eq!(a.leaves[0].kind, LeaveKind::Sick);
+    assert_eq!(schedule.resource("b").unwrap().leaves.len(), 1);
+    assert_eq!(schedule.resource("team").unwrap().leaves.len(), 1);
+    assert_eq!(schedule.leaves.len(), 1);
+}
+
+#[test]
+fn top_scenario_prefix_applies() {
+    // Availability follows the top scenario, so an attribute prefixed with its id applies like
+    // an unprefixed one, and one prefixed with another scenario's id does not.
+    let schedule = ok("project p \"P\" 2025-01-01 +1y {
+            scenario base \"Base\" { scenario alt \"Alt\" }
+        }
+        resource r \"R\" {
+            base:vacation 2025-05-01
+            alt:vacation 2025-05-02
+            base:workinghours sat 10:00 - 12:00
+        }");
+    let r = schedule.resource("r").unwrap();
+    assert_eq!(r.leaves.len(), 1, "{:?}", r.leaves);
+    assert_eq!(r.leaves[0].interval.start, utc(2025, 5, 1, 0, 0));
+    assert_eq!(r.working_hours.on(Weekday::Sat), &[range(10, 12)]);
+
+    // Without a `scenario`, TaskJuggler's top scenario is `plan`.
+    let schedule = ok(&format!(
+        "{HEADER}resource r \"R\" {{ plan:vacation 2025-05-01 }}"
+    ));
+    assert_eq!(schedule.resource("r").unwrap().leaves.len(), 1);
+}
+
+#[test]
+fn working_day_figures_out_of_range() {
+    // TaskJuggler accepts any number for these two, and they do not affect availability.
+    let schedule = ok("project p \"P\" 2025-01-01 +1y {
+            dailyworkinghours 0
+            yearlyworkingdays 400
+        }");
+    assert_eq!(schedule.project.daily_working_hours, 0.0);
+    assert_eq!(schedule.project.yearly_working_days, 400.0);
+    let messages: Vec<_> = schedule.warnings.iter().map(|w| &w.message).collect();
+    assert!(
+        messages.iter().any(|m| m.contains("dailyworkinghours 0")),
+        "{messages:?}"
+    );
+    assert!(
+        messages.iter().any(|m| m.contains("yearlyworkingdays 400")),
+        "{messages:?}"
+    );
+}
+
+#[test]
+fn later_working_hours_shift_replaces() {
+    // ScriptPlan's `workinghours SHIFT_ID` sets the resource's shift, so a second one replaces
+    // the first instead of overlapping it.
+    let schedule = ok(&format!(
+        "{HEADER}shift biz {{ workinghours mon - fri 09:00 - 17:00 }}
+        shift late {{ workinghours mon - fri 12:00 - 20:00 }}
+        resource r \"R\" {{
+            workinghours biz
+            workinghours late
+        }}
+        supplement resource r {{ workinghours biz }}
+        resource s \"S\" {{ workinghours late }}"
+    ));
+    let r = &schedule.resource("r").unwrap().shifts;
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0].shift, "biz");
+    let s = &schedule.resource("s").unwrap().shifts;
+    assert_eq!(s.len(), 1, "{s:?}");
+    assert_eq!(s[0].shift, "late");
+}
+
+#[test]
 fn global_limits_apply_to_later_resources() {
     let schedule = ok(&format!(
         "{HEADER}resource early \"E\"\nlimits {{ weeklymax 7 }}\nresource late \"L\""
@@ -363,7 +491,7 @@ fn skipped_constructs() {
             email \"r@example.com\"
             managers boss
             booking t1 2025-01-06 +4h {{ overtime 1 }}
-            plan:vacation 2025-02-03
+            delayed:vacation 2025-02-03
             leaveallowances annual 2025-01-01 20d
         }}
         task t1 \"T1\" {{

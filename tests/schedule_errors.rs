@@ -666,3 +666,14 @@ fn include_before_project_only_defines_macros() {
     );
     assert!(first.message.contains("team.tji:2:1"), "{first}");
 }
+
+#[test]
+fn unknown_limit_kind() {
+    let text = format!("{HEADER}resource r \"R\" {{ limits {{ yearlymax 5 }} }}");
+    assert_error(
+        &text,
+        2,
+        27,
+        "found `yearlymax`, expected a limit: minutelymax, hourlymax, dailymax, weeklymax or monthlymax followed by a count or `}`",
+    );
+}

@@ -169,8 +169,11 @@ pub(crate) enum ResourceAttr {
     Vacation(VacationAst),
     Leaves(Vec<LeaveAst>),
     Shifts(Vec<ShiftRefAst>),
-    Limits(Vec<LimitAst>),
+    /// A `limits` block, with the position of its keyword.
+    Limits(Pos, Vec<LimitAst>),
     Timezone(Spanned<String>),
+    /// `purge ATTRIBUTE`, which empties an inherited list attribute such as `leaves`.
+    Purge(Spanned<String>),
     Resource(ResourceAst),
     Supplement(Spanned<String>, Vec<ResourceAttr>),
 }

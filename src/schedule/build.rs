@@ -1,6 +1,8 @@
 //! From the syntax tree to the typed model: dates in the time zone in force where they stand,
 //! inheritance of working hours, leaves, shifts and limits, and TaskJuggler's validation rules.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Datelike, Duration, DurationRound, Utc, Weekday};
 use chrono_tz::Tz;
 
@@ -9,8 +11,8 @@ use super::dates;
 use super::lexer::{Kind, Token};
 use super::source::{Expansion, Pos};
 use super::{
-    Diagnostic, Interval, Leave, LeaveKind, Limit, LimitKind, Project, Resource, Schedule, Shift,
-    ShiftAssignment, TimeRange, WorkingHours,
+    Diagnostic, Interval, Leave, LeaveKind, Limit, LimitKind, Location, Project, Resource,
+    Schedule, Shift, ShiftAssignment, TimeRange, WorkingHours,
 };
 
 /// The slot sizes TaskJuggler accepts, in minutes.
@@ -35,6 +37,11 @@ pub(crate) struct Builder<'e> {
     resources: Vec<Resource>,
     leaves: Vec<Leave>,
     global_limits: Vec<Limit>,
+    /// The location of the last `limits` block written for each resource, by resource id.
+    own_limits: HashMap<String, Location>,
+    /// The assignment made by the last ScriptPlan `workinghours SHIFT_ID` of each resource, by
+    /// resource id.
+    working_hours_shifts: HashMap<String, ShiftAssignment>,
     anonymous_resources: usize,
 }
 
@@ -70,6 +77,8 @@ pub(crate) fn build(
         resources: Vec::new(),
         leaves: Vec::new(),
         global_limits: Vec::new(),
+        own_limits: HashMap::new(),
+        working_hours_shifts: HashMap::new(),
         anonymous_resources: 0,
     };
     let project = builder.project(&file.project);
@@ -282,25 +291,31 @@ impl Builder<'_> {
                     project.now = self.now;
                 }
                 ProjectAttr::WeekStart(day) => project.week_start = *day,
+                // TaskJuggler accepts any number here, and neither value affects availability, so
+                // a value out of range gets a warning, not an error.
                 ProjectAttr::DailyWorkingHours(hours) => {
-                    if hours.value > 0.0 && hours.value <= 24.0 {
-                        project.daily_working_hours = hours.value;
-                    } else {
-                        self.error(
+                    if !(hours.value > 0.0 && hours.value <= 24.0) {
+                        self.warning(
                             hours.pos,
                             format!(
-                                "invalid dailyworkinghours {}: expected more than 0 and at most 24",
+                                "dailyworkinghours {} is not between 0 and 24 hours: check the value (it does not affect availability)",
                                 hours.value
                             ),
                         );
                     }
+                    project.daily_working_hours = hours.value;
                 }
                 ProjectAttr::YearlyWorkingDays(days) => {
-                    if days.value > 0.0 && days.value <= 366.0 {
-                        project.yearly_working_days = days.value;
-                    } else {
-                        self.error(days.pos, format!("invalid yearlyworkingdays {}: expected more than 0 and at most 366", days.value));
+                    if !(days.value > 0.0 && days.value <= 366.0) {
+                        self.warning(
+                            days.pos,
+                            format!(
+                                "yearlyworkingdays {} is not between 0 and 366 days: check the value (it does not affect availability)",
+                                days.value
+                            ),
+                        );
                     }
+                    project.yearly_working_days = days.value;
                 }
                 ProjectAttr::WorkingHours(hours) => {
                     let mut working_hours = std::mem::take(&mut self.project_hours);
@@ -980,17 +995,13 @@ impl Builder<'_> {
         }
         let index = self.resources.len();
         self.resources.push(resource);
-        let mut own_limits = false;
-        self.resource_attributes(index, &ast.attrs, &mut own_limits);
+        self.resource_attributes(index, &ast.attrs);
     }
 
     fn supplement(&mut self, id: &Spanned<String>, attrs: &[ResourceAttr]) {
         let short = id.value.rsplit('.').next().unwrap_or(&id.value);
         match self.resources.iter().position(|r| r.id == id.value || r.id == short) {
-            Some(index) => {
-                let mut own_limits = false;
-                self.resource_attributes(index, attrs, &mut own_limits);
-            }
+            Some(index) => self.resource_attributes(index, attrs),
             None => self.error(
                 id.pos,
                 format!("unknown resource `{}` in `supplement resource`: declare it with `resource {} \"Name\"` first", id.value, id.value),
@@ -998,7 +1009,7 @@ impl Builder<'_> {
         }
     }
 
-    fn resource_attributes(&mut self, index: usize, attrs: &[ResourceAttr], own_limits: &mut bool) {
+    fn resource_attributes(&mut self, index: usize, attrs: &[ResourceAttr]) {
         for attr in attrs {
             match attr {
                 ResourceAttr::WorkingHours(hours) => {
@@ -1008,16 +1019,26 @@ impl Builder<'_> {
                     self.resources[index].working_hours = working_hours;
                 }
                 ResourceAttr::WorkingHoursShift(shift) => {
-                    // The shift replaces the one a parent's `workinghours SHIFT_ID` gave.
-                    let inherited = match &self.resources[index].parent {
+                    // The shift replaces the parent's shifts and the one an earlier
+                    // `workinghours SHIFT_ID` of this resource gave, as a working hours statement
+                    // replaces the hours before it.
+                    let mut replaced = match &self.resources[index].parent {
                         Some(parent) => self.resource_shifts(parent),
                         None => Vec::new(),
                     };
+                    let id = self.resources[index].id.clone();
+                    replaced.extend(self.working_hours_shifts.remove(&id));
                     self.resources[index]
                         .shifts
-                        .retain(|a| !inherited.contains(a));
+                        .retain(|a| !replaced.contains(a));
+
+                    let count = self.resources[index].shifts.len();
                     let interval = self.project_interval();
                     self.assign_shift(index, shift, interval);
+                    if self.resources[index].shifts.len() > count {
+                        let assignment = self.resources[index].shifts[count].clone();
+                        self.working_hours_shifts.insert(id, assignment);
+                    }
                 }
                 ResourceAttr::Vacation(vacation) => {
                     let leaves = self.vacation(vacation);
@@ -1039,24 +1060,41 @@ impl Builder<'_> {
                         self.assign_shift(index, &reference.shift, interval);
                     }
                 }
-                ResourceAttr::Limits(list) => {
-                    let limits = self.limits(list);
-                    // The first own `limits` replaces the inherited ones.
-                    if !*own_limits {
-                        self.resources[index].limits.clear();
-                        *own_limits = true;
-                    }
-                    self.resources[index].limits.extend(limits);
-                }
+                ResourceAttr::Limits(pos, list) => self.resource_limits(index, *pos, list),
                 ResourceAttr::Timezone(name) => {
                     if let Some(zone) = self.zone(name) {
                         self.resources[index].timezone = Some(zone);
                     }
                 }
+                // TaskJuggler's `purge` empties a list attribute, inherited values included.
+                // Of the lists a resource has, only `leaves` affects availability. Global
+                // vacations and leaves still apply.
+                ResourceAttr::Purge(name) if name.value == "leaves" => {
+                    self.resources[index].leaves.clear();
+                }
+                ResourceAttr::Purge(_) => {}
                 ResourceAttr::Resource(child) => self.resource(child, Some(index)),
                 ResourceAttr::Supplement(id, attrs) => self.supplement(id, attrs),
             }
         }
+    }
+
+    /// Sets a resource's limits from a `limits` block. As in TaskJuggler 3, a block replaces
+    /// every limit the resource had, inherited or from an earlier block. A warning names an
+    /// earlier block of the same resource, because its limits stop applying.
+    fn resource_limits(&mut self, index: usize, pos: Pos, list: &[LimitAst]) {
+        let limits = self.limits(list);
+        let location = self.expansion.location(pos);
+        let id = self.resources[index].id.clone();
+        if let Some(earlier) = self.own_limits.insert(id.clone(), location) {
+            self.warning(
+                pos,
+                format!(
+                    "this `limits` block replaces the `limits` block at {earlier} of resource `{id}`, as in TaskJuggler: only the last block of a resource applies, so write all its limits in one block"
+                ),
+            );
+        }
+        self.resources[index].limits = limits;
     }
 
     fn assign_shift(&mut self, index: usize, shift: &Spanned<String>, interval: Interval) {

@@ -414,9 +414,7 @@ fn limit_attribute<'a>() -> impl Parser<Input<'a>, Output = LimitAttr> {
 }
 
 fn limit<'a>() -> impl Parser<Input<'a>, Output = LimitAst> {
-    let kind = keyword_in(LIMIT_KINDS).expected(
-        "a limit: minutelymax, hourlymax, dailymax, weeklymax or monthlymax followed by a count",
-    );
+    let kind = keyword_in(LIMIT_KINDS);
     let value =
         (optional(punct("-")), number(), optional(duration_unit())).map(|(minus, number, unit)| {
             let pos = minus.unwrap_or(number.pos);
@@ -437,16 +435,28 @@ fn limit<'a>() -> impl Parser<Input<'a>, Output = LimitAst> {
         });
     let attributes =
         optional((punct("{"), many(limit_attribute()), punct("}")).map(|(_, attrs, _)| attrs));
-    (kind, value, attributes).map(|(kind, value, attrs)| LimitAst {
-        pos: kind.pos,
-        kind: kind.value,
-        value,
-        attrs: attrs.unwrap_or_default(),
-    })
+    // The message is set on the whole limit because, set on the kind alone, combine would add
+    // what the value and attributes expect to an error at the kind.
+    (kind, value, attributes)
+        .map(|(kind, value, attrs)| LimitAst {
+            pos: kind.pos,
+            kind: kind.value,
+            value,
+            attrs: attrs.unwrap_or_default(),
+        })
+        .expected(
+            "a limit: minutelymax, hourlymax, dailymax, weeklymax or monthlymax followed by a count",
+        )
 }
 
 fn limits<'a>() -> impl Parser<Input<'a>, Output = Vec<LimitAst>> {
-    (keyword("limits"), punct("{"), many(limit()), punct("}")).map(|(_, _, limits, _)| limits)
+    limits_at().map(|(_, limits)| limits)
+}
+
+/// Parses a `limits` block, returning the position of its keyword with the limits.
+fn limits_at<'a>() -> impl Parser<Input<'a>, Output = (Pos, Vec<LimitAst>)> {
+    (keyword("limits"), punct("{"), many(limit()), punct("}"))
+        .map(|(pos, _, limits, _)| (pos, limits))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -824,12 +834,13 @@ fn resource_attributes_<'a>(input: &mut Input<'a>) -> Result<'a, Vec<ResourceAtt
         choice((keyword("shifts"), keyword("shift")))
             .with(sep_by1(shift_ref, punct(",")))
             .map(|s| Some(ResourceAttr::Shifts(s))),
-        limits().map(|l| Some(ResourceAttr::Limits(l))),
+        limits_at().map(|(pos, l)| Some(ResourceAttr::Limits(pos, l))),
         keyword("timezone")
             .with(string())
             .map(|s| Some(ResourceAttr::Timezone(s))),
         parser(resource).map(|r| Some(ResourceAttr::Resource(r))),
         supplement.map(Some),
+        combine::attempt(keyword("purge").with(ident())).map(|id| Some(ResourceAttr::Purge(id))),
         skipped(SKIPPED_RESOURCE_ATTRIBUTES).map(|()| None),
         custom_resource_attribute().map(|()| None),
     ))

@@ -55,12 +55,69 @@ impl Schedule {
         };
         let expansion =
             source::expand(text, &options.file_name, options.base_dir.as_deref()).map_err(fail)?;
-        let tokens = lexer::tokenize(&expansion).map_err(fail)?;
+        let tokens = drop_top_scenario_prefixes(lexer::tokenize(&expansion).map_err(fail)?);
         let depth = check_nesting(&tokens, &expansion).map_err(fail)?;
         let file = parse_tokens(&tokens, &expansion, depth).map_err(fail)?;
         build::build(&file, &tokens, &expansion)
             .map_err(|diagnostics| ScheduleError { diagnostics })
     }
+}
+
+/// Removes the `SCENARIO:` prefixes that name the top scenario from the properties after the
+/// project block, so that the attributes after them are read like unprefixed ones. Availability
+/// follows TaskJuggler's top scenario: the first `scenario` of the project block, else `plan`.
+/// Prefixes of other scenarios stay, and the grammar skips their attributes.
+fn drop_top_scenario_prefixes(tokens: Vec<Token>) -> Vec<Token> {
+    let (top, body_start) = top_scenario(&tokens);
+    let top = top.unwrap_or_else(|| "plan".to_owned());
+    tokens
+        .into_iter()
+        .enumerate()
+        .filter(|(index, token)| {
+            *index < body_start
+                || !matches!(&token.kind, lexer::Kind::IdWithColon(name) if *name == top)
+        })
+        .map(|(_, token)| token)
+        .collect()
+}
+
+/// Returns the id of the first `scenario` declared inside the project block, and the index of
+/// the first token after that block (0 when there is no `project`).
+fn top_scenario(tokens: &[Token]) -> (Option<String>, usize) {
+    let is_id = |token: &Token, word: &str| matches!(&token.kind, lexer::Kind::Id(s) if s == word);
+    let Some(project) = tokens.iter().position(|token| is_id(token, "project")) else {
+        return (None, 0);
+    };
+    let mut top = None;
+    let mut depth = 0usize;
+    for (index, token) in tokens.iter().enumerate().skip(project + 1) {
+        // Before its block, the header contains at most the optional id and a duration's unit.
+        // Any other name starts the properties, so the project has no block.
+        let after_number = matches!(
+            tokens[index - 1].kind,
+            lexer::Kind::Integer(_) | lexer::Kind::Float(_)
+        );
+        let header_name = index == project + 1 || after_number;
+        if depth == 0 && matches!(token.kind, lexer::Kind::Id(_)) && !header_name {
+            return (None, index);
+        }
+        match token.kind {
+            lexer::Kind::Punct("{") => depth += 1,
+            lexer::Kind::Punct("}") => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    return (top, index + 1);
+                }
+            }
+            _ if depth > 0 && top.is_none() && is_id(token, "scenario") => {
+                if let Some(lexer::Kind::Id(id)) = tokens.get(index + 1).map(|t| &t.kind) {
+                    top = Some(id.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+    (top, project + 1)
 }
 
 /// The stack of the thread that runs the grammar: the recursive descent takes up to about 50 KiB
