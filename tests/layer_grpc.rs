@@ -117,10 +117,15 @@ async fn exhausted_quota_is_resource_exhausted() {
         retry_after,
         "RetryInfo and retry-after give the same delay"
     );
-    let info = details.error_info().expect("the status carries an ErrorInfo");
+    let info = details
+        .error_info()
+        .expect("the status carries an ErrorInfo");
     assert_eq!(info.reason, "QUOTA_EXHAUSTED");
     assert_eq!(info.domain, highway_ratelimit::grpc::ERROR_DOMAIN);
-    assert_eq!(info.metadata.get("tenant").map(String::as_str), Some("acme"));
+    assert_eq!(
+        info.metadata.get("tenant").map(String::as_str),
+        Some("acme")
+    );
     assert_eq!(info.metadata.get("window").map(String::as_str), Some("day"));
     assert_eq!(info.metadata.get("limit").map(String::as_str), Some("2"));
     let violations = &details
@@ -174,7 +179,9 @@ async fn store_down_is_unavailable() {
     );
     assert!(status.metadata().get("retry-after").is_none());
     let details = status.get_error_details();
-    let info = details.error_info().expect("the status carries an ErrorInfo");
+    let info = details
+        .error_info()
+        .expect("the status carries an ErrorInfo");
     assert_eq!(info.reason, "STORE_UNAVAILABLE");
     assert_eq!(info.metadata.get("tool").map(String::as_str), Some(TOOL));
     assert!(details.retry_info().is_none(), "no retry time is known");
