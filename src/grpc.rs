@@ -28,7 +28,8 @@
 //!   `tenant` and `tool` when known, and for a quota the `window` and its `limit`;
 //! - a `google.rpc.RetryInfo` with the retry delay when a retry time is known, which gRPC clients
 //!   that follow Google's error model read. The same delay goes in `retry-after` metadata too, in
-//!   whole seconds rounded up;
+//!   whole seconds rounded up, and in `grpc-retry-pushback-ms`, in milliseconds rounded up, which
+//!   clients with a gRPC retry policy wait before their next attempt;
 //! - a `google.rpc.QuotaFailure` for an exhausted quota, whose one violation names the tenant and
 //!   tool as its subject and the window and limit in its description.
 //!
@@ -75,6 +76,10 @@ use crate::layer::{
 
 /// The metadata key of the retry delay, in whole seconds.
 pub const RETRY_AFTER: &str = "retry-after";
+
+/// The metadata key of the retry delay in milliseconds (rounded up) that gRPC clients with a
+/// retry policy wait before their next attempt, as gRPC's proposal A6 (client retries) defines it.
+pub const RETRY_PUSHBACK_MS: &str = "grpc-retry-pushback-ms";
 
 /// The `domain` of the `google.rpc.ErrorInfo` detail of a rejection.
 pub const ERROR_DOMAIN: &str = "highway-ratelimit";
@@ -182,6 +187,7 @@ impl From<Rejection> for Status {
         let mut metadata = MetadataMap::new();
         if let Some(wait) = rejection.retry_after() {
             metadata.insert(RETRY_AFTER, MetadataValue::from(whole_seconds(wait)));
+            metadata.insert(RETRY_PUSHBACK_MS, MetadataValue::from(whole_millis(wait)));
         }
         Status::with_error_details_and_metadata(code, message, error_details(&rejection), metadata)
     }
@@ -226,6 +232,14 @@ fn error_details(rejection: &Rejection) -> ErrorDetails {
         details.set_retry_info(Some(wait));
     }
     details
+}
+
+/// Rounds up to whole milliseconds.
+fn whole_millis(duration: Duration) -> u64 {
+    let millis = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+    millis.saturating_add(u64::from(
+        !duration.subsec_nanos().is_multiple_of(1_000_000),
+    ))
 }
 
 /// Rounds up to whole seconds.

@@ -107,6 +107,19 @@ async fn exhausted_quota_is_resource_exhausted() {
         (1..=86_400).contains(&retry_after),
         "retry-after {retry_after}"
     );
+    let pushback: u64 = status
+        .metadata()
+        .get("grpc-retry-pushback-ms")
+        .expect("the status carries grpc-retry-pushback-ms metadata")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        pushback.div_ceil(1000),
+        retry_after,
+        "the pushback and retry-after give the same delay"
+    );
     let details = status.get_error_details();
     let retry_delay = details
         .retry_info()
@@ -178,6 +191,7 @@ async fn store_down_is_unavailable() {
         status.message()
     );
     assert!(status.metadata().get("retry-after").is_none());
+    assert!(status.metadata().get("grpc-retry-pushback-ms").is_none());
     let details = status.get_error_details();
     let info = details
         .error_info()
