@@ -24,7 +24,7 @@
 //! - a `google.rpc.ErrorInfo` on every rejection, whose `reason` is the rejection's kind in upper
 //!   case (`QUOTA_EXHAUSTED`, `OUTSIDE_HOURS`, `BLOCKED_DATE`, `COST_EXCEEDS_LIMIT`,
 //!   `STORE_UNAVAILABLE`, `POLICY_UNAVAILABLE`, `SCHEDULE_UNAVAILABLE`, `NO_POLICY`,
-//!   `MISSING_IDENTITY`), whose `domain` is [`ERROR_DOMAIN`], and whose metadata holds the
+//!   `MISSING_IDENTITY`), whose `domain` is [`ERROR_DOMAIN`], and whose metadata contains the
 //!   `tenant` and `tool` when known, and for a quota the `window` and its `limit`;
 //! - a `google.rpc.RetryInfo` with the retry delay when a retry time is known, which gRPC clients
 //!   that follow Google's error model read. The same delay goes in `retry-after` metadata too, in
@@ -202,10 +202,7 @@ impl<E: Into<Status>> From<RateLimitError<E>> for Status {
     }
 }
 
-/// Returns the details of a rejection's status: a `google.rpc.ErrorInfo` whose `reason` is the
-/// rejection's kind in upper case (`QUOTA_EXHAUSTED`), with the tenant, tool and, for a quota,
-/// the window and its limit as metadata; a `google.rpc.RetryInfo` when a retry time is known;
-/// and a `google.rpc.QuotaFailure` naming the window of an exhausted quota.
+/// Builds the details of a rejection's status, as the module documentation lists them.
 fn error_details(rejection: &Rejection) -> ErrorDetails {
     let reason = rejection.reason();
     let mut info = std::collections::HashMap::new();

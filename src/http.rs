@@ -30,7 +30,7 @@
 //! gives the limit in force now, and `RateLimit` gives `r=0` with `t` equal to `Retry-After`,
 //! because none of that limit can serve the call before the schedule's limits admit its cost.
 //! The counter's own reset can be later (a day limit resets at midnight, not when the morning
-//! limit ends), and section 6 of the draft says that `t` SHOULD name the same instant as a
+//! limit ends), and section 6 of the draft states that `t` SHOULD name the same instant as a
 //! `Retry-After` in the same response.
 //!
 //! Put the layer on the route's method router with `MethodRouter::route_layer`, as below. Only

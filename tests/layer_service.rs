@@ -1907,9 +1907,9 @@ async fn tool_without_send_is_limited() {
     assert_eq!(calls.get(), 1);
 }
 
-/// A cache of no entries or no time to live only makes every call read the policy source, and a
-/// zero store timeout and maximum wait are harmless with a store that decides at once: the
-/// layer still counts calls against the limit.
+/// A cache of no entries or no time to live only makes every call read the policy source. A zero
+/// store timeout and maximum wait are harmless with a store that decides at once. So the layer
+/// still counts calls against the limit.
 #[tokio::test(start_paused = true)]
 async fn zero_settings_still_limit() {
     let settings = [
@@ -1993,7 +1993,7 @@ async fn dropped_waiting_call_is_uncharged() {
 
 /// `LoadShed` reports itself ready and fails the call when its inner service is not, so under
 /// the limiter it sheds calls that were already charged. Around the limiter, it sheds them
-/// before the limiter sees them, uncharged.
+/// before they reach the limiter, uncharged.
 #[tokio::test(start_paused = true)]
 async fn load_shed_charges_only_inside() {
     let policies = || StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(2)));

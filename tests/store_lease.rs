@@ -1203,7 +1203,7 @@ async fn take_and_consume_function_do_not_deadlock() {
 }
 
 /// Returns the tokens that `highway.lease_tool_rate_tokens` grants from a fresh minute window of
-/// `limit` to a worker that holds `held` tokens and requests `want`, at least 1.
+/// `limit` to a worker that already has `held` tokens and requests `want`, at least 1.
 async fn grant_of_take(
     database: &TestDatabase,
     scope: &str,

@@ -107,7 +107,7 @@ impl RateLimitBuilder {
     /// Panics when `tool` is empty or longer than
     /// [`Caller::MAX_ID_BYTES`](super::Caller::MAX_ID_BYTES). The layer would otherwise reject
     /// every call with [`IdentityError`](super::IdentityError), which the HTTP and gRPC adapters
-    /// answer as a bad request from the client.
+    /// return as a bad request from the client.
     pub fn tool(mut self, tool: impl Into<Arc<str>>) -> Self {
         let tool = ToolName::new(tool);
         if let Err(error) = within_limit("tool name", tool.as_str()) {

@@ -73,8 +73,8 @@ where
         }
     }
 
-    /// Takes the admission of a call that reached the inner service, for the HTTP adapter;
-    /// `None` before the decision, for a rejected call, or once taken.
+    /// Takes the admission of a call that reached the inner service, for the HTTP adapter. It is
+    /// `None` before the decision, for a rejected call, and once taken.
     #[cfg(feature = "axum")]
     pub(crate) fn take_admission(self: Pin<&mut Self>) -> Option<Admission> {
         match self.project().state.project() {

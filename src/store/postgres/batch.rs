@@ -339,7 +339,7 @@ impl Batcher {
     /// place among the round trips until its callers time out, and so would every batch after it.
     /// A current-thread runtime runs only while its `block_on` does, and its caller may stop
     /// waiting (the layer's store timeout) before the batch ends. The worker threads of a
-    /// multi-threaded runtime drive the batch whoever waits.
+    /// multi-threaded runtime drive the batch whether or not its callers still wait.
     fn start(self: &Arc<Self>, batch: Vec<Pending>, keys: Vec<u64>) {
         let round_trip = RoundTrip {
             batcher: self.clone(),
