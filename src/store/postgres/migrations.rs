@@ -62,6 +62,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0009_lease_takes.sql",
         sql: include_str!("../../../migrations/0009_lease_takes.sql"),
     },
+    Migration {
+        version: 10,
+        name: "0010_usage_write_cost.sql",
+        sql: include_str!("../../../migrations/0010_usage_write_cost.sql"),
+    },
 ];
 
 /// The key of the session-level advisory lock that serialises concurrent migrations
