@@ -18,6 +18,13 @@
 -- The functions already sort ids in byte order for the lock order (migration 0005), so the index
 -- order now agrees with it. Changing the collation rebuilds the primary key's index, under a lock
 -- that stops consumes while it runs; the table holds only the keys active in current windows.
+--
+-- Fill factor. A key's rows are updated many times per window. An update fits on the row's own
+-- page as a heap-only tuple, with no new index entry, only while that page has room; with pages
+-- filled to the brim, updates first prune the page or move the row. New rows now leave 30 % of
+-- each page free: with every key's rows present, that took the single-call statement from about
+-- 342,000 to 322,000 instructions (314,000 with half of each page free), for a table about 1.4
+-- times as large. Pages written before keep their layout until their rows are deleted.
 
 ALTER TABLE highway.tool_rate_limit_usage
     DROP CONSTRAINT IF EXISTS tool_rate_limit_usage_window_type_check,
@@ -26,4 +33,5 @@ ALTER TABLE highway.tool_rate_limit_usage
     ALTER COLUMN tenant_id TYPE TEXT COLLATE "C",
     ALTER COLUMN tool_name TYPE TEXT COLLATE "C",
     ALTER COLUMN scope_key TYPE TEXT COLLATE "C",
-    ALTER COLUMN window_type TYPE TEXT COLLATE "C";
+    ALTER COLUMN window_type TYPE TEXT COLLATE "C",
+    SET (fillfactor = 70);
