@@ -40,6 +40,30 @@ fn unknown_time_zone() {
 }
 
 #[test]
+fn zone_abbreviations_are_not_zones() {
+    for zone in ["EST", "CET", "GMT", "EST5EDT", "utc"] {
+        assert_error(
+            &format!("project \"P\" 2025-01-01 +1y {{\n  timezone \"{zone}\"\n}}"),
+            2,
+            12,
+            &format!(
+                "time zone \"{zone}\" is not a Region/City name: write \"UTC\" or the zone of a place"
+            ),
+        );
+    }
+}
+
+#[test]
+fn shift_zone_abbreviation_is_an_error() {
+    assert_error(
+        &format!("{HEADER}shift s \"S\" {{\n  timezone \"PST8PDT\"\n}}"),
+        3,
+        12,
+        "time zone \"PST8PDT\" is not a Region/City name",
+    );
+}
+
+#[test]
 fn time_zone_in_wrong_case() {
     assert_error(
         "project \"P\" 2025-01-01 +1y {\n  timezone \"europe/berlin\"\n}",
