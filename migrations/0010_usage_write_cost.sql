@@ -5,12 +5,11 @@
 -- cache, and for every statement that inserts or updates rows it parses that text and prepares
 -- the expressions again. With the three constraints below, that took about a fifth of the
 -- instructions the server spent on the store's single-call statement (a consume of minute, hour
--- and day windows on 10,000 keys, counted with callgrind). Dropping them changes nothing the
--- store writes: every function checks its arguments before it writes (window types among minute,
--- hour, day, week and month; a cost of at least 1; limits of 0 or more), the statements in
+-- and day windows on 10,000 keys, counted with callgrind). The statements in
 -- src/store/postgres/fast.rs take their window types, bounds and costs from the store, which
--- checks them, and every count a function subtracts it added in the same transaction, or is
--- clamped at 0 (a lease's return). The policy table keeps its constraints: it is written rarely.
+-- checks them. The functions check their arguments before they write, and migration 0011 adds
+-- the checks they lacked (repeated window types, bounds that end before they start, the costs of
+-- a batch's later windows). The policy table keeps its constraints: it is written rarely.
 --
 -- Collation. The ids are compared at every step of every index search, and under a linguistic
 -- collation (en_US.UTF-8, or an ICU one) each comparison of two different ids calls strcoll. The

@@ -1192,7 +1192,7 @@ async fn concurrent_migrations_apply_once() {
         .flat_map(|result| result.unwrap())
         .collect();
     applied.sort();
-    assert_eq!(applied, vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    assert_eq!(applied, vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
     assert_eq!(stores[0].migrate().await.unwrap(), Vec::<i32>::new());
     let client = database.client().await;
     let recorded: i64 = client
@@ -1200,7 +1200,7 @@ async fn concurrent_migrations_apply_once() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(recorded, 10);
+    assert_eq!(recorded, 11);
 }
 
 #[tokio::test]
@@ -1391,7 +1391,7 @@ async fn migration_outlasts_the_statement_timeout() {
     let applied = store.migrate().await;
     release.await.unwrap();
 
-    assert_eq!(applied.unwrap(), vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    assert_eq!(applied.unwrap(), vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
     let timeout: String = store
         .pool()
         .get()
@@ -1470,7 +1470,7 @@ async fn fast_path_migration_keeps_earlier_usage() {
     }
 
     let store = PostgresStore::new(PostgresConfig::new(database.url())).unwrap();
-    assert_eq!(store.migrate().await.unwrap(), vec![5, 6, 7, 8, 9, 10]);
+    assert_eq!(store.migrate().await.unwrap(), vec![5, 6, 7, 8, 9, 10, 11]);
 
     let key = key("acme", "tools.pdf", "run-1");
     assert_eq!(

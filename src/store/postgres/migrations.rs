@@ -67,6 +67,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0010_usage_write_cost.sql",
         sql: include_str!("../../../migrations/0010_usage_write_cost.sql"),
     },
+    Migration {
+        version: 11,
+        name: "0011_argument_checks.sql",
+        sql: include_str!("../../../migrations/0011_argument_checks.sql"),
+    },
 ];
 
 /// The key of the session-level advisory lock that serialises concurrent migrations
