@@ -33,6 +33,10 @@ use crate::window::WindowKind;
 /// The SQLSTATE of `highway.rollback_fast_consume`.
 const ROLLED_BACK: &str = "HW001";
 
+/// How many times a call that the consume function lost to a deadlock is sent again before the
+/// deadlock is its error.
+const FUNCTION_DEADLOCK_RETRIES: u32 = 3;
+
 /// Returns the statement that charges every window of one call with `windows` windows (1 to 5),
 /// in the order given: shortest first, the lock order.
 ///
@@ -220,27 +224,45 @@ impl Sender<'_> {
             .prepare_cached(CONSUME)
             .await
             .map_err(|error| self.query_error(error))?;
-        let rows = self
-            .client
-            .query(
-                &statement,
-                &[
-                    &call.key.tenant,
-                    &call.key.tool,
-                    &call.key.scope,
-                    &call.cost,
-                    &call.kind_names(),
-                    &call.plan.limits(),
-                    &call.plan.at(),
-                    &call.plan.starts(),
-                    &call.plan.ends(),
-                    &call.timezone,
-                    &call.week_start,
-                    &consume,
-                ],
-            )
-            .await
-            .map_err(|error| self.query_error(error))?;
+        let kinds = call.kind_names();
+        let at = call.plan.at();
+        let parameters: [&(dyn ToSql + Sync); 12] = [
+            &call.key.tenant,
+            &call.key.tool,
+            &call.key.scope,
+            &call.cost,
+            &kinds,
+            &call.plan.limits(),
+            &at,
+            &call.plan.starts(),
+            &call.plan.ends(),
+            &call.timezone,
+            &call.week_start,
+            &consume,
+        ];
+        let mut deadlocks = 0;
+        let rows = loop {
+            match self.client.query(&statement, &parameters).await {
+                Ok(rows) => break rows,
+                // The function locks rows in the fixed order, so only a session that locks them in
+                // another order can deadlock with it. The server then rolls the function's
+                // transaction back, and the call can be sent again.
+                Err(error)
+                    if error.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED)
+                        && deadlocks < FUNCTION_DEADLOCK_RETRIES =>
+                {
+                    deadlocks += 1;
+                    tracing::debug!(
+                        tenant = %call.key.tenant,
+                        tool = %call.key.tool,
+                        scope = %call.key.scope,
+                        deadlocks,
+                        "the consume function deadlocked with another session; sending the call again"
+                    );
+                }
+                Err(error) => return Err(self.query_error(error)),
+            }
+        };
         rows.iter()
             .map(|row| WindowRow::from_columns(row, 0))
             .collect()
