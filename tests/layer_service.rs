@@ -954,11 +954,48 @@ async fn store_error_fails_closed() {
         "{rejected:?}"
     );
     assert!(rejected.is_unavailable());
-    assert!(
-        rejected.to_string().contains("connection refused"),
-        "{rejected}"
-    );
+    let chain = error_chain(&rejected);
+    assert!(chain.contains("connection refused"), "{chain}");
     assert_eq!(tool.calls(), 0);
+}
+
+/// Returns the messages of `error` and of its `source()` chain, joined by ": " as anyhow's `{:#}`
+/// prints them.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut messages = vec![error.to_string()];
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        messages.push(inner.to_string());
+        cause = inner.source();
+    }
+    messages.join(": ")
+}
+
+/// Every error on the way from the store to the caller describes its own layer and leaves the
+/// cause to `source()`, so that printing the chain shows the cause once.
+#[tokio::test(start_paused = true)]
+async fn store_error_chain_names_cause_once() {
+    let tool = Tool::default();
+    let mut service = tower::Layer::layer(&broken_layer(false, false), tool.service());
+
+    let failed = call(&mut service, request("acme")).await.unwrap_err();
+
+    let chain = error_chain(&failed);
+    assert_eq!(chain.matches("connection refused").count(), 1, "{chain}");
+    assert_eq!(
+        chain.matches("token store unavailable").count(),
+        1,
+        "{chain}"
+    );
+    assert!(chain.contains("the policy fails closed"), "{chain}");
+
+    let rejected = rejection(Err(failed));
+    let RejectionReason::StoreUnavailable(store_error) = rejected.reason() else {
+        panic!("expected a store failure: {rejected:?}");
+    };
+    assert_eq!(store_error.to_string(), "token store unavailable");
+    let cause = std::error::Error::source(&**store_error).expect("the store error has a cause");
+    assert_eq!(cause.to_string(), "connection refused");
 }
 
 #[tokio::test(start_paused = true)]

@@ -1170,11 +1170,12 @@ async fn refused_connection_is_unavailable() {
 async fn invalid_connection_string_is_an_error() {
     let error = PostgresStore::new(PostgresConfig::new("postgres://host:notaport/db")).unwrap_err();
 
+    let cause = std::error::Error::source(&error).expect("the error has a cause");
     assert!(
-        error
+        cause
             .to_string()
             .contains("invalid PostgreSQL connection string"),
-        "{error}"
+        "{cause}"
     );
 }
 

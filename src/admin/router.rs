@@ -41,6 +41,7 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::{Admin, AdminError, LimitSpec};
+use crate::error_chain::ErrorChain;
 
 struct AdminState {
     admin: Admin,
@@ -217,27 +218,12 @@ fn admin_error_response(error: AdminError) -> Response {
         AdminError::InvalidRow { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         AdminError::Store(_) | AdminError::Pool(_) | AdminError::Database(_) => {
             // The causes carry the reason, such as "Connection refused".
-            let message = with_causes(&error);
+            let message = ErrorChain(&error).to_string();
             tracing::error!(error = %message, "admin request failed");
             return error_response(StatusCode::SERVICE_UNAVAILABLE, message);
         }
     };
     error_response(status, error.to_string())
-}
-
-/// Returns the message of `error` followed by those of its causes that it does not contain yet.
-fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut message = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        let text = inner.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        cause = inner.source();
-    }
-    message
 }
 
 fn invalid_body(rejection: JsonRejection) -> Response {

@@ -11,6 +11,7 @@ use tower::{ServiceBuilder, ServiceExt};
 use super::database::{DatabaseArgs, block_on, parse_instant, print_json};
 use crate::admin::{Admin, PostgresPolicies};
 use crate::clock::TokioClock;
+use crate::error_chain::with_causes;
 use crate::layer::{
     Cost, IdentityError, MissingPolicy, RateLimitError, RateLimitLayer, Rejection, RejectionReason,
     TenantId, ToolName, WorkflowRunId,
@@ -213,23 +214,6 @@ fn unavailable(reason: &RejectionReason) -> bool {
             | RejectionReason::PolicyUnavailable(_)
             | RejectionReason::ScheduleUnavailable { .. }
     )
-}
-
-/// Returns `message` followed by the messages of `cause` and its own causes, such as "Connection
-/// refused", that it does not contain yet.
-fn with_causes(
-    mut message: String,
-    mut cause: Option<&(dyn std::error::Error + 'static)>,
-) -> String {
-    while let Some(error) = cause {
-        let text = error.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        cause = error.source();
-    }
-    message
 }
 
 /// A token store that turns every consume into a peek, so that a dry run takes the layer's

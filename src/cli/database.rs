@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::Args;
 use serde::Serialize;
 
+use crate::error_chain::ErrorChain;
 use crate::store::postgres::{PostgresConfig, PostgresStore};
 
 /// The database of the limits and counters.
@@ -20,13 +21,19 @@ pub(super) struct DatabaseArgs {
 impl DatabaseArgs {
     /// Opens a store with a small pool: a command runs a handful of queries.
     pub(super) fn store(&self) -> Result<PostgresStore, String> {
-        PostgresStore::new(PostgresConfig::new(self.database_url.clone()).pool_size(2))
-            .map_err(|error| format!("{error}; check --database-url or DATABASE_URL"))
+        PostgresStore::new(PostgresConfig::new(self.database_url.clone()).pool_size(2)).map_err(
+            |error| {
+                format!(
+                    "{}; check --database-url or DATABASE_URL",
+                    ErrorChain(&error)
+                )
+            },
+        )
     }
 
     /// Returns the message of a database error with its causes and what to do next.
     pub(super) fn describe_error(&self, error: &(dyn std::error::Error + 'static)) -> String {
-        self.with_hint(describe(error))
+        self.with_hint(ErrorChain(error).to_string())
     }
 
     /// Returns `message` followed by what to do next when it reports missing tables or a
@@ -104,22 +111,6 @@ where
             ExitCode::FAILURE
         }
     }
-}
-
-/// Returns the message of `error` followed by the messages of its causes that it does not
-/// already contain, so that "error connecting to server" comes with the reason.
-fn describe(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut message = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        let text = inner.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        cause = inner.source();
-    }
-    message
 }
 
 /// Parses an IANA time zone name for an option, with a message that shows the expected form.
