@@ -11,8 +11,8 @@
 //!
 //! Every request needs `Authorization: Bearer TOKEN`. Without it, or with another token, the
 //! response is `401 Unauthorized` and nothing is read or written. Errors are
-//! `{"error": "message"}` with 400 (invalid input or body), 404 (no such limit) or 503 (database
-//! unavailable).
+//! `{"error": "message"}` with 400 (invalid input or body), 404 (no such limit), 413 (a body over
+//! the size limit, 2 MB by default) or 503 (database unavailable).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -226,7 +226,18 @@ fn admin_error_response(error: AdminError) -> Response {
     error_response(status, error.to_string())
 }
 
+/// Returns 413 for a body over the size limit, and 400 for a body that is not the expected JSON.
 fn invalid_body(rejection: JsonRejection) -> Response {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "request body too large: {}; the limit is axum's DefaultBodyLimit, 2 MB unless the \
+                 server sets another",
+                rejection.body_text()
+            ),
+        );
+    }
     error_response(
         StatusCode::BAD_REQUEST,
         format!("invalid request body: {}", rejection.body_text()),
