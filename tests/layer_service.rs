@@ -1900,6 +1900,31 @@ async fn cost_above_year_report_never_fits() {
     }
 }
 
+/// A zero store timeout would fail every call to a store that does not decide on the calling
+/// thread, so building such a layer panics with the setting, the value and what to use instead.
+/// With the in-process store the timeout is unused, and `zero_settings_still_limit` builds one.
+#[test]
+fn zero_store_timeout_panics() {
+    let builder = RateLimitLayer::builder(
+        Arc::new(StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(1)))),
+        Arc::new(BrokenStore { hangs: false }),
+    )
+    .store_timeout(Duration::ZERO);
+
+    let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| builder.build()))
+        .expect_err("a zero store timeout panics");
+
+    let message = panic
+        .downcast_ref::<String>()
+        .expect("the panic message is formatted");
+    assert!(
+        message.contains("RateLimitBuilder::store_timeout"),
+        "{message}"
+    );
+    assert!(message.contains("store timeout of 0ns"), "{message}");
+    assert!(message.contains("such as the default 500ms"), "{message}");
+}
+
 /// Wait mode sleeps on Tokio's timer, so on a runtime built without `enable_time` a call that
 /// would wait panics with Tokio's own message, as tower's `Timeout` does there. A call that does
 /// not wait still runs without the timer.
