@@ -38,8 +38,9 @@ pub(super) struct AcquireArgs {
     /// Print the decision without charging anything.
     #[arg(long)]
     dry_run: bool,
-    /// The instant of the call, RFC 3339 (2026-03-02T10:00:00Z); defaults to now, with the
-    /// database clock deciding the counters' windows. Without --dry-run the call is charged to
+    /// The instant of the call, RFC 3339 (2026-03-02T10:00:00Z), from 0001-01-01T00:00:00Z to
+    /// 9998-12-31T23:59:59Z in UTC; defaults to now, with the database clock deciding the
+    /// counters' windows. Without --dry-run the call is charged to
     /// the windows of this instant.
     #[arg(long, value_name = "INSTANT", value_parser = parse_instant)]
     at: Option<DateTime<Utc>>,

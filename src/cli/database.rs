@@ -137,15 +137,35 @@ pub(super) fn parse_weekday(text: &str) -> Result<chrono::Weekday, String> {
         .map_err(|_| format!("invalid day {text:?}: expected a weekday such as monday or sunday"))
 }
 
-/// Parses an RFC 3339 instant for an option.
+/// The first instant `--at` accepts.
+const FIRST_INSTANT: &str = "0001-01-01T00:00:00Z";
+/// The last instant `--at` accepts, to the second.
+const LAST_INSTANT: &str = "9998-12-31T23:59:59Z";
+
+/// Parses an RFC 3339 instant for an option, from the year 0001 through 9998 in UTC.
+///
+/// RFC 3339 writes only the years 0000 to 9999. A window can end up to a month after the
+/// instant, so a call on 9999-12-31 has a day window that ends in the year 10000, which the JSON
+/// output would print as `+10000-01-01T00:00:00Z`. A year of margin at each end keeps every
+/// window of an accepted instant within RFC 3339 in any time zone.
 pub(super) fn parse_instant(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
-    chrono::DateTime::parse_from_rfc3339(text)
+    use chrono::Datelike;
+
+    let instant = chrono::DateTime::parse_from_rfc3339(text)
         .map(|instant| instant.with_timezone(&chrono::Utc))
         .map_err(|_| {
             format!(
                 "invalid instant {text:?}: expected RFC 3339 with a time and an offset, such as 2026-03-02T10:00:00Z"
             )
-        })
+        })?;
+    if !(1..=9998).contains(&instant.year()) {
+        return Err(format!(
+            "invalid instant {text:?}: the supported range is {FIRST_INSTANT} to {LAST_INSTANT} \
+             in UTC, so that the call's windows start and end within the years 0000 to 9999 that \
+             RFC 3339 can write"
+        ));
+    }
+    Ok(instant)
 }
 
 /// Prints `value` as pretty JSON on stdout. A reader that closed the pipe early (`| head`) wants
