@@ -69,6 +69,7 @@ use tonic_types::{ErrorDetails, QuotaViolation, StatusExt};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::error_chain::ErrorChain;
 use crate::layer::{
     IdentityError, RateLimit, RateLimitError, RateLimitLayer, Rejection, RejectionReason,
     ResponseFuture,
@@ -183,7 +184,7 @@ pub fn code(rejection: &Rejection) -> Code {
 impl From<Rejection> for Status {
     fn from(rejection: Rejection) -> Status {
         let code = code(&rejection);
-        let message = rejection.to_string();
+        let message = ErrorChain(&rejection).to_string();
         let mut metadata = MetadataMap::new();
         if let Some(wait) = rejection.retry_after() {
             metadata.insert(RETRY_AFTER, MetadataValue::from(whole_seconds(wait)));

@@ -78,6 +78,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::error_chain::ErrorChain;
 use crate::layer::{
     Admission, IdentityError, Limiter, RateLimit, RateLimitError, RateLimitLayer, Rejection,
     RejectionReason, ResponseFuture,
@@ -255,7 +256,8 @@ impl IntoResponse for Rejection {
                 insert_ratelimit_fields(&mut headers, &windows, self.decided_at());
             }
         }
-        (status(&self), headers, self.to_string()).into_response()
+        let message = ErrorChain(&self).to_string();
+        (status(&self), headers, message).into_response()
     }
 }
 

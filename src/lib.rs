@@ -66,6 +66,7 @@ pub mod calendar;
 #[doc(hidden)]
 pub mod cli;
 pub mod clock;
+mod error_chain;
 #[cfg(feature = "tonic")]
 pub mod grpc;
 #[cfg(feature = "axum")]

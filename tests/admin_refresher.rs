@@ -180,7 +180,9 @@ async fn broken_schedule_keeps_old_report() {
         .resolve("acme", "tools.fax")
         .await
         .unwrap_err();
-    let message = error.to_string();
+    let message = std::error::Error::source(&error)
+        .expect("the error has a cause")
+        .to_string();
     assert!(
         message.contains("\"acme\"") && message.contains("\"tools.fax\""),
         "{message}"

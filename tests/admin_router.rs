@@ -328,6 +328,41 @@ async fn preview_rejects_invalid_body() {
     }
 }
 
+/// A body over axum's default limit of 2 MB gets 413 with a JSON error, on both endpoints that
+/// read a body, and stores nothing.
+#[tokio::test]
+async fn oversized_body_is_413() {
+    let database = TestDatabase::new().await;
+    let admin = Admin::from_store(&database.store().await);
+    let router = admin_router(admin.clone(), TOKEN);
+    let auth = bearer(TOKEN);
+    let auth = Some(auth.as_str());
+
+    let filler = "x".repeat(2 * 1024 * 1024);
+    let bodies = [
+        (
+            Method::PUT,
+            "/limits",
+            json!({ "tenant": "acme", "tool": "tools.http", "per_minute": 5, "pad": filler }),
+        ),
+        (
+            Method::POST,
+            "/reports/preview",
+            json!({ "schedule": filler }),
+        ),
+    ];
+    for (method, uri, body) in bodies {
+        let (status, error) = send(&router, method, uri, auth, Some(body)).await;
+
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{uri}: {error}");
+        let message = error["error"].as_str().expect("an error message");
+        assert!(message.contains("too large"), "{uri}: {message}");
+        assert!(message.contains("2 MB"), "{uri}: {message}");
+    }
+
+    assert!(admin.list(None).await.unwrap().is_empty());
+}
+
 /// A database that cannot be reached gives 503 with the reason, not only "error connecting to
 /// server".
 #[tokio::test]

@@ -581,6 +581,91 @@ async fn option_errors_show_expected_form() {
     );
 }
 
+/// `--at` accepts the instants whose windows RFC 3339 can write: a day window of 9999-12-31 ends
+/// in the year 10000. An instant outside is an error that charges nothing, and `usage` then
+/// prints only RFC 3339 instants.
+#[tokio::test(flavor = "multi_thread")]
+async fn acquire_at_outside_rfc3339_years() {
+    let database = TestDatabase::new().await;
+    let url = Some(database.url());
+    assert_eq!(run(url, &["migrate"]).status.code(), Some(0));
+    let set = run(
+        url,
+        &[
+            "limits",
+            "set",
+            "--tenant",
+            "default",
+            "--tool",
+            "tools.http",
+            "--per-day",
+            "5",
+        ],
+    );
+    assert_eq!(set.status.code(), Some(0), "{}", stderr(&set));
+    let acquire = |at: &str| {
+        run(
+            url,
+            &[
+                "acquire",
+                "--tenant",
+                "acme",
+                "--tool",
+                "tools.http",
+                "--at",
+                at,
+            ],
+        )
+    };
+
+    for at in [
+        "9999-12-31T23:59:59Z",
+        "9999-01-01T00:00:00Z",
+        "9998-12-31T23:59:59-14:00",
+        "0000-12-31T23:59:59Z",
+        "0001-01-01T00:00:00+01:00",
+    ] {
+        let rejected = acquire(at);
+
+        assert_eq!(
+            rejected.status.code(),
+            Some(1),
+            "{at}: {}",
+            stderr(&rejected)
+        );
+        assert!(rejected.stdout.is_empty(), "{at}");
+        let message = stderr(&rejected);
+        assert!(
+            message.contains(&format!("invalid instant \"{at}\"")),
+            "{message}"
+        );
+        assert!(
+            message.contains("0001-01-01T00:00:00Z to 9998-12-31T23:59:59Z"),
+            "{message}"
+        );
+    }
+    let usage = run(url, &["usage", "--tenant", "acme", "--tool", "tools.http"]);
+    assert_eq!(usage.status.code(), Some(0), "{}", stderr(&usage));
+    assert_eq!(json(&usage), serde_json::json!([]));
+
+    for at in ["9998-12-31T23:59:59Z", "0001-01-01T00:00:00Z"] {
+        let admitted = acquire(at);
+        assert_eq!(
+            admitted.status.code(),
+            Some(0),
+            "{at}: {}",
+            stderr(&admitted)
+        );
+    }
+    let usage = run(url, &["usage", "--tenant", "acme", "--tool", "tools.http"]);
+    assert_eq!(usage.status.code(), Some(0), "{}", stderr(&usage));
+    let windows = json(&usage);
+    let windows = windows.as_array().expect("usage prints a list");
+    assert_eq!(windows.len(), 1, "{windows:?}");
+    assert_eq!(windows[0]["window_start"], "9998-12-31T00:00:00Z");
+    assert_eq!(windows[0]["window_end"], "9999-01-01T00:00:00Z");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn schedule_warnings_print_once() {
     let database = TestDatabase::new().await;

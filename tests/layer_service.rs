@@ -954,11 +954,48 @@ async fn store_error_fails_closed() {
         "{rejected:?}"
     );
     assert!(rejected.is_unavailable());
-    assert!(
-        rejected.to_string().contains("connection refused"),
-        "{rejected}"
-    );
+    let chain = error_chain(&rejected);
+    assert!(chain.contains("connection refused"), "{chain}");
     assert_eq!(tool.calls(), 0);
+}
+
+/// Returns the messages of `error` and of its `source()` chain, joined by ": " as anyhow's `{:#}`
+/// prints them.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut messages = vec![error.to_string()];
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        messages.push(inner.to_string());
+        cause = inner.source();
+    }
+    messages.join(": ")
+}
+
+/// Every error on the way from the store to the caller describes its own layer and leaves the
+/// cause to `source()`, so that printing the chain shows the cause once.
+#[tokio::test(start_paused = true)]
+async fn store_error_chain_names_cause_once() {
+    let tool = Tool::default();
+    let mut service = tower::Layer::layer(&broken_layer(false, false), tool.service());
+
+    let failed = call(&mut service, request("acme")).await.unwrap_err();
+
+    let chain = error_chain(&failed);
+    assert_eq!(chain.matches("connection refused").count(), 1, "{chain}");
+    assert_eq!(
+        chain.matches("token store unavailable").count(),
+        1,
+        "{chain}"
+    );
+    assert!(chain.contains("the policy fails closed"), "{chain}");
+
+    let rejected = rejection(Err(failed));
+    let RejectionReason::StoreUnavailable(store_error) = rejected.reason() else {
+        panic!("expected a store failure: {rejected:?}");
+    };
+    assert_eq!(store_error.to_string(), "token store unavailable");
+    let cause = std::error::Error::source(&**store_error).expect("the store error has a cause");
+    assert_eq!(cause.to_string(), "connection refused");
 }
 
 #[tokio::test(start_paused = true)]
@@ -1861,6 +1898,31 @@ async fn cost_above_year_report_never_fits() {
             "{never:?}"
         );
     }
+}
+
+/// A zero store timeout would fail every call to a store that does not decide on the calling
+/// thread, so building such a layer panics with the setting, the value and what to use instead.
+/// With the in-process store the timeout is unused, and `zero_settings_still_limit` builds one.
+#[test]
+fn zero_store_timeout_panics() {
+    let builder = RateLimitLayer::builder(
+        Arc::new(StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(1)))),
+        Arc::new(BrokenStore { hangs: false }),
+    )
+    .store_timeout(Duration::ZERO);
+
+    let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| builder.build()))
+        .expect_err("a zero store timeout panics");
+
+    let message = panic
+        .downcast_ref::<String>()
+        .expect("the panic message is formatted");
+    assert!(
+        message.contains("RateLimitBuilder::store_timeout"),
+        "{message}"
+    );
+    assert!(message.contains("store timeout of 0ns"), "{message}");
+    assert!(message.contains("such as the default 500ms"), "{message}");
 }
 
 /// Wait mode sleeps on Tokio's timer, so on a runtime built without `enable_time` a call that

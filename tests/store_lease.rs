@@ -79,6 +79,21 @@ fn ten_token_leases_on(clock: &ManualClock) -> LeaseConfig {
     on_clock(clock).min_batch(10).max_batch(10).share(1.0)
 }
 
+/// A zero lease call timeout would fail every round trip, so the setter panics with the setting,
+/// the value and what to use instead.
+#[test]
+fn zero_call_timeout_panics() {
+    let panic = std::panic::catch_unwind(|| LeaseConfig::new().call_timeout(Duration::ZERO))
+        .expect_err("a zero call timeout panics");
+
+    let message = panic
+        .downcast_ref::<String>()
+        .expect("the panic message is formatted");
+    assert!(message.contains("LeaseConfig::call_timeout"), "{message}");
+    assert!(message.contains("0ns"), "{message}");
+    assert!(message.contains("such as the default 3s"), "{message}");
+}
+
 async fn leased(database: &TestDatabase, config: LeaseConfig) -> LeasedStore {
     LeasedStore::new(database.store_with(|c| c.pool_size(4)).await, config)
 }

@@ -1166,15 +1166,58 @@ async fn refused_connection_is_unavailable() {
     assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
 }
 
+/// A timeout under which every call would time out, or a statement timeout that PostgreSQL reads
+/// as no limit, is rejected with the setting, the value and what to use instead.
+#[test]
+fn zero_timeouts_are_rejected() {
+    let config = || PostgresConfig::new("postgres://postgres@127.0.0.1:5432/postgres");
+    let cases = [
+        (
+            config().statement_timeout(Duration::ZERO),
+            "statement_timeout of 0ns",
+            "use at least 1ms",
+        ),
+        (
+            config().statement_timeout(Duration::from_micros(500)),
+            "statement_timeout of 500µs",
+            "use at least 1ms",
+        ),
+        (
+            config().call_timeout(Duration::ZERO),
+            "call_timeout of 0ns",
+            "such as the default 3s",
+        ),
+        (
+            config().connect_timeout(Duration::ZERO),
+            "connect_timeout of 0ns",
+            "such as the default 2s",
+        ),
+    ];
+    for (config, setting, advice) in cases {
+        let error = PostgresStore::new(config).unwrap_err();
+
+        assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+        let cause = std::error::Error::source(&error)
+            .expect("the error has a cause")
+            .to_string();
+        assert!(cause.contains(setting), "{setting}: {cause}");
+        assert!(cause.contains(advice), "{setting}: {cause}");
+    }
+
+    let shortest = config().statement_timeout(Duration::from_millis(1));
+    assert!(PostgresStore::new(shortest).is_ok());
+}
+
 #[tokio::test]
 async fn invalid_connection_string_is_an_error() {
     let error = PostgresStore::new(PostgresConfig::new("postgres://host:notaport/db")).unwrap_err();
 
+    let cause = std::error::Error::source(&error).expect("the error has a cause");
     assert!(
-        error
+        cause
             .to_string()
             .contains("invalid PostgreSQL connection string"),
-        "{error}"
+        "{cause}"
     );
 }
 

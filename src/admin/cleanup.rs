@@ -5,6 +5,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::AdminError;
+use crate::error_chain::ErrorChain;
 use crate::store::postgres::PostgresStore;
 
 /// The time usage rows are kept after their window ends: one day.
@@ -84,7 +85,7 @@ impl Cleanup {
             match self.run_once().await {
                 Ok(deleted) => tracing::debug!(deleted, "usage cleanup pass done"),
                 Err(error) => {
-                    tracing::error!(%error, "usage cleanup failed; retrying at the next interval")
+                    tracing::error!(error = %ErrorChain(&error), "usage cleanup failed; retrying at the next interval")
                 }
             }
         }

@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::notify::notify_change;
 use super::render::{render, schedule_file_name};
 use super::{Admin, AdminError};
+use crate::error_chain::ErrorChain;
 
 /// A background task that renders a limit's report again when its `valid_until` is within the
 /// lead time, stores it, and notifies every listener.
@@ -118,7 +119,7 @@ impl Refresher {
             ) {
                 Ok(preview) => preview,
                 Err(error) => {
-                    tracing::error!(%tenant, %tool, %error, "cannot render the report again; the old one stays until it expires");
+                    tracing::error!(%tenant, %tool, error = %ErrorChain(&error), "cannot render the report again; the old one stays until it expires");
                     summary.failed.push((tenant, tool, error.to_string()));
                     continue;
                 }
@@ -181,7 +182,7 @@ impl Refresher {
                     "refresher pass done"
                 ),
                 Err(error) => {
-                    tracing::error!(%error, "refresher pass failed; retrying at the next interval")
+                    tracing::error!(error = %ErrorChain(&error), "refresher pass failed; retrying at the next interval")
                 }
             }
         }

@@ -11,8 +11,8 @@
 //!
 //! Every request needs `Authorization: Bearer TOKEN`. Without it, or with another token, the
 //! response is `401 Unauthorized` and nothing is read or written. Errors are
-//! `{"error": "message"}` with 400 (invalid input or body), 404 (no such limit) or 503 (database
-//! unavailable).
+//! `{"error": "message"}` with 400 (invalid input or body), 404 (no such limit), 413 (a body over
+//! the size limit, 2 MB by default) or 503 (database unavailable).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -41,6 +41,7 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::{Admin, AdminError, LimitSpec};
+use crate::error_chain::ErrorChain;
 
 struct AdminState {
     admin: Admin,
@@ -217,7 +218,7 @@ fn admin_error_response(error: AdminError) -> Response {
         AdminError::InvalidRow { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         AdminError::Store(_) | AdminError::Pool(_) | AdminError::Database(_) => {
             // The causes carry the reason, such as "Connection refused".
-            let message = with_causes(&error);
+            let message = ErrorChain(&error).to_string();
             tracing::error!(error = %message, "admin request failed");
             return error_response(StatusCode::SERVICE_UNAVAILABLE, message);
         }
@@ -225,22 +226,18 @@ fn admin_error_response(error: AdminError) -> Response {
     error_response(status, error.to_string())
 }
 
-/// Returns the message of `error` followed by those of its causes that it does not contain yet.
-fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut message = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        let text = inner.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        cause = inner.source();
-    }
-    message
-}
-
+/// Returns 413 for a body over the size limit, and 400 for a body that is not the expected JSON.
 fn invalid_body(rejection: JsonRejection) -> Response {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "request body too large: {}; the limit is axum's DefaultBodyLimit, 2 MB unless the \
+                 server sets another",
+                rejection.body_text()
+            ),
+        );
+    }
     error_response(
         StatusCode::BAD_REQUEST,
         format!("invalid request body: {}", rejection.body_text()),

@@ -11,6 +11,7 @@ use tower::{ServiceBuilder, ServiceExt};
 use super::database::{DatabaseArgs, block_on, parse_instant, print_json};
 use crate::admin::{Admin, PostgresPolicies};
 use crate::clock::TokioClock;
+use crate::error_chain::with_causes;
 use crate::layer::{
     Cost, IdentityError, MissingPolicy, RateLimitError, RateLimitLayer, Rejection, RejectionReason,
     TenantId, ToolName, WorkflowRunId,
@@ -37,8 +38,9 @@ pub(super) struct AcquireArgs {
     /// Print the decision without charging anything.
     #[arg(long)]
     dry_run: bool,
-    /// The instant of the call, RFC 3339 (2026-03-02T10:00:00Z); defaults to now, with the
-    /// database clock deciding the counters' windows. Without --dry-run the call is charged to
+    /// The instant of the call, RFC 3339 (2026-03-02T10:00:00Z), from 0001-01-01T00:00:00Z to
+    /// 9998-12-31T23:59:59Z in UTC; defaults to now, with the database clock deciding the
+    /// counters' windows. Without --dry-run the call is charged to
     /// the windows of this instant.
     #[arg(long, value_name = "INSTANT", value_parser = parse_instant)]
     at: Option<DateTime<Utc>>,
@@ -213,23 +215,6 @@ fn unavailable(reason: &RejectionReason) -> bool {
             | RejectionReason::PolicyUnavailable(_)
             | RejectionReason::ScheduleUnavailable { .. }
     )
-}
-
-/// Returns `message` followed by the messages of `cause` and its own causes, such as "Connection
-/// refused", that it does not contain yet.
-fn with_causes(
-    mut message: String,
-    mut cause: Option<&(dyn std::error::Error + 'static)>,
-) -> String {
-    while let Some(error) = cause {
-        let text = error.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        cause = error.source();
-    }
-    message
 }
 
 /// A token store that turns every consume into a peek, so that a dry run takes the layer's

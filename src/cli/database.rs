@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::Args;
 use serde::Serialize;
 
+use crate::error_chain::ErrorChain;
 use crate::store::postgres::{PostgresConfig, PostgresStore};
 
 /// The database of the limits and counters.
@@ -20,13 +21,19 @@ pub(super) struct DatabaseArgs {
 impl DatabaseArgs {
     /// Opens a store with a small pool: a command runs a handful of queries.
     pub(super) fn store(&self) -> Result<PostgresStore, String> {
-        PostgresStore::new(PostgresConfig::new(self.database_url.clone()).pool_size(2))
-            .map_err(|error| format!("{error}; check --database-url or DATABASE_URL"))
+        PostgresStore::new(PostgresConfig::new(self.database_url.clone()).pool_size(2)).map_err(
+            |error| {
+                format!(
+                    "{}; check --database-url or DATABASE_URL",
+                    ErrorChain(&error)
+                )
+            },
+        )
     }
 
     /// Returns the message of a database error with its causes and what to do next.
     pub(super) fn describe_error(&self, error: &(dyn std::error::Error + 'static)) -> String {
-        self.with_hint(describe(error))
+        self.with_hint(ErrorChain(error).to_string())
     }
 
     /// Returns `message` followed by what to do next when it reports missing tables or a
@@ -106,22 +113,6 @@ where
     }
 }
 
-/// Returns the message of `error` followed by the messages of its causes that it does not
-/// already contain, so that "error connecting to server" comes with the reason.
-fn describe(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut message = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        let text = inner.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        cause = inner.source();
-    }
-    message
-}
-
 /// Parses an IANA time zone name for an option, with a message that shows the expected form.
 pub(super) fn parse_timezone(text: &str) -> Result<chrono_tz::Tz, String> {
     text.parse().map_err(|_| {
@@ -146,15 +137,35 @@ pub(super) fn parse_weekday(text: &str) -> Result<chrono::Weekday, String> {
         .map_err(|_| format!("invalid day {text:?}: expected a weekday such as monday or sunday"))
 }
 
-/// Parses an RFC 3339 instant for an option.
+/// The first instant `--at` accepts.
+const FIRST_INSTANT: &str = "0001-01-01T00:00:00Z";
+/// The last instant `--at` accepts, to the second.
+const LAST_INSTANT: &str = "9998-12-31T23:59:59Z";
+
+/// Parses an RFC 3339 instant for an option, from the year 0001 through 9998 in UTC.
+///
+/// RFC 3339 writes only the years 0000 to 9999. A window can end up to a month after the
+/// instant, so a call on 9999-12-31 has a day window that ends in the year 10000, which the JSON
+/// output would print as `+10000-01-01T00:00:00Z`. A year of margin at each end keeps every
+/// window of an accepted instant within RFC 3339 in any time zone.
 pub(super) fn parse_instant(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
-    chrono::DateTime::parse_from_rfc3339(text)
+    use chrono::Datelike;
+
+    let instant = chrono::DateTime::parse_from_rfc3339(text)
         .map(|instant| instant.with_timezone(&chrono::Utc))
         .map_err(|_| {
             format!(
                 "invalid instant {text:?}: expected RFC 3339 with a time and an offset, such as 2026-03-02T10:00:00Z"
             )
-        })
+        })?;
+    if !(1..=9998).contains(&instant.year()) {
+        return Err(format!(
+            "invalid instant {text:?}: the supported range is {FIRST_INSTANT} to {LAST_INSTANT} \
+             in UTC, so that the call's windows start and end within the years 0000 to 9999 that \
+             RFC 3339 can write"
+        ));
+    }
+    Ok(instant)
 }
 
 /// Prints `value` as pretty JSON on stdout. A reader that closed the pipe early (`| head`) wants

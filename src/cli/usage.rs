@@ -4,6 +4,7 @@ use clap::Args;
 
 use super::database::{DatabaseArgs, block_on, print_json};
 use crate::admin::{Admin, PostgresPolicies};
+use crate::error_chain::ErrorChain;
 use crate::policy::{PolicySource, Scope};
 
 #[derive(Debug, Args)]
@@ -36,7 +37,7 @@ pub(super) fn run(args: UsageArgs) -> ExitCode {
                 .await
                 .map_err(|error| {
                     args.database
-                        .with_hint(format!("cannot read the policy: {error}"))
+                        .with_hint(format!("cannot read the policy: {}", ErrorChain(&error)))
                 })?;
             match policy {
                 None => eprintln!(

@@ -126,6 +126,11 @@ impl RateLimitBuilder {
 
     /// Sets the longest a token store call may take before it counts as failed (500 ms by
     /// default); the policy's `fail_open` then decides.
+    ///
+    /// A store that decides on the calling thread ([`TokenStore::is_immediate`], such as
+    /// [`MemoryStore`](crate::store::MemoryStore)) is not timed, so any timeout works with it.
+    /// With any other store, [`build`](Self::build) panics on a zero timeout, under which every
+    /// call would time out.
     pub fn store_timeout(mut self, timeout: Duration) -> Self {
         self.settings.store_timeout = timeout;
         self
@@ -179,7 +184,20 @@ impl RateLimitBuilder {
     }
 
     /// Builds the layer.
+    ///
+    /// # Panics
+    ///
+    /// Panics when the store timeout is zero and the store does not decide on the calling thread,
+    /// since every call to the store would then time out.
     pub fn build(self) -> RateLimitLayer {
+        let timeout = self.settings.store_timeout;
+        assert!(
+            !timeout.is_zero() || self.store.is_immediate(),
+            "invalid store timeout of {timeout:?} in RateLimitBuilder::store_timeout: every call \
+             to a store that does not decide on the calling thread, such as PostgreSQL, would time \
+             out; use a positive duration, such as the default {:?}",
+            Settings::default().store_timeout
+        );
         RateLimitLayer::from_limiter(Arc::new(Limiter::new(
             self.policies,
             self.store,

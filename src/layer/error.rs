@@ -157,12 +157,15 @@ impl fmt::Display for Rejection {
     }
 }
 
+/// The source is the [`StoreError`] of a failed store or policy source. The message of an
+/// [`IdentityError`] is already part of the rejection's message, so for a missing identity the
+/// source is that error's own source, and a chain of causes prints each message once.
 impl Error for Rejection {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
         match &*self.reason {
             RejectionReason::StoreUnavailable(error)
             | RejectionReason::PolicyUnavailable(error) => Some(&**error),
-            RejectionReason::MissingIdentity(error) => Some(error),
+            RejectionReason::MissingIdentity(error) => error.source(),
             _ => None,
         }
     }
@@ -222,12 +225,14 @@ pub enum RejectionReason {
         /// The call's cost.
         cost: u64,
     },
-    /// The token store failed or timed out, and the policy fails closed.
-    #[error("{0}, and the policy fails closed")]
-    StoreUnavailable(Arc<StoreError>),
-    /// The policy source failed or timed out.
-    #[error("cannot read the policy: {0}")]
-    PolicyUnavailable(Arc<StoreError>),
+    /// The token store failed or timed out, and the policy fails closed. The store's error is
+    /// the [`source`](Error::source), not part of the message.
+    #[error("the token store failed, and the policy fails closed")]
+    StoreUnavailable(#[source] Arc<StoreError>),
+    /// The policy source failed or timed out. The source's error is the
+    /// [`source`](Error::source), not part of the message.
+    #[error("cannot read the policy")]
+    PolicyUnavailable(#[source] Arc<StoreError>),
     /// The schedule's report expired and could not be computed again, and the policy fails
     /// closed.
     #[error("the schedule's report expired and cannot be computed again: {message}")]

@@ -16,6 +16,7 @@ use super::identity::{Caller, CallerRef, IdentityError};
 use super::indexed_report::IndexedReport;
 use super::key::scope_key;
 use crate::clock::{Clock, SystemClock};
+use crate::error_chain::ErrorChain;
 use crate::policy::{Policy, PolicySchedule, PolicySource, Scope};
 use crate::report::{AvailabilityReport, Capacity, Closed, ReportOptions};
 use crate::schedule::{ParseOptions, Schedule};
@@ -385,7 +386,7 @@ impl Limiter {
             Ok(Some(resolved)) => resolved,
             Ok(None) => return self.without_policy(caller, now),
             Err(error) => {
-                tracing::warn!(tenant = %caller.tenant, tool = %caller.tool, %error, "cannot read the rate limit policy");
+                tracing::warn!(tenant = %caller.tenant, tool = %caller.tool, error = %ErrorChain(&error), "cannot read the rate limit policy");
                 return Err(rejection(
                     caller,
                     now,
@@ -556,13 +557,13 @@ impl Limiter {
                 cost,
             }) => cost_exceeds_limit(report, window, limit, cost, now),
             Err(error) if resolved.policy.fail_open => {
-                tracing::warn!(%key, %error, "token store failed; admitting the call because the policy fails open");
+                tracing::warn!(%key, error = %ErrorChain(&error), "token store failed; admitting the call because the policy fails open");
                 metrics::counter!("highway_ratelimit_store_errors_total", "outcome" => "admitted")
                     .increment(1);
                 return Ok(Admission::FailedOpen);
             }
             Err(error) => {
-                tracing::error!(%key, %error, "token store failed; rejecting the call because the policy fails closed");
+                tracing::error!(%key, error = %ErrorChain(&error), "token store failed; rejecting the call because the policy fails closed");
                 metrics::counter!("highway_ratelimit_store_errors_total", "outcome" => "rejected")
                     .increment(1);
                 RejectionReason::StoreUnavailable(Arc::new(error))
@@ -593,7 +594,7 @@ impl Limiter {
                 };
                 // Cached again for a time to live, so that only one call per time to live waits
                 // for the failing source.
-                tracing::warn!(tenant = %caller.tenant, tool = %caller.tool, %error, "cannot read the rate limit policy; applying the last one read");
+                tracing::warn!(tenant = %caller.tenant, tool = %caller.tool, error = %ErrorChain(&error), "cannot read the rate limit policy; applying the last one read");
                 self.cache_policy(cache_key, last.clone(), generation);
                 return Ok(last);
             }

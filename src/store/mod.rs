@@ -135,8 +135,9 @@ pub enum StoreError {
     /// The store did not respond within its timeout.
     #[error("token store timed out after {0:?}")]
     Timeout(Duration),
-    /// The store could not be reached or failed.
-    #[error("token store unavailable: {0}")]
+    /// The store could not be reached or failed. The cause is the error's
+    /// [`source`](std::error::Error::source), not part of its message.
+    #[error("token store unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 

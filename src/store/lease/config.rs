@@ -149,7 +149,17 @@ impl LeaseConfig {
 
     /// Sets the limit on one round trip that takes or gives back tokens, from waiting for a pooled
     /// connection to reading the result.
+    ///
+    /// # Panics
+    ///
+    /// Panics when `timeout` is zero, under which every round trip would time out.
     pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        assert!(
+            !timeout.is_zero(),
+            "invalid timeout of {timeout:?} in LeaseConfig::call_timeout: every round trip would \
+             time out; use a positive duration, such as the default {:?}",
+            Self::DEFAULT_CALL_TIMEOUT
+        );
         self.call_timeout = timeout;
         self
     }

@@ -72,6 +72,7 @@ use futures_util::future::BoxFuture;
 pub use self::config::LeaseConfig;
 use self::sql::{Grant, LeasedWindow, TakeRequest};
 use crate::clock::Clock;
+use crate::error_chain::ErrorChain;
 use crate::store::postgres::PostgresStore;
 use crate::store::{
     ConsumeRequest, Decision, ScopeKey, StoreError, TokenStore, WindowUsage, Windows,
@@ -391,7 +392,7 @@ impl Shared {
         if let Some(stale) = stale
             && let Err(error) = self.give_back(key, stale, plan.at).await
         {
-            tracing::warn!(%key, %error, "could not give back the tokens of an ended lease; they stay charged until their windows end");
+            tracing::warn!(%key, error = %ErrorChain(&error), "could not give back the tokens of an ended lease; they stay charged until their windows end");
         }
 
         let (held, want) = {
@@ -582,7 +583,7 @@ async fn refill(shared: Arc<Shared>, key: ScopeKey, slot: Arc<Slot>) {
             }
         }
         Err(error) => {
-            tracing::warn!(%key, %error, "could not refill a token lease");
+            tracing::warn!(%key, error = %ErrorChain(&error), "could not refill a token lease");
         }
     }
     drop(state);
@@ -634,7 +635,7 @@ async fn sweep(shared: Weak<Shared>, interval: std::time::Duration) {
             if let Some(lease) = ended
                 && let Err(error) = shared.give_back(&key, lease, now).await
             {
-                tracing::warn!(%key, %error, "could not give back the tokens of an ended lease; they stay charged until their windows end");
+                tracing::warn!(%key, error = %ErrorChain(&error), "could not give back the tokens of an ended lease; they stay charged until their windows end");
             }
         }
     }

@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 
 use super::WindowRow;
 use super::fast::{BatchFailure, Call, Rejections, Sender};
+use crate::error_chain::ErrorChain;
 use crate::store::StoreError;
 
 /// Sends the consumes of one store, alone or in batches.
@@ -441,10 +442,11 @@ impl Batcher {
         // charge them twice, so each caller gets the error, as a single call would.
         if !failure.charged_nothing {
             let error = failure.error;
-            tracing::warn!(calls = batch.len(), %error, "a batch of consumes failed after it was sent; its calls may have been charged");
+            tracing::warn!(calls = batch.len(), error = %ErrorChain(&error), "a batch of consumes failed after it was sent; its calls may have been charged");
             for pending in batch {
                 let message = format!(
-                    "a batch of consumes failed after it was sent, so this call may have been charged: {error}"
+                    "a batch of consumes failed after it was sent, so this call may have been charged: {}",
+                    ErrorChain(&error)
                 );
                 let _ = pending
                     .reply
@@ -456,7 +458,7 @@ impl Batcher {
         // One bad call (an id the database rejects, say) fails the whole transaction: send each
         // call whose caller still waits on its own, so that only the bad one gets the error.
         let error = failure.error;
-        tracing::debug!(calls = batch.len(), %error, "a batch of consumes failed; sending its calls one by one");
+        tracing::debug!(calls = batch.len(), error = %ErrorChain(&error), "a batch of consumes failed; sending its calls one by one");
         for pending in batch {
             if pending.reply.is_closed() {
                 continue;

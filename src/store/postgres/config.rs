@@ -107,6 +107,9 @@ impl PostgresConfig {
 
     /// Sets the server's `statement_timeout` for the store's connections: a statement running
     /// longer, such as one waiting for a row lock, is cancelled by the server.
+    ///
+    /// The server counts it in whole milliseconds and reads 0 as no limit, so
+    /// [`PostgresStore::new`](super::PostgresStore::new) rejects a timeout under 1 ms.
     pub fn statement_timeout(mut self, timeout: Duration) -> Self {
         self.statement_timeout = timeout;
         self
@@ -115,12 +118,18 @@ impl PostgresConfig {
     /// Sets the limit on a whole call, from waiting for a pooled connection to reading the
     /// result. A call that runs longer returns [`StoreError::Timeout`](crate::store::StoreError),
     /// even when the database does not respond at all.
+    ///
+    /// [`PostgresStore::new`](super::PostgresStore::new) rejects a zero timeout, under which every
+    /// call would time out.
     pub fn call_timeout(mut self, timeout: Duration) -> Self {
         self.call_timeout = timeout;
         self
     }
 
     /// Sets the limit on opening one connection.
+    ///
+    /// [`PostgresStore::new`](super::PostgresStore::new) rejects a zero timeout, under which no
+    /// connection could be opened.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -173,6 +182,39 @@ impl PostgresConfig {
     /// Returns the server-side limit on one statement.
     pub fn get_statement_timeout(&self) -> Duration {
         self.statement_timeout
+    }
+
+    /// Checks the timeouts, which [`PostgresStore::new`](super::PostgresStore::new) calls
+    /// before it opens anything. The error names the setting, its value and what to use instead.
+    pub(super) fn check_timeouts(&self) -> Result<(), String> {
+        if self.statement_timeout < Duration::from_millis(1) {
+            return Err(format!(
+                "invalid statement_timeout of {:?}: PostgreSQL counts it in whole milliseconds and \
+                 reads 0 as no limit, so statements waiting for a row lock would never be \
+                 cancelled; use at least 1ms, below the call_timeout (the defaults are {:?} and \
+                 {:?})",
+                self.statement_timeout,
+                Self::DEFAULT_STATEMENT_TIMEOUT,
+                Self::DEFAULT_CALL_TIMEOUT,
+            ));
+        }
+        if self.call_timeout.is_zero() {
+            return Err(format!(
+                "invalid call_timeout of {:?}: every call would time out; use a positive duration, \
+                 such as the default {:?}",
+                self.call_timeout,
+                Self::DEFAULT_CALL_TIMEOUT,
+            ));
+        }
+        if self.connect_timeout.is_zero() {
+            return Err(format!(
+                "invalid connect_timeout of {:?}: no connection could be opened; use a positive \
+                 duration, such as the default {:?}",
+                self.connect_timeout,
+                Self::DEFAULT_CONNECT_TIMEOUT,
+            ));
+        }
+        Ok(())
     }
 
     /// Returns the limit on a whole call.

@@ -99,8 +99,12 @@ impl PostgresStore {
     ///
     /// # Errors
     ///
-    /// [`StoreError::Unavailable`] when the connection string is invalid.
+    /// [`StoreError::Unavailable`] when the connection string is invalid, when the statement
+    /// timeout is under 1 ms, or when the call or connect timeout is zero.
     pub fn new(config: PostgresConfig) -> Result<Self, StoreError> {
+        config
+            .check_timeouts()
+            .map_err(|message| StoreError::Unavailable(message.into()))?;
         let mut pg: tokio_postgres::Config = config.url.parse().map_err(|error| {
             StoreError::Unavailable(
                 format!("invalid PostgreSQL connection string: {error}; expected postgres://user@host:port/dbname").into(),
