@@ -18,6 +18,16 @@
 -- order now agrees with it. Changing the collation rebuilds the primary key's index, under a lock
 -- that stops consumes while it runs; the table holds only the keys active in current windows.
 --
+-- Primary key order. The key's columns stay the same, but the index now leads with scope_key,
+-- which tells most keys apart. In the old order every comparison first compared tenant_id and
+-- tool_name, which most keys share, before it reached scope_key. With the ids in the "C"
+-- collation, leading with scope_key took the single-call statement from about 292,000 to 244,000
+-- instructions on 10,000 keys of one tenant and tool (280,000 instead of 322,000 with their rows
+-- present). ON CONFLICT names the same columns, and every function looks rows up by the whole
+-- key, so they keep using the index. A query by tenant and tool alone, as the admin API's usage
+-- listing makes without a scope key, now reads the current windows through the index on
+-- window_end instead. The index is rebuilt once, together with the collation change.
+--
 -- Fill factor. A key's rows are updated many times per window. An update fits on the row's own
 -- page as a heap-only tuple, with no new index entry, only while that page has room; with pages
 -- filled to the brim, updates first prune the page or move the row. New rows now leave 30 % of
@@ -29,8 +39,11 @@ ALTER TABLE highway.tool_rate_limit_usage
     DROP CONSTRAINT IF EXISTS tool_rate_limit_usage_window_type_check,
     DROP CONSTRAINT IF EXISTS tool_rate_limit_usage_window_check,
     DROP CONSTRAINT IF EXISTS tool_rate_limit_usage_count_check,
+    DROP CONSTRAINT tool_rate_limit_usage_pkey,
     ALTER COLUMN tenant_id TYPE TEXT COLLATE "C",
     ALTER COLUMN tool_name TYPE TEXT COLLATE "C",
     ALTER COLUMN scope_key TYPE TEXT COLLATE "C",
     ALTER COLUMN window_type TYPE TEXT COLLATE "C",
+    ADD CONSTRAINT tool_rate_limit_usage_pkey
+        PRIMARY KEY (scope_key, tenant_id, tool_name, window_type, window_start),
     SET (fillfactor = 70);
