@@ -298,3 +298,34 @@ async fn unbatched_calls_survive_upgrade() {
 async fn batched_calls_survive_upgrade() {
     upgrade_under_load(64).await;
 }
+
+/// Changes the collation of `window_type`, which the store's single-call statement returns, after
+/// the store has prepared that statement on its only connection: the store must prepare it again.
+#[tokio::test]
+async fn changed_result_column_is_prepared_again() {
+    let database = TestDatabase::new().await;
+    let store = database
+        .store_with(|config| config.pool_size(1).max_batch_size(1))
+        .await;
+    let key = key("run-1");
+    let capacity = capacity(10);
+    let mut outcome = Outcome::default();
+    assert!(consume(&store, &key, &capacity, &mut outcome).await);
+
+    database
+        .client()
+        .await
+        .batch_execute(
+            "ALTER TABLE highway.tool_rate_limit_usage ALTER COLUMN window_type TYPE TEXT COLLATE \"C\"",
+        )
+        .await
+        .unwrap();
+    assert!(consume(&store, &key, &capacity, &mut outcome).await);
+    assert!(
+        outcome.errors.is_empty(),
+        "calls failed: {:?}",
+        outcome.errors
+    );
+    assert_eq!(outcome.timeouts, 0);
+    assert_eq!(counts(&database, &key).await, same_counts(2));
+}
