@@ -219,11 +219,6 @@ impl Sender<'_> {
         call: &Call<'_>,
         consume: bool,
     ) -> Result<Vec<WindowRow>, StoreError> {
-        let statement = self
-            .client
-            .prepare_cached(CONSUME)
-            .await
-            .map_err(|error| self.query_error(error))?;
         let kinds = call.kind_names();
         let at = call.plan.at();
         let parameters: [&(dyn ToSql + Sync); 12] = [
@@ -242,7 +237,7 @@ impl Sender<'_> {
         ];
         let mut deadlocks = 0;
         let rows = loop {
-            match self.client.query(&statement, &parameters).await {
+            match query_cached(self.client, CONSUME, &parameters).await {
                 Ok(rows) => break rows,
                 // The function locks rows in the fixed order, so only a session that locks them in
                 // another order can deadlock with it. The server then rolls the function's
@@ -291,8 +286,7 @@ impl Sender<'_> {
             parameters.push(start);
             parameters.push(end);
         }
-        let statement = self.client.prepare_cached(statement).await?;
-        let rows = self.client.query(&statement, &parameters).await?;
+        let rows = query_cached(self.client, statement, &parameters).await?;
 
         // Every window is charged or the statement fails, so each has its row.
         let mut counts = [0_i64; WindowKind::ALL.len()];
@@ -361,24 +355,28 @@ impl Sender<'_> {
         calls: &[&Call<'_>],
         rows: &BatchRows<'_>,
     ) -> Result<Option<Result<Vec<Vec<WindowRow>>, StoreError>>, tokio_postgres::Error> {
-        let statement = self.client.prepare_cached(FAST_CONSUME_BATCH).await?;
-        let row = self
-            .client
-            .query_one(
-                &statement,
-                &[
-                    &rows.tenants,
-                    &rows.tools,
-                    &rows.scopes,
-                    &rows.kinds,
-                    &rows.starts,
-                    &rows.ends,
-                    &rows.demands,
-                    &rows.limits,
-                    &rows.by_database_clock,
-                ],
-            )
-            .await?;
+        let replies = query_cached(
+            self.client,
+            FAST_CONSUME_BATCH,
+            &[
+                &rows.tenants,
+                &rows.tools,
+                &rows.scopes,
+                &rows.kinds,
+                &rows.starts,
+                &rows.ends,
+                &rows.demands,
+                &rows.limits,
+                &rows.by_database_clock,
+            ],
+        )
+        .await?;
+        // The statement aggregates without GROUP BY, so it returns exactly one row.
+        let Some(row) = replies.first() else {
+            return Ok(Some(Err(StoreError::Unavailable(
+                "the fast batch statement returned no row".into(),
+            ))));
+        };
         if row.try_get::<_, Option<bool>>(0)? != Some(true) {
             return Ok(None);
         }
@@ -470,31 +468,25 @@ impl Sender<'_> {
             }
         }
 
-        let statement = self
-            .client
-            .prepare_cached(CONSUME_BATCH)
-            .await
-            .map_err(|error| self.batch_failure(error))?;
-        let rows = self
-            .client
-            .query(
-                &statement,
-                &[
-                    &call_numbers,
-                    &tenants,
-                    &tools,
-                    &scopes,
-                    &costs,
-                    &kinds,
-                    &limits,
-                    &starts,
-                    &ends,
-                    &timezones,
-                    &week_starts,
-                ],
-            )
-            .await
-            .map_err(|error| self.batch_failure(error))?;
+        let rows = query_cached(
+            self.client,
+            CONSUME_BATCH,
+            &[
+                &call_numbers,
+                &tenants,
+                &tools,
+                &scopes,
+                &costs,
+                &kinds,
+                &limits,
+                &starts,
+                &ends,
+                &timezones,
+                &week_starts,
+            ],
+        )
+        .await
+        .map_err(|error| self.batch_failure(error))?;
 
         let mut per_call: Vec<Vec<WindowRow>> = calls
             .iter()
@@ -530,6 +522,41 @@ pub(super) struct BatchFailure {
     /// Whether the failure shows that the batch charged nothing, so that its calls can be sent
     /// again. It is false when the outcome is unknown: a connection that broke after the commit.
     pub(super) charged_nothing: bool,
+}
+
+/// Runs `sql` as a statement prepared once per connection.
+///
+/// A prepared statement whose result columns changed since it was prepared, as when a migration
+/// changes the type or collation of a column it returns, fails with "cached plan must not change
+/// result type" before it runs. The connection then prepares the statement again and runs it once
+/// more, so that connections opened before a migration keep working.
+async fn query_cached(
+    client: &Object,
+    sql: &str,
+    parameters: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+    let statement = client.prepare_cached(sql).await?;
+    match client.query(&statement, parameters).await {
+        Err(error) if changed_result_type(&error) => {
+            tracing::info!(
+                error = %error,
+                "a prepared statement failed with SQLSTATE 0A000, as when a migration changed its result columns; preparing it again"
+            );
+            client.statement_cache.remove(sql, &[]);
+            let statement = client.prepare_cached(sql).await?;
+            client.query(&statement, parameters).await
+        }
+        result => result,
+    }
+}
+
+/// Returns whether the server may have rejected a prepared statement because its result columns
+/// changed. PostgreSQL 15 raises that error with SQLSTATE 0A000 (feature not supported) when it
+/// plans the statement again, before the statement runs. The message is translated under a
+/// non-English `lc_messages`, so only the SQLSTATE is compared: a statement that fails with it for
+/// another reason runs in a transaction of its own, which the error rolled back, and fails again.
+fn changed_result_type(error: &tokio_postgres::Error) -> bool {
+    error.code() == Some(&SqlState::FEATURE_NOT_SUPPORTED)
 }
 
 /// Returns whether the fast statement failed as a whole and left no charge, so that the consume
