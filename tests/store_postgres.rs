@@ -1221,6 +1221,31 @@ async fn invalid_connection_string_is_an_error() {
     );
 }
 
+/// tokio-postgres prints only "invalid connection string" and keeps what is wrong in its source,
+/// so the store's error names that reason itself.
+#[tokio::test]
+async fn invalid_connection_string_names_reason() {
+    let cases = [
+        (
+            "postgres://host:notaport/db",
+            "invalid value for option `port`",
+        ),
+        ("postgres://host/db?colour=blue", "unknown option `colour`"),
+    ];
+    for (url, reason) in cases {
+        let error = PostgresStore::new(PostgresConfig::new(url)).unwrap_err();
+
+        let cause = std::error::Error::source(&error)
+            .expect("the error has a cause")
+            .to_string();
+        assert!(cause.contains(reason), "{url}: {cause}");
+        assert!(
+            cause.contains("expected postgres://user@host:port/dbname"),
+            "{url}: {cause}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn concurrent_migrations_apply_once() {
     let database = TestDatabase::new().await;

@@ -105,9 +105,13 @@ impl PostgresStore {
         config
             .check_timeouts()
             .map_err(|message| StoreError::Unavailable(message.into()))?;
-        let mut pg: tokio_postgres::Config = config.url.parse().map_err(|error| {
+        let mut pg: tokio_postgres::Config = config.url.parse().map_err(|error: tokio_postgres::Error| {
+            // tokio-postgres prints only "invalid connection string" and keeps the reason, such
+            // as "invalid value for option `port`", in its source.
+            let reason = std::error::Error::source(&error)
+                .map_or_else(|| error.to_string(), ToString::to_string);
             StoreError::Unavailable(
-                format!("invalid PostgreSQL connection string: {error}; expected postgres://user@host:port/dbname").into(),
+                format!("invalid PostgreSQL connection string: {reason}; expected postgres://user@host:port/dbname").into(),
             )
         })?;
 
