@@ -100,7 +100,8 @@ impl PostgresStore {
     /// # Errors
     ///
     /// [`StoreError::Unavailable`] when the connection string is invalid, when the statement
-    /// timeout is under 1 ms, or when the call or connect timeout is zero.
+    /// timeout is under 1 ms or over [`PostgresConfig::MAX_STATEMENT_TIMEOUT`], or when the call
+    /// or connect timeout is zero.
     pub fn new(config: PostgresConfig) -> Result<Self, StoreError> {
         config
             .check_timeouts()
