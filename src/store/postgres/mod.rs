@@ -402,7 +402,7 @@ fn weekday_name(day: Weekday) -> &'static str {
 
 /// Wraps a database error, with the server's message when there is one: the plain `Display` of
 /// a server error is only "db error".
-fn database_error(error: tokio_postgres::Error) -> StoreError {
+pub(crate) fn database_error(error: tokio_postgres::Error) -> StoreError {
     match error.as_db_error() {
         Some(db) => StoreError::Unavailable(
             format!(
