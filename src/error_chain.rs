@@ -6,8 +6,12 @@ use std::fmt;
 /// Displays an error followed by the messages of its causes (its `source()` chain), each after
 /// ": ".
 ///
-/// A cause whose message the text so far already contains is skipped, because some errors, such
-/// as `tokio_postgres::Error`, repeat their cause in their own message.
+/// A cause whose message the text so far already contains is skipped, because some errors repeat
+/// their cause in their own message: deadpool's `PoolError` and [`AdminError`]'s `Pool` and
+/// `Database` variants do. `tokio_postgres::Error` does not, so its cause, such as "Connection
+/// refused", is printed after it.
+///
+/// [`AdminError`]: crate::admin::AdminError
 pub(crate) struct ErrorChain<'a>(pub(crate) &'a (dyn Error + 'static));
 
 impl fmt::Display for ErrorChain<'_> {

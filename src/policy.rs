@@ -193,4 +193,15 @@ pub trait PolicySource: Send + Sync + 'static {
             self.lookup(DEFAULT_TENANT, tool).await
         })
     }
+
+    /// Returns whether `lookup` and `resolve` finish on their first poll, as a source in memory
+    /// does. The rate limit layer then never times a read, so
+    /// [`RateLimitBuilder::store_timeout`](crate::layer::RateLimitBuilder::store_timeout) does not
+    /// apply to it.
+    ///
+    /// `false` by default. An implementation that returns `true` must keep that promise, or a
+    /// layer built with a zero store timeout fails every read that waits.
+    fn is_immediate(&self) -> bool {
+        false
+    }
 }

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{Duration as ChronoDuration, SubsecRound, Utc, Weekday};
@@ -11,8 +12,10 @@ use common::TestDatabase;
 use highway_ratelimit::admin::{
     Admin, AdminError, CHANGES_CHANNEL, Change, LimitSpec, PostgresPolicies,
 };
+use highway_ratelimit::layer::RateLimitLayer;
 use highway_ratelimit::policy::{PolicySource, Scope};
 use highway_ratelimit::report::Capacity;
+use highway_ratelimit::store::MemoryStore;
 use tokio_postgres::{AsyncMessage, NoTls};
 
 async fn admin(database: &TestDatabase) -> Admin {
@@ -375,4 +378,37 @@ async fn horizon_days_stay_within_bounds() {
         admin.with_horizon_days(100_000).horizon_days(),
         highway_ratelimit::report::MAX_HORIZON_DAYS
     );
+}
+
+/// The layer reads policies from PostgreSQL within its store timeout, so a zero timeout would
+/// reject every call whose policy is not cached as `policy_unavailable`, even in front of the
+/// in-process store. Building such a layer panics with the setting, the value and what to use
+/// instead.
+#[tokio::test]
+async fn zero_timeout_with_postgres_policies_panics() {
+    let database = TestDatabase::new().await;
+    let admin = admin(&database).await;
+    admin
+        .upsert(&static_spec("acme", "tools.http", 5))
+        .await
+        .unwrap();
+    let builder = RateLimitLayer::builder(
+        Arc::new(PostgresPolicies::from_admin(&admin)),
+        Arc::new(MemoryStore::new()),
+    )
+    .store_timeout(Duration::ZERO);
+
+    let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| builder.build()))
+        .expect_err("a zero store timeout with policies in PostgreSQL panics");
+
+    let message = panic
+        .downcast_ref::<String>()
+        .expect("the panic message is formatted");
+    assert!(
+        message.contains("RateLimitBuilder::store_timeout"),
+        "{message}"
+    );
+    assert!(message.contains("store timeout of 0ns"), "{message}");
+    assert!(message.contains("PostgresPolicies"), "{message}");
+    assert!(message.contains("such as the default 500ms"), "{message}");
 }

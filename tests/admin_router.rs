@@ -363,6 +363,52 @@ async fn oversized_body_is_413() {
     assert!(admin.list(None).await.unwrap().is_empty());
 }
 
+/// A path or query string that axum cannot decode gets 400 with the JSON error body of the other
+/// errors, not axum's plain-text rejection.
+#[tokio::test]
+async fn invalid_path_or_query_is_json() {
+    let database = TestDatabase::new().await;
+    let admin = Admin::from_store(&database.store().await);
+    let router = admin_router(admin, TOKEN);
+    let cases = [
+        (
+            Method::GET,
+            "/limits?tenant=a&tenant=b",
+            "invalid query string",
+        ),
+        (Method::GET, "/limits/%FF/tools.http", "invalid path"),
+        (Method::DELETE, "/limits/%FF/tools.http", "invalid path"),
+        (Method::GET, "/usage/%FF/tools.http", "invalid path"),
+        (
+            Method::GET,
+            "/usage/acme/tools.http?workflow=a&workflow=b",
+            "invalid query string",
+        ),
+    ];
+    for (method, uri, expected) in cases {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::AUTHORIZATION, bearer(TOKEN))
+            .body(Body::empty())
+            .unwrap();
+
+        let response = router.clone().oneshot(request).await.unwrap();
+
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{uri}");
+        let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
+        assert_eq!(
+            content_type.as_ref().and_then(|value| value.to_str().ok()),
+            Some("application/json"),
+            "{uri}"
+        );
+        let bytes = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        let error: Value = serde_json::from_slice(&bytes).unwrap();
+        let message = error["error"].as_str().expect("an error message");
+        assert!(message.starts_with(expected), "{uri}: {message}");
+    }
+}
+
 /// A database that cannot be reached gives 503 with the reason, not only "error connecting to
 /// server".
 #[tokio::test]

@@ -526,3 +526,61 @@ proptest::proptest! {
         });
     }
 }
+
+/// A failed policy read is shown to the caller as the server's severity, message and SQLSTATE,
+/// as a failed store call is, and never with the DETAIL or HINT of the server's error, which can
+/// carry row values. The HTTP body and the gRPC message print that text once, on one line.
+#[cfg(all(feature = "axum", feature = "tonic"))]
+#[tokio::test]
+async fn policy_error_hides_server_detail() {
+    use axum::response::IntoResponse;
+    use http_body_util::BodyExt;
+
+    let database = TestDatabase::new().await;
+    let store = database.store().await;
+    let client = database.client().await;
+    client
+        .batch_execute(
+            "ALTER TABLE highway.tool_rate_limits RENAME TO tool_rate_limits_stored;
+             CREATE FUNCTION highway.failing_limits() RETURNS SETOF highway.tool_rate_limits_stored
+             LANGUAGE plpgsql AS $$
+             BEGIN
+                 RAISE EXCEPTION 'limits cannot be read'
+                     USING DETAIL = 'secret-detail', HINT = 'secret-hint';
+             END $$;
+             CREATE VIEW highway.tool_rate_limits AS SELECT * FROM highway.failing_limits();",
+        )
+        .await
+        .unwrap();
+    let policies = PostgresPolicies::from_admin(&Admin::from_store(&store));
+    let layer = RateLimitLayer::builder(Arc::new(policies), Arc::new(store)).build();
+
+    let Err(RateLimitError::Rejected(rejection)) =
+        call(&layer, Call::new("acme", "tools.http")).await
+    else {
+        panic!("a failed policy read rejects the call");
+    };
+    assert!(
+        matches!(rejection.reason(), RejectionReason::PolicyUnavailable(_)),
+        "{rejection:?}"
+    );
+
+    let status = tonic::Status::from(rejection.clone());
+    let response = rejection.into_response();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body = String::from_utf8(body.to_vec()).unwrap();
+    for (place, text) in [
+        ("HTTP body", body.as_str()),
+        ("gRPC message", status.message()),
+    ] {
+        assert_eq!(
+            text.matches("ERROR: limits cannot be read (SQLSTATE P0001)")
+                .count(),
+            1,
+            "{place}: {text}"
+        );
+        assert!(!text.contains("secret-detail"), "{place}: {text}");
+        assert!(!text.contains("secret-hint"), "{place}: {text}");
+        assert!(!text.contains('\n'), "{place}: {text}");
+    }
+}

@@ -1221,6 +1221,63 @@ async fn invalid_connection_string_is_an_error() {
     );
 }
 
+/// PostgreSQL refuses every connection whose `statement_timeout` exceeds a 32-bit count of
+/// milliseconds, so a longer timeout is rejected with the maximum, and the maximum itself works.
+#[tokio::test]
+async fn statement_timeout_over_server_max() {
+    let database = TestDatabase::new().await;
+    let config = || PostgresConfig::new(database.url());
+    let thirty_days = Duration::from_secs(30 * 24 * 60 * 60);
+
+    let error = PostgresStore::new(config().statement_timeout(thirty_days)).unwrap_err();
+
+    assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+    let cause = std::error::Error::source(&error)
+        .expect("the error has a cause")
+        .to_string();
+    assert!(cause.contains("statement_timeout of 2592000s"), "{cause}");
+    assert!(cause.contains("exceeds 2147483647ms"), "{cause}");
+
+    let longest = config().statement_timeout(PostgresConfig::MAX_STATEMENT_TIMEOUT);
+    let store = PostgresStore::new(longest).unwrap();
+    store.migrate().await.unwrap();
+    let key = key("acme", "tools.email.send", "acme");
+    let capacity = capacity(None, Some(10), None);
+    let decision = store
+        .consume(request(&key, &capacity, 1, None))
+        .await
+        .unwrap();
+    assert!(
+        matches!(decision, Decision::Admitted { .. }),
+        "{decision:?}"
+    );
+}
+
+/// tokio-postgres prints only "invalid connection string" and keeps what is wrong in its source,
+/// so the store's error names that reason itself.
+#[tokio::test]
+async fn invalid_connection_string_names_reason() {
+    let cases = [
+        (
+            "postgres://host:notaport/db",
+            "invalid value for option `port`",
+        ),
+        ("postgres://host/db?colour=blue", "unknown option `colour`"),
+    ];
+    for (url, reason) in cases {
+        let error = PostgresStore::new(PostgresConfig::new(url)).unwrap_err();
+
+        let cause = std::error::Error::source(&error)
+            .expect("the error has a cause")
+            .to_string();
+        assert!(cause.contains(reason), "{url}: {cause}");
+        assert!(
+            cause.contains("expected postgres://user@host:port/dbname"),
+            "{url}: {cause}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn concurrent_migrations_apply_once() {
     let database = TestDatabase::new().await;

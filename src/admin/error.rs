@@ -1,6 +1,7 @@
 use crate::report::ReportError;
 use crate::schedule::ScheduleError;
 use crate::store::StoreError;
+use crate::store::postgres::database_error;
 
 /// The error of an admin operation.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +60,10 @@ impl From<AdminError> for StoreError {
     fn from(error: AdminError) -> Self {
         match error {
             AdminError::Store(error) => error,
+            // A server error becomes its severity, message and SQLSTATE, as in a failed store
+            // call. The layer prints the error in HTTP bodies and gRPC messages, and a server
+            // error's DETAIL and HINT can carry row values.
+            AdminError::Database(error) if error.as_db_error().is_some() => database_error(error),
             other => StoreError::Unavailable(Box::new(other)),
         }
     }

@@ -29,7 +29,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
@@ -114,8 +114,12 @@ struct TenantFilter {
 
 async fn list_limits(
     State(state): State<Arc<AdminState>>,
-    Query(filter): Query<TenantFilter>,
+    query: Result<Query<TenantFilter>, QueryRejection>,
 ) -> Response {
+    let Query(filter) = match query {
+        Ok(query) => query,
+        Err(rejection) => return invalid_query(rejection),
+    };
     respond(
         state.admin.list(filter.tenant.as_deref()).await,
         StatusCode::OK,
@@ -134,15 +138,23 @@ async fn put_limit(
 
 async fn get_limit(
     State(state): State<Arc<AdminState>>,
-    Path((tenant, tool)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
 ) -> Response {
+    let Path((tenant, tool)) = match path {
+        Ok(path) => path,
+        Err(rejection) => return invalid_path(rejection),
+    };
     respond(state.admin.get(&tenant, &tool).await, StatusCode::OK)
 }
 
 async fn delete_limit(
     State(state): State<Arc<AdminState>>,
-    Path((tenant, tool)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
 ) -> Response {
+    let Path((tenant, tool)) = match path {
+        Ok(path) => path,
+        Err(rejection) => return invalid_path(rejection),
+    };
     match state.admin.delete(&tenant, &tool).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(error) => admin_error_response(error),
@@ -156,9 +168,17 @@ struct WorkflowFilter {
 
 async fn usage(
     State(state): State<Arc<AdminState>>,
-    Path((tenant, tool)): Path<(String, String)>,
-    Query(filter): Query<WorkflowFilter>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    query: Result<Query<WorkflowFilter>, QueryRejection>,
 ) -> Response {
+    let Path((tenant, tool)) = match path {
+        Ok(path) => path,
+        Err(rejection) => return invalid_path(rejection),
+    };
+    let Query(filter) = match query {
+        Ok(query) => query,
+        Err(rejection) => return invalid_query(rejection),
+    };
     respond(
         state
             .admin
@@ -241,6 +261,24 @@ fn invalid_body(rejection: JsonRejection) -> Response {
     error_response(
         StatusCode::BAD_REQUEST,
         format!("invalid request body: {}", rejection.body_text()),
+    )
+}
+
+/// Returns axum's status for a path it cannot decode, such as one with invalid UTF-8, with the
+/// JSON error body of the other errors.
+fn invalid_path(rejection: PathRejection) -> Response {
+    error_response(
+        rejection.status(),
+        format!("invalid path: {}", rejection.body_text()),
+    )
+}
+
+/// Returns 400 for a query string that is not the expected one, such as a repeated field, with
+/// the JSON error body of the other errors.
+fn invalid_query(rejection: QueryRejection) -> Response {
+    error_response(
+        rejection.status(),
+        format!("invalid query string: {}", rejection.body_text()),
     )
 }
 

@@ -125,12 +125,15 @@ impl RateLimitBuilder {
     }
 
     /// Sets the longest a token store call may take before it counts as failed (500 ms by
-    /// default); the policy's `fail_open` then decides.
+    /// default); the policy's `fail_open` then decides. A read of the policy source has the same
+    /// limit.
     ///
     /// A store that decides on the calling thread ([`TokenStore::is_immediate`], such as
-    /// [`MemoryStore`](crate::store::MemoryStore)) is not timed, so any timeout works with it.
-    /// With any other store, [`build`](Self::build) panics on a zero timeout, under which every
-    /// call would time out.
+    /// [`MemoryStore`](crate::store::MemoryStore)) is not timed, and neither is a policy source
+    /// in memory ([`PolicySource::is_immediate`], such as
+    /// [`StaticPolicies`](super::StaticPolicies)). When both are immediate, any timeout works.
+    /// Otherwise [`build`](Self::build) panics on a zero timeout, under which every call to the
+    /// store, or every read of a policy that is not cached, would time out.
     pub fn store_timeout(mut self, timeout: Duration) -> Self {
         self.settings.store_timeout = timeout;
         self
@@ -187,8 +190,9 @@ impl RateLimitBuilder {
     ///
     /// # Panics
     ///
-    /// Panics when the store timeout is zero and the store does not decide on the calling thread,
-    /// since every call to the store would then time out.
+    /// Panics when the store timeout is zero and the store or the policy source does not decide
+    /// on the calling thread. Every call to such a store, or every read of a policy that is not
+    /// cached, would then time out.
     pub fn build(self) -> RateLimitLayer {
         let timeout = self.settings.store_timeout;
         assert!(
@@ -196,6 +200,14 @@ impl RateLimitBuilder {
             "invalid store timeout of {timeout:?} in RateLimitBuilder::store_timeout: every call \
              to a store that does not decide on the calling thread, such as PostgreSQL, would time \
              out; use a positive duration, such as the default {:?}",
+            Settings::default().store_timeout
+        );
+        assert!(
+            !timeout.is_zero() || self.policies.is_immediate(),
+            "invalid store timeout of {timeout:?} in RateLimitBuilder::store_timeout: it also \
+             limits reads of the policy source, and every read of a source that does not decide \
+             on the calling thread, such as PostgresPolicies, would time out; use a positive \
+             duration, such as the default {:?}",
             Settings::default().store_timeout
         );
         RateLimitLayer::from_limiter(Arc::new(Limiter::new(

@@ -71,4 +71,8 @@ impl PolicySource for StaticPolicies {
         let policy = policies.get(&(tenant.to_owned(), tool.to_owned())).cloned();
         Box::pin(future::ready(Ok(policy)))
     }
+
+    fn is_immediate(&self) -> bool {
+        true
+    }
 }

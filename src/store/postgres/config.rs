@@ -68,6 +68,9 @@ impl PostgresConfig {
     pub const DEFAULT_MAX_BATCHES_IN_FLIGHT: usize = 4;
     /// The default limit on opening one connection.
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+    /// The longest `statement_timeout` PostgreSQL accepts: `i32::MAX` milliseconds, about 24.8
+    /// days.
+    pub const MAX_STATEMENT_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
 
     /// Creates the settings for the database at `url`, a libpq-style connection string
     /// (`postgres://user@host:port/dbname?…` or `host=… user=…`), with the default pool size
@@ -108,8 +111,10 @@ impl PostgresConfig {
     /// Sets the server's `statement_timeout` for the store's connections: a statement running
     /// longer, such as one waiting for a row lock, is cancelled by the server.
     ///
-    /// The server counts it in whole milliseconds and reads 0 as no limit, so
-    /// [`PostgresStore::new`](super::PostgresStore::new) rejects a timeout under 1 ms.
+    /// The server counts it in whole milliseconds, reads 0 as no limit and refuses every
+    /// connection whose value exceeds a 32-bit integer, so
+    /// [`PostgresStore::new`](super::PostgresStore::new) rejects a timeout under 1 ms or over
+    /// [`MAX_STATEMENT_TIMEOUT`](Self::MAX_STATEMENT_TIMEOUT).
     pub fn statement_timeout(mut self, timeout: Duration) -> Self {
         self.statement_timeout = timeout;
         self
@@ -194,6 +199,17 @@ impl PostgresConfig {
                  cancelled; use at least 1ms, below the call_timeout (the defaults are {:?} and \
                  {:?})",
                 self.statement_timeout,
+                Self::DEFAULT_STATEMENT_TIMEOUT,
+                Self::DEFAULT_CALL_TIMEOUT,
+            ));
+        }
+        if self.statement_timeout > Self::MAX_STATEMENT_TIMEOUT {
+            return Err(format!(
+                "invalid statement_timeout of {:?}: PostgreSQL refuses every connection whose \
+                 statement_timeout exceeds {}ms (a 32-bit count of milliseconds); use at most \
+                 that, below the call_timeout (the defaults are {:?} and {:?})",
+                self.statement_timeout,
+                Self::MAX_STATEMENT_TIMEOUT.as_millis(),
                 Self::DEFAULT_STATEMENT_TIMEOUT,
                 Self::DEFAULT_CALL_TIMEOUT,
             ));

@@ -100,14 +100,19 @@ impl PostgresStore {
     /// # Errors
     ///
     /// [`StoreError::Unavailable`] when the connection string is invalid, when the statement
-    /// timeout is under 1 ms, or when the call or connect timeout is zero.
+    /// timeout is under 1 ms or over [`PostgresConfig::MAX_STATEMENT_TIMEOUT`], or when the call
+    /// or connect timeout is zero.
     pub fn new(config: PostgresConfig) -> Result<Self, StoreError> {
         config
             .check_timeouts()
             .map_err(|message| StoreError::Unavailable(message.into()))?;
-        let mut pg: tokio_postgres::Config = config.url.parse().map_err(|error| {
+        let mut pg: tokio_postgres::Config = config.url.parse().map_err(|error: tokio_postgres::Error| {
+            // tokio-postgres prints only "invalid connection string" and keeps the reason, such
+            // as "invalid value for option `port`", in its source.
+            let reason = std::error::Error::source(&error)
+                .map_or_else(|| error.to_string(), ToString::to_string);
             StoreError::Unavailable(
-                format!("invalid PostgreSQL connection string: {error}; expected postgres://user@host:port/dbname").into(),
+                format!("invalid PostgreSQL connection string: {reason}; expected postgres://user@host:port/dbname").into(),
             )
         })?;
 
@@ -397,7 +402,7 @@ fn weekday_name(day: Weekday) -> &'static str {
 
 /// Wraps a database error, with the server's message when there is one: the plain `Display` of
 /// a server error is only "db error".
-fn database_error(error: tokio_postgres::Error) -> StoreError {
+pub(crate) fn database_error(error: tokio_postgres::Error) -> StoreError {
     match error.as_db_error() {
         Some(db) => StoreError::Unavailable(
             format!(
