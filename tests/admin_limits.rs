@@ -42,6 +42,38 @@ fn mail_schedule() -> String {
 }
 
 #[tokio::test]
+async fn zone_abbreviation_is_rejected() {
+    let database = TestDatabase::new().await;
+    let admin = admin(&database).await;
+
+    for zone in [Tz::EST, Tz::CET, Tz::EST5EDT] {
+        let spec = LimitSpec {
+            timezone: Some(zone),
+            ..static_spec("acme", "tools.email.send", 10)
+        };
+        let error = admin.upsert(&spec).await.unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.contains(&format!(
+                "time zone \"{}\" is not a Region/City name",
+                zone.name()
+            )),
+            "{message}"
+        );
+    }
+    assert!(
+        admin.get("acme", "tools.email.send").await.is_err(),
+        "a rejected limit was stored"
+    );
+
+    let utc = LimitSpec {
+        timezone: Some(Tz::UTC),
+        ..static_spec("acme", "tools.email.send", 10)
+    };
+    admin.upsert(&utc).await.expect("UTC is a zone");
+}
+
+#[tokio::test]
 async fn static_limit_round_trip() {
     let database = TestDatabase::new().await;
     let admin = admin(&database).await;

@@ -560,6 +560,13 @@ async fn option_errors_show_expected_form() {
         "{}",
         stderr(&zone)
     );
+    let abbreviation = set("--timezone", "EST");
+    assert_ne!(abbreviation.status.code(), Some(0));
+    assert!(
+        stderr(&abbreviation).contains("time zone \"EST\" is not a Region/City name"),
+        "{}",
+        stderr(&abbreviation)
+    );
 
     let instant = run(
         url,

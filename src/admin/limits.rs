@@ -232,6 +232,12 @@ impl Admin {
     /// stored in these cases.
     pub async fn upsert(&self, spec: &LimitSpec) -> Result<WriteOutcome, AdminError> {
         validate_names(&spec.tenant, &spec.tool)?;
+        if let Some(message) = spec
+            .timezone
+            .and_then(|zone| crate::calendar::zone_name_error(zone.name()))
+        {
+            return Err(AdminError::InvalidLimit(message));
+        }
         let static_capacity = spec.static_capacity();
         for (kind, limit) in static_capacity.limits() {
             if limit > i32::MAX as u64 {

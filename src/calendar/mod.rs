@@ -27,3 +27,18 @@ mod working;
 pub use capacity::CapacityRules;
 pub use local::{LocalDay, local_date};
 pub use working::{WorkingIntervals, WorkingTime, leave_label};
+
+/// Returns why `name` is not a zone the crate accepts where a time zone is written, or `None`
+/// when it is `"UTC"` or a Region/City name.
+///
+/// TaskJuggler 3.8 accepts only those. The tz database's other names are abbreviations (`EST`,
+/// `CET`) or legacy rules (`EST5EDT`). `EST` has no daylight saving time, so a calendar meant for
+/// New York would run an hour off all summer.
+pub(crate) fn zone_name_error(name: &str) -> Option<String> {
+    if name == "UTC" || name.contains('/') {
+        return None;
+    }
+    Some(format!(
+        "time zone \"{name}\" is not a Region/City name: write \"UTC\" or the zone of a place, such as \"America/New_York\", or \"Etc/GMT+5\" for a fixed offset (UTC-05:00)"
+    ))
+}

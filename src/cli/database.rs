@@ -115,6 +115,9 @@ where
 
 /// Parses an IANA time zone name for an option, with a message that shows the expected form.
 pub(super) fn parse_timezone(text: &str) -> Result<chrono_tz::Tz, String> {
+    if let Some(message) = crate::calendar::zone_name_error(text) {
+        return Err(message);
+    }
     text.parse().map_err(|_| {
         let spelled = chrono_tz::TZ_VARIANTS
             .iter()

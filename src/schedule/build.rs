@@ -336,17 +336,8 @@ impl Builder<'_> {
     }
 
     fn zone(&mut self, name: &Spanned<String>) -> Option<Tz> {
-        // TaskJuggler 3.8 accepts only "UTC" and Region/City names. The tz database's other names
-        // are abbreviations (EST, CET) or legacy rules (EST5EDT). "EST" has no daylight saving
-        // time, so a schedule meant for New York would run an hour off all summer.
-        if name.value != "UTC" && !name.value.contains('/') {
-            self.error(
-                name.pos,
-                format!(
-                    "time zone \"{}\" is not a Region/City name: write \"UTC\" or the zone of a place, such as \"America/New_York\", or \"Etc/GMT+5\" for a fixed offset (UTC-05:00)",
-                    name.value
-                ),
-            );
+        if let Some(message) = crate::calendar::zone_name_error(&name.value) {
+            self.error(name.pos, message);
             return None;
         }
         match name.value.parse::<Tz>() {
