@@ -44,7 +44,7 @@ fn seconds(count: i64) -> Duration {
 }
 
 /// Returns the starts and ends of the minute and the hour at `AT`.
-fn seed_bounds() -> (Vec<DateTime<Utc>>, Vec<DateTime<Utc>>) {
+fn minute_and_hour_bounds() -> (Vec<DateTime<Utc>>, Vec<DateTime<Utc>>) {
     (
         vec![utc("2026-03-02T10:15:00Z"), utc("2026-03-02T10:00:00Z")],
         vec![utc("2026-03-02T10:16:00Z"), utc("2026-03-02T11:00:00Z")],
@@ -147,9 +147,9 @@ fn bounds_around_at(count: i64) -> (BoundList, BoundList) {
     (starts, ends)
 }
 
-/// Seeds the usage table with one valid consume of the minute and the hour at `AT`.
-async fn seed_consume(client: &Client) {
-    let (starts, ends) = seed_bounds();
+/// Fills the usage table with one valid consume of the minute and the hour at `AT`.
+async fn fill_with_consume(client: &Client) {
+    let (starts, ends) = minute_and_hour_bounds();
     client
         .query(
             "SELECT * FROM highway.consume_tool_rate_tokens('acme', 'tools.pdf', 'k', 2, $1, $2,
@@ -169,7 +169,7 @@ async fn seed_consume(client: &Client) {
 #[tokio::test]
 async fn consume_rejects_invalid_costs() {
     let (_database, client) = database_and_client().await;
-    seed_consume(&client).await;
+    fill_with_consume(&client).await;
     let before = usage_rows(&client).await;
 
     let cases = [
@@ -190,7 +190,7 @@ async fn consume_rejects_invalid_costs() {
 #[tokio::test]
 async fn consume_rejects_invalid_window_types() {
     let (_database, client) = database_and_client().await;
-    seed_consume(&client).await;
+    fill_with_consume(&client).await;
     let before = usage_rows(&client).await;
 
     let (two_starts, two_ends) = bounds_around_at(2);
@@ -267,14 +267,14 @@ async fn consume_with_a_type_twice_leaves_counts_alone() {
     let (_database, client) = database_and_client().await;
     let (starts, ends) = bounds_around_at(2);
     // The second minute row has a count of 2 and a limit of 5, so a call of cost 4 does not fit.
-    let seed = Consume {
+    let first = Consume {
         cost: Some(2),
         kinds: vec![Some("minute")],
         limits: vec![Some(5)],
         starts: Some(vec![starts[1]]),
         ends: Some(vec![ends[1]]),
     };
-    seed.run(&client).await.expect("a valid consume succeeds");
+    first.run(&client).await.expect("a valid consume succeeds");
     let before = usage_rows(&client).await;
 
     let call = Consume {
@@ -291,7 +291,7 @@ async fn consume_with_a_type_twice_leaves_counts_alone() {
 #[tokio::test]
 async fn consume_rejects_invalid_limits() {
     let (_database, client) = database_and_client().await;
-    seed_consume(&client).await;
+    fill_with_consume(&client).await;
     let before = usage_rows(&client).await;
 
     let (starts, ends) = bounds_around_at(1);
@@ -464,8 +464,8 @@ async fn consume_batch(
         .await
 }
 
-/// Seeds the usage table with a valid batch of two calls of the minute and the hour at `AT`.
-async fn seed_batch(client: &Client) {
+/// Fills the usage table with a valid batch of two calls of the minute and the hour at `AT`.
+async fn fill_with_batch(client: &Client) {
     let items = [
         item(1, "minute"),
         item(1, "hour"),
@@ -493,7 +493,7 @@ async fn assert_batches_rejected(client: &Client, cases: &[(&str, Vec<Item<'_>>,
 #[tokio::test]
 async fn batch_rejects_invalid_costs() {
     let (_database, client) = database_and_client().await;
-    seed_batch(&client).await;
+    fill_with_batch(&client).await;
     let cost = |base: Item<'static>, cost: Option<i64>| Item { cost, ..base };
 
     let cases = [
@@ -529,7 +529,7 @@ async fn batch_rejects_invalid_costs() {
 #[tokio::test]
 async fn batch_rejects_invalid_limits() {
     let (_database, client) = database_and_client().await;
-    seed_batch(&client).await;
+    fill_with_batch(&client).await;
     let limit = |base: Item<'static>, limit: Option<i64>| Item { limit, ..base };
 
     let cases = [
@@ -555,7 +555,7 @@ async fn batch_rejects_invalid_limits() {
 #[tokio::test]
 async fn batch_rejects_invalid_window_types() {
     let (_database, client) = database_and_client().await;
-    seed_batch(&client).await;
+    fill_with_batch(&client).await;
     let kind = |base: Item<'static>, kind: Option<&'static str>| Item { kind, ..base };
     let computed = |base: Item<'static>| Item {
         start: None,
@@ -640,7 +640,7 @@ async fn batch_calls_may_share_a_window() {
 #[tokio::test]
 async fn batch_rejects_invalid_bounds() {
     let (_database, client) = database_and_client().await;
-    seed_batch(&client).await;
+    fill_with_batch(&client).await;
     let bounds = |start: Option<&str>, end: Option<&str>| Item {
         start: start.map(utc),
         end: end.map(utc),
@@ -692,7 +692,7 @@ async fn batch_rejects_invalid_bounds() {
 #[tokio::test]
 async fn batch_rejects_arrays_of_other_lengths() {
     let (_database, client) = database_and_client().await;
-    seed_batch(&client).await;
+    fill_with_batch(&client).await;
     let before = usage_rows(&client).await;
 
     let result = client
@@ -756,7 +756,7 @@ impl Take<'_> {
 
 /// Returns a valid take of 3 tokens from the minute and the hour at `AT`.
 fn take() -> Take<'static> {
-    let (starts, ends) = seed_bounds();
+    let (starts, ends) = minute_and_hour_bounds();
     Take {
         want: Some(3),
         min: Some(1),
@@ -1052,7 +1052,7 @@ async fn give_back(
 
 /// Returns the kinds and starts of the windows of `take()`.
 fn leased_windows() -> (Vec<Option<&'static str>>, BoundList) {
-    let (starts, _) = seed_bounds();
+    let (starts, _) = minute_and_hour_bounds();
     (
         SEED_KINDS.map(Some).to_vec(),
         starts.into_iter().map(Some).collect(),
