@@ -184,6 +184,91 @@ async fn one_key_keeps_arrival_order() {
     );
 }
 
+/// Calls of one key that queue behind its round trip go out together and are charged in the order
+/// they came: each sees the counts after its own charge, and when the windows have room for only
+/// some of them, the earliest get it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_calls_of_one_key_count_in_order() {
+    let database = TestDatabase::new().await;
+    let store = patient_store(&database).await;
+    let start = utc("2030-01-01T00:00:00Z");
+    let at = utc("2030-01-01T00:00:30Z");
+    let consume = |scope: &'static str, cost: u64, minute_limit: u64| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let capacity = Capacity {
+                per_minute: Some(minute_limit),
+                per_hour: Some(100),
+                ..Capacity::UNLIMITED
+            };
+            store
+                .consume(ConsumeRequest {
+                    key: &key(scope),
+                    cost,
+                    capacity: &capacity,
+                    timezone: Tz::UTC,
+                    week_start: Weekday::Mon,
+                    at: Some(at),
+                })
+                .await
+        })
+    };
+    let remaining = |decision: &Decision| -> Vec<u64> {
+        decision
+            .windows()
+            .iter()
+            .map(|window| window.remaining)
+            .collect()
+    };
+
+    // Room for every call: minute limit 7, costs 1 + 1 + 2 + 3.
+    let hold = hold_row(&database, "room", start).await;
+    let first = consume("room", 1, 7);
+    settle().await;
+    let mut queued = Vec::new();
+    for cost in [1, 2, 3] {
+        queued.push(consume("room", cost, 7));
+        settle().await;
+    }
+    release(hold).await;
+    assert_eq!(remaining(&first.await.unwrap().unwrap()), [6, 99]);
+    let mut seen = Vec::new();
+    for task in queued {
+        let decision = task.await.unwrap().unwrap();
+        assert!(decision.is_admitted(), "{decision:?}");
+        seen.push(remaining(&decision));
+    }
+    assert_eq!(seen, [vec![5, 98], vec![3, 96], vec![0, 93]]);
+    assert_eq!(minute_count(&database, "room", start).await, 7);
+
+    // Room for the first two queued calls only: minute limit 5.
+    let hold = hold_row(&database, "full", start).await;
+    let first = consume("full", 1, 5);
+    settle().await;
+    let mut queued = Vec::new();
+    for cost in [1, 2, 3] {
+        queued.push(consume("full", cost, 5));
+        settle().await;
+    }
+    release(hold).await;
+    assert!(first.await.unwrap().unwrap().is_admitted());
+    let mut decided = Vec::new();
+    for task in queued {
+        let decision = task.await.unwrap().unwrap();
+        decided.push((decision.is_admitted(), remaining(&decision)));
+    }
+    assert_eq!(
+        decided,
+        [
+            (true, vec![3, 98]),
+            (true, vec![1, 96]),
+            (false, vec![1, 96])
+        ]
+    );
+    assert_eq!(minute_count(&database, "full", start).await, 4);
+    assert_eq!(charged(&database, "full").await, 8, "minute 4 and hour 4");
+}
+
 /// Two batched calls whose costs sum past `i64::MAX` must not both be admitted when the limit is
 /// `i64::MAX`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,10 +2,10 @@
 //!
 //! A batch that fails with an error from the server charged nothing, and its calls can be sent
 //! again one by one. A connection that breaks between the commit and the reply (a network fault, a
-//! restarted proxy or pooler) leaves that unknown. The test puts a TCP proxy of its own between the
+//! restarted proxy or pooler) leaves that unknown. Each test puts a TCP proxy of its own between the
 //! store and PostgreSQL on 127.0.0.1. The proxy forwards everything, except that it drops the
-//! connection that carries the first fast batch statement once the server has replied to it with
-//! ReadyForQuery, which PostgreSQL sends only after the commit.
+//! connection that carries the first statement with a given text once the server has replied to it
+//! with ReadyForQuery, which PostgreSQL sends only after the commit.
 
 mod common;
 
@@ -29,14 +29,18 @@ use common::{TestDatabase, with_database};
 /// Text of the fast batch statement (`FAST_CONSUME_BATCH` in `src/store/postgres/fast.rs`) that
 /// appears in its Parse message.
 const BATCH_MARKER: &[u8] = b"WITH r AS MATERIALIZED";
+/// Text that appears in the Parse message of the single-call statement for two windows or more
+/// (`fast_consume_statement` in `src/store/postgres/fast.rs`), which also charges a batch of calls
+/// of one key, and not in the statement for one window.
+const TWO_WINDOWS_MARKER: &[u8] = b"($5::text[])[2]";
 /// A ReadyForQuery message in the idle state: 'Z', length 5, 'I'.
 const READY_IDLE: &[u8] = &[b'Z', 0, 0, 0, 5, b'I'];
 
-fn key() -> ScopeKey {
+fn key(scope: &str) -> ScopeKey {
     ScopeKey {
         tenant: "acme".to_owned(),
         tool: "tools.email.send".to_owned(),
-        scope: "global".to_owned(),
+        scope: scope.to_owned(),
     }
 }
 
@@ -48,9 +52,10 @@ fn utc(text: &str) -> DateTime<Utc> {
 
 /// Starts a proxy from a free port on 127.0.0.1 to `upstream`, and returns its port.
 ///
-/// The first connection whose client sends the fast batch statement is cut once the server
-/// replies to the execution that follows: the reply is withheld and both sockets are closed.
-async fn start_proxy(upstream: String) -> u16 {
+/// The first connection whose client sends a statement containing `marker` is cut once the
+/// server replies to the execution that follows: the reply is withheld and both sockets are
+/// closed.
+async fn start_proxy(upstream: String, marker: &'static [u8]) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let fired = Arc::new(AtomicBool::new(false));
@@ -62,7 +67,7 @@ async fn start_proxy(upstream: String) -> u16 {
             let Ok(server) = TcpStream::connect(&upstream).await else {
                 return;
             };
-            tokio::spawn(relay(client, server, fired.clone()));
+            tokio::spawn(relay(client, server, marker, fired.clone()));
         }
     });
     port
@@ -72,13 +77,18 @@ async fn start_proxy(upstream: String) -> u16 {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Stage {
     Normal,
-    /// The client sent the Parse message of the fast batch statement.
+    /// The client sent the Parse message of the marked statement.
     Parsed,
     /// The client sent the execution that follows it.
     Executed,
 }
 
-async fn relay(client: TcpStream, server: TcpStream, fired: Arc<AtomicBool>) {
+async fn relay(
+    client: TcpStream,
+    server: TcpStream,
+    marker: &'static [u8],
+    fired: Arc<AtomicBool>,
+) {
     let (mut client_read, client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
     let client_write = Arc::new(Mutex::new(Some(client_write)));
@@ -97,7 +107,7 @@ async fn relay(client: TcpStream, server: TcpStream, fired: Arc<AtomicBool>) {
                 let mut stage = upstream_stage.lock().unwrap();
                 match *stage {
                     Stage::Normal
-                        if chunk.windows(BATCH_MARKER.len()).any(|w| w == BATCH_MARKER)
+                        if chunk.windows(marker.len()).any(|w| w == marker)
                             && !fired.swap(true, Ordering::SeqCst) =>
                     {
                         *stage = Stage::Parsed;
@@ -161,21 +171,25 @@ async fn hold_row(database: &TestDatabase, start: DateTime<Utc>) -> Client {
     client
 }
 
+/// Starts a consume of one unit for `scope` at `at`, with a minute limit of `limit` and, when
+/// `hourly` is set, an hour limit of 100, in a task.
 fn spawn_consume(
     store: &PostgresStore,
+    scope: &'static str,
     limit: u64,
+    hourly: bool,
     at: DateTime<Utc>,
 ) -> JoinHandle<Result<Decision, StoreError>> {
     let store = store.clone();
     tokio::spawn(async move {
-        let key = key();
         let capacity = Capacity {
             per_minute: Some(limit),
+            per_hour: hourly.then_some(100),
             ..Capacity::UNLIMITED
         };
         store
             .consume(ConsumeRequest {
-                key: &key,
+                key: &key(scope),
                 cost: 1,
                 capacity: &capacity,
                 timezone: Tz::UTC,
@@ -186,11 +200,13 @@ fn spawn_consume(
     })
 }
 
-/// The calls of a batch whose reply was lost get an error stating that they may have been charged,
-/// and none is sent again, so none is charged twice.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lost_batch_reply_charges_calls_once() {
-    let database = TestDatabase::new().await;
+/// Returns a store that reaches the test database through a proxy which cuts the first
+/// connection that sends `marker`, once the server has replied to it.
+async fn store_behind_proxy(
+    database: &TestDatabase,
+    marker: &'static [u8],
+    max_batches_in_flight: usize,
+) -> PostgresStore {
     let upstream = {
         let url = common::server_url().unwrap();
         let authority = url
@@ -201,56 +217,116 @@ async fn lost_batch_reply_charges_calls_once() {
             .unwrap();
         authority.rsplit('@').next().unwrap().to_owned()
     };
-    let port = start_proxy(upstream).await;
+    let port = start_proxy(upstream, marker).await;
     let proxied_url = with_database(
         &format!("postgres://postgres@127.0.0.1:{port}/postgres"),
         database.name(),
     );
     let store = PostgresStore::new(
         highway_ratelimit::store::postgres::PostgresConfig::new(proxied_url)
+            .max_batches_in_flight(max_batches_in_flight)
             .statement_timeout(Duration::from_secs(30))
             .call_timeout(Duration::from_secs(60)),
     )
     .unwrap();
     store.migrate().await.unwrap();
+    store
+}
 
+/// Asserts that a call of a batch whose reply was lost got the error that says it may have been
+/// charged.
+fn assert_maybe_charged(result: Result<Decision, StoreError>) {
+    match result {
+        Err(StoreError::Unavailable(error)) => assert!(
+            error.to_string().contains("may have been charged"),
+            "{error}"
+        ),
+        other => panic!("a call of the lost batch returned {other:?}"),
+    }
+}
+
+/// Returns the count of every usage row, by scope and window type.
+async fn counts(database: &TestDatabase) -> Vec<(String, String, i64)> {
+    database
+        .client()
+        .await
+        .query(
+            "SELECT scope_key, window_type, request_count FROM highway.tool_rate_limit_usage
+             ORDER BY scope_key, window_end",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect()
+}
+
+fn count(scope: &str, window: &str, count: i64) -> (String, String, i64) {
+    (scope.to_owned(), window.to_owned(), count)
+}
+
+/// The calls of a batch whose reply was lost get an error stating that they may have been charged,
+/// and none is sent again, so none is charged twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_batch_reply_charges_calls_once() {
+    let database = TestDatabase::new().await;
+    // One round trip at a time, so that calls of two keys queue together.
+    let store = store_behind_proxy(&database, BATCH_MARKER, 1).await;
     let start = utc("2026-03-02T10:15:00Z");
     let at = utc("2026-03-02T10:15:30Z");
     // Room for every call twice over, so that a call sent again would be charged again.
     let limit = 10;
 
-    // The first call goes alone and waits for the held row. The next two wait for the key, so
-    // they go out together as one batch.
+    // The first call goes alone and waits for the held row. The next two, of its key and of
+    // another, queue, so they go out together as one batch.
     let holder = hold_row(&database, start).await;
-    let first = spawn_consume(&store, limit, at);
+    let first = spawn_consume(&store, "global", limit, false, at);
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let second = spawn_consume(&store, limit, at);
-    let third = spawn_consume(&store, limit, at);
+    let second = spawn_consume(&store, "global", limit, false, at);
+    let third = spawn_consume(&store, "other", limit, false, at);
     tokio::time::sleep(Duration::from_millis(400)).await;
     holder.batch_execute("COMMIT").await.unwrap();
 
     let first = first.await.unwrap();
     assert!(matches!(first, Ok(Decision::Admitted { .. })), "{first:?}");
-    for batched in [second.await.unwrap(), third.await.unwrap()] {
-        match batched {
-            Err(StoreError::Unavailable(error)) => assert!(
-                error.to_string().contains("may have been charged"),
-                "{error}"
-            ),
-            other => panic!("a call of the lost batch returned {other:?}"),
-        }
-    }
+    assert_maybe_charged(second.await.unwrap());
+    assert_maybe_charged(third.await.unwrap());
 
-    let count: i64 = database
-        .client()
-        .await
-        .query_one(
-            "SELECT request_count FROM highway.tool_rate_limit_usage
-             WHERE window_type = 'minute' AND window_start = $1",
-            &[&start],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(count, 3, "each call is charged once");
+    assert_eq!(
+        counts(&database).await,
+        [count("global", "minute", 2), count("other", "minute", 1)],
+        "each call is charged once"
+    );
+}
+
+/// The same when the batch contains calls of one key only, which the single-call statement charges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_one_key_batch_reply_charges_calls_once() {
+    let database = TestDatabase::new().await;
+    let store = store_behind_proxy(&database, TWO_WINDOWS_MARKER, 4).await;
+    let start = utc("2026-03-02T10:15:00Z");
+    let at = utc("2026-03-02T10:15:30Z");
+    let limit = 10;
+
+    // The first call, with a minute limit only, goes alone and waits for the held row. The next
+    // two, of its key with minute and hour limits, wait for the key and go out together.
+    let holder = hold_row(&database, start).await;
+    let first = spawn_consume(&store, "global", limit, false, at);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let second = spawn_consume(&store, "global", limit, true, at);
+    let third = spawn_consume(&store, "global", limit, true, at);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    holder.batch_execute("COMMIT").await.unwrap();
+
+    let first = first.await.unwrap();
+    assert!(matches!(first, Ok(Decision::Admitted { .. })), "{first:?}");
+    assert_maybe_charged(second.await.unwrap());
+    assert_maybe_charged(third.await.unwrap());
+
+    assert_eq!(
+        counts(&database).await,
+        [count("global", "minute", 3), count("global", "hour", 2)],
+        "each call is charged once"
+    );
 }
