@@ -326,10 +326,9 @@ impl Sender<'_> {
                 .iter()
                 .any(|call| self.rejections.recently_rejected(call));
         if !skip_fast {
-            let outcome = if rows.one_key() {
-                self.fast_one_key(calls, &rows).await
-            } else {
-                self.fast_batch(calls, &rows).await
+            let outcome = match rows.one_key_statement() {
+                Some(statement) => self.fast_one_key(calls, &rows, statement).await,
+                None => self.fast_batch(calls, &rows).await,
             };
             match outcome {
                 Ok(Some(Ok(windows))) => return Ok(windows),
@@ -406,20 +405,14 @@ impl Sender<'_> {
     /// Runs the single-call statement for a batch whose calls all charge the same rows of one key
     /// (the calls that queued behind a hot key), with their total cost and each row's smallest
     /// limit. The server runs it about 1.5 times as fast as the batch statement for the same rows
-    /// (pgbench, BENCHMARKS.md). It charges every row or rolls back, so it never returns `None`.
+    /// (pgbench, BENCHMARKS.md). `statement` is the one that [`BatchRows::one_key_statement`]
+    /// returned. It charges every row or rolls back, so it never returns `None`.
     async fn fast_one_key(
         &self,
         calls: &[&Call<'_>],
         rows: &BatchRows<'_>,
+        statement: &str,
     ) -> Result<Option<Result<Vec<Vec<WindowRow>>, StoreError>>, tokio_postgres::Error> {
-        let Some(statement) = rows
-            .kinds
-            .len()
-            .checked_sub(1)
-            .and_then(|index| FAST_CONSUME.get(index))
-        else {
-            return Ok(Some(Ok(Vec::new())));
-        };
         let by_request_instant = !rows.by_database_clock.iter().any(|&by_clock| by_clock);
         let mut parameters: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(7 + 2 * rows.kinds.len());
         parameters.extend([
@@ -689,13 +682,19 @@ impl<'a> BatchRows<'a> {
         rows
     }
 
-    /// Returns whether every call charges every row, each once and in the rows' order: the rows
-    /// of one key's windows, with every call's windows starting together. The rows then all
-    /// have the same total cost, and the single-call statement can charge them.
-    fn one_key(&self) -> bool {
+    /// Returns the single-call statement for the batch's rows when every call charges every row,
+    /// each once and in the rows' order: the rows of one key's windows, with every call's windows
+    /// starting together. The rows then all have the same total cost.
+    fn one_key_statement(&self) -> Option<&'static str> {
+        let statement = self
+            .kinds
+            .len()
+            .checked_sub(1)
+            .and_then(|index| FAST_CONSUME.get(index))?;
         self.row_of
             .iter()
             .all(|row_of| row_of.iter().copied().eq(0..self.kinds.len()))
+            .then_some(statement.as_str())
     }
 
     /// Returns the windows of each call of a batch that was admitted, from each row's count after
@@ -952,11 +951,14 @@ mod tests {
         let second = again(&first, 2, [5, 50]);
         let refs = [&first, &second];
         let rows = BatchRows::new(&refs);
-        assert!(rows.one_key());
+        assert_eq!(rows.one_key_statement(), Some(FAST_CONSUME[1].as_str()));
         assert_eq!(rows.demands, [3, 3]);
 
         let other_key = call("acme", "run-2", 1, [10, 100]);
-        assert!(!BatchRows::new(&[&first, &other_key]).one_key());
+        assert_eq!(
+            BatchRows::new(&[&first, &other_key]).one_key_statement(),
+            None
+        );
 
         // The same key in the next minute: the calls share the hour row only.
         let next_minute = Call {
@@ -969,7 +971,10 @@ mod tests {
             ),
             ..again(&first, 1, [10, 100])
         };
-        assert!(!BatchRows::new(&[&first, &next_minute]).one_key());
+        assert_eq!(
+            BatchRows::new(&[&first, &next_minute]).one_key_statement(),
+            None
+        );
 
         // The same key with the minute window only.
         let minute_only = Call {
@@ -979,7 +984,10 @@ mod tests {
             ),
             ..again(&first, 1, [10, 100])
         };
-        assert!(!BatchRows::new(&[&first, &minute_only]).one_key());
+        assert_eq!(
+            BatchRows::new(&[&first, &minute_only]).one_key_statement(),
+            None
+        );
     }
 
     #[test]
