@@ -8,6 +8,7 @@ use std::process::{Command, Output};
 
 use chrono::Utc;
 use common::TestDatabase;
+use highway_ratelimit::store::postgres::MIGRATIONS;
 use serde_json::Value;
 
 fn run(database_url: Option<&str>, args: &[&str]) -> Output {
@@ -1021,6 +1022,67 @@ async fn usage_of_disabled_limit_notes_it() {
     assert!(
         message
             .contains("note: the limit of tenant \"default\" for tool \"tools.http\" is disabled"),
+        "{message}"
+    );
+}
+
+/// `migrate --lock-timeout-ms` sets how long each migration waits for a lock: a migration that
+/// cannot lock the usage table behind an open transaction fails and names what to do, and a
+/// timeout PostgreSQL cannot take is rejected before anything runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn migrate_lock_timeout_backs_off() {
+    let database = TestDatabase::new().await;
+    let url = Some(database.url());
+    let client = database.client().await;
+    client
+        .batch_execute(
+            "CREATE SCHEMA highway;
+             CREATE TABLE highway.ratelimit_migrations (
+                 version INT PRIMARY KEY,
+                 name TEXT NOT NULL,
+                 applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+             );",
+        )
+        .await
+        .unwrap();
+    for migration in MIGRATIONS.iter().filter(|migration| migration.version <= 9) {
+        client.batch_execute(migration.sql).await.unwrap();
+        client
+            .execute(
+                "INSERT INTO highway.ratelimit_migrations (version, name) VALUES ($1, $2)",
+                &[&migration.version, &migration.name],
+            )
+            .await
+            .unwrap();
+    }
+    client
+        .batch_execute("BEGIN; LOCK TABLE highway.tool_rate_limit_usage IN ACCESS SHARE MODE;")
+        .await
+        .unwrap();
+
+    let output = run(url, &["migrate", "--lock-timeout-ms", "10"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let message = stderr(&output);
+    assert!(
+        message.contains("migration 0010_usage_write_cost.sql failed"),
+        "{message}"
+    );
+    assert!(message.contains("pg_stat_activity"), "{message}");
+
+    client.batch_execute("COMMIT").await.unwrap();
+    let output = run(url, &["migrate"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("applied migrations 10, 11"),
+        "{}",
+        stderr(&output)
+    );
+
+    let output = run(url, &["migrate", "--lock-timeout-ms", "99999999999"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let message = stderr(&output);
+    assert!(
+        message.contains("invalid migration_lock_timeout"),
         "{message}"
     );
 }

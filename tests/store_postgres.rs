@@ -1192,6 +1192,16 @@ fn zero_timeouts_are_rejected() {
             "connect_timeout of 0ns",
             "such as the default 2s",
         ),
+        (
+            config().migration_lock_timeout(Duration::from_micros(500)),
+            "migration_lock_timeout of 500µs",
+            "use 0 to wait without a limit",
+        ),
+        (
+            config().migration_lock_timeout(PostgresConfig::MAX_STATEMENT_TIMEOUT * 2),
+            "migration_lock_timeout of",
+            "or 1ms to that maximum",
+        ),
     ];
     for (config, setting, advice) in cases {
         let error = PostgresStore::new(config).unwrap_err();
@@ -1206,6 +1216,8 @@ fn zero_timeouts_are_rejected() {
 
     let shortest = config().statement_timeout(Duration::from_millis(1));
     assert!(PostgresStore::new(shortest).is_ok());
+    let unlimited_lock_wait = config().migration_lock_timeout(Duration::ZERO);
+    assert!(PostgresStore::new(unlimited_lock_wait).is_ok());
 }
 
 #[tokio::test]

@@ -184,7 +184,8 @@ async fn consume(
 ///
 /// A session holds a lock on the usage table while the migration starts, so that the migration's
 /// ALTER TABLE waits for it and the calls queue behind the ALTER for longer than the statement
-/// timeout, as behind a long rebuild.
+/// timeout, as behind a long rebuild. The migration waits for the lock without a limit, so that
+/// it does not back off.
 async fn upgrade_under_load(batch_size: usize) {
     let database = TestDatabase::new().await;
     let shared = Arc::new(key("shared"));
@@ -198,7 +199,8 @@ async fn upgrade_under_load(batch_size: usize) {
             .pool_size(4)
             .statement_timeout(STATEMENT_TIMEOUT)
             .call_timeout(CALL_TIMEOUT)
-            .max_batch_size(batch_size),
+            .max_batch_size(batch_size)
+            .migration_lock_timeout(Duration::ZERO),
     )
     .unwrap();
     let migrated = Arc::new(AtomicBool::new(false));
@@ -328,4 +330,121 @@ async fn changed_result_column_is_prepared_again() {
     );
     assert_eq!(outcome.timeouts, 0);
     assert_eq!(counts(&database, &key).await, same_counts(2));
+}
+
+/// Opens a transaction that has read the usage table and stays open, so that a migration that
+/// alters the table waits for it.
+async fn open_reader(database: &TestDatabase) -> tokio_postgres::Client {
+    let reader = database.client().await;
+    reader
+        .batch_execute("BEGIN; SELECT count(*) FROM highway.tool_rate_limit_usage;")
+        .await
+        .unwrap();
+    reader
+}
+
+/// Returns the store of a test of migration locks, at migration 9, whose migrations wait `lock`
+/// for each lock.
+async fn store_at_migration_9(database: &TestDatabase, lock: Duration) -> PostgresStore {
+    database_at_migration_9(database, &[]).await;
+    PostgresStore::new(
+        PostgresConfig::new(database.url())
+            .statement_timeout(Duration::from_secs(5))
+            .call_timeout(Duration::from_secs(10))
+            .migration_lock_timeout(lock),
+    )
+    .unwrap()
+}
+
+/// A migration that waits for a table's lock behind an open transaction backs off after its lock
+/// timeout, so the calls that queued behind its lock request run long before the transaction
+/// ends, and it applies once the transaction ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_backs_off_from_open_transaction() {
+    let database = TestDatabase::new().await;
+    let store = store_at_migration_9(&database, Duration::from_millis(100)).await;
+    let reader = open_reader(&database).await;
+    let migration = tokio::spawn({
+        let store = store.clone();
+        async move { store.migrate().await }
+    });
+    database.wait_for_lock_waiters(1).await;
+
+    let key = key("run-1");
+    let capacity = capacity(1_000_000);
+    let mut outcome = Outcome::default();
+    let started = Instant::now();
+    let mut calls = 0;
+    while started.elapsed() < Duration::from_millis(1500) {
+        assert!(consume(&store, &key, &capacity, &mut outcome).await);
+        calls += 1;
+    }
+    assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    assert!(
+        outcome.slowest < Duration::from_millis(600),
+        "a call waited {:?} behind the migration's lock request",
+        outcome.slowest
+    );
+    assert!(
+        !migration.is_finished(),
+        "the migration ran past the open transaction"
+    );
+
+    reader.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(migration.await.unwrap().unwrap(), vec![10, 11]);
+    assert_eq!(counts(&database, &key).await, same_counts(calls));
+}
+
+/// A migration that cannot get its lock in any attempt fails with an error that names it and what
+/// to do, and leaves the database at the version before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_gives_up_on_lock() {
+    let database = TestDatabase::new().await;
+    let store = store_at_migration_9(&database, Duration::from_millis(20)).await;
+    let reader = open_reader(&database).await;
+
+    let error = store.migrate().await.unwrap_err();
+
+    assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+    let message = std::error::Error::source(&error)
+        .expect("the error has a cause")
+        .to_string();
+    assert!(
+        message.contains("migration 0010_usage_write_cost.sql failed"),
+        "{message}"
+    );
+    assert!(message.contains("in each of 10 attempts"), "{message}");
+    assert!(message.contains("pg_stat_activity"), "{message}");
+    let latest: i32 = database
+        .client()
+        .await
+        .query_one("SELECT max(version) FROM highway.ratelimit_migrations", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(latest, 9);
+
+    reader.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(store.migrate().await.unwrap(), vec![10, 11]);
+}
+
+/// With a zero lock timeout a migration waits for its locks as long as it takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_lock_timeout_waits_for_lock() {
+    let database = TestDatabase::new().await;
+    let store = store_at_migration_9(&database, Duration::ZERO).await;
+    let reader = open_reader(&database).await;
+    let migration = tokio::spawn({
+        let store = store.clone();
+        async move { store.migrate().await }
+    });
+    database.wait_for_lock_waiters(1).await;
+
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(!migration.is_finished(), "the migration stopped waiting");
+    let waiters = database.lock_waiters(&database.client().await).await;
+    assert_eq!(waiters, 1, "the migration no longer waits for the lock");
+
+    reader.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(migration.await.unwrap().unwrap(), vec![10, 11]);
 }

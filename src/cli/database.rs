@@ -21,14 +21,21 @@ pub(super) struct DatabaseArgs {
 impl DatabaseArgs {
     /// Opens a store with a small pool: a command runs a handful of queries.
     pub(super) fn store(&self) -> Result<PostgresStore, String> {
-        PostgresStore::new(PostgresConfig::new(self.database_url.clone()).pool_size(2)).map_err(
-            |error| {
-                format!(
-                    "{}; check --database-url or DATABASE_URL",
-                    ErrorChain(&error)
-                )
-            },
-        )
+        self.store_with(|config| config)
+    }
+
+    /// Opens a store with a small pool and the settings that `configure` changes.
+    pub(super) fn store_with(
+        &self,
+        configure: impl FnOnce(PostgresConfig) -> PostgresConfig,
+    ) -> Result<PostgresStore, String> {
+        let config = configure(PostgresConfig::new(self.database_url.clone()).pool_size(2));
+        PostgresStore::new(config).map_err(|error| {
+            format!(
+                "{}; check --database-url or DATABASE_URL",
+                ErrorChain(&error)
+            )
+        })
     }
 
     /// Returns the message of a database error with its causes and what to do next.

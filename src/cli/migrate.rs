@@ -1,18 +1,32 @@
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Args;
 
 use super::database::{DatabaseArgs, block_on};
+use crate::store::postgres::PostgresConfig;
 
 #[derive(Debug, Args)]
 pub(super) struct MigrateArgs {
     #[command(flatten)]
     database: DatabaseArgs,
+    /// How long a migration waits for a table lock, in milliseconds, before it backs off and
+    /// tries again (10 attempts); 0 waits as long as it takes. Calls that need the table queue
+    /// behind a migration that waits.
+    #[arg(long, value_name = "MS", default_value_t = default_lock_timeout_ms())]
+    lock_timeout_ms: u64,
+}
+
+fn default_lock_timeout_ms() -> u64 {
+    u64::try_from(PostgresConfig::DEFAULT_MIGRATION_LOCK_TIMEOUT.as_millis()).unwrap_or(u64::MAX)
 }
 
 pub(super) fn run(args: MigrateArgs) -> ExitCode {
     block_on(async move {
-        let store = args.database.store()?;
+        let lock_timeout = Duration::from_millis(args.lock_timeout_ms);
+        let store = args
+            .database
+            .store_with(|config| config.migration_lock_timeout(lock_timeout))?;
         let applied = store.migrate().await.map_err(|error| {
             format!("migration failed: {}", args.database.describe_error(&error))
         })?;

@@ -28,6 +28,7 @@ pub struct PostgresConfig {
     pub(super) synchronous_commit: bool,
     pub(super) max_batch_size: usize,
     pub(super) max_batches_in_flight: usize,
+    pub(super) migration_lock_timeout: Duration,
     pub(super) clock: Arc<dyn Clock>,
 }
 
@@ -49,6 +50,7 @@ impl std::fmt::Debug for PostgresConfig {
             .field("synchronous_commit", &self.synchronous_commit)
             .field("max_batch_size", &self.max_batch_size)
             .field("max_batches_in_flight", &self.max_batches_in_flight)
+            .field("migration_lock_timeout", &self.migration_lock_timeout)
             .field("clock", &self.clock)
             .finish()
     }
@@ -71,6 +73,11 @@ impl PostgresConfig {
     /// The longest `statement_timeout` PostgreSQL accepts: `i32::MAX` milliseconds, about 24.8
     /// days.
     pub const MAX_STATEMENT_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
+    /// The default wait of a migration for one lock before it backs off and tries again.
+    pub const DEFAULT_MIGRATION_LOCK_TIMEOUT: Duration = Duration::from_millis(500);
+    /// How many times [`PostgresStore::migrate`](super::PostgresStore::migrate) tries a migration
+    /// whose locks it could not get within the migration lock timeout.
+    pub const MIGRATION_LOCK_ATTEMPTS: u32 = 10;
 
     /// Creates the settings for the database at `url`, a libpq-style connection string
     /// (`postgres://user@host:port/dbname?…` or `host=… user=…`), with the default pool size
@@ -85,6 +92,7 @@ impl PostgresConfig {
             synchronous_commit: true,
             max_batch_size: Self::DEFAULT_MAX_BATCH_SIZE,
             max_batches_in_flight: Self::DEFAULT_MAX_BATCHES_IN_FLIGHT,
+            migration_lock_timeout: Self::DEFAULT_MIGRATION_LOCK_TIMEOUT,
             clock: Arc::new(SystemClock),
         }
     }
@@ -174,6 +182,21 @@ impl PostgresConfig {
         self
     }
 
+    /// Sets how long [`PostgresStore::migrate`](super::PostgresStore::migrate) waits for a lock,
+    /// such as a table's, before it rolls the migration back, pauses for twice as long and tries
+    /// again, up to [`MIGRATION_LOCK_ATTEMPTS`](Self::MIGRATION_LOCK_ATTEMPTS) times.
+    ///
+    /// A migration that alters a table waits until every open transaction that used the table
+    /// ends, and every call that needs the table meanwhile queues behind it. A wait shorter than
+    /// the statement timeout lets one long transaction delay the migration instead of failing the
+    /// calls. Zero waits as long as it takes, in one attempt; otherwise
+    /// [`PostgresStore::new`](super::PostgresStore::new) rejects a timeout under 1 ms or over
+    /// [`MAX_STATEMENT_TIMEOUT`](Self::MAX_STATEMENT_TIMEOUT).
+    pub fn migration_lock_timeout(mut self, timeout: Duration) -> Self {
+        self.migration_lock_timeout = timeout;
+        self
+    }
+
     /// Returns the connection string.
     pub fn get_url(&self) -> &str {
         &self.url
@@ -212,6 +235,18 @@ impl PostgresConfig {
                 Self::MAX_STATEMENT_TIMEOUT.as_millis(),
                 Self::DEFAULT_STATEMENT_TIMEOUT,
                 Self::DEFAULT_CALL_TIMEOUT,
+            ));
+        }
+        let lock = self.migration_lock_timeout;
+        if !lock.is_zero()
+            && (lock < Duration::from_millis(1) || lock > Self::MAX_STATEMENT_TIMEOUT)
+        {
+            return Err(format!(
+                "invalid migration_lock_timeout of {lock:?}: PostgreSQL counts it in whole \
+                 milliseconds up to {}ms; use 0 to wait without a limit, or 1ms to that maximum \
+                 (the default is {:?})",
+                Self::MAX_STATEMENT_TIMEOUT.as_millis(),
+                Self::DEFAULT_MIGRATION_LOCK_TIMEOUT,
             ));
         }
         if self.call_timeout.is_zero() {

@@ -1,7 +1,11 @@
 //! The SQL migrations in `migrations/`, applied in order and recorded in the database.
 
-use deadpool_postgres::Object;
+use std::time::Duration;
 
+use deadpool_postgres::Object;
+use tokio_postgres::error::SqlState;
+
+use super::PostgresConfig;
 use crate::store::StoreError;
 
 /// One migration: its version, its file name and its SQL.
@@ -91,14 +95,21 @@ const CREATE_BOOKKEEPING: &str = "
 ///
 /// Holds an advisory lock while it works, so workers that start together apply each migration
 /// once: the others wait, then find nothing left to do.
-pub(super) async fn apply(client: &mut Object) -> Result<Vec<i32>, StoreError> {
+///
+/// Each migration waits at most `lock_timeout` for a lock (zero: no limit). One that cannot get
+/// its locks in time is rolled back and tried again after a pause of twice that, so that the calls
+/// queued behind its lock request can run meanwhile.
+pub(super) async fn apply(
+    client: &mut Object,
+    lock_timeout: Duration,
+) -> Result<Vec<i32>, StoreError> {
     // Waiting for another worker's migrations, or a migration of a large table, may take longer
     // than the store's statement timeout; RESET restores the connection's own setting.
     client
         .batch_execute("SET statement_timeout = 0")
         .await
         .map_err(super::database_error)?;
-    let result = apply_with_lock(client).await;
+    let result = apply_with_lock(client, lock_timeout).await;
     let reset = client
         .batch_execute("RESET statement_timeout")
         .await
@@ -109,13 +120,16 @@ pub(super) async fn apply(client: &mut Object) -> Result<Vec<i32>, StoreError> {
     Ok(applied)
 }
 
-async fn apply_with_lock(client: &mut Object) -> Result<Vec<i32>, StoreError> {
+async fn apply_with_lock(
+    client: &mut Object,
+    lock_timeout: Duration,
+) -> Result<Vec<i32>, StoreError> {
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
         .await
         .map_err(super::database_error)?;
 
-    let result = apply_locked(client).await;
+    let result = apply_locked(client, lock_timeout).await;
 
     let unlocked = client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
@@ -126,7 +140,7 @@ async fn apply_with_lock(client: &mut Object) -> Result<Vec<i32>, StoreError> {
     Ok(applied)
 }
 
-async fn apply_locked(client: &mut Object) -> Result<Vec<i32>, StoreError> {
+async fn apply_locked(client: &mut Object, lock_timeout: Duration) -> Result<Vec<i32>, StoreError> {
     client
         .batch_execute(CREATE_BOOKKEEPING)
         .await
@@ -146,23 +160,62 @@ async fn apply_locked(client: &mut Object) -> Result<Vec<i32>, StoreError> {
             "applying migration"
         );
 
-        let transaction = client.transaction().await.map_err(super::database_error)?;
-        transaction
-            .batch_execute(migration.sql)
-            .await
-            .map_err(|error| migration_error(migration, error))?;
-        transaction
-            .execute(
-                "INSERT INTO highway.ratelimit_migrations (version, name) VALUES ($1, $2)",
-                &[&migration.version, &migration.name],
-            )
-            .await
-            .map_err(super::database_error)?;
-        transaction.commit().await.map_err(super::database_error)?;
-
+        let mut attempt = 1;
+        while let Err(error) = apply_one(client, migration, lock_timeout).await {
+            let lock_timed_out = error.code() == Some(&SqlState::LOCK_NOT_AVAILABLE);
+            if !lock_timed_out {
+                return Err(migration_error(migration, error));
+            }
+            if attempt >= PostgresConfig::MIGRATION_LOCK_ATTEMPTS {
+                return Err(StoreError::Unavailable(
+                    format!(
+                        "migration {} failed: it waited {lock_timeout:?} for its locks in each of \
+                         {attempt} attempts; a transaction that uses its tables stays open (see \
+                         pg_stat_activity): end it, migrate at a quieter time, or raise \
+                         PostgresConfig::migration_lock_timeout",
+                        migration.name
+                    )
+                    .into(),
+                ));
+            }
+            tracing::info!(
+                version = migration.version,
+                name = migration.name,
+                attempt,
+                ?lock_timeout,
+                "a migration timed out waiting for a lock; trying again after a pause"
+            );
+            tokio::time::sleep(lock_timeout * 2).await;
+            attempt += 1;
+        }
         applied.push(migration.version);
     }
     Ok(applied)
+}
+
+/// Applies one migration and records it, in one transaction that waits at most `lock_timeout`
+/// for each lock.
+async fn apply_one(
+    client: &mut Object,
+    migration: &Migration,
+    lock_timeout: Duration,
+) -> Result<(), tokio_postgres::Error> {
+    let transaction = client.transaction().await?;
+    // SET LOCAL ends with the transaction, so the pooled connection keeps its own setting.
+    transaction
+        .batch_execute(&format!(
+            "SET LOCAL lock_timeout = {}",
+            lock_timeout.as_millis()
+        ))
+        .await?;
+    transaction.batch_execute(migration.sql).await?;
+    transaction
+        .execute(
+            "INSERT INTO highway.ratelimit_migrations (version, name) VALUES ($1, $2)",
+            &[&migration.version, &migration.name],
+        )
+        .await?;
+    transaction.commit().await
 }
 
 fn migration_error(migration: &Migration, error: tokio_postgres::Error) -> StoreError {

@@ -80,6 +80,7 @@ pub struct PostgresStore {
     statement_timeout: Duration,
     connect_timeout: Duration,
     max_batch_size: usize,
+    migration_lock_timeout: Duration,
     batcher: Arc<batch::Batcher>,
     clock: Arc<dyn Clock>,
 }
@@ -168,6 +169,7 @@ impl PostgresStore {
             statement_timeout: config.statement_timeout,
             connect_timeout: config.connect_timeout,
             max_batch_size: config.max_batch_size,
+            migration_lock_timeout: config.migration_lock_timeout,
             batcher: Arc::new(batcher),
             clock: config.clock,
         })
@@ -183,10 +185,16 @@ impl PostgresStore {
     ///
     /// Safe to run from many workers at once: an advisory lock lets one apply the migrations while
     /// the others wait. Neither the call timeout nor the statement timeout applies, since a
-    /// migration may take a while on a large table.
+    /// migration may take a while on a large table. A migration that cannot get a lock within
+    /// [`PostgresConfig::migration_lock_timeout`] is rolled back and tried again after a pause.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when a migration fails, or still cannot get its locks after
+    /// [`PostgresConfig::MIGRATION_LOCK_ATTEMPTS`] attempts. Its message names the migration.
     pub async fn migrate(&self) -> Result<Vec<i32>, StoreError> {
         let mut client = self.client().await?;
-        migrations::apply(&mut client).await
+        migrations::apply(&mut client, self.migration_lock_timeout).await
     }
 
     /// Deletes the usage rows of windows that ended more than `older_than` ago by the database
