@@ -269,6 +269,102 @@ async fn queued_calls_of_one_key_count_in_order() {
     assert_eq!(charged(&database, "full").await, 8, "minute 4 and hour 4");
 }
 
+/// A batch of one key's calls whose total fits every call's limit, but not the room that the
+/// window has left, makes the single-call statement roll back. The batch function then decides
+/// the calls in the order they came, each against its own limit, and charges only the admitted calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_key_rollback_decides_calls_in_order() {
+    let database = TestDatabase::new().await;
+    let store = patient_store(&database).await;
+    let start = utc("2030-01-01T00:00:00Z");
+    let at = utc("2030-01-01T00:00:30Z");
+    let consume = |cost: u64, minute_limit: u64| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let capacity = Capacity {
+                per_minute: Some(minute_limit),
+                per_hour: Some(100),
+                ..Capacity::UNLIMITED
+            };
+            store
+                .consume(ConsumeRequest {
+                    key: &key("k"),
+                    cost,
+                    capacity: &capacity,
+                    timezone: Tz::UTC,
+                    week_start: Weekday::Mon,
+                    at: Some(at),
+                })
+                .await
+        })
+    };
+
+    // The first call charges 3. The queued calls cost 2 + 2 + 1 = 5, within the smallest minute
+    // limit 6, but 3 + 5 passes it, so the statement rolls back.
+    let hold = hold_row(&database, "k", start).await;
+    let first = consume(3, 10);
+    settle().await;
+    let mut queued = Vec::new();
+    for (cost, minute_limit) in [(2, 10), (2, 6), (1, 10)] {
+        queued.push(consume(cost, minute_limit));
+        settle().await;
+    }
+    release(hold).await;
+
+    assert!(first.await.unwrap().unwrap().is_admitted());
+    let mut decided = Vec::new();
+    for task in queued {
+        let decision = task.await.unwrap().unwrap();
+        let remaining: Vec<u64> = decision
+            .windows()
+            .iter()
+            .map(|window| window.remaining)
+            .collect();
+        decided.push((decision.is_admitted(), remaining));
+    }
+    assert_eq!(
+        decided,
+        [
+            (true, vec![5, 95]),
+            (false, vec![1, 95]),
+            (true, vec![4, 94])
+        ]
+    );
+    assert_eq!(minute_count(&database, "k", start).await, 6);
+    assert_eq!(charged(&database, "k").await, 12, "minute 6 and hour 6");
+}
+
+/// A batch of one key's calls whose statement the statement timeout cancels charges nothing, and
+/// each of its calls gets the timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_key_statement_timeout_charges_nothing() {
+    let database = TestDatabase::new().await;
+    let store = database
+        .store_with(|config| {
+            config
+                .statement_timeout(Duration::from_millis(1500))
+                .call_timeout(Duration::from_secs(60))
+        })
+        .await;
+    let start = utc("2030-01-01T00:00:00Z");
+    let at = utc("2030-01-01T00:00:30Z");
+
+    // The first call waits for the held row and times out. The next two queue behind it and go
+    // out together, to wait for the same row.
+    let hold = hold_row(&database, "k", start).await;
+    let first = spawn_consume(&store, "k", 1, 100, at);
+    settle().await;
+    let second = spawn_consume(&store, "k", 2, 100, at);
+    let third = spawn_consume(&store, "k", 3, 100, at);
+    for task in [first, second, third] {
+        let result = task.await.unwrap();
+        assert!(matches!(result, Err(StoreError::Timeout(_))), "{result:?}");
+    }
+    release(hold).await;
+
+    assert_eq!(minute_count(&database, "k", start).await, 0);
+}
+
 /// Two batched calls whose costs sum past `i64::MAX` must not both be admitted when the limit is
 /// `i64::MAX`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
