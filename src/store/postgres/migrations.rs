@@ -171,8 +171,9 @@ async fn apply_locked(client: &mut Object, lock_timeout: Duration) -> Result<Vec
                     format!(
                         "migration {} failed: it waited {lock_timeout:?} for its locks in each of \
                          {attempt} attempts; a transaction that uses its tables stays open (see \
-                         pg_stat_activity): end it, migrate at a quieter time, or raise \
-                         PostgresConfig::migration_lock_timeout",
+                         pg_stat_activity): end it, migrate at a quieter time, or raise the \
+                         lock timeout (PostgresConfig::migration_lock_timeout, or the \
+                         --lock-timeout-ms option of `highway-ratelimit migrate`)",
                         migration.name
                     )
                     .into(),
