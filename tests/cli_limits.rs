@@ -1082,7 +1082,52 @@ async fn migrate_lock_timeout_backs_off() {
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     let message = stderr(&output);
     assert!(
-        message.contains("invalid migration_lock_timeout"),
+        message.contains("invalid value '99999999999' for '--lock-timeout-ms"),
         "{message}"
     );
+}
+
+/// A `--lock-timeout-ms` that PostgreSQL cannot take is rejected as a usage error that names the
+/// option and its range, before the command connects.
+#[test]
+fn migrate_rejects_lock_timeout_over_max() {
+    let output = run(
+        Some("postgres://postgres@127.0.0.1:1/none"),
+        &["migrate", "--lock-timeout-ms", "2147483648"],
+    );
+
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let message = stderr(&output);
+    assert!(message.contains("--lock-timeout-ms"), "{message}");
+    assert!(message.contains("2147483647"), "{message}");
+    assert!(!message.contains("--database-url"), "{message}");
+}
+
+/// A migration that gives up on its lock names the command's option that raises the wait.
+#[tokio::test(flavor = "multi_thread")]
+async fn migrate_lock_failure_names_option() {
+    let database = TestDatabase::new().await;
+    let url = Some(database.url());
+    let output = run(url, &["migrate"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let client = database.client().await;
+    client
+        .batch_execute("DELETE FROM highway.ratelimit_migrations WHERE version >= 10")
+        .await
+        .unwrap();
+    client
+        .batch_execute("BEGIN; LOCK TABLE highway.tool_rate_limit_usage IN ACCESS SHARE MODE;")
+        .await
+        .unwrap();
+
+    let output = run(url, &["migrate", "--lock-timeout-ms", "10"]);
+
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let message = stderr(&output);
+    assert!(
+        message.contains("migration 0010_usage_write_cost.sql failed"),
+        "{message}"
+    );
+    assert!(message.contains("--lock-timeout-ms"), "{message}");
+    client.batch_execute("COMMIT").await.unwrap();
 }

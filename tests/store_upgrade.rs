@@ -448,3 +448,23 @@ async fn zero_lock_timeout_waits_for_lock() {
     reader.batch_execute("COMMIT").await.unwrap();
     assert_eq!(migration.await.unwrap().unwrap(), vec![10, 11]);
 }
+
+/// A migration whose caller gives up on it while it backs off leaves no advisory lock behind on
+/// the pool's connection, so another worker's migration can run once the table is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_migration_releases_lock() {
+    let database = TestDatabase::new().await;
+    let store = store_at_migration_9(&database, Duration::from_millis(50)).await;
+    let reader = open_reader(&database).await;
+
+    let abandoned = tokio::time::timeout(Duration::from_millis(300), store.migrate()).await;
+    assert!(abandoned.is_err(), "the migration ended: {abandoned:?}");
+    reader.batch_execute("COMMIT").await.unwrap();
+
+    let other_worker = PostgresStore::new(PostgresConfig::new(database.url())).unwrap();
+    let migrated = tokio::time::timeout(Duration::from_secs(10), other_worker.migrate()).await;
+    let applied = migrated
+        .expect("the other worker's migration waited 10 s for the migration lock")
+        .unwrap();
+    assert_eq!(applied, vec![10, 11]);
+}

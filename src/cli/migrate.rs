@@ -11,10 +11,19 @@ pub(super) struct MigrateArgs {
     #[command(flatten)]
     database: DatabaseArgs,
     /// How long a migration waits for a table lock, in milliseconds, before it backs off and
-    /// tries again (10 attempts); 0 waits as long as it takes. Calls that need the table queue
-    /// behind a migration that waits.
-    #[arg(long, value_name = "MS", default_value_t = default_lock_timeout_ms())]
+    /// tries again (10 attempts); 0 waits as long as it takes, and PostgreSQL takes at most
+    /// 2147483647. Calls that need the table queue behind a migration that waits.
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = default_lock_timeout_ms(),
+        value_parser = clap::value_parser!(u64).range(0..=max_lock_timeout_ms()),
+    )]
     lock_timeout_ms: u64,
+}
+
+const fn max_lock_timeout_ms() -> u64 {
+    PostgresConfig::MAX_STATEMENT_TIMEOUT.as_millis() as u64
 }
 
 fn default_lock_timeout_ms() -> u64 {

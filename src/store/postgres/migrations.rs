@@ -99,10 +99,10 @@ const CREATE_BOOKKEEPING: &str = "
 /// Each migration waits at most `lock_timeout` for a lock (zero: no limit). One that cannot get
 /// its locks in time is rolled back and tried again after a pause of twice that, so that the calls
 /// queued behind its lock request can run meanwhile.
-pub(super) async fn apply(
-    client: &mut Object,
-    lock_timeout: Duration,
-) -> Result<Vec<i32>, StoreError> {
+pub(super) async fn apply(client: Object, lock_timeout: Duration) -> Result<Vec<i32>, StoreError> {
+    let mut connection = MigrationConnection(Some(client));
+    let client = connection.client();
+
     // Waiting for another worker's migrations, or a migration of a large table, may take longer
     // than the store's statement timeout; RESET restores the connection's own setting.
     client
@@ -117,7 +117,37 @@ pub(super) async fn apply(
 
     let applied = result?;
     reset?;
+    connection.return_to_pool();
     Ok(applied)
+}
+
+/// A pooled connection that migrations use. It goes back to the pool only through
+/// [`return_to_pool`](Self::return_to_pool), after a run that succeeded, and is closed otherwise.
+///
+/// A caller may drop `migrate` while it waits, for example under `tokio::time::timeout`, and a
+/// failed run may have failed to release the advisory lock. The connection may then still hold
+/// the lock, which would make every later migration wait forever, and lack its statement timeout.
+/// Closing it ends the session, so the server releases the lock.
+struct MigrationConnection(Option<Object>);
+
+impl MigrationConnection {
+    fn client(&mut self) -> &mut Object {
+        self.0
+            .as_mut()
+            .expect("the connection is present until it is returned or dropped")
+    }
+
+    fn return_to_pool(mut self) {
+        self.0.take();
+    }
+}
+
+impl Drop for MigrationConnection {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            drop(Object::take(client));
+        }
+    }
 }
 
 async fn apply_with_lock(
@@ -171,8 +201,9 @@ async fn apply_locked(client: &mut Object, lock_timeout: Duration) -> Result<Vec
                     format!(
                         "migration {} failed: it waited {lock_timeout:?} for its locks in each of \
                          {attempt} attempts; a transaction that uses its tables stays open (see \
-                         pg_stat_activity): end it, migrate at a quieter time, or raise \
-                         PostgresConfig::migration_lock_timeout",
+                         pg_stat_activity): end it, migrate at a quieter time, or raise the \
+                         lock timeout (PostgresConfig::migration_lock_timeout, or the \
+                         --lock-timeout-ms option of `highway-ratelimit migrate`)",
                         migration.name
                     )
                     .into(),

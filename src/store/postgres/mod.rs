@@ -193,8 +193,8 @@ impl PostgresStore {
     /// [`StoreError::Unavailable`] when a migration fails, or still cannot get its locks after
     /// [`PostgresConfig::MIGRATION_LOCK_ATTEMPTS`] attempts. Its message names the migration.
     pub async fn migrate(&self) -> Result<Vec<i32>, StoreError> {
-        let mut client = self.client().await?;
-        migrations::apply(&mut client, self.migration_lock_timeout).await
+        let client = self.client().await?;
+        migrations::apply(client, self.migration_lock_timeout).await
     }
 
     /// Deletes the usage rows of windows that ended more than `older_than` ago by the database
