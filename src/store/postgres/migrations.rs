@@ -200,16 +200,17 @@ async fn apply_locked(client: &mut Object, lock_timeout: Duration) -> Result<Vec
                 return Err(StoreError::Unavailable(
                     format!(
                         "migration {} failed: it waited {lock_timeout:?} for its locks in each of \
-                         {attempt} attempts; a transaction that uses its tables stays open (see \
-                         pg_stat_activity): end it, migrate at a quieter time, or raise the \
-                         lock timeout (PostgresConfig::migration_lock_timeout, or the \
+                         {attempt} attempts; an open transaction or an autovacuum holds a lock \
+                         on its tables (see pg_stat_activity): end the transaction or wait for \
+                         the autovacuum, migrate at a quieter time, or raise the lock timeout \
+                         above deadlock_timeout (PostgresConfig::migration_lock_timeout, or the \
                          --lock-timeout-ms option of `highway-ratelimit migrate`)",
                         migration.name
                     )
                     .into(),
                 ));
             }
-            tracing::info!(
+            tracing::warn!(
                 version = migration.version,
                 name = migration.name,
                 attempt,
