@@ -8,7 +8,6 @@ use std::process::{Command, Output};
 
 use chrono::Utc;
 use common::TestDatabase;
-use highway_ratelimit::store::postgres::MIGRATIONS;
 use serde_json::Value;
 
 fn run(database_url: Option<&str>, args: &[&str]) -> Output {
@@ -1033,28 +1032,7 @@ async fn usage_of_disabled_limit_notes_it() {
 async fn migrate_lock_timeout_backs_off() {
     let database = TestDatabase::new().await;
     let url = Some(database.url());
-    let client = database.client().await;
-    client
-        .batch_execute(
-            "CREATE SCHEMA highway;
-             CREATE TABLE highway.ratelimit_migrations (
-                 version INT PRIMARY KEY,
-                 name TEXT NOT NULL,
-                 applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
-             );",
-        )
-        .await
-        .unwrap();
-    for migration in MIGRATIONS.iter().filter(|migration| migration.version <= 9) {
-        client.batch_execute(migration.sql).await.unwrap();
-        client
-            .execute(
-                "INSERT INTO highway.ratelimit_migrations (version, name) VALUES ($1, $2)",
-                &[&migration.version, &migration.name],
-            )
-            .await
-            .unwrap();
-    }
+    let client = database.migrate_to(9).await;
     client
         .batch_execute("BEGIN; LOCK TABLE highway.tool_rate_limit_usage IN ACCESS SHARE MODE;")
         .await
@@ -1068,6 +1046,7 @@ async fn migrate_lock_timeout_backs_off() {
         "{message}"
     );
     assert!(message.contains("pg_stat_activity"), "{message}");
+    assert!(message.contains("--lock-timeout-ms"), "{message}");
 
     client.batch_execute("COMMIT").await.unwrap();
     let output = run(url, &["migrate"]);
@@ -1101,33 +1080,4 @@ fn migrate_rejects_lock_timeout_over_max() {
     assert!(message.contains("--lock-timeout-ms"), "{message}");
     assert!(message.contains("2147483647"), "{message}");
     assert!(!message.contains("--database-url"), "{message}");
-}
-
-/// A migration that gives up on its lock names the command's option that raises the wait.
-#[tokio::test(flavor = "multi_thread")]
-async fn migrate_lock_failure_names_option() {
-    let database = TestDatabase::new().await;
-    let url = Some(database.url());
-    let output = run(url, &["migrate"]);
-    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    let client = database.client().await;
-    client
-        .batch_execute("DELETE FROM highway.ratelimit_migrations WHERE version >= 10")
-        .await
-        .unwrap();
-    client
-        .batch_execute("BEGIN; LOCK TABLE highway.tool_rate_limit_usage IN ACCESS SHARE MODE;")
-        .await
-        .unwrap();
-
-    let output = run(url, &["migrate", "--lock-timeout-ms", "10"]);
-
-    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
-    let message = stderr(&output);
-    assert!(
-        message.contains("migration 0010_usage_write_cost.sql failed"),
-        "{message}"
-    );
-    assert!(message.contains("--lock-timeout-ms"), "{message}");
-    client.batch_execute("COMMIT").await.unwrap();
 }

@@ -11,7 +11,7 @@ use chrono_tz::Tz;
 use futures_util::future::join_all;
 use highway_ratelimit::clock::ManualClock;
 use highway_ratelimit::report::Capacity;
-use highway_ratelimit::store::postgres::{MIGRATIONS, PostgresConfig, PostgresStore};
+use highway_ratelimit::store::postgres::{PostgresConfig, PostgresStore};
 use highway_ratelimit::store::{
     ConsumeRequest, Decision, ScopeKey, StoreError, TokenStore, Windows,
 };
@@ -1546,28 +1546,7 @@ async fn asynchronous_commit_is_opt_in() {
 #[tokio::test]
 async fn fast_path_migration_keeps_earlier_usage() {
     let database = TestDatabase::new().await;
-    let client = database.client().await;
-    client
-        .batch_execute(
-            "CREATE SCHEMA highway;
-             CREATE TABLE highway.ratelimit_migrations (
-                 version INT PRIMARY KEY,
-                 name TEXT NOT NULL,
-                 applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
-             );",
-        )
-        .await
-        .unwrap();
-    for migration in MIGRATIONS.iter().filter(|migration| migration.version <= 4) {
-        client.batch_execute(migration.sql).await.unwrap();
-        client
-            .execute(
-                "INSERT INTO highway.ratelimit_migrations (version, name) VALUES ($1, $2)",
-                &[&migration.version, &migration.name],
-            )
-            .await
-            .unwrap();
-    }
+    let client = database.migrate_to(4).await;
     // Two calls charged by the consume function of migration 2.
     let at = utc("2026-03-02T10:15:30Z");
     for _ in 0..2 {

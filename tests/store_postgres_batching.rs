@@ -184,16 +184,24 @@ async fn one_key_keeps_arrival_order() {
     );
 }
 
-/// Calls of one key that queue behind its round trip go out together and are charged in the order
-/// they came: each sees the counts after its own charge, and when the windows have room for only
-/// some of them, the earliest get it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn queued_calls_of_one_key_count_in_order() {
-    let database = TestDatabase::new().await;
-    let store = patient_store(&database).await;
-    let start = utc("2030-01-01T00:00:00Z");
-    let at = utc("2030-01-01T00:00:30Z");
-    let consume = |scope: &'static str, cost: u64, minute_limit: u64| {
+/// A call's cost and minute limit, for a call whose hour limit is 100.
+type Charge = (u64, u64);
+
+/// The instant of the calls that [`queue_behind_held_row`] sends, and the start of their minute.
+const QUEUED_AT: &str = "2030-01-01T00:00:30Z";
+const QUEUED_MINUTE: &str = "2030-01-01T00:00:00Z";
+
+/// Holds the minute row of `scope`, sends `first` for it, which waits for the row, and queues
+/// `queued` behind it one by one, then releases the row: the queued calls go out together in one
+/// batch of one key. Returns the decisions of the first call and of the queued ones, in order.
+async fn queue_behind_held_row(
+    database: &TestDatabase,
+    store: &PostgresStore,
+    scope: &'static str,
+    first: Charge,
+    queued: &[Charge],
+) -> (Decision, Vec<Decision>) {
+    let consume = |(cost, minute_limit): Charge| {
         let store = store.clone();
         tokio::spawn(async move {
             let capacity = Capacity {
@@ -208,64 +216,78 @@ async fn queued_calls_of_one_key_count_in_order() {
                     capacity: &capacity,
                     timezone: Tz::UTC,
                     week_start: Weekday::Mon,
-                    at: Some(at),
+                    at: Some(utc(QUEUED_AT)),
                 })
                 .await
         })
     };
-    let remaining = |decision: &Decision| -> Vec<u64> {
-        decision
-            .windows()
-            .iter()
-            .map(|window| window.remaining)
-            .collect()
-    };
+
+    let hold = hold_row(database, scope, utc(QUEUED_MINUTE)).await;
+    let first = consume(first);
+    settle().await;
+    let mut tasks = Vec::new();
+    for &charge in queued {
+        tasks.push(consume(charge));
+        settle().await;
+    }
+    release(hold).await;
+
+    let first = first.await.unwrap().unwrap();
+    let mut decisions = Vec::new();
+    for task in tasks {
+        decisions.push(task.await.unwrap().unwrap());
+    }
+    (first, decisions)
+}
+
+/// Returns whether `decision` admitted its call, and the units each window has left.
+fn outcome(decision: &Decision) -> (bool, Vec<u64>) {
+    let remaining = decision
+        .windows()
+        .iter()
+        .map(|window| window.remaining)
+        .collect();
+    (decision.is_admitted(), remaining)
+}
+
+/// Calls of one key that queue behind its round trip go out together and are charged in the order
+/// they came: each gets the counts after its own charge, and when the windows have room for only
+/// some of them, the earliest get it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_calls_of_one_key_count_in_order() {
+    let database = TestDatabase::new().await;
+    let store = patient_store(&database).await;
+    let minute = utc(QUEUED_MINUTE);
 
     // Room for every call: minute limit 7, costs 1 + 1 + 2 + 3.
-    let hold = hold_row(&database, "room", start).await;
-    let first = consume("room", 1, 7);
-    settle().await;
-    let mut queued = Vec::new();
-    for cost in [1, 2, 3] {
-        queued.push(consume("room", cost, 7));
-        settle().await;
-    }
-    release(hold).await;
-    assert_eq!(remaining(&first.await.unwrap().unwrap()), [6, 99]);
-    let mut seen = Vec::new();
-    for task in queued {
-        let decision = task.await.unwrap().unwrap();
-        assert!(decision.is_admitted(), "{decision:?}");
-        seen.push(remaining(&decision));
-    }
-    assert_eq!(seen, [vec![5, 98], vec![3, 96], vec![0, 93]]);
-    assert_eq!(minute_count(&database, "room", start).await, 7);
+    let (first, queued) =
+        queue_behind_held_row(&database, &store, "room", (1, 7), &[(1, 7), (2, 7), (3, 7)]).await;
+    assert_eq!(outcome(&first), (true, vec![6, 99]));
+    let outcomes: Vec<_> = queued.iter().map(outcome).collect();
+    assert_eq!(
+        outcomes,
+        [
+            (true, vec![5, 98]),
+            (true, vec![3, 96]),
+            (true, vec![0, 93])
+        ]
+    );
+    assert_eq!(minute_count(&database, "room", minute).await, 7);
 
     // Room for the first two queued calls only: minute limit 5.
-    let hold = hold_row(&database, "full", start).await;
-    let first = consume("full", 1, 5);
-    settle().await;
-    let mut queued = Vec::new();
-    for cost in [1, 2, 3] {
-        queued.push(consume("full", cost, 5));
-        settle().await;
-    }
-    release(hold).await;
-    assert!(first.await.unwrap().unwrap().is_admitted());
-    let mut decided = Vec::new();
-    for task in queued {
-        let decision = task.await.unwrap().unwrap();
-        decided.push((decision.is_admitted(), remaining(&decision)));
-    }
+    let (first, queued) =
+        queue_behind_held_row(&database, &store, "full", (1, 5), &[(1, 5), (2, 5), (3, 5)]).await;
+    assert!(first.is_admitted());
+    let outcomes: Vec<_> = queued.iter().map(outcome).collect();
     assert_eq!(
-        decided,
+        outcomes,
         [
             (true, vec![3, 98]),
             (true, vec![1, 96]),
             (false, vec![1, 96])
         ]
     );
-    assert_eq!(minute_count(&database, "full", start).await, 4);
+    assert_eq!(minute_count(&database, "full", minute).await, 4);
     assert_eq!(charged(&database, "full").await, 8, "minute 4 and hour 4");
 }
 
@@ -276,61 +298,23 @@ async fn queued_calls_of_one_key_count_in_order() {
 async fn one_key_rollback_decides_calls_in_order() {
     let database = TestDatabase::new().await;
     let store = patient_store(&database).await;
-    let start = utc("2030-01-01T00:00:00Z");
-    let at = utc("2030-01-01T00:00:30Z");
-    let consume = |cost: u64, minute_limit: u64| {
-        let store = store.clone();
-        tokio::spawn(async move {
-            let capacity = Capacity {
-                per_minute: Some(minute_limit),
-                per_hour: Some(100),
-                ..Capacity::UNLIMITED
-            };
-            store
-                .consume(ConsumeRequest {
-                    key: &key("k"),
-                    cost,
-                    capacity: &capacity,
-                    timezone: Tz::UTC,
-                    week_start: Weekday::Mon,
-                    at: Some(at),
-                })
-                .await
-        })
-    };
 
     // The first call charges 3. The queued calls cost 2 + 2 + 1 = 5, within the smallest minute
     // limit 6, but 3 + 5 passes it, so the statement rolls back.
-    let hold = hold_row(&database, "k", start).await;
-    let first = consume(3, 10);
-    settle().await;
-    let mut queued = Vec::new();
-    for (cost, minute_limit) in [(2, 10), (2, 6), (1, 10)] {
-        queued.push(consume(cost, minute_limit));
-        settle().await;
-    }
-    release(hold).await;
+    let (first, queued) =
+        queue_behind_held_row(&database, &store, "k", (3, 10), &[(2, 10), (2, 6), (1, 10)]).await;
 
-    assert!(first.await.unwrap().unwrap().is_admitted());
-    let mut decided = Vec::new();
-    for task in queued {
-        let decision = task.await.unwrap().unwrap();
-        let remaining: Vec<u64> = decision
-            .windows()
-            .iter()
-            .map(|window| window.remaining)
-            .collect();
-        decided.push((decision.is_admitted(), remaining));
-    }
+    assert!(first.is_admitted());
+    let outcomes: Vec<_> = queued.iter().map(outcome).collect();
     assert_eq!(
-        decided,
+        outcomes,
         [
             (true, vec![5, 95]),
             (false, vec![1, 95]),
             (true, vec![4, 94])
         ]
     );
-    assert_eq!(minute_count(&database, "k", start).await, 6);
+    assert_eq!(minute_count(&database, "k", utc(QUEUED_MINUTE)).await, 6);
     assert_eq!(charged(&database, "k").await, 12, "minute 6 and hour 6");
 }
 

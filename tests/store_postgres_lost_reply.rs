@@ -233,7 +233,7 @@ async fn store_behind_proxy(
     store
 }
 
-/// Asserts that a call of a batch whose reply was lost got the error that says it may have been
+/// Asserts that a call of a batch whose reply was lost got the error stating that it may have been
 /// charged.
 fn assert_maybe_charged(result: Result<Decision, StoreError>) {
     match result {
@@ -266,25 +266,33 @@ fn count(scope: &str, window: &str, count: i64) -> (String, String, i64) {
     (scope.to_owned(), window.to_owned(), count)
 }
 
-/// The calls of a batch whose reply was lost get an error stating that they may have been charged,
-/// and none is sent again, so none is charged twice.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lost_batch_reply_charges_calls_once() {
+/// A queued call of [`lose_batch_reply`]: its scope, and whether it has an hour limit.
+type Queued = (&'static str, bool);
+
+/// Sends a first call of the key "global", with a minute limit only, which goes alone and waits
+/// for the held row. Then queues `second` and `third` behind it and releases the row, so that they
+/// go out together as one batch. The proxy cuts the first connection that sends `marker`.
+///
+/// The first call must be admitted, and each batched call must get the error stating that it may
+/// have been charged. Returns the counts of every usage row.
+async fn lose_batch_reply(
+    marker: &'static [u8],
+    max_batches_in_flight: usize,
+    second: Queued,
+    third: Queued,
+) -> Vec<(String, String, i64)> {
     let database = TestDatabase::new().await;
-    // One round trip at a time, so that calls of two keys queue together.
-    let store = store_behind_proxy(&database, BATCH_MARKER, 1).await;
+    let store = store_behind_proxy(&database, marker, max_batches_in_flight).await;
     let start = utc("2026-03-02T10:15:00Z");
     let at = utc("2026-03-02T10:15:30Z");
     // Room for every call twice over, so that a call sent again would be charged again.
     let limit = 10;
 
-    // The first call goes alone and waits for the held row. The next two, of its key and of
-    // another, queue, so they go out together as one batch.
     let holder = hold_row(&database, start).await;
     let first = spawn_consume(&store, "global", limit, false, at);
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let second = spawn_consume(&store, "global", limit, false, at);
-    let third = spawn_consume(&store, "other", limit, false, at);
+    let second = spawn_consume(&store, second.0, limit, second.1, at);
+    let third = spawn_consume(&store, third.0, limit, third.1, at);
     tokio::time::sleep(Duration::from_millis(400)).await;
     holder.batch_execute("COMMIT").await.unwrap();
 
@@ -292,40 +300,31 @@ async fn lost_batch_reply_charges_calls_once() {
     assert!(matches!(first, Ok(Decision::Admitted { .. })), "{first:?}");
     assert_maybe_charged(second.await.unwrap());
     assert_maybe_charged(third.await.unwrap());
+    counts(&database).await
+}
+
+/// The calls of a batch whose reply was lost get an error stating that they may have been charged,
+/// and none is sent again, so none is charged twice. One round trip runs at a time, so that the
+/// calls of two keys queue together and take the batch statement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_batch_reply_charges_calls_once() {
+    let counts = lose_batch_reply(BATCH_MARKER, 1, ("global", false), ("other", false)).await;
 
     assert_eq!(
-        counts(&database).await,
+        counts,
         [count("global", "minute", 2), count("other", "minute", 1)],
         "each call is charged once"
     );
 }
 
-/// The same when the batch contains calls of one key only, which the single-call statement charges.
+/// The same when the batch contains calls of one key only, with minute and hour limits, which the
+/// single-call statement for two windows charges.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_one_key_batch_reply_charges_calls_once() {
-    let database = TestDatabase::new().await;
-    let store = store_behind_proxy(&database, TWO_WINDOWS_MARKER, 4).await;
-    let start = utc("2026-03-02T10:15:00Z");
-    let at = utc("2026-03-02T10:15:30Z");
-    let limit = 10;
-
-    // The first call, with a minute limit only, goes alone and waits for the held row. The next
-    // two, of its key with minute and hour limits, wait for the key and go out together.
-    let holder = hold_row(&database, start).await;
-    let first = spawn_consume(&store, "global", limit, false, at);
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let second = spawn_consume(&store, "global", limit, true, at);
-    let third = spawn_consume(&store, "global", limit, true, at);
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    holder.batch_execute("COMMIT").await.unwrap();
-
-    let first = first.await.unwrap();
-    assert!(matches!(first, Ok(Decision::Admitted { .. })), "{first:?}");
-    assert_maybe_charged(second.await.unwrap());
-    assert_maybe_charged(third.await.unwrap());
+    let counts = lose_batch_reply(TWO_WINDOWS_MARKER, 4, ("global", true), ("global", true)).await;
 
     assert_eq!(
-        counts(&database).await,
+        counts,
         [count("global", "minute", 3), count("global", "hour", 2)],
         "each call is charged once"
     );

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc, Weekday};
 use chrono_tz::Tz;
 use highway_ratelimit::report::Capacity;
-use highway_ratelimit::store::postgres::{MIGRATIONS, PostgresConfig, PostgresStore};
+use highway_ratelimit::store::postgres::{PostgresConfig, PostgresStore};
 use highway_ratelimit::store::{ConsumeRequest, ScopeKey, StoreError, TokenStore};
 
 use common::TestDatabase;
@@ -57,28 +57,7 @@ fn instant() -> DateTime<Utc> {
 /// Creates the schema of migration 9 and charges `EARLIER_CALLS` calls to each of `keys` with that
 /// migration's consume function.
 async fn database_at_migration_9(database: &TestDatabase, keys: &[ScopeKey]) {
-    let client = database.client().await;
-    client
-        .batch_execute(
-            "CREATE SCHEMA highway;
-             CREATE TABLE highway.ratelimit_migrations (
-                 version INT PRIMARY KEY,
-                 name TEXT NOT NULL,
-                 applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
-             );",
-        )
-        .await
-        .unwrap();
-    for migration in MIGRATIONS.iter().filter(|migration| migration.version <= 9) {
-        client.batch_execute(migration.sql).await.unwrap();
-        client
-            .execute(
-                "INSERT INTO highway.ratelimit_migrations (version, name) VALUES ($1, $2)",
-                &[&migration.version, &migration.name],
-            )
-            .await
-            .unwrap();
-    }
+    let client = database.migrate_to(9).await;
 
     client
         .execute(

@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use highway_ratelimit::store::postgres::{PostgresConfig, PostgresStore};
+use highway_ratelimit::store::postgres::{MIGRATIONS, PostgresConfig, PostgresStore};
 use tokio_postgres::{Client, NoTls};
 
 pub use self::server::ThrowawayServer;
@@ -107,6 +107,40 @@ impl TestDatabase {
             );
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
+    }
+
+    /// Applies the migrations up to `version` and records them, as a database of an earlier
+    /// release has them, and returns the connection that applied them.
+    pub async fn migrate_to(&self, version: i32) -> Client {
+        let client = self.client().await;
+        client
+            .batch_execute(
+                "CREATE SCHEMA highway;
+                 CREATE TABLE highway.ratelimit_migrations (
+                     version INT PRIMARY KEY,
+                     name TEXT NOT NULL,
+                     applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+                 );",
+            )
+            .await
+            .unwrap_or_else(|error| panic!("could not create the bookkeeping table: {error}"));
+        for migration in MIGRATIONS
+            .iter()
+            .filter(|migration| migration.version <= version)
+        {
+            client
+                .batch_execute(migration.sql)
+                .await
+                .unwrap_or_else(|error| panic!("migration {} failed: {error}", migration.name));
+            client
+                .execute(
+                    "INSERT INTO highway.ratelimit_migrations (version, name) VALUES ($1, $2)",
+                    &[&migration.version, &migration.name],
+                )
+                .await
+                .unwrap_or_else(|error| panic!("could not record {}: {error}", migration.name));
+        }
+        client
     }
 
     /// Returns a store on this database with the migrations applied.
