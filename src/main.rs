@@ -1,12 +1,21 @@
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
 use highway_ratelimit::cli::Cli;
 
 fn main() -> ExitCode {
+    // Without RUST_LOG the command logs errors only, plus the warnings of a migration that backs
+    // off from a lock, so that `migrate` is not silent while it waits and tries again.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(
+            "error,highway_ratelimit::store::postgres::migrations=warn",
+        )
+    });
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 
     // Usage errors exit 1 like every other error: exit code 2 means "rejected" for `acquire`.

@@ -11,11 +11,17 @@ use common::TestDatabase;
 use serde_json::Value;
 
 fn run(database_url: Option<&str>, args: &[&str]) -> Output {
+    run_with_log(database_url, args, Some("off"))
+}
+
+/// Runs the binary with `RUST_LOG` set to `log`, or unset for `None`.
+fn run_with_log(database_url: Option<&str>, args: &[&str], log: Option<&str>) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_highway-ratelimit"));
-    command
-        .args(args)
-        .env_remove("DATABASE_URL")
-        .env("RUST_LOG", "off");
+    command.args(args).env_remove("DATABASE_URL");
+    match log {
+        Some(filter) => command.env("RUST_LOG", filter),
+        None => command.env_remove("RUST_LOG"),
+    };
     if let Some(url) = database_url {
         command.env("DATABASE_URL", url);
     }
@@ -1038,7 +1044,7 @@ async fn migrate_lock_timeout_backs_off() {
         .await
         .unwrap();
 
-    let output = run(url, &["migrate", "--lock-timeout-ms", "10"]);
+    let output = run_with_log(url, &["migrate", "--lock-timeout-ms", "10"], None);
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     let message = stderr(&output);
     assert!(
@@ -1047,6 +1053,11 @@ async fn migrate_lock_timeout_backs_off() {
     );
     assert!(message.contains("pg_stat_activity"), "{message}");
     assert!(message.contains("--lock-timeout-ms"), "{message}");
+    let retries = message
+        .lines()
+        .filter(|line| line.contains("trying again after a pause"))
+        .count();
+    assert_eq!(retries, 9, "each attempt but the last warns: {message}");
 
     client.batch_execute("COMMIT").await.unwrap();
     let output = run(url, &["migrate"]);
