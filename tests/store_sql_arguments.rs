@@ -96,6 +96,24 @@ fn assert_rejected(case: &str, result: Result<Vec<Row>, tokio_postgres::Error>, 
     );
 }
 
+/// A call of one of the functions under test, with its arguments.
+trait SqlCall {
+    async fn run(&self, client: &Client) -> Result<Vec<Row>, tokio_postgres::Error>;
+}
+
+/// Checks that each call is rejected with its message and leaves the usage table as it was.
+async fn assert_calls_rejected<C: SqlCall>(client: &Client, cases: &[(&str, C, &str)]) {
+    let before = usage_rows(client).await;
+    for (case, call, expected) in cases {
+        assert_rejected(case, call.run(client).await, expected);
+        assert_eq!(
+            usage_rows(client).await,
+            before,
+            "{case}: the usage table changed"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // highway.consume_tool_rate_tokens
 // ---------------------------------------------------------------------------------------------
@@ -109,7 +127,7 @@ struct Consume<'a> {
     ends: Bounds,
 }
 
-impl Consume<'_> {
+impl SqlCall for Consume<'_> {
     async fn run(&self, client: &Client) -> Result<Vec<Row>, tokio_postgres::Error> {
         client
             .query(
@@ -170,28 +188,19 @@ async fn fill_with_consume(client: &Client) {
 async fn consume_rejects_invalid_costs() {
     let (_database, client) = database_and_client().await;
     fill_with_consume(&client).await;
-    let before = usage_rows(&client).await;
 
     let cases = [
-        ("cost 0", Some(0), "invalid cost '0'"),
-        ("cost -1", Some(-1), "invalid cost '-1'"),
-        ("cost NULL", None, "invalid cost NULL"),
+        ("cost 0", consume_minute(Some(0)), "invalid cost '0'"),
+        ("cost -1", consume_minute(Some(-1)), "invalid cost '-1'"),
+        ("cost NULL", consume_minute(None), "invalid cost NULL"),
     ];
-    for (case, cost, expected) in cases {
-        assert_rejected(case, consume_minute(cost).run(&client).await, expected);
-        assert_eq!(
-            usage_rows(&client).await,
-            before,
-            "{case}: the usage table changed"
-        );
-    }
+    assert_calls_rejected(&client, &cases).await;
 }
 
 #[tokio::test]
 async fn consume_rejects_invalid_window_types() {
     let (_database, client) = database_and_client().await;
     fill_with_consume(&client).await;
-    let before = usage_rows(&client).await;
 
     let (two_starts, two_ends) = bounds_around_at(2);
     let (six_starts, six_ends) = bounds_around_at(6);
@@ -242,7 +251,7 @@ async fn consume_rejects_invalid_window_types() {
             "{minute,hour,day,week,month,minute}",
         ),
     ];
-    for (case, kinds, starts, ends, expected) in cases {
+    let cases = cases.map(|(case, kinds, starts, ends, expected)| {
         let call = Consume {
             cost: Some(1),
             limits: vec![Some(5); kinds.len()],
@@ -250,13 +259,9 @@ async fn consume_rejects_invalid_window_types() {
             starts,
             ends,
         };
-        assert_rejected(case, call.run(&client).await, expected);
-        assert_eq!(
-            usage_rows(&client).await,
-            before,
-            "{case}: the usage table changed"
-        );
-    }
+        (case, call, expected)
+    });
+    assert_calls_rejected(&client, &cases).await;
 }
 
 /// A call that lists a window type twice and is rejected by one of its rows undoes its charge
@@ -292,7 +297,6 @@ async fn consume_with_a_type_twice_leaves_counts_alone() {
 async fn consume_rejects_invalid_limits() {
     let (_database, client) = database_and_client().await;
     fill_with_consume(&client).await;
-    let before = usage_rows(&client).await;
 
     let (starts, ends) = bounds_around_at(1);
     let cases = [
@@ -332,7 +336,7 @@ async fn consume_rejects_invalid_limits() {
             "p_window_types and p_limits must have the same length",
         ),
     ];
-    for (case, limits, starts, ends, expected) in cases {
+    let cases = cases.map(|(case, limits, starts, ends, expected)| {
         let call = Consume {
             cost: Some(1),
             kinds: vec![Some("minute")],
@@ -340,13 +344,9 @@ async fn consume_rejects_invalid_limits() {
             starts,
             ends,
         };
-        assert_rejected(case, call.run(&client).await, expected);
-        assert_eq!(
-            usage_rows(&client).await,
-            before,
-            "{case}: the usage table changed"
-        );
-    }
+        (case, call, expected)
+    });
+    assert_calls_rejected(&client, &cases).await;
 }
 
 /// The single-call function takes the caller's bounds only when every window contains the
@@ -477,16 +477,9 @@ async fn fill_with_batch(client: &Client) {
         .expect("a valid batch succeeds");
 }
 
-/// Checks that each batch is rejected with its message and leaves the usage table as it was.
-async fn assert_batches_rejected(client: &Client, cases: &[(&str, Vec<Item<'_>>, &str)]) {
-    let before = usage_rows(client).await;
-    for (case, items, expected) in cases {
-        assert_rejected(case, consume_batch(client, items).await, expected);
-        assert_eq!(
-            usage_rows(client).await,
-            before,
-            "{case}: the usage table changed"
-        );
+impl SqlCall for Vec<Item<'_>> {
+    async fn run(&self, client: &Client) -> Result<Vec<Row>, tokio_postgres::Error> {
+        consume_batch(client, self).await
     }
 }
 
@@ -523,7 +516,7 @@ async fn batch_rejects_invalid_costs() {
             "invalid cost '0' of call 2",
         ),
     ];
-    assert_batches_rejected(&client, &cases).await;
+    assert_calls_rejected(&client, &cases).await;
 }
 
 #[tokio::test]
@@ -549,7 +542,7 @@ async fn batch_rejects_invalid_limits() {
             "invalid hour limit '-1' of call 1",
         ),
     ];
-    assert_batches_rejected(&client, &cases).await;
+    assert_calls_rejected(&client, &cases).await;
 }
 
 #[tokio::test]
@@ -612,7 +605,7 @@ async fn batch_rejects_invalid_window_types() {
             "invalid window types {minute,hour,minute} of call 2",
         ),
     ];
-    assert_batches_rejected(&client, &cases).await;
+    assert_calls_rejected(&client, &cases).await;
 }
 
 /// Two calls of one batch may share a window: the check that a call lists each window type once
@@ -686,7 +679,7 @@ async fn batch_rejects_invalid_bounds() {
             "invalid minute window bounds ['2026-03-02 10:16:00+00', '2026-03-02 10:15:00+00') of call 2",
         ),
     ];
-    assert_batches_rejected(&client, &cases).await;
+    assert_calls_rejected(&client, &cases).await;
 }
 
 #[tokio::test]
@@ -732,7 +725,7 @@ struct Take<'a> {
     explicit_instant: bool,
 }
 
-impl Take<'_> {
+impl SqlCall for Take<'_> {
     async fn run(&self, client: &Client) -> Result<Vec<Row>, tokio_postgres::Error> {
         client
             .query(
@@ -767,19 +760,6 @@ fn take() -> Take<'static> {
         starts: Some(starts.into_iter().map(Some).collect()),
         ends: Some(ends.into_iter().map(Some).collect()),
         explicit_instant: true,
-    }
-}
-
-/// Checks that each take is rejected with its message and leaves the usage table as it was.
-async fn assert_takes_rejected(client: &Client, cases: &[(&str, Take<'_>, &str)]) {
-    let before = usage_rows(client).await;
-    for (case, take, expected) in cases {
-        assert_rejected(case, take.run(client).await, expected);
-        assert_eq!(
-            usage_rows(client).await,
-            before,
-            "{case}: the usage table changed"
-        );
     }
 }
 
@@ -879,7 +859,7 @@ async fn lease_rejects_invalid_requests() {
             "invalid lease share NULL",
         ),
     ];
-    assert_takes_rejected(&client, &cases).await;
+    assert_calls_rejected(&client, &cases).await;
 }
 
 #[tokio::test]
@@ -916,7 +896,7 @@ async fn lease_rejects_invalid_window_types() {
         ),
         ("no type", kinds(vec![]), "invalid window types {}"),
     ];
-    assert_takes_rejected(&client, &cases).await;
+    assert_calls_rejected(&client, &cases).await;
 }
 
 #[tokio::test]
@@ -950,7 +930,7 @@ async fn lease_rejects_invalid_limits() {
             "must have the same length",
         ),
     ];
-    assert_takes_rejected(&client, &cases).await;
+    assert_calls_rejected(&client, &cases).await;
 }
 
 #[tokio::test]
@@ -1029,25 +1009,29 @@ async fn lease_rejects_invalid_bounds() {
             "must have the same length",
         ),
     ];
-    assert_takes_rejected(&client, &cases).await;
+    assert_calls_rejected(&client, &cases).await;
 }
 
 // ---------------------------------------------------------------------------------------------
 // highway.return_tool_rate_tokens
 // ---------------------------------------------------------------------------------------------
 
-async fn give_back(
-    client: &Client,
+/// The arguments of one call of `highway.return_tool_rate_tokens` at `AT`.
+struct GiveBack<'a> {
     tokens: Option<i64>,
-    kinds: &[Option<&str>],
-    starts: &BoundList,
-) -> Result<Vec<Row>, tokio_postgres::Error> {
-    client
-        .query(
-            "SELECT highway.return_tool_rate_tokens('acme', 'tools.pdf', 'k', $1, $2, $3, $4)",
-            &[&tokens, &kinds, &starts, &at()],
-        )
-        .await
+    kinds: Vec<Option<&'a str>>,
+    starts: BoundList,
+}
+
+impl SqlCall for GiveBack<'_> {
+    async fn run(&self, client: &Client) -> Result<Vec<Row>, tokio_postgres::Error> {
+        client
+            .query(
+                "SELECT highway.return_tool_rate_tokens('acme', 'tools.pdf', 'k', $1, $2, $3, $4)",
+                &[&self.tokens, &self.kinds, &self.starts, &at()],
+            )
+            .await
+    }
 }
 
 /// Returns the kinds and starts of the windows of `take()`.
@@ -1063,7 +1047,6 @@ fn leased_windows() -> (Vec<Option<&'static str>>, BoundList) {
 async fn return_rejects_invalid_token_counts() {
     let (_database, client) = database_and_client().await;
     take().run(&client).await.expect("a valid take succeeds");
-    let before = usage_rows(&client).await;
     let (kinds, starts) = leased_windows();
 
     let cases = [
@@ -1071,25 +1054,21 @@ async fn return_rejects_invalid_token_counts() {
         ("-2 tokens", Some(-2), "invalid token count '-2'"),
         ("NULL tokens", None, "invalid token count NULL"),
     ];
-    for (case, tokens, expected) in cases {
-        assert_rejected(
-            case,
-            give_back(&client, tokens, &kinds, &starts).await,
-            expected,
-        );
-        assert_eq!(
-            usage_rows(&client).await,
-            before,
-            "{case}: the usage table changed"
-        );
-    }
+    let cases = cases.map(|(case, tokens, expected)| {
+        let call = GiveBack {
+            tokens,
+            kinds: kinds.clone(),
+            starts: starts.clone(),
+        };
+        (case, call, expected)
+    });
+    assert_calls_rejected(&client, &cases).await;
 }
 
 #[tokio::test]
 async fn return_rejects_invalid_window_types() {
     let (_database, client) = database_and_client().await;
     take().run(&client).await.expect("a valid take succeeds");
-    let before = usage_rows(&client).await;
     let (_, starts) = leased_windows();
 
     let cases = [
@@ -1114,18 +1093,15 @@ async fn return_rejects_invalid_window_types() {
             "p_window_types and p_window_starts must have the same length",
         ),
     ];
-    for (case, kinds, expected) in cases {
-        assert_rejected(
-            case,
-            give_back(&client, Some(1), &kinds, &starts).await,
-            expected,
-        );
-        assert_eq!(
-            usage_rows(&client).await,
-            before,
-            "{case}: the usage table changed"
-        );
-    }
+    let cases = cases.map(|(case, kinds, expected)| {
+        let call = GiveBack {
+            tokens: Some(1),
+            kinds,
+            starts: starts.clone(),
+        };
+        (case, call, expected)
+    });
+    assert_calls_rejected(&client, &cases).await;
 }
 
 /// A return cannot tell a lease's tokens from other charges, so it clamps each count at 0 rather
@@ -1136,7 +1112,13 @@ async fn return_of_more_than_taken_stops_at_zero() {
     take().run(&client).await.expect("a valid take succeeds");
     let (kinds, starts) = leased_windows();
 
-    let credited: i32 = give_back(&client, Some(10), &kinds, &starts)
+    let call = GiveBack {
+        tokens: Some(10),
+        kinds,
+        starts,
+    };
+    let credited: i32 = call
+        .run(&client)
         .await
         .expect("a return of more tokens than taken succeeds")[0]
         .get(0);
