@@ -251,7 +251,7 @@ fn outcome(decision: &Decision) -> (bool, Vec<u64>) {
 }
 
 /// Calls of one key that queue behind its round trip go out together and are charged in the order
-/// they came: each gets the counts after its own charge, and when the windows have room for only
+/// they came, and each gets the counts after its own charge. When the windows have room for only
 /// some of them, the earliest get it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_calls_of_one_key_count_in_order() {

@@ -11,8 +11,8 @@ pub(super) struct MigrateArgs {
     #[command(flatten)]
     database: DatabaseArgs,
     /// How long a migration waits for a table lock, in milliseconds, before it backs off and
-    /// tries again (10 attempts); 0 waits as long as it takes, and PostgreSQL takes at most
-    /// 2147483647. Calls that need the table queue behind a migration that waits.
+    /// tries again (10 attempts). 0 waits without a limit, and 2147483647 is PostgreSQL's
+    /// maximum. Calls that need the table queue behind a migration that waits.
     #[arg(
         long,
         value_name = "MS",

@@ -123,7 +123,7 @@ impl TestDatabase {
                  );",
             )
             .await
-            .unwrap_or_else(|error| panic!("could not create the bookkeeping table: {error}"));
+            .unwrap_or_else(|error| panic!("creating the migrations table failed: {error}"));
         for migration in MIGRATIONS
             .iter()
             .filter(|migration| migration.version <= version)
@@ -138,7 +138,9 @@ impl TestDatabase {
                     &[&migration.version, &migration.name],
                 )
                 .await
-                .unwrap_or_else(|error| panic!("could not record {}: {error}", migration.name));
+                .unwrap_or_else(|error| {
+                    panic!("recording migration {} failed: {error}", migration.name)
+                });
         }
         client
     }

@@ -75,8 +75,8 @@ impl PostgresConfig {
     pub const MAX_STATEMENT_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
     /// The default wait of a migration for one lock before it backs off and tries again.
     pub const DEFAULT_MIGRATION_LOCK_TIMEOUT: Duration = Duration::from_millis(500);
-    /// How many times [`PostgresStore::migrate`](super::PostgresStore::migrate) tries a migration
-    /// whose locks it could not get within the migration lock timeout.
+    /// The number of attempts [`PostgresStore::migrate`](super::PostgresStore::migrate) makes at
+    /// a migration whose locks it cannot get within the migration lock timeout.
     pub const MIGRATION_LOCK_ATTEMPTS: u32 = 10;
 
     /// Creates the settings for the database at `url`, a libpq-style connection string
