@@ -147,6 +147,26 @@ pub(super) fn parse_weekday(text: &str) -> Result<chrono::Weekday, String> {
         .map_err(|_| format!("invalid day {text:?}: expected a weekday such as monday or sunday"))
 }
 
+/// Parses a static limit for `--per-minute`, `--per-hour` or `--per-day`. The options accept a
+/// leading `-`, so that `-1` gets this message instead of clap's "unexpected argument". The
+/// admin API checks the upper bound.
+pub(super) fn parse_limit(text: &str) -> Result<u64, String> {
+    text.parse().map_err(|_| {
+        format!(
+            "invalid limit {text:?}: expected a whole number of calls from 0 to {}, such as 500",
+            i32::MAX
+        )
+    })
+}
+
+/// Parses `--cost`, which accepts a leading `-` for the same reason as [`parse_limit`]. The
+/// command checks that the cost is not 0.
+pub(super) fn parse_cost(text: &str) -> Result<u64, String> {
+    text.parse().map_err(|_| {
+        format!("invalid cost {text:?}: expected a whole number of 1 or more, such as 3")
+    })
+}
+
 /// The first instant `--at` accepts.
 const FIRST_INSTANT: &str = "0001-01-01T00:00:00Z";
 /// The last instant `--at` accepts, to the second.
