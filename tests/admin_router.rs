@@ -499,3 +499,42 @@ async fn resource_errors_name_the_field() {
     }
     assert!(admin.list(None).await.unwrap().is_empty());
 }
+
+/// An unknown or miscapitalized zone in `PUT /limits` gets the messages of `limits set
+/// --timezone`, not chrono-tz's "failed to parse timezone".
+#[tokio::test]
+async fn put_names_unknown_timezone() {
+    let database = TestDatabase::new().await;
+    let admin = Admin::from_store(&database.store().await);
+    let router = admin_router(admin.clone(), TOKEN);
+    let auth = bearer(TOKEN);
+
+    let cases = [
+        (
+            "Mars/Base",
+            "unknown time zone \"Mars/Base\": expected an IANA name such as Europe/Berlin",
+        ),
+        (
+            "europe/berlin",
+            "zone names are case-sensitive; write Europe/Berlin",
+        ),
+        ("EST", "time zone \"EST\" is not a Region/City name"),
+    ];
+    for (zone, expected) in cases {
+        let body =
+            json!({ "tenant": "acme", "tool": "tools.http", "per_day": 5, "timezone": zone });
+        let (status, error) = send(
+            &router,
+            Method::PUT,
+            "/limits",
+            Some(auth.as_str()),
+            Some(body),
+        )
+        .await;
+
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{zone}: {error}");
+        let message = error["error"].as_str().expect("an error message");
+        assert!(message.contains(expected), "{zone}: {message}");
+    }
+    assert!(admin.list(None).await.unwrap().is_empty());
+}

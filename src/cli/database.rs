@@ -122,23 +122,7 @@ where
 
 /// Parses an IANA time zone name for an option, with a message that shows the expected form.
 pub(super) fn parse_timezone(text: &str) -> Result<chrono_tz::Tz, String> {
-    if let Some(message) = crate::calendar::zone_name_error(text) {
-        return Err(message);
-    }
-    text.parse().map_err(|_| {
-        let spelled = chrono_tz::TZ_VARIANTS
-            .iter()
-            .find(|zone| zone.name().eq_ignore_ascii_case(text));
-        match spelled {
-            Some(zone) => format!(
-                "unknown time zone {text:?}: zone names are case-sensitive; write {}",
-                zone.name()
-            ),
-            None => format!(
-                "unknown time zone {text:?}: expected an IANA name such as Europe/Berlin or UTC"
-            ),
-        }
-    })
+    crate::calendar::parse_zone_name(text)
 }
 
 /// Parses an English weekday name for an option.
