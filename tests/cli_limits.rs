@@ -804,6 +804,47 @@ async fn schedule_with_two_resources_asks_for_one() {
     assert!(stderr(&set).contains("--resource ID"), "{}", stderr(&set));
 }
 
+/// A schedule whose project starts after the report's horizon allows no call in it, and the
+/// rejection points at the start date as well as the end date.
+#[tokio::test(flavor = "multi_thread")]
+async fn project_not_started_names_start() {
+    let database = TestDatabase::new().await;
+    let url = Some(database.url());
+    assert_eq!(run(url, &["migrate"]).status.code(), Some(0));
+    let path = std::env::temp_dir().join(format!("not_started_{}.tjp", std::process::id()));
+    std::fs::write(
+        &path,
+        "project later \"Later\" 9000-01-01 +1y\nresource mail \"Mail\"\n",
+    )
+    .unwrap();
+
+    let set = run(
+        url,
+        &[
+            "limits",
+            "set",
+            "--tenant",
+            "acme",
+            "--tool",
+            "tools.mail",
+            "--schedule",
+            path.to_str().unwrap(),
+        ],
+    );
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(set.status.code(), Some(0), "{}", stderr(&set));
+
+    let acquire = run(
+        url,
+        &["acquire", "--tenant", "acme", "--tool", "tools.mail"],
+    );
+    assert_eq!(acquire.status.code(), Some(2), "{}", stderr(&acquire));
+    let decision = json(&acquire);
+    assert_eq!(decision["reason"]["kind"], "outside_hours");
+    let message = decision["reason"]["message"].as_str().expect("a message");
+    assert!(message.contains("start and end dates"), "{message}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn usage_of_run_notes_tenant_scope() {
     let database = TestDatabase::new().await;
