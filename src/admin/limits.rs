@@ -442,8 +442,9 @@ impl Admin {
             && zone != preview.report.timezone
         {
             return Err(AdminError::InvalidLimit(format!(
-                "time zone {zone} differs from the schedule's {}: leave the time zone out or set \
-                     `timezone \"{zone}\"` in the schedule",
+                "time zone {zone} differs from the schedule's {}: leave the time zone out, or set \
+                     `timezone \"{zone}\"` in the schedule's resource if it has a `timezone` of its \
+                     own, else in its project",
                 preview.report.timezone
             )));
         }
