@@ -222,6 +222,35 @@ async fn tenant_row_overrides_default() {
     assert_eq!(fallback.tenant, "default");
 }
 
+/// A resource's own `timezone` decides the zone of its report, so the advice for a `timezone`
+/// that differs from it names the resource, not only the project.
+#[tokio::test]
+async fn timezone_mismatch_names_resource_zone() {
+    let database = TestDatabase::new().await;
+    let admin = admin(&database).await;
+    let start = (Utc::now() - ChronoDuration::days(2)).format("%Y-%m-%d");
+    let schedule = format!(
+        "project mail \"Mail\" {start} +1y {{\n  timezone \"Etc/UTC\"\n}}\n\
+         resource smtp \"SMTP relay\" {{\n  timezone \"America/Chicago\"\n}}\n"
+    );
+    let spec = LimitSpec {
+        schedule: Some(schedule),
+        timezone: Some(Tz::Etc__UTC),
+        ..LimitSpec::new("acme", "tools.mail")
+    };
+
+    let error = admin.upsert(&spec).await.expect_err("the zones differ");
+
+    assert!(matches!(error, AdminError::InvalidLimit(_)), "{error}");
+    let message = error.to_string();
+    assert!(
+        message.contains("differs from the schedule's America/Chicago"),
+        "{message}"
+    );
+    assert!(message.contains("in the schedule's resource"), "{message}");
+    assert!(admin.list(None).await.unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn invalid_limits_store_nothing() {
     let database = TestDatabase::new().await;

@@ -450,3 +450,91 @@ async fn missing_limit_points_to_put() {
         );
     }
 }
+
+/// An ambiguous or unknown resource names the body field that chooses one, for both endpoints
+/// that take a schedule.
+#[tokio::test]
+async fn resource_errors_name_the_field() {
+    let database = TestDatabase::new().await;
+    let admin = Admin::from_store(&database.store().await);
+    let router = admin_router(admin.clone(), TOKEN);
+    let auth = bearer(TOKEN);
+    let schedule = "project p \"P\" 2026-03-01 +1y\nresource smtp \"SMTP\"\nresource sms \"SMS\"\n";
+
+    let cases = [
+        (
+            "/reports/preview",
+            Method::POST,
+            json!({ "schedule": schedule }),
+            "several resources (smtp, sms)",
+        ),
+        (
+            "/reports/preview",
+            Method::POST,
+            json!({ "schedule": schedule, "resource": "fax" }),
+            "unknown resource \"fax\"",
+        ),
+        (
+            "/limits",
+            Method::PUT,
+            json!({ "tenant": "acme", "tool": "tools.mail", "schedule": schedule }),
+            "several resources (smtp, sms)",
+        ),
+        (
+            "/limits",
+            Method::PUT,
+            json!({
+                "tenant": "acme", "tool": "tools.mail", "schedule": schedule, "resource": "fax"
+            }),
+            "unknown resource \"fax\"",
+        ),
+    ];
+    for (uri, method, body, reason) in cases {
+        let (status, error) = send(&router, method, uri, Some(auth.as_str()), Some(body)).await;
+
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {error}");
+        let message = error["error"].as_str().expect("an error message");
+        assert!(message.contains(reason), "{uri}: {message}");
+        assert!(message.contains("\"resource\" field"), "{uri}: {message}");
+    }
+    assert!(admin.list(None).await.unwrap().is_empty());
+}
+
+/// An unknown or miscapitalized zone in `PUT /limits` gets the messages of `limits set
+/// --timezone`, not chrono-tz's "failed to parse timezone".
+#[tokio::test]
+async fn put_names_unknown_timezone() {
+    let database = TestDatabase::new().await;
+    let admin = Admin::from_store(&database.store().await);
+    let router = admin_router(admin.clone(), TOKEN);
+    let auth = bearer(TOKEN);
+
+    let cases = [
+        (
+            "Mars/Base",
+            "unknown time zone \"Mars/Base\": expected an IANA name such as Europe/Berlin",
+        ),
+        (
+            "europe/berlin",
+            "zone names are case-sensitive; write Europe/Berlin",
+        ),
+        ("EST", "time zone \"EST\" is not a Region/City name"),
+    ];
+    for (zone, expected) in cases {
+        let body =
+            json!({ "tenant": "acme", "tool": "tools.http", "per_day": 5, "timezone": zone });
+        let (status, error) = send(
+            &router,
+            Method::PUT,
+            "/limits",
+            Some(auth.as_str()),
+            Some(body),
+        )
+        .await;
+
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{zone}: {error}");
+        let message = error["error"].as_str().expect("an error message");
+        assert!(message.contains(expected), "{zone}: {message}");
+    }
+    assert!(admin.list(None).await.unwrap().is_empty());
+}

@@ -594,6 +594,43 @@ async fn option_errors_show_expected_form() {
     );
 }
 
+/// A negative or fractional count is named as an invalid value of its option, not taken for an
+/// unknown option, and the command exits with 1 before it reads the database.
+#[test]
+fn negative_counts_name_the_option() {
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["limits", "set", "--per-day", "-1"],
+            "invalid value '-1' for '--per-day <N>'",
+        ),
+        (
+            &["limits", "set", "--per-minute", "2.5"],
+            "invalid value '2.5' for '--per-minute <N>'",
+        ),
+        (
+            &["limits", "set", "--per-hour", "-5"],
+            "expected a whole number of calls from 0 to 2147483647",
+        ),
+        (
+            &["acquire", "--cost", "-3"],
+            "invalid cost \"-3\": expected a whole number of 1 or more",
+        ),
+    ];
+    for (options, expected) in cases {
+        let mut args = options.to_vec();
+        args.extend(["--tenant", "acme", "--tool", "tools.http"]);
+        let output = run(Some("postgres://nobody@127.0.0.1:1/none"), &args);
+
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        assert!(output.stdout.is_empty(), "{args:?}");
+        assert!(
+            stderr(&output).contains(expected),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
+}
+
 /// `--at` accepts the instants whose windows RFC 3339 can write: a day window of 9999-12-31 ends
 /// in the year 10000. An instant outside is an error that charges nothing, and `usage` then
 /// prints only RFC 3339 instants.
@@ -765,6 +802,47 @@ async fn schedule_with_two_resources_asks_for_one() {
 
     assert_eq!(set.status.code(), Some(1), "{}", stderr(&set));
     assert!(stderr(&set).contains("--resource ID"), "{}", stderr(&set));
+}
+
+/// A schedule whose project starts after the report's horizon allows no call in it, and the
+/// rejection points at the start date as well as the end date.
+#[tokio::test(flavor = "multi_thread")]
+async fn project_not_started_names_start() {
+    let database = TestDatabase::new().await;
+    let url = Some(database.url());
+    assert_eq!(run(url, &["migrate"]).status.code(), Some(0));
+    let path = std::env::temp_dir().join(format!("not_started_{}.tjp", std::process::id()));
+    std::fs::write(
+        &path,
+        "project later \"Later\" 9000-01-01 +1y\nresource mail \"Mail\"\n",
+    )
+    .unwrap();
+
+    let set = run(
+        url,
+        &[
+            "limits",
+            "set",
+            "--tenant",
+            "acme",
+            "--tool",
+            "tools.mail",
+            "--schedule",
+            path.to_str().unwrap(),
+        ],
+    );
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(set.status.code(), Some(0), "{}", stderr(&set));
+
+    let acquire = run(
+        url,
+        &["acquire", "--tenant", "acme", "--tool", "tools.mail"],
+    );
+    assert_eq!(acquire.status.code(), Some(2), "{}", stderr(&acquire));
+    let decision = json(&acquire);
+    assert_eq!(decision["reason"]["kind"], "outside_hours");
+    let message = decision["reason"]["message"].as_str().expect("a message");
+    assert!(message.contains("start and end dates"), "{message}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -77,3 +77,19 @@ fn first_schedule_blocks_christmas() {
     // Thursday 24 December, same hour: the vacation starts that day.
     assert!(!report.is_allowed(Utc.with_ymd_and_hms(2026, 12, 24, 9, 0, 0).unwrap()));
 }
+
+#[test]
+fn macro_example_blocks_its_holiday() {
+    let blocks = doc_schedules();
+    let (index, text) = blocks
+        .iter()
+        .enumerate()
+        .find(|(_, block)| block.contains("macro holiday"))
+        .expect("the macro example is a tjp block on the page");
+    let schedule = parse(text, index);
+    let from = Utc.with_ymd_and_hms(2026, 6, 29, 0, 0, 0).unwrap();
+    let report = report(&schedule, "api", from);
+    let independence_day = chrono::NaiveDate::from_ymd_opt(2026, 7, 3).unwrap();
+
+    assert!(report.blocked_dates.contains(&independence_day));
+}

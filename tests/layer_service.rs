@@ -822,7 +822,7 @@ async fn no_window_left_names_schedule_checks() {
         "{message}"
     );
     assert!(
-        message.contains("working hours and its project's end date"),
+        message.contains("working hours and its project's start and end dates"),
         "{message}"
     );
     assert_eq!(tool.calls(), 0);

@@ -246,6 +246,48 @@ fn later_limits_block_replaces_earlier() {
 }
 
 #[test]
+fn limit_resources_naming_others_warns() {
+    // A resource takes limits only from global blocks before it, its parent before it and its
+    // own blocks, and `resources` names only resources declared earlier, so a limit that names
+    // other resources never applies.
+    let schedule = ok(&format!(
+        "{HEADER}resource a \"A\"
+        limits {{ dailymax 7 {{ resources a }} }}
+        resource b \"B\" {{
+            limits {{ hourlymax 3 {{ resources a }} minutelymax 2 {{ resources a, b }} }}
+        }}"
+    ));
+
+    assert_eq!(schedule.warnings.len(), 2, "{:?}", schedule.warnings);
+    let global = &schedule.warnings[0];
+    assert_eq!(global.severity, Severity::Warning);
+    assert_eq!(
+        (global.location.line, global.location.column),
+        (3, 18),
+        "{}",
+        global.message
+    );
+    assert!(
+        global.message.contains("applies to none"),
+        "{}",
+        global.message
+    );
+    let own = &schedule.warnings[1];
+    assert_eq!(
+        (own.location.line, own.location.column),
+        (5, 22),
+        "{}",
+        own.message
+    );
+    assert!(
+        own.message
+            .contains("limit of resource `b` names only other resources (a)"),
+        "{}",
+        own.message
+    );
+}
+
+#[test]
 fn purge_leaves_drops_inherited_leaves() {
     // TaskJuggler's `purge leaves` empties the inherited leave list. Leaves written after it,
     // and global vacations, still apply.

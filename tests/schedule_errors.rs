@@ -486,6 +486,24 @@ fn macro_errors() {
 }
 
 #[test]
+fn unquoted_macro_argument() {
+    let text = format!(
+        "{HEADER}macro holiday [ vacation \"${{1}}\" ${{2}} ]\n\
+         ${{holiday \"Independence Day\" 2025-07-04}}\nresource r \"R\""
+    );
+    let (line, column, message) = error(&text);
+    assert_eq!((line, column), (3, 30), "{message}");
+    assert!(message.contains("`2025-07-04`"), "{message}");
+    assert!(message.contains("write \"2025-07-04\""), "{message}");
+}
+
+#[test]
+fn unterminated_macro_call() {
+    let text = format!("{HEADER}macro m [ ]\n${{m \"a\"");
+    assert_error(&text, 3, 1, "unterminated call of macro `m`");
+}
+
+#[test]
 fn unterminated_string_and_comment() {
     assert_error(
         &format!("{HEADER}resource r \"R"),

@@ -53,7 +53,7 @@ pub struct LimitSpec {
     pub resource: Option<String>,
     /// The time zone of the windows. Without a schedule it defaults to UTC; with a schedule it is
     /// the schedule's and may be left out.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "deserialize_timezone")]
     pub timezone: Option<Tz>,
     /// The first day of a week window. Without a schedule it defaults to Monday; with a schedule
     /// it is the schedule's and may be left out.
@@ -65,6 +65,19 @@ pub struct LimitSpec {
     /// Admit calls (and log them) when the token store fails, instead of rejecting them.
     #[serde(default)]
     pub fail_open: bool,
+}
+
+/// Reads `timezone` with the command line's messages, in place of chrono-tz's "failed to parse
+/// timezone".
+fn deserialize_timezone<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Tz>, D::Error> {
+    let Some(name) = Option::<String>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    crate::calendar::parse_zone_name(&name)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 fn enabled_by_default() -> bool {
@@ -429,8 +442,9 @@ impl Admin {
             && zone != preview.report.timezone
         {
             return Err(AdminError::InvalidLimit(format!(
-                "time zone {zone} differs from the schedule's {}: leave the time zone out or set \
-                     `timezone \"{zone}\"` in the schedule",
+                "time zone {zone} differs from the schedule's {}: leave the time zone out, or set \
+                     `timezone \"{zone}\"` in the schedule's resource if it has a `timezone` of its \
+                     own, else in its project",
                 preview.report.timezone
             )));
         }

@@ -42,6 +42,7 @@ use subtle::ConstantTimeEq;
 
 use super::{Admin, AdminError, LimitSpec};
 use crate::error_chain::ErrorChain;
+use crate::report::ReportError;
 
 struct AdminState {
     admin: Admin,
@@ -225,6 +226,16 @@ fn respond<T: serde::Serialize>(result: Result<T, AdminError>, status: StatusCod
 
 fn admin_error_response(error: AdminError) -> Response {
     let status = match &error {
+        // The report's own message names no way to choose the resource over HTTP.
+        AdminError::Report(ReportError::ResourceRequired { .. }) => {
+            let message = format!("{error}: set the \"resource\" field of the request body");
+            return error_response(StatusCode::BAD_REQUEST, message);
+        }
+        AdminError::Report(ReportError::UnknownResource { .. }) => {
+            let message =
+                format!("{error}; set the \"resource\" field of the request body to one of them");
+            return error_response(StatusCode::BAD_REQUEST, message);
+        }
         AdminError::InvalidLimit(_) | AdminError::InvalidSchedule(_) | AdminError::Report(_) => {
             StatusCode::BAD_REQUEST
         }

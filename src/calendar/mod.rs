@@ -42,3 +42,25 @@ pub(crate) fn zone_name_error(name: &str) -> Option<String> {
         "time zone \"{name}\" is not a Region/City name: write \"UTC\" or the zone of a place, such as \"America/New_York\", or \"Etc/GMT+5\" for a fixed offset (UTC-05:00)"
     ))
 }
+
+/// Parses a time zone written outside a schedule (an option or a JSON field), with a message that
+/// names the value and shows the expected form, or the right spelling of a miscapitalized name.
+pub(crate) fn parse_zone_name(text: &str) -> Result<chrono_tz::Tz, String> {
+    if let Some(message) = zone_name_error(text) {
+        return Err(message);
+    }
+    text.parse().map_err(|_| {
+        let spelled = chrono_tz::TZ_VARIANTS
+            .iter()
+            .find(|zone| zone.name().eq_ignore_ascii_case(text));
+        match spelled {
+            Some(zone) => format!(
+                "unknown time zone {text:?}: zone names are case-sensitive; write {}",
+                zone.name()
+            ),
+            None => format!(
+                "unknown time zone {text:?}: expected an IANA name such as Europe/Berlin or UTC"
+            ),
+        }
+    })
+}

@@ -8,7 +8,7 @@ use futures_util::future::BoxFuture;
 use serde::Serialize;
 use tower::{ServiceBuilder, ServiceExt};
 
-use super::database::{DatabaseArgs, block_on, parse_instant, print_json};
+use super::database::{DatabaseArgs, block_on, parse_cost, parse_instant, print_json};
 use crate::admin::{Admin, PostgresPolicies};
 use crate::clock::TokioClock;
 use crate::error_chain::with_causes;
@@ -33,7 +33,13 @@ pub(super) struct AcquireArgs {
     #[arg(long, value_name = "RUN")]
     workflow: Option<String>,
     /// The call's cost in units (calls, recipients, tokens: whatever the limit counts).
-    #[arg(long, default_value_t = 1, value_name = "N")]
+    #[arg(
+        long,
+        default_value_t = 1,
+        value_name = "N",
+        value_parser = parse_cost,
+        allow_negative_numbers = true
+    )]
     cost: u64,
     /// Print the decision without charging anything.
     #[arg(long)]

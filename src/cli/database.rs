@@ -122,29 +122,33 @@ where
 
 /// Parses an IANA time zone name for an option, with a message that shows the expected form.
 pub(super) fn parse_timezone(text: &str) -> Result<chrono_tz::Tz, String> {
-    if let Some(message) = crate::calendar::zone_name_error(text) {
-        return Err(message);
-    }
-    text.parse().map_err(|_| {
-        let spelled = chrono_tz::TZ_VARIANTS
-            .iter()
-            .find(|zone| zone.name().eq_ignore_ascii_case(text));
-        match spelled {
-            Some(zone) => format!(
-                "unknown time zone {text:?}: zone names are case-sensitive; write {}",
-                zone.name()
-            ),
-            None => format!(
-                "unknown time zone {text:?}: expected an IANA name such as Europe/Berlin or UTC"
-            ),
-        }
-    })
+    crate::calendar::parse_zone_name(text)
 }
 
 /// Parses an English weekday name for an option.
 pub(super) fn parse_weekday(text: &str) -> Result<chrono::Weekday, String> {
     text.parse()
         .map_err(|_| format!("invalid day {text:?}: expected a weekday such as monday or sunday"))
+}
+
+/// Parses a static limit for `--per-minute`, `--per-hour` or `--per-day`. The options accept a
+/// leading `-`, so that `-1` gets this message instead of clap's "unexpected argument". The
+/// admin API checks the upper bound.
+pub(super) fn parse_limit(text: &str) -> Result<u64, String> {
+    text.parse().map_err(|_| {
+        format!(
+            "invalid limit {text:?}: expected a whole number of calls from 0 to {}, such as 500",
+            i32::MAX
+        )
+    })
+}
+
+/// Parses `--cost`, which accepts a leading `-` for the same reason as [`parse_limit`]. The
+/// command checks that the cost is not 0.
+pub(super) fn parse_cost(text: &str) -> Result<u64, String> {
+    text.parse().map_err(|_| {
+        format!("invalid cost {text:?}: expected a whole number of 1 or more, such as 3")
+    })
 }
 
 /// The first instant `--at` accepts.

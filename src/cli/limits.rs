@@ -5,7 +5,9 @@ use chrono::Weekday;
 use chrono_tz::Tz;
 use clap::{Args, Subcommand};
 
-use super::database::{DatabaseArgs, block_on, parse_timezone, parse_weekday, print_json};
+use super::database::{
+    DatabaseArgs, block_on, parse_limit, parse_timezone, parse_weekday, print_json,
+};
 use crate::admin::{Admin, AdminError, LimitSpec};
 use crate::policy::Scope;
 use crate::report::ReportError;
@@ -43,13 +45,13 @@ struct SetArgs {
     #[arg(long, default_value = "tenant", value_parser = ["global", "tenant", "workflow"])]
     scope: String,
     /// The maximum of calls (or cost units) per minute, without a schedule.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_limit, allow_negative_numbers = true)]
     per_minute: Option<u64>,
     /// The maximum of calls (or cost units) per hour, without a schedule.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_limit, allow_negative_numbers = true)]
     per_hour: Option<u64>,
     /// The maximum of calls (or cost units) per day, without a schedule.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_limit, allow_negative_numbers = true)]
     per_day: Option<u64>,
     /// A .tjp schedule that decides when calls are allowed and how many; it is stored in the
     /// database, so it must not use `include`.

@@ -307,7 +307,7 @@ fn left(windows: &[WindowUsage], window: WindowKind) -> String {
 fn next(next_allowed: &Option<DateTime<Utc>>) -> String {
     match next_allowed {
         Some(at) => format!("; next allowed at {at}"),
-        None => "; the schedule allows no call before its report ends: check its working hours and its project's end date".to_owned(),
+        None => "; the schedule allows no call before its report ends: check its working hours and its project's start and end dates".to_owned(),
     }
 }
 

@@ -863,7 +863,20 @@ impl Builder<'_> {
                 let leaves = self.leaves(list);
                 self.leaves.extend(leaves);
             }
-            Statement::Limits(list) => self.global_limits = self.limits(list),
+            Statement::Limits(list) => {
+                let limits = self.limits(list);
+                for limit in limits.iter().filter(|limit| !limit.resources.is_empty()) {
+                    // `resources` names only resources declared before the block, and the block
+                    // applies only to resources declared after it.
+                    let message = format!(
+                        "this global limit names resources {} declared before it, but a global `limits` block applies only to the resources declared after it, so the limit applies to none: write it in the `limits` block of each of these resources",
+                        limit.resources.join(", ")
+                    );
+                    self.warnings
+                        .push(Diagnostic::warning(limit.location.clone(), message));
+                }
+                self.global_limits = limits;
+            }
             Statement::Shift(shift) => self.shift(shift, None),
             Statement::Resource(resource) => self.resource(resource, parent),
             Statement::SupplementResource(id, attrs) => self.supplement(id, attrs),
@@ -1090,6 +1103,19 @@ impl Builder<'_> {
         let limits = self.limits(list);
         let location = self.expansion.location(pos);
         let id = self.resources[index].id.clone();
+        for limit in &limits {
+            if limit.resources.is_empty() || limit.resources.contains(&id) {
+                continue;
+            }
+            // Resources declared later in this one inherit the limit, but they cannot be named
+            // in it, so `resources` excludes every resource that has the limit.
+            let message = format!(
+                "this limit of resource `{id}` names only other resources ({}) in `resources`, so it applies to none: write it in the `limits` block of each of these resources",
+                limit.resources.join(", ")
+            );
+            self.warnings
+                .push(Diagnostic::warning(limit.location.clone(), message));
+        }
         if let Some(earlier) = self.own_limits.insert(id.clone(), location) {
             self.warning(
                 pos,

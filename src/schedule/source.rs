@@ -415,10 +415,24 @@ impl Preprocessor<'_> {
                     let inner = &expanded[quote.len_utf8()..expanded.len() - quote.len_utf8()];
                     arguments.push(inner.to_string());
                 }
-                _ => {
+                None => {
                     return Err(self.error(
                         call_pos,
-                        format!("invalid call of macro `{name}`: expected string arguments and a closing `}}`"),
+                        format!("unterminated call of macro `{name}`: close it with `}}`"),
+                    ));
+                }
+                Some(_) => {
+                    // TaskJuggler reads only quoted strings as macro arguments.
+                    let argument_end = (i..input.len())
+                        .find(|&k| input[k].0.is_whitespace() || input[k].0 == '}')
+                        .unwrap_or(input.len());
+                    let argument: String = input[i..argument_end].iter().map(|x| x.0).collect();
+                    return Err(self.error(
+                        input[i].1,
+                        format!(
+                            "invalid argument `{argument}` in the call of macro `{name}`: \
+                             arguments are quoted strings, so write \"{argument}\""
+                        ),
                     ));
                 }
             }
