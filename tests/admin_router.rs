@@ -70,7 +70,8 @@ async fn bad_tokens_touch_nothing() {
         Some("".to_owned()),
         Some(TOKEN.to_owned()),
         Some(format!("Basic {TOKEN}")),
-        Some(format!("bearer {TOKEN}")),
+        Some(format!("Bearer{TOKEN}")),
+        Some(format!("Bearers {TOKEN}")),
         Some(bearer("s3cret-admin-tokeN")),
         Some(bearer("s3cret-admin-token2")),
         Some(bearer("s3cret")),
@@ -111,6 +112,25 @@ async fn bad_tokens_touch_nothing() {
     let closed = admin_router(admin.clone(), "");
     let (status, _) = send(&closed, Method::GET, "/limits", Some("Bearer "), None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn scheme_name_ignores_case() {
+    let database = TestDatabase::new().await;
+    let admin = Admin::from_store(&database.store().await);
+    let router = admin_router(admin, TOKEN);
+
+    for authorization in [
+        format!("bearer {TOKEN}"),
+        format!("BEARER {TOKEN}"),
+        format!("bEaReR {TOKEN}"),
+        format!("Bearer   {TOKEN}"),
+    ] {
+        let (status, answer) =
+            send(&router, Method::GET, "/limits", Some(&authorization), None).await;
+        assert_eq!(status, StatusCode::OK, "{authorization:?}: {answer}");
+        assert_eq!(answer, json!([]));
+    }
 }
 
 #[tokio::test]

@@ -9,10 +9,10 @@
 //! | `GET /usage/{tenant}/{tool}[?workflow=RUN]` | returns the current counters |
 //! | `POST /reports/preview`           | renders a schedule's report without storing it |
 //!
-//! Every request needs `Authorization: Bearer TOKEN`. Without it, or with another token, the
-//! response is `401 Unauthorized` and nothing is read or written. Errors are
-//! `{"error": "message"}` with 400 (invalid input or body), 404 (no such limit), 413 (a body over
-//! the size limit, 2 MB by default) or 503 (database unavailable).
+//! Every request needs `Authorization: Bearer TOKEN` (the scheme's name in any case). Without
+//! it, or with another token, the response is `401 Unauthorized` and nothing is read or written.
+//! Errors are `{"error": "message"}` with 400 (invalid input or body), 404 (no such limit), 413 (a
+//! body over the size limit, 2 MB by default) or 503 (database unavailable).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -78,7 +78,7 @@ async fn require_token(
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "));
+        .and_then(|value| bearer_credentials(value.as_bytes()));
     match presented {
         Some(presented) if token_matches(&state.token, presented) => next.run(request).await,
         _ => {
@@ -94,6 +94,20 @@ async fn require_token(
             response
         }
     }
+}
+
+/// Returns the token of an `Authorization: Bearer TOKEN` value. The scheme's name is
+/// case-insensitive in HTTP, and one or more spaces separate it from the token.
+fn bearer_credentials(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, rest) = value.split_at_checked(b"Bearer".len())?;
+    if !scheme.eq_ignore_ascii_case(b"Bearer") || rest.first() != Some(&b' ') {
+        return None;
+    }
+    let start = rest
+        .iter()
+        .position(|&byte| byte != b' ')
+        .unwrap_or(rest.len());
+    Some(&rest[start..])
 }
 
 /// Compares in a time that depends only on the expected token's length.

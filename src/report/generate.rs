@@ -175,7 +175,7 @@ fn time_frame_warnings(
     if project.end <= from || project.start >= until {
         warnings.push(format!(
             "the horizon lies outside the schedule's time frame ({} to {}): no calls are allowed in it; \
-             choose a start inside the time frame or extend the project",
+             extend the project over it or start the horizon inside the time frame",
             show(project.start),
             show(project.end)
         ));
