@@ -382,7 +382,7 @@ async fn shared_day_row_checks_each_call_end() {
         per_day: Some(10),
         ..Capacity::UNLIMITED
     };
-    // A call of the key that charges no day row: it holds the key while the next calls queue.
+    // A call of the key that charges no day row. While it runs, the key is busy and the next calls queue.
     let month_only = Capacity {
         per_month: Some(10),
         ..Capacity::UNLIMITED
@@ -406,7 +406,7 @@ async fn shared_day_row_checks_each_call_end() {
             assert!(decision.is_admitted(), "{decision:?}");
         }
 
-        // The first call goes out alone and holds the key, so the next ones go out together.
+        // The first call goes out alone and keeps the key busy, so the next ones go out together.
         let mut calls = vec![
             store.consume(request(&key, &month_only, Tz::UTC)),
             store.consume(request(&key, &london_limit, london)),
