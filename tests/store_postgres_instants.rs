@@ -1,13 +1,16 @@
-//! The PostgreSQL store with explicit instants that PostgreSQL cannot store exactly. A timestamp
-//! in PostgreSQL has microseconds, and a call's instant may have nanoseconds. Every path of a
-//! call must count it in the windows that contain the instant, as `MemoryStore` does.
+//! The PostgreSQL store with explicit instants: instants that PostgreSQL cannot store exactly,
+//! and batches whose calls fall on both sides of window ends in several calendars. Every path of
+//! a call must count it in the windows that contain its instant, as `MemoryStore` does.
 
 mod common;
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, TimeZone, Utc, Weekday};
 use chrono_tz::Tz;
+use futures_util::future::join_all;
 use highway_ratelimit::report::Capacity;
-use highway_ratelimit::store::{ConsumeRequest, MemoryStore, ScopeKey, TokenStore};
+use highway_ratelimit::store::{ConsumeRequest, Decision, MemoryStore, ScopeKey, TokenStore};
 use highway_ratelimit::window::WindowKind;
 
 use common::TestDatabase;
@@ -87,4 +90,135 @@ async fn sub_microsecond_instant_keeps_minute_limit() {
             );
         }
     }
+}
+
+/// A small deterministic generator (xorshift), so that a failure can be replayed.
+struct Sequence(u64);
+
+impl Sequence {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % below
+    }
+}
+
+/// The limit of each window kind, the same in every calendar, so that a usage row shared by two
+/// calendars has one limit.
+const LIMITS: [u64; 5] = [3, 5, 7, 9, 11];
+
+/// Sends rounds of concurrent calls of three keys, so that most go out in batches of several keys.
+/// The calls' instants lie a moment before or after a window end. The ends are London's clock
+/// change at 01:00 UTC on 29 March 2026, the end of London's day at 23:00 UTC, the UTC day's end,
+/// and Berlin's month end at 22:00 UTC on 31 March. Calls of one key mix time zones and week starts, limited
+/// kinds and costs. Every usage row must count exactly the costs of the calls admitted in it, and
+/// no row more than its kind's limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boundary_batches_charge_admitted_costs() {
+    let database = TestDatabase::new().await;
+    let store = database.store().await;
+    let zones = [
+        Tz::UTC,
+        chrono_tz::Europe::London,
+        chrono_tz::Europe::Berlin,
+        chrono_tz::America::New_York,
+        chrono_tz::Australia::Lord_Howe,
+    ];
+    let week_starts = [Weekday::Mon, Weekday::Sun];
+    let ends = [
+        "2026-03-29T01:00:00Z",
+        "2026-03-29T23:00:00Z",
+        "2026-03-30T00:00:00Z",
+        "2026-03-31T22:00:00Z",
+    ]
+    .map(|text| {
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
+    });
+    let offsets_ms = [-1_000, -1, 0, 1, 999];
+    let keys: Vec<ScopeKey> = (0..3)
+        .map(|index| key(&format!("boundary-{index}")))
+        .collect();
+    let mut sequence = Sequence(0x2545_f491_4f6c_dd1d);
+
+    let mut calls = Vec::new();
+    for _ in 0..600 {
+        let key = keys[sequence.next(3) as usize].clone();
+        let zone = zones[sequence.next(zones.len() as u64) as usize];
+        let week_start = week_starts[sequence.next(2) as usize];
+        let end = ends[sequence.next(ends.len() as u64) as usize];
+        let at = end
+            + chrono::Duration::milliseconds(
+                offsets_ms[sequence.next(offsets_ms.len() as u64) as usize],
+            );
+        let mut capacity = Capacity::UNLIMITED;
+        for (kind, limit) in WindowKind::ALL.into_iter().zip(LIMITS) {
+            if sequence.next(3) > 0 {
+                capacity.set(kind, Some(limit));
+            }
+        }
+        let cost = 1 + sequence.next(3);
+        calls.push((key, zone, week_start, at, capacity, cost));
+    }
+
+    let mut admitted: HashMap<(String, WindowKind, DateTime<Utc>), u64> = HashMap::new();
+    for round in calls.chunks(150) {
+        let decisions = join_all(round.iter().map(
+            |(key, zone, week_start, at, capacity, cost)| {
+                store.consume(ConsumeRequest {
+                    key,
+                    cost: *cost,
+                    capacity,
+                    timezone: *zone,
+                    week_start: *week_start,
+                    at: Some(*at),
+                })
+            },
+        ))
+        .await;
+        for ((key, zone, week_start, at, capacity, cost), decision) in round.iter().zip(decisions) {
+            let decision = decision.expect("the store decides every call");
+            if !matches!(decision, Decision::Admitted { .. }) {
+                continue;
+            }
+            for kind in WindowKind::ALL {
+                if capacity.get(kind).is_some() {
+                    let window = kind.window_at(*at, *zone, *week_start);
+                    *admitted
+                        .entry((key.scope.clone(), kind, window.start))
+                        .or_default() += cost;
+                }
+            }
+        }
+    }
+
+    let rows = database
+        .client()
+        .await
+        .query(
+            "SELECT scope_key, window_type, window_start, request_count
+             FROM highway.tool_rate_limit_usage WHERE request_count > 0",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut charged: HashMap<(String, WindowKind, DateTime<Utc>), u64> = HashMap::new();
+    for row in rows {
+        let kind: WindowKind = row.get::<_, &str>(1).parse().unwrap();
+        let count: i64 = row.get(3);
+        charged.insert((row.get(0), kind, row.get(2)), count as u64);
+    }
+    for ((scope, kind, start), count) in &charged {
+        assert!(
+            *count <= LIMITS[*kind as usize],
+            "{scope} {kind} window from {start} counts {count}, over its limit"
+        );
+    }
+    assert_eq!(charged, admitted, "usage rows against the calls admitted");
+    assert!(
+        admitted.len() > 20,
+        "the calls use many windows: {admitted:?}"
+    );
 }
