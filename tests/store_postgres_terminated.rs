@@ -1,7 +1,8 @@
-//! The PostgreSQL store when the server terminates its connections (`pg_terminate_backend`) in
-//! the middle of a call or a batch. The terminated transactions roll back, so their calls must
-//! charge nothing. A call sent alone gets an error at once, a batch's calls are sent again one by
-//! one, and the store must decide the next calls on fresh connections.
+//! The PostgreSQL store when round trips end early: the server terminates a connection
+//! (`pg_terminate_backend`) in the middle of a call or a batch, or callers stop waiting. The
+//! terminated transactions roll back, so their calls must charge nothing. A call sent alone gets
+//! an error at once, a batch's calls are sent again one by one, and the store must decide the
+//! next calls on fresh connections.
 
 mod common;
 
@@ -190,4 +191,84 @@ async fn terminated_batch_charges_nothing() {
         );
     }
     assert_eq!(charged(&admin, &scopes).await, 2 + 3 + 4 + 6);
+}
+
+/// Callers that stop waiting at every stage of a call: before it is sent, while it waits in a
+/// queue or for a connection, and while its statement runs. Each call may have been charged or
+/// not, but no window may count more than its limit or less than the calls admitted, and the
+/// store must go on deciding calls at once: a round trip that a cancelled caller started must not
+/// keep its key or its place among the round trips.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_callers_leave_store_usable() {
+    let database = TestDatabase::new().await;
+    let store = database
+        .store_with(|config| config.call_timeout(Duration::from_secs(5)).pool_size(3))
+        .await;
+    let admin = database.client().await;
+    let scopes = ["k", "other"];
+    let limit = 100;
+
+    let mut admitted = 0;
+    let mut cancelled = 0;
+    for round in 0..40_u64 {
+        let calls = (0..10_u64).map(|index| {
+            let store = store.clone();
+            let key = key(scopes[(index % 2) as usize]);
+            // From no wait at all to a few round trips, so that callers stop at every stage.
+            let patience = Duration::from_micros((round * 37 + index * 211) % 4_000);
+            tokio::spawn(async move {
+                let capacity = Capacity {
+                    per_minute: Some(limit),
+                    ..Capacity::UNLIMITED
+                };
+                let call = store.consume(ConsumeRequest {
+                    key: &key,
+                    cost: 1,
+                    capacity: &capacity,
+                    timezone: Tz::UTC,
+                    week_start: Weekday::Mon,
+                    at: Some(at()),
+                });
+                tokio::time::timeout(patience, call).await
+            })
+        });
+        for call in futures_util::future::join_all(calls).await {
+            match call.unwrap() {
+                Ok(Ok(Decision::Admitted { .. })) => admitted += 1,
+                Ok(Ok(Decision::Rejected { .. })) => {}
+                Ok(Err(error)) => panic!("a call failed: {error:?}"),
+                Err(_) => cancelled += 1,
+            }
+        }
+    }
+    assert!(cancelled > 0, "some callers stopped waiting");
+    assert!(admitted > 0, "some calls were admitted");
+
+    // Every call after the cancellations is decided within a round trip or two.
+    for scope in scopes {
+        let started = Instant::now();
+        let decision = spawn_consume(&store, scope, 1).await.unwrap();
+        assert!(
+            decision.is_ok(),
+            "a call after the cancellations: {decision:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "a call after the cancellations took {:?}",
+            started.elapsed()
+        );
+    }
+
+    let charged_before = charged(&admin, &scopes).await;
+    assert!(
+        charged_before >= admitted,
+        "the rows count {charged_before}, fewer than the {admitted} calls admitted"
+    );
+    for scope in scopes {
+        let count = charged(&admin, &[scope]).await;
+        assert!(
+            count <= limit as i64,
+            "{scope} counts {count}, over its limit of {limit}"
+        );
+    }
 }
