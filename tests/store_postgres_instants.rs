@@ -222,3 +222,57 @@ async fn boundary_batches_charge_admitted_costs() {
         "the calls use many windows: {admitted:?}"
     );
 }
+
+/// Sends one key's calls, with instants that move forward across the clock changes of late March
+/// 2026, to `MemoryStore` and `PostgresStore`, and compares every outcome. Consecutive calls switch
+/// time zone, week start, limits (lowered below the count and raised again) and cost. Both stores
+/// count a window by its kind and start, so windows of two calendars that start together share
+/// one count in both.
+#[tokio::test]
+async fn calendar_switches_match_memory_store() {
+    let database = TestDatabase::new().await;
+    let store = database.store().await;
+    let memory = MemoryStore::new();
+    let key = key("calendar-switches");
+    let zones = [
+        Tz::UTC,
+        chrono_tz::Europe::London,
+        chrono_tz::Europe::Berlin,
+        chrono_tz::Australia::Lord_Howe,
+        chrono_tz::Asia::Kolkata,
+    ];
+    let week_starts = [Weekday::Mon, Weekday::Sun];
+    let mut at = Utc.with_ymd_and_hms(2026, 3, 28, 20, 0, 0).unwrap();
+    let mut sequence = Sequence(0x5851_f42d_4c95_7f2d);
+
+    for index in 0..600 {
+        at += chrono::Duration::seconds(sequence.next(45 * 60) as i64);
+        let mut capacity = Capacity::UNLIMITED;
+        for kind in WindowKind::ALL {
+            let limit = match sequence.next(10) {
+                0 | 1 => None,
+                2 => Some(0),
+                limit => Some(limit * 2),
+            };
+            capacity.set(kind, limit);
+        }
+        let request = ConsumeRequest {
+            key: &key,
+            cost: 1 + sequence.next(4),
+            capacity: &capacity,
+            timezone: zones[sequence.next(zones.len() as u64) as usize],
+            week_start: week_starts[sequence.next(2) as usize],
+            at: Some(at),
+        };
+
+        let expected = memory.consume(request).await;
+        let actual = store.consume(request).await;
+        assert_eq!(
+            format!("{actual:?}"),
+            format!("{expected:?}"),
+            "call {index} at {at} in {} with cost {} and {capacity:?}",
+            request.timezone,
+            request.cost
+        );
+    }
+}
