@@ -276,3 +276,104 @@ async fn calendar_switches_match_memory_store() {
         );
     }
 }
+
+/// Returns the instants of 2026 at which `zone`'s UTC offset changes, found by stepping six hours
+/// at a time and halving each step that spans a change.
+fn offset_changes_2026(zone: Tz) -> Vec<DateTime<Utc>> {
+    use chrono::Offset;
+    let offset = |at: DateTime<Utc>| {
+        zone.offset_from_utc_datetime(&at.naive_utc())
+            .fix()
+            .local_minus_utc()
+    };
+    let mut changes = Vec::new();
+    let mut at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+    let end = Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap();
+    while at < end {
+        let next = at + chrono::Duration::hours(6);
+        if offset(at) != offset(next) {
+            let (mut before, mut after) = (at, next);
+            while after - before > chrono::Duration::seconds(1) {
+                let middle = before + (after - before) / 2;
+                if offset(middle) == offset(before) {
+                    before = middle;
+                } else {
+                    after = middle;
+                }
+            }
+            changes.push(after);
+        }
+        at = next;
+    }
+    changes
+}
+
+/// Compares `highway.window_bounds` with `WindowKind::window_at` in every zone of chrono-tz, a
+/// second before, at and after each of the zone's offset changes in 2026, for every window kind and
+/// two week starts. A call decided by the function and one sent with the store's bounds must be
+/// counted in the same row.
+#[tokio::test]
+async fn every_zone_change_matches_sql_windows() {
+    let database = TestDatabase::new().await;
+    database.store().await;
+    let client = database.client().await;
+    let week_starts = [(Weekday::Mon, "monday"), (Weekday::Sun, "sunday")];
+
+    let mut mismatches = Vec::new();
+    let mut compared = 0;
+    for zone in chrono_tz::TZ_VARIANTS {
+        let mut kinds = Vec::new();
+        let mut instants = Vec::new();
+        let mut week_names = Vec::new();
+        let mut expected = Vec::new();
+        for change in offset_changes_2026(zone) {
+            for at in [
+                change - chrono::Duration::seconds(1),
+                change,
+                change + chrono::Duration::seconds(1),
+            ] {
+                for (week_start, week_name) in week_starts {
+                    for kind in WindowKind::ALL {
+                        let window = kind.window_at(at, zone, week_start);
+                        kinds.push(kind.as_str());
+                        instants.push(at);
+                        week_names.push(week_name);
+                        expected.push((window.start, window.end));
+                    }
+                }
+            }
+        }
+        if kinds.is_empty() {
+            continue;
+        }
+        let rows = client
+            .query(
+                "SELECT b.window_start, b.window_end
+                 FROM unnest($1::text[], $2::timestamptz[], $3::text[]) WITH ORDINALITY
+                     AS i(kind, at, week_start, ord),
+                 LATERAL highway.window_bounds(i.kind, i.at, $4, i.week_start) b
+                 ORDER BY i.ord",
+                &[&kinds, &instants, &week_names, &zone.name()],
+            )
+            .await
+            .unwrap_or_else(|error| panic!("window_bounds in {zone}: {error}"));
+        for (index, row) in rows.iter().enumerate() {
+            let sql: (DateTime<Utc>, DateTime<Utc>) = (row.get(0), row.get(1));
+            compared += 1;
+            if sql != expected[index] {
+                mismatches.push(format!(
+                    "{zone} {} at {} weeks from {}: SQL {:?}, Rust {:?}",
+                    kinds[index], instants[index], week_names[index], sql, expected[index]
+                ));
+            }
+        }
+    }
+
+    assert!(compared > 1000, "only {compared} windows compared");
+    assert!(
+        mismatches.is_empty(),
+        "{} of {compared} windows differ:\n{}",
+        mismatches.len(),
+        mismatches.join("\n")
+    );
+}
