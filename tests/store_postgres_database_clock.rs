@@ -360,3 +360,74 @@ async fn cleanup_keeps_day_shared_with_later_zone() {
         "the UTC day of 29 March already admitted its limit of 3"
     );
 }
+
+/// On 29 March 2026 London's day ends at 23:00 UTC, and the UTC day that starts with it at
+/// midnight. At 23:00:30 UTC by the database clock a London call belongs to London's 30 March.
+/// A process clock a minute late guesses the London day of 29 March, whose usage row is also the
+/// UTC day's. A batch that carries that guess with a UTC call of the same key must not take the
+/// UTC day's later end as proof that the London guess contains the database clock's `now()`.
+#[tokio::test]
+async fn shared_day_row_checks_each_call_end() {
+    let now = utc("2026-03-29T23:00:30Z");
+    let process_now = utc("2026-03-29T22:59:30Z");
+    let london = chrono_tz::Europe::London;
+    let london_day = WindowKind::Day.window_at(now, london, Weekday::Mon);
+    assert_eq!(london_day.start, utc("2026-03-29T23:00:00Z"));
+    let database = FrozenDatabase::at(now).await;
+    let london_limit = Capacity {
+        per_day: Some(2),
+        ..Capacity::UNLIMITED
+    };
+    let utc_limit = Capacity {
+        per_day: Some(10),
+        ..Capacity::UNLIMITED
+    };
+    // A call of the key that charges no day row. While it runs, the key is busy and the next calls queue.
+    let month_only = Capacity {
+        per_month: Some(10),
+        ..Capacity::UNLIMITED
+    };
+
+    // Batches of one key take the single-call statement, and batches of several keys the batch
+    // statement.
+    for other_key in [false, true] {
+        let store = database
+            .store(process_now, PostgresConfig::DEFAULT_MAX_BATCH_SIZE)
+            .await;
+        let key = key(&format!("london-and-utc-{other_key}"));
+        let other = frozen_clock::key(&format!("other-{other_key}"));
+
+        // London's 30 March admits its two calls.
+        for _ in 0..2 {
+            let decision = store
+                .consume(request(&key, &london_limit, london))
+                .await
+                .unwrap();
+            assert!(decision.is_admitted(), "{decision:?}");
+        }
+
+        // The first call goes out alone and keeps the key busy, so the next ones go out together.
+        let mut calls = vec![
+            store.consume(request(&key, &month_only, Tz::UTC)),
+            store.consume(request(&key, &london_limit, london)),
+            store.consume(request(&key, &utc_limit, Tz::UTC)),
+        ];
+        if other_key {
+            calls.push(store.consume(request(&other, &utc_limit, Tz::UTC)));
+        }
+        let decisions = join_all(calls).await;
+        let london_call = decisions[1].as_ref().expect("the London call is decided");
+
+        assert!(
+            !london_call.is_admitted(),
+            "other key in batch {other_key}: London's day of 30 March already admitted its limit \
+             of 2, rows {:?}",
+            database.rows(&key).await
+        );
+        assert_eq!(
+            reset_at(london_call, WindowKind::Day),
+            london_day.end,
+            "other key in batch {other_key}"
+        );
+    }
+}

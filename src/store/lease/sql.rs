@@ -94,7 +94,7 @@ pub(super) async fn take(
                 .await
         }
         .await;
-        connection.release();
+        connection.release(&outcome);
         outcome.map_err(query_error)
     })
     .await?;
@@ -167,7 +167,7 @@ pub(super) async fn give_back(
                 .await
         }
         .await;
-        connection.release();
+        connection.release(&outcome);
         outcome.map(|_| ()).map_err(query_error)
     })
     .await
@@ -200,9 +200,18 @@ impl RoundTripConnection {
             .expect("a connection holds its client until it is released or dropped")
     }
 
-    /// Returns the connection to the pool after a round trip that ended.
-    fn release(mut self) {
-        drop(self.object.take());
+    /// Returns the connection to the pool after a round trip that ended, or closes it when the
+    /// round trip failed. A connection that broke, or that the server terminated, may not look
+    /// closed to the pool yet, and the next round trip to get it would fail without reaching the
+    /// server.
+    fn release<T>(mut self, outcome: &Result<T, tokio_postgres::Error>) {
+        let Some(object) = self.object.take() else {
+            return;
+        };
+        if outcome.is_err() {
+            tracing::debug!("a lease round trip failed; closing its connection");
+            drop(Object::take(object));
+        }
     }
 }
 

@@ -51,9 +51,18 @@ impl Connection {
             .expect("a connection holds its client until it is released or dropped")
     }
 
-    /// Returns the connection to the pool after a round trip that ended.
-    fn release(mut self) {
-        drop(self.object.take());
+    /// Returns the connection to the pool after a round trip that ended, or closes it when the
+    /// round trip failed. A connection that broke, or that the server terminated, may not look
+    /// closed to the pool yet, and the next round trip to get it would fail without reaching the
+    /// server.
+    fn release(mut self, failed: bool) {
+        let Some(object) = self.object.take() else {
+            return;
+        };
+        if failed {
+            tracing::debug!("a round trip failed; closing its connection");
+            drop(Object::take(object));
+        }
     }
 }
 
@@ -236,7 +245,7 @@ impl Batcher {
     ) -> Result<Vec<WindowRow>, StoreError> {
         let connection = self.connection().await?;
         let result = self.sender(connection.client()).consume_one(call).await;
-        connection.release();
+        connection.release(result.is_err());
         result
     }
 
@@ -247,7 +256,7 @@ impl Batcher {
             .sender(connection.client())
             .decide_with_function(call, false)
             .await;
-        connection.release();
+        connection.release(result.is_err());
         result
     }
 
@@ -391,7 +400,7 @@ impl Batcher {
                 .await
                 {
                     Ok(outcome) => {
-                        connection.release();
+                        connection.release(outcome.is_err());
                         outcome
                     }
                     // Dropping the connection closes it, since its reply may never come.

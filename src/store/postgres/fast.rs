@@ -601,6 +601,9 @@ struct BatchRows<'a> {
     scopes: Vec<&'a str>,
     kinds: Vec<&'static str>,
     starts: Vec<DateTime<Utc>>,
+    /// The earliest end that a call of the batch gives each row. Calendars whose windows start
+    /// together share a row but may end apart (London's day and the UTC day on 29 March 2026), and
+    /// a row checked by the database clock must contain `now()` in the window of every call.
     ends: Vec<DateTime<Utc>>,
     /// The total cost of the batch's calls in each row.
     demands: Vec<i64>,
@@ -648,7 +651,7 @@ impl<'a> BatchRows<'a> {
             scopes: Vec::with_capacity(count),
             kinds: Vec::with_capacity(count),
             starts: Vec::with_capacity(count),
-            ends: vec![DateTime::<Utc>::MIN_UTC; count],
+            ends: vec![DateTime::<Utc>::MAX_UTC; count],
             demands: vec![0; count],
             limits: vec![i64::MAX; count],
             by_database_clock: vec![false; count],
@@ -666,7 +669,7 @@ impl<'a> BatchRows<'a> {
             let mut row_of = Vec::with_capacity(call.plan.kinds().len());
             for window in 0..call.plan.kinds().len() {
                 let row = index[&row_key(call, window)];
-                rows.ends[row] = call.plan.ends()[window];
+                rows.ends[row] = rows.ends[row].min(call.plan.ends()[window]);
                 rows.demands[row] = match rows.demands[row].checked_add(call.cost) {
                     Some(demand) => demand,
                     None => {

@@ -20,7 +20,8 @@
 //!
 //! Every call is bounded by the call timeout: a database that does not reply yields
 //! [`StoreError::Timeout`], one that refuses connections [`StoreError::Unavailable`]. A
-//! connection whose round trip ended early is closed rather than handed to the next call. A call that
+//! connection whose round trip ended early or failed is closed rather than handed to the next
+//! call. A call that
 //! times out may still be charged afterwards, as with any network timeout: its query may be on
 //! its way, or in a batch already sent. A queued call whose caller stopped waiting is dropped
 //! uncharged, also when its batch is still waiting for a pooled connection.
