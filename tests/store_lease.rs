@@ -1360,3 +1360,38 @@ async fn longest_recheck_interval_rejects() {
 
     assert_eq!(outcome, Ok(Ok(false)), "the second call is rejected");
 }
+
+/// A lease given back in the last microsecond of its window, before 2000. tokio-postgres drops the
+/// nanoseconds of an instant towards 2000, so unrounded, the give-back would reach the database at
+/// the window's end and find the window ended, and the unused tokens would stay charged.
+#[tokio::test]
+async fn early_instant_gives_back_before_end() {
+    let database = TestDatabase::new().await;
+    let store = leased(
+        &database,
+        LeaseConfig::new().min_batch(10).max_batch(10).share(1.0),
+    )
+    .await;
+    let key = hot_key();
+    let larger = Capacity {
+        per_hour: Some(500),
+        ..Capacity::UNLIMITED
+    };
+    let smaller = Capacity {
+        per_hour: Some(400),
+        ..Capacity::UNLIMITED
+    };
+    let at = utc("1999-06-01T12:59:59.9999995Z");
+
+    assert!(admitted(&store, request(&key, &larger, 1, at)).await);
+    assert_eq!(store.held(&key), 9);
+    // Other limits make the lease stale: its 9 unused tokens go back before a new lease is taken.
+    assert!(admitted(&store, request(&key, &smaller, 1, at)).await);
+    assert_eq!(store.held(&key), 9);
+
+    assert_eq!(
+        counters(&database, &key).await,
+        vec![("hour".to_owned(), utc("1999-06-01T12:00:00Z"), 11)],
+        "the first lease's unused tokens went back to the hour"
+    );
+}

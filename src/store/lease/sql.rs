@@ -7,6 +7,7 @@ use chrono_tz::Tz;
 use deadpool_postgres::{Object, Pool, PoolError, TimeoutType};
 use tokio_postgres::error::SqlState;
 
+use crate::store::postgres::whole_microseconds;
 use crate::store::{ScopeKey, StoreError};
 use crate::window::WindowKind;
 
@@ -145,6 +146,7 @@ pub(super) async fn give_back(
     let kinds: Vec<&str> = windows.iter().map(|w| w.kind.as_str()).collect();
     let starts: Vec<DateTime<Utc>> = windows.iter().map(|w| w.start).collect();
     let tokens = to_i64(tokens);
+    let at = whole_microseconds(at);
 
     bounded(timeout, async {
         let connection = RoundTripConnection::get(pool, timeout).await?;

@@ -409,6 +409,16 @@ fn weekday_name(day: Weekday) -> &'static str {
     }
 }
 
+/// Returns `at` rounded down to a whole microsecond, the precision of PostgreSQL's timestamps.
+///
+/// tokio-postgres drops the nanoseconds of an instant towards 2000, so an instant before 2000 would
+/// reach the database rounded up, possibly into the next window. Rounded down, it stays in its
+/// windows, whose bounds are whole seconds.
+pub(crate) fn whole_microseconds(at: DateTime<Utc>) -> DateTime<Utc> {
+    let below_microsecond = at.timestamp_subsec_nanos() % 1_000;
+    at - chrono::TimeDelta::nanoseconds(i64::from(below_microsecond))
+}
+
 /// Wraps a database error, with the server's message when there is one: the plain `Display` of
 /// a server error is only "db error".
 pub(crate) fn database_error(error: tokio_postgres::Error) -> StoreError {

@@ -5,6 +5,7 @@ use std::cell::Cell;
 use chrono::{DateTime, Datelike, Utc, Weekday};
 use chrono_tz::Tz;
 
+use super::whole_microseconds;
 use crate::clock::Clock;
 use crate::store::{ConsumeRequest, StoreError};
 use crate::window::{Window, WindowKind};
@@ -39,9 +40,6 @@ impl WindowPlan {
             return Err(StoreError::ZeroCost);
         }
 
-        // PostgreSQL keeps microseconds, and tokio-postgres drops the rest towards 2000, so an
-        // instant before 2000 would reach the database rounded up, possibly into the next window.
-        // Rounded down here, it stays in its windows, whose bounds are whole seconds.
         let request_at = request.at.map(whole_microseconds);
         let mut plan = WindowPlan::empty(request_at);
         let at = request_at.unwrap_or_else(|| clock.now());
@@ -135,12 +133,6 @@ impl WindowPlan {
         self.ends[index] = end;
         self.len += 1;
     }
-}
-
-/// Returns `at` rounded down to a whole microsecond.
-fn whole_microseconds(at: DateTime<Utc>) -> DateTime<Utc> {
-    let below_microsecond = at.timestamp_subsec_nanos() % 1_000;
-    at - chrono::TimeDelta::nanoseconds(i64::from(below_microsecond))
 }
 
 /// Returns the bounds to send for `window`, guessed at this process's clock for a call that the
