@@ -732,3 +732,46 @@ async fn stalled_lease_connections_leave_the_pool() {
         round += 1;
     }
 }
+
+/// Shutting a leased store down on a database that replies to nothing takes about one call
+/// timeout, not one per lease. Once a give-back fails, the leases not yet given back are skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_server_bounds_lease_shutdown() {
+    let server = ThrowawayServer::start().unwrap();
+    let database = TestDatabase::on_server(&server.url()).await;
+    let exact = database
+        .store_with(|config| {
+            config
+                .pool_size(4)
+                .call_timeout(STORE_TIMEOUT)
+                .connect_timeout(Duration::from_millis(300))
+                .statement_timeout(Duration::from_millis(400))
+        })
+        .await;
+    let config = LeaseConfig::new()
+        .call_timeout(STORE_TIMEOUT)
+        .min_batch(10)
+        .max_batch(10);
+    let store = LeasedStore::new(exact, config);
+    for result in lease_together(&store, 0, 16).await {
+        assert!(matches!(result, Ok(true)), "before the hang: {result:?}");
+    }
+
+    server.signal_all("STOP").unwrap();
+    let started = Instant::now();
+    let result = store.shutdown().await;
+    let elapsed = started.elapsed();
+    server.signal_all("CONT").unwrap();
+
+    assert!(
+        matches!(
+            result,
+            Err(StoreError::Timeout(_) | StoreError::Unavailable(_))
+        ),
+        "{result:?}"
+    );
+    assert!(
+        elapsed <= STORE_TIMEOUT * 2 + SLACK,
+        "shutdown took {elapsed:?} for 16 leases on a hung database"
+    );
+}

@@ -61,12 +61,13 @@ mod config;
 mod sql;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc, Weekday};
 use chrono_tz::Tz;
+use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 
 pub use self::config::LeaseConfig;
@@ -197,40 +198,72 @@ impl LeasedStore {
     /// Gives back every lease's unused tokens and returns how many it gave back. Later calls go to
     /// the exact store, one round trip each.
     ///
+    /// The give-backs run concurrently, as many at once as the pool has connections. Once one
+    /// fails, the leases not yet given back are skipped, so that a database that replies to
+    /// nothing holds the shutdown for about one call timeout, not one per lease.
+    ///
     /// # Errors
     ///
-    /// The first error of a give-back. The other leases are given back all the same; the tokens of
-    /// a failed give-back stay charged until their windows end.
+    /// The first error of a give-back. The tokens of a failed or skipped give-back stay charged
+    /// until their windows end.
     pub async fn shutdown(&self) -> Result<u64, StoreError> {
         self.shared.closed.store(true, Ordering::SeqCst);
         let slots: Vec<(ScopeKey, Arc<Slot>)> = lock(&self.shared.slots)
             .iter()
             .map(|(key, slot)| (key.clone(), slot.clone()))
             .collect();
+        let concurrency = self.shared.exact.pool().status().max_size.max(1);
+        let failed = AtomicBool::new(false);
+        let skipped = AtomicU64::new(0);
 
-        let mut returned = 0;
-        let mut first_error = None;
-        for (key, slot) in slots {
-            let _exchange = slot.exchange.lock().await;
-            let lease = lock(&slot.state).lease.take();
-            let Some(lease) = lease else { continue };
-            let at = if lease.explicit_clock {
-                lease.latest_at
-            } else {
-                self.shared.config.clock.now()
-            };
-            let tokens = lease.available;
-            match self.shared.give_back(&key, lease, at).await {
-                Ok(()) => returned += tokens,
-                Err(error) => {
-                    first_error.get_or_insert(error);
+        let results: Vec<Result<u64, StoreError>> = futures_util::stream::iter(slots)
+            .map(|(key, slot)| {
+                let (failed, skipped) = (&failed, &skipped);
+                async move {
+                    if failed.load(Ordering::Acquire) {
+                        skipped.fetch_add(1, Ordering::Relaxed);
+                        return Ok(0);
+                    }
+                    let result = self.give_back_at_shutdown(&key, &slot).await;
+                    if result.is_err() {
+                        failed.store(true, Ordering::Release);
+                    }
+                    result
                 }
-            }
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+
+        let skipped = skipped.into_inner();
+        if skipped > 0 {
+            tracing::warn!(
+                keys = skipped,
+                "skipped the give-back of leases after a give-back failed; their tokens stay charged until their windows end"
+            );
         }
-        match first_error {
-            Some(error) => Err(error),
-            None => Ok(returned),
-        }
+        results.into_iter().sum()
+    }
+
+    /// Gives back the lease of `key` at shutdown, and returns how many tokens it gave back.
+    async fn give_back_at_shutdown(&self, key: &ScopeKey, slot: &Slot) -> Result<u64, StoreError> {
+        // A take of the key may still hold the exchange lock, so the wait is bounded like a round
+        // trip.
+        let timeout = self.shared.config.call_timeout;
+        let _exchange = tokio::time::timeout(timeout, slot.exchange.lock())
+            .await
+            .map_err(|_| StoreError::Timeout(timeout))?;
+        let Some(lease) = lock(&slot.state).lease.take() else {
+            return Ok(0);
+        };
+        let at = if lease.explicit_clock {
+            lease.latest_at
+        } else {
+            self.shared.config.clock.now()
+        };
+        let tokens = lease.available;
+        self.shared.give_back(key, lease, at).await?;
+        Ok(tokens)
     }
 
     async fn consume_leased(&self, request: ConsumeRequest<'_>) -> Result<Decision, StoreError> {
