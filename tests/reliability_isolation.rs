@@ -435,8 +435,9 @@ async fn admin_requests(admin: &Admin) {
             Some(format!("Bearer {ADMIN_TOKEN}x")),
             StatusCode::UNAUTHORIZED,
         ),
+        (Some(format!("bearer {ADMIN_TOKEN}")), StatusCode::OK),
         (
-            Some(format!("bearer {ADMIN_TOKEN}")),
+            Some(format!("Basic {ADMIN_TOKEN}")),
             StatusCode::UNAUTHORIZED,
         ),
         (Some(ADMIN_TOKEN.to_owned()), StatusCode::UNAUTHORIZED),
