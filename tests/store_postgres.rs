@@ -810,9 +810,11 @@ async fn cleanup_deletes_only_ended_windows() {
     let capacity = capacity(Some(1000), Some(1000), Some(1000));
     let now = Utc::now();
 
-    // 200 minutes of old traffic: 200 minute rows, 4 hour rows and 1 day row at most.
+    // 200 minutes of old traffic: 200 minute rows, 4 hour rows and 2 day rows at most. A cleanup
+    // keeps day rows two days past their end, so the traffic lies five days back: its second day
+    // then ended at least three days ago, whatever the time of day.
     for minutes in 0..200 {
-        let at = now - chrono::Duration::days(3) + chrono::Duration::minutes(minutes);
+        let at = now - chrono::Duration::days(5) + chrono::Duration::minutes(minutes);
         store
             .consume(request(&key, &capacity, 1, Some(at)))
             .await
