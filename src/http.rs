@@ -181,7 +181,7 @@ pin_project! {
 
 impl<S, B> Future for HttpResponseFuture<S, B>
 where
-    S: Service<::http::Request<B>>,
+    S: Service<::http::Request<B>> + Clone,
     S::Response: IntoResponse,
 {
     type Output = Result<Response, S::Error>;

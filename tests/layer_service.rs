@@ -2154,3 +2154,37 @@ async fn buffered_rejections_keep_permits() {
     assert_eq!(outcomes[4].as_deref(), Ok("sent for globex"));
     assert_eq!(tool.calls(), 2);
 }
+
+/// A call that wait mode delays waits without the inner service's readiness, so a
+/// concurrency limit under the limiter still serves the calls of other tenants meanwhile.
+#[tokio::test(start_paused = true)]
+async fn waiting_call_leaves_permit_free() {
+    let tool = Tool::default();
+    let layer = RateLimitLayer::builder(
+        Arc::new(StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(1)))),
+        Arc::new(MemoryStore::new()),
+    )
+    .tool(TOOL)
+    .clock(TokioClock::starting_at(utc("2026-03-02T10:00:45Z")))
+    .wait_up_to(Duration::from_secs(30))
+    .build();
+    let limited = tower::limit::ConcurrencyLimit::new(tool.service(), 1);
+    let mut service = tower::Layer::layer(&layer, limited);
+    let mut other = service.clone();
+
+    call(&mut service, request("acme")).await.unwrap();
+    let mut waiting = tokio_test::task::spawn(service.ready().await.unwrap().call(request("acme")));
+    tokio_test::assert_pending!(waiting.poll());
+
+    let ready = tokio_test::task::spawn(other.ready()).poll();
+    assert!(
+        ready.is_ready(),
+        "the call waiting for the next minute holds the only permit of the tool"
+    );
+    let globex = other.call(request("globex")).await;
+    assert_eq!(globex.unwrap(), "sent for globex");
+
+    tokio::time::advance(Duration::from_secs(16)).await;
+    assert_eq!(waiting.await.unwrap(), "sent for acme");
+    assert_eq!(tool.calls(), 3);
+}

@@ -149,7 +149,9 @@ impl RateLimitBuilder {
     /// Turns on wait mode: a call rejected with a retry time at most `max_wait` away sleeps
     /// until then and is tried once more, instead of failing at once.
     ///
-    /// The waiting call holds the inner service's readiness while it sleeps.
+    /// The waiting call gives back the inner service's readiness (a concurrency permit, a buffer
+    /// slot) while it sleeps, so other callers reach the tool meanwhile. It waits for the inner
+    /// service to be ready again before it is checked and charged a second time.
     ///
     /// The sleep uses Tokio's timer, so a call that would wait panics on a runtime built
     /// without `enable_time` or outside a Tokio runtime, as tower's `Timeout` does. Calls

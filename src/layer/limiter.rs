@@ -161,6 +161,15 @@ impl LayerClock {
 /// A report computed again after the policy's own expired, or why that failed.
 type RenderedReport = Result<Arc<IndexedReport>, Arc<str>>;
 
+/// The outcome of a call's first check in its response future.
+pub(crate) enum FirstCheck {
+    /// Admitted or rejected, and counted in the metrics.
+    Decided(Result<Admission, Rejection>),
+    /// Rejected with a retry time that wait mode waits for. The call is checked again after
+    /// this long.
+    Wait(std::time::Duration),
+}
+
 /// The outcome of a call's check, before the tool is called.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
@@ -263,29 +272,28 @@ impl Limiter {
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// Checks a call and charges it; in wait mode, sleeps once until the retry time when it is
-    /// close enough and checks again. Counts the call's final outcome in the metrics.
-    pub(crate) async fn check_waiting(&self, caller: &Caller) -> Result<Admission, Rejection> {
-        let result = self.check_then_wait(caller).await;
-        count(&result);
-        result
+    /// Checks a call and charges it. In wait mode, a rejection whose retry time is close enough
+    /// is not counted and becomes [`FirstCheck::Wait`], so that the caller can give back the
+    /// inner service's readiness while it sleeps, and then call [`check_again`](Self::check_again).
+    /// Counts any other outcome in the metrics.
+    pub(crate) async fn check_first(&self, caller: &Caller) -> FirstCheck {
+        let first = self.check(caller).await;
+        if let Err(rejection) = &first
+            && let Some(wait) = self.wait_for(rejection)
+        {
+            tracing::trace!(?wait, "waiting for the rate limit to allow the call");
+            return FirstCheck::Wait(wait);
+        }
+        count(&first);
+        FirstCheck::Decided(first)
     }
 
-    async fn check_then_wait(&self, caller: &Caller) -> Result<Admission, Rejection> {
-        let first = self.check(caller).await;
-        let Some(max_wait) = self.settings.max_wait else {
-            return first;
-        };
-        let Err(rejection) = &first else {
-            return first;
-        };
-        let Some(wait) = rejection.retry_after().filter(|wait| *wait <= max_wait) else {
-            return first;
-        };
-
-        tracing::trace!(?wait, "waiting for the rate limit to allow the call");
-        Box::pin(tokio::time::sleep(wait)).await;
-        Box::pin(self.check(caller)).await
+    /// Checks a call again after wait mode slept, and charges it. Counts the call's final
+    /// outcome in the metrics.
+    pub(crate) async fn check_again(&self, caller: &Caller) -> Result<Admission, Rejection> {
+        let result = self.check(caller).await;
+        count(&result);
+        result
     }
 
     /// Checks a call in order (allowed window, capacity, tokens) and charges it when all pass.
@@ -301,9 +309,9 @@ impl Limiter {
 
     /// Checks a call and charges it without waiting, when all it needs is at hand: an
     /// immediate store, a cached policy and, for a scheduled policy, a valid report. Returns
-    /// `None`, having charged nothing, when the call needs [`check_waiting`](Self::check_waiting).
+    /// `None`, having charged nothing, when the call needs [`check_first`](Self::check_first).
     /// Counts the outcome in the metrics unless it is a rejection that wait mode waits out, which
-    /// `check_waiting` then decides and counts.
+    /// `check_first` and `check_again` then decide and count.
     #[inline]
     pub(crate) fn check_now(
         &self,
@@ -374,10 +382,14 @@ impl Limiter {
 
     /// Returns whether wait mode would sleep for this rejection.
     pub(crate) fn would_wait(&self, rejection: &Rejection) -> bool {
-        let Some(max_wait) = self.settings.max_wait else {
-            return false;
-        };
-        rejection.retry_after().is_some_and(|wait| wait <= max_wait)
+        self.wait_for(rejection).is_some()
+    }
+
+    /// Returns how long wait mode sleeps before checking the rejected call again, `None` when it
+    /// does not wait.
+    fn wait_for(&self, rejection: &Rejection) -> Option<std::time::Duration> {
+        let max_wait = self.settings.max_wait?;
+        rejection.retry_after().filter(|wait| *wait <= max_wait)
     }
 
     async fn decide(&self, owned: &Caller, now: DateTime<Utc>) -> Result<Admission, Rejection> {

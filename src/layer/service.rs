@@ -5,9 +5,11 @@ use tower_service::Service;
 use tracing::Instrument;
 
 use super::error::{RateLimitError, Rejection, RejectionReason};
-use super::future::ResponseFuture;
+use super::future::{ResponseFuture, Step};
 use super::identity::{CallerIdentity, CallerRef};
-use super::limiter::{AdmittedCounter, Limiter, PolicyMemo, count_rejection};
+use super::limiter::{
+    Admission, AdmittedCounter, FirstCheck, Limiter, PolicyMemo, count_rejection,
+};
 
 /// Rate-limits the calls to an inner service.
 ///
@@ -146,21 +148,41 @@ where
         }
 
         // The decision has to wait, so the ready service goes into the future, which calls it
-        // later without holding `&mut self`.
+        // later without holding `&mut self`. When wait mode delays the call, the future
+        // drops the ready service for the length of the wait and makes a clone ready afterwards.
         let caller = caller.to_owned();
         let inner = self.take_ready();
         let limiter = self.limiter.clone();
         let check = async move {
-            let decision = limiter.check_waiting(&caller).await;
-            let span = tracing::Span::current();
-            match &decision {
-                Ok(admission) => span.record("decision", tracing::field::debug(admission)),
-                Err(rejection) => span.record("decision", rejection.reason().as_str()),
-            };
-            tracing::trace!(?decision, "rate limit decision");
-            decision
+            match limiter.check_first(&caller).await {
+                FirstCheck::Decided(decision) => {
+                    record_decision(&decision);
+                    Step::Decided(decision)
+                }
+                FirstCheck::Wait(wait) => {
+                    let again = async move {
+                        let decision = limiter.check_again(&caller).await;
+                        record_decision(&decision);
+                        decision
+                    };
+                    Step::Wait {
+                        wait,
+                        again: Box::pin(again.instrument(tracing::Span::current())),
+                    }
+                }
+            }
         };
         let span = span.unwrap_or_else(tracing::Span::none);
         ResponseFuture::new(Box::pin(check.instrument(span)), inner, request)
     }
+}
+
+/// Records a decision made in the response future in the current `rate_limit` span.
+fn record_decision(decision: &Result<Admission, Rejection>) {
+    let span = tracing::Span::current();
+    match decision {
+        Ok(admission) => span.record("decision", tracing::field::debug(admission)),
+        Err(rejection) => span.record("decision", rejection.reason().as_str()),
+    };
+    tracing::trace!(?decision, "rate limit decision");
 }
