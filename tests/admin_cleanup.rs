@@ -195,3 +195,33 @@ async fn cleanup_finishes_on_large_backlog() {
     );
     assert_eq!(usage_rows(&store).await, 0);
 }
+
+/// `run_once_at` deletes a backlog of more than one batch, down to the last row.
+#[tokio::test]
+async fn cleanup_at_instant_finishes_on_backlog() {
+    let database = TestDatabase::new().await;
+    let store = database
+        .store_with(|config| config.statement_timeout(Duration::from_millis(300)))
+        .await;
+    let client = database.client().await;
+    client
+        .batch_execute(
+            "INSERT INTO highway.tool_rate_limit_usage
+                 (tenant_id, tool_name, scope_key, window_type, window_start, window_end,
+                  request_count)
+             SELECT 't' || (g % 1000), 'tools.http', 'tenant:t' || (g % 1000), 'minute',
+                    now() - interval '10 days' + (g / 1000) * interval '1 minute',
+                    now() - interval '10 days' + (g / 1000 + 1) * interval '1 minute', 1
+             FROM generate_series(0, 12344) AS g",
+        )
+        .await
+        .unwrap();
+
+    let deleted = Cleanup::new(store.clone())
+        .run_once_at(Utc::now())
+        .await
+        .expect("a cleanup pass finishes");
+
+    assert_eq!(deleted, 12_345);
+    assert_eq!(usage_rows(&store).await, 0);
+}

@@ -75,7 +75,7 @@ const CLEANUP: &str = "SELECT highway.cleanup_tool_rate_limit_usage(\
 /// The rows a cleanup deletes per statement. One batch took about 30 ms on PostgreSQL 15.20 with
 /// 2 shared vCPUs, well within the default statement timeout, so a large backlog of ended rows is
 /// deleted in many short statements instead of one that the timeout cancels.
-const CLEANUP_BATCH_ROWS: i32 = 5_000;
+pub(crate) const CLEANUP_BATCH_ROWS: i32 = 5_000;
 
 /// A [`TokenStore`] in PostgreSQL, exact across any number of processes and machines.
 ///
