@@ -159,3 +159,69 @@ async fn longest_retention_and_zero_interval_run() {
     assert!(!running.is_finished(), "the cleanup loop stopped");
     running.abort();
 }
+
+/// A table that has grown while no cleanup ran contains more ended rows than one statement can
+/// delete within the store's statement timeout. A cleanup that deletes them in one statement is
+/// cancelled and rolled back on every pass, so the table never shrinks again.
+#[tokio::test]
+async fn cleanup_finishes_on_large_backlog() {
+    let database = TestDatabase::new().await;
+    let store = database
+        .store_with(|config| config.statement_timeout(Duration::from_millis(300)))
+        .await;
+    let backlog: i64 = 200_000;
+    // The store's connections would cancel this insert, so it runs on a connection of its own.
+    let client = database.client().await;
+    client
+        .execute(
+            "INSERT INTO highway.tool_rate_limit_usage
+                 (tenant_id, tool_name, scope_key, window_type, window_start, window_end,
+                  request_count)
+             SELECT 't' || (g % 1000), 'tools.http', 'tenant:t' || (g % 1000), 'minute',
+                    now() - interval '10 days' + (g / 1000) * interval '1 minute',
+                    now() - interval '10 days' + (g / 1000 + 1) * interval '1 minute', 1
+             FROM generate_series(0, $1::bigint - 1) AS g",
+            &[&backlog],
+        )
+        .await
+        .unwrap();
+    drop(client);
+
+    let deleted = Cleanup::new(store.clone()).run_once().await;
+
+    assert_eq!(
+        deleted.expect("a cleanup pass finishes"),
+        u64::try_from(backlog).unwrap()
+    );
+    assert_eq!(usage_rows(&store).await, 0);
+}
+
+/// `run_once_at` deletes a backlog of more than one batch, down to the last row.
+#[tokio::test]
+async fn cleanup_at_instant_finishes_on_backlog() {
+    let database = TestDatabase::new().await;
+    let store = database
+        .store_with(|config| config.statement_timeout(Duration::from_millis(300)))
+        .await;
+    let client = database.client().await;
+    client
+        .batch_execute(
+            "INSERT INTO highway.tool_rate_limit_usage
+                 (tenant_id, tool_name, scope_key, window_type, window_start, window_end,
+                  request_count)
+             SELECT 't' || (g % 1000), 'tools.http', 'tenant:t' || (g % 1000), 'minute',
+                    now() - interval '10 days' + (g / 1000) * interval '1 minute',
+                    now() - interval '10 days' + (g / 1000 + 1) * interval '1 minute', 1
+             FROM generate_series(0, 12344) AS g",
+        )
+        .await
+        .unwrap();
+
+    let deleted = Cleanup::new(store.clone())
+        .run_once_at(Utc::now())
+        .await
+        .expect("a cleanup pass finishes");
+
+    assert_eq!(deleted, 12_345);
+    assert_eq!(usage_rows(&store).await, 0);
+}

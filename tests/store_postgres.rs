@@ -1306,7 +1306,7 @@ async fn concurrent_migrations_apply_once() {
         .flat_map(|result| result.unwrap())
         .collect();
     applied.sort();
-    assert_eq!(applied, vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+    assert_eq!(applied, vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
     assert_eq!(stores[0].migrate().await.unwrap(), Vec::<i32>::new());
     let client = database.client().await;
     let recorded: i64 = client
@@ -1314,7 +1314,7 @@ async fn concurrent_migrations_apply_once() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(recorded, 11);
+    assert_eq!(recorded, 12);
 }
 
 #[tokio::test]
@@ -1505,7 +1505,10 @@ async fn migration_outlasts_the_statement_timeout() {
     let applied = store.migrate().await;
     release.await.unwrap();
 
-    assert_eq!(applied.unwrap(), vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+    assert_eq!(
+        applied.unwrap(),
+        vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+    );
     let timeout: String = store
         .pool()
         .get()
@@ -1563,7 +1566,10 @@ async fn fast_path_migration_keeps_earlier_usage() {
     }
 
     let store = PostgresStore::new(PostgresConfig::new(database.url())).unwrap();
-    assert_eq!(store.migrate().await.unwrap(), vec![5, 6, 7, 8, 9, 10, 11]);
+    assert_eq!(
+        store.migrate().await.unwrap(),
+        vec![5, 6, 7, 8, 9, 10, 11, 12]
+    );
 
     let key = key("acme", "tools.pdf", "run-1");
     assert_eq!(

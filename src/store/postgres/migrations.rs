@@ -76,6 +76,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0011_argument_checks.sql",
         sql: include_str!("../../../migrations/0011_argument_checks.sql"),
     },
+    Migration {
+        version: 12,
+        name: "0012_cleanup_batches.sql",
+        sql: include_str!("../../../migrations/0012_cleanup_batches.sql"),
+    },
 ];
 
 /// The key of the session-level advisory lock that serialises concurrent migrations
