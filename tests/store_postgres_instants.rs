@@ -309,7 +309,7 @@ fn offset_changes_2026(zone: Tz) -> Vec<DateTime<Utc>> {
 }
 
 /// Returns whether the server's time zone data gives `zone` the same UTC offsets as chrono-tz
-/// through 2026: every six hours and on both sides of each change that chrono-tz knows. The name
+/// through 2026: every six hours and on both sides of each change in chrono-tz's data. The name
 /// goes through `highway.zone_rules`, as in the window functions.
 async fn server_agrees_on_offsets(
     client: &tokio_postgres::Client,
@@ -349,9 +349,9 @@ async fn server_agrees_on_offsets(
 /// two week starts. A call decided by the function and one sent with the store's bounds must be
 /// counted in the same row.
 ///
-/// The server reads its own time zone data, which can be older or newer than chrono-tz's, so a
-/// zone that the server lacks or whose 2026 offsets differ is left out: the test compares the two
-/// window algorithms, not the two copies of the data.
+/// The server reads its own time zone data, which can be older or newer than chrono-tz's. A zone
+/// that the server lacks or whose 2026 offsets differ is therefore left out, because the test
+/// compares the two window algorithms, not the two copies of the data.
 #[tokio::test]
 async fn every_zone_change_matches_sql_windows() {
     let database = TestDatabase::new().await;

@@ -195,9 +195,9 @@ async fn terminated_batch_charges_nothing() {
 
 /// Callers that stop waiting at every stage of a call: before it is sent, while it waits in a
 /// queue or for a connection, and while its statement runs. Each call may have been charged or
-/// not, but no window may count more than its limit or less than the calls admitted, and the
-/// store must go on deciding calls at once: a round trip that a cancelled caller started must not
-/// keep its key or its place among the round trips.
+/// not, but no window may count more than its limit or less than the calls admitted. The store
+/// must also go on deciding calls at once, so a round trip that a cancelled caller started must
+/// not keep its key or its place among the round trips.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_callers_leave_store_usable() {
     let database = TestDatabase::new().await;

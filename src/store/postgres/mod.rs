@@ -72,9 +72,10 @@ pub const MAX_RETENTION: Duration = Duration::from_secs(1_000 * 31_557_600);
 const CLEANUP: &str = "SELECT highway.cleanup_tool_rate_limit_usage(\
      now() - make_interval(secs => $1::float8), $2::int)";
 
-/// The rows a cleanup deletes per statement. One batch took about 30 ms on PostgreSQL 15.20 with
-/// 2 shared vCPUs, well within the default statement timeout, so a large backlog of ended rows is
-/// deleted in many short statements instead of one that the timeout cancels.
+/// The maximum number of rows a cleanup deletes per statement. One batch took about 30 ms on
+/// PostgreSQL 15.20 with 2 shared vCPUs, well within the default statement timeout. A large
+/// backlog of ended rows is thus deleted in many short statements, none of which the timeout
+/// cancels.
 pub(crate) const CLEANUP_BATCH_ROWS: i32 = 5_000;
 
 /// A [`TokenStore`] in PostgreSQL, exact across any number of processes and machines.
