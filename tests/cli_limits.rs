@@ -41,6 +41,31 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// Writes `schedule` to a file of its own and runs [`set_schedule_file`] with it.
+fn set_schedule(database_url: Option<&str>, schedule: &str, more: &[&str]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mail.tjp");
+    std::fs::write(&path, schedule).unwrap();
+    set_schedule_file(database_url, path.to_str().unwrap(), more)
+}
+
+/// Runs `limits set` with the schedule at `path` for the tenant `acme` and the tool
+/// `tools.mail`, followed by `more` arguments.
+fn set_schedule_file(database_url: Option<&str>, path: &str, more: &[&str]) -> Output {
+    let mut args = vec![
+        "limits",
+        "set",
+        "--tenant",
+        "acme",
+        "--tool",
+        "tools.mail",
+        "--schedule",
+        path,
+    ];
+    args.extend_from_slice(more);
+    run(database_url, &args)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn limit_round_trip() {
     let database = TestDatabase::new().await;
@@ -722,19 +747,7 @@ async fn schedule_warnings_print_once() {
     let url = Some(database.url());
     assert_eq!(run(url, &["migrate"]).status.code(), Some(0));
 
-    let set = run(
-        url,
-        &[
-            "limits",
-            "set",
-            "--tenant",
-            "acme",
-            "--tool",
-            "tools.mail",
-            "--schedule",
-            "tests/schedules/email_limits.tjp",
-        ],
-    );
+    let set = set_schedule_file(url, "tests/schedules/email_limits.tjp", &[]);
 
     assert_eq!(set.status.code(), Some(0), "{}", stderr(&set));
     let warnings = stderr(&set);
@@ -776,29 +789,13 @@ async fn schedule_with_two_resources_asks_for_one() {
     let database = TestDatabase::new().await;
     let url = Some(database.url());
     assert_eq!(run(url, &["migrate"]).status.code(), Some(0));
-    let path = std::env::temp_dir().join(format!("two_resources_{}.tjp", std::process::id()));
-    std::fs::write(
-        &path,
+    let set = set_schedule(
+        url,
         "project two \"Two\" 2026-01-01 - 2027-01-01 {\n  timezone \"UTC\"\n}\n\
          resource mail \"Mail\" {\n  workinghours mon - fri 09:00 - 17:00\n}\n\
          resource sms \"SMS\" {\n  workinghours mon - fri 09:00 - 17:00\n}\n",
-    )
-    .unwrap();
-
-    let set = run(
-        url,
-        &[
-            "limits",
-            "set",
-            "--tenant",
-            "acme",
-            "--tool",
-            "tools.mail",
-            "--schedule",
-            path.to_str().unwrap(),
-        ],
+        &[],
     );
-    std::fs::remove_file(&path).unwrap();
 
     assert_eq!(set.status.code(), Some(1), "{}", stderr(&set));
     assert!(stderr(&set).contains("--resource ID"), "{}", stderr(&set));
@@ -811,27 +808,11 @@ async fn project_not_started_names_start() {
     let database = TestDatabase::new().await;
     let url = Some(database.url());
     assert_eq!(run(url, &["migrate"]).status.code(), Some(0));
-    let path = std::env::temp_dir().join(format!("not_started_{}.tjp", std::process::id()));
-    std::fs::write(
-        &path,
-        "project later \"Later\" 9000-01-01 +1y\nresource mail \"Mail\"\n",
-    )
-    .unwrap();
-
-    let set = run(
+    let set = set_schedule(
         url,
-        &[
-            "limits",
-            "set",
-            "--tenant",
-            "acme",
-            "--tool",
-            "tools.mail",
-            "--schedule",
-            path.to_str().unwrap(),
-        ],
+        "project later \"Later\" 9000-01-01 +1y\nresource mail \"Mail\"\n",
+        &[],
     );
-    std::fs::remove_file(&path).unwrap();
     assert_eq!(set.status.code(), Some(0), "{}", stderr(&set));
 
     let acquire = run(
@@ -952,29 +933,11 @@ async fn unknown_resource_lists_resources() {
     let database = TestDatabase::new().await;
     let url = Some(database.url());
     assert_eq!(run(url, &["migrate"]).status.code(), Some(0));
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("mail.tjp");
-    std::fs::write(
-        &path,
+    let set = set_schedule(
+        url,
         "project mail \"Mail\" 2026-01-01 - 2027-01-01 {\n  timezone \"UTC\"\n}\n\
          resource smtp \"SMTP\" {\n  workinghours mon - fri 09:00 - 17:00\n}\n",
-    )
-    .unwrap();
-
-    let set = run(
-        url,
-        &[
-            "limits",
-            "set",
-            "--tenant",
-            "acme",
-            "--tool",
-            "tools.mail",
-            "--schedule",
-            path.to_str().unwrap(),
-            "--resource",
-            "smpt",
-        ],
+        &["--resource", "smpt"],
     );
 
     assert_eq!(set.status.code(), Some(1), "{}", stderr(&set));

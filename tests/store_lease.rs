@@ -1395,3 +1395,58 @@ async fn early_instant_gives_back_before_end() {
         "the first lease's unused tokens went back to the hour"
     );
 }
+
+/// A statement timeout fails a take that waits for another session's row lock, charges nothing,
+/// and leaves the store's session open for the next take: a busy server is spared a new
+/// connection.
+#[tokio::test]
+async fn statement_timeout_keeps_the_session() {
+    let database = TestDatabase::new().await;
+    let leased = LeasedStore::new(
+        database
+            .store_with(|config| {
+                config
+                    .statement_timeout(Duration::from_millis(300))
+                    .pool_size(1)
+            })
+            .await,
+        LeaseConfig::new().min_batch(1).max_batch(1),
+    );
+    let key = hot_key();
+    let capacity = Capacity {
+        per_minute: Some(100),
+        ..Capacity::UNLIMITED
+    };
+    let at = utc(CLOCK_START);
+    let admitted = |decision: Result<Decision, StoreError>| matches!(&decision, Ok(decision) if decision.is_admitted());
+    assert!(admitted(
+        leased.consume(request(&key, &capacity, 1, at)).await
+    ));
+    let observer = database.client().await;
+    let sessions = database.store_sessions(&observer).await;
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+
+    let mut holder = database.client().await;
+    let holding = database.lock_usage_rows(&mut holder).await;
+    let blocked = leased.consume(request(&key, &capacity, 1, at)).await;
+    holding.rollback().await.unwrap();
+    assert!(
+        matches!(blocked, Err(StoreError::Timeout(timeout)) if timeout == Duration::from_millis(300)),
+        "{blocked:?}"
+    );
+
+    assert!(admitted(
+        leased.consume(request(&key, &capacity, 1, at)).await
+    ));
+    assert_eq!(database.store_sessions(&observer).await, sessions);
+    leased.shutdown().await.unwrap();
+    let minute: i64 = observer
+        .query_one(
+            "SELECT request_count FROM highway.tool_rate_limit_usage WHERE window_type = 'minute'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(minute, 2);
+}

@@ -886,6 +886,9 @@ async fn cleanup_keeps_windows_within_statement_timeout() {
     assert_eq!(left, ["recent"]);
 }
 
+/// A statement timeout cancels a call blocked by another session's row lock, charges nothing,
+/// and leaves the store's session open for the next call: a busy server is spared a new
+/// connection.
 #[tokio::test]
 async fn statement_timeout_cancels_a_blocked_call() {
     let database = TestDatabase::new().await;
@@ -894,6 +897,7 @@ async fn statement_timeout_cancels_a_blocked_call() {
             config
                 .statement_timeout(Duration::from_millis(300))
                 .call_timeout(Duration::from_secs(10))
+                .pool_size(1)
         })
         .await;
     let key = key("acme", "tools.email.send", "acme");
@@ -903,16 +907,12 @@ async fn statement_timeout_cancels_a_blocked_call() {
         .consume(request(&key, &capacity, 1, Some(at)))
         .await
         .unwrap();
+    let observer = database.client().await;
+    let sessions_before = database.store_sessions(&observer).await;
+    assert_eq!(sessions_before.len(), 1, "{sessions_before:?}");
 
     let mut blocker = database.client().await;
-    let transaction = blocker.transaction().await.unwrap();
-    transaction
-        .execute(
-            "SELECT * FROM highway.tool_rate_limit_usage FOR UPDATE",
-            &[],
-        )
-        .await
-        .unwrap();
+    let transaction = database.lock_usage_rows(&mut blocker).await;
     let started = Instant::now();
     let error = store
         .consume(request(&key, &capacity, 1, Some(at)))
@@ -927,6 +927,13 @@ async fn statement_timeout_cancels_a_blocked_call() {
     );
     assert!(waited < Duration::from_secs(3), "waited {waited:?}");
     assert_eq!(counts(&database, &key).await, pairs(&[("hour", 1)]));
+
+    store
+        .consume(request(&key, &capacity, 1, Some(at)))
+        .await
+        .unwrap();
+    assert_eq!(counts(&database, &key).await, pairs(&[("hour", 2)]));
+    assert_eq!(database.store_sessions(&observer).await, sessions_before);
 }
 
 /// Waits until a statement of this database's other sessions waits for a row lock.

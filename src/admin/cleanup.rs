@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 
 use super::AdminError;
 use crate::error_chain::ErrorChain;
-use crate::store::postgres::{CLEANUP_BATCH_ROWS, PostgresStore};
+use crate::store::postgres::PostgresStore;
 
 /// The time usage rows are kept after their window ends: one day.
 ///
@@ -64,23 +64,7 @@ impl Cleanup {
         let Some(cutoff) = now.checked_sub_signed(age) else {
             return Ok(0);
         };
-        // Batches as in `PostgresStore::cleanup_expired`, so that a large backlog does not run
-        // into the statement timeout.
-        let client = self.store.pool().get().await?;
-        let mut total = 0;
-        loop {
-            let row = client
-                .query_one(
-                    "SELECT highway.cleanup_tool_rate_limit_usage($1, $2)",
-                    &[&cutoff, &CLEANUP_BATCH_ROWS],
-                )
-                .await?;
-            let deleted: i64 = row.try_get(0)?;
-            total += u64::try_from(deleted).unwrap_or_default();
-            if deleted < i64::from(CLEANUP_BATCH_ROWS) {
-                return Ok(total);
-            }
-        }
+        Ok(self.store.cleanup_before(cutoff).await?)
     }
 
     /// Runs a pass every interval, forever; errors are logged and the next pass tries again.

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use highway_ratelimit::store::postgres::{MIGRATIONS, PostgresConfig, PostgresStore};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::{Client, NoTls, Transaction};
 
 pub use self::server::ThrowawayServer;
 
@@ -93,6 +93,39 @@ impl TestDatabase {
                 panic!("could not read the lock waiters of {}: {error}", self.name)
             })
             .get(0)
+    }
+
+    /// Begins a transaction on `client` that locks every usage row of this database, so that
+    /// statements on those rows wait until it ends.
+    pub async fn lock_usage_rows<'a>(&self, client: &'a mut Client) -> Transaction<'a> {
+        let transaction = client.transaction().await.unwrap();
+        transaction
+            .execute(
+                "SELECT 1 FROM highway.tool_rate_limit_usage FOR UPDATE",
+                &[],
+            )
+            .await
+            .unwrap_or_else(|error| {
+                panic!("could not lock the usage rows of {}: {error}", self.name)
+            });
+        transaction
+    }
+
+    /// Returns the process id and start of each session that a store opened in this database,
+    /// known by its default `application_name`, in the order of their process ids.
+    pub async fn store_sessions(&self, client: &Client) -> Vec<(i32, std::time::SystemTime)> {
+        client
+            .query(
+                "SELECT pid, backend_start FROM pg_stat_activity
+                 WHERE datname = $1 AND application_name = 'highway-ratelimit'
+                 ORDER BY pid",
+                &[&self.name],
+            )
+            .await
+            .unwrap_or_else(|error| panic!("could not read the sessions of {}: {error}", self.name))
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect()
     }
 
     /// Waits until at least `count` other sessions of this database wait for a lock, and panics

@@ -442,7 +442,7 @@ impl Shared {
             None => plan.windows.clone(),
         };
         let grant = sql::take(
-            self.exact.pool(),
+            &self.exact,
             TakeRequest {
                 key,
                 want,
@@ -537,7 +537,7 @@ impl Shared {
         }
         tracing::debug!(%key, tokens = lease.available, "giving back a token lease");
         sql::give_back(
-            self.exact.pool(),
+            &self.exact,
             key,
             lease.available,
             &lease.windows,
@@ -579,7 +579,7 @@ async fn refill(shared: Arc<Shared>, key: ScopeKey, slot: Arc<Slot>) {
     };
 
     let result = sql::take(
-        shared.exact.pool(),
+        &shared.exact,
         TakeRequest {
             key: &key,
             want,

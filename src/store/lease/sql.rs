@@ -4,10 +4,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc, Weekday};
 use chrono_tz::Tz;
-use deadpool_postgres::{Object, Pool, PoolError, TimeoutType};
-use tokio_postgres::error::SqlState;
+use deadpool_postgres::{Object, Pool};
 
-use crate::store::postgres::whole_microseconds;
+use crate::store::postgres::{
+    PostgresStore, database_error, ends_session, pool_error, query_error, weekday_name,
+    whole_microseconds,
+};
 use crate::store::{ScopeKey, StoreError};
 use crate::window::WindowKind;
 
@@ -52,7 +54,7 @@ pub(super) struct Grant {
 
 /// Takes up to `request.want` tokens from every window of `request.windows` in one transaction.
 pub(super) async fn take(
-    pool: &Pool,
+    store: &PostgresStore,
     request: TakeRequest<'_>,
     timeout: Duration,
 ) -> Result<Grant, StoreError> {
@@ -68,7 +70,7 @@ pub(super) async fn take(
     let week_start = weekday_name(request.week_start);
 
     let rows = bounded(timeout, async {
-        let connection = RoundTripConnection::get(pool, timeout).await?;
+        let connection = RoundTripConnection::get(store.pool()).await?;
         let client = connection.client();
         let outcome = async {
             let statement = client.prepare_cached(TAKE).await?;
@@ -96,25 +98,25 @@ pub(super) async fn take(
         }
         .await;
         connection.release(&outcome);
-        outcome.map_err(query_error)
+        outcome.map_err(|error| query_error(error, store.statement_timeout()))
     })
     .await?;
 
     let mut granted = 0;
     let mut windows = Vec::with_capacity(rows.len());
     for row in &rows {
-        let name: &str = row.try_get(0).map_err(query_error)?;
+        let name: &str = row.try_get(0).map_err(database_error)?;
         let kind: WindowKind = name
             .parse()
             .map_err(|error| StoreError::Unavailable(Box::new(error)))?;
-        let limit = to_u64(row.try_get(1).map_err(query_error)?);
-        let count = to_u64(row.try_get(2).map_err(query_error)?);
-        granted = to_u64(row.try_get(5).map_err(query_error)?);
+        let limit = to_u64(row.try_get(1).map_err(database_error)?);
+        let count = to_u64(row.try_get(2).map_err(database_error)?);
+        granted = to_u64(row.try_get(5).map_err(database_error)?);
         windows.push(LeasedWindow {
             kind,
             limit,
-            start: row.try_get(3).map_err(query_error)?,
-            end: row.try_get(4).map_err(query_error)?,
+            start: row.try_get(3).map_err(database_error)?,
+            end: row.try_get(4).map_err(database_error)?,
             unleased: limit.saturating_sub(count),
         });
     }
@@ -136,7 +138,7 @@ pub(super) async fn take(
 /// Never retried: a give-back whose reply is lost may have been applied, and applying it twice
 /// would let the windows admit more than their limits.
 pub(super) async fn give_back(
-    pool: &Pool,
+    store: &PostgresStore,
     key: &ScopeKey,
     tokens: u64,
     windows: &[LeasedWindow],
@@ -149,7 +151,7 @@ pub(super) async fn give_back(
     let at = whole_microseconds(at);
 
     bounded(timeout, async {
-        let connection = RoundTripConnection::get(pool, timeout).await?;
+        let connection = RoundTripConnection::get(store.pool()).await?;
         let client = connection.client();
         let outcome = async {
             let statement = client.prepare_cached(GIVE_BACK).await?;
@@ -170,7 +172,9 @@ pub(super) async fn give_back(
         }
         .await;
         connection.release(&outcome);
-        outcome.map(|_| ()).map_err(query_error)
+        outcome
+            .map(|_| ())
+            .map_err(|error| query_error(error, store.statement_timeout()))
     })
     .await
 }
@@ -186,11 +190,8 @@ struct RoundTripConnection {
 }
 
 impl RoundTripConnection {
-    async fn get(pool: &Pool, timeout: Duration) -> Result<Self, StoreError> {
-        let object = pool
-            .get()
-            .await
-            .map_err(|error| pool_error(error, timeout))?;
+    async fn get(pool: &Pool) -> Result<Self, StoreError> {
+        let object = pool.get().await.map_err(|error| pool_error(pool, error))?;
         Ok(RoundTripConnection {
             object: Some(object),
         })
@@ -203,14 +204,14 @@ impl RoundTripConnection {
     }
 
     /// Returns the connection to the pool after a round trip that ended, or closes it when the
-    /// round trip failed. A connection that broke, or that the server terminated, may not look
-    /// closed to the pool yet, and the next round trip to get it would fail without reaching the
-    /// server.
+    /// round trip's error left it unfit (see [`ends_session`]). A connection that broke, or that
+    /// the server terminated, may not look closed to the pool yet, and the next round trip to get
+    /// it would fail without reaching the server.
     fn release<T>(mut self, outcome: &Result<T, tokio_postgres::Error>) {
         let Some(object) = self.object.take() else {
             return;
         };
-        if outcome.is_err() {
+        if outcome.as_ref().err().is_some_and(ends_session) {
             tracing::debug!("a lease round trip failed; closing its connection");
             drop(Object::take(object));
         }
@@ -235,54 +236,10 @@ async fn bounded<T>(
         .unwrap_or(Err(StoreError::Timeout(timeout)))
 }
 
-fn pool_error(error: PoolError, timeout: Duration) -> StoreError {
-    match error {
-        PoolError::Timeout(TimeoutType::Wait | TimeoutType::Create | TimeoutType::Recycle) => {
-            StoreError::Timeout(timeout)
-        }
-        PoolError::Backend(error) => query_error(error),
-        other => StoreError::Unavailable(Box::new(other)),
-    }
-}
-
-/// Wraps a database error with the server's message: the plain `Display` of a server error is
-/// only "db error".
-fn query_error(error: tokio_postgres::Error) -> StoreError {
-    if error.code() == Some(&SqlState::QUERY_CANCELED) {
-        return StoreError::Unavailable(
-            "the server cancelled a lease statement (statement_timeout)".into(),
-        );
-    }
-    match error.as_db_error() {
-        Some(db) => StoreError::Unavailable(
-            format!(
-                "{}: {} (SQLSTATE {})",
-                db.severity(),
-                db.message(),
-                db.code().code()
-            )
-            .into(),
-        ),
-        None => StoreError::Unavailable(Box::new(error)),
-    }
-}
-
 fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 fn to_u64(value: i64) -> u64 {
     u64::try_from(value).unwrap_or_default()
-}
-
-fn weekday_name(day: Weekday) -> &'static str {
-    match day {
-        Weekday::Mon => "monday",
-        Weekday::Tue => "tuesday",
-        Weekday::Wed => "wednesday",
-        Weekday::Thu => "thursday",
-        Weekday::Fri => "friday",
-        Weekday::Sat => "saturday",
-        Weekday::Sun => "sunday",
-    }
 }

@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use deadpool_postgres::{Object, Pool, PoolError, TimeoutType};
+use deadpool_postgres::{Object, Pool};
 use tokio::sync::oneshot;
 
 use super::WindowRow;
@@ -52,15 +52,16 @@ impl Connection {
     }
 
     /// Returns the connection to the pool after a round trip that ended, or closes it when the
-    /// round trip failed. A connection that broke, or that the server terminated, may not look
-    /// closed to the pool yet, and the next round trip to get it would fail without reaching the
-    /// server.
-    fn release(mut self, failed: bool) {
+    /// round trip's error left it unfit (see [`super::leaves_connection_unfit`]). A connection
+    /// that broke, or that the server terminated, may not look closed to the pool yet, and the
+    /// next round trip to get it would fail without reaching the server. After a statement
+    /// timeout the session is fine, and keeping it spares a busy server a new connection.
+    fn release(mut self, error: Option<&StoreError>) {
         let Some(object) = self.object.take() else {
             return;
         };
-        if failed {
-            tracing::debug!("a round trip failed; closing its connection");
+        if error.is_some_and(super::leaves_connection_unfit) {
+            tracing::debug!("a round trip broke its connection; closing it");
             drop(Object::take(object));
         }
     }
@@ -245,7 +246,7 @@ impl Batcher {
     ) -> Result<Vec<WindowRow>, StoreError> {
         let connection = self.connection().await?;
         let result = self.sender(connection.client()).consume_one(call).await;
-        connection.release(result.is_err());
+        connection.release(result.as_ref().err());
         result
     }
 
@@ -256,7 +257,7 @@ impl Batcher {
             .sender(connection.client())
             .decide_with_function(call, false)
             .await;
-        connection.release(result.is_err());
+        connection.release(result.as_ref().err());
         result
     }
 
@@ -265,7 +266,7 @@ impl Batcher {
             .pool
             .get()
             .await
-            .map_err(|error| pool_error(&self.pool, error))?;
+            .map_err(|error| super::pool_error(&self.pool, error))?;
         Ok(Connection {
             object: Some(object),
         })
@@ -400,7 +401,7 @@ impl Batcher {
                 .await
                 {
                     Ok(outcome) => {
-                        connection.release(outcome.is_err());
+                        connection.release(outcome.as_ref().err().map(|failure| &failure.error));
                         outcome
                     }
                     // Dropping the connection closes it, since its reply may never come.
@@ -500,22 +501,5 @@ impl Batcher {
                 }),
             _ => sender.consume_batch(&calls).await,
         }
-    }
-}
-
-/// Maps a failure to get a pooled connection: a timeout of the pool is a timeout of the call.
-fn pool_error(pool: &Pool, error: PoolError) -> StoreError {
-    match error {
-        PoolError::Timeout(kind) => {
-            let timeouts = pool.timeouts();
-            let limit = match kind {
-                TimeoutType::Wait => timeouts.wait,
-                TimeoutType::Create => timeouts.create,
-                TimeoutType::Recycle => timeouts.recycle,
-            };
-            StoreError::Timeout(limit.unwrap_or_default())
-        }
-        PoolError::Backend(error) => super::database_error(error),
-        other => StoreError::Unavailable(Box::new(other)),
     }
 }

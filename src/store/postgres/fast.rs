@@ -183,10 +183,7 @@ pub(super) struct Sender<'a> {
 
 impl Sender<'_> {
     fn query_error(&self, error: tokio_postgres::Error) -> StoreError {
-        if error.code() == Some(&SqlState::QUERY_CANCELED) {
-            return StoreError::Timeout(self.statement_timeout);
-        }
-        database_error(error)
+        super::query_error(error, self.statement_timeout)
     }
 
     /// Consumes for one call: the fast statement, then the consume function when the statement

@@ -53,7 +53,7 @@ use deadpool_postgres::{
 };
 use futures_util::future::BoxFuture;
 use tokio_postgres::NoTls;
-use tokio_postgres::error::SqlState;
+use tokio_postgres::error::{Severity, SqlState};
 
 pub use self::config::PostgresConfig;
 pub use self::migrations::{MIGRATIONS, Migration};
@@ -68,15 +68,16 @@ const CONSUME: &str = "SELECT window_type, window_limit, request_count, window_e
 /// The maximum retention a cleanup applies: 1,000 years of 365.25 days.
 pub const MAX_RETENTION: Duration = Duration::from_secs(1_000 * 31_557_600);
 
-/// Deletes one batch of ended usage rows, at most [`CLEANUP_BATCH_ROWS`].
+/// Deletes one batch of ended usage rows, at most [`CLEANUP_BATCH_ROWS`], whose window ended
+/// before `$1`, or when `$1` is null more than `$2` seconds before the database clock's now.
 const CLEANUP: &str = "SELECT highway.cleanup_tool_rate_limit_usage(\
-     now() - make_interval(secs => $1::float8), $2::int)";
+     coalesce($1::timestamptz, now() - make_interval(secs => $2::float8)), $3::int)";
 
 /// The maximum number of rows a cleanup deletes per statement. One batch took about 30 ms on
 /// PostgreSQL 15.20 with 2 shared vCPUs, well within the default statement timeout. A large
 /// backlog of ended rows is thus deleted in many short statements, none of which the timeout
 /// cancels.
-pub(crate) const CLEANUP_BATCH_ROWS: i32 = 5_000;
+const CLEANUP_BATCH_ROWS: i32 = 5_000;
 
 /// A [`TokenStore`] in PostgreSQL, exact across any number of processes and machines.
 ///
@@ -86,7 +87,6 @@ pub struct PostgresStore {
     pool: Pool,
     call_timeout: Duration,
     statement_timeout: Duration,
-    connect_timeout: Duration,
     max_batch_size: usize,
     migration_lock_timeout: Duration,
     batcher: Arc<batch::Batcher>,
@@ -175,7 +175,6 @@ impl PostgresStore {
             pool,
             call_timeout: config.call_timeout,
             statement_timeout: config.statement_timeout,
-            connect_timeout: config.connect_timeout,
             max_batch_size: config.max_batch_size,
             migration_lock_timeout: config.migration_lock_timeout,
             batcher: Arc::new(batcher),
@@ -227,14 +226,33 @@ impl PostgresStore {
     /// within the call timeout, until a batch comes back short. An error keeps the batches
     /// already deleted.
     pub async fn cleanup_expired(&self, older_than: Duration) -> Result<u64, StoreError> {
-        let older_than = self.cleanup_age(older_than).as_secs_f64();
+        let older_than = self.cleanup_age(older_than);
+        self.delete_ended(None, older_than.as_secs_f64()).await
+    }
+
+    /// Deletes the usage rows whose window ended before `cutoff` and returns how many. It
+    /// deletes in batches like [`cleanup_expired`](Self::cleanup_expired), for tests and replays
+    /// that set the time.
+    pub(crate) async fn cleanup_before(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.delete_ended(Some(cutoff), 0.0).await
+    }
+
+    /// Deletes ended usage rows in batches of [`CLEANUP_BATCH_ROWS`] until a batch comes back
+    /// short: those whose window ended before `cutoff`, or without one, more than `age_seconds`
+    /// before the database clock's now.
+    async fn delete_ended(
+        &self,
+        cutoff: Option<DateTime<Utc>>,
+        age_seconds: f64,
+    ) -> Result<u64, StoreError> {
+        let cutoff = cutoff.map(whole_microseconds);
         let mut total = 0;
         loop {
             let deleted = self
                 .bounded(async {
                     let client = self.client().await?;
                     let row = client
-                        .query_one(CLEANUP, &[&older_than, &CLEANUP_BATCH_ROWS])
+                        .query_one(CLEANUP, &[&cutoff, &age_seconds, &CLEANUP_BATCH_ROWS])
                         .await
                         .map_err(|error| self.query_error(error))?;
                     let deleted: i64 = row.get(0);
@@ -258,16 +276,7 @@ impl PostgresStore {
         self.pool
             .get()
             .await
-            .map_err(|error| self.pool_error(error))
-    }
-
-    fn pool_error(&self, error: PoolError) -> StoreError {
-        match error {
-            PoolError::Timeout(TimeoutType::Create) => StoreError::Timeout(self.connect_timeout),
-            PoolError::Timeout(_) => StoreError::Timeout(self.call_timeout),
-            PoolError::Backend(error) => database_error(error),
-            other => StoreError::Unavailable(Box::new(other)),
-        }
+            .map_err(|error| pool_error(&self.pool, error))
     }
 
     async fn bounded<T>(
@@ -281,10 +290,12 @@ impl PostgresStore {
     }
 
     fn query_error(&self, error: tokio_postgres::Error) -> StoreError {
-        if error.code() == Some(&SqlState::QUERY_CANCELED) {
-            return StoreError::Timeout(self.statement_timeout);
-        }
-        database_error(error)
+        query_error(error, self.statement_timeout)
+    }
+
+    /// Returns the time after which the server cancels one of the store's statements.
+    pub(crate) fn statement_timeout(&self) -> Duration {
+        self.statement_timeout
     }
 
     async fn decide(
@@ -416,7 +427,7 @@ fn decision_from_windows(rows: Vec<WindowRow>, cost: u64) -> Result<Decision, St
     })
 }
 
-fn weekday_name(day: Weekday) -> &'static str {
+pub(crate) fn weekday_name(day: Weekday) -> &'static str {
     match day {
         Weekday::Mon => "monday",
         Weekday::Tue => "tuesday",
@@ -438,19 +449,86 @@ pub(crate) fn whole_microseconds(at: DateTime<Utc>) -> DateTime<Utc> {
     at - chrono::TimeDelta::nanoseconds(i64::from(below_microsecond))
 }
 
+/// Maps a failure to get a pooled connection: a timeout of the pool is a timeout of the call.
+pub(crate) fn pool_error(pool: &Pool, error: PoolError) -> StoreError {
+    match error {
+        PoolError::Timeout(kind) => {
+            let timeouts = pool.timeouts();
+            let limit = match kind {
+                TimeoutType::Wait => timeouts.wait,
+                TimeoutType::Create => timeouts.create,
+                TimeoutType::Recycle => timeouts.recycle,
+            };
+            StoreError::Timeout(limit.unwrap_or_default())
+        }
+        PoolError::Backend(error) => database_error(error),
+        other => StoreError::Unavailable(Box::new(other)),
+    }
+}
+
+/// Maps a failed statement: a statement that the server cancelled after `statement_timeout` is a
+/// timeout, any other error is the database's.
+pub(crate) fn query_error(error: tokio_postgres::Error, statement_timeout: Duration) -> StoreError {
+    if error.code() == Some(&SqlState::QUERY_CANCELED) {
+        return StoreError::Timeout(statement_timeout);
+    }
+    database_error(error)
+}
+
 /// Wraps a database error, with the server's message when there is one: the plain `Display` of
 /// a server error is only "db error".
 pub(crate) fn database_error(error: tokio_postgres::Error) -> StoreError {
     match error.as_db_error() {
-        Some(db) => StoreError::Unavailable(
-            format!(
+        Some(db) => StoreError::Unavailable(Box::new(ServerError {
+            message: format!(
                 "{}: {} (SQLSTATE {})",
                 db.severity(),
                 db.message(),
                 db.code().code()
-            )
-            .into(),
-        ),
+            ),
+            ends_session: ends_session(&error),
+        })),
         None => StoreError::Unavailable(Box::new(error)),
+    }
+}
+
+/// An error that the server reported, as its severity, message and SQLSTATE.
+#[derive(Debug)]
+struct ServerError {
+    message: String,
+    /// Whether the server ended the session with it.
+    ends_session: bool,
+}
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+/// Returns whether `error` left its connection unfit for another round trip, because the
+/// connection broke or the server ended the session (`pg_terminate_backend`, a shutdown). After
+/// an error for the statement alone, such as a statement timeout, the session is ready for more.
+pub(crate) fn ends_session(error: &tokio_postgres::Error) -> bool {
+    error.as_db_error().is_none_or(|db| {
+        !matches!(
+            db.parsed_severity(),
+            Some(Severity::Error | Severity::Warning | Severity::Notice)
+        )
+    })
+}
+
+/// Returns whether a round trip that failed with `error` left its connection unfit for another,
+/// as [`ends_session`] decides. A statement timeout and a cost above a limit leave it fit.
+pub(crate) fn leaves_connection_unfit(error: &StoreError) -> bool {
+    match error {
+        StoreError::Timeout(_) | StoreError::CostExceedsLimit { .. } | StoreError::ZeroCost => {
+            false
+        }
+        StoreError::Unavailable(source) => source
+            .downcast_ref::<ServerError>()
+            .is_none_or(|server| server.ends_session),
     }
 }
