@@ -1450,3 +1450,106 @@ async fn statement_timeout_keeps_the_session() {
         .get(0);
     assert_eq!(minute, 2);
 }
+
+/// Statements that wrap `highway.lease_tool_rate_tokens` in a function of the same arguments that
+/// returns `window_type` as VARCHAR instead of TEXT, as a migration that changes a result column
+/// would.
+const TAKE_RETURNS_VARCHAR: &str = "
+ALTER FUNCTION highway.lease_tool_rate_tokens(TEXT, TEXT, TEXT, BIGINT, BIGINT, BIGINT,
+    DOUBLE PRECISION, TEXT[], BIGINT[], TIMESTAMPTZ[], TIMESTAMPTZ[], TEXT, TEXT, BOOLEAN)
+    RENAME TO lease_tool_rate_tokens_text;
+CREATE FUNCTION highway.lease_tool_rate_tokens(
+    p_tenant_id TEXT, p_tool_name TEXT, p_scope_key TEXT, p_want BIGINT, p_min BIGINT,
+    p_held BIGINT, p_share DOUBLE PRECISION, p_window_types TEXT[], p_limits BIGINT[],
+    p_window_starts TIMESTAMPTZ[], p_window_ends TIMESTAMPTZ[], p_timezone TEXT,
+    p_week_start TEXT, p_explicit_instant BOOLEAN)
+RETURNS TABLE (window_type VARCHAR, window_limit BIGINT, request_count BIGINT,
+    window_start TIMESTAMPTZ, window_end TIMESTAMPTZ, granted BIGINT)
+LANGUAGE sql VOLATILE AS $$
+    SELECT l.window_type::VARCHAR, l.window_limit, l.request_count, l.window_start,
+        l.window_end, l.granted
+    FROM highway.lease_tool_rate_tokens_text($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
+        $13, $14) AS l
+$$;";
+
+/// Statements that wrap `highway.return_tool_rate_tokens` in a function of the same arguments that
+/// returns BIGINT instead of INT.
+const GIVE_BACK_RETURNS_BIGINT: &str = "
+ALTER FUNCTION highway.return_tool_rate_tokens(TEXT, TEXT, TEXT, BIGINT, TEXT[], TIMESTAMPTZ[],
+    TIMESTAMPTZ)
+    RENAME TO return_tool_rate_tokens_int;
+CREATE FUNCTION highway.return_tool_rate_tokens(
+    p_tenant_id TEXT, p_tool_name TEXT, p_scope_key TEXT, p_tokens BIGINT,
+    p_window_types TEXT[], p_window_starts TIMESTAMPTZ[], p_at TIMESTAMPTZ)
+RETURNS BIGINT
+LANGUAGE sql VOLATILE AS $$
+    SELECT highway.return_tool_rate_tokens_int($1, $2, $3, $4, $5, $6, $7)::BIGINT
+$$;";
+
+/// A take whose prepared statement went stale, because the lease function's result columns
+/// changed after the store's only connection prepared it, prepares the statement again, and so
+/// does every take after it.
+#[tokio::test]
+async fn take_after_result_type_change() {
+    let database = TestDatabase::new().await;
+    let leased = LeasedStore::new(
+        database.store_with(|config| config.pool_size(1)).await,
+        LeaseConfig::new().min_batch(1).max_batch(1),
+    );
+    let key = hot_key();
+    let capacity = Capacity {
+        per_minute: Some(100),
+        ..Capacity::UNLIMITED
+    };
+    let at = utc(CLOCK_START);
+    assert!(admitted(&leased, request(&key, &capacity, 1, at)).await);
+
+    database
+        .client()
+        .await
+        .batch_execute(TAKE_RETURNS_VARCHAR)
+        .await
+        .unwrap();
+    for call in 2..=3 {
+        let decision = leased.consume(request(&key, &capacity, 1, at)).await;
+        assert!(
+            matches!(&decision, Ok(decision) if decision.is_admitted()),
+            "call {call}: {decision:?}"
+        );
+    }
+    leased.shutdown().await.unwrap();
+    assert_eq!(counts(&database, &key).await, [3]);
+}
+
+/// A give-back whose prepared statement went stale, because the give-back function's result
+/// type changed after the store's only connection prepared it, prepares the statement again and
+/// returns the tokens.
+#[tokio::test]
+async fn give_back_after_result_type_change() {
+    let database = TestDatabase::new().await;
+    let exact = database.store_with(|config| config.pool_size(1)).await;
+    let config = || LeaseConfig::new().min_batch(10).max_batch(10).share(1.0);
+    let key = hot_key();
+    let capacity = Capacity {
+        per_minute: Some(100),
+        ..Capacity::UNLIMITED
+    };
+    let at = utc(CLOCK_START);
+
+    let first = LeasedStore::new(exact.clone(), config());
+    assert!(admitted(&first, request(&key, &capacity, 1, at)).await);
+    assert_eq!(first.shutdown().await.unwrap(), 9);
+    assert_eq!(counts(&database, &key).await, [1]);
+
+    database
+        .client()
+        .await
+        .batch_execute(GIVE_BACK_RETURNS_BIGINT)
+        .await
+        .unwrap();
+    let second = LeasedStore::new(exact, config());
+    assert!(admitted(&second, request(&key, &capacity, 1, at)).await);
+    let given_back = second.shutdown().await;
+    assert!(matches!(given_back, Ok(9)), "{given_back:?}");
+    assert_eq!(counts(&database, &key).await, [2]);
+}

@@ -7,8 +7,8 @@ use chrono_tz::Tz;
 use deadpool_postgres::{Object, Pool};
 
 use crate::store::postgres::{
-    PostgresStore, database_error, ends_session, pool_error, query_error, weekday_name,
-    whole_microseconds,
+    PostgresStore, database_error, ends_session, pool_error, query_cached, query_error,
+    weekday_name, whole_microseconds,
 };
 use crate::store::{ScopeKey, StoreError};
 use crate::window::WindowKind;
@@ -72,30 +72,26 @@ pub(super) async fn take(
     let rows = bounded(timeout, async {
         let connection = RoundTripConnection::get(store.pool()).await?;
         let client = connection.client();
-        let outcome = async {
-            let statement = client.prepare_cached(TAKE).await?;
-            client
-                .query(
-                    &statement,
-                    &[
-                        &request.key.tenant,
-                        &request.key.tool,
-                        &request.key.scope,
-                        &want,
-                        &min,
-                        &held,
-                        &request.share,
-                        &kinds,
-                        &limits,
-                        &starts,
-                        &ends,
-                        &request.timezone.name(),
-                        &week_start,
-                        &request.explicit_instant,
-                    ],
-                )
-                .await
-        }
+        let outcome = query_cached(
+            client,
+            TAKE,
+            &[
+                &request.key.tenant,
+                &request.key.tool,
+                &request.key.scope,
+                &want,
+                &min,
+                &held,
+                &request.share,
+                &kinds,
+                &limits,
+                &starts,
+                &ends,
+                &request.timezone.name(),
+                &week_start,
+                &request.explicit_instant,
+            ],
+        )
         .await;
         connection.release(&outcome);
         outcome.map_err(|error| query_error(error, store.statement_timeout()))
@@ -153,23 +149,19 @@ pub(super) async fn give_back(
     bounded(timeout, async {
         let connection = RoundTripConnection::get(store.pool()).await?;
         let client = connection.client();
-        let outcome = async {
-            let statement = client.prepare_cached(GIVE_BACK).await?;
-            client
-                .query_one(
-                    &statement,
-                    &[
-                        &key.tenant,
-                        &key.tool,
-                        &key.scope,
-                        &tokens,
-                        &kinds,
-                        &starts,
-                        &at,
-                    ],
-                )
-                .await
-        }
+        let outcome = query_cached(
+            client,
+            GIVE_BACK,
+            &[
+                &key.tenant,
+                &key.tool,
+                &key.scope,
+                &tokens,
+                &kinds,
+                &starts,
+                &at,
+            ],
+        )
         .await;
         connection.release(&outcome);
         outcome
