@@ -20,10 +20,10 @@
 //!
 //! Every call is bounded by the call timeout: a database that does not reply yields
 //! [`StoreError::Timeout`], one that refuses connections [`StoreError::Unavailable`]. A
-//! connection whose round trip ended early or failed is closed rather than handed to the next
-//! call. A call that
-//! times out may still be charged afterwards, as with any network timeout: its query may be on
-//! its way, or in a batch already sent. A queued call whose caller stopped waiting is dropped
+//! connection whose round trip ended early, broke or had its session ended by the server is
+//! closed rather than handed to the next call, and so is one whose cleanup batch ended early. A
+//! call that times out may still be charged afterwards, as with any network timeout: its query
+//! may be on its way, or in a batch already sent. A queued call whose caller stopped waiting is dropped
 //! uncharged, also when its batch is still waiting for a pooled connection.
 //!
 //! The store runs on tokio. Consumes that queued go out in a task spawned on the runtime of one of
@@ -249,15 +249,19 @@ impl PostgresStore {
         let cutoff = cutoff.map(whole_microseconds);
         let mut total = 0;
         loop {
+            // The connection is closed rather than returned to the pool when the call timeout
+            // abandons the batch, since its delete may still be running.
             let deleted = self
                 .bounded(async {
-                    let client = self.client().await?;
-                    let row = client
+                    let connection = self.batcher.connection().await?;
+                    let deleted = connection
+                        .client()
                         .query_one(CLEANUP, &[&cutoff, &age_seconds, &CLEANUP_BATCH_ROWS])
                         .await
-                        .map_err(|error| self.query_error(error))?;
-                    let deleted: i64 = row.get(0);
-                    Ok(u64::try_from(deleted).unwrap_or_default())
+                        .map_err(|error| self.query_error(error))
+                        .map(|row| row.get::<_, i64>(0));
+                    connection.release(deleted.as_ref().err());
+                    Ok(u64::try_from(deleted?).unwrap_or_default())
                 })
                 .await?;
             total += deleted;
