@@ -437,6 +437,55 @@ async fn statement_over_timeout_is_cancelled() {
     );
 }
 
+/// A policy read that the layer stops waiting for, while a lock on the limits table blocks it,
+/// must not leave its connection busy in the pool that it shares with the store. The next call
+/// of a tool whose policy is cached then gets a connection that replies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_policy_read_spares_consume() {
+    let database = TestDatabase::new().await;
+    let store = database
+        .store_with(|config| {
+            config
+                .statement_timeout(Duration::from_secs(30))
+                .call_timeout(STORE_TIMEOUT)
+                .pool_size(1)
+        })
+        .await;
+    let admin = Admin::from_store(&store);
+    limit(&admin, "tools.cached", 100, false).await;
+    limit(&admin, "tools.uncached", 100, false).await;
+    let layer = layer_on(&store);
+    call(&layer, Call::new("acme", "tools.cached"))
+        .await
+        .expect("the first call of the cached tool is admitted");
+
+    let mut locker = database.client().await;
+    let transaction = locker.transaction().await.unwrap();
+    transaction
+        .batch_execute("LOCK TABLE highway.tool_rate_limits IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let uncached = call(&layer, Call::new("acme", "tools.uncached")).await;
+    let Err(RateLimitError::Rejected(rejection)) = &uncached else {
+        panic!("a call whose policy read was blocked was not rejected: {uncached:?}")
+    };
+    assert!(
+        matches!(rejection.reason(), RejectionReason::PolicyUnavailable(error)
+            if matches!(**error, StoreError::Timeout(timeout) if timeout == STORE_TIMEOUT)),
+        "{rejection}"
+    );
+
+    let started = Instant::now();
+    let cached = call(&layer, Call::new("acme", "tools.cached")).await;
+    let elapsed = started.elapsed();
+    transaction.rollback().await.unwrap();
+    assert!(
+        cached.is_ok(),
+        "the cached tool's call after {elapsed:?}: {cached:?}"
+    );
+    assert_eq!(usage_count(&database, "tools.cached").await, 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hung_server_bounded_by_timeout() {
     let server = ThrowawayServer::start().unwrap();

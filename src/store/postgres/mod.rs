@@ -489,6 +489,55 @@ fn changed_result_type(error: &tokio_postgres::Error) -> bool {
     error.code() == Some(&SqlState::FEATURE_NOT_SUPPORTED)
 }
 
+/// A pooled connection for one round trip of a lease or a policy read, which share the store's
+/// pool.
+///
+/// When the round trip is dropped before it ends (it timed out, or its caller was cancelled), the
+/// connection is closed instead of going back to the pool. Its reply may never come (a server that
+/// stopped replying, a half-open TCP connection), or its statement may still wait for a lock, and
+/// the next round trip to get it would wait for that reply first.
+pub(crate) struct RoundTripConnection {
+    object: Option<Object>,
+}
+
+impl RoundTripConnection {
+    /// Gets a connection from `pool`.
+    pub(crate) async fn get(pool: &Pool) -> Result<Self, PoolError> {
+        Ok(RoundTripConnection {
+            object: Some(pool.get().await?),
+        })
+    }
+
+    pub(crate) fn client(&self) -> &Object {
+        self.object
+            .as_ref()
+            .expect("a connection holds its client until it is released or dropped")
+    }
+
+    /// Returns the connection to the pool after a round trip that ended, or closes it when the
+    /// round trip's error left it unfit (see [`ends_session`]). A connection that broke, or that
+    /// the server terminated, may not look closed to the pool yet, and the next round trip to get
+    /// it would fail without reaching the server.
+    pub(crate) fn release<T>(mut self, outcome: &Result<T, tokio_postgres::Error>) {
+        let Some(object) = self.object.take() else {
+            return;
+        };
+        if outcome.as_ref().err().is_some_and(ends_session) {
+            tracing::debug!("a round trip failed; closing its connection");
+            drop(Object::take(object));
+        }
+    }
+}
+
+impl Drop for RoundTripConnection {
+    fn drop(&mut self) {
+        if let Some(object) = self.object.take() {
+            tracing::debug!("a round trip was abandoned; closing its connection");
+            drop(Object::take(object));
+        }
+    }
+}
+
 /// Maps a failure to get a pooled connection: a timeout of the pool is a timeout of the call.
 pub(crate) fn pool_error(pool: &Pool, error: PoolError) -> StoreError {
     match error {
