@@ -473,3 +473,76 @@ async fn zero_timeout_with_postgres_policies_panics() {
     assert!(message.contains("PostgresPolicies"), "{message}");
     assert!(message.contains("such as the default 500ms"), "{message}");
 }
+
+/// An upsert whose caller stopped waiting, while another session holds the limit's row lock,
+/// must not leave its connection busy in the pool that it shares with the store. The next
+/// consume, on usage rows that no session locks, then gets a connection that replies.
+#[tokio::test]
+async fn abandoned_upsert_spares_next_consume() {
+    use highway_ratelimit::store::{ConsumeRequest, ScopeKey, TokenStore};
+
+    let database = TestDatabase::new().await;
+    let store = database
+        .store_with(|config| {
+            config
+                .statement_timeout(Duration::from_secs(30))
+                .call_timeout(Duration::from_millis(500))
+                .pool_size(1)
+        })
+        .await;
+    let admin = Admin::from_store(&store);
+    admin
+        .upsert(&static_spec("acme", "tools.email.send", 10))
+        .await
+        .unwrap();
+
+    let mut holder = database.client().await;
+    let holding = holder.transaction().await.unwrap();
+    holding
+        .execute(
+            "SELECT 1 FROM highway.tool_rate_limits WHERE tenant_id = 'acme' FOR UPDATE",
+            &[],
+        )
+        .await
+        .unwrap();
+    let abandoned = tokio::time::timeout(
+        Duration::from_millis(300),
+        admin.upsert(&static_spec("acme", "tools.email.send", 20)),
+    )
+    .await;
+    assert!(
+        abandoned.is_err(),
+        "the blocked upsert ended: {abandoned:?}"
+    );
+
+    let key = ScopeKey {
+        tenant: "acme".to_owned(),
+        tool: "tools.email.send".to_owned(),
+        scope: "acme".to_owned(),
+    };
+    let capacity = Capacity {
+        per_minute: Some(10),
+        ..Capacity::UNLIMITED
+    };
+    let decision = store
+        .consume(ConsumeRequest {
+            key: &key,
+            cost: 1,
+            capacity: &capacity,
+            timezone: Tz::UTC,
+            week_start: Weekday::Mon,
+            at: None,
+        })
+        .await;
+    holding.rollback().await.unwrap();
+    assert!(
+        matches!(&decision, Ok(decision) if decision.is_admitted()),
+        "{decision:?}"
+    );
+    let stored = admin.get("acme", "tools.email.send").await.unwrap();
+    assert_eq!(
+        stored.per_minute,
+        Some(10),
+        "the abandoned upsert wrote nothing"
+    );
+}

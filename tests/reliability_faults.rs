@@ -437,6 +437,55 @@ async fn statement_over_timeout_is_cancelled() {
     );
 }
 
+/// A policy read that the layer stops waiting for, while a lock on the limits table blocks it,
+/// must not leave its connection busy in the pool that it shares with the store. The next call
+/// of a tool whose policy is cached then gets a connection that replies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_policy_read_spares_consume() {
+    let database = TestDatabase::new().await;
+    let store = database
+        .store_with(|config| {
+            config
+                .statement_timeout(Duration::from_secs(30))
+                .call_timeout(STORE_TIMEOUT)
+                .pool_size(1)
+        })
+        .await;
+    let admin = Admin::from_store(&store);
+    limit(&admin, "tools.cached", 100, false).await;
+    limit(&admin, "tools.uncached", 100, false).await;
+    let layer = layer_on(&store);
+    call(&layer, Call::new("acme", "tools.cached"))
+        .await
+        .expect("the first call of the cached tool is admitted");
+
+    let mut locker = database.client().await;
+    let transaction = locker.transaction().await.unwrap();
+    transaction
+        .batch_execute("LOCK TABLE highway.tool_rate_limits IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let uncached = call(&layer, Call::new("acme", "tools.uncached")).await;
+    let Err(RateLimitError::Rejected(rejection)) = &uncached else {
+        panic!("a call whose policy read was blocked was not rejected: {uncached:?}")
+    };
+    assert!(
+        matches!(rejection.reason(), RejectionReason::PolicyUnavailable(error)
+            if matches!(**error, StoreError::Timeout(timeout) if timeout == STORE_TIMEOUT)),
+        "{rejection}"
+    );
+
+    let started = Instant::now();
+    let cached = call(&layer, Call::new("acme", "tools.cached")).await;
+    let elapsed = started.elapsed();
+    transaction.rollback().await.unwrap();
+    assert!(
+        cached.is_ok(),
+        "the cached tool's call after {elapsed:?}: {cached:?}"
+    );
+    assert_eq!(usage_count(&database, "tools.cached").await, 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hung_server_bounded_by_timeout() {
     let server = ThrowawayServer::start().unwrap();
@@ -774,4 +823,134 @@ async fn hung_server_bounds_lease_shutdown() {
         elapsed <= STORE_TIMEOUT * 2 + SLACK,
         "shutdown took {elapsed:?} for 16 leases on a hung database"
     );
+}
+
+/// Stops the server with `pg_ctl stop -m fast` while 16 tasks consume two keys in batches and
+/// alone, and starts it again. Every running statement gets a FATAL error, which closes its
+/// connection, and the store must decide calls again after the restart. Each key counts every
+/// admitted call, plus at most the calls that timed out or may have been charged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_shutdown_keeps_counts_exact() {
+    let server = ThrowawayServer::start().unwrap();
+    let database = TestDatabase::on_server(&server.url()).await;
+    let store = database
+        .store_with(|config| {
+            config
+                .call_timeout(Duration::from_secs(1))
+                .connect_timeout(Duration::from_millis(300))
+                .statement_timeout(Duration::from_millis(800))
+                .pool_size(4)
+                .max_batch_size(8)
+        })
+        .await;
+    let scopes = ["hot", "other"];
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tasks: Vec<_> = (0..16_usize)
+        .map(|task| {
+            let store = store.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let key = ScopeKey {
+                    tenant: "acme".to_owned(),
+                    tool: "tools.shutdown".to_owned(),
+                    scope: scopes[task % 2].to_owned(),
+                };
+                let capacity = Capacity {
+                    per_minute: Some(1_000_000),
+                    ..Capacity::UNLIMITED
+                };
+                let mut outcomes = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let started = Instant::now();
+                    let decision = store
+                        .consume(ConsumeRequest {
+                            key: &key,
+                            cost: 1,
+                            capacity: &capacity,
+                            timezone: chrono_tz::UTC,
+                            week_start: chrono::Weekday::Mon,
+                            at: Some(
+                                chrono::DateTime::parse_from_rfc3339("2030-01-01T00:00:30Z")
+                                    .unwrap()
+                                    .with_timezone(&chrono::Utc),
+                            ),
+                        })
+                        .await;
+                    outcomes.push((key.scope.clone(), started.elapsed(), decision));
+                    if outcomes
+                        .last()
+                        .is_some_and(|(_, _, decision)| decision.is_err())
+                    {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+                outcomes
+            })
+        })
+        .collect();
+
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    server.stop_fast().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.restart().unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.extend(task.await.unwrap());
+    }
+
+    let slowest = outcomes
+        .iter()
+        .map(|(_, elapsed, _)| *elapsed)
+        .max()
+        .unwrap();
+    assert!(
+        slowest <= Duration::from_secs(1) + SLACK,
+        "a call took {slowest:?}"
+    );
+    let client = database.client().await;
+    for scope in scopes {
+        let mut admitted = 0_i64;
+        let mut maybe_charged = 0_i64;
+        let mut failed = 0_i64;
+        for (_, _, decision) in outcomes.iter().filter(|(of, _, _)| of == scope) {
+            match decision {
+                Ok(decision) if decision.is_admitted() => admitted += 1,
+                Ok(decision) => panic!("a call was rejected: {decision:?}"),
+                Err(StoreError::Timeout(_)) => maybe_charged += 1,
+                Err(error) if error.to_string().contains("may have been charged") => {
+                    maybe_charged += 1;
+                }
+                Err(_) => failed += 1,
+            }
+        }
+        let counted: i64 = client
+            .query_one(
+                "SELECT coalesce(sum(request_count), 0)::bigint FROM highway.tool_rate_limit_usage
+                 WHERE scope_key = $1",
+                &[&scope],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        eprintln!(
+            "{scope}: {admitted} admitted, {maybe_charged} may have been charged, {failed} failed, \
+             {counted} counted"
+        );
+        assert!(
+            failed > 0,
+            "{scope}: no call failed while the server was down"
+        );
+        assert!(
+            counted >= admitted && counted <= admitted + maybe_charged,
+            "{scope}: counted {counted}, admitted {admitted}, may have been charged {maybe_charged}"
+        );
+        let last = outcomes.iter().rev().find(|(of, _, _)| of == scope);
+        assert!(
+            last.is_some_and(|(_, _, decision)| decision.is_ok()),
+            "{scope}: the store did not recover after the restart: {last:?}"
+        );
+    }
 }

@@ -1450,3 +1450,231 @@ async fn statement_timeout_keeps_the_session() {
         .get(0);
     assert_eq!(minute, 2);
 }
+
+/// Statements that wrap `highway.lease_tool_rate_tokens` in a function of the same arguments that
+/// returns `window_type` as VARCHAR instead of TEXT, as a migration that changes a result column
+/// would.
+const TAKE_RETURNS_VARCHAR: &str = "
+ALTER FUNCTION highway.lease_tool_rate_tokens(TEXT, TEXT, TEXT, BIGINT, BIGINT, BIGINT,
+    DOUBLE PRECISION, TEXT[], BIGINT[], TIMESTAMPTZ[], TIMESTAMPTZ[], TEXT, TEXT, BOOLEAN)
+    RENAME TO lease_tool_rate_tokens_text;
+CREATE FUNCTION highway.lease_tool_rate_tokens(
+    p_tenant_id TEXT, p_tool_name TEXT, p_scope_key TEXT, p_want BIGINT, p_min BIGINT,
+    p_held BIGINT, p_share DOUBLE PRECISION, p_window_types TEXT[], p_limits BIGINT[],
+    p_window_starts TIMESTAMPTZ[], p_window_ends TIMESTAMPTZ[], p_timezone TEXT,
+    p_week_start TEXT, p_explicit_instant BOOLEAN)
+RETURNS TABLE (window_type VARCHAR, window_limit BIGINT, request_count BIGINT,
+    window_start TIMESTAMPTZ, window_end TIMESTAMPTZ, granted BIGINT)
+LANGUAGE sql VOLATILE AS $$
+    SELECT l.window_type::VARCHAR, l.window_limit, l.request_count, l.window_start,
+        l.window_end, l.granted
+    FROM highway.lease_tool_rate_tokens_text($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
+        $13, $14) AS l
+$$;";
+
+/// Statements that wrap `highway.return_tool_rate_tokens` in a function of the same arguments that
+/// returns BIGINT instead of INT.
+const GIVE_BACK_RETURNS_BIGINT: &str = "
+ALTER FUNCTION highway.return_tool_rate_tokens(TEXT, TEXT, TEXT, BIGINT, TEXT[], TIMESTAMPTZ[],
+    TIMESTAMPTZ)
+    RENAME TO return_tool_rate_tokens_int;
+CREATE FUNCTION highway.return_tool_rate_tokens(
+    p_tenant_id TEXT, p_tool_name TEXT, p_scope_key TEXT, p_tokens BIGINT,
+    p_window_types TEXT[], p_window_starts TIMESTAMPTZ[], p_at TIMESTAMPTZ)
+RETURNS BIGINT
+LANGUAGE sql VOLATILE AS $$
+    SELECT highway.return_tool_rate_tokens_int($1, $2, $3, $4, $5, $6, $7)::BIGINT
+$$;";
+
+/// A take whose prepared statement went stale, because the lease function's result columns
+/// changed after the store's only connection prepared it, prepares the statement again, and so
+/// does every take after it.
+#[tokio::test]
+async fn take_after_result_type_change() {
+    let database = TestDatabase::new().await;
+    let leased = LeasedStore::new(
+        database.store_with(|config| config.pool_size(1)).await,
+        LeaseConfig::new().min_batch(1).max_batch(1),
+    );
+    let key = hot_key();
+    let capacity = Capacity {
+        per_minute: Some(100),
+        ..Capacity::UNLIMITED
+    };
+    let at = utc(CLOCK_START);
+    assert!(admitted(&leased, request(&key, &capacity, 1, at)).await);
+
+    database
+        .client()
+        .await
+        .batch_execute(TAKE_RETURNS_VARCHAR)
+        .await
+        .unwrap();
+    for call in 2..=3 {
+        let decision = leased.consume(request(&key, &capacity, 1, at)).await;
+        assert!(
+            matches!(&decision, Ok(decision) if decision.is_admitted()),
+            "call {call}: {decision:?}"
+        );
+    }
+    leased.shutdown().await.unwrap();
+    assert_eq!(counts(&database, &key).await, [3]);
+}
+
+/// A give-back whose prepared statement went stale, because the give-back function's result
+/// type changed after the store's only connection prepared it, prepares the statement again and
+/// returns the tokens.
+#[tokio::test]
+async fn give_back_after_result_type_change() {
+    let database = TestDatabase::new().await;
+    let exact = database.store_with(|config| config.pool_size(1)).await;
+    let config = || LeaseConfig::new().min_batch(10).max_batch(10).share(1.0);
+    let key = hot_key();
+    let capacity = Capacity {
+        per_minute: Some(100),
+        ..Capacity::UNLIMITED
+    };
+    let at = utc(CLOCK_START);
+
+    let first = LeasedStore::new(exact.clone(), config());
+    assert!(admitted(&first, request(&key, &capacity, 1, at)).await);
+    assert_eq!(first.shutdown().await.unwrap(), 9);
+    assert_eq!(counts(&database, &key).await, [1]);
+
+    database
+        .client()
+        .await
+        .batch_execute(GIVE_BACK_RETURNS_BIGINT)
+        .await
+        .unwrap();
+    let second = LeasedStore::new(exact, config());
+    assert!(admitted(&second, request(&key, &capacity, 1, at)).await);
+    let given_back = second.shutdown().await;
+    assert!(matches!(given_back, Ok(9)), "{given_back:?}");
+    assert_eq!(counts(&database, &key).await, [2]);
+}
+
+/// Interrupts the store's statements while many callers consume one leased key. Another session
+/// locks the key's rows for 20 ms at a time, and the server cancels the waiting takes after a
+/// statement timeout of 15 ms, or `pg_cancel_backend` or `pg_terminate_backend` ends the running
+/// ones. The calls admitted never exceed the limit, and the window counts at least the calls
+/// admitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_takes_keep_the_limit() {
+    for interrupt in [
+        "statement_timeout",
+        "pg_cancel_backend",
+        "pg_terminate_backend",
+    ] {
+        let database = TestDatabase::new().await;
+        let statement_timeout = if interrupt == "statement_timeout" {
+            Duration::from_millis(15)
+        } else {
+            Duration::from_secs(2)
+        };
+        let exact = database
+            .store_with(|config| config.statement_timeout(statement_timeout).pool_size(3))
+            .await;
+        let leased = Arc::new(LeasedStore::new(
+            exact,
+            LeaseConfig::new().min_batch(1).max_batch(8),
+        ));
+        let key = hot_key();
+        let limit = 200_u64;
+        let at = utc(CLOCK_START);
+        let capacity = Capacity {
+            per_minute: Some(limit),
+            ..Capacity::UNLIMITED
+        };
+        assert!(admitted(&leased, request(&key, &capacity, 1, at)).await);
+
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let holder = database.client().await;
+        let locker = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    holder
+                        .batch_execute(
+                            "BEGIN; SELECT 1 FROM highway.tool_rate_limit_usage FOR UPDATE",
+                        )
+                        .await
+                        .unwrap();
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    holder.batch_execute("COMMIT").await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+        };
+        let interrupter = {
+            let stop = stop.clone();
+            let name = database.name().to_owned();
+            let client = database.client().await;
+            tokio::spawn(async move {
+                if interrupt == "statement_timeout" {
+                    return 0;
+                }
+                let sql = format!(
+                    "SELECT count(*) FILTER (WHERE {interrupt}(pid)) FROM pg_stat_activity
+                     WHERE datname = $1 AND application_name = 'highway-ratelimit'
+                         AND state = 'active'"
+                );
+                let mut interrupted = 0_i64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let row = client.query_one(&sql, &[&name]).await.unwrap();
+                    interrupted += row.get::<_, i64>(0);
+                    tokio::time::sleep(Duration::from_millis(7)).await;
+                }
+                interrupted
+            })
+        };
+
+        let tasks = (0..16).map(|_| {
+            let leased = leased.clone();
+            let key = key.clone();
+            tokio::spawn(async move {
+                let mut outcomes = (0_i64, 0_i64, 0_i64);
+                for _ in 0..20 {
+                    match leased.consume(request(&key, &capacity, 1, at)).await {
+                        Ok(decision) if decision.is_admitted() => outcomes.0 += 1,
+                        Ok(_) => outcomes.1 += 1,
+                        Err(_) => outcomes.2 += 1,
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                outcomes
+            })
+        });
+        let mut admitted_calls = 1;
+        let mut failed = 0;
+        for task in futures_util::future::join_all(tasks).await {
+            let (admitted, _, errors) = task.unwrap();
+            admitted_calls += admitted;
+            failed += errors;
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let interrupted = interrupter.await.unwrap();
+        locker.await.unwrap();
+        let shutdown = leased.shutdown().await;
+
+        let count = counts(&database, &key).await;
+        eprintln!(
+            "{interrupt}: {interrupted} interrupted, {admitted_calls} admitted, {failed} failed, \
+             count {count:?}, shutdown {shutdown:?}"
+        );
+        assert!(
+            admitted_calls <= limit as i64,
+            "{interrupt}: {admitted_calls} calls admitted over the limit of {limit}"
+        );
+        assert!(
+            count[0] >= admitted_calls,
+            "{interrupt}: the minute counts {}, fewer than the {admitted_calls} calls admitted",
+            count[0]
+        );
+        assert!(
+            count[0] <= limit as i64,
+            "{interrupt}: the minute counts {}, over the limit of {limit}",
+            count[0]
+        );
+    }
+}

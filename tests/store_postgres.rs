@@ -886,6 +886,62 @@ async fn cleanup_keeps_windows_within_statement_timeout() {
     assert_eq!(left, ["recent"]);
 }
 
+/// A cleanup whose caller stopped waiting, while its delete waits for another session's row
+/// lock, does not leave its connection busy in the pool: the next call, on rows no session locks,
+/// gets a connection that replies.
+#[tokio::test]
+async fn abandoned_cleanup_spares_next_call() {
+    let database = TestDatabase::new().await;
+    let call_timeout = Duration::from_millis(500);
+    let store = database
+        .store_with(|config| {
+            config
+                .statement_timeout(Duration::from_secs(30))
+                .call_timeout(call_timeout)
+                .pool_size(1)
+        })
+        .await;
+    let mut blocker = database.client().await;
+    blocker
+        .execute(
+            "INSERT INTO highway.tool_rate_limit_usage
+                 (tenant_id, tool_name, scope_key, window_type, window_start, window_end,
+                  request_count)
+             VALUES ('acme', 'tools.email.send', 'old', 'minute',
+                 now() - interval '11 minutes', now() - interval '10 minutes', 1)",
+            &[],
+        )
+        .await
+        .unwrap();
+    let holding = blocker.transaction().await.unwrap();
+    holding
+        .execute(
+            "SELECT 1 FROM highway.tool_rate_limit_usage WHERE scope_key = 'old' FOR UPDATE",
+            &[],
+        )
+        .await
+        .unwrap();
+
+    let cleanup = store.cleanup_expired(Duration::ZERO).await;
+    assert!(
+        matches!(cleanup, Err(StoreError::Timeout(after)) if after == call_timeout),
+        "{cleanup:?}"
+    );
+
+    let key = key("acme", "tools.email.send", "fresh");
+    let capacity = capacity(None, Some(10), None);
+    let at = utc("2026-03-02T10:15:30Z");
+    let started = Instant::now();
+    let decision = store.consume(request(&key, &capacity, 1, Some(at))).await;
+    let waited = started.elapsed();
+    holding.rollback().await.unwrap();
+    assert!(
+        matches!(&decision, Ok(decision) if decision.is_admitted()),
+        "{decision:?} after {waited:?}"
+    );
+    assert_eq!(counts(&database, &key).await, pairs(&[("hour", 1)]));
+}
+
 /// A statement timeout cancels a call blocked by another session's row lock, charges nothing,
 /// and leaves the store's session open for the next call: a busy server is spared a new
 /// connection.

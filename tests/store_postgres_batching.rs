@@ -914,3 +914,79 @@ async fn batch_outlives_first_caller_timeout() {
         "patient call within 5 s: {patient:?}"
     );
 }
+
+/// A trigger on the usage table raises an error for one scope, inside the fast statements and the
+/// consume functions alike, while many callers consume that scope and good ones over a pool of
+/// one connection. The failing batches charge nothing and their calls are sent again one by one,
+/// so each good call is admitted and counted once, every call of the bad scope fails uncharged,
+/// and the one session serves every call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raised_error_fails_only_its_call() {
+    let database = TestDatabase::new().await;
+    let store = database
+        .store_with(|config| config.pool_size(1).max_batch_size(16))
+        .await;
+    let admin = database.client().await;
+    admin
+        .batch_execute(
+            "CREATE FUNCTION highway.reject_bad_scope() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 IF NEW.scope_key = 'bad' THEN
+                     RAISE EXCEPTION 'scope bad is rejected' USING ERRCODE = 'invalid_parameter_value';
+                 END IF;
+                 RETURN NEW;
+             END $$;
+             CREATE TRIGGER reject_bad_scope BEFORE INSERT OR UPDATE
+                 ON highway.tool_rate_limit_usage
+                 FOR EACH ROW EXECUTE FUNCTION highway.reject_bad_scope();",
+        )
+        .await
+        .unwrap();
+    let at = utc("2030-01-01T00:00:30Z");
+    let scopes = ["bad", "a", "b", "c"];
+    let sessions_before = {
+        spawn_consume(&store, "a", 1, 1_000, at)
+            .await
+            .unwrap()
+            .unwrap();
+        database.store_sessions(&admin).await
+    };
+
+    let calls: Vec<_> = (0..120)
+        .map(|index| {
+            let scope = scopes[index % scopes.len()];
+            (scope, spawn_consume(&store, scope, 1, 1_000, at))
+        })
+        .collect();
+    let mut admitted = std::collections::HashMap::new();
+    for (scope, call) in calls {
+        let result = call.await.unwrap();
+        if scope == "bad" {
+            assert!(
+                matches!(&result, Err(StoreError::Unavailable(_))),
+                "a call of the bad scope: {result:?}"
+            );
+            continue;
+        }
+        assert!(
+            matches!(&result, Ok(Decision::Admitted { .. })),
+            "a call of {scope}: {result:?}"
+        );
+        *admitted.entry(scope).or_insert(0_i64) += 1;
+    }
+
+    for scope in scopes {
+        let counted: i64 = admin
+            .query_one(
+                "SELECT coalesce(sum(request_count), 0)::bigint
+                 FROM highway.tool_rate_limit_usage WHERE scope_key = $1",
+                &[&scope],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let expected = admitted.get(scope).copied().unwrap_or_default() + i64::from(scope == "a");
+        assert_eq!(counted, expected, "the count of {scope}");
+    }
+    assert_eq!(database.store_sessions(&admin).await, sessions_before);
+}

@@ -272,3 +272,171 @@ async fn cancelled_callers_leave_store_usable() {
         );
     }
 }
+
+/// Interrupts the store's statements while many callers consume two keys in batches and alone.
+/// Another session locks the keys' rows for 20 ms at a time, so that statements wait. The server
+/// cancels them after a statement timeout of 15 ms, or every few milliseconds `pg_cancel_backend`
+/// cancels or `pg_terminate_backend` terminates the running ones. Connections go back to the pool
+/// after a cancelled statement. No key may count more than its limit, and every call that failed
+/// without a timeout or a "may have been charged" error must have charged nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_statements_keep_counts_exact() {
+    for interrupt in [
+        "statement_timeout",
+        "pg_cancel_backend",
+        "pg_terminate_backend",
+    ] {
+        let database = TestDatabase::new().await;
+        let statement_timeout = if interrupt == "statement_timeout" {
+            Duration::from_millis(15)
+        } else {
+            Duration::from_secs(2)
+        };
+        let store = database
+            .store_with(|config| {
+                config
+                    .statement_timeout(statement_timeout)
+                    .call_timeout(Duration::from_secs(5))
+                    .pool_size(3)
+                    .max_batch_size(8)
+            })
+            .await;
+        let admin = database.client().await;
+        let scopes = ["k", "other"];
+        let limit = 150_u64;
+        let holder = hold_rows(&database, &scopes).await;
+        holder.batch_execute("COMMIT").await.unwrap();
+
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let locker = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    holder
+                        .batch_execute(
+                            "BEGIN; SELECT 1 FROM highway.tool_rate_limit_usage FOR UPDATE",
+                        )
+                        .await
+                        .unwrap();
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    holder.batch_execute("COMMIT").await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+        };
+        let interrupter = {
+            let stop = stop.clone();
+            let name = database.name().to_owned();
+            let client = database.client().await;
+            tokio::spawn(async move {
+                if interrupt == "statement_timeout" {
+                    return 0;
+                }
+                let sql = format!(
+                    "SELECT count(*) FILTER (WHERE {interrupt}(pid)) FROM pg_stat_activity
+                     WHERE datname = $1 AND application_name = 'highway-ratelimit'
+                         AND state = 'active'"
+                );
+                let mut interrupted = 0_i64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let row = client.query_one(&sql, &[&name]).await.unwrap();
+                    interrupted += row.get::<_, i64>(0);
+                    tokio::time::sleep(Duration::from_millis(7)).await;
+                }
+                interrupted
+            })
+        };
+
+        let calls = (0..32_usize).map(|task| {
+            let store = store.clone();
+            let key = key(scopes[task % 2]);
+            tokio::spawn(async move {
+                let capacity = Capacity {
+                    per_minute: Some(limit),
+                    ..Capacity::UNLIMITED
+                };
+                let mut outcomes = Vec::new();
+                for _ in 0..15 {
+                    let decision = store
+                        .consume(ConsumeRequest {
+                            key: &key,
+                            cost: 1,
+                            capacity: &capacity,
+                            timezone: Tz::UTC,
+                            week_start: Weekday::Mon,
+                            at: Some(at()),
+                        })
+                        .await;
+                    outcomes.push((key.scope.clone(), decision));
+                }
+                outcomes
+            })
+        });
+        let outcomes: Vec<(String, Result<Decision, StoreError>)> =
+            futures_util::future::join_all(calls)
+                .await
+                .into_iter()
+                .flat_map(Result::unwrap)
+                .collect();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let interrupted = interrupter.await.unwrap();
+        locker.await.unwrap();
+
+        let mut timeouts = 0;
+        let mut failed = 0;
+        for scope in scopes {
+            let mut admitted = 0_i64;
+            let mut maybe_charged = 0_i64;
+            for (_, decision) in outcomes.iter().filter(|(of, _)| of == scope) {
+                match decision {
+                    Ok(Decision::Admitted { .. }) => admitted += 1,
+                    Ok(Decision::Rejected { .. }) => {}
+                    Err(StoreError::Timeout(_)) => {
+                        timeouts += 1;
+                        maybe_charged += 1;
+                    }
+                    Err(error) if error.to_string().contains("may have been charged") => {
+                        maybe_charged += 1;
+                    }
+                    Err(_) => failed += 1,
+                }
+            }
+            let count = charged(&admin, &[scope]).await;
+            assert!(
+                count <= limit as i64,
+                "{interrupt}: {scope} counts {count}, over its limit of {limit}"
+            );
+            assert!(
+                admitted <= limit as i64,
+                "{interrupt}: {scope} admitted {admitted}, over its limit of {limit}"
+            );
+            assert!(
+                count >= admitted,
+                "{interrupt}: {scope} counts {count}, fewer than the {admitted} calls admitted"
+            );
+            assert!(
+                count <= admitted + maybe_charged,
+                "{interrupt}: {scope} counts {count} for {admitted} admitted calls and \
+                 {maybe_charged} that may have been charged"
+            );
+        }
+        eprintln!(
+            "{interrupt}: {interrupted} statements interrupted, {timeouts} calls timed out, \
+             {failed} failed uncharged"
+        );
+
+        // The store decides calls again once nothing interrupts it. A connection terminated just
+        // as its statement ended may not look closed to the pool yet and fail one call, so each
+        // key gets one attempt per pooled connection and one more.
+        for scope in scopes {
+            let mut decision = spawn_consume(&store, scope, 1).await.unwrap();
+            for _ in 0..3 {
+                if decision.is_ok() {
+                    break;
+                }
+                decision = spawn_consume(&store, scope, 1).await.unwrap();
+            }
+            assert!(decision.is_ok(), "{interrupt}: {decision:?}");
+        }
+    }
+}

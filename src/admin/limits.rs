@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use tokio_postgres::Row;
 
 use super::AdminError;
+use super::connection::AdminConnection;
 use super::notify::notify_change;
 use super::render::{DEFAULT_HORIZON_DAYS, ReportPreview, render, schedule_file_name};
 use crate::policy::Scope;
@@ -290,7 +291,7 @@ impl Admin {
             None => (None, None),
         };
 
-        let mut client = self.pool.get().await?;
+        let mut client = AdminConnection::get(&self.pool).await?;
         let transaction = client.transaction().await?;
         let row = transaction
             .query_one(
@@ -333,6 +334,7 @@ impl Admin {
             .await?;
         notify_change(&transaction, &spec.tenant, &spec.tool).await?;
         transaction.commit().await?;
+        client.release();
 
         let limit = stored_limit(&row)?;
         let warnings = rendered.map(|preview| preview.warnings).unwrap_or_default();
@@ -349,13 +351,14 @@ impl Admin {
     ///
     /// [`AdminError::NotFound`] when there is none.
     pub async fn get(&self, tenant: &str, tool: &str) -> Result<StoredLimit, AdminError> {
-        let client = self.pool.get().await?;
+        let client = AdminConnection::get(&self.pool).await?;
         let row = client
             .query_opt(
                 &format!("SELECT {SELECT_COLUMNS} FROM highway.tool_rate_limits WHERE tenant_id = $1 AND tool_name = $2"),
                 &[&tenant, &tool],
             )
             .await?;
+        client.release();
         match row {
             Some(row) => stored_limit(&row),
             None => Err(AdminError::NotFound {
@@ -367,7 +370,7 @@ impl Admin {
 
     /// Returns every stored limit, or those of one tenant, sorted by tenant and tool.
     pub async fn list(&self, tenant: Option<&str>) -> Result<Vec<StoredLimit>, AdminError> {
-        let client = self.pool.get().await?;
+        let client = AdminConnection::get(&self.pool).await?;
         let rows = client
             .query(
                 &format!(
@@ -377,6 +380,7 @@ impl Admin {
                 &[&tenant],
             )
             .await?;
+        client.release();
         rows.iter().map(stored_limit).collect()
     }
 
@@ -387,7 +391,7 @@ impl Admin {
     ///
     /// [`AdminError::NotFound`] when there was none.
     pub async fn delete(&self, tenant: &str, tool: &str) -> Result<(), AdminError> {
-        let mut client = self.pool.get().await?;
+        let mut client = AdminConnection::get(&self.pool).await?;
         let transaction = client.transaction().await?;
         let deleted = transaction
             .execute(
@@ -396,6 +400,8 @@ impl Admin {
             )
             .await?;
         if deleted == 0 {
+            transaction.rollback().await?;
+            client.release();
             return Err(AdminError::NotFound {
                 tenant: tenant.to_owned(),
                 tool: tool.to_owned(),
@@ -403,6 +409,7 @@ impl Admin {
         }
         notify_change(&transaction, tenant, tool).await?;
         transaction.commit().await?;
+        client.release();
         tracing::info!(tenant, tool, "limit deleted");
         Ok(())
     }

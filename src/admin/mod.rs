@@ -16,6 +16,7 @@
 //! tenant's own row for a tool overrides the default row for that tool.
 
 mod cleanup;
+mod connection;
 mod error;
 mod limits;
 mod notify;

@@ -13,6 +13,7 @@ use super::{Admin, AdminError};
 use crate::policy::{DEFAULT_TENANT, Policy, PolicySchedule, PolicySource};
 use crate::report::AvailabilityReport;
 use crate::store::StoreError;
+use crate::store::postgres::RoundTripConnection;
 
 /// A [`PolicySource`] that reads the limits written through [`Admin`].
 ///
@@ -62,10 +63,14 @@ impl PostgresPolicies {
         tool: &str,
         with_default: bool,
     ) -> Result<Option<Policy>, AdminError> {
-        let client = self.pool.get().await?;
+        // The layer stops waiting after its store timeout. The connection is then closed rather
+        // than returned to the pool, which the store's consumes may share, since its query may
+        // still be waiting for a lock.
+        let connection = RoundTripConnection::get(&self.pool).await?;
         // The tenant's own row sorts first; the default row is only a fallback.
         let fallback = if with_default { DEFAULT_TENANT } else { tenant };
-        let row = client
+        let row = connection
+            .client()
             .query_opt(
                 &format!(
                     "SELECT {SELECT_COLUMNS} FROM highway.tool_rate_limits \
@@ -74,8 +79,9 @@ impl PostgresPolicies {
                 ),
                 &[&tenant, &tool, &fallback],
             )
-            .await?;
-        row.map(|row| policy_from_row(&row, self.horizon_days))
+            .await;
+        connection.release(&row);
+        row?.map(|row| policy_from_row(&row, self.horizon_days))
             .transpose()
     }
 }

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use serde::Serialize;
 
+use super::connection::AdminConnection;
 use super::notify::notify_change;
 use super::render::{render, schedule_file_name};
 use super::{Admin, AdminError};
@@ -87,7 +88,7 @@ impl Refresher {
     /// A schedule that no longer renders is logged and listed in
     /// [`failed`](RefreshSummary::failed); its old report stays in force until it expires.
     pub async fn run_once_at(&self, now: DateTime<Utc>) -> Result<RefreshSummary, AdminError> {
-        let client = self.pool.get().await?;
+        let client = AdminConnection::get(&self.pool).await?;
         let due = client
             .query(
                 "SELECT tenant_id, tool_name, schedule_definition, schedule_resource, schedule_report_valid_until \
@@ -98,7 +99,7 @@ impl Refresher {
                 &[&(now + self.lead_time)],
             )
             .await?;
-        drop(client);
+        client.release();
 
         let mut summary = RefreshSummary::default();
         for row in due {
@@ -144,7 +145,7 @@ impl Refresher {
                     format!("cannot encode the report: {error}"),
                 )
             })?;
-            let mut client = self.pool.get().await?;
+            let mut client = AdminConnection::get(&self.pool).await?;
             let transaction = client.transaction().await?;
             let updated = transaction
                 .execute(
@@ -157,10 +158,13 @@ impl Refresher {
                 .await?;
             if updated == 0 {
                 // Another writer changed the row since it was read; its report is the newer one.
+                transaction.rollback().await?;
+                client.release();
                 continue;
             }
             notify_change(&transaction, &tenant, &tool).await?;
             transaction.commit().await?;
+            client.release();
 
             tracing::info!(%tenant, %tool, valid_until = %preview.report.valid_until, "report rendered again");
             summary.refreshed.push((tenant, tool));

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::connection::AdminConnection;
 use super::{Admin, AdminError, PostgresPolicies};
 use crate::layer::key::scope_key;
 use crate::policy::{PolicySource, Scope};
@@ -72,7 +73,7 @@ impl Admin {
             None => Some(policy.static_capacity),
         });
 
-        let client = self.pool().get().await?;
+        let client = AdminConnection::get(self.pool()).await?;
         let rows = client
             .query(
                 "SELECT scope_key, window_type, window_start, window_end, request_count::bigint AS used \
@@ -84,6 +85,7 @@ impl Admin {
                 &[&policy_tenant, &tool, &key, &prefix],
             )
             .await?;
+        client.release();
 
         let mut counts = Vec::with_capacity(rows.len());
         for row in rows {

@@ -157,6 +157,19 @@ impl ThrowawayServer {
         )
     }
 
+    /// Stops the server after ending every session (`pg_ctl stop -m fast`): each backend
+    /// reports a FATAL error to its client and closes, for fault tests. [`restart`](Self::restart)
+    /// starts it again on the same port.
+    pub fn stop_fast(&self) -> Result<(), String> {
+        run(
+            command(self.as_postgres_user, &self.pg_ctl)
+                .arg("-D")
+                .arg(&self.data)
+                .args(["-m", "fast", "-w", "stop"]),
+            "pg_ctl stop",
+        )
+    }
+
     /// Suspends (`SIGSTOP`) or resumes (`SIGCONT`) the server's postmaster and every backend, so
     /// that connections stay open but nothing replies: a database that hangs, for fault tests.
     pub fn signal_all(&self, signal: &str) -> Result<(), String> {

@@ -4,11 +4,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc, Weekday};
 use chrono_tz::Tz;
-use deadpool_postgres::{Object, Pool};
 
 use crate::store::postgres::{
-    PostgresStore, database_error, ends_session, pool_error, query_error, weekday_name,
-    whole_microseconds,
+    PostgresStore, RoundTripConnection, database_error, pool_error, query_cached, query_error,
+    weekday_name, whole_microseconds,
 };
 use crate::store::{ScopeKey, StoreError};
 use crate::window::WindowKind;
@@ -70,32 +69,30 @@ pub(super) async fn take(
     let week_start = weekday_name(request.week_start);
 
     let rows = bounded(timeout, async {
-        let connection = RoundTripConnection::get(store.pool()).await?;
+        let connection = RoundTripConnection::get(store.pool())
+            .await
+            .map_err(|error| pool_error(store.pool(), error))?;
         let client = connection.client();
-        let outcome = async {
-            let statement = client.prepare_cached(TAKE).await?;
-            client
-                .query(
-                    &statement,
-                    &[
-                        &request.key.tenant,
-                        &request.key.tool,
-                        &request.key.scope,
-                        &want,
-                        &min,
-                        &held,
-                        &request.share,
-                        &kinds,
-                        &limits,
-                        &starts,
-                        &ends,
-                        &request.timezone.name(),
-                        &week_start,
-                        &request.explicit_instant,
-                    ],
-                )
-                .await
-        }
+        let outcome = query_cached(
+            client,
+            TAKE,
+            &[
+                &request.key.tenant,
+                &request.key.tool,
+                &request.key.scope,
+                &want,
+                &min,
+                &held,
+                &request.share,
+                &kinds,
+                &limits,
+                &starts,
+                &ends,
+                &request.timezone.name(),
+                &week_start,
+                &request.explicit_instant,
+            ],
+        )
         .await;
         connection.release(&outcome);
         outcome.map_err(|error| query_error(error, store.statement_timeout()))
@@ -151,25 +148,23 @@ pub(super) async fn give_back(
     let at = whole_microseconds(at);
 
     bounded(timeout, async {
-        let connection = RoundTripConnection::get(store.pool()).await?;
+        let connection = RoundTripConnection::get(store.pool())
+            .await
+            .map_err(|error| pool_error(store.pool(), error))?;
         let client = connection.client();
-        let outcome = async {
-            let statement = client.prepare_cached(GIVE_BACK).await?;
-            client
-                .query_one(
-                    &statement,
-                    &[
-                        &key.tenant,
-                        &key.tool,
-                        &key.scope,
-                        &tokens,
-                        &kinds,
-                        &starts,
-                        &at,
-                    ],
-                )
-                .await
-        }
+        let outcome = query_cached(
+            client,
+            GIVE_BACK,
+            &[
+                &key.tenant,
+                &key.tool,
+                &key.scope,
+                &tokens,
+                &kinds,
+                &starts,
+                &at,
+            ],
+        )
         .await;
         connection.release(&outcome);
         outcome
@@ -177,54 +172,6 @@ pub(super) async fn give_back(
             .map_err(|error| query_error(error, store.statement_timeout()))
     })
     .await
-}
-
-/// A pooled connection for one take or give-back.
-///
-/// When the round trip is dropped before it ends (it timed out, or its caller was cancelled), the
-/// connection is closed instead of going back to the pool, which the exact store shares. Its reply
-/// may never come (a server that stopped replying, a half-open TCP connection), and the next round
-/// trip to get it would wait for that reply first.
-struct RoundTripConnection {
-    object: Option<Object>,
-}
-
-impl RoundTripConnection {
-    async fn get(pool: &Pool) -> Result<Self, StoreError> {
-        let object = pool.get().await.map_err(|error| pool_error(pool, error))?;
-        Ok(RoundTripConnection {
-            object: Some(object),
-        })
-    }
-
-    fn client(&self) -> &Object {
-        self.object
-            .as_ref()
-            .expect("a connection holds its client until it is released or dropped")
-    }
-
-    /// Returns the connection to the pool after a round trip that ended, or closes it when the
-    /// round trip's error left it unfit (see [`ends_session`]). A connection that broke, or that
-    /// the server terminated, may not look closed to the pool yet, and the next round trip to get
-    /// it would fail without reaching the server.
-    fn release<T>(mut self, outcome: &Result<T, tokio_postgres::Error>) {
-        let Some(object) = self.object.take() else {
-            return;
-        };
-        if outcome.as_ref().err().is_some_and(ends_session) {
-            tracing::debug!("a lease round trip failed; closing its connection");
-            drop(Object::take(object));
-        }
-    }
-}
-
-impl Drop for RoundTripConnection {
-    fn drop(&mut self) {
-        if let Some(object) = self.object.take() {
-            tracing::debug!("a lease round trip was abandoned; closing its connection");
-            drop(Object::take(object));
-        }
-    }
 }
 
 async fn bounded<T>(

@@ -40,12 +40,12 @@ pub(super) struct Batcher {
 /// When the round trip is dropped before it ends (its caller timed out or was cancelled), the
 /// connection leaves the pool instead of going back. Its reply may never come (a server that
 /// stopped replying, a half-open TCP connection), and the next call to get it would wait first.
-struct Connection {
+pub(super) struct Connection {
     object: Option<Object>,
 }
 
 impl Connection {
-    fn client(&self) -> &Object {
+    pub(super) fn client(&self) -> &Object {
         self.object
             .as_ref()
             .expect("a connection holds its client until it is released or dropped")
@@ -56,7 +56,7 @@ impl Connection {
     /// that broke, or that the server terminated, may not look closed to the pool yet, and the
     /// next round trip to get it would fail without reaching the server. After a statement
     /// timeout the session is fine, and keeping it spares a busy server a new connection.
-    fn release(mut self, error: Option<&StoreError>) {
+    pub(super) fn release(mut self, error: Option<&StoreError>) {
         let Some(object) = self.object.take() else {
             return;
         };
@@ -261,7 +261,7 @@ impl Batcher {
         result
     }
 
-    async fn connection(&self) -> Result<Connection, StoreError> {
+    pub(super) async fn connection(&self) -> Result<Connection, StoreError> {
         let object = self
             .pool
             .get()

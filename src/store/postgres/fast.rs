@@ -27,7 +27,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
 use super::plan::WindowPlan;
-use super::{CONSUME, WindowRow, database_error};
+use super::{CONSUME, WindowRow, database_error, query_cached};
 use crate::store::{ScopeKey, StoreError};
 use crate::window::WindowKind;
 
@@ -545,41 +545,6 @@ pub(super) struct BatchFailure {
     /// Whether the failure shows that the batch charged nothing, so that its calls can be sent
     /// again. It is false when the outcome is unknown: a connection that broke after the commit.
     pub(super) charged_nothing: bool,
-}
-
-/// Runs `sql` as a statement prepared once per connection.
-///
-/// A prepared statement whose result columns changed since it was prepared, as when a migration
-/// changes the type or collation of a column it returns, fails with "cached plan must not change
-/// result type" before it runs. The connection then prepares the statement again and runs it once
-/// more, so that connections opened before a migration keep working.
-async fn query_cached(
-    client: &Object,
-    sql: &str,
-    parameters: &[&(dyn ToSql + Sync)],
-) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
-    let statement = client.prepare_cached(sql).await?;
-    match client.query(&statement, parameters).await {
-        Err(error) if changed_result_type(&error) => {
-            tracing::info!(
-                error = %error,
-                "a prepared statement failed with SQLSTATE 0A000, as when a migration changed its result columns; preparing it again"
-            );
-            client.statement_cache.remove(sql, &[]);
-            let statement = client.prepare_cached(sql).await?;
-            client.query(&statement, parameters).await
-        }
-        result => result,
-    }
-}
-
-/// Returns whether the server may have rejected a prepared statement because its result columns
-/// changed. PostgreSQL 15 raises that error with SQLSTATE 0A000 (feature not supported) when it
-/// plans the statement again, before the statement runs. The message is translated under a
-/// non-English `lc_messages`, so only the SQLSTATE is compared: a statement that fails with it for
-/// another reason runs in a transaction of its own, which the error rolled back, and fails again.
-fn changed_result_type(error: &tokio_postgres::Error) -> bool {
-    error.code() == Some(&SqlState::FEATURE_NOT_SUPPORTED)
 }
 
 /// Returns whether the fast statement failed as a whole and left no charge, so that the consume

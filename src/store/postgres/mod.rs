@@ -20,10 +20,10 @@
 //!
 //! Every call is bounded by the call timeout: a database that does not reply yields
 //! [`StoreError::Timeout`], one that refuses connections [`StoreError::Unavailable`]. A
-//! connection whose round trip ended early or failed is closed rather than handed to the next
-//! call. A call that
-//! times out may still be charged afterwards, as with any network timeout: its query may be on
-//! its way, or in a batch already sent. A queued call whose caller stopped waiting is dropped
+//! connection whose round trip ended early, broke or had its session ended by the server is
+//! closed rather than handed to the next call, and so is one whose cleanup batch ended early. A
+//! call that times out may still be charged afterwards, as with any network timeout: its query
+//! may be on its way, or in a batch already sent. A queued call whose caller stopped waiting is dropped
 //! uncharged, also when its batch is still waiting for a pooled connection.
 //!
 //! The store runs on tokio. Consumes that queued go out in a task spawned on the runtime of one of
@@ -54,6 +54,7 @@ use deadpool_postgres::{
 use futures_util::future::BoxFuture;
 use tokio_postgres::NoTls;
 use tokio_postgres::error::{Severity, SqlState};
+use tokio_postgres::types::ToSql;
 
 pub use self::config::PostgresConfig;
 pub use self::migrations::{MIGRATIONS, Migration};
@@ -248,15 +249,19 @@ impl PostgresStore {
         let cutoff = cutoff.map(whole_microseconds);
         let mut total = 0;
         loop {
+            // The connection is closed rather than returned to the pool when the call timeout
+            // abandons the batch, since its delete may still be running.
             let deleted = self
                 .bounded(async {
-                    let client = self.client().await?;
-                    let row = client
+                    let connection = self.batcher.connection().await?;
+                    let deleted = connection
+                        .client()
                         .query_one(CLEANUP, &[&cutoff, &age_seconds, &CLEANUP_BATCH_ROWS])
                         .await
-                        .map_err(|error| self.query_error(error))?;
-                    let deleted: i64 = row.get(0);
-                    Ok(u64::try_from(deleted).unwrap_or_default())
+                        .map_err(|error| self.query_error(error))
+                        .map(|row| row.get::<_, i64>(0));
+                    connection.release(deleted.as_ref().err());
+                    Ok(u64::try_from(deleted?).unwrap_or_default())
                 })
                 .await?;
             total += deleted;
@@ -447,6 +452,90 @@ pub(crate) fn weekday_name(day: Weekday) -> &'static str {
 pub(crate) fn whole_microseconds(at: DateTime<Utc>) -> DateTime<Utc> {
     let below_microsecond = at.timestamp_subsec_nanos() % 1_000;
     at - chrono::TimeDelta::nanoseconds(i64::from(below_microsecond))
+}
+
+/// Runs `sql` as a statement prepared once per connection.
+///
+/// A prepared statement whose result columns changed since it was prepared, as when a migration
+/// changes the type or collation of a column it returns, fails with "cached plan must not change
+/// result type" before it runs. The connection then prepares the statement again and runs it once
+/// more, so that connections opened before a migration keep working.
+pub(crate) async fn query_cached(
+    client: &Object,
+    sql: &str,
+    parameters: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+    let statement = client.prepare_cached(sql).await?;
+    match client.query(&statement, parameters).await {
+        Err(error) if changed_result_type(&error) => {
+            tracing::info!(
+                error = %error,
+                "a prepared statement failed with SQLSTATE 0A000, as when a migration changed its result columns; preparing it again"
+            );
+            client.statement_cache.remove(sql, &[]);
+            let statement = client.prepare_cached(sql).await?;
+            client.query(&statement, parameters).await
+        }
+        result => result,
+    }
+}
+
+/// Returns whether the server may have rejected a prepared statement because its result columns
+/// changed. PostgreSQL 15 raises that error with SQLSTATE 0A000 (feature not supported) when it
+/// plans the statement again, before the statement runs. The message is translated under a
+/// non-English `lc_messages`, so only the SQLSTATE is compared: a statement that fails with it for
+/// another reason runs in a transaction of its own, which the error rolled back, and fails again.
+fn changed_result_type(error: &tokio_postgres::Error) -> bool {
+    error.code() == Some(&SqlState::FEATURE_NOT_SUPPORTED)
+}
+
+/// A pooled connection for one round trip of a lease or a policy read, which share the store's
+/// pool.
+///
+/// When the round trip is dropped before it ends (it timed out, or its caller was cancelled), the
+/// connection is closed instead of going back to the pool. Its reply may never come (a server that
+/// stopped replying, a half-open TCP connection), or its statement may still wait for a lock, and
+/// the next round trip to get it would wait for that reply first.
+pub(crate) struct RoundTripConnection {
+    object: Option<Object>,
+}
+
+impl RoundTripConnection {
+    /// Gets a connection from `pool`.
+    pub(crate) async fn get(pool: &Pool) -> Result<Self, PoolError> {
+        Ok(RoundTripConnection {
+            object: Some(pool.get().await?),
+        })
+    }
+
+    pub(crate) fn client(&self) -> &Object {
+        self.object
+            .as_ref()
+            .expect("a connection holds its client until it is released or dropped")
+    }
+
+    /// Returns the connection to the pool after a round trip that ended, or closes it when the
+    /// round trip's error left it unfit (see [`ends_session`]). A connection that broke, or that
+    /// the server terminated, may not look closed to the pool yet, and the next round trip to get
+    /// it would fail without reaching the server.
+    pub(crate) fn release<T>(mut self, outcome: &Result<T, tokio_postgres::Error>) {
+        let Some(object) = self.object.take() else {
+            return;
+        };
+        if outcome.as_ref().err().is_some_and(ends_session) {
+            tracing::debug!("a round trip failed; closing its connection");
+            drop(Object::take(object));
+        }
+    }
+}
+
+impl Drop for RoundTripConnection {
+    fn drop(&mut self) {
+        if let Some(object) = self.object.take() {
+            tracing::debug!("a round trip was abandoned; closing its connection");
+            drop(Object::take(object));
+        }
+    }
 }
 
 /// Maps a failure to get a pooled connection: a timeout of the pool is a timeout of the call.
