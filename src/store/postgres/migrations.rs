@@ -185,7 +185,11 @@ async fn apply_locked(client: &mut Object, lock_timeout: Duration) -> Result<Vec
         .query("SELECT version FROM highway.ratelimit_migrations", &[])
         .await
         .map_err(super::database_error)?;
-    let done: Vec<i32> = rows.iter().map(|row| row.get(0)).collect();
+    let done = rows
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<Result<Vec<i32>, _>>()
+        .map_err(super::database_error)?;
 
     let mut applied = Vec::new();
     for migration in MIGRATIONS.iter().filter(|m| !done.contains(&m.version)) {

@@ -259,7 +259,7 @@ impl PostgresStore {
                         .query_one(CLEANUP, &[&cutoff, &age_seconds, &CLEANUP_BATCH_ROWS])
                         .await
                         .map_err(|error| self.query_error(error))
-                        .map(|row| row.get::<_, i64>(0));
+                        .and_then(|row| row.try_get::<_, i64>(0).map_err(database_error));
                     connection.release(deleted.as_ref().err());
                     Ok(u64::try_from(deleted?).unwrap_or_default())
                 })
