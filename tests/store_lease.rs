@@ -155,7 +155,15 @@ struct ThreadLogs(Arc<Mutex<Vec<u8>>>);
 impl ThreadLogs {
     /// Captures the events of this thread at WARN and above until the guard is dropped. A
     /// current-thread runtime runs the test's background tasks on this thread too.
+    ///
+    /// tracing caches whether an event's call site is enabled. While only one subscriber exists
+    /// in the process, it asks only the current thread's, so an event first seen on another
+    /// test's thread would stay disabled here. A second subscriber, kept for the whole process,
+    /// makes it ask every subscriber, and the cache is rebuilt once this one is set.
     fn capture() -> (ThreadLogs, tracing::subscriber::DefaultGuard) {
+        static SECOND: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
+        SECOND.get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()));
+
         let logs = ThreadLogs::default();
         let writer = logs.clone();
         let subscriber = tracing_subscriber::fmt()
@@ -163,7 +171,9 @@ impl ThreadLogs {
             .with_ansi(false)
             .with_writer(move || writer.clone())
             .finish();
-        (logs, tracing::subscriber::set_default(subscriber))
+        let guard = tracing::subscriber::set_default(subscriber);
+        tracing::callsite::rebuild_interest_cache();
+        (logs, guard)
     }
 
     fn text(&self) -> String {
