@@ -157,9 +157,9 @@ impl ThreadLogs {
     /// current-thread runtime runs the test's background tasks on this thread too.
     ///
     /// tracing caches whether an event's call site is enabled. While only one subscriber exists
-    /// in the process, it asks only the current thread's, so an event first seen on another
+    /// in the process, it consults only the current thread's, so an event first seen on another
     /// test's thread would stay disabled here. A second subscriber, kept for the whole process,
-    /// makes it ask every subscriber, and the cache is rebuilt once this one is set.
+    /// makes it consult every subscriber, and the cache is rebuilt once this one is set.
     fn capture() -> (ThreadLogs, tracing::subscriber::DefaultGuard) {
         static SECOND: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
         SECOND.get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()));
