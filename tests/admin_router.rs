@@ -558,3 +558,77 @@ async fn put_names_unknown_timezone() {
     }
     assert!(admin.list(None).await.unwrap().is_empty());
 }
+
+/// Sends a request with the admin token and the given `Content-Type`, and returns the status,
+/// the response's `Content-Type` and `Allow` fields, and the JSON body.
+async fn send_raw(
+    router: &Router,
+    method: Method,
+    uri: &str,
+    content_type: Option<&str>,
+    body: &str,
+) -> (StatusCode, Option<String>, Option<String>, Value) {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::AUTHORIZATION, bearer(TOKEN));
+    if let Some(content_type) = content_type {
+        request = request.header(header::CONTENT_TYPE, content_type);
+    }
+    let response = router
+        .clone()
+        .oneshot(request.body(Body::from(body.to_owned())).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let field = |name| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|value: &header::HeaderValue| value.to_str().ok())
+            .map(str::to_owned)
+    };
+    let content_type = field(header::CONTENT_TYPE);
+    let allow = field(header::ALLOW);
+    let bytes = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, content_type, allow, value)
+}
+
+/// A body sent without `Content-Type: application/json` gets 415, which tells the client that
+/// the media type is at fault, not the JSON it sent.
+#[tokio::test]
+async fn body_without_json_type_is_415() {
+    let database = TestDatabase::new().await;
+    let admin = Admin::from_store(&database.store().await);
+    let router = admin_router(admin.clone(), TOKEN);
+    let limit = json!({ "tenant": "acme", "tool": "tools.http", "per_minute": 5 }).to_string();
+    let preview = json!({ "schedule": "project p \"P\" 2026-03-01 +1y\nresource r \"R\"\n" });
+    let preview = preview.to_string();
+
+    let cases = [
+        (Method::PUT, "/limits", None, limit.as_str()),
+        (Method::PUT, "/limits", Some("text/plain"), limit.as_str()),
+        (Method::POST, "/reports/preview", None, preview.as_str()),
+        (
+            Method::POST,
+            "/reports/preview",
+            Some("application/x-www-form-urlencoded"),
+            preview.as_str(),
+        ),
+    ];
+    for (method, uri, content_type, body) in cases {
+        let (status, response_type, _, error) =
+            send_raw(&router, method, uri, content_type, body).await;
+
+        assert_eq!(
+            status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{uri} {content_type:?}: {error}"
+        );
+        assert_eq!(response_type.as_deref(), Some("application/json"), "{uri}");
+        let message = error["error"].as_str().expect("an error message");
+        assert!(message.contains("application/json"), "{uri}: {message}");
+    }
+    assert!(admin.list(None).await.unwrap().is_empty());
+}

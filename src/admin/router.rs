@@ -12,7 +12,8 @@
 //! Every request needs `Authorization: Bearer TOKEN` (the scheme's name in any case). Without
 //! it, or with another token, the response is `401 Unauthorized` and nothing is read or written.
 //! Errors are `{"error": "message"}` with 400 (invalid input or body), 404 (no such limit), 413 (a
-//! body over the size limit, 2 MB by default) or 503 (database unavailable).
+//! body over the size limit, 2 MB by default), 415 (a body without `Content-Type:
+//! application/json`) or 503 (database unavailable).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -271,8 +272,16 @@ fn admin_error_response(error: AdminError) -> Response {
     error_response(status, error.to_string())
 }
 
-/// Returns 413 for a body over the size limit, and 400 for a body that is not the expected JSON.
+/// Returns 415 for a body without `Content-Type: application/json`, 413 for a body over the size
+/// limit, and 400 for a body that is not the expected JSON.
 fn invalid_body(rejection: JsonRejection) -> Response {
+    if let JsonRejection::MissingJsonContentType(_) = rejection {
+        return error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported media type: send the body as JSON with `Content-Type: application/json`"
+                .to_owned(),
+        );
+    }
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         return error_response(
             StatusCode::PAYLOAD_TOO_LARGE,
