@@ -632,3 +632,29 @@ async fn body_without_json_type_is_415() {
     }
     assert!(admin.list(None).await.unwrap().is_empty());
 }
+
+/// A misspelled query parameter is an error naming it, not a filter silently left out: a
+/// `GET /limits?tenat=acme` would otherwise list every tenant's limits, and a usage query with
+/// `workflow_run` the tenant's counters instead of the run's.
+#[tokio::test]
+async fn unknown_query_parameter_is_400() {
+    let database = TestDatabase::new().await;
+    let admin = Admin::from_store(&database.store().await);
+    let router = admin_router(admin.clone(), TOKEN);
+
+    let cases = [
+        ("/limits?tenat=acme", "tenat"),
+        ("/usage/acme/tools.http?workflow_run=run-1", "workflow_run"),
+    ];
+    for (uri, parameter) in cases {
+        let (status, _, _, error) = send_raw(&router, Method::GET, uri, None, "").await;
+
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {error}");
+        let message = error["error"].as_str().expect("an error message");
+        assert!(
+            message.starts_with("invalid query string"),
+            "{uri}: {message}"
+        );
+        assert!(message.contains(parameter), "{uri}: {message}");
+    }
+}

@@ -11,9 +11,13 @@
 //!
 //! Every request needs `Authorization: Bearer TOKEN` (the scheme's name in any case). Without
 //! it, or with another token, the response is `401 Unauthorized` and nothing is read or written.
-//! Errors are `{"error": "message"}` with 400 (invalid input or body), 404 (no such limit), 413 (a
-//! body over the size limit, 2 MB by default), 415 (a body without `Content-Type:
-//! application/json`) or 503 (database unavailable).
+//! Errors are `{"error": "message"}`, with these statuses:
+//!
+//! - 400: invalid input, such as a malformed body or an unknown query parameter;
+//! - 404: no such limit;
+//! - 413: a body over the size limit, 2 MB by default;
+//! - 415: a body without `Content-Type: application/json`;
+//! - 503: the database is unavailable.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -123,7 +127,10 @@ fn token_matches(expected: &[u8], presented: &[u8]) -> bool {
     bool::from(same_length & expected.ct_eq(&padded))
 }
 
+/// The query of `GET /limits`. An unknown parameter is an error, so that a misspelled filter
+/// does not list every tenant's limits.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct TenantFilter {
     tenant: Option<String>,
 }
@@ -177,7 +184,10 @@ async fn delete_limit(
     }
 }
 
+/// The query of `GET /usage/{tenant}/{tool}`. An unknown parameter is an error, so that a
+/// misspelled filter does not return the tenant's counters in place of the run's.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct WorkflowFilter {
     workflow: Option<String>,
 }
