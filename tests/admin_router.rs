@@ -595,7 +595,7 @@ async fn send_raw(
     (status, content_type, allow, value)
 }
 
-/// A body sent without `Content-Type: application/json` gets 415, which tells the client that
+/// A body sent without `Content-Type: application/json` gets 415, which shows the client that
 /// the media type is at fault, not the JSON it sent.
 #[tokio::test]
 async fn body_without_json_type_is_415() {
@@ -657,4 +657,61 @@ async fn unknown_query_parameter_is_400() {
         );
         assert!(message.contains(parameter), "{uri}: {message}");
     }
+}
+
+/// An unknown path gets 404 and a method the path lacks gets 405 with `Allow`, both with the
+/// JSON error body of the other errors, and a 405 still needs the token.
+#[tokio::test]
+async fn unrouted_requests_get_json_errors() {
+    let database = TestDatabase::new().await;
+    let admin = Admin::from_store(&database.store().await);
+    let router = admin_router(admin.clone(), TOKEN);
+    let limit = json!({ "tenant": "acme", "tool": "tools.http", "per_minute": 5 }).to_string();
+
+    let (status, content_type, _, error) = send_raw(&router, Method::GET, "/limit", None, "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{error}");
+    assert_eq!(content_type.as_deref(), Some("application/json"));
+    let message = error["error"].as_str().expect("an error message");
+    assert!(message.contains("/limit"), "{message}");
+
+    let cases = [
+        (Method::POST, "/limits", "GET,HEAD,PUT"),
+        (Method::PATCH, "/limits/acme/tools.http", "GET,HEAD,DELETE"),
+        (Method::GET, "/reports/preview", "POST"),
+    ];
+    for (method, uri, allowed) in cases {
+        let (status, content_type, allow, error) = send_raw(
+            &router,
+            method.clone(),
+            uri,
+            Some("application/json"),
+            &limit,
+        )
+        .await;
+
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {uri}");
+        assert_eq!(allow.as_deref(), Some(allowed), "{method} {uri}");
+        assert_eq!(content_type.as_deref(), Some("application/json"));
+        let message = error["error"].as_str().expect("an error message");
+        assert!(
+            message.contains(method.as_str()),
+            "{method} {uri}: {message}"
+        );
+        assert!(message.contains(uri), "{method} {uri}: {message}");
+    }
+
+    let (status, _) = send(&router, Method::POST, "/limits", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let nested = Router::new().nest("/admin", router);
+    let (status, content_type, _, error) =
+        send_raw(&nested, Method::GET, "/admin/limit", None, "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{error}");
+    assert_eq!(content_type.as_deref(), Some("application/json"));
+    let (status, content_type, allow, error) =
+        send_raw(&nested, Method::POST, "/admin/limits", None, "").await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{error}");
+    assert_eq!(content_type.as_deref(), Some("application/json"));
+    assert_eq!(allow.as_deref(), Some("GET,HEAD,PUT"));
+    assert!(admin.list(None).await.unwrap().is_empty());
 }

@@ -14,7 +14,8 @@
 //! Errors are `{"error": "message"}`, with these statuses:
 //!
 //! - 400: invalid input, such as a malformed body or an unknown query parameter;
-//! - 404: no such limit;
+//! - 404: no such limit, or no such path;
+//! - 405: a method the path does not accept, with the `Allow` field listing those it does;
 //! - 413: a body over the size limit, 2 MB by default;
 //! - 415: a body without `Content-Type: application/json`;
 //! - 503: the database is unavailable.
@@ -36,7 +37,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -71,7 +72,11 @@ pub fn admin_router(admin: Admin, token: impl Into<String>) -> Router {
         )
         .route("/usage/{tenant}/{tool}", get(usage))
         .route("/reports/preview", post(preview))
+        // Set before `route_layer`, so that the token check wraps it too: a request with a
+        // method the path lacks needs the token, like every other request to a known path.
+        .method_not_allowed_fallback(method_not_allowed)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .fallback(not_found)
         .with_state(state)
 }
 
@@ -240,6 +245,29 @@ async fn preview(
         request.days.unwrap_or(state.admin.horizon_days()),
     );
     respond(result, StatusCode::OK)
+}
+
+/// Returns 404 with the JSON error body of the other errors.
+async fn not_found(uri: Uri) -> Response {
+    error_response(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no admin endpoint at {}: the paths are /limits, /limits/{{tenant}}/{{tool}}, \
+             /usage/{{tenant}}/{{tool}} and /reports/preview",
+            uri.path()
+        ),
+    )
+}
+
+/// Returns 405 with the JSON error body of the other errors. axum adds the `Allow` field.
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "method {method} is not allowed for {}: the Allow field lists the methods it accepts",
+            uri.path()
+        ),
+    )
 }
 
 fn respond<T: serde::Serialize>(result: Result<T, AdminError>, status: StatusCode) -> Response {
