@@ -715,3 +715,37 @@ async fn unrouted_requests_get_json_errors() {
     assert_eq!(allow.as_deref(), Some("GET,HEAD,PUT"));
     assert!(admin.list(None).await.unwrap().is_empty());
 }
+
+/// `PUT /limits` without any limit or schedule stores a limit that admits every call, which the
+/// response's warnings say, as `limits set` does on the command line.
+#[tokio::test]
+async fn put_without_limits_warns() {
+    let database = TestDatabase::new().await;
+    let admin = Admin::from_store(&database.store().await);
+    let router = admin_router(admin.clone(), TOKEN);
+    let auth = bearer(TOKEN);
+    let auth = Some(auth.as_str());
+
+    let limited = json!({ "tenant": "acme", "tool": "tools.http", "per_day": 5 });
+    let (status, written) = send(&router, Method::PUT, "/limits", auth, Some(limited)).await;
+    assert_eq!(status, StatusCode::OK, "{written}");
+    assert_eq!(written["warnings"], json!([]));
+
+    let unlimited = json!({ "tenant": "acme", "tool": "tools.http", "fail_open": true });
+    let (status, written) = send(&router, Method::PUT, "/limits", auth, Some(unlimited)).await;
+    assert_eq!(status, StatusCode::OK, "{written}");
+    let warnings = written["warnings"].as_array().expect("a list of warnings");
+    assert_eq!(warnings.len(), 1, "{written}");
+    let warning = warnings[0].as_str().expect("a warning message");
+    assert!(warning.contains("admits every call"), "{warning}");
+    assert!(warning.contains("\"per_day\""), "{warning}");
+
+    let disabled = json!({ "tenant": "acme", "tool": "tools.http", "enabled": false });
+    let (status, written) = send(&router, Method::PUT, "/limits", auth, Some(disabled)).await;
+    assert_eq!(status, StatusCode::OK, "{written}");
+    assert_eq!(
+        written["warnings"],
+        json!([]),
+        "a disabled limit is meant to count nothing"
+    );
+}

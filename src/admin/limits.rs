@@ -103,6 +103,12 @@ impl LimitSpec {
         }
     }
 
+    /// Returns whether the limit is enabled but sets no limit and no schedule, so that it
+    /// admits every call without counting it.
+    pub(crate) fn admits_every_call(&self) -> bool {
+        self.enabled && self.schedule.is_none() && self.static_capacity().is_unlimited()
+    }
+
     fn static_capacity(&self) -> Capacity {
         Capacity {
             per_minute: self.per_minute,

@@ -158,10 +158,24 @@ async fn put_limit(
     State(state): State<Arc<AdminState>>,
     body: Result<Json<LimitSpec>, JsonRejection>,
 ) -> Response {
-    match body {
-        Ok(Json(spec)) => respond(state.admin.upsert(&spec).await, StatusCode::OK),
-        Err(rejection) => invalid_body(rejection),
+    let spec = match body {
+        Ok(Json(spec)) => spec,
+        Err(rejection) => return invalid_body(rejection),
+    };
+    let mut outcome = match state.admin.upsert(&spec).await {
+        Ok(outcome) => outcome,
+        Err(error) => return admin_error_response(error),
+    };
+    // `PUT` replaces the whole limit, so a body meant to change only `fail_open`, say, drops
+    // the limits.
+    if spec.admits_every_call() {
+        outcome.warnings.push(format!(
+            "the limit of tenant {:?} for tool {:?} has no \"per_minute\", \"per_hour\", \
+             \"per_day\" or \"schedule\", so it admits every call without counting it",
+            spec.tenant, spec.tool
+        ));
     }
+    (StatusCode::OK, Json(outcome)).into_response()
 }
 
 async fn get_limit(
