@@ -14,7 +14,7 @@
 //! | missing identity extension | 500 Internal Server Error: the service is misconfigured |
 //!
 //! `Retry-After` is in whole seconds, rounded up so that a client that waits exactly that long
-//! is not rejected again. A quota rejection also carries the fields of
+//! is not rejected again, and at least 1 (see [`Rejection::retry_after`]). A quota rejection also carries the fields of
 //! draft-ietf-httpapi-ratelimit-headers (version 09): `RateLimit-Policy` lists every limited
 //! window as `"minute";q=LIMIT;w=SECONDS` and `RateLimit` its state as
 //! `"minute";r=REMAINING;t=SECONDS_TO_RESET`. For the window that rejected the call, `t` counts
@@ -216,17 +216,20 @@ where
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
         let mut headers = HeaderMap::new();
-        if let Some(wait) = self.retry_after() {
+        let wait = self.retry_after();
+        if let Some(wait) = wait {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(whole_seconds(wait)));
         }
         if let RejectionReason::QuotaExhausted {
             window,
             limit,
-            retry_at,
             windows,
             ..
         } = self.reason()
         {
+            // The retry time as `Retry-After` gives it, which is later than the reason's when the
+            // store's clock lags the layer's.
+            let retry_at = &(self.decided_at() + wait.unwrap_or_default());
             if windows.is_empty() {
                 // The cost is larger than the limit in force, so the store read no count.
                 let rejecting_window = WindowUsage {
