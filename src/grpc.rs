@@ -176,7 +176,9 @@ pub fn code(rejection: &Rejection) -> Code {
         RejectionReason::CostExceedsLimit { .. } => Code::InvalidArgument,
         RejectionReason::NoPolicy => Code::PermissionDenied,
         RejectionReason::MissingIdentity(
-            IdentityError::IdTooLong { .. } | IdentityError::EmptyId { .. },
+            IdentityError::IdTooLong { .. }
+            | IdentityError::EmptyId { .. }
+            | IdentityError::NulInId { .. },
         ) => Code::InvalidArgument,
         RejectionReason::MissingIdentity(_) => Code::Internal,
     }

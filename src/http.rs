@@ -275,9 +275,12 @@ pub fn status(rejection: &Rejection) -> StatusCode {
         | RejectionReason::ScheduleUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         RejectionReason::CostExceedsLimit { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         RejectionReason::NoPolicy => StatusCode::FORBIDDEN,
-        // An id is empty or too long: the request carried it, so the request is at fault.
+        // An id is empty, too long or contains a NUL: the request carried it, so the request is
+        // at fault.
         RejectionReason::MissingIdentity(
-            IdentityError::IdTooLong { .. } | IdentityError::EmptyId { .. },
+            IdentityError::IdTooLong { .. }
+            | IdentityError::EmptyId { .. }
+            | IdentityError::NulInId { .. },
         ) => StatusCode::BAD_REQUEST,
         // An extension is missing: the service's own stack did not set it.
         RejectionReason::MissingIdentity(_) => StatusCode::INTERNAL_SERVER_ERROR,
