@@ -749,3 +749,41 @@ async fn put_without_limits_warns() {
         "a disabled limit is meant to count nothing"
     );
 }
+
+/// PostgreSQL's text cannot hold a NUL character, so an id or schedule with one is invalid input
+/// (400), not a database outage (503) that a client would retry.
+#[tokio::test]
+async fn nul_in_input_is_400() {
+    let database = TestDatabase::new().await;
+    let admin = Admin::from_store(&database.store().await);
+    let router = admin_router(admin.clone(), TOKEN);
+    let auth = bearer(TOKEN);
+    let auth = Some(auth.as_str());
+
+    let cases = [
+        (Method::GET, "/limits/a%00b/tools.http", "tenant"),
+        (Method::DELETE, "/limits/acme/tools%00http", "tool"),
+        (Method::GET, "/usage/a%00b/tools.http", "tenant"),
+        (Method::GET, "/limits?tenant=a%00b", "tenant"),
+    ];
+    for (method, uri, field) in cases {
+        let (status, error) = send(&router, method.clone(), uri, auth, None).await;
+
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{method} {uri}: {error}");
+        let message = error["error"].as_str().expect("an error message");
+        assert!(
+            message.starts_with(&format!("invalid {field}")),
+            "{message}"
+        );
+        assert!(message.contains("NUL"), "{message}");
+    }
+
+    let schedule = "project p \"P\" 2026-03-01 +1y\nresource r \"R\u{0}\"\n";
+    let body = json!({ "tenant": "acme", "tool": "tools.http", "schedule": schedule });
+    let (status, error) = send(&router, Method::PUT, "/limits", auth, Some(body)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    let message = error["error"].as_str().expect("an error message");
+    assert!(message.starts_with("invalid schedule"), "{message}");
+    assert!(message.contains("NUL"), "{message}");
+    assert!(admin.list(None).await.unwrap().is_empty());
+}
