@@ -22,7 +22,8 @@
 //! resets, or keep the call out after the reset until working hours begin. Calendar windows vary
 //! in length (a day can last 23 or 25 hours), so `w` is the nominal length, and is left out for
 //! months. A response to an admitted call that was counted carries the same two fields, with the
-//! remaining units after the call.
+//! remaining units after the call. A number over the 15 digits of a structured-field integer,
+//! such as a schedule's `dailymax 10000000000000000`, is sent as 999999999999999.
 //!
 //! A quota rejection for a cost larger than the limit in force, which a later window of the
 //! schedule admits, names only the window whose limit is too small. The store rejects such a
@@ -310,7 +311,11 @@ pub fn ratelimit_fields(
         let separator = if policy.is_empty() { "" } else { ", " };
         let name = usage.kind.as_str();
         // `fmt::Write` for `String` never returns an error.
-        let _ = write!(policy, "{separator}\"{name}\";q={}", usage.limit);
+        let _ = write!(
+            policy,
+            "{separator}\"{name}\";q={}",
+            sf_integer(usage.limit)
+        );
         if let Some(seconds) = nominal_seconds(usage.kind) {
             let _ = write!(policy, ";w={seconds}");
         }
@@ -318,11 +323,21 @@ pub fn ratelimit_fields(
         let _ = write!(
             state,
             "{separator}\"{name}\";r={};t={}",
-            usage.remaining,
-            whole_seconds(reset)
+            sf_integer(usage.remaining),
+            sf_integer(whole_seconds(reset))
         );
     }
     (policy, state)
+}
+
+/// The largest integer of a structured field: 15 digits (RFC 8941, kept by RFC 9651).
+const MAX_SF_INTEGER: u64 = 999_999_999_999_999;
+
+/// Returns `value`, or [`MAX_SF_INTEGER`] when it has more digits than a structured field allows,
+/// because a parser rejects the whole field for one integer too long. A client that reads a
+/// larger limit as 10^15 - 1 still never runs into it.
+fn sf_integer(value: u64) -> u64 {
+    value.min(MAX_SF_INTEGER)
 }
 
 fn nominal_seconds(kind: WindowKind) -> Option<u64> {

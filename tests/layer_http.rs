@@ -704,3 +704,30 @@ async fn lagging_store_clock_waits_a_second() {
     assert_eq!(header(&response, "retry-after"), "1");
     assert_eq!(header(&response, "ratelimit"), r#""minute";r=0;t=1"#);
 }
+
+/// Structured-field integers have at most 15 digits (RFC 8941), so a limit above that, which a
+/// schedule's `dailymax` can set, is sent as the largest such integer rather than as a value
+/// that makes a client's parser drop the whole field.
+#[tokio::test(start_paused = true)]
+async fn huge_limits_stay_valid_fields() {
+    let app = limited_app(
+        Capacity {
+            per_minute: Some(10_000_000_000_000_000),
+            per_day: Some(1_000),
+            ..Capacity::UNLIMITED
+        },
+        "2026-03-02T10:00:00Z",
+    );
+
+    let response = app.oneshot(send(Some("acme"))).await.unwrap();
+
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        header(&response, "ratelimit-policy"),
+        r#""minute";q=999999999999999;w=60, "day";q=1000;w=86400"#
+    );
+    assert_eq!(
+        header(&response, "ratelimit"),
+        r#""minute";r=999999999999999;t=60, "day";r=999;t=50400"#
+    );
+}
