@@ -787,3 +787,30 @@ async fn nul_in_input_is_400() {
     assert!(message.contains("NUL"), "{message}");
     assert!(admin.list(None).await.unwrap().is_empty());
 }
+
+/// A token read from a file or a secret often ends in a newline, which no `Authorization` field
+/// can carry, because HTTP strips whitespace around field values. Such a configured token is
+/// trimmed, so that the router accepts the token itself rather than rejecting every request.
+#[tokio::test]
+async fn configured_token_is_trimmed() {
+    let database = TestDatabase::new().await;
+    let admin = Admin::from_store(&database.store().await);
+
+    for configured in [format!("{TOKEN}\n"), format!(" {TOKEN}\r\n")] {
+        let router = admin_router(admin.clone(), configured.as_str());
+        let authorization = bearer(TOKEN);
+
+        let (status, answer) =
+            send(&router, Method::GET, "/limits", Some(&authorization), None).await;
+
+        assert_eq!(status, StatusCode::OK, "{configured:?}: {answer}");
+    }
+
+    let blank = admin_router(admin, " \n");
+    let (status, _) = send(&blank, Method::GET, "/limits", Some("Bearer "), None).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a blank token rejects every request"
+    );
+}

@@ -58,11 +58,24 @@ struct AdminState {
 /// Returns the router of the admin API, accepting requests that carry `Authorization: Bearer
 /// {token}`.
 ///
-/// The token is compared in constant time. An empty token rejects every request.
+/// The token is compared in constant time. Whitespace around it is trimmed, because HTTP strips
+/// it from field values, so that a token read with a trailing newline still matches. An empty
+/// token rejects every request.
 pub fn admin_router(admin: Admin, token: impl Into<String>) -> Router {
+    let token = token.into();
+    let trimmed = token.trim();
+    if trimmed.len() != token.len() {
+        tracing::warn!(
+            "the admin token has leading or trailing whitespace, which an Authorization field \
+             cannot carry, so the router compares the token without it"
+        );
+    }
+    if trimmed.is_empty() {
+        tracing::warn!("the admin token is empty, so the admin router rejects every request");
+    }
     let state = Arc::new(AdminState {
         admin,
-        token: token.into().into_bytes(),
+        token: trimmed.as_bytes().to_vec(),
     });
     Router::new()
         .route("/limits", get(list_limits).put(put_limit))
