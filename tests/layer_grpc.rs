@@ -306,3 +306,31 @@ async fn lagging_store_clock_waits_a_second() {
         .and_then(|info| info.retry_delay);
     assert_eq!(retry_delay, Some(std::time::Duration::from_secs(1)));
 }
+
+/// With its methods named, the layer charges only calls to them: a call to a method the service
+/// lacks (`UNIMPLEMENTED`), or to one that is not a tool call, passes through uncharged.
+#[tokio::test]
+async fn only_named_methods_are_charged() {
+    let incoming =
+        TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).expect("binding a loopback port");
+    let address = incoming.local_addr().unwrap();
+    let limited = limits(Arc::new(MemoryStore::new()), 1)
+        .into_grpc()
+        .methods([SEND]);
+    let stack = ServiceBuilder::new()
+        .map_request(authenticate)
+        .layer(limited);
+    tokio::spawn(
+        Server::builder()
+            .add_service(stack.named_layer(EmailServer))
+            .serve_with_incoming(incoming),
+    );
+
+    let unknown = send_to(address, "/highway.example.Email/Nope", "acme").await;
+    let sent = send(address, "acme").await;
+    let again = send(address, "acme").await;
+
+    assert_eq!(unknown.unwrap_err().code(), Code::Unimplemented);
+    assert_eq!(sent.unwrap(), "sent: hello");
+    assert_eq!(again.unwrap_err().code(), Code::ResourceExhausted);
+}
