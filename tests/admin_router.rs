@@ -814,3 +814,38 @@ async fn configured_token_is_trimmed() {
         "a blank token rejects every request"
     );
 }
+
+/// A 401 challenges with `Bearer` and, when a bearer token was presented but is wrong, adds
+/// `error="invalid_token"` (RFC 6750, section 3), so that a client can tell a token to replace
+/// from one it forgot to send.
+#[tokio::test]
+async fn challenge_names_invalid_token() {
+    let database = TestDatabase::new().await;
+    let router = admin_router(Admin::from_store(&database.store().await), TOKEN);
+
+    let cases = [
+        (None, "Bearer"),
+        (Some(format!("Basic {TOKEN}")), "Bearer"),
+        (Some(bearer("wrong")), "Bearer error=\"invalid_token\""),
+        (Some(bearer("")), "Bearer error=\"invalid_token\""),
+    ];
+    for (authorization, expected) in cases {
+        let mut request = Request::builder().uri("/limits");
+        if let Some(authorization) = &authorization {
+            request = request.header(header::AUTHORIZATION, authorization);
+        }
+        let response = router
+            .clone()
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        let challenge = response.headers().get(header::WWW_AUTHENTICATE);
+        assert_eq!(
+            challenge.and_then(|value| value.to_str().ok()),
+            Some(expected),
+            "{authorization:?}"
+        );
+    }
+}

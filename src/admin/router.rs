@@ -110,9 +110,15 @@ async fn require_token(
                 StatusCode::UNAUTHORIZED,
                 "missing or invalid bearer token".into(),
             );
+            // RFC 6750, section 3: no error code when no bearer token was sent.
+            let challenge = if presented.is_some() {
+                "Bearer error=\"invalid_token\""
+            } else {
+                "Bearer"
+            };
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
+                header::HeaderValue::from_static(challenge),
             );
             response
         }
