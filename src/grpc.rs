@@ -9,7 +9,7 @@
 //! charged as well, and so is one to a method that is not a tool call, unless
 //! [`GrpcRateLimitLayer::methods`] names the methods to limit. A rejection also converts into a
 //! [`tonic::Status`] directly, for a limiter stacked around a handler that takes
-//! `tonic::Request`s. The code says why:
+//! `tonic::Request`s. The code depends on the rejection:
 //!
 //! | rejection | code |
 //! | --- | --- |

@@ -705,9 +705,9 @@ async fn lagging_store_clock_waits_a_second() {
     assert_eq!(header(&response, "ratelimit"), r#""minute";r=0;t=1"#);
 }
 
-/// Structured-field integers have at most 15 digits (RFC 8941), so a limit above that, which a
-/// schedule's `dailymax` can set, is sent as the largest such integer rather than as a value
-/// that makes a client's parser drop the whole field.
+/// Structured-field integers have at most 15 digits (RFC 8941). A schedule's `dailymax` can set
+/// a larger limit, which is sent as the largest such integer, because a longer value makes a
+/// client's parser drop the whole field.
 #[tokio::test(start_paused = true)]
 async fn huge_limits_stay_valid_fields() {
     let app = limited_app(
