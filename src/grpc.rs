@@ -5,9 +5,11 @@
 //! response. Put it on the service whose calls it limits with tonic's `LayerExt::named_layer`, as
 //! below. `Server::builder().layer(…)` wraps the whole server instead, so calls to every other
 //! service on it (health checks, reflection) and to services it does not have (`UNIMPLEMENTED`)
-//! are charged to the layer's tool too. A rejection also converts into a [`tonic::Status`]
-//! directly, for a limiter stacked around a handler that takes `tonic::Request`s. The code says
-//! why:
+//! are charged to the layer's tool too. On one service, a call to a method the service lacks is
+//! charged as well, and so is one to a method that is not a tool call, unless
+//! [`GrpcRateLimitLayer::methods`] names the methods to limit. A rejection also converts into a
+//! [`tonic::Status`] directly, for a limiter stacked around a handler that takes
+//! `tonic::Request`s. The code depends on the rejection:
 //!
 //! | rejection | code |
 //! | --- | --- |
@@ -27,7 +29,8 @@
 //!   `MISSING_IDENTITY`), whose `domain` is [`ERROR_DOMAIN`], and whose metadata contains the
 //!   `tenant` and `tool` when known, and for a quota the `window` and its `limit`;
 //! - a `google.rpc.RetryInfo` with the retry delay when a retry time is known, which gRPC clients
-//!   that follow Google's error model read. The same delay goes in `retry-after` metadata too, in
+//!   that follow Google's error model read. It is at least one second (see
+//!   [`Rejection::retry_after`]). The same delay goes in `retry-after` metadata too, in
 //!   whole seconds rounded up, and in `grpc-retry-pushback-ms`, in milliseconds rounded up, which
 //!   clients with a gRPC retry policy wait before their next attempt;
 //! - a `google.rpc.QuotaFailure` for an exhausted quota, whose one violation names the tenant and
@@ -58,6 +61,7 @@
 //! # }
 //! ```
 
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -71,8 +75,8 @@ use tower_service::Service;
 
 use crate::error_chain::ErrorChain;
 use crate::layer::{
-    IdentityError, RateLimit, RateLimitError, RateLimitLayer, Rejection, RejectionReason,
-    ResponseFuture,
+    Admission, IdentityError, RateLimit, RateLimitError, RateLimitLayer, Rejection,
+    RejectionReason, ResponseFuture,
 };
 
 /// The metadata key of the retry delay, in whole seconds.
@@ -88,7 +92,10 @@ pub const ERROR_DOMAIN: &str = "highway-ratelimit";
 impl RateLimitLayer {
     /// Returns a layer that responds to rejected gRPC calls with a status instead of an error.
     pub fn into_grpc(self) -> GrpcRateLimitLayer {
-        GrpcRateLimitLayer { inner: self }
+        GrpcRateLimitLayer {
+            inner: self,
+            methods: None,
+        }
     }
 }
 
@@ -97,6 +104,24 @@ impl RateLimitLayer {
 #[derive(Debug, Clone)]
 pub struct GrpcRateLimitLayer {
     inner: RateLimitLayer,
+    methods: Option<Arc<[String]>>,
+}
+
+impl GrpcRateLimitLayer {
+    /// Limits only the calls to these methods, given as request paths such as
+    /// `/highway.example.Email/Send`, and passes every other call to the service uncharged.
+    ///
+    /// Without it, every call that reaches the layer is charged. That includes a call to a
+    /// method the service does not have, which then fails with `UNIMPLEMENTED`, and a call to a
+    /// method that is not a tool call, such as a status query.
+    pub fn methods<I>(mut self, paths: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.methods = Some(paths.into_iter().map(Into::into).collect());
+        self
+    }
 }
 
 impl<S> Layer<S> for GrpcRateLimitLayer {
@@ -105,6 +130,7 @@ impl<S> Layer<S> for GrpcRateLimitLayer {
     fn layer(&self, inner: S) -> Self::Service {
         GrpcRateLimit {
             inner: self.inner.layer(inner),
+            methods: self.methods.clone(),
         }
     }
 }
@@ -113,6 +139,8 @@ impl<S> Layer<S> for GrpcRateLimitLayer {
 #[derive(Debug, Clone)]
 pub struct GrpcRateLimit<S> {
     inner: RateLimit<S>,
+    /// The request paths that are charged, or `None` to charge every call.
+    methods: Option<Arc<[String]>>,
 }
 
 impl<S> GrpcRateLimit<S> {
@@ -159,6 +187,15 @@ where
             Err(RateLimitError::Rejected(rejection)) => Ok(Status::from(rejection).into_http()),
             Err(RateLimitError::Service(error)) => Err(error),
         };
+        let limited = self.methods.as_deref().is_none_or(|methods| {
+            let path = request.uri().path();
+            methods.iter().any(|method| method == path)
+        });
+        if !limited {
+            // `poll_ready` made the inner service ready, so it takes the call at once.
+            let future = self.inner.get_mut().call(request);
+            return ResponseFuture::admitted(future, Admission::Uncounted).map(into_grpc);
+        }
         self.inner.call(request).map(into_grpc)
     }
 }
@@ -175,7 +212,9 @@ pub fn code(rejection: &Rejection) -> Code {
         RejectionReason::CostExceedsLimit { .. } => Code::InvalidArgument,
         RejectionReason::NoPolicy => Code::PermissionDenied,
         RejectionReason::MissingIdentity(
-            IdentityError::IdTooLong { .. } | IdentityError::EmptyId { .. },
+            IdentityError::IdTooLong { .. }
+            | IdentityError::EmptyId { .. }
+            | IdentityError::NulInId { .. },
         ) => Code::InvalidArgument,
         RejectionReason::MissingIdentity(_) => Code::Internal,
     }

@@ -14,7 +14,7 @@
 //! | missing identity extension | 500 Internal Server Error: the service is misconfigured |
 //!
 //! `Retry-After` is in whole seconds, rounded up so that a client that waits exactly that long
-//! is not rejected again. A quota rejection also carries the fields of
+//! is not rejected again, and at least 1 (see [`Rejection::retry_after`]). A quota rejection also carries the fields of
 //! draft-ietf-httpapi-ratelimit-headers (version 09): `RateLimit-Policy` lists every limited
 //! window as `"minute";q=LIMIT;w=SECONDS` and `RateLimit` its state as
 //! `"minute";r=REMAINING;t=SECONDS_TO_RESET`. For the window that rejected the call, `t` counts
@@ -22,7 +22,8 @@
 //! resets, or keep the call out after the reset until working hours begin. Calendar windows vary
 //! in length (a day can last 23 or 25 hours), so `w` is the nominal length, and is left out for
 //! months. A response to an admitted call that was counted carries the same two fields, with the
-//! remaining units after the call.
+//! remaining units after the call. A number over the 15 digits of a structured-field integer,
+//! such as a schedule's `dailymax 10000000000000000`, is sent as 999999999999999.
 //!
 //! A quota rejection for a cost larger than the limit in force, which a later window of the
 //! schedule admits, names only the window whose limit is too small. The store rejects such a
@@ -216,17 +217,20 @@ where
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
         let mut headers = HeaderMap::new();
-        if let Some(wait) = self.retry_after() {
+        let wait = self.retry_after();
+        if let Some(wait) = wait {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(whole_seconds(wait)));
         }
         if let RejectionReason::QuotaExhausted {
             window,
             limit,
-            retry_at,
             windows,
             ..
         } = self.reason()
         {
+            // The retry time as `Retry-After` gives it, which is later than the reason's when the
+            // store's clock lags the layer's.
+            let retry_at = &(self.decided_at() + wait.unwrap_or_default());
             if windows.is_empty() {
                 // The cost is larger than the limit in force, so the store read no count.
                 let rejecting_window = WindowUsage {
@@ -272,9 +276,12 @@ pub fn status(rejection: &Rejection) -> StatusCode {
         | RejectionReason::ScheduleUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         RejectionReason::CostExceedsLimit { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         RejectionReason::NoPolicy => StatusCode::FORBIDDEN,
-        // An id is empty or too long: the request carried it, so the request is at fault.
+        // An id is empty, too long or contains a NUL: the request carried it, so the request is
+        // at fault.
         RejectionReason::MissingIdentity(
-            IdentityError::IdTooLong { .. } | IdentityError::EmptyId { .. },
+            IdentityError::IdTooLong { .. }
+            | IdentityError::EmptyId { .. }
+            | IdentityError::NulInId { .. },
         ) => StatusCode::BAD_REQUEST,
         // An extension is missing: the service's own stack did not set it.
         RejectionReason::MissingIdentity(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -304,7 +311,11 @@ pub fn ratelimit_fields(
         let separator = if policy.is_empty() { "" } else { ", " };
         let name = usage.kind.as_str();
         // `fmt::Write` for `String` never returns an error.
-        let _ = write!(policy, "{separator}\"{name}\";q={}", usage.limit);
+        let _ = write!(
+            policy,
+            "{separator}\"{name}\";q={}",
+            sf_integer(usage.limit)
+        );
         if let Some(seconds) = nominal_seconds(usage.kind) {
             let _ = write!(policy, ";w={seconds}");
         }
@@ -312,11 +323,21 @@ pub fn ratelimit_fields(
         let _ = write!(
             state,
             "{separator}\"{name}\";r={};t={}",
-            usage.remaining,
-            whole_seconds(reset)
+            sf_integer(usage.remaining),
+            sf_integer(whole_seconds(reset))
         );
     }
     (policy, state)
+}
+
+/// The largest integer of a structured field: 15 digits (RFC 8941, kept by RFC 9651).
+const MAX_SF_INTEGER: u64 = 999_999_999_999_999;
+
+/// Returns `value`, or [`MAX_SF_INTEGER`] when it has more digits than a structured field allows,
+/// because a parser rejects the whole field for one integer too long. A client that reads a
+/// larger limit as 10^15 - 1 still never runs into it.
+fn sf_integer(value: u64) -> u64 {
+    value.min(MAX_SF_INTEGER)
 }
 
 fn nominal_seconds(kind: WindowKind) -> Option<u64> {

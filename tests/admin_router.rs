@@ -558,3 +558,294 @@ async fn put_names_unknown_timezone() {
     }
     assert!(admin.list(None).await.unwrap().is_empty());
 }
+
+/// Sends a request with the admin token and the given `Content-Type`, and returns the status,
+/// the response's `Content-Type` and `Allow` fields, and the JSON body.
+async fn send_raw(
+    router: &Router,
+    method: Method,
+    uri: &str,
+    content_type: Option<&str>,
+    body: &str,
+) -> (StatusCode, Option<String>, Option<String>, Value) {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::AUTHORIZATION, bearer(TOKEN));
+    if let Some(content_type) = content_type {
+        request = request.header(header::CONTENT_TYPE, content_type);
+    }
+    let response = router
+        .clone()
+        .oneshot(request.body(Body::from(body.to_owned())).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let field = |name| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|value: &header::HeaderValue| value.to_str().ok())
+            .map(str::to_owned)
+    };
+    let content_type = field(header::CONTENT_TYPE);
+    let allow = field(header::ALLOW);
+    let bytes = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, content_type, allow, value)
+}
+
+/// A body sent without `Content-Type: application/json` gets 415, which shows the client that
+/// the media type is at fault, not the JSON it sent.
+#[tokio::test]
+async fn body_without_json_type_is_415() {
+    let database = TestDatabase::new().await;
+    let admin = Admin::from_store(&database.store().await);
+    let router = admin_router(admin.clone(), TOKEN);
+    let limit = json!({ "tenant": "acme", "tool": "tools.http", "per_minute": 5 }).to_string();
+    let preview = json!({ "schedule": "project p \"P\" 2026-03-01 +1y\nresource r \"R\"\n" });
+    let preview = preview.to_string();
+
+    let cases = [
+        (Method::PUT, "/limits", None, limit.as_str()),
+        (Method::PUT, "/limits", Some("text/plain"), limit.as_str()),
+        (Method::POST, "/reports/preview", None, preview.as_str()),
+        (
+            Method::POST,
+            "/reports/preview",
+            Some("application/x-www-form-urlencoded"),
+            preview.as_str(),
+        ),
+    ];
+    for (method, uri, content_type, body) in cases {
+        let (status, response_type, _, error) =
+            send_raw(&router, method, uri, content_type, body).await;
+
+        assert_eq!(
+            status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{uri} {content_type:?}: {error}"
+        );
+        assert_eq!(response_type.as_deref(), Some("application/json"), "{uri}");
+        let message = error["error"].as_str().expect("an error message");
+        assert!(message.contains("application/json"), "{uri}: {message}");
+    }
+    assert!(admin.list(None).await.unwrap().is_empty());
+}
+
+/// A misspelled query parameter is an error naming it, not a filter silently left out: a
+/// `GET /limits?tenat=acme` would otherwise list every tenant's limits, and a usage query with
+/// `workflow_run` the tenant's counters instead of the run's.
+#[tokio::test]
+async fn unknown_query_parameter_is_400() {
+    let database = TestDatabase::new().await;
+    let admin = Admin::from_store(&database.store().await);
+    let router = admin_router(admin.clone(), TOKEN);
+
+    let cases = [
+        ("/limits?tenat=acme", "tenat"),
+        ("/usage/acme/tools.http?workflow_run=run-1", "workflow_run"),
+    ];
+    for (uri, parameter) in cases {
+        let (status, _, _, error) = send_raw(&router, Method::GET, uri, None, "").await;
+
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {error}");
+        let message = error["error"].as_str().expect("an error message");
+        assert!(
+            message.starts_with("invalid query string"),
+            "{uri}: {message}"
+        );
+        assert!(message.contains(parameter), "{uri}: {message}");
+    }
+}
+
+/// An unknown path gets 404 and a method the path lacks gets 405 with `Allow`, both with the
+/// JSON error body of the other errors, and a 405 still needs the token.
+#[tokio::test]
+async fn unrouted_requests_get_json_errors() {
+    let database = TestDatabase::new().await;
+    let admin = Admin::from_store(&database.store().await);
+    let router = admin_router(admin.clone(), TOKEN);
+    let limit = json!({ "tenant": "acme", "tool": "tools.http", "per_minute": 5 }).to_string();
+
+    let (status, content_type, _, error) = send_raw(&router, Method::GET, "/limit", None, "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{error}");
+    assert_eq!(content_type.as_deref(), Some("application/json"));
+    let message = error["error"].as_str().expect("an error message");
+    assert!(message.contains("/limit"), "{message}");
+
+    let cases = [
+        (Method::POST, "/limits", "GET,HEAD,PUT"),
+        (Method::PATCH, "/limits/acme/tools.http", "GET,HEAD,DELETE"),
+        (Method::GET, "/reports/preview", "POST"),
+    ];
+    for (method, uri, allowed) in cases {
+        let (status, content_type, allow, error) = send_raw(
+            &router,
+            method.clone(),
+            uri,
+            Some("application/json"),
+            &limit,
+        )
+        .await;
+
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {uri}");
+        assert_eq!(allow.as_deref(), Some(allowed), "{method} {uri}");
+        assert_eq!(content_type.as_deref(), Some("application/json"));
+        let message = error["error"].as_str().expect("an error message");
+        assert!(
+            message.contains(method.as_str()),
+            "{method} {uri}: {message}"
+        );
+        assert!(message.contains(uri), "{method} {uri}: {message}");
+    }
+
+    let (status, _) = send(&router, Method::POST, "/limits", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let nested = Router::new().nest("/admin", router);
+    let (status, content_type, _, error) =
+        send_raw(&nested, Method::GET, "/admin/limit", None, "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{error}");
+    assert_eq!(content_type.as_deref(), Some("application/json"));
+    let (status, content_type, allow, error) =
+        send_raw(&nested, Method::POST, "/admin/limits", None, "").await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{error}");
+    assert_eq!(content_type.as_deref(), Some("application/json"));
+    assert_eq!(allow.as_deref(), Some("GET,HEAD,PUT"));
+    assert!(admin.list(None).await.unwrap().is_empty());
+}
+
+/// `PUT /limits` without any limit or schedule stores a limit that admits every call, which the
+/// response's warnings say, as `limits set` does on the command line.
+#[tokio::test]
+async fn put_without_limits_warns() {
+    let database = TestDatabase::new().await;
+    let admin = Admin::from_store(&database.store().await);
+    let router = admin_router(admin.clone(), TOKEN);
+    let auth = bearer(TOKEN);
+    let auth = Some(auth.as_str());
+
+    let limited = json!({ "tenant": "acme", "tool": "tools.http", "per_day": 5 });
+    let (status, written) = send(&router, Method::PUT, "/limits", auth, Some(limited)).await;
+    assert_eq!(status, StatusCode::OK, "{written}");
+    assert_eq!(written["warnings"], json!([]));
+
+    let unlimited = json!({ "tenant": "acme", "tool": "tools.http", "fail_open": true });
+    let (status, written) = send(&router, Method::PUT, "/limits", auth, Some(unlimited)).await;
+    assert_eq!(status, StatusCode::OK, "{written}");
+    let warnings = written["warnings"].as_array().expect("a list of warnings");
+    assert_eq!(warnings.len(), 1, "{written}");
+    let warning = warnings[0].as_str().expect("a warning message");
+    assert!(warning.contains("admits every call"), "{warning}");
+    assert!(warning.contains("\"per_day\""), "{warning}");
+
+    let disabled = json!({ "tenant": "acme", "tool": "tools.http", "enabled": false });
+    let (status, written) = send(&router, Method::PUT, "/limits", auth, Some(disabled)).await;
+    assert_eq!(status, StatusCode::OK, "{written}");
+    assert_eq!(
+        written["warnings"],
+        json!([]),
+        "a disabled limit is meant to count nothing"
+    );
+}
+
+/// PostgreSQL's text cannot hold a NUL character, so an id or schedule with one is invalid input
+/// (400), not a database outage (503) that a client would retry.
+#[tokio::test]
+async fn nul_in_input_is_400() {
+    let database = TestDatabase::new().await;
+    let admin = Admin::from_store(&database.store().await);
+    let router = admin_router(admin.clone(), TOKEN);
+    let auth = bearer(TOKEN);
+    let auth = Some(auth.as_str());
+
+    let cases = [
+        (Method::GET, "/limits/a%00b/tools.http", "tenant"),
+        (Method::DELETE, "/limits/acme/tools%00http", "tool"),
+        (Method::GET, "/usage/a%00b/tools.http", "tenant"),
+        (Method::GET, "/limits?tenant=a%00b", "tenant"),
+    ];
+    for (method, uri, field) in cases {
+        let (status, error) = send(&router, method.clone(), uri, auth, None).await;
+
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{method} {uri}: {error}");
+        let message = error["error"].as_str().expect("an error message");
+        assert!(
+            message.starts_with(&format!("invalid {field}")),
+            "{message}"
+        );
+        assert!(message.contains("NUL"), "{message}");
+    }
+
+    let schedule = "project p \"P\" 2026-03-01 +1y\nresource r \"R\u{0}\"\n";
+    let body = json!({ "tenant": "acme", "tool": "tools.http", "schedule": schedule });
+    let (status, error) = send(&router, Method::PUT, "/limits", auth, Some(body)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    let message = error["error"].as_str().expect("an error message");
+    assert!(message.starts_with("invalid schedule"), "{message}");
+    assert!(message.contains("NUL"), "{message}");
+    assert!(admin.list(None).await.unwrap().is_empty());
+}
+
+/// A token read from a file or a secret often ends in a newline, which no `Authorization` field
+/// can carry, because HTTP strips whitespace around field values. Such a configured token is
+/// trimmed, so that the router accepts the token itself rather than rejecting every request.
+#[tokio::test]
+async fn configured_token_is_trimmed() {
+    let database = TestDatabase::new().await;
+    let admin = Admin::from_store(&database.store().await);
+
+    for configured in [format!("{TOKEN}\n"), format!(" {TOKEN}\r\n")] {
+        let router = admin_router(admin.clone(), configured.as_str());
+        let authorization = bearer(TOKEN);
+
+        let (status, answer) =
+            send(&router, Method::GET, "/limits", Some(&authorization), None).await;
+
+        assert_eq!(status, StatusCode::OK, "{configured:?}: {answer}");
+    }
+
+    let blank = admin_router(admin, " \n");
+    let (status, _) = send(&blank, Method::GET, "/limits", Some("Bearer "), None).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a blank token rejects every request"
+    );
+}
+
+/// A 401 challenges with `Bearer` and, when a bearer token was presented but is wrong, adds
+/// `error="invalid_token"` (RFC 6750, section 3), so that a client can tell a token to replace
+/// from one it forgot to send.
+#[tokio::test]
+async fn challenge_names_invalid_token() {
+    let database = TestDatabase::new().await;
+    let router = admin_router(Admin::from_store(&database.store().await), TOKEN);
+
+    let cases = [
+        (None, "Bearer"),
+        (Some(format!("Basic {TOKEN}")), "Bearer"),
+        (Some(bearer("wrong")), "Bearer error=\"invalid_token\""),
+        (Some(bearer("")), "Bearer error=\"invalid_token\""),
+    ];
+    for (authorization, expected) in cases {
+        let mut request = Request::builder().uri("/limits");
+        if let Some(authorization) = &authorization {
+            request = request.header(header::AUTHORIZATION, authorization);
+        }
+        let response = router
+            .clone()
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        let challenge = response.headers().get(header::WWW_AUTHENTICATE);
+        assert_eq!(
+            challenge.and_then(|value| value.to_str().ok()),
+            Some(expected),
+            "{authorization:?}"
+        );
+    }
+}

@@ -1133,3 +1133,46 @@ fn migrate_rejects_lock_timeout_over_max() {
     assert!(message.contains("2147483647"), "{message}");
     assert!(!message.contains("--database-url"), "{message}");
 }
+
+/// An admitted call prints the windows it was charged to, with what remains after it, as a
+/// rejected call does, so that a script can pace itself. A dry run charges nothing, so it prints
+/// what remains before the call.
+#[tokio::test(flavor = "multi_thread")]
+async fn admitted_acquire_prints_windows() {
+    let database = TestDatabase::new().await;
+    let url = Some(database.url());
+    assert_eq!(run(url, &["migrate"]).status.code(), Some(0));
+    let key = ["--tenant", "acme", "--tool", "tools.http"];
+    let set = run(
+        url,
+        &[
+            &["limits", "set"][..],
+            &key,
+            &["--per-minute", "3", "--per-day", "10"],
+        ]
+        .concat(),
+    );
+    assert_eq!(set.status.code(), Some(0), "{}", stderr(&set));
+    let at = Utc::now().to_rfc3339();
+    let at = ["--at", at.as_str()];
+
+    let admitted = run(url, &[&["acquire"][..], &key, &at].concat());
+    assert_eq!(admitted.status.code(), Some(0), "{}", stderr(&admitted));
+    let decision = json(&admitted);
+    assert_eq!(decision["admitted"], true);
+    assert_eq!(decision["windows"][0]["window"], "minute", "{decision}");
+    assert_eq!(decision["windows"][0]["limit"], 3);
+    assert_eq!(decision["windows"][0]["remaining"], 2);
+    assert!(decision["windows"][0]["reset_at"].is_string(), "{decision}");
+    assert_eq!(decision["windows"][1]["window"], "day");
+    assert_eq!(decision["windows"][1]["remaining"], 9);
+
+    let peek = run(url, &[&["acquire"][..], &key, &at, &["--dry-run"]].concat());
+    assert_eq!(peek.status.code(), Some(0), "{}", stderr(&peek));
+    let decision = json(&peek);
+    assert_eq!(decision["dry_run"], true);
+    assert_eq!(decision["windows"][0]["remaining"], 2, "{decision}");
+
+    let second = run(url, &[&["acquire"][..], &key, &at].concat());
+    assert_eq!(json(&second)["windows"][0]["remaining"], 1);
+}

@@ -9,7 +9,10 @@ use highway_ratelimit::clock::TokioClock;
 use highway_ratelimit::layer::{RateLimitError, RateLimitLayer, StaticPolicies, TenantId};
 use highway_ratelimit::policy::Policy;
 use highway_ratelimit::report::Capacity;
-use highway_ratelimit::store::{ConsumeRequest, Decision, MemoryStore, StoreError, TokenStore};
+use highway_ratelimit::store::{
+    ConsumeRequest, Decision, MemoryStore, StoreError, TokenStore, WindowUsage,
+};
+use highway_ratelimit::window::WindowKind;
 use http::uri::PathAndQuery;
 use tonic::service::LayerExt;
 use tonic::transport::server::TcpIncoming;
@@ -239,4 +242,95 @@ async fn unknown_service_is_not_charged() {
 
     assert_eq!(unknown.unwrap_err().code(), Code::Unimplemented);
     assert_eq!(sent.unwrap(), "sent: hello");
+}
+
+/// A token store whose clock runs 2 s behind the layer's, as a PostgreSQL server's can. It
+/// rejects every call with the reset of the minute its own clock is in, 10:00:00, which the
+/// layer's clock has already passed.
+struct LaggingStore;
+
+impl TokenStore for LaggingStore {
+    fn consume<'a>(
+        &'a self,
+        request: ConsumeRequest<'a>,
+    ) -> BoxFuture<'a, Result<Decision, StoreError>> {
+        let store_now =
+            request.at.expect("the test clock passes its instant") - chrono::TimeDelta::seconds(2);
+        let minute_start = store_now.timestamp().div_euclid(60) * 60;
+        let reset_at = chrono::DateTime::from_timestamp(minute_start + 60, 0).unwrap();
+        let usage = WindowUsage {
+            kind: WindowKind::Minute,
+            limit: 1,
+            remaining: 0,
+            reset_at,
+        };
+        Box::pin(async move {
+            Ok(Decision::Rejected {
+                window: WindowKind::Minute,
+                retry_at: reset_at,
+                windows: [usage].into_iter().collect(),
+            })
+        })
+    }
+
+    fn peek<'a>(
+        &'a self,
+        request: ConsumeRequest<'a>,
+    ) -> BoxFuture<'a, Result<Decision, StoreError>> {
+        self.consume(request)
+    }
+}
+
+/// A retry time that the layer's clock has already passed, because the store's clock lags, still
+/// gets a delay of one second: a delay of 0 would send the client straight back into the same
+/// rejection.
+#[tokio::test]
+async fn lagging_store_clock_waits_a_second() {
+    let address = start_server(limits(Arc::new(LaggingStore), 1)).await;
+
+    let status = send(address, "acme").await.unwrap_err();
+
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    let metadata = |key| {
+        status
+            .metadata()
+            .get(key)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+    };
+    assert_eq!(metadata("retry-after").as_deref(), Some("1"));
+    assert_eq!(metadata("grpc-retry-pushback-ms").as_deref(), Some("1000"));
+    let retry_delay = status
+        .get_error_details()
+        .retry_info()
+        .and_then(|info| info.retry_delay);
+    assert_eq!(retry_delay, Some(std::time::Duration::from_secs(1)));
+}
+
+/// With its methods named, the layer charges only calls to them: a call to a method the service
+/// lacks (`UNIMPLEMENTED`), or to one that is not a tool call, passes through uncharged.
+#[tokio::test]
+async fn only_named_methods_are_charged() {
+    let incoming =
+        TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).expect("binding a loopback port");
+    let address = incoming.local_addr().unwrap();
+    let limited = limits(Arc::new(MemoryStore::new()), 1)
+        .into_grpc()
+        .methods([SEND]);
+    let stack = ServiceBuilder::new()
+        .map_request(authenticate)
+        .layer(limited);
+    tokio::spawn(
+        Server::builder()
+            .add_service(stack.named_layer(EmailServer))
+            .serve_with_incoming(incoming),
+    );
+
+    let unknown = send_to(address, "/highway.example.Email/Nope", "acme").await;
+    let sent = send(address, "acme").await;
+    let again = send(address, "acme").await;
+
+    assert_eq!(unknown.unwrap_err().code(), Code::Unimplemented);
+    assert_eq!(sent.unwrap(), "sent: hello");
+    assert_eq!(again.unwrap_err().code(), Code::ResourceExhausted);
 }

@@ -14,7 +14,10 @@ use highway_ratelimit::clock::TokioClock;
 use highway_ratelimit::layer::{Caller, RateLimitLayer, StaticPolicies, TenantId};
 use highway_ratelimit::policy::Policy;
 use highway_ratelimit::report::Capacity;
-use highway_ratelimit::store::{ConsumeRequest, Decision, MemoryStore, StoreError, TokenStore};
+use highway_ratelimit::store::{
+    ConsumeRequest, Decision, MemoryStore, StoreError, TokenStore, WindowUsage,
+};
+use highway_ratelimit::window::WindowKind;
 use http::StatusCode;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
@@ -631,4 +634,100 @@ fn invalid_fixed_tool_panics() {
         }));
         assert!(built.is_err(), "the builder accepted an invalid tool name");
     }
+}
+
+/// A token store whose clock runs 2 s behind the layer's, as a PostgreSQL server's can: it
+/// rejects every call with the reset of the minute its own clock is in, which can already have
+/// passed by the layer's clock.
+struct LaggingStore;
+
+impl LaggingStore {
+    const LAG: chrono::TimeDelta = chrono::TimeDelta::seconds(2);
+
+    fn reject(request: &ConsumeRequest<'_>) -> Decision {
+        let store_now = request.at.expect("the test clock passes its instant") - Self::LAG;
+        let minute_start = store_now.timestamp().div_euclid(60) * 60;
+        let reset_at = DateTime::from_timestamp(minute_start + 60, 0).unwrap();
+        let usage = WindowUsage {
+            kind: WindowKind::Minute,
+            limit: 1,
+            remaining: 0,
+            reset_at,
+        };
+        Decision::Rejected {
+            window: WindowKind::Minute,
+            retry_at: reset_at,
+            windows: [usage].into_iter().collect(),
+        }
+    }
+}
+
+impl TokenStore for LaggingStore {
+    fn consume<'a>(
+        &'a self,
+        request: ConsumeRequest<'a>,
+    ) -> BoxFuture<'a, Result<Decision, StoreError>> {
+        Box::pin(async move { Ok(Self::reject(&request)) })
+    }
+
+    fn peek<'a>(
+        &'a self,
+        request: ConsumeRequest<'a>,
+    ) -> BoxFuture<'a, Result<Decision, StoreError>> {
+        self.consume(request)
+    }
+}
+
+/// A retry time that the layer's clock has already passed, because the store's clock lags, still
+/// gets a wait of one second: `Retry-After: 0` would send the client straight back into the
+/// same rejection.
+#[tokio::test(start_paused = true)]
+async fn lagging_store_clock_waits_a_second() {
+    let layer = RateLimitLayer::builder(
+        Arc::new(StaticPolicies::new().with(Policy::new(
+            "default",
+            TOOL,
+            Capacity {
+                per_minute: Some(1),
+                ..Capacity::UNLIMITED
+            },
+        ))),
+        Arc::new(LaggingStore),
+    )
+    .tool(TOOL)
+    .clock(TokioClock::starting_at(utc("2026-03-02T10:00:01.500Z")))
+    .build();
+
+    let response = app(layer).oneshot(send(Some("acme"))).await.unwrap();
+
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&response, "retry-after"), "1");
+    assert_eq!(header(&response, "ratelimit"), r#""minute";r=0;t=1"#);
+}
+
+/// Structured-field integers have at most 15 digits (RFC 8941). A schedule's `dailymax` can set
+/// a larger limit, which is sent as the largest such integer, because a longer value makes a
+/// client's parser drop the whole field.
+#[tokio::test(start_paused = true)]
+async fn huge_limits_stay_valid_fields() {
+    let app = limited_app(
+        Capacity {
+            per_minute: Some(10_000_000_000_000_000),
+            per_day: Some(1_000),
+            ..Capacity::UNLIMITED
+        },
+        "2026-03-02T10:00:00Z",
+    );
+
+    let response = app.oneshot(send(Some("acme"))).await.unwrap();
+
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        header(&response, "ratelimit-policy"),
+        r#""minute";q=999999999999999;w=60, "day";q=1000;w=86400"#
+    );
+    assert_eq!(
+        header(&response, "ratelimit"),
+        r#""minute";r=999999999999999;t=60, "day";r=999;t=50400"#
+    );
 }

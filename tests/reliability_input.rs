@@ -11,9 +11,12 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeZone, Utc};
 use common::TestDatabase;
 use highway_ratelimit::admin::{Admin, LimitSpec, PostgresPolicies};
-use highway_ratelimit::layer::{RateLimitError, RateLimitLayer};
+use highway_ratelimit::layer::{RateLimitError, RateLimitLayer, StaticPolicies};
+use highway_ratelimit::policy::Policy;
+use highway_ratelimit::report::Capacity;
 use highway_ratelimit::report::{AvailabilityReport, ReportOptions};
 use highway_ratelimit::schedule::{ParseOptions, Schedule};
+use highway_ratelimit::store::MemoryStore;
 use reliability_support::{Call, CapturedLogs, call, outcome};
 
 /// Returns a schedule open around the clock with 5 calls a day, from `from` to `to` (YYYY-MM-DD).
@@ -339,4 +342,51 @@ fn dates_at_the_ends_of_the_range() {
             .expect_err("a date outside 1970 to 9999 is rejected");
         assert!(message.contains(named), "{message}");
     }
+}
+
+/// PostgreSQL's text cannot hold a NUL character, so reading the policy of a tenant or tool with
+/// one failed on every call, a 503 that no retry could fix, even for a fail-open policy. The
+/// layer rejects such an id as invalid before any source or store is asked, whatever they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nul_in_ids_is_rejected() {
+    let database = TestDatabase::new().await;
+    let (admin, layer) = setup(&database).await;
+    admin
+        .upsert(&LimitSpec {
+            per_minute: Some(1),
+            fail_open: true,
+            ..LimitSpec::new("default", "tools.http")
+        })
+        .await
+        .unwrap();
+
+    let calls = [
+        ("tenant", Call::new("glob\0ex", "tools.http")),
+        ("tool name", Call::new("globex", "tools.http\0")),
+    ];
+    for (id, request) in calls {
+        for attempt in 1..=3 {
+            let result = call(&layer, request).await;
+
+            assert_eq!(outcome(&result), "missing_identity", "{id}, call {attempt}");
+            let message = result.unwrap_err().to_string();
+            assert!(message.contains(&format!("the {id}")), "{message}");
+            assert!(message.contains("NUL"), "{message}");
+        }
+    }
+
+    let memory = RateLimitLayer::builder(
+        Arc::new(StaticPolicies::new().with(Policy::new(
+            "default",
+            "tools.http",
+            Capacity {
+                per_minute: Some(1),
+                ..Capacity::UNLIMITED
+            },
+        ))),
+        Arc::new(MemoryStore::new()),
+    )
+    .build();
+    let result = call(&memory, Call::new("glob\0ex", "tools.http")).await;
+    assert_eq!(outcome(&result), "missing_identity", "in-process store");
 }

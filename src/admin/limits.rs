@@ -104,6 +104,12 @@ impl LimitSpec {
         }
     }
 
+    /// Returns whether the limit is enabled but sets no limit and no schedule, so that it
+    /// admits every call without counting it.
+    pub(crate) fn admits_every_call(&self) -> bool {
+        self.enabled && self.schedule.is_none() && self.static_capacity().is_unlimited()
+    }
+
     fn static_capacity(&self) -> Capacity {
         Capacity {
             per_minute: self.per_minute,
@@ -246,6 +252,13 @@ impl Admin {
     /// stored in these cases.
     pub async fn upsert(&self, spec: &LimitSpec) -> Result<WriteOutcome, AdminError> {
         validate_names(&spec.tenant, &spec.tool)?;
+        if let Some(schedule) = &spec.schedule
+            && schedule.contains('\0')
+        {
+            return Err(AdminError::InvalidLimit(
+                "invalid schedule: remove its NUL character, which PostgreSQL cannot store".into(),
+            ));
+        }
         if let Some(message) = spec
             .timezone
             .and_then(|zone| crate::calendar::zone_name_error(zone.name()))
@@ -349,8 +362,11 @@ impl Admin {
     ///
     /// # Errors
     ///
-    /// [`AdminError::NotFound`] when there is none.
+    /// [`AdminError::NotFound`] when there is none, [`AdminError::InvalidLimit`] for an id with a
+    /// NUL character.
     pub async fn get(&self, tenant: &str, tool: &str) -> Result<StoredLimit, AdminError> {
+        reject_nul("tenant", tenant)?;
+        reject_nul("tool", tool)?;
         let client = AdminConnection::get(&self.pool).await?;
         let row = client
             .query_opt(
@@ -370,6 +386,9 @@ impl Admin {
 
     /// Returns every stored limit, or those of one tenant, sorted by tenant and tool.
     pub async fn list(&self, tenant: Option<&str>) -> Result<Vec<StoredLimit>, AdminError> {
+        if let Some(tenant) = tenant {
+            reject_nul("tenant", tenant)?;
+        }
         let client = AdminConnection::get(&self.pool).await?;
         let rows = client
             .query(
@@ -389,8 +408,11 @@ impl Admin {
     ///
     /// # Errors
     ///
-    /// [`AdminError::NotFound`] when there was none.
+    /// [`AdminError::NotFound`] when there was none, [`AdminError::InvalidLimit`] for an id with a
+    /// NUL character.
     pub async fn delete(&self, tenant: &str, tool: &str) -> Result<(), AdminError> {
+        reject_nul("tenant", tenant)?;
+        reject_nul("tool", tool)?;
         let mut client = AdminConnection::get(&self.pool).await?;
         let transaction = client.transaction().await?;
         let deleted = transaction
@@ -467,6 +489,17 @@ impl Admin {
         }
         Ok(preview)
     }
+}
+
+/// Returns [`AdminError::InvalidLimit`] when `value` contains a NUL character, which PostgreSQL's
+/// text cannot hold: a query with it would fail as if the database were unavailable.
+pub(crate) fn reject_nul(field: &str, value: &str) -> Result<(), AdminError> {
+    if value.contains('\0') {
+        return Err(AdminError::InvalidLimit(format!(
+            "invalid {field} {value:?}: NUL characters are not allowed"
+        )));
+    }
+    Ok(())
 }
 
 fn validate_names(tenant: &str, tool: &str) -> Result<(), AdminError> {

@@ -11,8 +11,14 @@
 //!
 //! Every request needs `Authorization: Bearer TOKEN` (the scheme's name in any case). Without
 //! it, or with another token, the response is `401 Unauthorized` and nothing is read or written.
-//! Errors are `{"error": "message"}` with 400 (invalid input or body), 404 (no such limit), 413 (a
-//! body over the size limit, 2 MB by default) or 503 (database unavailable).
+//! Errors are `{"error": "message"}`, with these statuses:
+//!
+//! - 400: invalid input, such as a malformed body or an unknown query parameter;
+//! - 404: no such limit, or no such path;
+//! - 405: a method the path does not accept, with the `Allow` field listing those it does;
+//! - 413: a body over the size limit, 2 MB by default;
+//! - 415: a body without `Content-Type: application/json`;
+//! - 503: the database is unavailable.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -31,7 +37,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -52,11 +58,24 @@ struct AdminState {
 /// Returns the router of the admin API, accepting requests that carry `Authorization: Bearer
 /// {token}`.
 ///
-/// The token is compared in constant time. An empty token rejects every request.
+/// The token is compared in constant time. Whitespace around it is trimmed, because HTTP strips
+/// it from field values, so that a token read with a trailing newline still matches. An empty
+/// token rejects every request.
 pub fn admin_router(admin: Admin, token: impl Into<String>) -> Router {
+    let token = token.into();
+    let trimmed = token.trim();
+    if trimmed.len() != token.len() {
+        tracing::warn!(
+            "the admin token has leading or trailing whitespace, which an Authorization field \
+             cannot carry, so the router compares the token without it"
+        );
+    }
+    if trimmed.is_empty() {
+        tracing::warn!("the admin token is empty, so the admin router rejects every request");
+    }
     let state = Arc::new(AdminState {
         admin,
-        token: token.into().into_bytes(),
+        token: trimmed.as_bytes().to_vec(),
     });
     Router::new()
         .route("/limits", get(list_limits).put(put_limit))
@@ -66,7 +85,11 @@ pub fn admin_router(admin: Admin, token: impl Into<String>) -> Router {
         )
         .route("/usage/{tenant}/{tool}", get(usage))
         .route("/reports/preview", post(preview))
+        // Set before `route_layer`, so that the token check wraps it too: a request with a
+        // method the path lacks needs the token, like every other request to a known path.
+        .method_not_allowed_fallback(method_not_allowed)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .fallback(not_found)
         .with_state(state)
 }
 
@@ -87,9 +110,15 @@ async fn require_token(
                 StatusCode::UNAUTHORIZED,
                 "missing or invalid bearer token".into(),
             );
+            // RFC 6750, section 3: no error code when no bearer token was sent.
+            let challenge = if presented.is_some() {
+                "Bearer error=\"invalid_token\""
+            } else {
+                "Bearer"
+            };
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
+                header::HeaderValue::from_static(challenge),
             );
             response
         }
@@ -122,7 +151,10 @@ fn token_matches(expected: &[u8], presented: &[u8]) -> bool {
     bool::from(same_length & expected.ct_eq(&padded))
 }
 
+/// The query of `GET /limits`. An unknown parameter is an error, so that a misspelled filter
+/// does not list every tenant's limits.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct TenantFilter {
     tenant: Option<String>,
 }
@@ -145,10 +177,24 @@ async fn put_limit(
     State(state): State<Arc<AdminState>>,
     body: Result<Json<LimitSpec>, JsonRejection>,
 ) -> Response {
-    match body {
-        Ok(Json(spec)) => respond(state.admin.upsert(&spec).await, StatusCode::OK),
-        Err(rejection) => invalid_body(rejection),
+    let spec = match body {
+        Ok(Json(spec)) => spec,
+        Err(rejection) => return invalid_body(rejection),
+    };
+    let mut outcome = match state.admin.upsert(&spec).await {
+        Ok(outcome) => outcome,
+        Err(error) => return admin_error_response(error),
+    };
+    // `PUT` replaces the whole limit, so a body meant to change only `fail_open`, say, drops
+    // the limits.
+    if spec.admits_every_call() {
+        outcome.warnings.push(format!(
+            "the limit of tenant {:?} for tool {:?} has no \"per_minute\", \"per_hour\", \
+             \"per_day\" or \"schedule\", so it admits every call without counting it",
+            spec.tenant, spec.tool
+        ));
     }
+    (StatusCode::OK, Json(outcome)).into_response()
 }
 
 async fn get_limit(
@@ -176,7 +222,10 @@ async fn delete_limit(
     }
 }
 
+/// The query of `GET /usage/{tenant}/{tool}`. An unknown parameter is an error, so that a
+/// misspelled filter does not return the tenant's counters in place of the run's.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct WorkflowFilter {
     workflow: Option<String>,
 }
@@ -231,6 +280,29 @@ async fn preview(
     respond(result, StatusCode::OK)
 }
 
+/// Returns 404 with the JSON error body of the other errors.
+async fn not_found(uri: Uri) -> Response {
+    error_response(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no admin endpoint at {}: the paths are /limits, /limits/{{tenant}}/{{tool}}, \
+             /usage/{{tenant}}/{{tool}} and /reports/preview",
+            uri.path()
+        ),
+    )
+}
+
+/// Returns 405 with the JSON error body of the other errors. axum adds the `Allow` field.
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "method {method} is not allowed for {}: the Allow field lists the methods it accepts",
+            uri.path()
+        ),
+    )
+}
+
 fn respond<T: serde::Serialize>(result: Result<T, AdminError>, status: StatusCode) -> Response {
     match result {
         Ok(value) => (status, Json(value)).into_response(),
@@ -271,8 +343,16 @@ fn admin_error_response(error: AdminError) -> Response {
     error_response(status, error.to_string())
 }
 
-/// Returns 413 for a body over the size limit, and 400 for a body that is not the expected JSON.
+/// Returns 415 for a body without `Content-Type: application/json`, 413 for a body over the size
+/// limit, and 400 for a body that is not the expected JSON.
 fn invalid_body(rejection: JsonRejection) -> Response {
+    if let JsonRejection::MissingJsonContentType(_) = rejection {
+        return error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported media type: send the body as JSON with `Content-Type: application/json`"
+                .to_owned(),
+        );
+    }
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         return error_response(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -43,6 +43,8 @@ impl Admin {
         tool: &str,
         workflow: Option<&str>,
     ) -> Result<Vec<WindowCount>, AdminError> {
+        super::limits::reject_nul("tenant", tenant)?;
+        super::limits::reject_nul("tool", tool)?;
         let policies = PostgresPolicies::from_admin(self);
         let policy = policies
             .resolve(tenant, tool)

@@ -6,17 +6,17 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 use futures_util::future::BoxFuture;
 use serde::Serialize;
-use tower::{ServiceBuilder, ServiceExt};
+use tower::{Service, ServiceBuilder, ServiceExt};
 
 use super::database::{DatabaseArgs, block_on, parse_cost, parse_instant, print_json};
 use crate::admin::{Admin, PostgresPolicies};
 use crate::clock::TokioClock;
 use crate::error_chain::with_causes;
 use crate::layer::{
-    Cost, IdentityError, MissingPolicy, RateLimitError, RateLimitLayer, Rejection, RejectionReason,
-    TenantId, ToolName, WorkflowRunId,
+    Admission, Cost, IdentityError, MissingPolicy, RateLimitError, RateLimitLayer, Rejection,
+    RejectionReason, TenantId, ToolName, WorkflowRunId,
 };
-use crate::store::{ConsumeRequest, Decision, StoreError, TokenStore};
+use crate::store::{ConsumeRequest, Decision, StoreError, TokenStore, WindowUsage};
 use crate::window::WindowKind;
 
 #[derive(Debug, Args)]
@@ -93,6 +93,17 @@ struct PrintedWindow {
     reset_at: DateTime<Utc>,
 }
 
+impl From<&WindowUsage> for PrintedWindow {
+    fn from(usage: &WindowUsage) -> Self {
+        PrintedWindow {
+            window: usage.kind,
+            limit: usage.limit,
+            remaining: usage.remaining,
+            reset_at: usage.reset_at,
+        }
+    }
+}
+
 /// Makes one decision through the rate-limit layer, as a worker would, prints it as JSON, and
 /// exits 0 when the call is admitted, 2 when it is rejected.
 ///
@@ -122,7 +133,7 @@ pub(super) fn run(args: AcquireArgs) -> ExitCode {
         if let Some(at) = args.at {
             builder = builder.clock(TokioClock::starting_at(at));
         }
-        let tool_call = ServiceBuilder::new()
+        let mut tool_call = ServiceBuilder::new()
             .layer(builder.build())
             .service_fn(|_request: http::Request<()>| async { Ok::<_, Infallible>(()) });
 
@@ -150,8 +161,20 @@ pub(super) fn run(args: AcquireArgs) -> ExitCode {
             windows: Vec::new(),
         };
         let mut failed = false;
-        match tool_call.oneshot(request).await {
-            Ok(()) => {}
+        // Only the tool's readiness can fail here, and the tool here is always ready.
+        let tool_call = tool_call
+            .ready()
+            .await
+            .map_err(|error| format!("the rate limit layer is not ready: {error}"))?;
+        let mut call = std::pin::pin!(tool_call.call(request));
+        let outcome = (&mut call).await;
+        match outcome {
+            Ok(()) => {
+                // The windows after the charge, as a rejection lists them.
+                if let Some(Admission::Counted(windows)) = call.as_mut().take_admission() {
+                    printed.windows = windows.iter().map(PrintedWindow::from).collect();
+                }
+            }
             Err(RateLimitError::Rejected(rejection)) => {
                 describe_rejection(&mut printed, &rejection);
                 failed = unavailable(rejection.reason());
@@ -182,15 +205,7 @@ fn describe_rejection(printed: &mut Printed, rejection: &Rejection) {
     } = reason
     {
         window = Some(*refused);
-        printed.windows = windows
-            .iter()
-            .map(|usage| PrintedWindow {
-                window: usage.kind,
-                limit: usage.limit,
-                remaining: usage.remaining,
-                reset_at: usage.reset_at,
-            })
-            .collect();
+        printed.windows = windows.iter().map(PrintedWindow::from).collect();
     }
     let message = match reason {
         RejectionReason::MissingIdentity(IdentityError::MissingWorkflowRun { tool }) => {

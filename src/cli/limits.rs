@@ -110,11 +110,7 @@ pub(super) fn run(args: LimitsArgs) -> ExitCode {
         match args.command {
             LimitsCommand::Set(set) => {
                 let (spec, printed) = spec_from_args(set)?;
-                let unlimited = spec.enabled
-                    && spec.schedule.is_none()
-                    && spec.per_minute.is_none()
-                    && spec.per_hour.is_none()
-                    && spec.per_day.is_none();
+                let unlimited = spec.admits_every_call();
                 let outcome = admin.upsert(&spec).await.map_err(|error| match error {
                     AdminError::Report(ReportError::ResourceRequired { .. }) => {
                         format!("{error} with --resource ID")

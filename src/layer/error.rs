@@ -127,10 +127,24 @@ impl Rejection {
     }
 
     /// Returns how long to wait from the decision until [`retry_at`](Self::retry_at).
+    ///
+    /// The wait is at least [`MIN_RETRY_AFTER`](Self::MIN_RETRY_AFTER). A retry time at or before
+    /// the decision comes from a store whose clock lags the layer's, such as a PostgreSQL
+    /// server's when the layer uses the system clock. A wait of zero would send the call straight
+    /// back into the same rejection.
     pub fn retry_after(&self) -> Option<Duration> {
         let wait = self.retry_at()? - self.decided_at;
-        Some(wait.to_std().unwrap_or(Duration::ZERO))
+        let wait = wait.to_std().unwrap_or(Duration::ZERO);
+        Some(if wait.is_zero() {
+            Self::MIN_RETRY_AFTER
+        } else {
+            wait
+        })
     }
+
+    /// The wait of [`retry_after`](Self::retry_after) when the retry time is not after the
+    /// decision: one second, the smallest `Retry-After` of HTTP above zero.
+    pub const MIN_RETRY_AFTER: Duration = Duration::from_secs(1);
 
     /// Returns whether the call failed because a dependency of the limiter (the token store,
     /// the policy source, the schedule) is unavailable, rather than because of a limit.

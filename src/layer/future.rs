@@ -91,9 +91,9 @@ where
         }
     }
 
-    /// Takes the admission of a call that reached the inner service, for the HTTP adapter. It is
-    /// `None` before the decision, for a rejected call, and once taken.
-    #[cfg(feature = "axum")]
+    /// Takes the admission of a call that reached the inner service, for the HTTP adapter and the
+    /// `acquire` command. It is `None` before the decision, for a rejected call, and once taken.
+    /// The inner service's response does not drop it.
     pub(crate) fn take_admission(self: Pin<&mut Self>) -> Option<Admission> {
         match self.project().state.project() {
             StateProj::Calling { admission, .. } => admission.take(),

@@ -178,6 +178,8 @@ impl<'a> CallerRef<'a> {
         let workflow_run = extensions.get::<WorkflowRunId>();
         within_limit("tenant", tenant.as_str())?;
         within_limit("tool name", tool.as_str())?;
+        without_nul("tenant", tenant.as_str())?;
+        without_nul("tool name", tool.as_str())?;
         if let Some(run) = workflow_run {
             within_limit("workflow run", run.as_str())?;
         }
@@ -229,6 +231,16 @@ pub enum IdentityError {
         /// The id: `tenant`, `tool name` or `workflow run`.
         id: &'static str,
     },
+    /// A tenant id or tool name contains a NUL character. PostgreSQL's text cannot hold one, so
+    /// no stored policy can name such an id, and reading its policy there would fail on every
+    /// call.
+    #[error(
+        "the {id} contains a NUL character, which no policy stored in PostgreSQL can name: remove it from the id"
+    )]
+    NulInId {
+        /// The id: `tenant` or `tool name`.
+        id: &'static str,
+    },
     /// An id is longer than [`Caller::MAX_ID_BYTES`].
     #[error(
         "the {id} is {length} bytes long, over the limit of {max} bytes: use a shorter id, such as a hash of this one"
@@ -257,4 +269,14 @@ pub(super) fn within_limit<'a>(id: &'static str, text: &'a str) -> Result<&'a st
         });
     }
     Ok(text)
+}
+
+/// Returns an error that names `text` as `id` when it contains a NUL character. Checked whatever
+/// the policy source, so that a call is decided alike in process and with PostgreSQL. A workflow
+/// run id may contain one, because the store encodes it in the counter's key.
+fn without_nul(id: &'static str, text: &str) -> Result<(), IdentityError> {
+    if text.as_bytes().contains(&0) {
+        return Err(IdentityError::NulInId { id });
+    }
+    Ok(())
 }
