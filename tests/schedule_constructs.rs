@@ -448,6 +448,25 @@ fn single_day_across_dst_change() {
 }
 
 #[test]
+fn date_in_half_hour_gap() {
+    // On 2026-10-04 Lord Howe's clocks jump from 02:00 (+10:30) to 02:30 (+11:00). A skipped
+    // local time counts with the offset before the jump, so 02:00 is the instant of the jump
+    // (15:30Z) and 02:10 is 02:40 (15:40Z).
+    let schedule = ok(r#"project "P" 2026-01-01 +1y {
+          timingresolution 10 min
+          timezone "Australia/Lord_Howe"
+        }
+        vacation 2026-10-04-02:00 - 2026-10-04-04:00
+        vacation 2026-10-04-02:10 +1h
+        vacation 2026-10-03-02:00"#);
+    let leaves = &schedule.leaves;
+    assert_eq!(leaves[0].interval.start, utc(2026, 10, 3, 15, 30));
+    assert_eq!(leaves[0].interval.end, utc(2026, 10, 3, 17, 0));
+    assert_eq!(leaves[1].interval.start, utc(2026, 10, 3, 15, 40));
+    assert_eq!(leaves[2].interval.end, utc(2026, 10, 3, 15, 30));
+}
+
+#[test]
 fn leave_outside_time_frame_warns() {
     let schedule = ok(&format!(
         "{HEADER}vacation \"Later\" 2027-01-01\nvacation \"Partly\" 2024-12-01 - 2025-01-05"

@@ -1,6 +1,6 @@
 //! Dates, times of day and calendar durations as TaskJuggler writes them.
 
-use chrono::{DateTime, Duration, LocalResult, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 
 /// The first and last year a date may have.
@@ -81,17 +81,12 @@ pub(crate) fn parse_date(text: &str, zone: Tz) -> Result<DateTime<Utc>, String> 
     }
 }
 
-/// Converts local time in `zone` to UTC: the earlier instant of a repeated hour, and the time
-/// one hour later for a time skipped by a daylight-saving change.
+/// Converts local time in `zone` to UTC: the earlier instant of a repeated hour, and for a time
+/// skipped by a daylight-saving change, the instant it would be under the offset before the
+/// change. So a skipped time moves forward by the length of the gap, which is 30 minutes in
+/// Australia/Lord_Howe.
 pub(crate) fn local_to_utc(naive: NaiveDateTime, zone: Tz) -> Option<DateTime<Utc>> {
-    match zone.from_local_datetime(&naive) {
-        LocalResult::Single(time) => Some(time.with_timezone(&Utc)),
-        LocalResult::Ambiguous(earlier, _) => Some(earlier.with_timezone(&Utc)),
-        LocalResult::None => zone
-            .from_local_datetime(&(naive + Duration::hours(1)))
-            .earliest()
-            .map(|time| time.with_timezone(&Utc)),
-    }
+    Some(crate::window::first_instant_at_or_after(naive, zone))
 }
 
 /// The same local wall-clock time on the next day: the end of a single-date leave.
