@@ -329,6 +329,28 @@ fn zero_duration() {
 }
 
 #[test]
+fn huge_numbers_named_as_written() {
+    assert_error(
+        "project \"P\" 2025-01-01 +99999999999999999999y",
+        1,
+        25,
+        "duration `99999999999999999999y` is too long",
+    );
+    assert_error(
+        &format!("{HEADER}vacation 2025-02-01 +123456789012345678901234567890d"),
+        2,
+        22,
+        "duration `123456789012345678901234567890d` is too long",
+    );
+    assert_error(
+        "project \"P\" 2025-01-01 +1y {\n  timingresolution 99999999999999999999999 min\n}",
+        2,
+        20,
+        "invalid timing resolution 99999999999999999999999 min",
+    );
+}
+
+#[test]
 fn unknown_property_keyword() {
     assert_error(
         &format!("{HEADER}resorce r \"R\""),

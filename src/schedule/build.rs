@@ -281,7 +281,7 @@ impl Builder<'_> {
                             duration.pos,
                             format!(
                                 "invalid timing resolution {} {}: expected 5, 10, 15, 20, 30 or 60 min, as in `timingresolution 15 min`",
-                                duration.value, duration.unit
+                                duration.number, duration.unit
                             ),
                         );
                     }
@@ -431,7 +431,7 @@ impl Builder<'_> {
             } => {
                 let base = self.date_unchecked(base)?;
                 let seconds = match dates::duration_seconds(
-                    duration.value,
+                    &duration.number,
                     &duration.unit,
                     self.resolution,
                 ) {
@@ -508,7 +508,7 @@ impl Builder<'_> {
     }
 
     fn plus(&mut self, start: DateTime<Utc>, duration: &DurationAst) -> Option<DateTime<Utc>> {
-        match dates::duration_seconds(duration.value, &duration.unit, self.resolution) {
+        match dates::duration_seconds(&duration.number, &duration.unit, self.resolution) {
             Ok(seconds) => match start.checked_add_signed(Duration::seconds(seconds)) {
                 Some(end) if end.year() <= *dates::YEARS.end() => Some(end),
                 _ => {
@@ -709,7 +709,7 @@ impl Builder<'_> {
                         duration.pos,
                         format!(
                             "`{} {}{}` limits working time and is ignored for rate limiting: write a count of calls such as `{} 500`",
-                            ast.kind, duration.value, duration.unit, ast.kind
+                            ast.kind, duration.number, duration.unit, ast.kind
                         ),
                     );
                 }

@@ -266,6 +266,7 @@ fn duration<'a>() -> impl Parser<Input<'a>, Output = DurationAst> {
     (number(), duration_unit()).map(|(value, unit)| DurationAst {
         // The lexer only produces digits with at most one dot, which always parse.
         value: value.value.parse().unwrap_or(0.0),
+        number: value.value,
         unit: unit.value,
         pos: value.pos,
     })
@@ -421,6 +422,7 @@ fn limit<'a>() -> impl Parser<Input<'a>, Output = LimitAst> {
             match unit {
                 Some(unit) => LimitValue::Duration(DurationAst {
                     value: number.value.parse().unwrap_or(0.0),
+                    number: format!("{}{}", if minus.is_some() { "-" } else { "" }, number.value),
                     unit: unit.value,
                     pos,
                 }),
