@@ -100,6 +100,25 @@ fn interval_end_before_start() {
 }
 
 #[test]
+fn interval_emptied_by_dst_gap() {
+    // Berlin's clocks skip 02:00 - 03:00 on 2026-03-29, so 02:00 reads as 03:00.
+    let header = "project \"P\" 2026-01-01 +1y { timezone \"Europe/Berlin\" }\n";
+    let (line, column, message) = error(&format!(
+        "{header}vacation 2026-03-29-02:00 - 2026-03-29-03:00"
+    ));
+    assert_eq!((line, column), (2, 10), "{message}");
+    assert!(message.contains("skip 2026-03-29-02:00"), "{message}");
+    assert!(
+        message.contains("reads as 2026-03-29 03:00 CEST"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("write the earlier date first"),
+        "{message}"
+    );
+}
+
+#[test]
 fn working_hours_across_midnight_in_taskjuggler_dialect() {
     let text = format!("{HEADER}shift s \"S\" {{\n  workinghours mon 22:00 - 06:00\n}}");
     let (line, column, message) = error(&text);

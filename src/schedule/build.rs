@@ -526,11 +526,40 @@ impl Builder<'_> {
         }
     }
 
+    /// Builds the error message for an empty interval `start - end` when one of its dates is a
+    /// local time skipped by a daylight-saving change, which reads as a later time. Returns `None`
+    /// when neither date is skipped.
+    fn empty_by_skipped_time(
+        &self,
+        start: &Spanned<DateAst>,
+        end: &Spanned<DateAst>,
+        end_at: DateTime<Utc>,
+    ) -> Option<String> {
+        let written = |date: &Spanned<DateAst>| match &date.value {
+            DateAst::Literal(text) => Some(text.clone()),
+            _ => None,
+        };
+        let (start_text, end_text) = (written(start)?, written(end)?);
+        let skipped = [&start_text, &end_text]
+            .into_iter()
+            .find(|text| dates::is_skipped_local_time(text, self.zone))?;
+        let read_as = format_instant(dates::parse_date(skipped, self.zone).ok()?, self.zone);
+        Some(format!(
+            "interval {start_text} - {end_text} is empty: the clocks of {} skip {skipped} at a daylight-saving change, so it reads as {read_as} and the interval ends at {}; write times that exist on that day",
+            self.zone,
+            format_instant(end_at, self.zone)
+        ))
+    }
+
     fn interval(&mut self, ast: &IntervalAst) -> Option<Interval> {
         let (start, end) = match ast {
             IntervalAst::Range(start, end) => {
                 let (start_at, end_at) = (self.date(start)?, self.date(end)?);
                 if end_at <= start_at {
+                    if let Some(message) = self.empty_by_skipped_time(start, end, end_at) {
+                        self.error(start.pos, message);
+                        return None;
+                    }
                     self.error(
                         start.pos,
                         format!(

@@ -1,6 +1,6 @@
 //! Dates, times of day and calendar durations as TaskJuggler writes them.
 
-use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, Duration, LocalResult, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 
 /// The first and last year a date may have.
@@ -87,6 +87,16 @@ pub(crate) fn parse_date(text: &str, zone: Tz) -> Result<DateTime<Utc>, String> 
 /// Australia/Lord_Howe.
 pub(crate) fn local_to_utc(naive: NaiveDateTime, zone: Tz) -> Option<DateTime<Utc>> {
     Some(crate::window::first_instant_at_or_after(naive, zone))
+}
+
+/// Returns whether the date `text` has no zone offset and names a local time that a
+/// daylight-saving change of `zone` skips.
+pub(crate) fn is_skipped_local_time(text: &str, zone: Tz) -> bool {
+    let has_offset = text.contains("-+") || text.contains("--");
+    let Ok(as_utc) = parse_date(text, Tz::UTC) else {
+        return false;
+    };
+    !has_offset && zone.from_local_datetime(&as_utc.naive_utc()) == LocalResult::None
 }
 
 /// The same local wall-clock time on the next day: the end of a single-date leave.
