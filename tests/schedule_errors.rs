@@ -608,6 +608,33 @@ fn include_errors() {
 }
 
 #[test]
+fn file_included_twice_names_includes() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("team.tji"), "resource x \"X\"\n").unwrap();
+    std::fs::write(
+        dir.path().join("twice.tjp"),
+        format!("{HEADER}include \"team.tji\"\ninclude \"team.tji\"\n"),
+    )
+    .unwrap();
+
+    let error = Schedule::from_file(dir.path().join("twice.tjp")).unwrap_err();
+    let first = &error.diagnostics[0];
+    assert!(first.location.file.ends_with("team.tji"), "{first}");
+    assert!(
+        first.message.contains("included 2 times"),
+        "{}",
+        first.message
+    );
+    assert!(first.message.contains("twice.tjp:2:9"), "{}", first.message);
+    assert!(first.message.contains("twice.tjp:3:9"), "{}", first.message);
+    assert!(
+        !first.message.contains("choose another id"),
+        "{}",
+        first.message
+    );
+}
+
+#[test]
 fn every_error_is_reported() {
     let text = format!(
         "{HEADER}vacation 2025-02-30\nresource r \"R\" {{ shifts ghost }}\nlimits {{ dailymax 0 }}"

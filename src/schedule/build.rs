@@ -929,16 +929,31 @@ impl Builder<'_> {
         }
     }
 
+    /// Builds the error message for the property `property` (such as ``resource `x` ``), defined
+    /// at `existing` and again at `pos`. When both are the same place of a file that is included
+    /// more than once, it names the includes, since the id is then right and the second include
+    /// is the mistake.
+    fn duplicate_message(&self, property: &str, existing: &Location, pos: Pos) -> String {
+        let sites = self.expansion.include_sites_of(existing);
+        if *existing == self.expansion.location(pos) && sites.len() > 1 {
+            let sites: Vec<String> = sites.iter().map(ToString::to_string).collect();
+            return format!(
+                "{property} is defined twice at {existing} because that file is included {} times, at {}: include it once",
+                sites.len(),
+                sites.join(" and ")
+            );
+        }
+        format!("{property} is already defined at {existing}: choose another id")
+    }
+
     fn shift(&mut self, ast: &ShiftAst, parent: Option<usize>) {
         if let Some(existing) = self.shifts.iter().find(|s| s.id == ast.id.value) {
-            let location = existing.location.clone();
-            return self.error(
-                ast.id.pos,
-                format!(
-                    "shift `{}` is already defined at {location}: choose another id",
-                    ast.id.value
-                ),
+            let message = self.duplicate_message(
+                &format!("shift `{}`", ast.id.value),
+                &existing.location,
+                ast.pos,
             );
+            return self.error(ast.id.pos, message);
         }
         let mut shift = match parent {
             Some(index) => {
@@ -1001,11 +1016,9 @@ impl Builder<'_> {
             }
         };
         if let Some(existing) = self.resources.iter().find(|r| r.id == id) {
-            let location = existing.location.clone();
-            return self.error(
-                ast.pos,
-                format!("resource `{id}` is already defined at {location}: choose another id"),
-            );
+            let message =
+                self.duplicate_message(&format!("resource `{id}`"), &existing.location, ast.pos);
+            return self.error(ast.pos, message);
         }
         let resource = match parent {
             Some(index) => {
