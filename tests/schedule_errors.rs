@@ -197,13 +197,25 @@ fn bad_timing_resolution() {
 fn zone_offset_does_not_fit_resolution() {
     let text = "project \"P\" 2025-01-01 +1y {\n  timezone \"Asia/Kolkata\"\n}";
     assert_error(text, 2, 12, "too large for time zone Asia/Kolkata");
-    assert_error(text, 2, 12, "before `timezone`");
-    let resolution_after_zone =
-        "project \"P\" 2025-01-01 +1y {\n  timezone \"Asia/Kolkata\"\n  timingresolution 30 min\n}";
-    assert_error(resolution_after_zone, 2, 12, "before `timezone`");
+    assert_error(text, 2, 12, "add `timingresolution 15 min`");
     let fits =
         "project \"P\" 2025-01-01 +1y {\n  timingresolution 30 min\n  timezone \"Asia/Kolkata\"\n}";
     assert!(Schedule::parse(fits, &ParseOptions::named("ok.tjp")).is_ok());
+}
+
+#[test]
+fn resolution_after_zone_is_checked() {
+    // TaskJuggler's test Syntax/Errors/too_large_timing_res.tjp writes the zone first and
+    // expects the error at the `timingresolution` line.
+    let too_large =
+        "project \"P\" 2007-08-26 +1w {\n  timezone \"Asia/Kolkata\"\n  timingresolution 60 min\n}";
+    assert_error(too_large, 3, 20, "too large for time zone Asia/Kolkata");
+
+    let fits = "project \"P\" 2025-01-01 +1y {\n  timezone \"Asia/Kolkata\"\n  timingresolution 30 min\n}\nvacation 2025-03-03\nresource r \"R\"";
+    let schedule = Schedule::parse(fits, &ParseOptions::named("ok.tjp"))
+        .unwrap_or_else(|error| panic!("rejected:\n{error}"));
+    assert_eq!(schedule.project.timing_resolution, 1800);
+    assert_eq!(schedule.project.timezone, chrono_tz::Asia::Kolkata);
 }
 
 #[test]

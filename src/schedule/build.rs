@@ -253,6 +253,10 @@ impl Builder<'_> {
             working_hours: WorkingHours::default(),
             location: self.expansion.location(ast.pos),
         };
+        // As in TaskJuggler, a `timingresolution` after `timezone` may make the resolution fit
+        // the zone, so the zone is checked against the resolution in force at the end of the
+        // block unless a later `timingresolution` checks it.
+        let mut unchecked_zone = None;
         for attr in &ast.attrs {
             match attr {
                 ProjectAttr::Timezone(name) => {
@@ -260,8 +264,7 @@ impl Builder<'_> {
                         self.zone = zone;
                         // TaskJuggler resets the project's working hours on a zone change.
                         self.project_hours = WorkingHours::default();
-                        let advice = "write `timingresolution 15 min` (or another divisor of the offset) before `timezone`, which is checked against the resolution in force";
-                        self.check_zone_fits_resolution(name.pos, advice);
+                        unchecked_zone = Some(name.pos);
                     }
                 }
                 ProjectAttr::TimingResolution(duration) => {
@@ -276,6 +279,7 @@ impl Builder<'_> {
                         let advice =
                             "set `timingresolution` to a divisor of the offset, such as 15 min";
                         self.check_zone_fits_resolution(duration.pos, advice);
+                        unchecked_zone = None;
                     } else {
                         self.error(
                             duration.pos,
@@ -323,6 +327,10 @@ impl Builder<'_> {
                     self.project_hours = working_hours;
                 }
             }
+        }
+        if let Some(pos) = unchecked_zone {
+            let advice = "add `timingresolution 15 min` (or another divisor of the offset) to the project block";
+            self.check_zone_fits_resolution(pos, advice);
         }
         for (date, pos) in [(start, ast.start.pos), (end, ast.pos)] {
             if let Some(date) = date {
