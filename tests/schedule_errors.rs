@@ -130,6 +130,28 @@ fn working_hours_across_midnight_in_taskjuggler_dialect() {
 }
 
 #[test]
+fn weekday_in_wrong_case() {
+    assert_error(
+        &format!("{HEADER}resource r \"R\" {{ workinghours Mon 09:00 - 12:00 }}"),
+        2,
+        31,
+        "invalid weekday `Mon`: weekdays are lower-case three-letter keywords; write `mon`",
+    );
+    assert_error(
+        &format!("{HEADER}resource r \"R\" {{ workinghours mon - Friday 09:00 - 12:00 }}"),
+        2,
+        37,
+        "write `fri`",
+    );
+    assert_error(
+        "project \"P\" 2025-01-01 +1y { workinghours SAT off }",
+        1,
+        43,
+        "write `sat`",
+    );
+}
+
+#[test]
 fn working_hours_empty() {
     assert_error(
         &format!("{HEADER}resource r \"R\" {{ workinghours mon 9:00 - 9:00 }}"),

@@ -273,20 +273,79 @@ fn duration<'a>() -> impl Parser<Input<'a>, Output = DurationAst> {
 }
 
 fn weekday<'a>() -> impl Parser<Input<'a>, Output = Weekday> {
-    satisfy_map(|t: &Token| match &t.kind {
-        Kind::Id(s) => match s.as_str() {
-            "mon" => Some(Weekday::Mon),
-            "tue" => Some(Weekday::Tue),
-            "wed" => Some(Weekday::Wed),
-            "thu" => Some(Weekday::Thu),
-            "fri" => Some(Weekday::Fri),
-            "sat" => Some(Weekday::Sat),
-            "sun" => Some(Weekday::Sun),
-            _ => None,
-        },
+    let exact = satisfy_map(|t: &Token| match &t.kind {
+        Kind::Id(s) => weekday_named(s),
         _ => None,
-    })
-    .expected("a weekday: mon, tue, wed, thu, fri, sat or sun")
+    });
+    choice((exact, parser(miscased_weekday)))
+        .expected("a weekday: mon, tue, wed, thu, fri, sat or sun")
+}
+
+fn weekday_named(name: &str) -> Option<Weekday> {
+    match name {
+        "mon" => Some(Weekday::Mon),
+        "tue" => Some(Weekday::Tue),
+        "wed" => Some(Weekday::Wed),
+        "thu" => Some(Weekday::Thu),
+        "fri" => Some(Weekday::Fri),
+        "sat" => Some(Weekday::Sat),
+        "sun" => Some(Weekday::Sun),
+        _ => None,
+    }
+}
+
+/// Rejects a weekday in another spelling (`Mon`, `MON`, `Monday`) where days are expected, that
+/// is when a time, `-`, `,` or `off` follows it. TaskJuggler's weekday keywords are lower case, and
+/// without this check `workinghours Mon 09:00 - 17:00` reads `Mon` as a shift id and reports the
+/// time instead.
+fn miscased_weekday<'a>(input: &mut Input<'a>) -> Result<'a, Weekday> {
+    let position = input.position();
+    let checkpoint = input.checkpoint();
+    let written = match input.uncons() {
+        Ok(Token {
+            kind: Kind::Id(name),
+            ..
+        }) => Some(name.clone()),
+        _ => None,
+    };
+    let keyword = written.as_deref().and_then(|name| {
+        let lower = name.to_ascii_lowercase();
+        let short = lower.get(..3)?;
+        let day = weekday_named(short)?;
+        let full = format!("{}day", day_stem(day));
+        (lower.len() == 3 || lower == full).then(|| short.to_owned())
+    });
+    let days_follow = match input.uncons() {
+        Ok(token) => match &token.kind {
+            Kind::Time(_) | Kind::Punct("-") | Kind::Punct(",") => true,
+            Kind::Id(name) => name == "off",
+            _ => false,
+        },
+        Err(_) => false,
+    };
+    if let (Some(written), Some(keyword), true) = (written, keyword, days_follow) {
+        let error = easy::Errors::new(
+            position,
+            StreamErrorFor::<Input<'a>>::message_format(format!(
+                "invalid weekday `{written}`: weekdays are lower-case three-letter keywords; write `{keyword}`"
+            )),
+        );
+        return Err(Commit::Commit(Tracked::from(error)));
+    }
+    let _ = input.reset(checkpoint);
+    Err(Commit::Peek(Tracked::from(easy::Errors::empty(position))))
+}
+
+fn day_stem(day: Weekday) -> &'static str {
+    match day {
+        Weekday::Mon => "mon",
+        Weekday::Tue => "tues",
+        Weekday::Wed => "wednes",
+        Weekday::Thu => "thurs",
+        Weekday::Fri => "fri",
+        Weekday::Sat => "satur",
+        Weekday::Sun => "sun",
+    }
 }
 
 fn leave_kind<'a>() -> impl Parser<Input<'a>, Output = LeaveKind> {
