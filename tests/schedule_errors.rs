@@ -152,6 +152,16 @@ fn weekday_in_wrong_case() {
 }
 
 #[test]
+fn missing_comma_between_ranges() {
+    assert_error(
+        &format!("{HEADER}resource r \"R\" {{ workinghours mon 09:00 - 12:00 13:00 - 17:00 }}"),
+        2,
+        49,
+        "missing `,` before `13:00`: separate time ranges with commas",
+    );
+}
+
+#[test]
 fn working_hours_empty() {
     assert_error(
         &format!("{HEADER}resource r \"R\" {{ workinghours mon 9:00 - 9:00 }}"),

@@ -404,7 +404,26 @@ fn time_range<'a>() -> impl Parser<Input<'a>, Output = TimeRangeAst> {
 }
 
 fn time_ranges<'a>() -> impl Parser<Input<'a>, Output = Vec<TimeRangeAst>> {
-    sep_by1(time_range(), punct(","))
+    (sep_by1(time_range(), punct(",")), parser(no_time_follows)).map(|(ranges, ())| ranges)
+}
+
+/// Rejects a time right after a list of time ranges, a missing comma as in `09:00 - 12:00
+/// 13:00 - 17:00`, which would otherwise fail at the time with a list of attributes.
+fn no_time_follows<'a>(input: &mut Input<'a>) -> Result<'a, ()> {
+    let position = input.position();
+    let checkpoint = input.checkpoint();
+    let next = input.uncons().ok().map(|token| token.kind.clone());
+    let _ = input.reset(checkpoint);
+    if let Some(Kind::Time(time)) = next {
+        let error = easy::Errors::new(
+            position,
+            StreamErrorFor::<Input<'a>>::message_format(format!(
+                "missing `,` before `{time}`: separate time ranges with commas, as in `09:00 - 12:00, 13:00 - 17:00`"
+            )),
+        );
+        return Err(Commit::Commit(Tracked::from(error)));
+    }
+    Ok(((), Commit::Peek(())))
 }
 
 /// `DAYS (off | TIME - TIME, ...)`, after the `workinghours` keyword at `pos`.
