@@ -162,6 +162,16 @@ fn missing_comma_between_ranges() {
 }
 
 #[test]
+fn iso_time_separator_rejected() {
+    assert_error(
+        &format!("{HEADER}vacation 2025-03-03T10:00\nresource r \"R\""),
+        2,
+        10,
+        "invalid date `2025-03-03T10:00`: TaskJuggler writes the time after a dash, not a `T`, as in `2025-03-03-10:00`",
+    );
+}
+
+#[test]
 fn working_hours_empty() {
     assert_error(
         &format!("{HEADER}resource r \"R\" {{ workinghours mon 9:00 - 9:00 }}"),

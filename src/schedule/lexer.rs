@@ -125,6 +125,21 @@ pub(crate) fn tokenize(expansion: &Expansion) -> Result<Vec<Token>, Diagnostic> 
         {
             if let Some(end) = match_date(chars, i) {
                 let text: String = chars[i..end].iter().collect();
+                // ISO 8601's `T` would otherwise lex as a scenario prefix (`T10:`), and the
+                // attribute after an unknown scenario's prefix is skipped, time and all.
+                if matches!(chars.get(end), Some('T' | 't'))
+                    && chars.get(end + 1).is_some_and(char::is_ascii_digit)
+                {
+                    let time_end = match_time(chars, end + 1).unwrap_or(end + 1);
+                    let written: String = chars[i..time_end].iter().collect();
+                    let time: String = chars[end + 1..time_end].iter().collect();
+                    return Err(Diagnostic::error(
+                        expansion.location(pos),
+                        format!(
+                            "invalid date `{written}`: TaskJuggler writes the time after a dash, not a `T`, as in `{text}-{time}`"
+                        ),
+                    ));
+                }
                 i = end;
                 Kind::Date(text)
             } else if let Some(end) = match_time(chars, i) {
