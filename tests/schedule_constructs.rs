@@ -542,31 +542,32 @@ fn duration_limits_ignored_with_warning() {
 
 #[test]
 fn skipped_constructs() {
-    let schedule = ok(&format!(
-        "{HEADER}account cost \"Cost\" {{ account dev \"Dev\" }}
+    let schedule = ok("project p \"P\" 2025-01-01 +1y {
+            scenario plan \"Plan\" { scenario delayed \"Delayed\" }
+        }
+        account cost \"Cost\" { account dev \"Dev\" }
         flags important
         rate 100
-        resource r \"R\" {{
+        resource r \"R\" {
             efficiency 0.8
             rate 200
             email \"r@example.com\"
             managers boss
-            booking t1 2025-01-06 +4h {{ overtime 1 }}
+            booking t1 2025-01-06 +4h { overtime 1 }
             delayed:vacation 2025-02-03
             leaveallowances annual 2025-01-01 20d
-        }}
-        task t1 \"T1\" {{
+        }
+        task t1 \"T1\" {
             effort 5d
-            task sub \"Sub\" {{ depends !t1 {{ gapduration 2d }} }}
-            journalentry 2025-01-02 \"Note\" {{ author r }}
-        }}
-        taskreport overview \"Overview\" {{ columns name,
+            task sub \"Sub\" { depends !t1 { gapduration 2d } }
+            journalentry 2025-01-02 \"Note\" { author r }
+        }
+        taskreport overview \"Overview\" { columns name,
             start, end
-            formats html }}
+            formats html }
         navigator nav
         journalentry 2025-01-03 \"Global\"
-        resource after \"After\""
-    ));
+        resource after \"After\"");
     assert_eq!(schedule.resources.len(), 2);
     assert!(schedule.resource("r").unwrap().leaves.is_empty());
 }

@@ -172,6 +172,23 @@ fn iso_time_separator_rejected() {
 }
 
 #[test]
+fn unknown_scenario_prefix() {
+    assert_error(
+        &format!("{HEADER}resource r \"R\" {{\n  paln:vacation 2025-03-03\n}}"),
+        3,
+        3,
+        "unknown scenario `paln`: the project's scenarios are `plan`",
+    );
+    let declared = "project p \"P\" 2025-01-01 +1y {\n  scenario base \"Base\" {\n    scenario alt \"Alt\"\n  }\n}\nresource r \"R\" {\n  alt:vacation 2025-03-03\n  other:vacation 2025-03-04\n}";
+    assert_error(
+        declared,
+        8,
+        3,
+        "unknown scenario `other`: the project's scenarios are `base`, `alt`",
+    );
+}
+
+#[test]
 fn working_hours_empty() {
     assert_error(
         &format!("{HEADER}resource r \"R\" {{ workinghours mon 9:00 - 9:00 }}"),
