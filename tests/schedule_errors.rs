@@ -189,6 +189,22 @@ fn unknown_scenario_prefix() {
 }
 
 #[test]
+fn non_ascii_id_rejected() {
+    assert_error(
+        &format!("{HEADER}resource ré \"R\""),
+        2,
+        10,
+        "invalid id `ré`: ids may contain only ASCII letters, digits and `_`",
+    );
+    assert_error(
+        &format!("{HEADER}shift équipe \"Équipe\""),
+        2,
+        7,
+        "invalid id `équipe`",
+    );
+}
+
+#[test]
 fn working_hours_empty() {
     assert_error(
         &format!("{HEADER}resource r \"R\" {{ workinghours mon 9:00 - 9:00 }}"),
