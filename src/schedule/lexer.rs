@@ -135,8 +135,8 @@ pub(crate) fn tokenize(expansion: &Expansion) -> Result<Vec<Token>, Diagnostic> 
         {
             if let Some(end) = match_date(chars, i) {
                 let text: String = chars[i..end].iter().collect();
-                // ISO 8601's `T` would otherwise lex as a scenario prefix (`T10:`), and the
-                // attribute after an unknown scenario's prefix is skipped, time and all.
+                // ISO 8601's `T` would otherwise lex as a scenario prefix (`T10:`) and be
+                // reported as an unknown scenario.
                 if matches!(chars.get(end), Some('T' | 't'))
                     && chars.get(end + 1).is_some_and(char::is_ascii_digit)
                 {
@@ -324,8 +324,8 @@ fn starts_with(chars: &[char], i: usize, text: &str) -> bool {
         .all(|(k, c)| chars.get(i + k) == Some(&c))
 }
 
-/// Describes the id at `start` that contains a letter outside ASCII, which TaskJuggler's ids
-/// (`[a-zA-Z_][a-zA-Z0-9_]*`) cannot contain.
+/// Builds the error message for the id at `start`, which contains a letter outside ASCII that
+/// TaskJuggler's ids (`[a-zA-Z_][a-zA-Z0-9_]*`) cannot contain.
 fn non_ascii_id_message(chars: &[char], start: usize) -> String {
     let end = chars[start..]
         .iter()
