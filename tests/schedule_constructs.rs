@@ -479,6 +479,19 @@ fn leave_outside_time_frame_warns() {
 }
 
 #[test]
+fn shift_outside_time_frame_warns() {
+    let schedule = ok(&format!(
+        "{HEADER}shift s \"S\"\nresource r \"R\" {{ shifts s 2024-01-01 - 2024-02-01 }}"
+    ));
+    assert_eq!(schedule.warnings.len(), 1, "{:?}", schedule.warnings);
+    let warning = &schedule.warnings[0];
+    assert_eq!(warning.severity, Severity::Warning);
+    assert_eq!(warning.location.line, 3);
+    assert!(warning.message.contains("shift `s`"), "{warning}");
+    assert!(warning.message.contains("no effect"), "{warning}");
+}
+
+#[test]
 fn count_limits_with_attributes() {
     let schedule = ok(&format!(
         "{HEADER}resource a \"A\"

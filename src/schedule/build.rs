@@ -1202,6 +1202,17 @@ impl Builder<'_> {
                 ),
             );
         }
+        if interval.end <= self.start || interval.start >= self.end {
+            let message = format!(
+                "the assignment of shift `{}` from {} to {} lies outside the project's time frame ({} to {}) and has no effect",
+                shift.value,
+                format_instant(interval.start, self.zone),
+                format_instant(interval.end, self.zone),
+                format_instant(self.start, self.zone),
+                format_instant(self.end, self.zone),
+            );
+            self.warning(shift.pos, message);
+        }
         let assignment = ShiftAssignment {
             shift: shift.value.clone(),
             interval,
