@@ -251,6 +251,26 @@ fn misaligned_date() {
 }
 
 #[test]
+fn misaligned_project_start_once() {
+    let text = "project \"P\" 2025-01-01-10:30 +1y\nresource r \"R\"";
+    let rejected = Schedule::parse(text, &ParseOptions::named("bad.tjp")).unwrap_err();
+    assert_eq!(rejected.diagnostics.len(), 1, "{rejected}");
+    let first = &rejected.diagnostics[0];
+    assert_eq!((first.location.line, first.location.column), (1, 13));
+    assert!(
+        first
+            .message
+            .contains("date 2025-01-01-10:30 is not aligned"),
+        "{}",
+        first.message
+    );
+
+    let (line, column, message) = error("project \"P\" 2025-01-01 - 2025-06-01-10:30");
+    assert_eq!((line, column), (1, 26), "{message}");
+    assert!(message.contains("date 2025-06-01-10:30"), "{message}");
+}
+
+#[test]
 fn misaligned_working_hours_accepted() {
     let text = format!("{HEADER}resource r \"R\" {{ workinghours mon 9:30 - 12:00 }}");
     let schedule = Schedule::parse(&text, &ParseOptions::named("ok.tjp")).unwrap();

@@ -332,10 +332,19 @@ impl Builder<'_> {
             let advice = "add `timingresolution 15 min` (or another divisor of the offset) to the project block";
             self.check_zone_fits_resolution(pos, advice);
         }
-        for (date, pos) in [(start, ast.start.pos), (end, ast.pos)] {
-            if let Some(date) = date {
-                self.check_aligned(date, pos);
+        // The end of `START +DURATION` is misaligned whenever the start is, so only the start is
+        // reported then.
+        let errors_before = self.errors.len();
+        if let Some(start) = start {
+            self.check_aligned_date(start, &ast.start);
+        }
+        let start_aligned = self.errors.len() == errors_before;
+        match (&ast.end, end) {
+            (ProjectEnd::Date(date), Some(end)) => self.check_aligned_date(end, date),
+            (ProjectEnd::Duration(duration), Some(end)) if start_aligned => {
+                self.check_aligned(end, duration.pos);
             }
+            _ => {}
         }
         project.timezone = self.zone;
         project.timing_resolution = self.resolution as u32;
@@ -500,6 +509,14 @@ impl Builder<'_> {
     fn check_aligned(&mut self, at: DateTime<Utc>, pos: Pos) {
         let text = format_instant(at, self.zone);
         self.check_aligned_text(at, pos, &text);
+    }
+
+    /// Checks the instant `at` of `date`, named as written when it is a literal.
+    fn check_aligned_date(&mut self, at: DateTime<Utc>, date: &Spanned<DateAst>) {
+        match &date.value {
+            DateAst::Literal(text) => self.check_aligned_text(at, date.pos, text),
+            _ => self.check_aligned(at, date.pos),
+        }
     }
 
     fn check_aligned_text(&mut self, at: DateTime<Utc>, pos: Pos, text: &str) {
