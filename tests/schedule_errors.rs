@@ -91,11 +91,20 @@ fn interval_end_before_start() {
         10,
         "not after its start",
     );
-    assert_error(
-        &format!("{HEADER}vacation 2025-03-02 - 2025-03-02"),
-        2,
-        10,
-        "not after its start",
+}
+
+#[test]
+fn interval_with_equal_ends() {
+    let (line, column, message) = error(&format!("{HEADER}vacation 2025-03-03 - 2025-03-03"));
+    assert_eq!((line, column), (2, 10), "{message}");
+    assert!(
+        message.contains("is empty, because its end is excluded"),
+        "{message}"
+    );
+    assert!(message.contains("2025-03-04 00:00 UTC"), "{message}");
+    assert!(
+        !message.contains("write the earlier date first"),
+        "{message}"
     );
 }
 

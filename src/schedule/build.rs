@@ -585,6 +585,18 @@ impl Builder<'_> {
                         self.error(start.pos, message);
                         return None;
                     }
+                    if end_at == start_at {
+                        let start_text = format_instant(start_at, self.zone);
+                        let day_after = dates::same_time_next_day(start_at, self.zone)
+                            .map_or_else(String::new, |at| format_instant(at, self.zone));
+                        self.error(
+                            start.pos,
+                            format!(
+                                "interval from {start_text} to {start_text} is empty, because its end is excluded: for one day, write the start date alone or end the interval on the next day ({day_after})"
+                            ),
+                        );
+                        return None;
+                    }
                     self.error(
                         start.pos,
                         format!(
