@@ -448,6 +448,25 @@ fn single_day_across_dst_change() {
 }
 
 #[test]
+fn date_in_half_hour_gap() {
+    // On 2026-10-04 Lord Howe's clocks jump from 02:00 (+10:30) to 02:30 (+11:00). A skipped
+    // local time counts with the offset before the jump, so 02:00 is the instant of the jump
+    // (15:30Z) and 02:10 is 02:40 (15:40Z).
+    let schedule = ok(r#"project "P" 2026-01-01 +1y {
+          timingresolution 10 min
+          timezone "Australia/Lord_Howe"
+        }
+        vacation 2026-10-04-02:00 - 2026-10-04-04:00
+        vacation 2026-10-04-02:10 +1h
+        vacation 2026-10-03-02:00"#);
+    let leaves = &schedule.leaves;
+    assert_eq!(leaves[0].interval.start, utc(2026, 10, 3, 15, 30));
+    assert_eq!(leaves[0].interval.end, utc(2026, 10, 3, 17, 0));
+    assert_eq!(leaves[1].interval.start, utc(2026, 10, 3, 15, 40));
+    assert_eq!(leaves[2].interval.end, utc(2026, 10, 3, 15, 30));
+}
+
+#[test]
 fn leave_outside_time_frame_warns() {
     let schedule = ok(&format!(
         "{HEADER}vacation \"Later\" 2027-01-01\nvacation \"Partly\" 2024-12-01 - 2025-01-05"
@@ -457,6 +476,19 @@ fn leave_outside_time_frame_warns() {
     assert_eq!(warning.severity, Severity::Warning);
     assert_eq!(warning.location.line, 2);
     assert!(warning.message.contains("\"Later\""), "{warning}");
+}
+
+#[test]
+fn shift_outside_time_frame_warns() {
+    let schedule = ok(&format!(
+        "{HEADER}shift s \"S\"\nresource r \"R\" {{ shifts s 2024-01-01 - 2024-02-01 }}"
+    ));
+    assert_eq!(schedule.warnings.len(), 1, "{:?}", schedule.warnings);
+    let warning = &schedule.warnings[0];
+    assert_eq!(warning.severity, Severity::Warning);
+    assert_eq!(warning.location.line, 3);
+    assert!(warning.message.contains("shift `s`"), "{warning}");
+    assert!(warning.message.contains("no effect"), "{warning}");
 }
 
 #[test]
@@ -523,31 +555,32 @@ fn duration_limits_ignored_with_warning() {
 
 #[test]
 fn skipped_constructs() {
-    let schedule = ok(&format!(
-        "{HEADER}account cost \"Cost\" {{ account dev \"Dev\" }}
+    let schedule = ok("project p \"P\" 2025-01-01 +1y {
+            scenario plan \"Plan\" { scenario delayed \"Delayed\" }
+        }
+        account cost \"Cost\" { account dev \"Dev\" }
         flags important
         rate 100
-        resource r \"R\" {{
+        resource r \"R\" {
             efficiency 0.8
             rate 200
             email \"r@example.com\"
             managers boss
-            booking t1 2025-01-06 +4h {{ overtime 1 }}
+            booking t1 2025-01-06 +4h { overtime 1 }
             delayed:vacation 2025-02-03
             leaveallowances annual 2025-01-01 20d
-        }}
-        task t1 \"T1\" {{
+        }
+        task t1 \"T1\" {
             effort 5d
-            task sub \"Sub\" {{ depends !t1 {{ gapduration 2d }} }}
-            journalentry 2025-01-02 \"Note\" {{ author r }}
-        }}
-        taskreport overview \"Overview\" {{ columns name,
+            task sub \"Sub\" { depends !t1 { gapduration 2d } }
+            journalentry 2025-01-02 \"Note\" { author r }
+        }
+        taskreport overview \"Overview\" { columns name,
             start, end
-            formats html }}
+            formats html }
         navigator nav
         journalentry 2025-01-03 \"Global\"
-        resource after \"After\""
-    ));
+        resource after \"After\"");
     assert_eq!(schedule.resources.len(), 2);
     assert!(schedule.resource("r").unwrap().leaves.is_empty());
 }

@@ -91,11 +91,39 @@ fn interval_end_before_start() {
         10,
         "not after its start",
     );
-    assert_error(
-        &format!("{HEADER}vacation 2025-03-02 - 2025-03-02"),
-        2,
-        10,
-        "not after its start",
+}
+
+#[test]
+fn interval_with_equal_ends() {
+    let (line, column, message) = error(&format!("{HEADER}vacation 2025-03-03 - 2025-03-03"));
+    assert_eq!((line, column), (2, 10), "{message}");
+    assert!(
+        message.contains("is empty, because its end is excluded"),
+        "{message}"
+    );
+    assert!(message.contains("2025-03-04 00:00 UTC"), "{message}");
+    assert!(
+        !message.contains("write the earlier date first"),
+        "{message}"
+    );
+}
+
+#[test]
+fn interval_emptied_by_dst_gap() {
+    // Berlin's clocks skip 02:00 - 03:00 on 2026-03-29, so 02:00 reads as 03:00.
+    let header = "project \"P\" 2026-01-01 +1y { timezone \"Europe/Berlin\" }\n";
+    let (line, column, message) = error(&format!(
+        "{header}vacation 2026-03-29-02:00 - 2026-03-29-03:00"
+    ));
+    assert_eq!((line, column), (2, 10), "{message}");
+    assert!(message.contains("skip 2026-03-29-02:00"), "{message}");
+    assert!(
+        message.contains("reads as 2026-03-29 03:00 CEST"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("write the earlier date first"),
+        "{message}"
     );
 }
 
@@ -107,6 +135,81 @@ fn working_hours_across_midnight_in_taskjuggler_dialect() {
     assert!(
         message.contains("`22:00 - 24:00` and `00:00 - 06:00` on the next day"),
         "{message}"
+    );
+}
+
+#[test]
+fn weekday_in_wrong_case() {
+    assert_error(
+        &format!("{HEADER}resource r \"R\" {{ workinghours Mon 09:00 - 12:00 }}"),
+        2,
+        31,
+        "invalid weekday `Mon`: weekdays are lower-case three-letter keywords; write `mon`",
+    );
+    assert_error(
+        &format!("{HEADER}resource r \"R\" {{ workinghours mon - Friday 09:00 - 12:00 }}"),
+        2,
+        37,
+        "write `fri`",
+    );
+    assert_error(
+        "project \"P\" 2025-01-01 +1y { workinghours SAT off }",
+        1,
+        43,
+        "write `sat`",
+    );
+}
+
+#[test]
+fn missing_comma_between_ranges() {
+    assert_error(
+        &format!("{HEADER}resource r \"R\" {{ workinghours mon 09:00 - 12:00 13:00 - 17:00 }}"),
+        2,
+        49,
+        "missing `,` before `13:00`: separate time ranges with commas",
+    );
+}
+
+#[test]
+fn iso_time_separator_rejected() {
+    assert_error(
+        &format!("{HEADER}vacation 2025-03-03T10:00\nresource r \"R\""),
+        2,
+        10,
+        "invalid date `2025-03-03T10:00`: TaskJuggler writes the time after a dash, not a `T`, as in `2025-03-03-10:00`",
+    );
+}
+
+#[test]
+fn unknown_scenario_prefix() {
+    assert_error(
+        &format!("{HEADER}resource r \"R\" {{\n  paln:vacation 2025-03-03\n}}"),
+        3,
+        3,
+        "unknown scenario `paln`: the project's scenarios are `plan`",
+    );
+    let declared = "project p \"P\" 2025-01-01 +1y {\n  scenario base \"Base\" {\n    scenario alt \"Alt\"\n  }\n}\nresource r \"R\" {\n  alt:vacation 2025-03-03\n  other:vacation 2025-03-04\n}";
+    assert_error(
+        declared,
+        8,
+        3,
+        "unknown scenario `other`: the project's scenarios are `base`, `alt`",
+    );
+}
+
+#[test]
+fn non_ascii_id_rejected() {
+    assert_error(
+        &format!("{HEADER}resource ré \"R\""),
+        2,
+        10,
+        "invalid id `ré`: ids may contain only ASCII letters, digits and `_`",
+    );
+    assert_error(
+        &format!("{HEADER}shift équipe \"Équipe\""),
+        2,
+        7,
+        "invalid id `équipe`",
     );
 }
 
@@ -157,6 +260,26 @@ fn misaligned_date() {
 }
 
 #[test]
+fn misaligned_project_start_once() {
+    let text = "project \"P\" 2025-01-01-10:30 +1y\nresource r \"R\"";
+    let rejected = Schedule::parse(text, &ParseOptions::named("bad.tjp")).unwrap_err();
+    assert_eq!(rejected.diagnostics.len(), 1, "{rejected}");
+    let first = &rejected.diagnostics[0];
+    assert_eq!((first.location.line, first.location.column), (1, 13));
+    assert!(
+        first
+            .message
+            .contains("date 2025-01-01-10:30 is not aligned"),
+        "{}",
+        first.message
+    );
+
+    let (line, column, message) = error("project \"P\" 2025-01-01 - 2025-06-01-10:30");
+    assert_eq!((line, column), (1, 26), "{message}");
+    assert!(message.contains("date 2025-06-01-10:30"), "{message}");
+}
+
+#[test]
 fn misaligned_working_hours_accepted() {
     let text = format!("{HEADER}resource r \"R\" {{ workinghours mon 9:30 - 12:00 }}");
     let schedule = Schedule::parse(&text, &ParseOptions::named("ok.tjp")).unwrap();
@@ -178,13 +301,25 @@ fn bad_timing_resolution() {
 fn zone_offset_does_not_fit_resolution() {
     let text = "project \"P\" 2025-01-01 +1y {\n  timezone \"Asia/Kolkata\"\n}";
     assert_error(text, 2, 12, "too large for time zone Asia/Kolkata");
-    assert_error(text, 2, 12, "before `timezone`");
-    let resolution_after_zone =
-        "project \"P\" 2025-01-01 +1y {\n  timezone \"Asia/Kolkata\"\n  timingresolution 30 min\n}";
-    assert_error(resolution_after_zone, 2, 12, "before `timezone`");
+    assert_error(text, 2, 12, "add `timingresolution 15 min`");
     let fits =
         "project \"P\" 2025-01-01 +1y {\n  timingresolution 30 min\n  timezone \"Asia/Kolkata\"\n}";
     assert!(Schedule::parse(fits, &ParseOptions::named("ok.tjp")).is_ok());
+}
+
+#[test]
+fn resolution_after_zone_is_checked() {
+    // TaskJuggler's test Syntax/Errors/too_large_timing_res.tjp writes the zone first and
+    // expects the error at the `timingresolution` line.
+    let too_large =
+        "project \"P\" 2007-08-26 +1w {\n  timezone \"Asia/Kolkata\"\n  timingresolution 60 min\n}";
+    assert_error(too_large, 3, 20, "too large for time zone Asia/Kolkata");
+
+    let fits = "project \"P\" 2025-01-01 +1y {\n  timezone \"Asia/Kolkata\"\n  timingresolution 30 min\n}\nvacation 2025-03-03\nresource r \"R\"";
+    let schedule = Schedule::parse(fits, &ParseOptions::named("ok.tjp"))
+        .unwrap_or_else(|error| panic!("rejected:\n{error}"));
+    assert_eq!(schedule.project.timing_resolution, 1800);
+    assert_eq!(schedule.project.timezone, chrono_tz::Asia::Kolkata);
 }
 
 #[test]
@@ -325,6 +460,28 @@ fn zero_duration() {
         2,
         22,
         "not a multiple of the timing resolution",
+    );
+}
+
+#[test]
+fn huge_numbers_named_as_written() {
+    assert_error(
+        "project \"P\" 2025-01-01 +99999999999999999999y",
+        1,
+        25,
+        "duration `99999999999999999999y` is too long",
+    );
+    assert_error(
+        &format!("{HEADER}vacation 2025-02-01 +123456789012345678901234567890d"),
+        2,
+        22,
+        "duration `123456789012345678901234567890d` is too long",
+    );
+    assert_error(
+        "project \"P\" 2025-01-01 +1y {\n  timingresolution 99999999999999999999999 min\n}",
+        2,
+        20,
+        "invalid timing resolution 99999999999999999999999 min",
     );
 }
 
@@ -564,6 +721,33 @@ fn include_errors() {
     let first = &inner.diagnostics[0];
     assert!(first.location.file.ends_with("bad.tji"), "{first}");
     assert_eq!((first.location.line, first.location.column), (2, 20));
+}
+
+#[test]
+fn file_included_twice_names_includes() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("team.tji"), "resource x \"X\"\n").unwrap();
+    std::fs::write(
+        dir.path().join("twice.tjp"),
+        format!("{HEADER}include \"team.tji\"\ninclude \"team.tji\"\n"),
+    )
+    .unwrap();
+
+    let error = Schedule::from_file(dir.path().join("twice.tjp")).unwrap_err();
+    let first = &error.diagnostics[0];
+    assert!(first.location.file.ends_with("team.tji"), "{first}");
+    assert!(
+        first.message.contains("included 2 times"),
+        "{}",
+        first.message
+    );
+    assert!(first.message.contains("twice.tjp:2:9"), "{}", first.message);
+    assert!(first.message.contains("twice.tjp:3:9"), "{}", first.message);
+    assert!(
+        !first.message.contains("choose another id"),
+        "{}",
+        first.message
+    );
 }
 
 #[test]

@@ -28,6 +28,8 @@ pub(crate) enum DateAst {
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct DurationAst {
+    /// The number as written, for messages.
+    pub number: String,
     pub value: f64,
     pub unit: String,
     pub pos: Pos,

@@ -253,6 +253,10 @@ impl Builder<'_> {
             working_hours: WorkingHours::default(),
             location: self.expansion.location(ast.pos),
         };
+        // As in TaskJuggler, a `timingresolution` after `timezone` may make the resolution fit
+        // the zone, so the zone is checked against the resolution in force at the end of the
+        // block unless a later `timingresolution` checks it.
+        let mut unchecked_zone = None;
         for attr in &ast.attrs {
             match attr {
                 ProjectAttr::Timezone(name) => {
@@ -260,8 +264,7 @@ impl Builder<'_> {
                         self.zone = zone;
                         // TaskJuggler resets the project's working hours on a zone change.
                         self.project_hours = WorkingHours::default();
-                        let advice = "write `timingresolution 15 min` (or another divisor of the offset) before `timezone`, which is checked against the resolution in force";
-                        self.check_zone_fits_resolution(name.pos, advice);
+                        unchecked_zone = Some(name.pos);
                     }
                 }
                 ProjectAttr::TimingResolution(duration) => {
@@ -276,12 +279,13 @@ impl Builder<'_> {
                         let advice =
                             "set `timingresolution` to a divisor of the offset, such as 15 min";
                         self.check_zone_fits_resolution(duration.pos, advice);
+                        unchecked_zone = None;
                     } else {
                         self.error(
                             duration.pos,
                             format!(
                                 "invalid timing resolution {} {}: expected 5, 10, 15, 20, 30 or 60 min, as in `timingresolution 15 min`",
-                                duration.value, duration.unit
+                                duration.number, duration.unit
                             ),
                         );
                     }
@@ -324,10 +328,23 @@ impl Builder<'_> {
                 }
             }
         }
-        for (date, pos) in [(start, ast.start.pos), (end, ast.pos)] {
-            if let Some(date) = date {
-                self.check_aligned(date, pos);
+        if let Some(pos) = unchecked_zone {
+            let advice = "add `timingresolution 15 min` (or another divisor of the offset) to the project block";
+            self.check_zone_fits_resolution(pos, advice);
+        }
+        // The end of `START +DURATION` is misaligned whenever the start is, so only the start is
+        // reported then.
+        let errors_before = self.errors.len();
+        if let Some(start) = start {
+            self.check_aligned_date(start, &ast.start);
+        }
+        let start_aligned = self.errors.len() == errors_before;
+        match (&ast.end, end) {
+            (ProjectEnd::Date(date), Some(end)) => self.check_aligned_date(end, date),
+            (ProjectEnd::Duration(duration), Some(end)) if start_aligned => {
+                self.check_aligned(end, duration.pos);
             }
+            _ => {}
         }
         project.timezone = self.zone;
         project.timing_resolution = self.resolution as u32;
@@ -431,7 +448,7 @@ impl Builder<'_> {
             } => {
                 let base = self.date_unchecked(base)?;
                 let seconds = match dates::duration_seconds(
-                    duration.value,
+                    &duration.number,
                     &duration.unit,
                     self.resolution,
                 ) {
@@ -494,6 +511,14 @@ impl Builder<'_> {
         self.check_aligned_text(at, pos, &text);
     }
 
+    /// Checks the instant `at` of `date`, named as written when it is a literal.
+    fn check_aligned_date(&mut self, at: DateTime<Utc>, date: &Spanned<DateAst>) {
+        match &date.value {
+            DateAst::Literal(text) => self.check_aligned_text(at, date.pos, text),
+            _ => self.check_aligned(at, date.pos),
+        }
+    }
+
     fn check_aligned_text(&mut self, at: DateTime<Utc>, pos: Pos, text: &str) {
         if at.timestamp().rem_euclid(self.resolution) != 0 {
             self.error(
@@ -508,7 +533,7 @@ impl Builder<'_> {
     }
 
     fn plus(&mut self, start: DateTime<Utc>, duration: &DurationAst) -> Option<DateTime<Utc>> {
-        match dates::duration_seconds(duration.value, &duration.unit, self.resolution) {
+        match dates::duration_seconds(&duration.number, &duration.unit, self.resolution) {
             Ok(seconds) => match start.checked_add_signed(Duration::seconds(seconds)) {
                 Some(end) if end.year() <= *dates::YEARS.end() => Some(end),
                 _ => {
@@ -526,11 +551,52 @@ impl Builder<'_> {
         }
     }
 
+    /// Builds the error message for an empty interval `start - end` when one of its dates is a
+    /// local time skipped by a daylight-saving change, which reads as a later time. Returns `None`
+    /// when neither date is skipped.
+    fn empty_by_skipped_time(
+        &self,
+        start: &Spanned<DateAst>,
+        end: &Spanned<DateAst>,
+        end_at: DateTime<Utc>,
+    ) -> Option<String> {
+        let written = |date: &Spanned<DateAst>| match &date.value {
+            DateAst::Literal(text) => Some(text.clone()),
+            _ => None,
+        };
+        let (start_text, end_text) = (written(start)?, written(end)?);
+        let skipped = [&start_text, &end_text]
+            .into_iter()
+            .find(|text| dates::is_skipped_local_time(text, self.zone))?;
+        let read_as = format_instant(dates::parse_date(skipped, self.zone).ok()?, self.zone);
+        Some(format!(
+            "interval {start_text} - {end_text} is empty: the clocks of {} skip {skipped} at a daylight-saving change, so it reads as {read_as} and the interval ends at {}; write times that exist on that day",
+            self.zone,
+            format_instant(end_at, self.zone)
+        ))
+    }
+
     fn interval(&mut self, ast: &IntervalAst) -> Option<Interval> {
         let (start, end) = match ast {
             IntervalAst::Range(start, end) => {
                 let (start_at, end_at) = (self.date(start)?, self.date(end)?);
                 if end_at <= start_at {
+                    if let Some(message) = self.empty_by_skipped_time(start, end, end_at) {
+                        self.error(start.pos, message);
+                        return None;
+                    }
+                    if end_at == start_at {
+                        let start_text = format_instant(start_at, self.zone);
+                        let day_after = dates::same_time_next_day(start_at, self.zone)
+                            .map_or_else(String::new, |at| format_instant(at, self.zone));
+                        self.error(
+                            start.pos,
+                            format!(
+                                "interval from {start_text} to {start_text} is empty, because its end is excluded: for one day, write the start date alone or end the interval on the next day ({day_after})"
+                            ),
+                        );
+                        return None;
+                    }
                     self.error(
                         start.pos,
                         format!(
@@ -709,7 +775,7 @@ impl Builder<'_> {
                         duration.pos,
                         format!(
                             "`{} {}{}` limits working time and is ignored for rate limiting: write a count of calls such as `{} 500`",
-                            ast.kind, duration.value, duration.unit, ast.kind
+                            ast.kind, duration.number, duration.unit, ast.kind
                         ),
                     );
                 }
@@ -900,16 +966,31 @@ impl Builder<'_> {
         }
     }
 
+    /// Builds the error message for the property `property` (such as ``resource `x` ``), defined
+    /// at `existing` and again at `pos`. When both are the same place of a file that is included
+    /// more than once, it names the includes, since the id is then right and the second include
+    /// is the mistake.
+    fn duplicate_message(&self, property: &str, existing: &Location, pos: Pos) -> String {
+        let sites = self.expansion.include_sites_of(existing);
+        if *existing == self.expansion.location(pos) && sites.len() > 1 {
+            let sites: Vec<String> = sites.iter().map(ToString::to_string).collect();
+            return format!(
+                "{property} is defined twice at {existing} because that file is included {} times, at {}: include it once",
+                sites.len(),
+                sites.join(" and ")
+            );
+        }
+        format!("{property} is already defined at {existing}: choose another id")
+    }
+
     fn shift(&mut self, ast: &ShiftAst, parent: Option<usize>) {
         if let Some(existing) = self.shifts.iter().find(|s| s.id == ast.id.value) {
-            let location = existing.location.clone();
-            return self.error(
-                ast.id.pos,
-                format!(
-                    "shift `{}` is already defined at {location}: choose another id",
-                    ast.id.value
-                ),
+            let message = self.duplicate_message(
+                &format!("shift `{}`", ast.id.value),
+                &existing.location,
+                ast.pos,
             );
+            return self.error(ast.id.pos, message);
         }
         let mut shift = match parent {
             Some(index) => {
@@ -972,11 +1053,9 @@ impl Builder<'_> {
             }
         };
         if let Some(existing) = self.resources.iter().find(|r| r.id == id) {
-            let location = existing.location.clone();
-            return self.error(
-                ast.pos,
-                format!("resource `{id}` is already defined at {location}: choose another id"),
-            );
+            let message =
+                self.duplicate_message(&format!("resource `{id}`"), &existing.location, ast.pos);
+            return self.error(ast.pos, message);
         }
         let resource = match parent {
             Some(index) => {
@@ -1151,6 +1230,17 @@ impl Builder<'_> {
                     other.location
                 ),
             );
+        }
+        if interval.end <= self.start || interval.start >= self.end {
+            let message = format!(
+                "the assignment of shift `{}` from {} to {} lies outside the project's time frame ({} to {}) and has no effect",
+                shift.value,
+                format_instant(interval.start, self.zone),
+                format_instant(interval.end, self.zone),
+                format_instant(self.start, self.zone),
+                format_instant(self.end, self.zone),
+            );
+            self.warning(shift.pos, message);
         }
         let assignment = ShiftAssignment {
             shift: shift.value.clone(),

@@ -81,17 +81,22 @@ pub(crate) fn parse_date(text: &str, zone: Tz) -> Result<DateTime<Utc>, String> 
     }
 }
 
-/// Converts local time in `zone` to UTC: the earlier instant of a repeated hour, and the time
-/// one hour later for a time skipped by a daylight-saving change.
+/// Converts local time in `zone` to UTC: the earlier instant of a repeated hour, and for a time
+/// skipped by a daylight-saving change, the instant it would be under the offset before the
+/// change. So a skipped time moves forward by the length of the gap, which is 30 minutes in
+/// Australia/Lord_Howe.
 pub(crate) fn local_to_utc(naive: NaiveDateTime, zone: Tz) -> Option<DateTime<Utc>> {
-    match zone.from_local_datetime(&naive) {
-        LocalResult::Single(time) => Some(time.with_timezone(&Utc)),
-        LocalResult::Ambiguous(earlier, _) => Some(earlier.with_timezone(&Utc)),
-        LocalResult::None => zone
-            .from_local_datetime(&(naive + Duration::hours(1)))
-            .earliest()
-            .map(|time| time.with_timezone(&Utc)),
-    }
+    Some(crate::window::first_instant_at_or_after(naive, zone))
+}
+
+/// Returns whether the date `text` has no zone offset and names a local time that a
+/// daylight-saving change of `zone` skips.
+pub(crate) fn is_skipped_local_time(text: &str, zone: Tz) -> bool {
+    let has_offset = text.contains("-+") || text.contains("--");
+    let Ok(as_utc) = parse_date(text, Tz::UTC) else {
+        return false;
+    };
+    !has_offset && zone.from_local_datetime(&as_utc.naive_utc()) == LocalResult::None
 }
 
 /// The same local wall-clock time on the next day: the end of a single-date leave.
@@ -100,11 +105,14 @@ pub(crate) fn same_time_next_day(at: DateTime<Utc>, zone: Tz) -> Option<DateTime
     local_to_utc(local.checked_add_signed(Duration::days(1))?, zone)
 }
 
-/// Seconds of a calendar duration (`+2d`, `+1m`): `min` 60 s, `h` 3 600 s, `d` 86 400 s, `w` 7
-/// days, `m` 30.4167 days truncated to the resolution, `y` 365 days. The result must be a
-/// positive multiple of `resolution` seconds.
-pub(crate) fn duration_seconds(value: f64, unit: &str, resolution: i64) -> Result<i64, String> {
-    let written = format!("{}{unit}", format_number(value));
+/// Seconds of a calendar duration (`+2d`, `+1m`) of `number` (as written) `unit`s: `min` 60 s,
+/// `h` 3 600 s, `d` 86 400 s, `w` 7 days, `m` 30.4167 days truncated to the resolution, `y` 365
+/// days. The result must be a positive multiple of `resolution` seconds.
+pub(crate) fn duration_seconds(number: &str, unit: &str, resolution: i64) -> Result<i64, String> {
+    let written = format!("{number}{unit}");
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration `{written}`: expected a number such as 2 or 2.5"))?;
     let unit_seconds = match unit {
         "min" => 60.0,
         "h" => 3_600.0,
@@ -159,14 +167,6 @@ pub(crate) fn parse_time(text: &str) -> Result<u32, String> {
         ));
     }
     Ok(hours * 3600 + minutes * 60)
-}
-
-fn format_number(value: f64) -> String {
-    if value.fract() == 0.0 {
-        format!("{}", value as i64)
-    } else {
-        format!("{value}")
-    }
 }
 
 struct Fields<'t> {
@@ -234,10 +234,10 @@ mod tests {
     #[test]
     fn month_duration_truncated() {
         assert_eq!(
-            duration_seconds(1.0, "m", 3600).unwrap(),
+            duration_seconds("1", "m", 3600).unwrap(),
             30 * 86_400 + 10 * 3600
         );
-        assert_eq!(duration_seconds(1.0, "y", 3600).unwrap(), 365 * 86_400);
+        assert_eq!(duration_seconds("1", "y", 3600).unwrap(), 365 * 86_400);
     }
 
     #[test]

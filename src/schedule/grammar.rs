@@ -266,26 +266,86 @@ fn duration<'a>() -> impl Parser<Input<'a>, Output = DurationAst> {
     (number(), duration_unit()).map(|(value, unit)| DurationAst {
         // The lexer only produces digits with at most one dot, which always parse.
         value: value.value.parse().unwrap_or(0.0),
+        number: value.value,
         unit: unit.value,
         pos: value.pos,
     })
 }
 
 fn weekday<'a>() -> impl Parser<Input<'a>, Output = Weekday> {
-    satisfy_map(|t: &Token| match &t.kind {
-        Kind::Id(s) => match s.as_str() {
-            "mon" => Some(Weekday::Mon),
-            "tue" => Some(Weekday::Tue),
-            "wed" => Some(Weekday::Wed),
-            "thu" => Some(Weekday::Thu),
-            "fri" => Some(Weekday::Fri),
-            "sat" => Some(Weekday::Sat),
-            "sun" => Some(Weekday::Sun),
-            _ => None,
-        },
+    let exact = satisfy_map(|t: &Token| match &t.kind {
+        Kind::Id(s) => weekday_named(s),
         _ => None,
-    })
-    .expected("a weekday: mon, tue, wed, thu, fri, sat or sun")
+    });
+    choice((exact, parser(miscased_weekday)))
+        .expected("a weekday: mon, tue, wed, thu, fri, sat or sun")
+}
+
+fn weekday_named(name: &str) -> Option<Weekday> {
+    match name {
+        "mon" => Some(Weekday::Mon),
+        "tue" => Some(Weekday::Tue),
+        "wed" => Some(Weekday::Wed),
+        "thu" => Some(Weekday::Thu),
+        "fri" => Some(Weekday::Fri),
+        "sat" => Some(Weekday::Sat),
+        "sun" => Some(Weekday::Sun),
+        _ => None,
+    }
+}
+
+/// Rejects a weekday in another spelling (`Mon`, `MON`, `Monday`) where days are expected, that
+/// is when a time, `-`, `,` or `off` follows it. TaskJuggler's weekday keywords are lower case, and
+/// without this check `workinghours Mon 09:00 - 17:00` reads `Mon` as a shift id and reports the
+/// time instead.
+fn miscased_weekday<'a>(input: &mut Input<'a>) -> Result<'a, Weekday> {
+    let position = input.position();
+    let checkpoint = input.checkpoint();
+    let written = match input.uncons() {
+        Ok(Token {
+            kind: Kind::Id(name),
+            ..
+        }) => Some(name.clone()),
+        _ => None,
+    };
+    let keyword = written.as_deref().and_then(|name| {
+        let lower = name.to_ascii_lowercase();
+        let short = lower.get(..3)?;
+        let day = weekday_named(short)?;
+        let full = format!("{}day", day_stem(day));
+        (lower.len() == 3 || lower == full).then(|| short.to_owned())
+    });
+    let days_follow = match input.uncons() {
+        Ok(token) => match &token.kind {
+            Kind::Time(_) | Kind::Punct("-") | Kind::Punct(",") => true,
+            Kind::Id(name) => name == "off",
+            _ => false,
+        },
+        Err(_) => false,
+    };
+    if let (Some(written), Some(keyword), true) = (written, keyword, days_follow) {
+        let error = easy::Errors::new(
+            position,
+            StreamErrorFor::<Input<'a>>::message_format(format!(
+                "invalid weekday `{written}`: weekdays are lower-case three-letter keywords; write `{keyword}`"
+            )),
+        );
+        return Err(Commit::Commit(Tracked::from(error)));
+    }
+    let _ = input.reset(checkpoint);
+    Err(Commit::Peek(Tracked::from(easy::Errors::empty(position))))
+}
+
+fn day_stem(day: Weekday) -> &'static str {
+    match day {
+        Weekday::Mon => "mon",
+        Weekday::Tue => "tues",
+        Weekday::Wed => "wednes",
+        Weekday::Thu => "thurs",
+        Weekday::Fri => "fri",
+        Weekday::Sat => "satur",
+        Weekday::Sun => "sun",
+    }
 }
 
 fn leave_kind<'a>() -> impl Parser<Input<'a>, Output = LeaveKind> {
@@ -344,7 +404,26 @@ fn time_range<'a>() -> impl Parser<Input<'a>, Output = TimeRangeAst> {
 }
 
 fn time_ranges<'a>() -> impl Parser<Input<'a>, Output = Vec<TimeRangeAst>> {
-    sep_by1(time_range(), punct(","))
+    (sep_by1(time_range(), punct(",")), parser(no_time_follows)).map(|(ranges, ())| ranges)
+}
+
+/// Rejects a time right after a list of time ranges, a missing comma as in `09:00 - 12:00
+/// 13:00 - 17:00`, which would otherwise fail at the time with a list of attributes.
+fn no_time_follows<'a>(input: &mut Input<'a>) -> Result<'a, ()> {
+    let position = input.position();
+    let checkpoint = input.checkpoint();
+    let next = input.uncons().ok().map(|token| token.kind.clone());
+    let _ = input.reset(checkpoint);
+    if let Some(Kind::Time(time)) = next {
+        let error = easy::Errors::new(
+            position,
+            StreamErrorFor::<Input<'a>>::message_format(format!(
+                "missing `,` before `{time}`: separate time ranges with commas, as in `09:00 - 12:00, 13:00 - 17:00`"
+            )),
+        );
+        return Err(Commit::Commit(Tracked::from(error)));
+    }
+    Ok(((), Commit::Peek(())))
 }
 
 /// `DAYS (off | TIME - TIME, ...)`, after the `workinghours` keyword at `pos`.
@@ -421,6 +500,7 @@ fn limit<'a>() -> impl Parser<Input<'a>, Output = LimitAst> {
             match unit {
                 Some(unit) => LimitValue::Duration(DurationAst {
                     value: number.value.parse().unwrap_or(0.0),
+                    number: format!("{}{}", if minus.is_some() { "-" } else { "" }, number.value),
                     unit: unit.value,
                     pos,
                 }),

@@ -94,6 +94,16 @@ pub(crate) fn tokenize(expansion: &Expansion) -> Result<Vec<Token>, Diagnostic> 
             let name: String = chars[i + 1..end].iter().collect();
             i = (end + 1).min(chars.len());
             Kind::Builtin(name)
+        } else if c.is_alphabetic() && !c.is_ascii()
+            || (c.is_ascii_alphabetic() || c == '_')
+                && chars
+                    .get(word_end(chars, i))
+                    .is_some_and(|d| d.is_alphanumeric() && !d.is_ascii())
+        {
+            return Err(Diagnostic::error(
+                expansion.location(pos),
+                non_ascii_id_message(chars, i),
+            ));
         } else if c.is_ascii_alphabetic() || c == '_' {
             let end = word_end(chars, i);
             let word: String = chars[i..end].iter().collect();
@@ -125,6 +135,21 @@ pub(crate) fn tokenize(expansion: &Expansion) -> Result<Vec<Token>, Diagnostic> 
         {
             if let Some(end) = match_date(chars, i) {
                 let text: String = chars[i..end].iter().collect();
+                // ISO 8601's `T` would otherwise lex as a scenario prefix (`T10:`) and be
+                // reported as an unknown scenario.
+                if matches!(chars.get(end), Some('T' | 't'))
+                    && chars.get(end + 1).is_some_and(char::is_ascii_digit)
+                {
+                    let time_end = match_time(chars, end + 1).unwrap_or(end + 1);
+                    let written: String = chars[i..time_end].iter().collect();
+                    let time: String = chars[end + 1..time_end].iter().collect();
+                    return Err(Diagnostic::error(
+                        expansion.location(pos),
+                        format!(
+                            "invalid date `{written}`: TaskJuggler writes the time after a dash, not a `T`, as in `{text}-{time}`"
+                        ),
+                    ));
+                }
                 i = end;
                 Kind::Date(text)
             } else if let Some(end) = match_time(chars, i) {
@@ -297,6 +322,19 @@ fn starts_with(chars: &[char], i: usize, text: &str) -> bool {
     text.chars()
         .enumerate()
         .all(|(k, c)| chars.get(i + k) == Some(&c))
+}
+
+/// Builds the error message for the id at `start`, which contains a letter outside ASCII that
+/// TaskJuggler's ids (`[a-zA-Z_][a-zA-Z0-9_]*`) cannot contain.
+fn non_ascii_id_message(chars: &[char], start: usize) -> String {
+    let end = chars[start..]
+        .iter()
+        .position(|c| !(c.is_alphanumeric() || *c == '_'))
+        .map_or(chars.len(), |length| start + length);
+    let word: String = chars[start..end].iter().collect();
+    format!(
+        "invalid id `{word}`: ids may contain only ASCII letters, digits and `_`; keep other letters in the quoted name, as in `resource cafe \"Café\"`"
+    )
 }
 
 fn word_end(chars: &[char], mut i: usize) -> usize {

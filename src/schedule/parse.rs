@@ -55,7 +55,9 @@ impl Schedule {
         };
         let expansion =
             source::expand(text, &options.file_name, options.base_dir.as_deref()).map_err(fail)?;
-        let tokens = drop_top_scenario_prefixes(lexer::tokenize(&expansion).map_err(fail)?);
+        let tokens = lexer::tokenize(&expansion).map_err(fail)?;
+        check_scenario_prefixes(&tokens, &expansion).map_err(fail)?;
+        let tokens = drop_top_scenario_prefixes(tokens);
         let depth = check_nesting(&tokens, &expansion).map_err(fail)?;
         let file = parse_tokens(&tokens, &expansion, depth).map_err(fail)?;
         build::build(&file, &tokens, &expansion)
@@ -79,6 +81,43 @@ fn drop_top_scenario_prefixes(tokens: Vec<Token>) -> Vec<Token> {
         })
         .map(|(_, token)| token)
         .collect()
+}
+
+/// Rejects a scenario prefix (`alt:vacation ...`) after the project block that names no scenario
+/// of the project, as TaskJuggler does. The attributes of other scenarios are skipped, so a typo
+/// such as `paln:` would otherwise drop its attribute without a word.
+fn check_scenario_prefixes(tokens: &[Token], expansion: &Expansion) -> Result<(), Diagnostic> {
+    let (_, body_start) = top_scenario(tokens);
+    let mut declared: Vec<&str> = tokens[..body_start.min(tokens.len())]
+        .windows(2)
+        .filter_map(|pair| match (&pair[0].kind, &pair[1].kind) {
+            (lexer::Kind::Id(keyword), lexer::Kind::Id(id)) if keyword == "scenario" => {
+                Some(id.as_str())
+            }
+            _ => None,
+        })
+        .collect();
+    if declared.is_empty() {
+        declared.push("plan");
+    }
+    for token in tokens.iter().skip(body_start) {
+        if let lexer::Kind::IdWithColon(name) = &token.kind
+            && !declared.contains(&name.as_str())
+        {
+            return Err(Diagnostic::error(
+                expansion.location(token.pos),
+                format!(
+                    "unknown scenario `{name}`: the project's scenarios are {}; fix the prefix `{name}:` or declare the scenario in the project block",
+                    declared
+                        .iter()
+                        .map(|id| format!("`{id}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Returns the id of the first `scenario` declared inside the project block, and the index of

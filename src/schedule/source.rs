@@ -130,6 +130,8 @@ pub(crate) struct Expansion {
     pub positions: Vec<Pos>,
     /// The file names, indexed by [`Pos::file`].
     pub files: Vec<PathBuf>,
+    /// The include site of each file of `files`: `None` for the schedule's own file.
+    pub include_sites: Vec<Option<Pos>>,
     pub warnings: Vec<Diagnostic>,
 }
 
@@ -144,6 +146,16 @@ impl Expansion {
             line: pos.line,
             column: pos.column,
         }
+    }
+
+    /// Returns the places where the file named as in `location` is included, in text order.
+    pub fn include_sites_of(&self, location: &Location) -> Vec<Location> {
+        self.files
+            .iter()
+            .zip(&self.include_sites)
+            .filter(|(file, _)| **file == location.file)
+            .filter_map(|(_, site)| site.map(|pos| self.location(pos)))
+            .collect()
     }
 }
 
@@ -173,6 +185,7 @@ pub(crate) fn expand(
         header_seen: false,
     };
     pre.out.files.push(file_name.to_path_buf());
+    pre.out.include_sites.push(None);
     let input = positioned(text, 0);
     pre.expand(&input, base_dir.map(Path::to_path_buf).as_deref())?;
     Ok(pre.out)
@@ -674,6 +687,7 @@ impl Preprocessor<'_> {
         })?;
         let file = u32::try_from(self.out.files.len()).unwrap_or(u32::MAX);
         self.out.files.push(path.clone());
+        self.out.include_sites.push(Some(name_pos));
         let content = positioned(&text, file);
 
         if let Some(prefix) = &prefix {
