@@ -5,7 +5,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc, Weekday};
@@ -184,11 +184,17 @@ async fn upgrade_under_load(batch_size: usize) {
     .unwrap();
     let migrated = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
+    // How far the tasks got: the shared key's admitted calls, and the tasks whose own key has
+    // admitted a call since the migrations finished.
+    let shared_total = Arc::new(AtomicI64::new(0));
+    let tasks_past_migration = Arc::new(AtomicUsize::new(0));
 
     let mut tasks = Vec::new();
     for own in &own_keys {
         let (store, shared, own) = (store.clone(), shared.clone(), own.clone());
         let (migrated, stop) = (migrated.clone(), stop.clone());
+        let (shared_total, tasks_past_migration) =
+            (shared_total.clone(), tasks_past_migration.clone());
         tasks.push(tokio::spawn(async move {
             let shared_capacity = capacity(SHARED_LIMIT);
             // Never reached, so that every call of the key goes through the fast statement.
@@ -198,10 +204,16 @@ async fn upgrade_under_load(batch_size: usize) {
                 let after_migration = migrated.load(Ordering::SeqCst);
                 if consume(&store, &shared, &shared_capacity, &mut outcome).await {
                     outcome.shared_admitted += 1;
+                    shared_total.fetch_add(1, Ordering::SeqCst);
                 }
                 if consume(&store, &own, &own_capacity, &mut outcome).await {
                     outcome.own_admitted += 1;
-                    outcome.own_admitted_after_migration += i64::from(after_migration);
+                    if after_migration {
+                        outcome.own_admitted_after_migration += 1;
+                        if outcome.own_admitted_after_migration == 1 {
+                            tasks_past_migration.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
                 }
             }
             outcome
@@ -227,7 +239,18 @@ async fn upgrade_under_load(batch_size: usize) {
     blocker.batch_execute("COMMIT").await.unwrap();
     let applied = migration.await.unwrap();
     migrated.store(true, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The calls go on until the shared key has used its limit and every task's own key has
+    // admitted a call after the migrations, however slowly a loaded machine runs them.
+    let shared_left = i64::try_from(SHARED_LIMIT).unwrap() - EARLIER_CALLS;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (shared_total.load(Ordering::SeqCst) < shared_left
+        || tasks_past_migration.load(Ordering::SeqCst) < TASKS)
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A little longer, so that calls beyond the shared limit are tried and rejected.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     stop.store(true, Ordering::SeqCst);
 
     let mut outcomes = Vec::new();
