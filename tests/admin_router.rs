@@ -348,6 +348,29 @@ async fn preview_rejects_invalid_body() {
     }
 }
 
+/// A `from` that is not an RFC 3339 instant gets a message that shows the value and the
+/// expected form, rather than the parser's "premature end of input".
+#[tokio::test]
+async fn preview_from_error_names_value() {
+    let database = TestDatabase::new().await;
+    let admin = Admin::from_store(&database.store().await);
+    let router = admin_router(admin, TOKEN);
+    let auth = bearer(TOKEN);
+    let auth = Some(auth.as_str());
+
+    let schedule = "project mail \"Mail\" 2026-03-01 - 2026-04-01 {}\nresource smtp \"SMTP\" {}\n";
+    for from in ["2026-03-02", "2026-02-30T00:00:00Z", "monday"] {
+        let body = json!({ "schedule": schedule, "from": from });
+        let (status, error) =
+            send(&router, Method::POST, "/reports/preview", auth, Some(body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{from}: {error}");
+        let message = error["error"].as_str().expect("an error message");
+        assert!(message.contains(&format!("{from:?}")), "{from}: {message}");
+        assert!(message.contains("RFC 3339"), "{from}: {message}");
+        assert!(!message.contains("premature"), "{from}: {message}");
+    }
+}
+
 /// A body over axum's default limit of 2 MB gets 413 with a JSON error, on both endpoints that
 /// read a body, and stores nothing.
 #[tokio::test]

@@ -258,8 +258,27 @@ async fn usage(
 struct PreviewRequest {
     schedule: String,
     resource: Option<String>,
+    #[serde(default, deserialize_with = "deserialize_instant")]
     from: Option<DateTime<Utc>>,
     days: Option<u32>,
+}
+
+/// Reads `from` with a message that shows the value and the expected form, in place of
+/// chrono's "premature end of input" for a date without a time.
+fn deserialize_instant<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<DateTime<Utc>>, D::Error> {
+    let Some(text) = Option::<String>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    DateTime::parse_from_rfc3339(&text)
+        .map(|instant| Some(instant.with_timezone(&Utc)))
+        .map_err(|_| {
+            serde::de::Error::custom(format!(
+                "invalid instant {text:?}: expected RFC 3339 with a time and an offset, such as \
+                 2026-03-02T09:00:00Z"
+            ))
+        })
 }
 
 async fn preview(
