@@ -1234,4 +1234,12 @@ async fn cleanup_deletes_ended_windows() {
         .find(|window| window["window"] == "day")
         .unwrap_or_else(|| panic!("the open day row stays: {windows:?}"));
     assert_eq!(day["used"], 1, "{day}");
+
+    let negative = run(url, &["cleanup", "--retention-hours", "-1"]);
+    assert_eq!(negative.status.code(), Some(1), "{}", stderr(&negative));
+    assert!(
+        stderr(&negative).contains("invalid retention \"-1\""),
+        "{}",
+        stderr(&negative)
+    );
 }

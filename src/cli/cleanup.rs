@@ -14,8 +14,22 @@ pub(super) struct CleanupArgs {
     /// How long usage rows are kept after their window ends, in hours. Rows of open windows are
     /// never deleted. Hour rows are kept an hour longer, and day, week and month rows two days
     /// longer.
-    #[arg(long, value_name = "HOURS", default_value_t = default_retention_hours())]
+    #[arg(
+        long,
+        value_name = "HOURS",
+        default_value_t = default_retention_hours(),
+        value_parser = parse_hours,
+        allow_negative_numbers = true
+    )]
     retention_hours: u64,
+}
+
+/// Parses `--retention-hours`, which accepts a leading `-` so that `-1` gets this message
+/// instead of clap's "unexpected argument".
+fn parse_hours(text: &str) -> Result<u64, String> {
+    text.parse().map_err(|_| {
+        format!("invalid retention {text:?}: expected a whole number of hours, such as 24")
+    })
 }
 
 fn default_retention_hours() -> u64 {
