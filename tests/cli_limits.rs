@@ -1243,3 +1243,55 @@ async fn cleanup_deletes_ended_windows() {
         stderr(&negative)
     );
 }
+
+/// `usage --workflow` for a limit counted per tenant prints the tenant's counters and notes that
+/// every run shares them, rather than passing them off as the run's own.
+#[tokio::test(flavor = "multi_thread")]
+async fn usage_workflow_notes_shared_counters() {
+    let database = TestDatabase::new().await;
+    let url = Some(database.url());
+
+    let migrated = run(url, &["migrate"]);
+    assert_eq!(migrated.status.code(), Some(0), "{}", stderr(&migrated));
+    let set = run(
+        url,
+        &[
+            "limits",
+            "set",
+            "--tenant",
+            "acme",
+            "--tool",
+            "tools.http",
+            "--per-day",
+            "50",
+        ],
+    );
+    assert_eq!(set.status.code(), Some(0), "{}", stderr(&set));
+    let acquire = ["acquire", "--tenant", "acme", "--tool", "tools.http"];
+    let admitted = run(url, &[&acquire[..], &["--workflow", "run-1"]].concat());
+    assert_eq!(admitted.status.code(), Some(0), "{}", stderr(&admitted));
+
+    let usage = run(
+        url,
+        &[
+            "usage",
+            "--tenant",
+            "acme",
+            "--tool",
+            "tools.http",
+            "--workflow",
+            "run-2",
+        ],
+    );
+    assert_eq!(usage.status.code(), Some(0), "{}", stderr(&usage));
+    assert_eq!(json(&usage)[0]["scope_key"], "tenant:acme");
+    assert!(
+        stderr(&usage).contains("shared by every run"),
+        "{}",
+        stderr(&usage)
+    );
+
+    let without = run(url, &["usage", "--tenant", "acme", "--tool", "tools.http"]);
+    assert_eq!(without.status.code(), Some(0), "{}", stderr(&without));
+    assert!(!stderr(&without).contains("note:"), "{}", stderr(&without));
+}
