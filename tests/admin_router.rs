@@ -348,6 +348,78 @@ async fn preview_rejects_invalid_body() {
     }
 }
 
+/// A stored limit as `GET` returns it, sent back to `PUT /limits`, gets a message that says
+/// how the body differs, and changes nothing.
+#[tokio::test]
+async fn put_of_get_output_explains() {
+    let database = TestDatabase::new().await;
+    let admin = Admin::from_store(&database.store().await);
+    let router = admin_router(admin.clone(), TOKEN);
+    let auth = bearer(TOKEN);
+    let auth = Some(auth.as_str());
+
+    let schedule = "project mail \"Mail\" 2026-03-01 - 2027-03-01 {}\nresource smtp \"SMTP\" {}\n";
+    let bodies = [
+        json!({ "tenant": "acme", "tool": "tools.http", "per_minute": 5 }),
+        json!({ "tenant": "acme", "tool": "tools.mail", "schedule": schedule }),
+    ];
+    for body in bodies {
+        let (status, stored) = send(&router, Method::PUT, "/limits", auth, Some(body)).await;
+        assert_eq!(status, StatusCode::OK, "{stored}");
+        let path = format!("/limits/acme/{}", stored["limit"]["tool"].as_str().unwrap());
+        let (status, read) = send(&router, Method::GET, &path, auth, None).await;
+        assert_eq!(status, StatusCode::OK, "{read}");
+
+        let (status, error) = send(&router, Method::PUT, "/limits", auth, Some(read.clone())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+        let message = error["error"].as_str().expect("an error message");
+        assert!(message.contains("LimitSpec"), "{message}");
+        assert!(message.contains("leave out created_at"), "{message}");
+
+        let (_, after) = send(&router, Method::GET, &path, auth, None).await;
+        assert_eq!(
+            after["updated_at"], read["updated_at"],
+            "nothing was written"
+        );
+
+        // A scheduled limit's `schedule` is an object in the output and text in the body.
+        if read["schedule"].is_object() {
+            let mut without_times = read.clone();
+            let object = without_times.as_object_mut().unwrap();
+            object.remove("created_at");
+            object.remove("updated_at");
+            let (status, error) =
+                send(&router, Method::PUT, "/limits", auth, Some(without_times)).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+            let message = error["error"].as_str().expect("an error message");
+            assert!(message.contains("schedule as the .tjp text"), "{message}");
+        }
+    }
+}
+
+/// A `from` that is not an RFC 3339 instant gets a message that shows the value and the
+/// expected form, rather than the parser's "premature end of input".
+#[tokio::test]
+async fn preview_from_error_names_value() {
+    let database = TestDatabase::new().await;
+    let admin = Admin::from_store(&database.store().await);
+    let router = admin_router(admin, TOKEN);
+    let auth = bearer(TOKEN);
+    let auth = Some(auth.as_str());
+
+    let schedule = "project mail \"Mail\" 2026-03-01 - 2026-04-01 {}\nresource smtp \"SMTP\" {}\n";
+    for from in ["2026-03-02", "2026-02-30T00:00:00Z", "monday"] {
+        let body = json!({ "schedule": schedule, "from": from });
+        let (status, error) =
+            send(&router, Method::POST, "/reports/preview", auth, Some(body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{from}: {error}");
+        let message = error["error"].as_str().expect("an error message");
+        assert!(message.contains(&format!("{from:?}")), "{from}: {message}");
+        assert!(message.contains("RFC 3339"), "{from}: {message}");
+        assert!(!message.contains("premature"), "{from}: {message}");
+    }
+}
+
 /// A body over axum's default limit of 2 MB gets 413 with a JSON error, on both endpoints that
 /// read a body, and stores nothing.
 #[tokio::test]

@@ -1176,3 +1176,122 @@ async fn admitted_acquire_prints_windows() {
     let second = run(url, &[&["acquire"][..], &key, &at].concat());
     assert_eq!(json(&second)["windows"][0]["remaining"], 1);
 }
+
+/// `cleanup` deletes the rows of windows that ended before the retention and keeps those of
+/// open windows.
+#[tokio::test(flavor = "multi_thread")]
+async fn cleanup_deletes_ended_windows() {
+    let database = TestDatabase::new().await;
+    let url = Some(database.url());
+
+    let migrated = run(url, &["migrate"]);
+    assert_eq!(migrated.status.code(), Some(0), "{}", stderr(&migrated));
+    let set = run(
+        url,
+        &[
+            "limits",
+            "set",
+            "--tenant",
+            "default",
+            "--tool",
+            "tools.http",
+            "--per-minute",
+            "5",
+            "--per-day",
+            "50",
+        ],
+    );
+    assert_eq!(set.status.code(), Some(0), "{}", stderr(&set));
+
+    // One call in windows that ended long ago, and one in the current windows.
+    let acquire = ["acquire", "--tenant", "acme", "--tool", "tools.http"];
+    let past = [&acquire[..], &["--at", "2026-01-05T10:00:00Z"]].concat();
+    let old_call = run(url, &past);
+    assert_eq!(old_call.status.code(), Some(0), "{}", stderr(&old_call));
+    let current_call = run(url, &acquire);
+    assert_eq!(
+        current_call.status.code(),
+        Some(0),
+        "{}",
+        stderr(&current_call)
+    );
+
+    let cleanup = run(url, &["cleanup"]);
+    assert_eq!(cleanup.status.code(), Some(0), "{}", stderr(&cleanup));
+    assert_eq!(
+        json(&cleanup)["deleted"],
+        2,
+        "the minute and day rows of 2026-01-05"
+    );
+
+    let usage = run(url, &["usage", "--tenant", "acme", "--tool", "tools.http"]);
+    assert_eq!(usage.status.code(), Some(0), "{}", stderr(&usage));
+    let windows = json(&usage);
+    let windows = windows.as_array().expect("an array of windows");
+    // The minute row may end between the call and `usage`, so only the day row is certain.
+    let day = windows
+        .iter()
+        .find(|window| window["window"] == "day")
+        .unwrap_or_else(|| panic!("the open day row stays: {windows:?}"));
+    assert_eq!(day["used"], 1, "{day}");
+
+    let negative = run(url, &["cleanup", "--retention-hours", "-1"]);
+    assert_eq!(negative.status.code(), Some(1), "{}", stderr(&negative));
+    assert!(
+        stderr(&negative).contains("invalid retention \"-1\""),
+        "{}",
+        stderr(&negative)
+    );
+}
+
+/// `usage --workflow` for a limit counted per tenant prints the tenant's counters and notes that
+/// every run shares them, rather than passing them off as the run's own.
+#[tokio::test(flavor = "multi_thread")]
+async fn usage_workflow_notes_shared_counters() {
+    let database = TestDatabase::new().await;
+    let url = Some(database.url());
+
+    let migrated = run(url, &["migrate"]);
+    assert_eq!(migrated.status.code(), Some(0), "{}", stderr(&migrated));
+    let set = run(
+        url,
+        &[
+            "limits",
+            "set",
+            "--tenant",
+            "acme",
+            "--tool",
+            "tools.http",
+            "--per-day",
+            "50",
+        ],
+    );
+    assert_eq!(set.status.code(), Some(0), "{}", stderr(&set));
+    let acquire = ["acquire", "--tenant", "acme", "--tool", "tools.http"];
+    let admitted = run(url, &[&acquire[..], &["--workflow", "run-1"]].concat());
+    assert_eq!(admitted.status.code(), Some(0), "{}", stderr(&admitted));
+
+    let usage = run(
+        url,
+        &[
+            "usage",
+            "--tenant",
+            "acme",
+            "--tool",
+            "tools.http",
+            "--workflow",
+            "run-2",
+        ],
+    );
+    assert_eq!(usage.status.code(), Some(0), "{}", stderr(&usage));
+    assert_eq!(json(&usage)[0]["scope_key"], "tenant:acme");
+    assert!(
+        stderr(&usage).contains("shared by every run"),
+        "{}",
+        stderr(&usage)
+    );
+
+    let without = run(url, &["usage", "--tenant", "acme", "--tool", "tools.http"]);
+    assert_eq!(without.status.code(), Some(0), "{}", stderr(&without));
+    assert!(!stderr(&without).contains("note:"), "{}", stderr(&without));
+}

@@ -1554,12 +1554,30 @@ async fn cost_above_every_slot_never_fits() {
             limit,
             cost,
         } => {
-            assert_eq!((*window, *limit, *cost), (WindowKind::Day, 2, 11));
+            assert_eq!((*window, *limit, *cost), (WindowKind::Day, 10, 11));
         }
         other => panic!("expected CostExceedsLimit, got {other:?}"),
     }
     assert_eq!(never.retry_at(), None);
     assert_eq!(tool.calls(), 0);
+}
+
+/// A cost that no window of the schedule admits names the largest limit of the report, not the
+/// smaller one in force now, so that the caller knows which limit to raise.
+#[tokio::test(start_paused = true)]
+async fn never_fitting_cost_names_largest_limit() {
+    let tool = Tool::default();
+    let layer = schedule_layer(PACED_SCHEDULE, monday_ten(), None);
+    let mut service = tower::Layer::layer(&layer, tool.service());
+
+    let never = rejection(call(&mut service, request_costing("acme", 11)).await);
+
+    let message = never.to_string();
+    assert!(
+        message.contains("a cost of 11 can never fit the day limit of 10"),
+        "{message}"
+    );
+    assert!(!message.contains("limit of 2"), "{message}");
 }
 
 /// A stored report that ended before the call is computed again, and the cost is judged by the
@@ -1595,7 +1613,7 @@ async fn expired_report_judges_cost_by_rendered_slots() {
                 window,
                 limit,
                 cost,
-            } => assert_eq!((*window, *limit, *cost), (WindowKind::Day, 2, 11)),
+            } => assert_eq!((*window, *limit, *cost), (WindowKind::Day, 10, 11)),
             other => panic!("expected CostExceedsLimit, got {other:?}"),
         }
     }

@@ -179,6 +179,15 @@ async fn put_limit(
 ) -> Response {
     let spec = match body {
         Ok(Json(spec)) => spec,
+        Err(rejection) if is_stored_limit_body(&rejection) => {
+            let message = format!(
+                "invalid request body: {}; the body is a LimitSpec, not the stored limit that GET \
+                 returns: leave out created_at and updated_at, and give schedule as the .tjp text \
+                 with resource beside it",
+                rejection.body_text()
+            );
+            return error_response(StatusCode::BAD_REQUEST, message);
+        }
         Err(rejection) => return invalid_body(rejection),
     };
     let mut outcome = match state.admin.upsert(&spec).await {
@@ -258,8 +267,27 @@ async fn usage(
 struct PreviewRequest {
     schedule: String,
     resource: Option<String>,
+    #[serde(default, deserialize_with = "deserialize_instant")]
     from: Option<DateTime<Utc>>,
     days: Option<u32>,
+}
+
+/// Reads `from` with a message that shows the value and the expected form, in place of
+/// chrono's "premature end of input" for a date without a time.
+fn deserialize_instant<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<DateTime<Utc>>, D::Error> {
+    let Some(text) = Option::<String>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    DateTime::parse_from_rfc3339(&text)
+        .map(|instant| Some(instant.with_timezone(&Utc)))
+        .map_err(|_| {
+            serde::de::Error::custom(format!(
+                "invalid instant {text:?}: expected RFC 3339 with a time and an offset, such as \
+                 2026-03-02T09:00:00Z"
+            ))
+        })
 }
 
 async fn preview(
@@ -278,6 +306,15 @@ async fn preview(
         request.days.unwrap_or(state.admin.horizon_days()),
     );
     respond(result, StatusCode::OK)
+}
+
+/// Returns whether a `PUT /limits` body failed on a field of the stored limit that `GET`
+/// returns, which a client that edits the `GET` output and sends it back would hit.
+fn is_stored_limit_body(rejection: &JsonRejection) -> bool {
+    let text = rejection.body_text();
+    text.contains("unknown field `created_at`")
+        || text.contains("unknown field `updated_at`")
+        || text.contains("schedule: invalid type: map")
 }
 
 /// Returns 404 with the JSON error body of the other errors.

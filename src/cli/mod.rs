@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod acquire;
 mod check;
+mod cleanup;
 mod database;
 mod limits;
 mod migrate;
@@ -36,6 +37,9 @@ enum Command {
     /// Make one real decision for a call as the rate-limit layer would, and print it as JSON;
     /// exit 0 when admitted, 2 when rejected, 1 on error.
     Acquire(acquire::AcquireArgs),
+    /// Delete the usage rows of windows that ended more than the retention ago, once, and print
+    /// how many as JSON. Workers run the same pass every 10 minutes with `admin::Cleanup`.
+    Cleanup(cleanup::CleanupArgs),
 }
 
 impl Cli {
@@ -48,6 +52,7 @@ impl Cli {
             Command::Limits(args) => limits::run(args),
             Command::Usage(args) => usage::run(args),
             Command::Acquire(args) => acquire::run(args),
+            Command::Cleanup(args) => cleanup::run(args),
         }
     }
 }

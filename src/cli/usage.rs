@@ -31,6 +31,9 @@ pub(super) fn run(args: UsageArgs) -> ExitCode {
             .await
             .map_err(|error| args.database.describe_error(&error))?;
         print_json(&counts)?;
+        if !counts.is_empty() && args.workflow.is_some() {
+            note_shared_counters(&admin, &args).await?;
+        }
         if counts.is_empty() {
             let policy = PostgresPolicies::from_admin(&admin)
                 .resolve(&args.tenant, &args.tool)
@@ -71,4 +74,27 @@ pub(super) fn run(args: UsageArgs) -> ExitCode {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Notes on stderr that the counters printed for `--workflow` are shared by every run, when the
+/// limit counts per tenant or for every caller.
+async fn note_shared_counters(admin: &Admin, args: &UsageArgs) -> Result<(), String> {
+    let policy = PostgresPolicies::from_admin(admin)
+        .resolve(&args.tenant, &args.tool)
+        .await
+        .map_err(|error| {
+            args.database
+                .with_hint(format!("cannot read the policy: {}", ErrorChain(&error)))
+        })?;
+    let counts = match policy.map(|policy| policy.scope) {
+        Some(Scope::Global) => "for every caller together",
+        Some(Scope::Tenant) => "per tenant",
+        _ => return Ok(()),
+    };
+    eprintln!(
+        "note: the limit of tool {:?} counts {counts}, not per workflow run, so these counters are \
+         shared by every run; leave out --workflow",
+        args.tool
+    );
+    Ok(())
 }

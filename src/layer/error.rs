@@ -232,7 +232,8 @@ pub enum RejectionReason {
         "a cost of {cost} can never fit the {window} limit of {limit}: split the call or raise the limit"
     )]
     CostExceedsLimit {
-        /// The window whose limit is too small.
+        /// The window whose limit is too small: with a schedule, the tightest window of the later
+        /// report window with the largest limits, when those are larger than the limits in force.
         window: WindowKind,
         /// That window's limit.
         limit: u64,

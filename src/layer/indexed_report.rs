@@ -5,6 +5,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::report::AvailabilityReport;
+use crate::window::WindowKind;
 
 /// A report that a policy applies, with, for each of its windows, the largest cost that it or a
 /// later window admits. A call whose cost is above the limit in force is rejected for good only
@@ -41,6 +42,20 @@ impl IndexedReport {
 
     pub(crate) fn report(&self) -> &AvailabilityReport {
         &self.report
+    }
+
+    /// Returns the tightest limit of the window that starts after `now` and admits the largest
+    /// cost, or `None` when no window starts after `now`. A cost that no later window admits
+    /// exceeds this limit even where the report has the most room.
+    pub(crate) fn largest_later_limit(&self, now: DateTime<Utc>) -> Option<(WindowKind, u64)> {
+        let later = self
+            .report
+            .windows
+            .partition_point(|window| window.start <= now);
+        self.report.windows[later..]
+            .iter()
+            .filter_map(|window| window.capacity.limits().min_by_key(|&(_, limit)| limit))
+            .max_by_key(|&(_, limit)| limit)
     }
 
     /// Returns whether no window that starts after `now` admits a call of `cost`.

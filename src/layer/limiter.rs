@@ -557,6 +557,13 @@ impl Limiter {
                 limit,
                 cost,
             }) if indexed.is_none_or(|indexed| indexed.never_admits(cost, now)) => {
+                // A later window of the schedule may have a larger limit that is still too
+                // small. Naming it shows the caller which limit to raise, because the limit in
+                // force now would suggest that a smaller raise suffices.
+                let (window, limit) = indexed
+                    .and_then(|indexed| indexed.largest_later_limit(now))
+                    .filter(|&(_, later_limit)| later_limit > limit)
+                    .unwrap_or((window, limit));
                 RejectionReason::CostExceedsLimit {
                     window,
                     limit,
