@@ -128,6 +128,22 @@ fn interval_emptied_by_dst_gap() {
 }
 
 #[test]
+fn reversed_interval_ignores_skipped_time() {
+    // 02:30 does not exist in Berlin on 2026-03-29, but an interval from 02:30 back to 01:00 is
+    // empty however 02:30 reads, so the message says to write the earlier date first.
+    let header = "project \"P\" 2026-01-01 +1y {\n  timingresolution 30 min\n  timezone \"Europe/Berlin\"\n}\n";
+    let (line, column, message) = error(&format!(
+        "{header}vacation 2026-03-29-02:30 - 2026-03-29-01:00"
+    ));
+    assert_eq!((line, column), (5, 10), "{message}");
+    assert!(
+        message.contains("write the earlier date first"),
+        "{message}"
+    );
+    assert!(!message.contains("skip"), "{message}");
+}
+
+#[test]
 fn working_hours_across_midnight_in_taskjuggler_dialect() {
     let text = format!("{HEADER}shift s \"S\" {{\n  workinghours mon 22:00 - 06:00\n}}");
     let (line, column, message) = error(&text);

@@ -553,7 +553,7 @@ impl Builder<'_> {
 
     /// Builds the error message for an empty interval `start - end` when one of its dates is a
     /// local time skipped by a daylight-saving change, which reads as a later time. Returns `None`
-    /// when neither date is skipped.
+    /// when neither date is skipped, or when the end as written is not after the start.
     fn empty_by_skipped_time(
         &self,
         start: &Spanned<DateAst>,
@@ -565,6 +565,15 @@ impl Builder<'_> {
             _ => None,
         };
         let (start_text, end_text) = (written(start)?, written(end)?);
+        // A range written with its end first is empty whatever the clocks skip, so the general
+        // message, which says to write the earlier date first, fits it better.
+        if let (Some(start_local), Some(end_local)) = (
+            dates::wall_clock_time(&start_text),
+            dates::wall_clock_time(&end_text),
+        ) && end_local <= start_local
+        {
+            return None;
+        }
         let skipped = [&start_text, &end_text]
             .into_iter()
             .find(|text| dates::is_skipped_local_time(text, self.zone))?;
