@@ -393,3 +393,21 @@ async fn only_named_methods_are_charged() {
     assert_eq!(sent.unwrap(), "sent: hello");
     assert_eq!(again.unwrap_err().code(), Code::ResourceExhausted);
 }
+
+/// A method path that matches no request would leave every call uncharged, so `methods` rejects
+/// one without its leading slash or its method name.
+#[test]
+fn malformed_method_path_panics() {
+    for path in [
+        "highway.example.Email/Send",
+        "/highway.example.Email",
+        "/Email/",
+    ] {
+        let layer = limits(Arc::new(MemoryStore::new()), 1).into_grpc();
+
+        let built =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || layer.methods([path])));
+
+        assert!(built.is_err(), "methods accepted {path:?}");
+    }
+}
