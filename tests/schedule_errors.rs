@@ -339,6 +339,39 @@ fn resolution_after_zone_is_checked() {
 }
 
 #[test]
+fn last_resolution_decides_zone_fit() {
+    // The project ends with 15 minutes, which fits UTC+05:45, so the 30 minutes written first
+    // is no error.
+    let text = "project \"P\" 2025-01-01 +1y {\n  timezone \"Asia/Kathmandu\"\n  timingresolution 30 min\n  timingresolution 15 min\n}\nresource r \"R\"";
+    let schedule = Schedule::parse(text, &ParseOptions::named("ok.tjp"))
+        .unwrap_or_else(|error| panic!("rejected:\n{error}"));
+    assert_eq!(schedule.project.timing_resolution, 900);
+}
+
+#[test]
+fn invalid_resolution_reported_once() {
+    // The invalid value has its own error. An error for the zone under the default 60 minutes,
+    // telling the user to add a `timingresolution`, would be wrong about the file.
+    let text = "project \"P\" 2025-01-01 +1y {\n  timezone \"Asia/Kathmandu\"\n  timingresolution 7 min\n}";
+    let error = Schedule::parse(text, &ParseOptions::named("bad.tjp")).unwrap_err();
+    assert_eq!(error.diagnostics.len(), 1, "{error}");
+    let first = &error.diagnostics[0];
+    assert_eq!((first.location.line, first.location.column), (3, 20));
+    assert!(
+        first.message.contains("invalid timing resolution 7 min"),
+        "{first}"
+    );
+}
+
+#[test]
+fn resolution_before_zone_gets_set_advice() {
+    // The file already has a `timingresolution`, so the advice is to change it, not to add one.
+    let text = "project \"P\" 2025-01-01 +1y {\n  timingresolution 30 min\n  timezone \"Asia/Kathmandu\"\n}";
+    assert_error(text, 3, 12, "too large for time zone Asia/Kathmandu");
+    assert_error(text, 3, 12, "set `timingresolution` to a divisor");
+}
+
+#[test]
 fn unknown_shift() {
     assert_error(
         &format!("{HEADER}resource r \"R\" {{ shifts night }}"),
