@@ -144,6 +144,22 @@ fn reversed_interval_ignores_skipped_time() {
 }
 
 #[test]
+fn reversed_interval_onto_skipped_time() {
+    // 02:30 reads as 03:30 in Berlin on 2026-03-29, so this backwards range has equal ends. It is
+    // still written backwards, not a one-day interval with its end excluded.
+    let header = "project \"P\" 2026-01-01 +1y {\n  timingresolution 30 min\n  timezone \"Europe/Berlin\"\n}\n";
+    let (line, column, message) = error(&format!(
+        "{header}vacation 2026-03-29-03:30 - 2026-03-29-02:30"
+    ));
+    assert_eq!((line, column), (5, 10), "{message}");
+    assert!(
+        message.contains("write the earlier date first"),
+        "{message}"
+    );
+    assert!(!message.contains("end is excluded"), "{message}");
+}
+
+#[test]
 fn working_hours_across_midnight_in_taskjuggler_dialect() {
     let text = format!("{HEADER}shift s \"S\" {{\n  workinghours mon 22:00 - 06:00\n}}");
     let (line, column, message) = error(&text);

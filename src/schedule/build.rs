@@ -561,7 +561,7 @@ impl Builder<'_> {
 
     /// Builds the error message for an empty interval `start - end` when one of its dates is a
     /// local time skipped by a daylight-saving change, which reads as a later time. Returns `None`
-    /// when neither date is skipped, or when the end as written is not after the start.
+    /// when neither date is skipped.
     fn empty_by_skipped_time(
         &self,
         start: &Spanned<DateAst>,
@@ -573,15 +573,6 @@ impl Builder<'_> {
             _ => None,
         };
         let (start_text, end_text) = (written(start)?, written(end)?);
-        // A range written with its end first is empty whatever the clocks skip, so the general
-        // message, which says to write the earlier date first, fits it better.
-        if let (Some(start_local), Some(end_local)) = (
-            dates::wall_clock_time(&start_text),
-            dates::wall_clock_time(&end_text),
-        ) && end_local <= start_local
-        {
-            return None;
-        }
         let skipped = [&start_text, &end_text]
             .into_iter()
             .find(|text| dates::is_skipped_local_time(text, self.zone))?;
@@ -593,16 +584,36 @@ impl Builder<'_> {
         ))
     }
 
+    /// Returns whether `start - end` names local times with the end first (or both the same), as
+    /// written and before any zone reads them. Such a range is empty whatever the clocks skip. It
+    /// is `false` when either date is not a literal or carries a zone offset.
+    fn written_backwards(start: &Spanned<DateAst>, end: &Spanned<DateAst>) -> bool {
+        let wall_clock = |date: &Spanned<DateAst>| match &date.value {
+            DateAst::Literal(text) => dates::wall_clock_time(text),
+            _ => None,
+        };
+        matches!(
+            (wall_clock(start), wall_clock(end)),
+            (Some(start_local), Some(end_local)) if end_local <= start_local
+        )
+    }
+
     fn interval(&mut self, ast: &IntervalAst) -> Option<Interval> {
         let (start, end) = match ast {
             IntervalAst::Range(start, end) => {
                 let (start_at, end_at) = (self.date(start)?, self.date(end)?);
                 if end_at <= start_at {
-                    if let Some(message) = self.empty_by_skipped_time(start, end, end_at) {
+                    // For a range written backwards, the message that asks for the earlier date
+                    // first fits better than one about a skipped time.
+                    let backwards = Self::written_backwards(start, end);
+                    if !backwards
+                        && let Some(message) = self.empty_by_skipped_time(start, end, end_at)
+                    {
                         self.error(start.pos, message);
                         return None;
                     }
-                    if end_at == start_at {
+                    let written_equal = !backwards || start.value == end.value;
+                    if end_at == start_at && written_equal {
                         let start_text = format_instant(start_at, self.zone);
                         let day_after = dates::same_time_next_day(start_at, self.zone)
                             .map_or_else(String::new, |at| format_instant(at, self.zone));
