@@ -193,6 +193,26 @@ fn weekday_in_wrong_case() {
 }
 
 #[test]
+fn limit_days_in_wrong_case() {
+    // Only weekdays can follow `days`, so the last day of the list, before `}` or another
+    // attribute, gets the same message as in `workinghours`.
+    assert_error(
+        &format!("{HEADER}resource r \"R\" {{ limits {{ dailymax 5 {{ days Mon }} }} }}"),
+        2,
+        45,
+        "invalid weekday `Mon`: weekdays are lower-case three-letter keywords; write `mon`",
+    );
+    assert_error(
+        &format!(
+            "{HEADER}resource r \"R\" {{ limits {{ dailymax 5 {{ days mon, Wed hours 10:00 - 12:00 }} }} }}"
+        ),
+        2,
+        50,
+        "write `wed`",
+    );
+}
+
+#[test]
 fn missing_comma_between_ranges() {
     assert_error(
         &format!("{HEADER}resource r \"R\" {{ workinghours mon 09:00 - 12:00 13:00 - 17:00 }}"),
