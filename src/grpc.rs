@@ -114,13 +114,41 @@ impl GrpcRateLimitLayer {
     /// Without it, every call that reaches the layer is charged. That includes a call to a
     /// method the service does not have, which then fails with `UNIMPLEMENTED`, and a call to a
     /// method that is not a tool call, such as a status query.
+    ///
+    /// # Panics
+    ///
+    /// Panics when a path is not of the form `/PACKAGE.SERVICE/METHOD`, such as
+    /// `highway.example.Email/Send` without its leading slash. Such a path matches no request, so
+    /// the layer would otherwise charge no call at all.
     pub fn methods<I>(mut self, paths: I) -> Self
     where
         I: IntoIterator,
         I::Item: Into<String>,
     {
-        self.methods = Some(paths.into_iter().map(Into::into).collect());
+        let paths: Arc<[String]> = paths.into_iter().map(Into::into).collect();
+        for path in paths.iter() {
+            assert!(
+                is_method_path(path),
+                "invalid gRPC method path {path:?} in GrpcRateLimitLayer::methods: write it as \
+                 the request path `/PACKAGE.SERVICE/METHOD`, such as `/highway.example.Email/Send`"
+            );
+        }
+        self.methods = Some(paths);
         self
+    }
+}
+
+/// Returns whether `path` has the form of a gRPC request path: `/SERVICE/METHOD`, both parts
+/// non-empty and without a further `/`.
+fn is_method_path(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
+    match rest.split_once('/') {
+        Some((service, method)) => {
+            !service.is_empty() && !method.is_empty() && !method.contains('/')
+        }
+        None => false,
     }
 }
 

@@ -788,6 +788,25 @@ async fn unrouted_requests_get_json_errors() {
     assert!(admin.list(None).await.unwrap().is_empty());
 }
 
+/// Under `nest`, as the module documentation mounts the router, the 404 and 405 messages name the
+/// path that the client sent, prefix included.
+#[tokio::test]
+async fn nested_errors_name_full_path() {
+    let database = TestDatabase::new().await;
+    let admin = Admin::from_store(&database.store().await);
+    let nested = Router::new().nest("/admin", admin_router(admin, TOKEN));
+
+    let (status, _, _, error) = send_raw(&nested, Method::GET, "/admin/limit", None, "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{error}");
+    let message = error["error"].as_str().expect("an error message");
+    assert!(message.contains("at /admin/limit:"), "{message}");
+
+    let (status, _, _, error) = send_raw(&nested, Method::POST, "/admin/limits", None, "").await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{error}");
+    let message = error["error"].as_str().expect("an error message");
+    assert!(message.contains("for /admin/limits:"), "{message}");
+}
+
 /// `PUT /limits` without any limit or schedule stores a limit that admits every call, which the
 /// response's warnings say, as `limits set` does on the command line.
 #[tokio::test]

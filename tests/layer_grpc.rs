@@ -307,6 +307,65 @@ async fn lagging_store_clock_waits_a_second() {
     assert_eq!(retry_delay, Some(std::time::Duration::from_secs(1)));
 }
 
+/// A token store that rejects every call with a reset 250 ms after the call's instant, as a
+/// store whose clock lags the layer's by a little less than the time to its reset reports it.
+struct ResetSoonStore;
+
+impl TokenStore for ResetSoonStore {
+    fn consume<'a>(
+        &'a self,
+        request: ConsumeRequest<'a>,
+    ) -> BoxFuture<'a, Result<Decision, StoreError>> {
+        let at = request.at.expect("the test clock passes its instant");
+        let reset_at = at + chrono::TimeDelta::milliseconds(250);
+        let usage = WindowUsage {
+            kind: WindowKind::Day,
+            limit: 1,
+            remaining: 0,
+            reset_at,
+        };
+        Box::pin(async move {
+            Ok(Decision::Rejected {
+                window: WindowKind::Day,
+                retry_at: reset_at,
+                windows: [usage].into_iter().collect(),
+            })
+        })
+    }
+
+    fn peek<'a>(
+        &'a self,
+        request: ConsumeRequest<'a>,
+    ) -> BoxFuture<'a, Result<Decision, StoreError>> {
+        self.consume(request)
+    }
+}
+
+/// A reset less than a second away gets the same delay of one second as one already passed, in
+/// every place the status carries it.
+#[tokio::test]
+async fn subsecond_reset_waits_a_second() {
+    let address = start_server(limits(Arc::new(ResetSoonStore), 1)).await;
+
+    let status = send(address, "acme").await.unwrap_err();
+
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    let metadata = |key| {
+        status
+            .metadata()
+            .get(key)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+    };
+    assert_eq!(metadata("retry-after").as_deref(), Some("1"));
+    assert_eq!(metadata("grpc-retry-pushback-ms").as_deref(), Some("1000"));
+    let retry_delay = status
+        .get_error_details()
+        .retry_info()
+        .and_then(|info| info.retry_delay);
+    assert_eq!(retry_delay, Some(std::time::Duration::from_secs(1)));
+}
+
 /// With its methods named, the layer charges only calls to them: a call to a method the service
 /// lacks (`UNIMPLEMENTED`), or to one that is not a tool call, passes through uncharged.
 #[tokio::test]
@@ -333,4 +392,22 @@ async fn only_named_methods_are_charged() {
     assert_eq!(unknown.unwrap_err().code(), Code::Unimplemented);
     assert_eq!(sent.unwrap(), "sent: hello");
     assert_eq!(again.unwrap_err().code(), Code::ResourceExhausted);
+}
+
+/// A method path that matches no request would leave every call uncharged, so `methods` rejects
+/// one without its leading slash or its method name.
+#[test]
+fn malformed_method_path_panics() {
+    for path in [
+        "highway.example.Email/Send",
+        "/highway.example.Email",
+        "/Email/",
+    ] {
+        let layer = limits(Arc::new(MemoryStore::new()), 1).into_grpc();
+
+        let built =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || layer.methods([path])));
+
+        assert!(built.is_err(), "methods accepted {path:?}");
+    }
 }

@@ -636,6 +636,28 @@ fn invalid_fixed_tool_panics() {
     }
 }
 
+/// A NUL character in the layer's own tool name is a configuration error too, which the builder
+/// reports, rather than every call getting 400 for an invalid tool name that the client never
+/// sent.
+#[test]
+fn fixed_tool_with_nul_panics() {
+    let builder = RateLimitLayer::builder(
+        Arc::new(StaticPolicies::new()),
+        Arc::new(MemoryStore::new()),
+    );
+
+    let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        builder.tool("tools.http\0").build()
+    }));
+
+    let panic = built.expect_err("the builder accepted a tool name with a NUL character");
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .unwrap_or_default();
+    assert!(message.contains("NUL"), "{message}");
+}
+
 /// A token store whose clock runs 2 s behind the layer's, as a PostgreSQL server's can: it
 /// rejects every call with the reset of the minute its own clock is in, which can already have
 /// passed by the layer's clock.

@@ -1065,6 +1065,48 @@ async fn wait_mode_sleeps_until_window_resets() {
     assert_eq!(tool.calls(), 2);
 }
 
+/// A reset 250 ms away is announced as a wait of one second, like one already passed, since a
+/// retry sooner than that mostly comes back into the same rejection.
+#[tokio::test(start_paused = true)]
+async fn subsecond_reset_announces_a_second() {
+    let layer = RateLimitLayer::builder(
+        Arc::new(StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(1)))),
+        Arc::new(MemoryStore::new()),
+    )
+    .tool(TOOL)
+    .clock(TokioClock::starting_at(utc("2026-03-02T10:00:59.750Z")))
+    .build();
+    let mut service = tower::Layer::layer(&layer, Tool::default().service());
+
+    call(&mut service, request("acme")).await.unwrap();
+    let rejected = rejection(call(&mut service, request("acme")).await);
+
+    assert_eq!(rejected.retry_at(), Some(utc("2026-03-02T10:01:00Z")));
+    assert_eq!(rejected.retry_after(), Some(Rejection::MIN_RETRY_AFTER));
+}
+
+/// Wait mode sleeps only until a reset that is near, not the second that a rejection announces.
+#[tokio::test(start_paused = true)]
+async fn wait_mode_sleeps_subsecond_wait() {
+    let tool = Tool::default();
+    let layer = RateLimitLayer::builder(
+        Arc::new(StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(1)))),
+        Arc::new(MemoryStore::new()),
+    )
+    .tool(TOOL)
+    .clock(TokioClock::starting_at(utc("2026-03-02T10:00:59.750Z")))
+    .wait_up_to(Duration::from_secs(30))
+    .build();
+    let mut service = tower::Layer::layer(&layer, tool.service());
+    let started = tokio::time::Instant::now();
+
+    call(&mut service, request("acme")).await.unwrap();
+    call(&mut service, request("acme")).await.unwrap();
+
+    assert_eq!(started.elapsed(), Duration::from_millis(250));
+    assert_eq!(tool.calls(), 2);
+}
+
 #[tokio::test(start_paused = true)]
 async fn wait_mode_rejects_long_waits_at_once() {
     let layer = RateLimitLayer::builder(

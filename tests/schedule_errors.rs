@@ -128,6 +128,38 @@ fn interval_emptied_by_dst_gap() {
 }
 
 #[test]
+fn reversed_interval_ignores_skipped_time() {
+    // 02:30 does not exist in Berlin on 2026-03-29, but an interval from 02:30 back to 01:00 is
+    // empty however 02:30 reads, so the message says to write the earlier date first.
+    let header = "project \"P\" 2026-01-01 +1y {\n  timingresolution 30 min\n  timezone \"Europe/Berlin\"\n}\n";
+    let (line, column, message) = error(&format!(
+        "{header}vacation 2026-03-29-02:30 - 2026-03-29-01:00"
+    ));
+    assert_eq!((line, column), (5, 10), "{message}");
+    assert!(
+        message.contains("write the earlier date first"),
+        "{message}"
+    );
+    assert!(!message.contains("skip"), "{message}");
+}
+
+#[test]
+fn reversed_interval_onto_skipped_time() {
+    // 02:30 reads as 03:30 in Berlin on 2026-03-29, so this backwards range has equal ends. It is
+    // still written backwards, not a one-day interval with its end excluded.
+    let header = "project \"P\" 2026-01-01 +1y {\n  timingresolution 30 min\n  timezone \"Europe/Berlin\"\n}\n";
+    let (line, column, message) = error(&format!(
+        "{header}vacation 2026-03-29-03:30 - 2026-03-29-02:30"
+    ));
+    assert_eq!((line, column), (5, 10), "{message}");
+    assert!(
+        message.contains("write the earlier date first"),
+        "{message}"
+    );
+    assert!(!message.contains("end is excluded"), "{message}");
+}
+
+#[test]
 fn working_hours_across_midnight_in_taskjuggler_dialect() {
     let text = format!("{HEADER}shift s \"S\" {{\n  workinghours mon 22:00 - 06:00\n}}");
     let (line, column, message) = error(&text);
@@ -157,6 +189,26 @@ fn weekday_in_wrong_case() {
         1,
         43,
         "write `sat`",
+    );
+}
+
+#[test]
+fn limit_days_in_wrong_case() {
+    // Only weekdays can follow `days`, so the last day of the list, before `}` or another
+    // attribute, gets the same message as in `workinghours`.
+    assert_error(
+        &format!("{HEADER}resource r \"R\" {{ limits {{ dailymax 5 {{ days Mon }} }} }}"),
+        2,
+        45,
+        "invalid weekday `Mon`: weekdays are lower-case three-letter keywords; write `mon`",
+    );
+    assert_error(
+        &format!(
+            "{HEADER}resource r \"R\" {{ limits {{ dailymax 5 {{ days mon, Wed hours 10:00 - 12:00 }} }} }}"
+        ),
+        2,
+        50,
+        "write `wed`",
     );
 }
 
@@ -320,6 +372,39 @@ fn resolution_after_zone_is_checked() {
         .unwrap_or_else(|error| panic!("rejected:\n{error}"));
     assert_eq!(schedule.project.timing_resolution, 1800);
     assert_eq!(schedule.project.timezone, chrono_tz::Asia::Kolkata);
+}
+
+#[test]
+fn last_resolution_decides_zone_fit() {
+    // The project ends with 15 minutes, which fits UTC+05:45, so the 30 minutes written first
+    // is no error.
+    let text = "project \"P\" 2025-01-01 +1y {\n  timezone \"Asia/Kathmandu\"\n  timingresolution 30 min\n  timingresolution 15 min\n}\nresource r \"R\"";
+    let schedule = Schedule::parse(text, &ParseOptions::named("ok.tjp"))
+        .unwrap_or_else(|error| panic!("rejected:\n{error}"));
+    assert_eq!(schedule.project.timing_resolution, 900);
+}
+
+#[test]
+fn invalid_resolution_reported_once() {
+    // The invalid value has its own error. An error for the zone under the default 60 minutes,
+    // telling the user to add a `timingresolution`, would be wrong about the file.
+    let text = "project \"P\" 2025-01-01 +1y {\n  timezone \"Asia/Kathmandu\"\n  timingresolution 7 min\n}";
+    let error = Schedule::parse(text, &ParseOptions::named("bad.tjp")).unwrap_err();
+    assert_eq!(error.diagnostics.len(), 1, "{error}");
+    let first = &error.diagnostics[0];
+    assert_eq!((first.location.line, first.location.column), (3, 20));
+    assert!(
+        first.message.contains("invalid timing resolution 7 min"),
+        "{first}"
+    );
+}
+
+#[test]
+fn resolution_before_zone_gets_set_advice() {
+    // The file already has a `timingresolution`, so the advice is to change it, not to add one.
+    let text = "project \"P\" 2025-01-01 +1y {\n  timingresolution 30 min\n  timezone \"Asia/Kathmandu\"\n}";
+    assert_error(text, 3, 12, "too large for time zone Asia/Kathmandu");
+    assert_error(text, 3, 12, "set `timingresolution` to a divisor");
 }
 
 #[test]

@@ -36,8 +36,8 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, Request, State};
-use axum::http::{Method, StatusCode, Uri, header};
+use axum::extract::{OriginalUri, Path, Query, Request, State};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -317,8 +317,9 @@ fn is_stored_limit_body(rejection: &JsonRejection) -> bool {
         || text.contains("schedule: invalid type: map")
 }
 
-/// Returns 404 with the JSON error body of the other errors.
-async fn not_found(uri: Uri) -> Response {
+/// Returns 404 with the JSON error body of the other errors. The message names the path as the
+/// client sent it, also when the router is nested under a prefix.
+async fn not_found(OriginalUri(uri): OriginalUri) -> Response {
     error_response(
         StatusCode::NOT_FOUND,
         format!(
@@ -329,8 +330,9 @@ async fn not_found(uri: Uri) -> Response {
     )
 }
 
-/// Returns 405 with the JSON error body of the other errors. axum adds the `Allow` field.
-async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+/// Returns 405 with the JSON error body of the other errors. axum adds the `Allow` field. The
+/// message names the path as the client sent it.
+async fn method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -> Response {
     error_response(
         StatusCode::METHOD_NOT_ALLOWED,
         format!(

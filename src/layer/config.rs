@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::identity::{ToolName, within_limit};
+use super::identity::{ToolName, within_limit, without_nul};
 use super::layer::RateLimitLayer;
 use super::limiter::Limiter;
 use crate::clock::{Clock, SystemClock};
@@ -104,13 +104,16 @@ impl RateLimitBuilder {
     ///
     /// # Panics
     ///
-    /// Panics when `tool` is empty or longer than
-    /// [`Caller::MAX_ID_BYTES`](super::Caller::MAX_ID_BYTES). The layer would otherwise reject
+    /// Panics when `tool` is empty, longer than
+    /// [`Caller::MAX_ID_BYTES`](super::Caller::MAX_ID_BYTES) or contains a NUL character. The
+    /// layer would otherwise reject
     /// every call with [`IdentityError`](super::IdentityError), which the HTTP and gRPC adapters
     /// return as a bad request from the client.
     pub fn tool(mut self, tool: impl Into<Arc<str>>) -> Self {
         let tool = ToolName::new(tool);
-        if let Err(error) = within_limit("tool name", tool.as_str()) {
+        let checked = within_limit("tool name", tool.as_str())
+            .and_then(|name| without_nul("tool name", name));
+        if let Err(error) = checked {
             panic!("invalid tool name in RateLimitBuilder::tool: {error}");
         }
         self.settings.tool = Some(tool);

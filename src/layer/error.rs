@@ -126,13 +126,25 @@ impl Rejection {
         }
     }
 
-    /// Returns how long to wait from the decision until [`retry_at`](Self::retry_at).
+    /// Returns how long to wait from the decision until [`retry_at`](Self::retry_at), as HTTP's
+    /// `Retry-After` and gRPC's retry delay announce it.
     ///
     /// The wait is at least [`MIN_RETRY_AFTER`](Self::MIN_RETRY_AFTER). A retry time at or before
-    /// the decision comes from a store whose clock lags the layer's, such as a PostgreSQL
-    /// server's when the layer uses the system clock. A wait of zero would send the call straight
-    /// back into the same rejection.
+    /// the decision, or only a moment after it, mostly comes from a store whose clock lags the
+    /// layer's, such as a PostgreSQL server's when the layer uses the system clock. A shorter wait
+    /// would send the call straight back into the same rejection.
     pub fn retry_after(&self) -> Option<Duration> {
+        Some(self.wait_until_retry()?.max(Self::MIN_RETRY_AFTER))
+    }
+
+    /// The smallest wait of [`retry_after`](Self::retry_after): one second, the smallest
+    /// `Retry-After` of HTTP above zero.
+    pub const MIN_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+    /// Returns how long wait mode sleeps before it checks the call again. That is the exact wait
+    /// until [`retry_at`](Self::retry_at), so that a call does not sleep past a near reset, or
+    /// [`MIN_RETRY_AFTER`](Self::MIN_RETRY_AFTER) when the retry time is not after the decision.
+    pub(crate) fn wait_until_retry(&self) -> Option<Duration> {
         let wait = self.retry_at()? - self.decided_at;
         let wait = wait.to_std().unwrap_or(Duration::ZERO);
         Some(if wait.is_zero() {
@@ -141,10 +153,6 @@ impl Rejection {
             wait
         })
     }
-
-    /// The wait of [`retry_after`](Self::retry_after) when the retry time is not after the
-    /// decision: one second, the smallest `Retry-After` of HTTP above zero.
-    pub const MIN_RETRY_AFTER: Duration = Duration::from_secs(1);
 
     /// Returns whether the call failed because a dependency of the limiter (the token store,
     /// the policy source, the schedule) is unavailable, rather than because of a limit.

@@ -274,7 +274,7 @@ pub(super) fn within_limit<'a>(id: &'static str, text: &'a str) -> Result<&'a st
 /// Returns an error that names `text` as `id` when it contains a NUL character. Checked whatever
 /// the policy source, so that a call is decided alike in process and with PostgreSQL. A workflow
 /// run id may contain one, because the store encodes it in the counter's key.
-fn without_nul(id: &'static str, text: &str) -> Result<(), IdentityError> {
+pub(super) fn without_nul(id: &'static str, text: &str) -> Result<(), IdentityError> {
     if text.as_bytes().contains(&0) {
         return Err(IdentityError::NulInId { id });
     }

@@ -389,7 +389,9 @@ impl Limiter {
     /// does not wait.
     fn wait_for(&self, rejection: &Rejection) -> Option<std::time::Duration> {
         let max_wait = self.settings.max_wait?;
-        rejection.retry_after().filter(|wait| *wait <= max_wait)
+        rejection
+            .wait_until_retry()
+            .filter(|wait| *wait <= max_wait)
     }
 
     async fn decide(&self, owned: &Caller, now: DateTime<Utc>) -> Result<Admission, Rejection> {

@@ -254,9 +254,12 @@ impl Builder<'_> {
             location: self.expansion.location(ast.pos),
         };
         // As in TaskJuggler, a `timingresolution` after `timezone` may make the resolution fit
-        // the zone, so the zone is checked against the resolution in force at the end of the
-        // block unless a later `timingresolution` checks it.
-        let mut unchecked_zone = None;
+        // the zone, so the zone is checked once, against the resolution in force at the end of
+        // the block. The error goes to the last `timingresolution` after the zone, else to the
+        // zone. An invalid `timingresolution` after the zone has its own error, which replaces
+        // the zone's.
+        let mut zone_check: Option<(Pos, &str)> = None;
+        let mut resolution_written = false;
         for attr in &ast.attrs {
             match attr {
                 ProjectAttr::Timezone(name) => {
@@ -264,7 +267,12 @@ impl Builder<'_> {
                         self.zone = zone;
                         // TaskJuggler resets the project's working hours on a zone change.
                         self.project_hours = WorkingHours::default();
-                        unchecked_zone = Some(name.pos);
+                        let advice = if resolution_written {
+                            "set `timingresolution` to a divisor of the offset, such as 15 min"
+                        } else {
+                            "add `timingresolution 15 min` (or another divisor of the offset) to the project block"
+                        };
+                        zone_check = Some((name.pos, advice));
                     }
                 }
                 ProjectAttr::TimingResolution(duration) => {
@@ -273,14 +281,15 @@ impl Builder<'_> {
                         "h" => duration.value * 60.0,
                         _ => f64::NAN,
                     };
+                    resolution_written = true;
                     if RESOLUTIONS.iter().any(|&r| r as f64 == minutes) {
                         self.resolution = minutes as i64 * 60;
                         self.project_hours = WorkingHours::default();
                         let advice =
                             "set `timingresolution` to a divisor of the offset, such as 15 min";
-                        self.check_zone_fits_resolution(duration.pos, advice);
-                        unchecked_zone = None;
+                        zone_check = Some((duration.pos, advice));
                     } else {
+                        zone_check = None;
                         self.error(
                             duration.pos,
                             format!(
@@ -328,8 +337,7 @@ impl Builder<'_> {
                 }
             }
         }
-        if let Some(pos) = unchecked_zone {
-            let advice = "add `timingresolution 15 min` (or another divisor of the offset) to the project block";
+        if let Some((pos, advice)) = zone_check {
             self.check_zone_fits_resolution(pos, advice);
         }
         // The end of `START +DURATION` is misaligned whenever the start is, so only the start is
@@ -576,16 +584,36 @@ impl Builder<'_> {
         ))
     }
 
+    /// Returns whether `start - end` names local times with the end first (or both the same), as
+    /// written and before any zone reads them. Such a range is empty whatever the clocks skip. It
+    /// is `false` when either date is not a literal or carries a zone offset.
+    fn written_backwards(start: &Spanned<DateAst>, end: &Spanned<DateAst>) -> bool {
+        let wall_clock = |date: &Spanned<DateAst>| match &date.value {
+            DateAst::Literal(text) => dates::wall_clock_time(text),
+            _ => None,
+        };
+        matches!(
+            (wall_clock(start), wall_clock(end)),
+            (Some(start_local), Some(end_local)) if end_local <= start_local
+        )
+    }
+
     fn interval(&mut self, ast: &IntervalAst) -> Option<Interval> {
         let (start, end) = match ast {
             IntervalAst::Range(start, end) => {
                 let (start_at, end_at) = (self.date(start)?, self.date(end)?);
                 if end_at <= start_at {
-                    if let Some(message) = self.empty_by_skipped_time(start, end, end_at) {
+                    // For a range written backwards, the message that asks for the earlier date
+                    // first fits better than one about a skipped time.
+                    let backwards = Self::written_backwards(start, end);
+                    if !backwards
+                        && let Some(message) = self.empty_by_skipped_time(start, end, end_at)
+                    {
                         self.error(start.pos, message);
                         return None;
                     }
-                    if end_at == start_at {
+                    let written_equal = !backwards || start.value == end.value;
+                    if end_at == start_at && written_equal {
                         let start_text = format_instant(start_at, self.zone);
                         let day_after = dates::same_time_next_day(start_at, self.zone)
                             .map_or_else(String::new, |at| format_instant(at, self.zone));

@@ -92,11 +92,17 @@ pub(crate) fn local_to_utc(naive: NaiveDateTime, zone: Tz) -> Option<DateTime<Ut
 /// Returns whether the date `text` has no zone offset and names a local time that a
 /// daylight-saving change of `zone` skips.
 pub(crate) fn is_skipped_local_time(text: &str, zone: Tz) -> bool {
+    wall_clock_time(text).is_some_and(|local| zone.from_local_datetime(&local) == LocalResult::None)
+}
+
+/// Returns the local date and time that `text` names, or `None` when it has a zone offset or is
+/// not a date.
+pub(crate) fn wall_clock_time(text: &str) -> Option<NaiveDateTime> {
     let has_offset = text.contains("-+") || text.contains("--");
-    let Ok(as_utc) = parse_date(text, Tz::UTC) else {
-        return false;
-    };
-    !has_offset && zone.from_local_datetime(&as_utc.naive_utc()) == LocalResult::None
+    if has_offset {
+        return None;
+    }
+    parse_date(text, Tz::UTC).ok().map(|at| at.naive_utc())
 }
 
 /// The same local wall-clock time on the next day: the end of a single-date leave.

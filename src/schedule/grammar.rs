@@ -272,13 +272,15 @@ fn duration<'a>() -> impl Parser<Input<'a>, Output = DurationAst> {
     })
 }
 
-fn weekday<'a>() -> impl Parser<Input<'a>, Output = Weekday> {
+/// Parses a weekday keyword. Set `only_days` where nothing but weekdays can be written, as in
+/// the `days` of a limit, so that a misspelled one is reported whatever follows it.
+fn weekday<'a>(only_days: bool) -> impl Parser<Input<'a>, Output = Weekday> {
     let exact = satisfy_map(|t: &Token| match &t.kind {
         Kind::Id(s) => weekday_named(s),
         _ => None,
     });
-    choice((exact, parser(miscased_weekday)))
-        .expected("a weekday: mon, tue, wed, thu, fri, sat or sun")
+    let miscased = parser(move |input: &mut Input<'a>| miscased_weekday(input, only_days));
+    choice((exact, miscased)).expected("a weekday: mon, tue, wed, thu, fri, sat or sun")
 }
 
 fn weekday_named(name: &str) -> Option<Weekday> {
@@ -294,11 +296,11 @@ fn weekday_named(name: &str) -> Option<Weekday> {
     }
 }
 
-/// Rejects a weekday in another spelling (`Mon`, `MON`, `Monday`) where days are expected, that
-/// is when a time, `-`, `,` or `off` follows it. TaskJuggler's weekday keywords are lower case, and
-/// without this check `workinghours Mon 09:00 - 17:00` reads `Mon` as a shift id and reports the
-/// time instead.
-fn miscased_weekday<'a>(input: &mut Input<'a>) -> Result<'a, Weekday> {
+/// Rejects a weekday in another spelling (`Mon`, `MON`, `Monday`) where days are expected: always
+/// when `only_days` is set, and otherwise when a time, `-`, `,` or `off` follows it. TaskJuggler's
+/// weekday keywords are lower case, and without this check `workinghours Mon 09:00 - 17:00` reads
+/// `Mon` as a shift id and reports the time instead.
+fn miscased_weekday<'a>(input: &mut Input<'a>, only_days: bool) -> Result<'a, Weekday> {
     let position = input.position();
     let checkpoint = input.checkpoint();
     let written = match input.uncons() {
@@ -315,14 +317,15 @@ fn miscased_weekday<'a>(input: &mut Input<'a>) -> Result<'a, Weekday> {
         let full = format!("{}day", day_stem(day));
         (lower.len() == 3 || lower == full).then(|| short.to_owned())
     });
-    let days_follow = match input.uncons() {
-        Ok(token) => match &token.kind {
-            Kind::Time(_) | Kind::Punct("-") | Kind::Punct(",") => true,
-            Kind::Id(name) => name == "off",
-            _ => false,
-        },
-        Err(_) => false,
-    };
+    let days_follow = only_days
+        || match input.uncons() {
+            Ok(token) => match &token.kind {
+                Kind::Time(_) | Kind::Punct("-") | Kind::Punct(",") => true,
+                Kind::Id(name) => name == "off",
+                _ => false,
+            },
+            Err(_) => false,
+        };
     if let (Some(written), Some(keyword), true) = (written, keyword, days_follow) {
         let error = easy::Errors::new(
             position,
@@ -392,9 +395,12 @@ fn interval_end<'a>()
     ))
 }
 
-fn day_list<'a>() -> impl Parser<Input<'a>, Output = Vec<DaySpec>> {
+fn day_list<'a>(only_days: bool) -> impl Parser<Input<'a>, Output = Vec<DaySpec>> {
     sep_by1(
-        (weekday(), optional(punct("-").with(weekday()))),
+        (
+            weekday(only_days),
+            optional(punct("-").with(weekday(only_days))),
+        ),
         punct(","),
     )
 }
@@ -429,7 +435,7 @@ fn no_time_follows<'a>(input: &mut Input<'a>) -> Result<'a, ()> {
 /// `DAYS (off | TIME - TIME, ...)`, after the `workinghours` keyword at `pos`.
 fn working_hours_spec<'a>(pos: Pos) -> impl Parser<Input<'a>, Output = WorkingHoursAst> {
     (
-        day_list(),
+        day_list(false),
         choice((keyword("off").map(|_| None), time_ranges().map(Some))),
     )
         .map(move |(days, times)| WorkingHoursAst { days, times, pos })
@@ -483,7 +489,7 @@ fn limit_attribute<'a>() -> impl Parser<Input<'a>, Output = LimitAttr> {
         keyword("period").with(interval()).map(LimitAttr::Period),
         keyword("start").with(date()).map(LimitAttr::Start),
         keyword("end").with(date()).map(LimitAttr::End),
-        keyword("days").with(day_list()).map(LimitAttr::Days),
+        keyword("days").with(day_list(true)).map(LimitAttr::Days),
         keyword("hours").with(time_ranges()).map(LimitAttr::Hours),
         keyword("resources")
             .with(sep_by1(resource_ref(), punct(",")))
