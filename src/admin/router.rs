@@ -58,6 +58,11 @@ struct AdminState {
 /// Returns the router of the admin API, accepting requests that carry `Authorization: Bearer
 /// {token}`.
 ///
+/// The router has a fallback of its own for the JSON 404 above, so mount it under a prefix with
+/// `Router::nest`, as in the module's example. axum 0.8's `Router::merge` panics when both routers
+/// have a fallback, and an application without one would get the admin 404 for its own unknown
+/// paths.
+///
 /// The token is compared in constant time. Whitespace around it is trimmed, because HTTP strips
 /// it from field values, so that a token read with a trailing newline still matches. An empty
 /// token rejects every request.
