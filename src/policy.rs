@@ -102,6 +102,7 @@ impl PolicySchedule {
 
 /// The error for a schedule that cannot become a policy's schedule.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RenderError {
     /// The schedule does not parse or is invalid.
     #[error(transparent)]

@@ -5,6 +5,7 @@ use crate::store::postgres::database_error;
 
 /// The error of an admin operation.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum AdminError {
     /// A field of the limit is invalid; the message names the field and the accepted values.
     #[error("{0}")]

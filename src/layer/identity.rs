@@ -204,6 +204,7 @@ impl<'a> CallerRef<'a> {
 
 /// A request that lacks an extension the rate limiter needs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum IdentityError {
     /// No [`TenantId`] extension.
     #[error(

@@ -258,6 +258,7 @@ pub struct ReportOptions {
 
 /// The error for a report that cannot be computed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ReportError {
     /// No resource has the requested id.
     #[error("unknown resource {id:?}: the schedule has {available}")]

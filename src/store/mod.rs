@@ -114,6 +114,7 @@ impl Decision {
 
 /// The error of a store operation.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// The cost is larger than a window's whole limit, so the call can never succeed under
     /// these limits. The rate limit layer rejects it as a quota instead when a later window of
