@@ -170,22 +170,7 @@ async fn cleanup_finishes_on_large_backlog() {
         .store_with(|config| config.statement_timeout(Duration::from_millis(300)))
         .await;
     let backlog: i64 = 200_000;
-    // The store's connections would cancel this insert, so it runs on a connection of its own.
-    let client = database.client().await;
-    client
-        .execute(
-            "INSERT INTO highway.tool_rate_limit_usage
-                 (tenant_id, tool_name, scope_key, window_type, window_start, window_end,
-                  request_count)
-             SELECT 't' || (g % 1000), 'tools.http', 'tenant:t' || (g % 1000), 'minute',
-                    now() - interval '10 days' + (g / 1000) * interval '1 minute',
-                    now() - interval '10 days' + (g / 1000 + 1) * interval '1 minute', 1
-             FROM generate_series(0, $1::bigint - 1) AS g",
-            &[&backlog],
-        )
-        .await
-        .unwrap();
-    drop(client);
+    insert_ended_minutes(&database, backlog).await;
 
     let deleted = Cleanup::new(store.clone()).run_once().await;
 
@@ -203,19 +188,7 @@ async fn cleanup_at_instant_finishes_on_backlog() {
     let store = database
         .store_with(|config| config.statement_timeout(Duration::from_millis(300)))
         .await;
-    let client = database.client().await;
-    client
-        .batch_execute(
-            "INSERT INTO highway.tool_rate_limit_usage
-                 (tenant_id, tool_name, scope_key, window_type, window_start, window_end,
-                  request_count)
-             SELECT 't' || (g % 1000), 'tools.http', 'tenant:t' || (g % 1000), 'minute',
-                    now() - interval '10 days' + (g / 1000) * interval '1 minute',
-                    now() - interval '10 days' + (g / 1000 + 1) * interval '1 minute', 1
-             FROM generate_series(0, 12344) AS g",
-        )
-        .await
-        .unwrap();
+    insert_ended_minutes(&database, 12_345).await;
 
     let deleted = Cleanup::new(store.clone())
         .run_once_at(Utc::now())
@@ -224,4 +197,24 @@ async fn cleanup_at_instant_finishes_on_backlog() {
 
     assert_eq!(deleted, 12_345);
     assert_eq!(usage_rows(&store).await, 0);
+}
+
+/// Inserts `count` minute rows of 1,000 tenants whose windows ended ten days ago. The store's
+/// connections could cancel a large insert, so it runs on a connection of its own.
+async fn insert_ended_minutes(database: &TestDatabase, count: i64) {
+    database
+        .client()
+        .await
+        .execute(
+            "INSERT INTO highway.tool_rate_limit_usage
+                 (tenant_id, tool_name, scope_key, window_type, window_start, window_end,
+                  request_count)
+             SELECT 't' || (g % 1000), 'tools.http', 'tenant:t' || (g % 1000), 'minute',
+                    now() - interval '10 days' + (g / 1000) * interval '1 minute',
+                    now() - interval '10 days' + (g / 1000 + 1) * interval '1 minute', 1
+             FROM generate_series(0, $1::bigint - 1) AS g",
+            &[&count],
+        )
+        .await
+        .unwrap();
 }

@@ -244,29 +244,29 @@ async fn unknown_service_is_not_charged() {
     assert_eq!(sent.unwrap(), "sent: hello");
 }
 
-/// A token store whose clock runs 2 s behind the layer's, as a PostgreSQL server's can. It
-/// rejects every call with the reset of the minute its own clock is in, 10:00:00, which the
-/// layer's clock has already passed.
-struct LaggingStore;
+/// A token store that rejects every call in `window`, with the reset that `reset_at` gives for
+/// the call's instant.
+struct RejectingStore {
+    window: WindowKind,
+    reset_at: fn(chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc>,
+}
 
-impl TokenStore for LaggingStore {
+impl TokenStore for RejectingStore {
     fn consume<'a>(
         &'a self,
         request: ConsumeRequest<'a>,
     ) -> BoxFuture<'a, Result<Decision, StoreError>> {
-        let store_now =
-            request.at.expect("the test clock passes its instant") - chrono::TimeDelta::seconds(2);
-        let minute_start = store_now.timestamp().div_euclid(60) * 60;
-        let reset_at = chrono::DateTime::from_timestamp(minute_start + 60, 0).unwrap();
+        let reset_at = (self.reset_at)(request.at.expect("the test clock passes its instant"));
         let usage = WindowUsage {
-            kind: WindowKind::Minute,
+            kind: self.window,
             limit: 1,
             remaining: 0,
             reset_at,
         };
+        let window = self.window;
         Box::pin(async move {
             Ok(Decision::Rejected {
-                window: WindowKind::Minute,
+                window,
                 retry_at: reset_at,
                 windows: [usage].into_iter().collect(),
             })
@@ -279,91 +279,59 @@ impl TokenStore for LaggingStore {
     ) -> BoxFuture<'a, Result<Decision, StoreError>> {
         self.consume(request)
     }
+}
+
+/// Sends a call that `store` rejects, and checks that the status gives a delay of one second in
+/// every place it carries one.
+async fn assert_waits_a_second(store: RejectingStore) {
+    let address = start_server(limits(Arc::new(store), 1)).await;
+
+    let status = send(address, "acme").await.unwrap_err();
+
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    let metadata = |key| {
+        status
+            .metadata()
+            .get(key)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+    };
+    assert_eq!(metadata("retry-after").as_deref(), Some("1"));
+    assert_eq!(metadata("grpc-retry-pushback-ms").as_deref(), Some("1000"));
+    let retry_delay = status
+        .get_error_details()
+        .retry_info()
+        .and_then(|info| info.retry_delay);
+    assert_eq!(retry_delay, Some(std::time::Duration::from_secs(1)));
 }
 
 /// A retry time that the layer's clock has already passed, because the store's clock lags, still
 /// gets a delay of one second: a delay of 0 would send the client straight back into the same
-/// rejection.
+/// rejection. The store's clock runs 2 s behind, as a PostgreSQL server's can, and it rejects
+/// with the reset of the minute its own clock is in, which the layer's clock has passed.
 #[tokio::test]
 async fn lagging_store_clock_waits_a_second() {
-    let address = start_server(limits(Arc::new(LaggingStore), 1)).await;
-
-    let status = send(address, "acme").await.unwrap_err();
-
-    assert_eq!(status.code(), Code::ResourceExhausted);
-    let metadata = |key| {
-        status
-            .metadata()
-            .get(key)
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned)
-    };
-    assert_eq!(metadata("retry-after").as_deref(), Some("1"));
-    assert_eq!(metadata("grpc-retry-pushback-ms").as_deref(), Some("1000"));
-    let retry_delay = status
-        .get_error_details()
-        .retry_info()
-        .and_then(|info| info.retry_delay);
-    assert_eq!(retry_delay, Some(std::time::Duration::from_secs(1)));
+    assert_waits_a_second(RejectingStore {
+        window: WindowKind::Minute,
+        reset_at: |at| {
+            let store_now = at - chrono::TimeDelta::seconds(2);
+            let minute_start = store_now.timestamp().div_euclid(60) * 60;
+            chrono::DateTime::from_timestamp(minute_start + 60, 0).unwrap()
+        },
+    })
+    .await;
 }
 
-/// A token store that rejects every call with a reset 250 ms after the call's instant, as a
-/// store whose clock lags the layer's by a little less than the time to its reset reports it.
-struct ResetSoonStore;
-
-impl TokenStore for ResetSoonStore {
-    fn consume<'a>(
-        &'a self,
-        request: ConsumeRequest<'a>,
-    ) -> BoxFuture<'a, Result<Decision, StoreError>> {
-        let at = request.at.expect("the test clock passes its instant");
-        let reset_at = at + chrono::TimeDelta::milliseconds(250);
-        let usage = WindowUsage {
-            kind: WindowKind::Day,
-            limit: 1,
-            remaining: 0,
-            reset_at,
-        };
-        Box::pin(async move {
-            Ok(Decision::Rejected {
-                window: WindowKind::Day,
-                retry_at: reset_at,
-                windows: [usage].into_iter().collect(),
-            })
-        })
-    }
-
-    fn peek<'a>(
-        &'a self,
-        request: ConsumeRequest<'a>,
-    ) -> BoxFuture<'a, Result<Decision, StoreError>> {
-        self.consume(request)
-    }
-}
-
-/// A reset less than a second away gets the same delay of one second as one already passed, in
-/// every place the status carries it.
+/// A reset less than a second away (250 ms, as a store whose clock lags the layer's by a little
+/// less than the time to its reset reports it) gets the same delay of one second as one already
+/// passed, in every place the status carries it.
 #[tokio::test]
 async fn subsecond_reset_waits_a_second() {
-    let address = start_server(limits(Arc::new(ResetSoonStore), 1)).await;
-
-    let status = send(address, "acme").await.unwrap_err();
-
-    assert_eq!(status.code(), Code::ResourceExhausted);
-    let metadata = |key| {
-        status
-            .metadata()
-            .get(key)
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned)
-    };
-    assert_eq!(metadata("retry-after").as_deref(), Some("1"));
-    assert_eq!(metadata("grpc-retry-pushback-ms").as_deref(), Some("1000"));
-    let retry_delay = status
-        .get_error_details()
-        .retry_info()
-        .and_then(|info| info.retry_delay);
-    assert_eq!(retry_delay, Some(std::time::Duration::from_secs(1)));
+    assert_waits_a_second(RejectingStore {
+        window: WindowKind::Day,
+        reset_at: |at| at + chrono::TimeDelta::milliseconds(250),
+    })
+    .await;
 }
 
 /// With its methods named, the layer charges only calls to them: a call to a method the service

@@ -18,7 +18,7 @@ use highway_ratelimit::store::postgres::PostgresConfig;
 use highway_ratelimit::store::{ConsumeRequest, Decision, ScopeKey, StoreError, TokenStore};
 use highway_ratelimit::window::WindowKind;
 
-use common::{TestDatabase, ThrowawayServer};
+use common::{Interruptions, TestDatabase, ThrowawayServer};
 use frozen_clock::FrozenDatabase;
 
 /// How often the background sweep runs in the tests that wait for it.
@@ -1598,46 +1598,8 @@ async fn interrupted_takes_keep_the_limit() {
         };
         assert!(admitted(&leased, request(&key, &capacity, 1, at)).await);
 
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let holder = database.client().await;
-        let locker = {
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    holder
-                        .batch_execute(
-                            "BEGIN; SELECT 1 FROM highway.tool_rate_limit_usage FOR UPDATE",
-                        )
-                        .await
-                        .unwrap();
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    holder.batch_execute("COMMIT").await.unwrap();
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            })
-        };
-        let interrupter = {
-            let stop = stop.clone();
-            let name = database.name().to_owned();
-            let client = database.client().await;
-            tokio::spawn(async move {
-                if interrupt == "statement_timeout" {
-                    return 0;
-                }
-                let sql = format!(
-                    "SELECT count(*) FILTER (WHERE {interrupt}(pid)) FROM pg_stat_activity
-                     WHERE datname = $1 AND application_name = 'highway-ratelimit'
-                         AND state = 'active'"
-                );
-                let mut interrupted = 0_i64;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let row = client.query_one(&sql, &[&name]).await.unwrap();
-                    interrupted += row.get::<_, i64>(0);
-                    tokio::time::sleep(Duration::from_millis(7)).await;
-                }
-                interrupted
-            })
-        };
+        let interruptions =
+            Interruptions::start(&database, database.client().await, interrupt).await;
 
         let tasks = (0..16).map(|_| {
             let leased = leased.clone();
@@ -1662,9 +1624,7 @@ async fn interrupted_takes_keep_the_limit() {
             admitted_calls += admitted;
             failed += errors;
         }
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let interrupted = interrupter.await.unwrap();
-        locker.await.unwrap();
+        let interrupted = interruptions.stop().await;
         let shutdown = leased.shutdown().await;
 
         let count = counts(&database, &key).await;

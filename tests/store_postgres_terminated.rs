@@ -16,7 +16,7 @@ use highway_ratelimit::store::{ConsumeRequest, Decision, ScopeKey, StoreError, T
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
-use common::TestDatabase;
+use common::{Interruptions, TestDatabase};
 
 fn key(scope: &str) -> ScopeKey {
     ScopeKey {
@@ -307,45 +307,7 @@ async fn interrupted_statements_keep_counts_exact() {
         let holder = hold_rows(&database, &scopes).await;
         holder.batch_execute("COMMIT").await.unwrap();
 
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let locker = {
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    holder
-                        .batch_execute(
-                            "BEGIN; SELECT 1 FROM highway.tool_rate_limit_usage FOR UPDATE",
-                        )
-                        .await
-                        .unwrap();
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    holder.batch_execute("COMMIT").await.unwrap();
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            })
-        };
-        let interrupter = {
-            let stop = stop.clone();
-            let name = database.name().to_owned();
-            let client = database.client().await;
-            tokio::spawn(async move {
-                if interrupt == "statement_timeout" {
-                    return 0;
-                }
-                let sql = format!(
-                    "SELECT count(*) FILTER (WHERE {interrupt}(pid)) FROM pg_stat_activity
-                     WHERE datname = $1 AND application_name = 'highway-ratelimit'
-                         AND state = 'active'"
-                );
-                let mut interrupted = 0_i64;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let row = client.query_one(&sql, &[&name]).await.unwrap();
-                    interrupted += row.get::<_, i64>(0);
-                    tokio::time::sleep(Duration::from_millis(7)).await;
-                }
-                interrupted
-            })
-        };
+        let interruptions = Interruptions::start(&database, holder, interrupt).await;
 
         let calls = (0..32_usize).map(|task| {
             let store = store.clone();
@@ -378,9 +340,7 @@ async fn interrupted_statements_keep_counts_exact() {
                 .into_iter()
                 .flat_map(Result::unwrap)
                 .collect();
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let interrupted = interrupter.await.unwrap();
-        locker.await.unwrap();
+        let interrupted = interruptions.stop().await;
 
         let mut timeouts = 0;
         let mut failed = 0;

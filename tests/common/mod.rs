@@ -269,3 +269,71 @@ pub fn with_database(url: &str, database: &str) -> String {
     let authority = before_query.split('/').next().unwrap_or_default();
     format!("{scheme}{authority}/{database}{query}")
 }
+
+/// Background load for fault tests: one task locks every usage row for 20 ms at a time, and
+/// another interrupts the store's active statements every 7 ms with `interrupt`
+/// (`pg_cancel_backend` or `pg_terminate_backend`; `statement_timeout` interrupts nothing, and
+/// leaves it to the store's statement timeout).
+pub struct Interruptions {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    locker: tokio::task::JoinHandle<()>,
+    interrupter: tokio::task::JoinHandle<i64>,
+}
+
+impl Interruptions {
+    /// Starts both tasks on `database`, locking the rows through `holder`.
+    pub async fn start(database: &TestDatabase, holder: Client, interrupt: &'static str) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let locker = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                while !stop.load(Ordering::Relaxed) {
+                    holder
+                        .batch_execute(
+                            "BEGIN; SELECT 1 FROM highway.tool_rate_limit_usage FOR UPDATE",
+                        )
+                        .await
+                        .unwrap();
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    holder.batch_execute("COMMIT").await.unwrap();
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            }
+        });
+        let name = database.name().to_owned();
+        let client = database.client().await;
+        let interrupter = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                if interrupt == "statement_timeout" {
+                    return 0;
+                }
+                let sql = format!(
+                    "SELECT count(*) FILTER (WHERE {interrupt}(pid)) FROM pg_stat_activity
+                     WHERE datname = $1 AND application_name = 'highway-ratelimit'
+                         AND state = 'active'"
+                );
+                let mut interrupted = 0_i64;
+                while !stop.load(Ordering::Relaxed) {
+                    let row = client.query_one(&sql, &[&name]).await.unwrap();
+                    interrupted += row.get::<_, i64>(0);
+                    tokio::time::sleep(std::time::Duration::from_millis(7)).await;
+                }
+                interrupted
+            }
+        });
+        Interruptions {
+            stop,
+            locker,
+            interrupter,
+        }
+    }
+
+    /// Stops both tasks and returns the statements interrupted.
+    pub async fn stop(self) -> i64 {
+        self.stop.store(true, Ordering::Relaxed);
+        let interrupted = self.interrupter.await.unwrap();
+        self.locker.await.unwrap();
+        interrupted
+    }
+}
