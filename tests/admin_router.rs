@@ -348,7 +348,7 @@ async fn preview_rejects_invalid_body() {
     }
 }
 
-/// A stored limit as `GET` returns it, sent back to `PUT /limits`, gets a message that says
+/// A stored limit as `GET` returns it, sent back to `PUT /limits`, gets a message that explains
 /// how the body differs, and changes nothing.
 #[tokio::test]
 async fn put_of_get_output_explains() {
@@ -808,7 +808,7 @@ async fn nested_errors_name_full_path() {
 }
 
 /// `PUT /limits` without any limit or schedule stores a limit that admits every call, which the
-/// response's warnings say, as `limits set` does on the command line.
+/// response's warnings report, as `limits set` does on the command line.
 #[tokio::test]
 async fn put_without_limits_warns() {
     let database = TestDatabase::new().await;

@@ -130,7 +130,7 @@ fn interval_emptied_by_dst_gap() {
 #[test]
 fn reversed_interval_ignores_skipped_time() {
     // 02:30 does not exist in Berlin on 2026-03-29, but an interval from 02:30 back to 01:00 is
-    // empty however 02:30 reads, so the message says to write the earlier date first.
+    // empty however 02:30 reads, so the message requests the earlier date first.
     let header = "project \"P\" 2026-01-01 +1y {\n  timingresolution 30 min\n  timezone \"Europe/Berlin\"\n}\n";
     let (line, column, message) = error(&format!(
         "{header}vacation 2026-03-29-02:30 - 2026-03-29-01:00"

@@ -603,7 +603,7 @@ impl Builder<'_> {
             IntervalAst::Range(start, end) => {
                 let (start_at, end_at) = (self.date(start)?, self.date(end)?);
                 if end_at <= start_at {
-                    // For a range written backwards, the message that asks for the earlier date
+                    // For a range written backwards, the message that requests the earlier date
                     // first fits better than one about a skipped time.
                     let backwards = Self::written_backwards(start, end);
                     if !backwards
