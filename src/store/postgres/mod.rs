@@ -559,6 +559,8 @@ pub(crate) fn pool_error(pool: &Pool, error: PoolError) -> StoreError {
 /// timeout, any other error is the database's.
 pub(crate) fn query_error(error: tokio_postgres::Error, statement_timeout: Duration) -> StoreError {
     if error.code() == Some(&SqlState::QUERY_CANCELED) {
+        // NOTE: a `pg_cancel_backend` cancel has the same SQLSTATE and is reported as this
+        // timeout too. Only the message, which `lc_messages` translates, tells them apart.
         return StoreError::Timeout(statement_timeout);
     }
     database_error(error)
