@@ -28,9 +28,9 @@
 //!   `STORE_UNAVAILABLE`, `POLICY_UNAVAILABLE`, `SCHEDULE_UNAVAILABLE`, `NO_POLICY`,
 //!   `MISSING_IDENTITY`), whose `domain` is [`ERROR_DOMAIN`], and whose metadata contains the
 //!   `tenant` and `tool` when known, and for a quota the `window` and its `limit`;
-//! - a `google.rpc.RetryInfo` with the retry delay when a retry time is known, which gRPC clients
-//!   that follow Google's error model read. It is at least one second (see
-//!   [`Rejection::retry_after`]). The same delay goes in `retry-after` metadata too, in
+//! - a `google.rpc.RetryInfo` with the retry delay when a retry time is known or a dependency is
+//!   unavailable, which gRPC clients that follow Google's error model read. It is at least one
+//!   second (see [`Rejection::retry_after`]). The same delay goes in `retry-after` metadata too, in
 //!   whole seconds rounded up, and in `grpc-retry-pushback-ms`, in milliseconds rounded up, which
 //!   clients with a gRPC retry policy wait before their next attempt;
 //! - a `google.rpc.QuotaFailure` for an exhausted quota, whose one violation names the tenant and

@@ -7,7 +7,7 @@
 //! | rejection | status |
 //! | --- | --- |
 //! | quota exhausted, outside allowed hours, blocked date | 429 Too Many Requests, with `Retry-After` |
-//! | token store, policy source or schedule unavailable (fail-closed) | 503 Service Unavailable |
+//! | token store, policy source or schedule unavailable (fail-closed) | 503 Service Unavailable, with `Retry-After` (5 s unless [`RateLimitBuilder::unavailable_retry_after`](crate::layer::RateLimitBuilder::unavailable_retry_after) sets another wait) |
 //! | cost larger than a limit in force now that a later window of the schedule admits | 429 Too Many Requests, with `Retry-After` |
 //! | cost larger than every limit the call can meet | 413 Content Too Large: the call can never fit |
 //! | no policy for the tool | 403 Forbidden |

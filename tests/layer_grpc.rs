@@ -193,15 +193,22 @@ async fn store_down_is_unavailable() {
         "{}",
         status.message()
     );
-    assert!(status.metadata().get("retry-after").is_none());
-    assert!(status.metadata().get("grpc-retry-pushback-ms").is_none());
+    // No retry time is known, so the delay is the layer's default hint for an outage.
+    assert_eq!(status.metadata().get("retry-after").unwrap(), "5");
+    assert_eq!(
+        status.metadata().get("grpc-retry-pushback-ms").unwrap(),
+        "5000"
+    );
     let details = status.get_error_details();
     let info = details
         .error_info()
         .expect("the status carries an ErrorInfo");
     assert_eq!(info.reason, "STORE_UNAVAILABLE");
     assert_eq!(info.metadata.get("tool").map(String::as_str), Some(TOOL));
-    assert!(details.retry_info().is_none(), "no retry time is known");
+    assert_eq!(
+        details.retry_info().and_then(|info| info.retry_delay),
+        Some(std::time::Duration::from_secs(5))
+    );
     assert!(details.quota_failure().is_none(), "no quota was exhausted");
 }
 

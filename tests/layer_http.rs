@@ -392,7 +392,37 @@ async fn store_down_is_503_when_failing_closed() {
     let response = app(layer).oneshot(send(Some("acme"))).await.unwrap();
 
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(header(&response, "retry-after"), "5");
+    assert!(
+        response.headers().get("ratelimit").is_none(),
+        "no counter was read"
+    );
     assert!(body(response).await.contains("connection refused"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn store_down_announces_configured_retry_after() {
+    let policies = StaticPolicies::new().with(Policy::new(
+        "default",
+        TOOL,
+        Capacity {
+            per_minute: Some(5),
+            ..Capacity::UNLIMITED
+        },
+    ));
+    let layer = RateLimitLayer::builder(Arc::new(policies), Arc::new(DownStore))
+        .tool(TOOL)
+        .unavailable_retry_after(Duration::from_millis(29_001))
+        .build();
+
+    let response = app(layer).oneshot(send(Some("acme"))).await.unwrap();
+
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        header(&response, "retry-after"),
+        "30",
+        "whole seconds, rounded up"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -957,6 +957,54 @@ async fn store_error_fails_closed() {
     let chain = error_chain(&rejected);
     assert!(chain.contains("connection refused"), "{chain}");
     assert_eq!(tool.calls(), 0);
+    assert_eq!(
+        rejected.retry_at(),
+        None,
+        "nobody knows when the store recovers"
+    );
+    assert_eq!(
+        rejected.retry_after(),
+        Some(Rejection::DEFAULT_UNAVAILABLE_RETRY_AFTER)
+    );
+}
+
+/// The wait announced for an unavailable store is a hint for the client, not a retry time:
+/// it follows the builder's setting, is at least one second, and wait mode does not sleep on it.
+#[tokio::test(start_paused = true)]
+async fn store_error_announces_configured_wait() {
+    let policy = Policy::new("default", TOOL, per_minute(1));
+    let layer = |wait: Duration| {
+        RateLimitLayer::builder(
+            Arc::new(StaticPolicies::new().with(policy.clone())),
+            Arc::new(BrokenStore { hangs: false }),
+        )
+        .tool(TOOL)
+        .store_timeout(Duration::from_millis(250))
+        .wait_up_to(Duration::from_secs(60))
+        .unavailable_retry_after(wait)
+        .build()
+    };
+
+    for (configured, announced) in [
+        (Duration::from_secs(30), Duration::from_secs(30)),
+        (Duration::from_millis(1_500), Duration::from_millis(1_500)),
+        (Duration::ZERO, Rejection::MIN_RETRY_AFTER),
+    ] {
+        let tool = Tool::default();
+        let mut service = tower::Layer::layer(&layer(configured), tool.service());
+        let started = tokio::time::Instant::now();
+
+        let rejected = rejection(call(&mut service, request("acme")).await);
+
+        assert!(rejected.is_unavailable(), "{rejected:?}");
+        assert_eq!(rejected.retry_after(), Some(announced), "{configured:?}");
+        assert_eq!(
+            started.elapsed(),
+            Duration::ZERO,
+            "wait mode slept on an unavailable store"
+        );
+        assert_eq!(tool.calls(), 0);
+    }
 }
 
 /// Returns the messages of `error` and of its `source()` chain, joined by ": " as anyhow's `{:#}`

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::error::Rejection;
 use super::identity::{ToolName, within_limit, without_nul};
 use super::layer::RateLimitLayer;
 use super::limiter::Limiter;
@@ -33,6 +34,7 @@ pub(crate) struct Settings {
     pub(crate) cache_capacity: u64,
     pub(crate) cache_ttl: Duration,
     pub(crate) report_days: u32,
+    pub(crate) unavailable_retry_after: Duration,
 }
 
 impl Default for Settings {
@@ -45,6 +47,7 @@ impl Default for Settings {
             cache_capacity: 10_000,
             cache_ttl: Duration::from_secs(60),
             report_days: 7,
+            unavailable_retry_after: Rejection::DEFAULT_UNAVAILABLE_RETRY_AFTER,
         }
     }
 }
@@ -188,6 +191,20 @@ impl RateLimitBuilder {
     /// outside is brought to the nearer bound.
     pub fn report_days(mut self, days: u32) -> Self {
         self.settings.report_days = days.clamp(1, crate::report::MAX_HORIZON_DAYS);
+        self
+    }
+
+    /// Sets the wait announced to the client when a call is rejected because the token store,
+    /// the policy source or the schedule is unavailable and the policy fails closed (5 s by
+    /// default; at least one second is announced).
+    ///
+    /// The axum adapter sends it as the 503's `Retry-After`, the tonic adapter as the
+    /// `UNAVAILABLE` status's retry delay; [`Rejection::retry_after`] returns it. The limiter
+    /// cannot know when the dependency recovers, so this is a hint that keeps clients from
+    /// sending their retries all at once into an outage. A longer wait spares a struggling
+    /// database more load, a shorter one resumes the tools sooner after a short outage.
+    pub fn unavailable_retry_after(mut self, wait: Duration) -> Self {
+        self.settings.unavailable_retry_after = wait;
         self
     }
 

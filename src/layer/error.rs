@@ -78,6 +78,9 @@ pub struct Rejection {
     tenant: Option<Arc<str>>,
     tool: Option<Arc<str>>,
     decided_at: DateTime<Utc>,
+    /// The wait that [`retry_after`](Rejection::retry_after) announces when a dependency is
+    /// unavailable.
+    unavailable_retry_after: Duration,
 }
 
 impl Rejection {
@@ -92,7 +95,15 @@ impl Rejection {
             tenant,
             tool,
             decided_at,
+            unavailable_retry_after: Self::DEFAULT_UNAVAILABLE_RETRY_AFTER,
         }
+    }
+
+    /// Sets the wait that [`retry_after`](Self::retry_after) announces when a dependency is
+    /// unavailable.
+    pub(crate) fn with_unavailable_retry_after(mut self, wait: Duration) -> Self {
+        self.unavailable_retry_after = wait;
+        self
     }
 
     /// Returns why the call was rejected.
@@ -133,13 +144,30 @@ impl Rejection {
     /// the decision, or only a moment after it, mostly comes from a store whose clock lags the
     /// layer's, such as a PostgreSQL server's when the layer uses the system clock. A shorter wait
     /// would send the call straight back into the same rejection.
+    ///
+    /// A rejection because a dependency is unavailable ([`is_unavailable`](Self::is_unavailable))
+    /// has no retry time, because the limiter cannot tell when the dependency recovers. For it the
+    /// wait is the one that
+    /// [`RateLimitBuilder::unavailable_retry_after`](super::RateLimitBuilder::unavailable_retry_after)
+    /// sets, [`DEFAULT_UNAVAILABLE_RETRY_AFTER`](Self::DEFAULT_UNAVAILABLE_RETRY_AFTER) unless
+    /// changed, so that clients of a 503 or an `UNAVAILABLE` status spread their retries instead of
+    /// sending them back at once. Wait mode does not wait for such a rejection.
     pub fn retry_after(&self) -> Option<Duration> {
-        Some(self.wait_until_retry()?.max(Self::MIN_RETRY_AFTER))
+        let wait = if self.is_unavailable() {
+            self.unavailable_retry_after
+        } else {
+            self.wait_until_retry()?
+        };
+        Some(wait.max(Self::MIN_RETRY_AFTER))
     }
 
     /// The smallest wait of [`retry_after`](Self::retry_after): one second, the smallest
     /// `Retry-After` of HTTP above zero.
     pub const MIN_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+    /// The wait that [`retry_after`](Self::retry_after) announces by default when a dependency
+    /// is unavailable: five seconds.
+    pub const DEFAULT_UNAVAILABLE_RETRY_AFTER: Duration = Duration::from_secs(5);
 
     /// Returns how long wait mode sleeps before it checks the call again. That is the exact wait
     /// until [`retry_at`](Self::retry_at), so that a call does not sleep past a near reset, or

@@ -304,7 +304,12 @@ impl Limiter {
         let result = self.decide(caller, now).await;
         metrics::histogram!("highway_ratelimit_decision_seconds")
             .record(started.elapsed().as_secs_f64());
-        result
+        result.map_err(|rejection| self.with_settings(rejection))
+    }
+
+    /// Gives a rejection the layer's settings that decide what it announces.
+    fn with_settings(&self, rejection: Rejection) -> Rejection {
+        rejection.with_unavailable_retry_after(self.settings.unavailable_retry_after)
     }
 
     /// Checks a call and charges it without waiting, when all it needs is at hand: an
@@ -334,7 +339,8 @@ impl Limiter {
                 let calendar = ready_calendar(resolved, now)?;
                 self.charge_now(caller, resolved, &calendar, now)
             }
-        };
+        }
+        .map_err(|rejection| self.with_settings(rejection));
         // Not timed: two more counter readings would add a large share of the decision's cost.
         match &result {
             Ok(_) => admitted.increment(),
