@@ -1,6 +1,7 @@
-//! Parsing schedules: the largest corpus files, the email example, and every ScriptPlan-dialect
+//! Parsing schedules: the largest corpus files, the email example, every ScriptPlan-dialect
 //! file of the corpus in one pass (compared with ScriptPlan 0.10.2 by
-//! `benches/scriptplan_parse.py`).
+//! `benches/scriptplan_parse.py`), and a generated schedule with thousands of resources and
+//! shifts.
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -71,7 +72,28 @@ fn parse_files(c: &mut Criterion) {
             }
         })
     });
+
+    let (text, options) = many_ids(20_000);
+    group.throughput(Throughput::Bytes(text.len() as u64));
+    group.bench_function("generated_20000_resources_and_shifts", |b| {
+        b.iter(|| Schedule::parse(black_box(&text), &options).unwrap())
+    });
     group.finish();
+}
+
+/// Returns a schedule with `count` resources, `count` shifts and a resource that uses the last
+/// shift, on which a parser that compares each new id with every earlier one takes quadratic
+/// time.
+fn many_ids(count: usize) -> (String, ParseOptions) {
+    let mut text = String::from("project p \"P\" 2026-01-01 +1y\n");
+    for index in 0..count {
+        text.push_str(&format!("resource r{index} \"R\"\nshift s{index} \"S\"\n"));
+    }
+    let last = count - 1;
+    text.push_str(&format!(
+        "resource user \"U\" {{ shifts s{last} 2026-03-02 +1w }}\n"
+    ));
+    (text, ParseOptions::named("generated.tjp"))
 }
 
 criterion_group!(benches, parse_files);

@@ -687,6 +687,41 @@ fn duplicate_ids() {
     );
 }
 
+/// Ids are looked up by name, so among thousands of resources and shifts a duplicate still
+/// names its first definition, and references find theirs.
+#[test]
+fn duplicate_ids_among_thousands() {
+    let mut text = HEADER.to_owned();
+    for index in 0..20_000 {
+        text.push_str(&format!("resource r{index} \"R\"\nshift s{index} \"S\"\n"));
+    }
+    text.push_str("resource user \"U\" { shifts s19999 2025-03-03 +1w }\n");
+    text.push_str("supplement resource r12345 { workinghours sun off }\n");
+    let schedule = Schedule::parse(&text, &ParseOptions::named("many.tjp")).unwrap();
+    assert_eq!(schedule.resources.len(), 20_001);
+    assert_eq!(schedule.shifts.len(), 20_000);
+    let user = schedule.resource("user").unwrap();
+    assert_eq!(user.shifts[0].shift, "s19999");
+
+    text.push_str("resource r12345 \"Again\"\nshift s777 \"Again\"\n");
+    let duplicates = Schedule::parse(&text, &ParseOptions::named("many.tjp")).unwrap_err();
+    let messages: Vec<&str> = duplicates
+        .diagnostics
+        .iter()
+        .map(|diagnostic| diagnostic.message.as_str())
+        .collect();
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    // `r12345` is the 12,346th resource, declared on line 2 + 2 × 12,345.
+    assert!(
+        messages[0].contains("resource `r12345` is already defined at many.tjp:24692:1"),
+        "{messages:?}"
+    );
+    assert!(
+        messages[1].contains("shift `s777` is already defined at many.tjp:1557:1"),
+        "{messages:?}"
+    );
+}
+
 #[test]
 fn macro_errors() {
     assert_error(

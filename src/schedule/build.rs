@@ -34,7 +34,12 @@ pub(crate) struct Builder<'e> {
     /// across midnight.
     scriptplan: bool,
     shifts: Vec<Shift>,
+    /// The index in `shifts` of each shift, by id, so that a large schedule is not checked in
+    /// quadratic time.
+    shift_indexes: HashMap<String, usize>,
     resources: Vec<Resource>,
+    /// The index in `resources` of each resource, by id.
+    resource_indexes: HashMap<String, usize>,
     leaves: Vec<Leave>,
     global_limits: Vec<Limit>,
     /// The location of the last `limits` block written for each resource, by resource id.
@@ -74,7 +79,9 @@ pub(crate) fn build(
         project_hours: WorkingHours::default(),
         scriptplan,
         shifts: Vec::new(),
+        shift_indexes: HashMap::new(),
         resources: Vec::new(),
+        resource_indexes: HashMap::new(),
         leaves: Vec::new(),
         global_limits: Vec::new(),
         own_limits: HashMap::new(),
@@ -905,7 +912,7 @@ impl Builder<'_> {
                 }
                 LimitAttr::Resources(ids) => {
                     for id in ids {
-                        match self.resources.iter().find(|r| r.id == id.value) {
+                        match self.resource_by_id(&id.value) {
                             None => self.error(
                                 id.pos,
                                 format!("unknown resource `{}`: declare it with `resource {} \"Name\"` before this limit", id.value, id.value),
@@ -978,7 +985,7 @@ impl Builder<'_> {
                 self.limits(list);
             }
             Statement::Prefixed(prefix, statements) => {
-                let parent = self.resources.iter().position(|r| r.id == prefix.value);
+                let parent = self.resource_index(&prefix.value);
                 if parent.is_none() {
                     let message = format!("unknown resource `{}` in `resourceprefix`: declare it before the include", prefix.value);
                     self.error(prefix.pos, message);
@@ -1012,7 +1019,10 @@ impl Builder<'_> {
     }
 
     fn shift(&mut self, ast: &ShiftAst, parent: Option<usize>) {
-        if let Some(existing) = self.shifts.iter().find(|s| s.id == ast.id.value) {
+        if let Some(existing) = self
+            .shift_index(&ast.id.value)
+            .map(|index| &self.shifts[index])
+        {
             let message = self.duplicate_message(
                 &format!("shift `{}`", ast.id.value),
                 &existing.location,
@@ -1064,6 +1074,7 @@ impl Builder<'_> {
             }
         }
         let index = self.shifts.len();
+        self.shift_indexes.insert(shift.id.clone(), index);
         self.shifts.push(shift);
         for (child, snapshot) in children {
             let own = std::mem::replace(&mut self.shifts[index], snapshot);
@@ -1080,7 +1091,7 @@ impl Builder<'_> {
                 format!("_resource_{}", self.anonymous_resources)
             }
         };
-        if let Some(existing) = self.resources.iter().find(|r| r.id == id) {
+        if let Some(existing) = self.resource_by_id(&id) {
             let message =
                 self.duplicate_message(&format!("resource `{id}`"), &existing.location, ast.pos);
             return self.error(ast.pos, message);
@@ -1118,13 +1129,19 @@ impl Builder<'_> {
             self.resources[index].children.push(id);
         }
         let index = self.resources.len();
+        self.resource_indexes.insert(resource.id.clone(), index);
         self.resources.push(resource);
         self.resource_attributes(index, &ast.attrs);
     }
 
     fn supplement(&mut self, id: &Spanned<String>, attrs: &[ResourceAttr]) {
         let short = id.value.rsplit('.').next().unwrap_or(&id.value);
-        match self.resources.iter().position(|r| r.id == id.value || r.id == short) {
+        // The resource declared first, when both the full and the short id name one.
+        let index = match (self.resource_index(&id.value), self.resource_index(short)) {
+            (Some(full), Some(short)) => Some(full.min(short)),
+            (full, short) => full.or(short),
+        };
+        match index {
             Some(index) => self.resource_attributes(index, attrs),
             None => self.error(
                 id.pos,
@@ -1279,14 +1296,20 @@ impl Builder<'_> {
     }
 
     fn resource_shifts(&self, id: &str) -> Vec<ShiftAssignment> {
-        self.resources
-            .iter()
-            .find(|r| r.id == id)
+        self.resource_by_id(id)
             .map(|r| r.shifts.clone())
             .unwrap_or_default()
     }
 
+    fn resource_by_id(&self, id: &str) -> Option<&Resource> {
+        self.resource_index(id).map(|index| &self.resources[index])
+    }
+
+    fn resource_index(&self, id: &str) -> Option<usize> {
+        self.resource_indexes.get(id).copied()
+    }
+
     fn shift_index(&self, id: &str) -> Option<usize> {
-        self.shifts.iter().position(|s| s.id == id)
+        self.shift_indexes.get(id).copied()
     }
 }

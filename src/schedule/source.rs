@@ -227,7 +227,7 @@ impl Preprocessor<'_> {
 
     fn push(&mut self, c: char, pos: Pos) -> Result<(), Diagnostic> {
         if self.out.chars.len() >= MAX_EXPANDED_CHARS {
-            return Err(self.error(pos, "the expanded schedule has more than 4 Mi characters: check the macros for runaway expansion"));
+            return Err(self.error(pos, "the schedule has more than 4 Mi characters with its includes and macros expanded, more than this parser reads: check the macros for runaway expansion, or shorten the schedule"));
         }
         self.out.chars.push(c);
         self.out.positions.push(pos);
