@@ -843,6 +843,36 @@ fn include_errors() {
     assert_eq!((first.location.line, first.location.column), (2, 20));
 }
 
+/// An include of a named pipe, a device or a directory fails at once instead of waiting for a
+/// writer or reading without end.
+#[cfg(unix)]
+#[test]
+fn include_of_special_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(dir.path().join("pipe.tji"))
+        .status()
+        .expect("mkfifo (coreutils) runs");
+    assert!(made.success());
+    std::fs::create_dir(dir.path().join("folder.tji")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", dir.path().join("zero.tji")).unwrap();
+
+    for (included, line) in [("pipe.tji", 2), ("folder.tji", 2), ("zero.tji", 2)] {
+        std::fs::write(
+            dir.path().join("main.tjp"),
+            format!("{HEADER}include \"{included}\"\n"),
+        )
+        .unwrap();
+        let error = Schedule::from_file(dir.path().join("main.tjp")).unwrap_err();
+        let first = &error.diagnostics[0];
+        assert!(
+            first.message.contains("is not a regular file"),
+            "{included}: {first}"
+        );
+        assert_eq!(first.location.line, line, "{included}: {first}");
+    }
+}
+
 #[test]
 fn file_included_twice_names_includes() {
     let dir = tempfile::tempdir().unwrap();

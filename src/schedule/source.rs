@@ -669,6 +669,13 @@ impl Preprocessor<'_> {
                 format!("cannot include \"{}\": {error}", path.display()),
             )
         })?;
+        // Opening a named pipe would wait for a writer, and a device may never end.
+        if !canonical.is_file() {
+            return Err(self.error(
+                name_pos,
+                format!("cannot include \"{}\": it is not a regular file, such as a directory, a named pipe or a device; include a .tji file", path.display()),
+            ));
+        }
         if self.include_stack.contains(&canonical) {
             return Err(self.error(
                 name_pos,
