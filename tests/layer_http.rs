@@ -11,7 +11,9 @@ use axum::routing::post;
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use highway_ratelimit::clock::TokioClock;
-use highway_ratelimit::layer::{Caller, RateLimitLayer, StaticPolicies, TenantId};
+use highway_ratelimit::layer::{
+    Caller, RateLimitBuilder, RateLimitLayer, StaticPolicies, TenantId,
+};
 use highway_ratelimit::policy::Policy;
 use highway_ratelimit::report::Capacity;
 use highway_ratelimit::store::{
@@ -375,8 +377,8 @@ impl TokenStore for DownStore {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn store_down_is_503_when_failing_closed() {
+/// Returns a builder of a fail-closed limit of 5 calls a minute on a store whose database is down.
+fn fail_closed_on_down_store() -> RateLimitBuilder {
     let policies = StaticPolicies::new().with(Policy::new(
         "default",
         TOOL,
@@ -385,9 +387,12 @@ async fn store_down_is_503_when_failing_closed() {
             ..Capacity::UNLIMITED
         },
     ));
-    let layer = RateLimitLayer::builder(Arc::new(policies), Arc::new(DownStore))
-        .tool(TOOL)
-        .build();
+    RateLimitLayer::builder(Arc::new(policies), Arc::new(DownStore)).tool(TOOL)
+}
+
+#[tokio::test(start_paused = true)]
+async fn store_down_is_503_when_failing_closed() {
+    let layer = fail_closed_on_down_store().build();
 
     let response = app(layer).oneshot(send(Some("acme"))).await.unwrap();
 
@@ -402,16 +407,7 @@ async fn store_down_is_503_when_failing_closed() {
 
 #[tokio::test(start_paused = true)]
 async fn store_down_announces_configured_retry_after() {
-    let policies = StaticPolicies::new().with(Policy::new(
-        "default",
-        TOOL,
-        Capacity {
-            per_minute: Some(5),
-            ..Capacity::UNLIMITED
-        },
-    ));
-    let layer = RateLimitLayer::builder(Arc::new(policies), Arc::new(DownStore))
-        .tool(TOOL)
+    let layer = fail_closed_on_down_store()
         .unavailable_retry_after(Duration::from_millis(29_001))
         .build();
 
