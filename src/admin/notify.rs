@@ -79,6 +79,8 @@ pub struct ChangeListener {
     config: tokio_postgres::Config,
     min_backoff: Duration,
     max_backoff: Duration,
+    #[cfg(feature = "tls")]
+    tls: Option<rustls::ClientConfig>,
 }
 
 impl ChangeListener {
@@ -94,7 +96,18 @@ impl ChangeListener {
             config,
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(30),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
+    }
+
+    /// Connects over TLS, trusting the server certificates that `tls` trusts, with the same
+    /// rules as [`PostgresConfig::tls`](crate::store::postgres::PostgresConfig::tls) (feature
+    /// `tls`).
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: rustls::ClientConfig) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Sets the first and the longest wait between reconnection attempts; each failed attempt
@@ -185,27 +198,7 @@ impl ChangeListener {
         on_change: &Callback,
         connected: &watch::Sender<u64>,
     ) -> Result<(), tokio_postgres::Error> {
-        let (client, mut connection) = self.config.connect(NoTls).await?;
-
-        // The connection yields notifications only while it is polled, so a task drives it and
-        // forwards them; the channel closes when the connection ends.
-        let (messages, mut received) = mpsc::unbounded_channel();
-        let driver = tokio::spawn(async move {
-            let mut stream = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-            while let Some(message) = stream.next().await {
-                match message {
-                    Ok(message) => {
-                        if messages.send(message).is_err() {
-                            break;
-                        }
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "change listener connection failed");
-                        break;
-                    }
-                }
-            }
-        });
+        let (client, mut received, driver) = self.connect().await?;
 
         let listening = client
             .batch_execute(&format!("LISTEN {CHANGES_CHANNEL}"))
@@ -242,6 +235,61 @@ impl ChangeListener {
         drop(client);
         Ok(())
     }
+}
+
+impl ChangeListener {
+    /// Connects, over TLS when it is set, and starts a task that drives the connection and
+    /// forwards its messages.
+    async fn connect(
+        &self,
+    ) -> Result<
+        (
+            tokio_postgres::Client,
+            mpsc::UnboundedReceiver<AsyncMessage>,
+            JoinHandle<()>,
+        ),
+        tokio_postgres::Error,
+    > {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls.clone());
+            let (client, connection) = self.config.connect(tls).await?;
+            let (received, driver) = forward_messages(connection);
+            return Ok((client, received, driver));
+        }
+        let (client, connection) = self.config.connect(NoTls).await?;
+        let (received, driver) = forward_messages(connection);
+        Ok((client, received, driver))
+    }
+}
+
+/// Drives `connection` in a task of its own and forwards its messages. The connection yields
+/// notifications only while it is polled, and the channel closes when the connection ends.
+fn forward_messages<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
+) -> (mpsc::UnboundedReceiver<AsyncMessage>, JoinHandle<()>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (messages, received) = mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        let mut stream = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = stream.next().await {
+            match message {
+                Ok(message) => {
+                    if messages.send(message).is_err() {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "change listener connection failed");
+                    break;
+                }
+            }
+        }
+    });
+    (received, driver)
 }
 
 type Callback = Box<dyn Fn(Change) -> BoxFuture<'static, ()> + Send + Sync>;

@@ -16,6 +16,12 @@ pub(super) struct DatabaseArgs {
     /// The PostgreSQL connection string, such as postgres://user@host:5432/highway.
     #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
     database_url: String,
+    /// Connects over TLS and trusts the server certificates signed by the certificates of this
+    /// PEM file, such as /etc/ssl/certs/ca-certificates.crt. The server certificate must name
+    /// the host of the URL. The URL's sslmode=require refuses a server without TLS.
+    #[cfg(feature = "tls")]
+    #[arg(long, env = "PGSSLROOTCERT", value_name = "FILE")]
+    ssl_root_cert: Option<std::path::PathBuf>,
 }
 
 impl DatabaseArgs {
@@ -29,7 +35,16 @@ impl DatabaseArgs {
         &self,
         configure: impl FnOnce(PostgresConfig) -> PostgresConfig,
     ) -> Result<PostgresStore, String> {
-        let config = configure(PostgresConfig::new(self.database_url.clone()).pool_size(2));
+        let config = PostgresConfig::new(self.database_url.clone()).pool_size(2);
+        #[cfg(feature = "tls")]
+        let config = match &self.ssl_root_cert {
+            Some(path) => config.tls(
+                crate::store::postgres::root_certificates_config(path)
+                    .map_err(|message| format!("{message}; check --ssl-root-cert"))?,
+            ),
+            None => config,
+        };
+        let config = configure(config);
         PostgresStore::new(config).map_err(|error| {
             format!(
                 "{}; check --database-url or DATABASE_URL",

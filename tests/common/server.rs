@@ -20,6 +20,8 @@ pub struct ThrowawayServer {
     port: u16,
     pg_ctl: PathBuf,
     as_postgres_user: bool,
+    /// Server options beyond the port, the addresses and the defaults of these tests.
+    extra_options: String,
 }
 
 impl ThrowawayServer {
@@ -30,6 +32,42 @@ impl ThrowawayServer {
     /// When the binaries are missing or the server does not start. The message names what to
     /// install or contains the server log.
     pub fn start() -> Result<ThrowawayServer, String> {
+        Self::start_with(|_| Ok(String::new()))
+    }
+
+    /// Starts a server that offers TLS with the PEM `certificate` and its `key`, as well as plain
+    /// connections.
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](Self::start), or when the files cannot be copied.
+    pub fn start_with_tls(certificate: &Path, key: &Path) -> Result<ThrowawayServer, String> {
+        Self::start_with(|directory| {
+            let copy = |from: &Path, name: &str| {
+                let to = directory.join(name);
+                std::fs::copy(from, &to)
+                    .map_err(|error| format!("could not copy {}: {error}", from.display()))?;
+                // The server refuses a key that others may read.
+                run(Command::new("chmod").arg("600").arg(&to), "chmod")?;
+                if running_as_root() {
+                    run(Command::new("chown").arg("postgres").arg(&to), "chown")?;
+                }
+                Ok::<_, String>(to)
+            };
+            let certificate = copy(certificate, "server.crt")?;
+            let key = copy(key, "server.key")?;
+            Ok(format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                certificate.display(),
+                key.display()
+            ))
+        })
+    }
+
+    /// Starts a server with the options that `extra_options` returns for its directory.
+    fn start_with(
+        extra_options: impl FnOnce(&Path) -> Result<String, String>,
+    ) -> Result<ThrowawayServer, String> {
         let bin = find_binaries().ok_or_else(|| INSTALL_HINT.to_owned())?;
         // initdb and postgres refuse to run as root: run them as the `postgres` system user.
         let as_postgres_user = running_as_root();
@@ -64,12 +102,13 @@ impl ThrowawayServer {
             "initdb",
         )?;
 
+        let extra_options = extra_options(directory.path())?;
         let pg_ctl = bin.join("pg_ctl");
         let mut last_error = String::new();
         for _ in 0..3 {
             let port = free_port()?;
             let options = format!(
-                "-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=200",
+                "-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=200{extra_options}",
                 directory.path().display()
             );
             let started = run(
@@ -89,6 +128,7 @@ impl ThrowawayServer {
                         port,
                         pg_ctl,
                         as_postgres_user,
+                        extra_options,
                     });
                 }
                 Err(error) => last_error = error,
@@ -204,9 +244,10 @@ impl ThrowawayServer {
             .parent()
             .ok_or_else(|| "the data directory has no parent".to_owned())?;
         let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=200",
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=200{}",
             self.port,
-            directory.display()
+            directory.display(),
+            self.extra_options
         );
         run(
             command(self.as_postgres_user, &self.pg_ctl)

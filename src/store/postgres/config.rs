@@ -30,6 +30,8 @@ pub struct PostgresConfig {
     pub(super) max_batches_in_flight: usize,
     pub(super) migration_lock_timeout: Duration,
     pub(super) clock: Arc<dyn Clock>,
+    #[cfg(feature = "tls")]
+    pub(super) tls: Option<rustls::ClientConfig>,
 }
 
 // Written by hand so that the password in the connection string never reaches a log: the
@@ -51,8 +53,10 @@ impl std::fmt::Debug for PostgresConfig {
             .field("max_batch_size", &self.max_batch_size)
             .field("max_batches_in_flight", &self.max_batches_in_flight)
             .field("migration_lock_timeout", &self.migration_lock_timeout)
-            .field("clock", &self.clock)
-            .finish()
+            .field("clock", &self.clock);
+        #[cfg(feature = "tls")]
+        debug.field("tls", &self.tls.is_some());
+        debug.finish()
     }
 }
 
@@ -94,7 +98,24 @@ impl PostgresConfig {
             max_batches_in_flight: Self::DEFAULT_MAX_BATCHES_IN_FLIGHT,
             migration_lock_timeout: Self::DEFAULT_MIGRATION_LOCK_TIMEOUT,
             clock: Arc::new(SystemClock),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
+    }
+
+    /// Connects over TLS, trusting the server certificates that `tls` trusts (feature `tls`).
+    /// [`root_certificates_config`](super::root_certificates_config) builds one from a PEM file.
+    ///
+    /// The connection string's `sslmode` decides whether TLS is required: `require` fails a
+    /// connection to a server that does not offer TLS, `prefer`, the default, falls back to a
+    /// plain connection then, and `disable` never uses TLS. Whenever TLS is used, the server's
+    /// certificate must chain to a root of `tls` and name the host of the connection string, as
+    /// libpq's `sslmode=verify-full` demands, or the connection fails. Without this setting the
+    /// store connects without TLS.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: rustls::ClientConfig) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Sets the clock this process reads for a call without an instant, [`SystemClock`] by

@@ -41,6 +41,8 @@ mod config;
 mod fast;
 mod migrations;
 mod plan;
+#[cfg(feature = "tls")]
+mod tls;
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -59,6 +61,8 @@ use tokio_postgres::types::ToSql;
 pub use self::config::PostgresConfig;
 pub use self::migrations::{MIGRATIONS, Migration};
 use self::plan::WindowPlan;
+#[cfg(feature = "tls")]
+pub use self::tls::root_certificates_config;
 use crate::clock::Clock;
 use crate::store::{ConsumeRequest, Decision, StoreError, TokenStore, WindowUsage, Windows};
 use crate::window::WindowKind;
@@ -149,13 +153,20 @@ impl PostgresStore {
             pg.application_name("highway-ratelimit");
         }
 
-        let manager = Manager::from_config(
-            pg,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        #[cfg(feature = "tls")]
+        let manager = match &config.tls {
+            Some(tls) => Manager::from_config(
+                pg,
+                tokio_postgres_rustls::MakeRustlsConnect::new(tls.clone()),
+                manager_config,
+            ),
+            None => Manager::from_config(pg, NoTls, manager_config),
+        };
+        #[cfg(not(feature = "tls"))]
+        let manager = Manager::from_config(pg, NoTls, manager_config);
         let pool = Pool::builder(manager)
             .max_size(config.pool_size)
             .runtime(Runtime::Tokio1)
