@@ -253,10 +253,11 @@ impl Batcher {
     /// Decides `call` without charging it, in a round trip of its own.
     pub(super) async fn peek(&self, call: &Call<'_>) -> Result<Vec<WindowRow>, StoreError> {
         let connection = self.connection().await?;
-        let result = self
-            .sender(connection.client())
-            .decide_with_function(call, false)
-            .await;
+        let sender = self.sender(connection.client());
+        let result = match sender.check_key_indexed(call).await {
+            Ok(()) => sender.decide_with_function(call, false).await,
+            Err(error) => Err(error),
+        };
         connection.release(result.as_ref().err());
         result
     }

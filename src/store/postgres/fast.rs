@@ -134,6 +134,24 @@ FROM charged c
 JOIN r ON c.tenant_id = r.tenant AND c.tool_name = r.tool AND c.scope_key = r.scope
     AND c.window_type = r.kind AND c.window_start = r.start_at";
 
+/// The maximum combined length in bytes of a key's tenant, tool and scope ids that fits in the
+/// usage table's primary key whatever the ids contain.
+///
+/// A primary key entry contains the three ids, and a B-tree entry of PostgreSQL (with its default
+/// 8 kB pages) takes at most 2,704 bytes. The entry's headers, alignment, window type and window
+/// start take at most 58 bytes of that. Longer ids fit only when PostgreSQL can compress them.
+pub(super) const ALWAYS_INDEXED_KEY_BYTES: usize = 2_600;
+
+/// Inserts a row for each window type in `$4` of the key `$1`, `$2`, `$3`, at a window start
+/// that no call uses (`-infinity`), so that PostgreSQL builds the rows' primary key entries.
+/// [`Sender::check_key_indexed`] runs it in a transaction that it rolls back.
+const PROBE_KEY: &str = "INSERT INTO highway.tool_rate_limit_usage
+    (tenant_id, tool_name, scope_key, window_type, window_start, window_end, request_count,
+     last_updated)
+SELECT $1::text, $2::text, $3::text, kind, '-infinity', '-infinity', 0, now()
+FROM unnest($4::text[]) AS kind
+ON CONFLICT (tenant_id, tool_name, scope_key, window_type, window_start) DO NOTHING";
+
 const CONSUME_BATCH: &str = "SELECT call_index, window_type, window_limit, request_count, window_end, admitted \
      FROM highway.consume_tool_rate_tokens_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 
@@ -208,6 +226,36 @@ impl Sender<'_> {
         let windows = self.decide_with_function(call, true).await?;
         self.rejections.record(call, &windows);
         Ok(windows)
+    }
+
+    /// Checks, for a peek, which writes no row, that the usage table's primary key can index the
+    /// rows of `call`'s key, and returns the error a consume would get when it cannot.
+    ///
+    /// Keys of at most [`ALWAYS_INDEXED_KEY_BYTES`] always fit. For a longer key, whether its
+    /// entries fit depends on how well PostgreSQL compresses its ids, so the check inserts the
+    /// key's rows in a transaction and rolls it back: three round trips, for long keys only.
+    pub(super) async fn check_key_indexed(&self, call: &Call<'_>) -> Result<(), StoreError> {
+        let key = &call.key;
+        if key.tenant.len() + key.tool.len() + key.scope.len() <= ALWAYS_INDEXED_KEY_BYTES {
+            return Ok(());
+        }
+
+        self.client
+            .batch_execute("BEGIN")
+            .await
+            .map_err(|error| self.query_error(error))?;
+        let kinds = call.kind_names();
+        let probe = query_cached(
+            self.client,
+            PROBE_KEY,
+            &[&key.tenant, &key.tool, &key.scope, &kinds],
+        )
+        .await;
+        self.client
+            .batch_execute("ROLLBACK")
+            .await
+            .map_err(|error| self.query_error(error))?;
+        probe.map(drop).map_err(|error| self.query_error(error))
     }
 
     /// Decides `call` with `highway.consume_tool_rate_tokens`, and charges it when `consume` is
