@@ -11,10 +11,10 @@
 //! are kept with the counter, so the calendar is only computed again at a window boundary. Each
 //! counter also keeps the calendar (time zone and week start) of its window. When a key's calendar
 //! changes, the old calendar's windows still in force are set aside with their counts, so switching
-//! back finds them again, as the PostgreSQL store finds each window's row. Keys
-//! whose windows have all ended are dropped by a sweep that runs as new keys arrive (amortised
-//! O(1) per new key) or on [`MemoryStore::purge_expired`], so memory follows the number of keys
-//! active in the current windows, not every key ever seen.
+//! back finds them again, as the PostgreSQL store finds each window's row. Keys whose windows
+//! have all ended are dropped by a sweep that runs as new keys arrive (amortised O(1) per new
+//! key, a minute after the windows end) or on [`MemoryStore::purge_expired`], so memory follows
+//! the number of keys active in the current windows, not every key ever seen.
 //!
 //! ```
 //! use highway_ratelimit::report::Capacity;
@@ -54,6 +54,17 @@ use crate::window::{Window, WindowKind};
 
 /// The minimum number of new keys between two sweeps of expired keys.
 const MIN_SWEEP_INTERVAL: usize = 4096;
+
+/// How far behind the instant of the call that triggers it a sweep drops keys.
+///
+/// A caller reads its clock before it reaches the store, and the rate limit layer may wait for a
+/// policy load or a report in between, so a call can reach the store after a call that read the
+/// clock later. A sweep at the later instant would drop a minute window that the earlier call
+/// still counts in, and that call would start the window again from zero.
+///
+/// NOTE: a call delayed by more than this between reading its clock and reaching the store can
+/// still find its key swept and count from zero.
+const SWEEP_LAG: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
 
 /// A token store in process memory.
 ///
@@ -154,7 +165,12 @@ impl MemoryStore {
 
         // A call with an instant of its own (a test, an example, a replay) may carry one ahead of
         // the clock: sweeping at it would drop windows that calls at the clock still count in.
-        self.sweep_if_due(at.min(SystemClock.now()));
+        let swept_before = at.min(SystemClock.now());
+        self.sweep_if_due(
+            swept_before
+                .checked_sub_signed(SWEEP_LAG)
+                .unwrap_or(swept_before),
+        );
         let mut counters = self.keys.entry(request.key.clone()).or_default();
         Ok(counters.decide(&limits, request, at, true))
     }
