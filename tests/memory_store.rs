@@ -1083,3 +1083,35 @@ async fn sweep_keeps_window_of_late_call() {
         "a second call in a minute limited to 1 was admitted: {late:?}"
     );
 }
+
+/// A purge from a timer at the end of a minute must not drop that minute's count while a call
+/// that read the clock just before is still on its way to the store.
+#[tokio::test]
+async fn purge_keeps_window_of_late_call() {
+    let store = MemoryStore::new();
+    let capacity = per_minute(1);
+    let hot = key("tenant:hot");
+    let minute_end = utc("2026-03-02T10:01:00Z");
+    let before_end = minute_end - Duration::seconds(1);
+
+    let first = store
+        .consume(request(&hot, &capacity, 1, Tz::UTC, before_end))
+        .await
+        .unwrap();
+    assert!(first.is_admitted(), "{first:?}");
+    store.purge_expired(minute_end);
+    let late = store
+        .consume(request(&hot, &capacity, 1, Tz::UTC, before_end))
+        .await
+        .unwrap();
+    assert!(
+        !late.is_admitted(),
+        "a second call in a minute limited to 1 was admitted: {late:?}"
+    );
+
+    store.purge_expired(minute_end + Duration::minutes(1));
+    assert!(
+        store.is_empty(),
+        "a minute after the window ended, the key is dropped"
+    );
+}
