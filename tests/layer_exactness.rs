@@ -1,8 +1,8 @@
 //! Exactness of the rate limit layer over the memory store.
 //!
 //! The first test compares the layer with a reference model, one call at a time. Each case
-//! picks a static policy (limits of every kind, some 0 or unlimited, a time zone and a week
-//! start) and a first instant next to a hard calendar boundary: a skipped day in Pacific/Apia,
+//! picks a static policy: limits of every kind (some 0 or unlimited), a time zone and a week
+//! start. It also picks a first instant next to a hard calendar boundary: a skipped day in Pacific/Apia,
 //! midnight clock changes in America/Santiago, 30-minute changes in Australia/Lord_Howe, the
 //! 45-minute offset of Asia/Kathmandu, month and year ends. Calls with random costs then go
 //! through a real Tower stack while a manual clock moves forward. The model keeps one count per
@@ -46,11 +46,11 @@ const STARTS: [(Tz, &str); 9] = [
     (chrono_tz::Australia::Lord_Howe, "2026-04-04T13:30:00Z"),
     // Lord Howe goes forward 30 minutes on 2026-10-04 (02:00 +10:30 becomes 02:30 +11).
     (chrono_tz::Australia::Lord_Howe, "2026-10-03T14:30:00Z"),
-    // Kathmandu (+05:45): the end of March 2026 and of a week.
+    // Kathmandu (+05:45): the end of March 2026.
     (chrono_tz::Asia::Kathmandu, "2026-03-31T17:30:00Z"),
     // Chatham (+13:45 in summer): the end of 2026.
     (chrono_tz::Pacific::Chatham, "2026-12-31T09:30:00Z"),
-    // New York springs forward on 2026-03-08, at the end of a Saturday-start week.
+    // New York springs forward on 2026-03-08, at the end of a Sunday-start week.
     (chrono_tz::America::New_York, "2026-03-08T04:30:00Z"),
     // Berlin falls back on 2026-10-25: a 25-hour day.
     (chrono_tz::Europe::Berlin, "2026-10-24T21:30:00Z"),
@@ -318,7 +318,7 @@ impl NowForTest for ManualClock {
     }
 }
 
-/// A policy source that holds every lookup for tenant `hot` while its gate is shut.
+/// A policy source that delays every lookup for tenant `hot` while its gate is shut.
 struct GatedPolicies {
     policies: StaticPolicies,
     shut: AtomicBool,

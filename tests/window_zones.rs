@@ -1,10 +1,10 @@
 //! Day, week and month windows of every zone in the time zone database, checked against the
 //! local calendar itself rather than against the code that computes them.
 //!
-//! For instants around every offset change from 2011 to 2036 (Pacific/Apia's skipped
-//! 2011-12-30 included), and a sparse sweep in between, each window must contain its instant,
-//! and its start and end must be the first instants whose local date reaches the window's first
-//! date and the next window's first date. Minute and hour windows must contain the instant and
+//! The instants lie around every offset change from 2011 to 2036 (Pacific/Apia's skipped
+//! 2011-12-30 included), plus a sparse sweep in between. Each window must contain its instant.
+//! Its start must be the first instant whose local date reaches the window's first date, and its
+//! end the first instant whose local date reaches the next window's first date. Minute and hour windows must contain the instant and
 //! last a minute and an hour.
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Offset, TimeZone, Utc, Weekday};
@@ -59,15 +59,15 @@ fn check_boundary(
     zone: Tz,
     instant: DateTime<Utc>,
     first: NaiveDate,
-    what: &str,
+    label: &str,
 ) -> Option<String> {
-    let here = date(zone, instant);
+    let local_date_at = date(zone, instant);
     let before = date(zone, instant - Duration::seconds(1));
-    if here >= first && before < first {
+    if local_date_at >= first && before < first {
         None
     } else {
         Some(format!(
-            "{what} {instant} in {zone}: local date {here}, one second before {before}, expected the first instant of {first}"
+            "{label} {instant} in {zone}: local date {local_date_at}, one second before {before}, expected the first instant of {first}"
         ))
     }
 }

@@ -13,7 +13,7 @@
 //! changes, the old calendar's windows still in force are set aside with their counts, so switching
 //! back finds them again, as the PostgreSQL store finds each window's row. Keys whose windows
 //! have all ended are dropped by a sweep that runs as new keys arrive (amortised O(1) per new
-//! key) or on [`MemoryStore::purge_expired`], so memory follows the number of keys active in the
+//! key) or on [`MemoryStore::purge_expired`]. So memory follows the number of keys active in the
 //! current windows, not every key ever seen. A key is dropped a minute after its windows end, so
 //! that a call delayed between reading its clock and reaching the store still finds the count of
 //! its window.
@@ -137,7 +137,7 @@ impl MemoryStore {
     ///
     /// The minute is for calls that read their clock before `now` but reach the store after
     /// the purge: they still count in windows that ended by `now`. The store calls this by itself
-    /// as new keys arrive; call it from a timer to free memory sooner when few new keys arrive.
+    /// as new keys arrive. Call it from a timer to free memory sooner when few new keys arrive.
     pub fn purge_expired(&self, now: DateTime<Utc>) {
         let ended_before = now.checked_sub_signed(PURGE_LAG).unwrap_or(now);
         self.keys
