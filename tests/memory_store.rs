@@ -1037,3 +1037,81 @@ async fn five_windows_reject_then_reset() {
     };
     assert_eq!(next_minute.windows(), expected);
 }
+
+/// Two calls read the clock a moment apart and reach the store in the other order: the later one
+/// is the 4,096th new key and sweeps at its instant, just after a minute ends. The earlier one,
+/// delayed between reading the clock and deciding (by a policy load, say), still counts in that
+/// minute, so the sweep must not drop the minute's count.
+#[tokio::test]
+async fn sweep_keeps_window_of_late_call() {
+    let store = MemoryStore::new();
+    let capacity = per_minute(1);
+    let hot = key("tenant:hot");
+    let minute_end = utc("2026-03-02T10:01:00Z");
+
+    let first = store
+        .consume(request(
+            &hot,
+            &capacity,
+            1,
+            Tz::UTC,
+            minute_end - Duration::seconds(2),
+        ))
+        .await
+        .unwrap();
+    assert!(first.is_admitted(), "{first:?}");
+    for i in 0..4_095 {
+        let key = key(&format!("tenant:other-{i}"));
+        store
+            .consume(request(&key, &capacity, 1, Tz::UTC, minute_end))
+            .await
+            .unwrap();
+    }
+
+    let late = store
+        .consume(request(
+            &hot,
+            &capacity,
+            1,
+            Tz::UTC,
+            minute_end - Duration::seconds(1),
+        ))
+        .await
+        .unwrap();
+    assert!(
+        !late.is_admitted(),
+        "a second call in a minute limited to 1 was admitted: {late:?}"
+    );
+}
+
+/// A purge from a timer at the end of a minute must not drop that minute's count while a call
+/// that read the clock just before is still on its way to the store.
+#[tokio::test]
+async fn purge_keeps_window_of_late_call() {
+    let store = MemoryStore::new();
+    let capacity = per_minute(1);
+    let hot = key("tenant:hot");
+    let minute_end = utc("2026-03-02T10:01:00Z");
+    let before_end = minute_end - Duration::seconds(1);
+
+    let first = store
+        .consume(request(&hot, &capacity, 1, Tz::UTC, before_end))
+        .await
+        .unwrap();
+    assert!(first.is_admitted(), "{first:?}");
+    store.purge_expired(minute_end);
+    let late = store
+        .consume(request(&hot, &capacity, 1, Tz::UTC, before_end))
+        .await
+        .unwrap();
+    assert!(
+        !late.is_admitted(),
+        "a second call in a minute limited to 1 was admitted: {late:?}"
+    );
+
+    store.purge_expired(minute_end + Duration::minutes(1));
+    assert!(
+        store.is_empty(),
+        "a minute after the window ended, the key is dropped"
+    );
+}

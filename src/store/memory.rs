@@ -11,10 +11,12 @@
 //! are kept with the counter, so the calendar is only computed again at a window boundary. Each
 //! counter also keeps the calendar (time zone and week start) of its window. When a key's calendar
 //! changes, the old calendar's windows still in force are set aside with their counts, so switching
-//! back finds them again, as the PostgreSQL store finds each window's row. Keys
-//! whose windows have all ended are dropped by a sweep that runs as new keys arrive (amortised
-//! O(1) per new key) or on [`MemoryStore::purge_expired`], so memory follows the number of keys
-//! active in the current windows, not every key ever seen.
+//! back finds them again, as the PostgreSQL store finds each window's row. Keys whose windows
+//! have all ended are dropped by a sweep that runs as new keys arrive (amortised O(1) per new
+//! key) or on [`MemoryStore::purge_expired`]. So memory follows the number of keys active in the
+//! current windows, not every key ever seen. A key is dropped a minute after its windows end, so
+//! that a call delayed between reading its clock and reaching the store still finds the count of
+//! its window.
 //!
 //! ```
 //! use highway_ratelimit::report::Capacity;
@@ -54,6 +56,18 @@ use crate::window::{Window, WindowKind};
 
 /// The minimum number of new keys between two sweeps of expired keys.
 const MIN_SWEEP_INTERVAL: usize = 4096;
+
+/// How long before the instant of a purge a key's windows must have ended for the purge to drop
+/// it.
+///
+/// A caller reads its clock before it reaches the store, and the rate limit layer may wait for a
+/// policy load or a report in between, so a call can reach the store after a purge at a later
+/// instant. Without this lag the purge would drop a minute window that the call still counts
+/// in, and the call would start that minute again from zero.
+///
+/// NOTE: a call delayed by more than this between reading its clock and reaching the store can
+/// still find its key purged and count from zero.
+const PURGE_LAG: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
 
 /// A token store in process memory.
 ///
@@ -119,13 +133,15 @@ impl MemoryStore {
         self.keys.is_empty()
     }
 
-    /// Drops every scope key whose windows have all ended at `now`.
+    /// Drops every scope key whose windows all ended a minute or more before `now`.
     ///
-    /// The store calls this by itself as new keys arrive; call it from a timer to free memory
-    /// sooner when few new keys arrive.
+    /// The minute is for calls that read their clock before `now` but reach the store after
+    /// the purge: they still count in windows that ended by `now`. The store calls this by itself
+    /// as new keys arrive. Call it from a timer to free memory sooner when few new keys arrive.
     pub fn purge_expired(&self, now: DateTime<Utc>) {
+        let ended_before = now.checked_sub_signed(PURGE_LAG).unwrap_or(now);
         self.keys
-            .retain(|_, counters| counters.last_end().is_some_and(|end| end > now));
+            .retain(|_, counters| counters.last_end().is_some_and(|end| end > ended_before));
         self.new_keys_since_sweep.store(0, Ordering::Relaxed);
         self.sweep_interval
             .store(self.keys.len(), Ordering::Relaxed);
