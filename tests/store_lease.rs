@@ -1596,7 +1596,22 @@ async fn interrupted_takes_keep_the_limit() {
             per_minute: Some(limit),
             ..Capacity::UNLIMITED
         };
-        assert!(admitted(&leased, request(&key, &capacity, 1, at)).await);
+        // The first call takes the key's first lease. On a loaded machine its statement may
+        // itself outlast a timeout of 15 ms, so it is tried again until it succeeds.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match leased.consume(request(&key, &capacity, 1, at)).await {
+                Ok(decision) => {
+                    assert!(decision.is_admitted(), "{decision:?}");
+                    break;
+                }
+                Err(error) if attempts < 100 => eprintln!("first call failed: {error}"),
+                Err(error) => {
+                    panic!("{interrupt}: the first call failed {attempts} times: {error}")
+                }
+            }
+        }
 
         let interruptions =
             Interruptions::start(&database, database.client().await, interrupt).await;
