@@ -18,13 +18,14 @@
 //! | cost larger than a limit in force now that a later window of the schedule admits | `RESOURCE_EXHAUSTED` |
 //! | cost larger than every limit the call can meet | `INVALID_ARGUMENT`: the call can never fit |
 //! | no policy for the tool | `PERMISSION_DENIED` |
+//! | a static limit of 0, which switches the tool off | `PERMISSION_DENIED` |
 //! | missing identity extension | `INTERNAL`: the service is misconfigured |
 //!
 //! The status details follow Google's error model (`google.rpc.Status`), which
 //! `tonic_types::StatusExt::get_error_details` reads:
 //!
 //! - a `google.rpc.ErrorInfo` on every rejection, whose `reason` is the rejection's kind in upper
-//!   case (`QUOTA_EXHAUSTED`, `OUTSIDE_HOURS`, `BLOCKED_DATE`, `COST_EXCEEDS_LIMIT`,
+//!   case (`QUOTA_EXHAUSTED`, `OUTSIDE_HOURS`, `BLOCKED_DATE`, `COST_EXCEEDS_LIMIT`, `DISABLED`,
 //!   `STORE_UNAVAILABLE`, `POLICY_UNAVAILABLE`, `SCHEDULE_UNAVAILABLE`, `NO_POLICY`,
 //!   `MISSING_IDENTITY`), whose `domain` is [`ERROR_DOMAIN`], and whose metadata contains the
 //!   `tenant` and `tool` when known, and for a quota the `window` and its `limit`;
@@ -238,7 +239,7 @@ pub fn code(rejection: &Rejection) -> Code {
         | RejectionReason::PolicyUnavailable(_)
         | RejectionReason::ScheduleUnavailable { .. } => Code::Unavailable,
         RejectionReason::CostExceedsLimit { .. } => Code::InvalidArgument,
-        RejectionReason::NoPolicy => Code::PermissionDenied,
+        RejectionReason::NoPolicy | RejectionReason::Disabled { .. } => Code::PermissionDenied,
         RejectionReason::MissingIdentity(
             IdentityError::IdTooLong { .. }
             | IdentityError::EmptyId { .. }

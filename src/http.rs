@@ -11,6 +11,7 @@
 //! | cost larger than a limit in force now that a later window of the schedule admits | 429 Too Many Requests, with `Retry-After` |
 //! | cost larger than every limit the call can meet | 413 Content Too Large: the call can never fit |
 //! | no policy for the tool | 403 Forbidden |
+//! | a static limit of 0, which switches the tool off | 403 Forbidden |
 //! | missing identity extension | 500 Internal Server Error: the service is misconfigured |
 //!
 //! `Retry-After` is in whole seconds, rounded up so that a client that waits exactly that long
@@ -275,7 +276,7 @@ pub fn status(rejection: &Rejection) -> StatusCode {
         | RejectionReason::PolicyUnavailable(_)
         | RejectionReason::ScheduleUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         RejectionReason::CostExceedsLimit { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-        RejectionReason::NoPolicy => StatusCode::FORBIDDEN,
+        RejectionReason::NoPolicy | RejectionReason::Disabled { .. } => StatusCode::FORBIDDEN,
         // An id is empty, too long or contains a NUL: the request carried it, so the request is
         // at fault.
         RejectionReason::MissingIdentity(

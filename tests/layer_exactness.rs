@@ -116,6 +116,10 @@ enum Outcome {
         window: WindowKind,
         limit: u64,
     },
+    /// A static limit of 0, which no reset lifts.
+    Disabled {
+        window: WindowKind,
+    },
 }
 
 /// One count per window kind and start, charged all or nothing.
@@ -155,6 +159,9 @@ impl Model {
                 window: kind,
                 limit,
             };
+        }
+        if let Some(&(kind, _, _, _)) = limited.iter().find(|&&(_, limit, _, _)| limit == 0) {
+            return Outcome::Disabled { window: kind };
         }
         let mut refusing: Option<(WindowKind, u64, DateTime<Utc>)> = None;
         for &(kind, limit, start, end) in &limited {
@@ -220,6 +227,7 @@ fn observed(result: Result<(), RateLimitError<Infallible>>) -> Outcome {
             window: *window,
             limit: *limit,
         },
+        RejectionReason::Disabled { window } => Outcome::Disabled { window: *window },
         other => panic!("unexpected rejection: {other}"),
     }
 }

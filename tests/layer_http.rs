@@ -377,6 +377,23 @@ impl TokenStore for DownStore {
     }
 }
 
+#[tokio::test(start_paused = true)]
+async fn zero_limit_is_403_without_retry_after() {
+    let app = limited_app(
+        Capacity {
+            per_minute: Some(0),
+            ..Capacity::UNLIMITED
+        },
+        "2026-03-02T10:00:00Z",
+    );
+
+    let response = app.oneshot(send(Some("acme"))).await.unwrap();
+
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert!(response.headers().get("retry-after").is_none());
+    assert!(body(response).await.contains("switches the tool off"));
+}
+
 /// Returns a builder of a fail-closed limit of 5 calls a minute on a store whose database is down.
 fn fail_closed_on_down_store() -> RateLimitBuilder {
     let policies = StaticPolicies::new().with(Policy::new(

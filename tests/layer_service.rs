@@ -435,7 +435,9 @@ async fn zero_limit_rejects_as_switched_off() {
     assert!(
         matches!(
             rejected.reason(),
-            RejectionReason::QuotaExhausted { limit: 0, .. }
+            RejectionReason::Disabled {
+                window: WindowKind::Minute
+            }
         ),
         "{rejected}"
     );
@@ -443,6 +445,34 @@ async fn zero_limit_rejects_as_switched_off() {
         rejected.to_string().contains("switches the tool off"),
         "{rejected}"
     );
+    // The limit is still 0 when the minute resets, so no retry time is announced.
+    assert_eq!(rejected.retry_at(), None);
+    assert_eq!(rejected.retry_after(), None);
+    assert_eq!(tool.calls(), 0);
+}
+
+/// Wait mode does not sleep on a static limit of 0, which no reset lifts.
+#[tokio::test(start_paused = true)]
+async fn zero_limit_does_not_wait() {
+    let tool = Tool::default();
+    let layer = RateLimitLayer::builder(
+        Arc::new(StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(0)))),
+        Arc::new(MemoryStore::new()),
+    )
+    .tool(TOOL)
+    .clock(TokioClock::starting_at(utc("2026-03-02T10:00:30Z")))
+    .wait_up_to(Duration::from_secs(120))
+    .build();
+    let mut service = tower::Layer::layer(&layer, tool.service());
+    let started = tokio::time::Instant::now();
+
+    let rejected = rejection(call(&mut service, request("acme")).await);
+
+    assert!(
+        matches!(rejected.reason(), RejectionReason::Disabled { .. }),
+        "{rejected}"
+    );
+    assert_eq!(started.elapsed(), Duration::ZERO);
     assert_eq!(tool.calls(), 0);
 }
 

@@ -207,7 +207,7 @@ async fn extreme_limits_and_costs() {
 
     // A limit of 0 switches the tool off.
     let off = call(&layer, Call::new("acme", "tools.off")).await;
-    assert_eq!(outcome(&off), "quota_exhausted");
+    assert_eq!(outcome(&off), "disabled");
     let off_costly = call(
         &layer,
         Call {

@@ -207,6 +207,12 @@ fn describe_rejection(printed: &mut Printed, rejection: &Rejection) {
         window = Some(*refused);
         printed.windows = windows.iter().map(PrintedWindow::from).collect();
     }
+    if let RejectionReason::Disabled {
+        window: switched_off,
+    } = reason
+    {
+        window = Some(*switched_off);
+    }
     let message = match reason {
         RejectionReason::MissingIdentity(IdentityError::MissingWorkflowRun { tool }) => {
             format!("the policy of tool {tool:?} counts per workflow run: pass --workflow RUN")

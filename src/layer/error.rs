@@ -276,6 +276,14 @@ pub enum RejectionReason {
         /// The call's cost.
         cost: u64,
     },
+    /// A static limit of 0 switches the tool off in a window, so no call succeeds until the limit
+    /// is raised. A schedule's limit of 0 is a [`QuotaExhausted`](Self::QuotaExhausted) instead,
+    /// with the retry time at which the schedule's limits admit the call again.
+    #[error("the {window} limit is 0, which switches the tool off: raise the limit to allow calls")]
+    Disabled {
+        /// The window whose limit is 0.
+        window: WindowKind,
+    },
     /// The token store failed or timed out, and the policy fails closed. The store's error is
     /// the [`source`](Error::source), not part of the message.
     #[error("the token store failed, and the policy fails closed")]
@@ -303,14 +311,15 @@ pub enum RejectionReason {
 
 impl RejectionReason {
     /// Returns a short name for logs and metric labels: `outside_hours`, `blocked_date`,
-    /// `quota_exhausted`, `cost_exceeds_limit`, `store_unavailable`, `policy_unavailable`,
-    /// `schedule_unavailable`, `no_policy` or `missing_identity`.
+    /// `quota_exhausted`, `cost_exceeds_limit`, `disabled`, `store_unavailable`,
+    /// `policy_unavailable`, `schedule_unavailable`, `no_policy` or `missing_identity`.
     pub fn as_str(&self) -> &'static str {
         match self {
             RejectionReason::OutsideHours { .. } => "outside_hours",
             RejectionReason::BlockedDate { .. } => "blocked_date",
             RejectionReason::QuotaExhausted { .. } => "quota_exhausted",
             RejectionReason::CostExceedsLimit { .. } => "cost_exceeds_limit",
+            RejectionReason::Disabled { .. } => "disabled",
             RejectionReason::StoreUnavailable(_) => "store_unavailable",
             RejectionReason::PolicyUnavailable(_) => "policy_unavailable",
             RejectionReason::ScheduleUnavailable { .. } => "schedule_unavailable",

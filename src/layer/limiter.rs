@@ -537,6 +537,16 @@ impl Limiter {
                     .iter()
                     .find(|usage| usage.kind == window)
                     .map_or(0, |usage| usage.limit);
+                // A static limit of 0 stays 0 after its window resets, so no retry time would
+                // help, whichever window refused.
+                if report.is_none()
+                    && let Some(switched_off) = windows.iter().find(|usage| usage.limit == 0)
+                {
+                    let reason = RejectionReason::Disabled {
+                        window: switched_off.kind,
+                    };
+                    return Err(rejection(caller, now, reason));
+                }
                 // A window that resets outside working hours (a day limit resets at midnight)
                 // has room again only when the schedule next opens.
                 let reset = report
