@@ -170,7 +170,8 @@ pub(super) fn run(args: AcquireArgs) -> ExitCode {
         let outcome = (&mut call).await;
         match outcome {
             Ok(()) => {
-                // The windows after the charge, as a rejection lists them.
+                // The windows after the charge, as a rejection lists them. A dry run charges
+                // nothing, so its windows show the units left before this call.
                 if let Some(Admission::Counted(windows)) = call.as_mut().take_admission() {
                     printed.windows = windows.iter().map(PrintedWindow::from).collect();
                 }
