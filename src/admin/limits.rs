@@ -9,7 +9,9 @@ use tokio_postgres::Row;
 use super::AdminError;
 use super::connection::AdminConnection;
 use super::notify::notify_change;
-use super::render::{DEFAULT_HORIZON_DAYS, ReportPreview, render, schedule_file_name};
+use super::render::{
+    DEFAULT_HORIZON_DAYS, HorizonStart, ReportPreview, render, schedule_file_name,
+};
 use crate::policy::Scope;
 use crate::report::Capacity;
 use crate::store::postgres::PostgresStore;
@@ -183,6 +185,10 @@ pub struct WriteOutcome {
     pub limit: StoredLimit,
     /// Warnings about the schedule, such as a time frame that ends inside the report's horizon.
     pub warnings: Vec<String>,
+    /// Whether the write created the limit; `false` when it replaced a stored one. The HTTP
+    /// router returns it as the status (201 or 200), not in the body.
+    #[serde(skip)]
+    pub created: bool,
 }
 
 /// The admin API: limits in PostgreSQL, written in the configuration phase.
@@ -325,7 +331,7 @@ impl Admin {
                        schedule_report_valid_until = EXCLUDED.schedule_report_valid_until, \
                        timezone = EXCLUDED.timezone, week_start = EXCLUDED.week_start, \
                        enabled = EXCLUDED.enabled, fail_open = EXCLUDED.fail_open, updated_at = now() \
-                     RETURNING {SELECT_COLUMNS}"
+                     RETURNING {SELECT_COLUMNS}, (l.xmax = 0) AS created"
                 ),
                 &[
                     &spec.tenant,
@@ -349,13 +355,21 @@ impl Admin {
         transaction.commit().await?;
         client.release();
 
+        // A row that the statement inserted has no deleting or locking transaction yet, so its
+        // `xmax` is 0. The conflicting row that `DO UPDATE` replaced is locked by this
+        // transaction, so the new version's `xmax` is not.
+        let created: bool = row.try_get("created")?;
         let limit = stored_limit(&row)?;
         let warnings = rendered.map(|preview| preview.warnings).unwrap_or_default();
         for warning in &warnings {
             tracing::warn!(tenant = %spec.tenant, tool = %spec.tool, "{warning}");
         }
-        tracing::info!(tenant = %spec.tenant, tool = %spec.tool, "limit written");
-        Ok(WriteOutcome { limit, warnings })
+        tracing::info!(tenant = %spec.tenant, tool = %spec.tool, created, "limit written");
+        Ok(WriteOutcome {
+            limit,
+            warnings,
+            created,
+        })
     }
 
     /// Returns the limit stored for exactly this tenant and tool.
@@ -436,7 +450,8 @@ impl Admin {
         Ok(())
     }
 
-    /// Renders the report of a schedule without storing anything: `days` days from `from`.
+    /// Renders the report of a schedule without storing anything: `days` days from `from`, an
+    /// instant or a date whose local midnight in the resource's zone starts the horizon.
     ///
     /// `file_name` is the name printed in diagnostics.
     pub fn preview(
@@ -444,7 +459,7 @@ impl Admin {
         definition: &str,
         file_name: &str,
         resource: Option<&str>,
-        from: DateTime<Utc>,
+        from: impl Into<HorizonStart>,
         days: u32,
     ) -> Result<ReportPreview, AdminError> {
         render(definition, file_name, resource, from, days)
