@@ -1197,3 +1197,88 @@ async fn preview_accepts_plain_date() {
     let message = error["error"].as_str().expect("an error message");
     assert!(message.contains("\"resource\" field"), "{message}");
 }
+
+/// Returns a valid schedule of about `bytes` bytes: one resource with an hour of vacation on
+/// each of many days, which takes hundreds of milliseconds to parse and render in a debug build.
+fn heavy_schedule(bytes: usize) -> String {
+    let mut schedule = String::from(
+        "project p \"P\" 2026-01-01 +20y {\n  timezone \"Europe/Berlin\"\n}\n\
+         resource r \"R\" {\n  workinghours mon - sun 00:00 - 24:00\n  limits { minutelymax 2 }\n",
+    );
+    let first = chrono::NaiveDate::from_ymd_opt(2026, 1, 2).unwrap();
+    let mut line = 0_u64;
+    while schedule.len() < bytes {
+        let date = first + chrono::Days::new(line % 3650);
+        schedule.push_str(&format!(
+            "  vacation {date}-{:02}:00 +1h\n",
+            line / 3650 % 24
+        ));
+        line += 1;
+    }
+    schedule.push_str("}\n");
+    schedule
+}
+
+/// Runs `request` on this single-threaded runtime beside a task that ticks every 5 ms, and
+/// returns the status, how long the request took and the longest time between two ticks.
+async fn time_beside_ticker(
+    router: &Router,
+    method: Method,
+    uri: &str,
+    body: Value,
+) -> (StatusCode, std::time::Duration, std::time::Duration) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ticker = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut longest = std::time::Duration::ZERO;
+            let mut last = std::time::Instant::now();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                longest = longest.max(last.elapsed());
+                last = std::time::Instant::now();
+            }
+            longest
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+
+    let started = std::time::Instant::now();
+    let (status, _, _) = send_located(router, method, uri, body).await;
+    let took = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    (status, took, ticker.await.unwrap())
+}
+
+/// Rendering a large schedule runs off the runtime's threads, so that the other tasks of a
+/// single-threaded runtime, such as the tool calls of the same service, keep running meanwhile.
+#[tokio::test]
+async fn heavy_render_leaves_runtime_free() {
+    let database = TestDatabase::new().await;
+    let router = admin_router(Admin::from_store(&database.store().await), TOKEN);
+    let schedule = heavy_schedule(1_000_000);
+
+    let cases = [
+        (
+            Method::POST,
+            "/reports/preview",
+            json!({ "schedule": schedule, "from": "2026-01-01", "days": 3660 }),
+            StatusCode::OK,
+        ),
+        (
+            Method::PUT,
+            "/limits",
+            json!({ "tenant": "acme", "tool": "tools.http", "schedule": schedule }),
+            StatusCode::CREATED,
+        ),
+    ];
+    for (method, uri, body, expected) in cases {
+        let (status, took, longest_gap) = time_beside_ticker(&router, method, uri, body).await;
+
+        assert_eq!(status, expected, "{uri}");
+        assert!(
+            longest_gap < took / 2,
+            "{uri}: the runtime stalled for {longest_gap:?} of the request's {took:?}"
+        );
+    }
+}

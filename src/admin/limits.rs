@@ -10,7 +10,7 @@ use super::AdminError;
 use super::connection::AdminConnection;
 use super::notify::notify_change;
 use super::render::{
-    DEFAULT_HORIZON_DAYS, HorizonStart, ReportPreview, render, schedule_file_name,
+    DEFAULT_HORIZON_DAYS, HorizonStart, ReportPreview, off_runtime, render, schedule_file_name,
 };
 use crate::policy::Scope;
 use crate::report::Capacity;
@@ -282,7 +282,10 @@ impl Admin {
         }
 
         let rendered = match &spec.schedule {
-            Some(definition) => Some(self.render_spec(spec, definition)?),
+            Some(definition) => {
+                let (admin, spec, definition) = (self.clone(), spec.clone(), definition.clone());
+                Some(off_runtime(move || admin.render_spec(&spec, &definition)).await?)
+            }
             None => {
                 if spec.resource.is_some() {
                     return Err(AdminError::InvalidLimit(

@@ -152,6 +152,25 @@ pub(crate) fn render(
     })
 }
 
+/// Runs `work` on Tokio's blocking threads and returns its result.
+///
+/// Parsing a schedule of a few megabytes and rendering a long horizon take hundreds of
+/// milliseconds, and on a runtime thread they would stall every other task of that thread, such
+/// as the rate-limit layer's calls in the same service.
+///
+/// # Panics
+///
+/// When `work` panics, with its panic, and when the runtime shuts down before `work` ends.
+pub(crate) async fn off_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => value,
+        Err(error) => match error.try_into_panic() {
+            Ok(payload) => std::panic::resume_unwind(payload),
+            Err(error) => panic!("the runtime shut down while a report was rendered: {error}"),
+        },
+    }
+}
+
 /// Returns the name of a stored schedule in diagnostics: `TENANT/TOOL.tjp`.
 pub(crate) fn schedule_file_name(tenant: &str, tool: &str) -> String {
     format!("{tenant}/{tool}.tjp")

@@ -47,6 +47,7 @@ use chrono::Utc;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
+use super::render::off_runtime;
 use super::{
     Admin, AdminError, DEFAULT_USAGE_PAGE_SIZE, HorizonStart, LimitSpec, UsageCursor, UsageQuery,
 };
@@ -340,13 +341,18 @@ async fn preview(
             return error_response(StatusCode::BAD_REQUEST, message);
         }
     };
-    let result = state.admin.preview(
-        &request.schedule,
-        "preview.tjp",
-        request.resource.as_deref(),
-        from,
-        request.days.unwrap_or(state.admin.horizon_days()),
-    );
+    let admin = state.admin.clone();
+    let days = request.days.unwrap_or(admin.horizon_days());
+    let result = off_runtime(move || {
+        admin.preview(
+            &request.schedule,
+            "preview.tjp",
+            request.resource.as_deref(),
+            from,
+            days,
+        )
+    })
+    .await;
     respond(result, StatusCode::OK)
 }
 
