@@ -1282,3 +1282,84 @@ async fn heavy_render_leaves_runtime_free() {
         );
     }
 }
+
+/// A schedule with a warning or an error on every line gets a response that lists the first 100
+/// and counts the rest, rather than one several times the size of the request.
+#[tokio::test]
+async fn diagnostics_listed_up_to_100() {
+    let database = TestDatabase::new().await;
+    let admin = Admin::from_store(&database.store().await);
+    let router = admin_router(admin.clone(), TOKEN);
+    let lines = 3000;
+    let repeated = |line: &str| {
+        let mut schedule = String::from("project p \"P\" 2026-01-01 +1y\nresource r \"R\" {\n");
+        for _ in 0..lines {
+            schedule.push_str(line);
+        }
+        schedule.push_str("}\n");
+        schedule
+    };
+    let warned = format!(
+        "project p \"P\" 2026-01-01 +1y\nresource r \"R\" {{\n  limits {{\n{}  }}\n}}\n",
+        "    dailymax 8h\n".repeat(lines)
+    );
+    let broken = repeated("  vacation 2026-02-30\n");
+
+    for (method, uri, body) in [
+        (
+            Method::POST,
+            "/reports/preview",
+            json!({ "schedule": warned, "from": "2026-03-02" }),
+        ),
+        (
+            Method::PUT,
+            "/limits",
+            json!({ "tenant": "acme", "tool": "tools.http", "schedule": warned }),
+        ),
+    ] {
+        let (status, _, answer) = send_located(&router, method, uri, body).await;
+
+        assert!(status.is_success(), "{uri}: {status}");
+        let warnings = answer["warnings"].as_array().expect("a list of warnings");
+        assert_eq!(warnings.len(), 101, "{uri}");
+        assert!(
+            warnings[0].as_str().unwrap().contains("dailymax 8h"),
+            "{uri}"
+        );
+        let last = warnings[100].as_str().unwrap();
+        assert!(
+            last.starts_with(&format!("{} more warnings not listed", lines - 100)),
+            "{uri}: {last}"
+        );
+    }
+
+    for (method, uri, body) in [
+        (
+            Method::POST,
+            "/reports/preview",
+            json!({ "schedule": broken }),
+        ),
+        (
+            Method::PUT,
+            "/limits",
+            json!({ "tenant": "acme", "tool": "tools.mail", "schedule": broken }),
+        ),
+    ] {
+        let (status, _, error) = send_located(&router, method, uri, body).await;
+
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
+        let message = error["error"].as_str().expect("an error message");
+        assert!(message.starts_with("invalid schedule:\n"), "{uri}");
+        assert_eq!(message.lines().count(), 102, "{uri}");
+        let last = message.lines().last().unwrap();
+        assert!(
+            last.starts_with(&format!("{} more errors not listed", lines - 100)),
+            "{uri}: {last}"
+        );
+        assert!(
+            message.len() < broken.len(),
+            "{uri}: {} bytes",
+            message.len()
+        );
+    }
+}

@@ -1419,3 +1419,47 @@ async fn usage_page_arguments_rejected() {
         assert!(output.stdout.is_empty(), "{arguments:?}");
     }
 }
+
+/// A written schedule's warnings are logged ten at a time at most, with one line that counts the
+/// rest, so that a schedule with a warning on every line does not flood a service's log.
+#[tokio::test(flavor = "multi_thread")]
+async fn write_logs_ten_warnings() {
+    let database = TestDatabase::new().await;
+    let url = Some(database.url());
+    assert_eq!(run(url, &["migrate"]).status.code(), Some(0));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mail.tjp");
+    let schedule = format!(
+        "project p \"P\" 2026-01-01 +1y\nresource r \"R\" {{\n  limits {{\n{}  }}\n}}\n",
+        "    dailymax 8h\n".repeat(500)
+    );
+    std::fs::write(&path, schedule).unwrap();
+
+    let set = run_with_log(
+        url,
+        &[
+            "limits",
+            "set",
+            "--tenant",
+            "acme",
+            "--tool",
+            "tools.mail",
+            "--schedule",
+            path.to_str().unwrap(),
+        ],
+        Some("warn"),
+    );
+
+    assert_eq!(set.status.code(), Some(0), "{}", stderr(&set));
+    let logged: Vec<String> = stderr(&set)
+        .lines()
+        .filter(|line| line.contains(" WARN "))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(logged.len(), 11, "{logged:#?}");
+    assert!(
+        logged[10].contains("490 more warnings of the schedule not logged"),
+        "{}",
+        logged[10]
+    );
+}

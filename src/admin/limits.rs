@@ -20,6 +20,10 @@ use crate::store::postgres::PostgresStore;
 /// below PostgreSQL's 8000-byte payload limit.
 const MAX_NAME_LEN: usize = 256;
 
+/// The number of a written schedule's warnings that are logged one by one; a single line counts
+/// the rest.
+const MAX_LOGGED_WARNINGS: usize = 10;
+
 /// A limit to create or replace: what an operator writes for one tenant and tool.
 ///
 /// Without a schedule, the static limits apply around the clock, counted in windows of the
@@ -364,8 +368,17 @@ impl Admin {
         let created: bool = row.try_get("created")?;
         let limit = stored_limit(&row)?;
         let warnings = rendered.map(|preview| preview.warnings).unwrap_or_default();
-        for warning in &warnings {
+        // A schedule can repeat a warning once per line, so a large one would flood the log.
+        for warning in warnings.iter().take(MAX_LOGGED_WARNINGS) {
             tracing::warn!(tenant = %spec.tenant, tool = %spec.tool, "{warning}");
+        }
+        if warnings.len() > MAX_LOGGED_WARNINGS {
+            tracing::warn!(
+                tenant = %spec.tenant,
+                tool = %spec.tool,
+                "{} more warnings of the schedule not logged",
+                warnings.len() - MAX_LOGGED_WARNINGS
+            );
         }
         tracing::info!(tenant = %spec.tenant, tool = %spec.tool, created, "limit written");
         Ok(WriteOutcome {

@@ -213,6 +213,7 @@ async fn put_limit(
             spec.tenant, spec.tool
         ));
     }
+    cap_messages(&mut outcome.warnings, "warnings");
     if !outcome.created {
         return (StatusCode::OK, Json(outcome)).into_response();
     }
@@ -352,7 +353,11 @@ async fn preview(
             days,
         )
     })
-    .await;
+    .await
+    .map(|mut preview| {
+        cap_messages(&mut preview.warnings, "warnings");
+        preview
+    });
     respond(result, StatusCode::OK)
 }
 
@@ -390,6 +395,24 @@ async fn method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -> Re
     )
 }
 
+/// The number of a schedule's warnings or errors that a response lists. A schedule of 2 MB can
+/// have a diagnostic on every line, and listing them all would make the response several times
+/// larger than the request.
+const MAX_LISTED_DIAGNOSTICS: usize = 100;
+
+/// Keeps the first [`MAX_LISTED_DIAGNOSTICS`] of `messages` and replaces the rest with one
+/// message that counts them.
+fn cap_messages(messages: &mut Vec<String>, noun: &str) {
+    if messages.len() > MAX_LISTED_DIAGNOSTICS {
+        let left_out = messages.len() - MAX_LISTED_DIAGNOSTICS;
+        messages.truncate(MAX_LISTED_DIAGNOSTICS);
+        messages.push(format!(
+            "{left_out} more {noun} not listed; run `highway-ratelimit check` on the schedule to \
+             see them all"
+        ));
+    }
+}
+
 fn respond<T: serde::Serialize>(result: Result<T, AdminError>, status: StatusCode) -> Response {
     match result {
         Ok(value) => (status, Json(value)).into_response(),
@@ -409,10 +432,16 @@ fn admin_error_response(error: AdminError) -> Response {
                 format!("{error}; set the \"resource\" field of the request body to one of them");
             return error_response(StatusCode::BAD_REQUEST, message);
         }
-        AdminError::InvalidLimit(_)
-        | AdminError::InvalidPage(_)
-        | AdminError::InvalidSchedule(_)
-        | AdminError::Report(_) => StatusCode::BAD_REQUEST,
+        AdminError::InvalidSchedule(error) => {
+            let mut diagnostics: Vec<String> =
+                error.diagnostics.iter().map(ToString::to_string).collect();
+            cap_messages(&mut diagnostics, "errors");
+            let message = format!("invalid schedule:\n{}", diagnostics.join("\n"));
+            return error_response(StatusCode::BAD_REQUEST, message);
+        }
+        AdminError::InvalidLimit(_) | AdminError::InvalidPage(_) | AdminError::Report(_) => {
+            StatusCode::BAD_REQUEST
+        }
         AdminError::NotFound { tenant, tool } => {
             // The error's own advice names the command line.
             let message = format!(
