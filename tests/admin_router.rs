@@ -1363,3 +1363,34 @@ async fn diagnostics_listed_up_to_100() {
         );
     }
 }
+
+/// A tenant or tool named `.` or `..` is rejected: clients resolve such a path segment of
+/// `/limits/{tenant}/{tool}`, so the limit's `Location` and its GET and DELETE would reach
+/// another path.
+#[tokio::test]
+async fn dot_segment_names_are_400() {
+    let database = TestDatabase::new().await;
+    let admin = Admin::from_store(&database.store().await);
+    let router = admin_router(admin.clone(), TOKEN);
+
+    let cases = [(".", "tools.http", "tenant"), ("acme", "..", "tool")];
+    for (tenant, tool, field) in cases {
+        let body = json!({ "tenant": tenant, "tool": tool, "per_minute": 5 });
+        let (status, location, error) = send_located(&router, Method::PUT, "/limits", body).await;
+
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{tenant}/{tool}: {error}");
+        assert_eq!(location, None);
+        let message = error["error"].as_str().expect("an error message");
+        assert!(
+            message.starts_with(&format!("invalid {field}")),
+            "{message}"
+        );
+        assert!(message.contains("path segments"), "{message}");
+    }
+    for tenant in ["..a", ".acme", "a.b"] {
+        let body = json!({ "tenant": tenant, "tool": "tools.http", "per_minute": 5 });
+        let (status, _, written) = send_located(&router, Method::PUT, "/limits", body).await;
+        assert_eq!(status, StatusCode::CREATED, "{tenant}: {written}");
+    }
+    assert_eq!(admin.list(None).await.unwrap().len(), 3);
+}

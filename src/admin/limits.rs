@@ -545,6 +545,14 @@ fn validate_names(tenant: &str, tool: &str) -> Result<(), AdminError> {
                 "invalid {field} {value:?}: longer than {MAX_NAME_LEN} bytes"
             )));
         }
+        // Clients resolve such a segment of `/limits/{tenant}/{tool}` as the current or the
+        // parent folder, so no GET or DELETE of the limit would reach it.
+        if value == "." || value == ".." {
+            return Err(AdminError::InvalidLimit(format!(
+                "invalid {field} {value:?}: . and .. cannot be path segments of the admin API's \
+                 URLs; choose another {field} name"
+            )));
+        }
         if value.chars().any(char::is_control) {
             return Err(AdminError::InvalidLimit(format!(
                 "invalid {field} {value:?}: control characters are not allowed"
