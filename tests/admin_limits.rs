@@ -10,7 +10,8 @@ use chrono::{Duration as ChronoDuration, SubsecRound, Utc, Weekday};
 use chrono_tz::Tz;
 use common::TestDatabase;
 use highway_ratelimit::admin::{
-    Admin, AdminError, CHANGES_CHANNEL, Change, LimitSpec, PostgresPolicies,
+    Admin, AdminError, CHANGES_CHANNEL, Change, LimitSpec, MAX_USAGE_PAGE_SIZE, PostgresPolicies,
+    UsageCursor, UsageQuery, WindowCount,
 };
 use highway_ratelimit::layer::RateLimitLayer;
 use highway_ratelimit::policy::{PolicySource, Scope};
@@ -545,4 +546,295 @@ async fn abandoned_upsert_spares_next_consume() {
         Some(10),
         "the abandoned upsert wrote nothing"
     );
+}
+
+/// Writes a counter of `count` calls for `scope_key` of `acme`'s `tools.http`, in the `kind`
+/// window of tomorrow (UTC), as `acquire --at` would charge one: it has not ended, so `usage`
+/// lists it, and no window boundary passes while a test runs.
+async fn write_counter(client: &tokio_postgres::Client, scope_key: &str, kind: &str, count: i64) {
+    let length = if kind == "hour" { "1 hour" } else { "1 day" };
+    client
+        .execute(
+            &format!(
+                "INSERT INTO highway.tool_rate_limit_usage
+                     (tenant_id, tool_name, scope_key, window_type, window_start, window_end, request_count)
+                 SELECT 'acme', 'tools.http', $1, $2, start_at, start_at + interval '{length}', $3
+                 FROM (SELECT date_trunc('day', now(), 'UTC') + interval '1 day' AS start_at) AS s"
+            ),
+            &[&scope_key, &kind, &count],
+        )
+        .await
+        .unwrap_or_else(|error| panic!("writing the counter of {scope_key} failed: {error}"));
+}
+
+/// Returns the keyset order of the listing: scope key in byte order, window kind by name.
+fn listing_order(counts: &[WindowCount]) -> Vec<(String, String)> {
+    counts
+        .iter()
+        .map(|count| (count.scope_key.clone(), count.window.as_str().to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn usage_pages_cover_every_counter() {
+    let database = TestDatabase::new().await;
+    let admin = admin(&database).await;
+    admin
+        .upsert(&LimitSpec {
+            scope: Scope::Workflow,
+            per_hour: Some(100),
+            per_day: Some(1000),
+            ..LimitSpec::new("acme", "tools.http")
+        })
+        .await
+        .unwrap();
+    let client = database.client().await;
+    for run in 0..25 {
+        for kind in ["hour", "day"] {
+            write_counter(&client, &format!("workflow:acme:run-{run:02}"), kind, run).await;
+        }
+    }
+
+    let mut listed = Vec::new();
+    let mut query = UsageQuery::new().page_size(7);
+    let mut pages = 0;
+    loop {
+        let page = admin.usage("acme", "tools.http", &query).await.unwrap();
+        pages += 1;
+        assert!(
+            page.counts.len() <= 7,
+            "page {pages}: {}",
+            page.counts.len()
+        );
+        listed.extend(page.counts);
+        match page.next {
+            Some(next) => {
+                let text = next.to_string();
+                assert_eq!(text.parse::<UsageCursor>().unwrap(), next, "{text}");
+                query = query.after(next);
+            }
+            None => break,
+        }
+    }
+
+    assert_eq!(pages, 8, "50 counters in pages of 7");
+    assert_eq!(listed.len(), 50);
+    let order = listing_order(&listed);
+    let mut sorted = order.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(order, sorted, "listed once each, in keyset order");
+    assert_eq!(listed[0].scope_key, "workflow:acme:run-00");
+    assert_eq!(listed[0].limit, Some(1000), "the day window comes first");
+    assert_eq!(listed[1].limit, Some(100));
+    assert_eq!(listed[49].used, 24);
+}
+
+/// A cursor is a position, not an offset: counters written or deleted between two pages neither
+/// repeat a counter nor skip one that exists throughout.
+#[tokio::test]
+async fn usage_cursor_survives_writes() {
+    let database = TestDatabase::new().await;
+    let admin = admin(&database).await;
+    admin
+        .upsert(&LimitSpec {
+            scope: Scope::Workflow,
+            per_day: Some(1000),
+            ..LimitSpec::new("acme", "tools.http")
+        })
+        .await
+        .unwrap();
+    let client = database.client().await;
+    for run in ["b", "d", "f", "h"] {
+        write_counter(&client, &format!("workflow:acme:{run}"), "day", 1).await;
+    }
+
+    let first = admin
+        .usage("acme", "tools.http", &UsageQuery::new().page_size(2))
+        .await
+        .unwrap();
+    let keys: Vec<&str> = first.counts.iter().map(|c| c.scope_key.as_str()).collect();
+    assert_eq!(keys, ["workflow:acme:b", "workflow:acme:d"]);
+
+    // Before the cursor, at the cursor's key in another window, and after it.
+    write_counter(&client, "workflow:acme:a", "day", 1).await;
+    write_counter(&client, "workflow:acme:c", "day", 1).await;
+    write_counter(&client, "workflow:acme:d", "hour", 1).await;
+    write_counter(&client, "workflow:acme:e", "day", 1).await;
+    client
+        .execute(
+            "DELETE FROM highway.tool_rate_limit_usage WHERE scope_key = 'workflow:acme:f'",
+            &[],
+        )
+        .await
+        .unwrap();
+
+    let query = UsageQuery::new()
+        .page_size(10)
+        .after(first.next.expect("a second page"));
+    let second = admin.usage("acme", "tools.http", &query).await.unwrap();
+    let rest: Vec<(&str, &str)> = second
+        .counts
+        .iter()
+        .map(|c| (c.scope_key.as_str(), c.window.as_str()))
+        .collect();
+    assert_eq!(
+        rest,
+        [
+            ("workflow:acme:d", "hour"),
+            ("workflow:acme:e", "day"),
+            ("workflow:acme:h", "day")
+        ]
+    );
+    assert_eq!(second.next, None);
+}
+
+#[tokio::test]
+async fn usage_rejects_page_size_out_of_range() {
+    let database = TestDatabase::new().await;
+    let admin = admin(&database).await;
+
+    for size in [0, MAX_USAGE_PAGE_SIZE + 1, u32::MAX] {
+        let query = UsageQuery::new().page_size(size);
+        let error = admin.usage("acme", "tools.http", &query).await.unwrap_err();
+
+        assert!(
+            matches!(error, AdminError::InvalidPage(_)),
+            "{size}: {error:?}"
+        );
+        let message = error.to_string();
+        assert!(
+            message.contains(&format!("invalid page size {size}")),
+            "{message}"
+        );
+        assert!(message.contains("1 to 1000"), "{message}");
+    }
+    let max = UsageQuery::new().page_size(MAX_USAGE_PAGE_SIZE);
+    assert!(admin.usage("acme", "tools.http", &max).await.is_ok());
+}
+
+/// A cursor's text comes from clients, so every malformed one is an error that names it, and
+/// none reaches PostgreSQL, whose text cannot hold a NUL character.
+#[test]
+fn cursor_rejects_malformed_text() {
+    use base64::Engine;
+    let encode = |plain: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(plain);
+
+    let cases = [
+        ("", "not a position".to_owned()),
+        ("not base64!", "not URL-safe base64".to_owned()),
+        ("aGVsbG8=", "not URL-safe base64".to_owned()),
+        (&encode("day.0"), "not a position".to_owned()),
+        (&encode("year.0.tenant:a"), "unknown window kind".to_owned()),
+        (&encode("day.x.tenant:a"), "invalid window start".to_owned()),
+        (
+            &encode(&format!("day.{}.k", i64::MAX)),
+            "invalid window start".to_owned(),
+        ),
+        (&encode("day.0.tenant:a\0b"), "NUL character".to_owned()),
+        (
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([0xff, 0xfe]),
+            "not UTF-8".to_owned(),
+        ),
+        (&"A".repeat(10_000), "longer than any cursor".to_owned()),
+    ];
+    for (text, reason) in &cases {
+        let error = text.parse::<UsageCursor>().unwrap_err().to_string();
+
+        assert!(error.starts_with("invalid cursor"), "{text:.40}: {error}");
+        assert!(error.contains(reason.as_str()), "{text:.40}: {error}");
+        assert!(
+            error.len() < 400,
+            "the message quotes a bounded part: {error}"
+        );
+    }
+
+    let plain = encode("day.1772409600000000.workflow:acme:r%3A1");
+    let cursor: UsageCursor = plain.parse().unwrap();
+    assert_eq!(cursor.to_string(), plain);
+}
+
+#[tokio::test]
+async fn upsert_reports_creation() {
+    let database = TestDatabase::new().await;
+    let admin = admin(&database).await;
+
+    let first = admin
+        .upsert(&static_spec("acme", "tools.http", 5))
+        .await
+        .unwrap();
+    let second = admin
+        .upsert(&static_spec("acme", "tools.http", 6))
+        .await
+        .unwrap();
+    admin.delete("acme", "tools.http").await.unwrap();
+    let third = admin
+        .upsert(&static_spec("acme", "tools.http", 7))
+        .await
+        .unwrap();
+
+    assert!(first.created, "the first write creates the limit");
+    assert!(!second.created, "the second write replaces it");
+    assert!(third.created, "a write after the delete creates it again");
+}
+
+/// Of many writes that race to create one limit, exactly one creates it: the others wait for its
+/// row lock and replace it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_upserts_create_once() {
+    let database = TestDatabase::new().await;
+    let store = database.store_with(|config| config.pool_size(8)).await;
+    let admin = Admin::from_store(&store);
+
+    let writes = (1..=8).map(|n| {
+        let admin = admin.clone();
+        tokio::spawn(async move { admin.upsert(&static_spec("acme", "tools.http", n)).await })
+    });
+    let outcomes = futures_util::future::join_all(writes).await;
+
+    let created = outcomes
+        .iter()
+        .filter(|outcome| outcome.as_ref().unwrap().as_ref().unwrap().created)
+        .count();
+    assert_eq!(created, 1);
+    assert_eq!(admin.list(None).await.unwrap().len(), 1);
+}
+
+/// A date is local midnight in the zone of the report's resource: its own `timezone`, else the
+/// project's.
+#[test]
+fn preview_date_is_resource_midnight() {
+    let store = highway_ratelimit::store::postgres::PostgresStore::new(
+        highway_ratelimit::store::postgres::PostgresConfig::new(
+            "postgres://nobody@127.0.0.1:1/none",
+        ),
+    )
+    .unwrap();
+    let admin = Admin::from_store(&store);
+    let schedule = "project p \"P\" 2026-01-01 +1y {\n  timezone \"Europe/Berlin\"\n}\n\
+                    resource berlin \"Berlin\"\n\
+                    resource york \"New York\" {\n  timezone \"America/New_York\"\n}\n";
+    let date = chrono::NaiveDate::from_ymd_opt(2026, 3, 2).unwrap();
+
+    let cases = [
+        ("berlin", "2026-03-01T23:00:00Z"),
+        ("york", "2026-03-02T05:00:00Z"),
+    ];
+    for (resource, expected) in cases {
+        let preview = admin
+            .preview(schedule, "p.tjp", Some(resource), date, 1)
+            .unwrap();
+
+        assert_eq!(
+            preview
+                .report
+                .generated_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            expected,
+            "{resource}"
+        );
+    }
+
+    let error = admin.preview(schedule, "p.tjp", None, date, 1).unwrap_err();
+    assert!(error.to_string().contains("several resources"), "{error}");
 }

@@ -143,7 +143,7 @@ async fn limit_life_over_http() {
 
     let spec = json!({ "tenant": "acme", "tool": "tools.email.send", "scope": "global", "per_hour": 50, "timezone": "Asia/Tokyo", "week_start": "sunday" });
     let (status, written) = send(&router, Method::PUT, "/limits", auth, Some(spec)).await;
-    assert_eq!(status, StatusCode::OK, "{written}");
+    assert_eq!(status, StatusCode::CREATED, "{written}");
     assert_eq!(written["limit"]["per_hour"], 50);
     assert_eq!(written["limit"]["scope"], "global");
     assert_eq!(written["limit"]["timezone"], "Asia/Tokyo");
@@ -175,7 +175,7 @@ async fn limit_life_over_http() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(usage, json!([]));
+    assert_eq!(usage, json!({ "counts": [], "next": null }));
 
     let invalid = json!({ "tenant": "acme", "tool": "tools.email.send", "scope": "everyone" });
     let (status, error) = send(&router, Method::PUT, "/limits", auth, Some(invalid)).await;
@@ -308,7 +308,7 @@ async fn put_rejects_unknown_field() {
 
     let limit = json!({ "tenant": "acme", "tool": "tools.http", "per_minute": 5 });
     let (status, body) = send(&router, Method::PUT, "/limits", auth, Some(limit)).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(status, StatusCode::CREATED, "{body}");
 
     let misspelled = json!({ "tenant": "acme", "tool": "tools.http", "per_minut": 1 });
     let (status, error) = send(&router, Method::PUT, "/limits", auth, Some(misspelled)).await;
@@ -331,10 +331,7 @@ async fn preview_rejects_invalid_body() {
 
     let schedule = "project mail \"Mail\" 2026-03-01 - 2026-04-01 {}\nresource smtp \"SMTP\" {}\n";
     let bodies = [
-        (
-            "from",
-            json!({ "schedule": schedule, "from": "2026-03-02" }),
-        ),
+        ("from", json!({ "schedule": schedule, "from": "monday" })),
         ("days", json!({ "schedule": schedule, "days": -1 })),
         ("dyas", json!({ "schedule": schedule, "dyas": 3 })),
         ("schedule", json!({ "from": "2026-03-02T00:00:00Z" })),
@@ -365,7 +362,7 @@ async fn put_of_get_output_explains() {
     ];
     for body in bodies {
         let (status, stored) = send(&router, Method::PUT, "/limits", auth, Some(body)).await;
-        assert_eq!(status, StatusCode::OK, "{stored}");
+        assert_eq!(status, StatusCode::CREATED, "{stored}");
         let path = format!("/limits/acme/{}", stored["limit"]["tool"].as_str().unwrap());
         let (status, read) = send(&router, Method::GET, &path, auth, None).await;
         assert_eq!(status, StatusCode::OK, "{read}");
@@ -397,8 +394,8 @@ async fn put_of_get_output_explains() {
     }
 }
 
-/// A `from` that is not an RFC 3339 instant gets a message that shows the value and the
-/// expected form, rather than the parser's "premature end of input".
+/// A `from` that is neither a date nor an RFC 3339 instant gets a message that shows the value
+/// and the expected form, rather than the parser's "premature end of input".
 #[tokio::test]
 async fn preview_from_error_names_value() {
     let database = TestDatabase::new().await;
@@ -408,14 +405,23 @@ async fn preview_from_error_names_value() {
     let auth = Some(auth.as_str());
 
     let schedule = "project mail \"Mail\" 2026-03-01 - 2026-04-01 {}\nresource smtp \"SMTP\" {}\n";
-    for from in ["2026-03-02", "2026-02-30T00:00:00Z", "monday"] {
+    let cases = [
+        ("monday", "RFC 3339"),
+        ("2026-03-02T09:00", "RFC 3339"),
+        ("2026-02-30T00:00:00Z", "no such date"),
+        ("2026-02-30", "no such date"),
+    ];
+    for (from, expected) in cases {
         let body = json!({ "schedule": schedule, "from": from });
         let (status, error) =
             send(&router, Method::POST, "/reports/preview", auth, Some(body)).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{from}: {error}");
         let message = error["error"].as_str().expect("an error message");
-        assert!(message.contains(&format!("{from:?}")), "{from}: {message}");
-        assert!(message.contains("RFC 3339"), "{from}: {message}");
+        assert!(
+            message.contains(&format!("invalid \"from\" value {from:?}")),
+            "{from}: {message}"
+        );
+        assert!(message.contains(expected), "{from}: {message}");
         assert!(!message.contains("premature"), "{from}: {message}");
     }
 }
@@ -819,7 +825,7 @@ async fn put_without_limits_warns() {
 
     let limited = json!({ "tenant": "acme", "tool": "tools.http", "per_day": 5 });
     let (status, written) = send(&router, Method::PUT, "/limits", auth, Some(limited)).await;
-    assert_eq!(status, StatusCode::OK, "{written}");
+    assert_eq!(status, StatusCode::CREATED, "{written}");
     assert_eq!(written["warnings"], json!([]));
 
     let unlimited = json!({ "tenant": "acme", "tool": "tools.http", "fail_open": true });
@@ -939,4 +945,452 @@ async fn challenge_names_invalid_token() {
             "{authorization:?}"
         );
     }
+}
+
+/// Sends a request with the admin token and returns the status, the `Location` field and the
+/// JSON body.
+async fn send_located(
+    router: &Router,
+    method: Method,
+    uri: &str,
+    body: Value,
+) -> (StatusCode, Option<String>, Value) {
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::AUTHORIZATION, bearer(TOKEN))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let location = response
+        .headers()
+        .get(header::LOCATION)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let bytes = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    (status, location, serde_json::from_slice(&bytes).unwrap())
+}
+
+/// `PUT /limits` returns 201 with the limit's `GET` path in `Location` when it creates the limit,
+/// and 200 without `Location` when it replaces one. The path keeps an id with `/`, `?`, `%` or a
+/// space in one segment, and names the prefix the router is nested under.
+#[tokio::test]
+async fn put_creates_with_location() {
+    let database = TestDatabase::new().await;
+    let admin = Admin::from_store(&database.store().await);
+    let nested = Router::new().nest("/admin", admin_router(admin.clone(), TOKEN));
+
+    let cases = [
+        ("acme", "tools.http", "/admin/limits/acme/tools.http"),
+        (
+            "ac me/1",
+            "tools?x=%",
+            "/admin/limits/ac%20me%2F1/tools%3Fx%3D%25",
+        ),
+        (
+            "zürich",
+            "tools.mail",
+            "/admin/limits/z%C3%BCrich/tools.mail",
+        ),
+    ];
+    for (tenant, tool, expected) in cases {
+        let body = json!({ "tenant": tenant, "tool": tool, "per_minute": 5 });
+        let (status, location, written) =
+            send_located(&nested, Method::PUT, "/admin/limits", body.clone()).await;
+        assert_eq!(status, StatusCode::CREATED, "{tenant}: {written}");
+        assert_eq!(location.as_deref(), Some(expected), "{tenant}");
+
+        let (status, read) = send(&nested, Method::GET, expected, Some(&bearer(TOKEN)), None).await;
+        assert_eq!(status, StatusCode::OK, "GET {expected}: {read}");
+        assert_eq!(read, written["limit"], "{expected}");
+
+        let (status, location, replaced) =
+            send_located(&nested, Method::PUT, "/admin/limits", body).await;
+        assert_eq!(status, StatusCode::OK, "{tenant}: {replaced}");
+        assert_eq!(location, None, "{tenant}");
+    }
+}
+
+/// Of concurrent `PUT`s that create one limit, exactly one gets 201.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_puts_create_once() {
+    let database = TestDatabase::new().await;
+    let store = database.store_with(|config| config.pool_size(8)).await;
+    let router = admin_router(Admin::from_store(&store), TOKEN);
+
+    let puts = (1..=8).map(|n| {
+        let router = router.clone();
+        tokio::spawn(async move {
+            let body = json!({ "tenant": "acme", "tool": "tools.http", "per_minute": n });
+            send_located(&router, Method::PUT, "/limits", body).await.0
+        })
+    });
+    let statuses: Vec<StatusCode> = futures_util::future::join_all(puts)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+
+    let created = statuses
+        .iter()
+        .filter(|status| **status == StatusCode::CREATED);
+    assert_eq!(created.count(), 1, "{statuses:?}");
+    let replaced = statuses.iter().filter(|status| **status == StatusCode::OK);
+    assert_eq!(replaced.count(), 7, "{statuses:?}");
+}
+
+/// `GET /usage` returns pages of `page_size` counters with the cursor of the next page, which a
+/// client passes back as `after` until `next` is null.
+#[tokio::test]
+async fn usage_pages_over_http() {
+    let database = TestDatabase::new().await;
+    let admin = Admin::from_store(&database.store().await);
+    admin
+        .upsert(&LimitSpec {
+            scope: highway_ratelimit::policy::Scope::Workflow,
+            per_day: Some(100),
+            ..LimitSpec::new("acme", "tools.http")
+        })
+        .await
+        .unwrap();
+    let client = database.client().await;
+    client
+        .execute(
+            "INSERT INTO highway.tool_rate_limit_usage
+                 (tenant_id, tool_name, scope_key, window_type, window_start, window_end, request_count)
+             SELECT 'acme', 'tools.http', 'workflow:acme:run-' || lpad(n::text, 2, '0'), 'day',
+                    s.start_at, s.start_at + interval '1 day', n
+             FROM generate_series(1, 12) AS n,
+                  (SELECT date_trunc('day', now(), 'UTC') + interval '1 day' AS start_at) AS s",
+            &[],
+        )
+        .await
+        .unwrap();
+    let auth = bearer(TOKEN);
+    let router = admin_router(admin, TOKEN);
+
+    let mut uri = "/usage/acme/tools.http?page_size=5".to_owned();
+    let mut sizes = Vec::new();
+    let mut used = Vec::new();
+    loop {
+        let (status, page) = send(&router, Method::GET, &uri, Some(&auth), None).await;
+        assert_eq!(status, StatusCode::OK, "{uri}: {page}");
+        let counts = page["counts"].as_array().expect("a list of counts");
+        sizes.push(counts.len());
+        used.extend(counts.iter().map(|count| count["used"].as_u64().unwrap()));
+        match page["next"].as_str() {
+            Some(next) => uri = format!("/usage/acme/tools.http?page_size=5&after={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(sizes, [5, 5, 2]);
+    assert_eq!(used, (1..=12).collect::<Vec<u64>>());
+
+    // Without `page_size`, a page holds up to 100 counters.
+    let (_, page) = send(
+        &router,
+        Method::GET,
+        "/usage/acme/tools.http",
+        Some(&auth),
+        None,
+    )
+    .await;
+    assert_eq!(page["counts"].as_array().map(Vec::len), Some(12));
+    assert_eq!(page["next"], Value::Null);
+}
+
+/// A page size out of range or a cursor that no page returned is a 400 that names the value.
+#[tokio::test]
+async fn usage_page_errors_are_400() {
+    let database = TestDatabase::new().await;
+    let router = admin_router(Admin::from_store(&database.store().await), TOKEN);
+    let auth = bearer(TOKEN);
+    let nul_cursor = "ZGF5LjAudGVuYW50OmEAYg"; // "day.0.tenant:a\0b"
+    let long_cursor = format!("/usage/acme/tools.http?after={}", "A".repeat(9000));
+
+    let cases = [
+        ("/usage/acme/tools.http?page_size=0", "invalid page size 0"),
+        (
+            "/usage/acme/tools.http?page_size=1001",
+            "invalid page size 1001",
+        ),
+        ("/usage/acme/tools.http?page_size=-1", "page_size"),
+        ("/usage/acme/tools.http?page_size=99999999999", "page_size"),
+        ("/usage/acme/tools.http?page_size=ten", "page_size"),
+        (
+            "/usage/acme/tools.http?after=%21%21",
+            "invalid cursor \"!!\"",
+        ),
+        (
+            "/usage/acme/tools.http?after=bW9uZGF5",
+            "invalid cursor \"bW9uZGF5\"",
+        ),
+        (
+            &format!("/usage/acme/tools.http?after={nul_cursor}"),
+            "NUL character",
+        ),
+        (&long_cursor, "longer than any cursor"),
+        (
+            "/usage/acme/tools.http?after=a&after=b",
+            "invalid query string",
+        ),
+    ];
+    for (uri, expected) in cases {
+        let (status, error) = send(&router, Method::GET, uri, Some(&auth), None).await;
+
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri:.80}: {error}");
+        let message = error["error"].as_str().expect("an error message");
+        assert!(message.contains(expected), "{uri:.80}: {message}");
+    }
+}
+
+/// `from` accepts the forms of `report --from`: a date is local midnight in the zone of the
+/// report's resource, its own `timezone` or else the project's.
+#[tokio::test]
+async fn preview_accepts_plain_date() {
+    let database = TestDatabase::new().await;
+    let router = admin_router(Admin::from_store(&database.store().await), TOKEN);
+    let auth = bearer(TOKEN);
+    let schedule = "project p \"P\" 2026-01-01 +1y {\n  timezone \"Europe/Berlin\"\n}\n\
+                    resource berlin \"Berlin\"\n\
+                    resource york \"New York\" {\n  timezone \"America/New_York\"\n}\n";
+
+    let cases = [
+        ("berlin", "2026-03-02", "2026-03-01T23:00:00Z"),
+        ("york", "2026-03-02", "2026-03-02T05:00:00Z"),
+        // The clocks of New York go forward at 02:00 on 2026-03-08, after midnight.
+        ("york", "2026-03-08", "2026-03-08T05:00:00Z"),
+        ("york", "2026-03-09", "2026-03-09T04:00:00Z"),
+        ("york", "2026-03-02T09:00:00+01:00", "2026-03-02T08:00:00Z"),
+    ];
+    for (resource, from, expected) in cases {
+        let body = json!({ "schedule": schedule, "resource": resource, "from": from, "days": 1 });
+        let (status, preview) = send(
+            &router,
+            Method::POST,
+            "/reports/preview",
+            Some(&auth),
+            Some(body),
+        )
+        .await;
+
+        assert_eq!(status, StatusCode::OK, "{resource} {from}: {preview}");
+        assert_eq!(
+            preview["report"]["generated_at"], expected,
+            "{resource} {from}"
+        );
+    }
+
+    // A date needs the resource to know its zone, so a schedule of several resources needs one.
+    let body = json!({ "schedule": schedule, "from": "2026-03-02" });
+    let (status, error) = send(
+        &router,
+        Method::POST,
+        "/reports/preview",
+        Some(&auth),
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    let message = error["error"].as_str().expect("an error message");
+    assert!(message.contains("\"resource\" field"), "{message}");
+}
+
+/// Returns a valid schedule of about `bytes` bytes: one resource with an hour of vacation on
+/// each of many days, which takes hundreds of milliseconds to parse and render in a debug build.
+fn heavy_schedule(bytes: usize) -> String {
+    let mut schedule = String::from(
+        "project p \"P\" 2026-01-01 +20y {\n  timezone \"Europe/Berlin\"\n}\n\
+         resource r \"R\" {\n  workinghours mon - sun 00:00 - 24:00\n  limits { minutelymax 2 }\n",
+    );
+    let first = chrono::NaiveDate::from_ymd_opt(2026, 1, 2).unwrap();
+    let mut line = 0_u64;
+    while schedule.len() < bytes {
+        let date = first + chrono::Days::new(line % 3650);
+        schedule.push_str(&format!(
+            "  vacation {date}-{:02}:00 +1h\n",
+            line / 3650 % 24
+        ));
+        line += 1;
+    }
+    schedule.push_str("}\n");
+    schedule
+}
+
+/// Runs `request` on this single-threaded runtime beside a task that ticks every 5 ms, and
+/// returns the status, how long the request took and the longest time between two ticks.
+async fn time_beside_ticker(
+    router: &Router,
+    method: Method,
+    uri: &str,
+    body: Value,
+) -> (StatusCode, std::time::Duration, std::time::Duration) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ticker = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut longest = std::time::Duration::ZERO;
+            let mut last = std::time::Instant::now();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                longest = longest.max(last.elapsed());
+                last = std::time::Instant::now();
+            }
+            longest
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+
+    let started = std::time::Instant::now();
+    let (status, _, _) = send_located(router, method, uri, body).await;
+    let took = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    (status, took, ticker.await.unwrap())
+}
+
+/// Rendering a large schedule runs off the runtime's threads, so that the other tasks of a
+/// single-threaded runtime, such as the tool calls of the same service, keep running meanwhile.
+#[tokio::test]
+async fn heavy_render_leaves_runtime_free() {
+    let database = TestDatabase::new().await;
+    let router = admin_router(Admin::from_store(&database.store().await), TOKEN);
+    let schedule = heavy_schedule(1_000_000);
+
+    let cases = [
+        (
+            Method::POST,
+            "/reports/preview",
+            json!({ "schedule": schedule, "from": "2026-01-01", "days": 3660 }),
+            StatusCode::OK,
+        ),
+        (
+            Method::PUT,
+            "/limits",
+            json!({ "tenant": "acme", "tool": "tools.http", "schedule": schedule }),
+            StatusCode::CREATED,
+        ),
+    ];
+    for (method, uri, body, expected) in cases {
+        let (status, took, longest_gap) = time_beside_ticker(&router, method, uri, body).await;
+
+        assert_eq!(status, expected, "{uri}");
+        assert!(
+            longest_gap < took / 2,
+            "{uri}: the runtime stalled for {longest_gap:?} of the request's {took:?}"
+        );
+    }
+}
+
+/// A schedule with a warning or an error on every line gets a response that lists the first 100
+/// and counts the rest, rather than one several times the size of the request.
+#[tokio::test]
+async fn diagnostics_listed_up_to_100() {
+    let database = TestDatabase::new().await;
+    let admin = Admin::from_store(&database.store().await);
+    let router = admin_router(admin.clone(), TOKEN);
+    let lines = 3000;
+    let repeated = |line: &str| {
+        let mut schedule = String::from("project p \"P\" 2026-01-01 +1y\nresource r \"R\" {\n");
+        for _ in 0..lines {
+            schedule.push_str(line);
+        }
+        schedule.push_str("}\n");
+        schedule
+    };
+    let warned = format!(
+        "project p \"P\" 2026-01-01 +1y\nresource r \"R\" {{\n  limits {{\n{}  }}\n}}\n",
+        "    dailymax 8h\n".repeat(lines)
+    );
+    let broken = repeated("  vacation 2026-02-30\n");
+
+    for (method, uri, body) in [
+        (
+            Method::POST,
+            "/reports/preview",
+            json!({ "schedule": warned, "from": "2026-03-02" }),
+        ),
+        (
+            Method::PUT,
+            "/limits",
+            json!({ "tenant": "acme", "tool": "tools.http", "schedule": warned }),
+        ),
+    ] {
+        let (status, _, answer) = send_located(&router, method, uri, body).await;
+
+        assert!(status.is_success(), "{uri}: {status}");
+        let warnings = answer["warnings"].as_array().expect("a list of warnings");
+        assert_eq!(warnings.len(), 101, "{uri}");
+        assert!(
+            warnings[0].as_str().unwrap().contains("dailymax 8h"),
+            "{uri}"
+        );
+        let last = warnings[100].as_str().unwrap();
+        assert!(
+            last.starts_with(&format!("{} more warnings not listed", lines - 100)),
+            "{uri}: {last}"
+        );
+    }
+
+    for (method, uri, body) in [
+        (
+            Method::POST,
+            "/reports/preview",
+            json!({ "schedule": broken }),
+        ),
+        (
+            Method::PUT,
+            "/limits",
+            json!({ "tenant": "acme", "tool": "tools.mail", "schedule": broken }),
+        ),
+    ] {
+        let (status, _, error) = send_located(&router, method, uri, body).await;
+
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
+        let message = error["error"].as_str().expect("an error message");
+        assert!(message.starts_with("invalid schedule:\n"), "{uri}");
+        assert_eq!(message.lines().count(), 102, "{uri}");
+        let last = message.lines().last().unwrap();
+        assert!(
+            last.starts_with(&format!("{} more errors not listed", lines - 100)),
+            "{uri}: {last}"
+        );
+        assert!(
+            message.len() < broken.len(),
+            "{uri}: {} bytes",
+            message.len()
+        );
+    }
+}
+
+/// A tenant or tool named `.` or `..` is rejected: clients resolve such a path segment of
+/// `/limits/{tenant}/{tool}`, so the limit's `Location` and its GET and DELETE would reach
+/// another path.
+#[tokio::test]
+async fn dot_segment_names_are_400() {
+    let database = TestDatabase::new().await;
+    let admin = Admin::from_store(&database.store().await);
+    let router = admin_router(admin.clone(), TOKEN);
+
+    let cases = [(".", "tools.http", "tenant"), ("acme", "..", "tool")];
+    for (tenant, tool, field) in cases {
+        let body = json!({ "tenant": tenant, "tool": tool, "per_minute": 5 });
+        let (status, location, error) = send_located(&router, Method::PUT, "/limits", body).await;
+
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{tenant}/{tool}: {error}");
+        assert_eq!(location, None);
+        let message = error["error"].as_str().expect("an error message");
+        assert!(
+            message.starts_with(&format!("invalid {field}")),
+            "{message}"
+        );
+        assert!(message.contains("path segments"), "{message}");
+    }
+    for tenant in ["..a", ".acme", "a.b"] {
+        let body = json!({ "tenant": tenant, "tool": "tools.http", "per_minute": 5 });
+        let (status, _, written) = send_located(&router, Method::PUT, "/limits", body).await;
+        assert_eq!(status, StatusCode::CREATED, "{tenant}: {written}");
+    }
+    assert_eq!(admin.list(None).await.unwrap().len(), 3);
 }

@@ -37,6 +37,11 @@ fn json(output: &Output) -> Value {
     })
 }
 
+/// Returns what `usage` prints when no counter matches.
+fn empty_page() -> Value {
+    serde_json::json!({ "counts": [], "next": null })
+}
+
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
@@ -149,7 +154,7 @@ async fn limit_round_trip() {
 
     let usage = run(url, &["usage", "--tenant", "acme", "--tool", "tools.http"]);
     assert_eq!(usage.status.code(), Some(0), "{}", stderr(&usage));
-    let counts = json(&usage);
+    let counts = json(&usage)["counts"].clone();
     let day = counts
         .as_array()
         .unwrap()
@@ -319,7 +324,7 @@ async fn errors_say_what_to_do() {
             "run-42",
         ],
     );
-    let counts = json(&run_usage);
+    let counts = json(&run_usage)["counts"].clone();
     assert_eq!(counts[0]["scope_key"], "workflow:acme:run-42", "{counts}");
     assert_eq!(counts[0]["used"], 1, "{counts}");
 
@@ -721,7 +726,7 @@ async fn acquire_at_outside_rfc3339_years() {
     }
     let usage = run(url, &["usage", "--tenant", "acme", "--tool", "tools.http"]);
     assert_eq!(usage.status.code(), Some(0), "{}", stderr(&usage));
-    assert_eq!(json(&usage), serde_json::json!([]));
+    assert_eq!(json(&usage), empty_page());
 
     for at in ["9998-12-31T23:59:59Z", "0001-01-01T00:00:00Z"] {
         let admitted = acquire(at);
@@ -734,7 +739,7 @@ async fn acquire_at_outside_rfc3339_years() {
     }
     let usage = run(url, &["usage", "--tenant", "acme", "--tool", "tools.http"]);
     assert_eq!(usage.status.code(), Some(0), "{}", stderr(&usage));
-    let windows = json(&usage);
+    let windows = json(&usage)["counts"].clone();
     let windows = windows.as_array().expect("usage prints a list");
     assert_eq!(windows.len(), 1, "{windows:?}");
     assert_eq!(windows[0]["window_start"], "9998-12-31T00:00:00Z");
@@ -860,7 +865,7 @@ async fn usage_of_run_notes_tenant_scope() {
     );
 
     assert_eq!(usage.status.code(), Some(0), "{}", stderr(&usage));
-    assert_eq!(json(&usage), serde_json::json!([]));
+    assert_eq!(json(&usage), empty_page());
     assert!(
         stderr(&usage).contains("counts per tenant, not per workflow run"),
         "{}",
@@ -983,7 +988,7 @@ async fn set_without_limits_notes_it() {
     let call = run(url, &[&["acquire"][..], &key].concat());
     assert_eq!(call.status.code(), Some(0), "{}", stderr(&call));
     let usage = run(url, &[&["usage"][..], &key].concat());
-    assert_eq!(json(&usage), serde_json::json!([]));
+    assert_eq!(json(&usage), empty_page());
     let message = stderr(&usage);
     assert!(
         message.contains("has no per-minute, per-hour or per-day limit and no schedule"),
@@ -1063,7 +1068,7 @@ async fn usage_of_disabled_limit_notes_it() {
     let usage = run(url, &["usage", "--tenant", "acme", "--tool", "tools.http"]);
 
     assert_eq!(usage.status.code(), Some(0), "{}", stderr(&usage));
-    assert_eq!(json(&usage), serde_json::json!([]));
+    assert_eq!(json(&usage), empty_page());
     let message = stderr(&usage);
     assert!(
         message
@@ -1226,7 +1231,7 @@ async fn cleanup_deletes_ended_windows() {
 
     let usage = run(url, &["usage", "--tenant", "acme", "--tool", "tools.http"]);
     assert_eq!(usage.status.code(), Some(0), "{}", stderr(&usage));
-    let windows = json(&usage);
+    let windows = json(&usage)["counts"].clone();
     let windows = windows.as_array().expect("an array of windows");
     // The minute row may end between the call and `usage`, so only the day row is certain.
     let day = windows
@@ -1284,7 +1289,7 @@ async fn usage_workflow_notes_shared_counters() {
         ],
     );
     assert_eq!(usage.status.code(), Some(0), "{}", stderr(&usage));
-    assert_eq!(json(&usage)[0]["scope_key"], "tenant:acme");
+    assert_eq!(json(&usage)["counts"][0]["scope_key"], "tenant:acme");
     assert!(
         stderr(&usage).contains("shared by every run"),
         "{}",
@@ -1294,4 +1299,167 @@ async fn usage_workflow_notes_shared_counters() {
     let without = run(url, &["usage", "--tenant", "acme", "--tool", "tools.http"]);
     assert_eq!(without.status.code(), Some(0), "{}", stderr(&without));
     assert!(!stderr(&without).contains("note:"), "{}", stderr(&without));
+}
+
+/// `usage --page-size N` prints N counters and the cursor of the next page, `--after` continues
+/// from it, and `--all` prints every counter with `next` null.
+#[tokio::test(flavor = "multi_thread")]
+async fn usage_pages_and_all() {
+    let database = TestDatabase::new().await;
+    let url = Some(database.url());
+    assert_eq!(run(url, &["migrate"]).status.code(), Some(0));
+    let set = run(
+        url,
+        &[
+            "limits",
+            "set",
+            "--tenant",
+            "acme",
+            "--tool",
+            "tools.http",
+            "--scope",
+            "workflow",
+            "--per-day",
+            "100",
+        ],
+    );
+    assert_eq!(set.status.code(), Some(0), "{}", stderr(&set));
+    let at = (Utc::now() + chrono::Duration::days(1)).format("%Y-%m-%dT12:00:00Z");
+    let at = at.to_string();
+    for run_id in ["run-1", "run-2", "run-3", "run-4", "run-5"] {
+        let call = run(
+            url,
+            &[
+                "acquire",
+                "--tenant",
+                "acme",
+                "--tool",
+                "tools.http",
+                "--workflow",
+                run_id,
+                "--at",
+                &at,
+            ],
+        );
+        assert_eq!(call.status.code(), Some(0), "{}", stderr(&call));
+    }
+    let usage = ["usage", "--tenant", "acme", "--tool", "tools.http"];
+
+    let mut keys = Vec::new();
+    let mut after: Option<String> = None;
+    for expected in [2, 2, 1] {
+        let mut args = [&usage[..], &["--page-size", "2"]].concat();
+        if let Some(cursor) = &after {
+            args.extend(["--after", cursor.as_str()]);
+        }
+        let page = run(url, &args);
+        assert_eq!(page.status.code(), Some(0), "{}", stderr(&page));
+        let printed = json(&page);
+        let counts = printed["counts"].as_array().expect("a list of counts");
+        assert_eq!(counts.len(), expected, "{printed}");
+        keys.extend(counts.iter().map(|count| count["scope_key"].clone()));
+        after = printed["next"].as_str().map(str::to_owned);
+        match &after {
+            Some(cursor) => assert!(
+                stderr(&page).contains(&format!("--after {cursor}")),
+                "{}",
+                stderr(&page)
+            ),
+            None => assert!(!stderr(&page).contains("--after"), "{}", stderr(&page)),
+        }
+    }
+    assert_eq!(after, None, "the third page is the last");
+    let expected: Vec<Value> = (1..=5)
+        .map(|n| Value::from(format!("workflow:acme:run-{n}")))
+        .collect();
+    assert_eq!(keys, expected);
+
+    let all = run(url, &[&usage[..], &["--all", "--page-size", "2"]].concat());
+    assert_eq!(all.status.code(), Some(0), "{}", stderr(&all));
+    let printed = json(&all);
+    let every: Vec<Value> = printed["counts"]
+        .as_array()
+        .expect("a list of counts")
+        .iter()
+        .map(|count| count["scope_key"].clone())
+        .collect();
+    assert_eq!(every, expected);
+    assert_eq!(printed["next"], Value::Null);
+}
+
+/// A page size out of range or a cursor that no page printed is an argument error naming it,
+/// with nothing on stdout.
+#[tokio::test(flavor = "multi_thread")]
+async fn usage_page_arguments_rejected() {
+    let database = TestDatabase::new().await;
+    let url = Some(database.url());
+    assert_eq!(run(url, &["migrate"]).status.code(), Some(0));
+    let usage = ["usage", "--tenant", "acme", "--tool", "tools.http"];
+
+    let cases = [
+        (&["--page-size", "0"][..], "0 is not in 1..=1000"),
+        (&["--page-size", "1001"][..], "1001 is not in 1..=1000"),
+        (&["--after", "!!"][..], "invalid cursor \"!!\""),
+        (&["--after", "bW9uZGF5"][..], "invalid cursor \"bW9uZGF5\""),
+    ];
+    for (arguments, expected) in cases {
+        let output = run(url, &[&usage[..], arguments].concat());
+
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{arguments:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains(expected),
+            "{arguments:?}: {}",
+            stderr(&output)
+        );
+        assert!(output.stdout.is_empty(), "{arguments:?}");
+    }
+}
+
+/// A written schedule's warnings are logged ten at a time at most, with one line that counts the
+/// rest, so that a schedule with a warning on every line does not flood a service's log.
+#[tokio::test(flavor = "multi_thread")]
+async fn write_logs_ten_warnings() {
+    let database = TestDatabase::new().await;
+    let url = Some(database.url());
+    assert_eq!(run(url, &["migrate"]).status.code(), Some(0));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mail.tjp");
+    let schedule = format!(
+        "project p \"P\" 2026-01-01 +1y\nresource r \"R\" {{\n  limits {{\n{}  }}\n}}\n",
+        "    dailymax 8h\n".repeat(500)
+    );
+    std::fs::write(&path, schedule).unwrap();
+
+    let set = run_with_log(
+        url,
+        &[
+            "limits",
+            "set",
+            "--tenant",
+            "acme",
+            "--tool",
+            "tools.mail",
+            "--schedule",
+            path.to_str().unwrap(),
+        ],
+        Some("warn"),
+    );
+
+    assert_eq!(set.status.code(), Some(0), "{}", stderr(&set));
+    let logged: Vec<String> = stderr(&set)
+        .lines()
+        .filter(|line| line.contains(" WARN "))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(logged.len(), 11, "{logged:#?}");
+    assert!(
+        logged[10].contains("490 more warnings of the schedule not logged"),
+        "{}",
+        logged[10]
+    );
 }

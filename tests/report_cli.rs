@@ -250,3 +250,33 @@ fn several_resources_need_one_chosen() {
         serde_json::json!([{"start": "2025-05-01T13:00:00Z", "end": "2025-05-01T22:00:00Z", "capacity": {}}])
     );
 }
+
+/// `report --from DATE` and the admin preview read a date the same way: local midnight in the
+/// resource's zone. Both render the same report from a real schedule of several zones.
+#[test]
+fn preview_date_matches_report() {
+    use highway_ratelimit::admin::{Admin, HorizonStart};
+    use highway_ratelimit::store::postgres::{PostgresConfig, PostgresStore};
+
+    let file = "tests/corpus/scriptplan-tests/timezone_stress.tjp";
+    let definition = std::fs::read_to_string(file).unwrap();
+    // The preview renders without a database; the pool never connects.
+    let store = PostgresStore::new(PostgresConfig::new("postgres://nobody@127.0.0.1:1/none"));
+    let admin = Admin::from_store(&store.unwrap());
+
+    for resource in ["team", "dev_jp", "qa_ny"] {
+        for from in ["2025-05-01", "2025-03-09", "2025-11-02T12:00:00+09:00"] {
+            let output = run(&[file, "--resource", resource, "--from", from, "--days", "3"]);
+            assert!(output.status.success(), "{}", text(&output.stderr));
+            let printed: Value = serde_json::from_slice(&output.stdout).unwrap();
+
+            let start = HorizonStart::parse(from).unwrap();
+            let preview = admin
+                .preview(&definition, file, Some(resource), start, 3)
+                .unwrap();
+            let previewed = serde_json::to_value(&preview.report).unwrap();
+
+            assert_eq!(previewed, printed, "{resource} from {from}");
+        }
+    }
+}

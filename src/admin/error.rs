@@ -10,6 +10,10 @@ pub enum AdminError {
     /// A field of the limit is invalid; the message names the field and the accepted values.
     #[error("{0}")]
     InvalidLimit(String),
+    /// The page of a listing is invalid: a page size out of range. The message names the value
+    /// and the accepted range.
+    #[error("{0}")]
+    InvalidPage(String),
     /// The schedule does not parse; every diagnostic reads `FILE:LINE:COL: message`.
     #[error("invalid schedule:\n{0}")]
     InvalidSchedule(#[from] ScheduleError),

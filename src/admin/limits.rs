@@ -9,7 +9,9 @@ use tokio_postgres::Row;
 use super::AdminError;
 use super::connection::AdminConnection;
 use super::notify::notify_change;
-use super::render::{DEFAULT_HORIZON_DAYS, ReportPreview, render, schedule_file_name};
+use super::render::{
+    DEFAULT_HORIZON_DAYS, HorizonStart, ReportPreview, off_runtime, render, schedule_file_name,
+};
 use crate::policy::Scope;
 use crate::report::Capacity;
 use crate::store::postgres::PostgresStore;
@@ -17,6 +19,10 @@ use crate::store::postgres::PostgresStore;
 /// The maximum length of a tenant id or tool name, in bytes. It keeps change notifications far
 /// below PostgreSQL's 8000-byte payload limit.
 const MAX_NAME_LEN: usize = 256;
+
+/// The number of a written schedule's warnings that are logged one by one; a single line counts
+/// the rest.
+const MAX_LOGGED_WARNINGS: usize = 10;
 
 /// A limit to create or replace: what an operator writes for one tenant and tool.
 ///
@@ -183,6 +189,10 @@ pub struct WriteOutcome {
     pub limit: StoredLimit,
     /// Warnings about the schedule, such as a time frame that ends inside the report's horizon.
     pub warnings: Vec<String>,
+    /// Whether the write created the limit; `false` when it replaced a stored one. The HTTP
+    /// router returns it as the status (201 or 200), not in the body.
+    #[serde(skip)]
+    pub created: bool,
 }
 
 /// The admin API: limits in PostgreSQL, written in the configuration phase.
@@ -276,7 +286,10 @@ impl Admin {
         }
 
         let rendered = match &spec.schedule {
-            Some(definition) => Some(self.render_spec(spec, definition)?),
+            Some(definition) => {
+                let (admin, spec, definition) = (self.clone(), spec.clone(), definition.clone());
+                Some(off_runtime(move || admin.render_spec(&spec, &definition)).await?)
+            }
             None => {
                 if spec.resource.is_some() {
                     return Err(AdminError::InvalidLimit(
@@ -325,7 +338,7 @@ impl Admin {
                        schedule_report_valid_until = EXCLUDED.schedule_report_valid_until, \
                        timezone = EXCLUDED.timezone, week_start = EXCLUDED.week_start, \
                        enabled = EXCLUDED.enabled, fail_open = EXCLUDED.fail_open, updated_at = now() \
-                     RETURNING {SELECT_COLUMNS}"
+                     RETURNING {SELECT_COLUMNS}, (l.xmax = 0) AS created"
                 ),
                 &[
                     &spec.tenant,
@@ -349,13 +362,30 @@ impl Admin {
         transaction.commit().await?;
         client.release();
 
+        // A row that the statement inserted has no deleting or locking transaction yet, so its
+        // `xmax` is 0. The conflicting row that `DO UPDATE` replaced is locked by this
+        // transaction, so the new version's `xmax` is not.
+        let created: bool = row.try_get("created")?;
         let limit = stored_limit(&row)?;
         let warnings = rendered.map(|preview| preview.warnings).unwrap_or_default();
-        for warning in &warnings {
+        // A schedule can repeat a warning once per line, so a large one would flood the log.
+        for warning in warnings.iter().take(MAX_LOGGED_WARNINGS) {
             tracing::warn!(tenant = %spec.tenant, tool = %spec.tool, "{warning}");
         }
-        tracing::info!(tenant = %spec.tenant, tool = %spec.tool, "limit written");
-        Ok(WriteOutcome { limit, warnings })
+        if warnings.len() > MAX_LOGGED_WARNINGS {
+            tracing::warn!(
+                tenant = %spec.tenant,
+                tool = %spec.tool,
+                "{} more warnings of the schedule not logged",
+                warnings.len() - MAX_LOGGED_WARNINGS
+            );
+        }
+        tracing::info!(tenant = %spec.tenant, tool = %spec.tool, created, "limit written");
+        Ok(WriteOutcome {
+            limit,
+            warnings,
+            created,
+        })
     }
 
     /// Returns the limit stored for exactly this tenant and tool.
@@ -436,7 +466,8 @@ impl Admin {
         Ok(())
     }
 
-    /// Renders the report of a schedule without storing anything: `days` days from `from`.
+    /// Renders the report of a schedule without storing anything: `days` days from `from`, an
+    /// instant or a date whose local midnight in the resource's zone starts the horizon.
     ///
     /// `file_name` is the name printed in diagnostics.
     pub fn preview(
@@ -444,7 +475,7 @@ impl Admin {
         definition: &str,
         file_name: &str,
         resource: Option<&str>,
-        from: DateTime<Utc>,
+        from: impl Into<HorizonStart>,
         days: u32,
     ) -> Result<ReportPreview, AdminError> {
         render(definition, file_name, resource, from, days)
@@ -512,6 +543,14 @@ fn validate_names(tenant: &str, tool: &str) -> Result<(), AdminError> {
         if value.len() > MAX_NAME_LEN {
             return Err(AdminError::InvalidLimit(format!(
                 "invalid {field} {value:?}: longer than {MAX_NAME_LEN} bytes"
+            )));
+        }
+        // Clients resolve such a segment of `/limits/{tenant}/{tool}` as the current or the
+        // parent folder, so no GET or DELETE of the limit would reach it.
+        if value == "." || value == ".." {
+            return Err(AdminError::InvalidLimit(format!(
+                "invalid {field} {value:?}: . and .. cannot be path segments of the admin API's \
+                 URLs; choose another {field} name"
             )));
         }
         if value.chars().any(char::is_control) {

@@ -33,5 +33,8 @@ pub use limits::{Admin, LimitSpec, StoredLimit, StoredSchedule, WriteOutcome};
 pub use notify::{CHANGES_CHANNEL, Change, ChangeListener, ListenerHandle};
 pub use postgres_policies::PostgresPolicies;
 pub use refresher::{RefreshSummary, Refresher};
-pub use render::{DEFAULT_HORIZON_DAYS, ReportPreview};
-pub use usage::WindowCount;
+pub use render::{DEFAULT_HORIZON_DAYS, HorizonStart, ParseHorizonStartError, ReportPreview};
+pub use usage::{
+    DEFAULT_USAGE_PAGE_SIZE, MAX_USAGE_PAGE_SIZE, ParseUsageCursorError, UsageCursor, UsagePage,
+    UsageQuery, WindowCount,
+};

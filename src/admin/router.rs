@@ -3,17 +3,18 @@
 //! | method and path                   | does                                   |
 //! |-----------------------------------|----------------------------------------|
 //! | `GET /limits[?tenant=T]`          | lists limits, of one tenant if given   |
-//! | `PUT /limits`                     | creates or replaces the [`LimitSpec`] in the body |
+//! | `PUT /limits`                     | creates (201, with `Location`) or replaces (200) the [`LimitSpec`] in the body |
 //! | `GET /limits/{tenant}/{tool}`     | returns one limit                      |
 //! | `DELETE /limits/{tenant}/{tool}`  | deletes one limit (204)                |
-//! | `GET /usage/{tenant}/{tool}[?workflow=RUN]` | returns the current counters |
+//! | `GET /usage/{tenant}/{tool}[?workflow=RUN&page_size=N&after=CURSOR]` | returns a page of the current counters |
 //! | `POST /reports/preview`           | renders a schedule's report without storing it |
 //!
 //! Every request needs `Authorization: Bearer TOKEN` (the scheme's name in any case). Without
 //! it, or with another token, the response is `401 Unauthorized` and nothing is read or written.
 //! Errors are `{"error": "message"}`, with these statuses:
 //!
-//! - 400: invalid input, such as a malformed body or an unknown query parameter;
+//! - 400: invalid input, such as a malformed body, an unknown query parameter or a usage cursor
+//!   that no page returned;
 //! - 404: no such limit, or no such path;
 //! - 405: a method the path does not accept, with the `Allow` field listing those it does;
 //! - 413: a body over the size limit, 2 MB by default;
@@ -42,11 +43,14 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-use super::{Admin, AdminError, LimitSpec};
+use super::render::off_runtime;
+use super::{
+    Admin, AdminError, DEFAULT_USAGE_PAGE_SIZE, HorizonStart, LimitSpec, UsageCursor, UsageQuery,
+};
 use crate::error_chain::ErrorChain;
 use crate::report::ReportError;
 
@@ -180,6 +184,7 @@ async fn list_limits(
 
 async fn put_limit(
     State(state): State<Arc<AdminState>>,
+    OriginalUri(uri): OriginalUri,
     body: Result<Json<LimitSpec>, JsonRejection>,
 ) -> Response {
     let spec = match body {
@@ -208,7 +213,37 @@ async fn put_limit(
             spec.tenant, spec.tool
         ));
     }
-    (StatusCode::OK, Json(outcome)).into_response()
+    cap_messages(&mut outcome.warnings, "warnings");
+    if !outcome.created {
+        return (StatusCode::OK, Json(outcome)).into_response();
+    }
+    // The path of `GET /limits/{tenant}/{tool}` as the client sent this request's, prefix
+    // included.
+    let location = format!(
+        "{}/{}/{}",
+        uri.path().trim_end_matches('/'),
+        encode_path_segment(&spec.tenant),
+        encode_path_segment(&spec.tool)
+    );
+    let mut response = (StatusCode::CREATED, Json(outcome)).into_response();
+    if let Ok(value) = header::HeaderValue::try_from(location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+/// Percent-encodes every byte of `text` but the unreserved characters of RFC 3986, so that an id
+/// with `/`, `?`, `%` or a space stays one path segment.
+fn encode_path_segment(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
 }
 
 async fn get_limit(
@@ -240,28 +275,42 @@ async fn delete_limit(
 /// misspelled filter does not return the tenant's counters in place of the run's.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct WorkflowFilter {
+struct UsageParameters {
     workflow: Option<String>,
+    page_size: Option<u32>,
+    after: Option<String>,
 }
 
 async fn usage(
     State(state): State<Arc<AdminState>>,
     path: Result<Path<(String, String)>, PathRejection>,
-    query: Result<Query<WorkflowFilter>, QueryRejection>,
+    query: Result<Query<UsageParameters>, QueryRejection>,
 ) -> Response {
     let Path((tenant, tool)) = match path {
         Ok(path) => path,
         Err(rejection) => return invalid_path(rejection),
     };
-    let Query(filter) = match query {
+    let Query(parameters) = match query {
         Ok(query) => query,
         Err(rejection) => return invalid_query(rejection),
     };
+    let after = match parameters.after.as_deref().map(str::parse::<UsageCursor>) {
+        None => None,
+        Some(Ok(cursor)) => Some(cursor),
+        Some(Err(error)) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                format!("invalid query string: {error}"),
+            );
+        }
+    };
+    let query = UsageQuery {
+        workflow: parameters.workflow,
+        page_size: parameters.page_size.unwrap_or(DEFAULT_USAGE_PAGE_SIZE),
+        after,
+    };
     respond(
-        state
-            .admin
-            .usage(&tenant, &tool, filter.workflow.as_deref())
-            .await,
+        state.admin.usage(&tenant, &tool, &query).await,
         StatusCode::OK,
     )
 }
@@ -272,27 +321,8 @@ async fn usage(
 struct PreviewRequest {
     schedule: String,
     resource: Option<String>,
-    #[serde(default, deserialize_with = "deserialize_instant")]
-    from: Option<DateTime<Utc>>,
+    from: Option<String>,
     days: Option<u32>,
-}
-
-/// Reads `from` with a message that shows the value and the expected form, in place of
-/// chrono's "premature end of input" for a date without a time.
-fn deserialize_instant<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<DateTime<Utc>>, D::Error> {
-    let Some(text) = Option::<String>::deserialize(deserializer)? else {
-        return Ok(None);
-    };
-    DateTime::parse_from_rfc3339(&text)
-        .map(|instant| Some(instant.with_timezone(&Utc)))
-        .map_err(|_| {
-            serde::de::Error::custom(format!(
-                "invalid instant {text:?}: expected RFC 3339 with a time and an offset, such as \
-                 2026-03-02T09:00:00Z"
-            ))
-        })
 }
 
 async fn preview(
@@ -303,13 +333,31 @@ async fn preview(
         Ok(Json(request)) => request,
         Err(rejection) => return invalid_body(rejection),
     };
-    let result = state.admin.preview(
-        &request.schedule,
-        "preview.tjp",
-        request.resource.as_deref(),
-        request.from.unwrap_or_else(Utc::now),
-        request.days.unwrap_or(state.admin.horizon_days()),
-    );
+    // A date is local midnight in the resource's zone, which only the parsed schedule gives.
+    let from = match request.from.as_deref().map(HorizonStart::parse) {
+        None => HorizonStart::Instant(Utc::now()),
+        Some(Ok(from)) => from,
+        Some(Err(error)) => {
+            let message = format!("invalid request body: {}", error.describe("\"from\""));
+            return error_response(StatusCode::BAD_REQUEST, message);
+        }
+    };
+    let admin = state.admin.clone();
+    let days = request.days.unwrap_or(admin.horizon_days());
+    let result = off_runtime(move || {
+        admin.preview(
+            &request.schedule,
+            "preview.tjp",
+            request.resource.as_deref(),
+            from,
+            days,
+        )
+    })
+    .await
+    .map(|mut preview| {
+        cap_messages(&mut preview.warnings, "warnings");
+        preview
+    });
     respond(result, StatusCode::OK)
 }
 
@@ -347,6 +395,24 @@ async fn method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -> Re
     )
 }
 
+/// The number of a schedule's warnings or errors that a response lists. A schedule of 2 MB can
+/// have a diagnostic on every line, and listing them all would make the response several times
+/// larger than the request.
+const MAX_LISTED_DIAGNOSTICS: usize = 100;
+
+/// Keeps the first [`MAX_LISTED_DIAGNOSTICS`] of `messages` and replaces the rest with one
+/// message that counts them.
+fn cap_messages(messages: &mut Vec<String>, noun: &str) {
+    if messages.len() > MAX_LISTED_DIAGNOSTICS {
+        let left_out = messages.len() - MAX_LISTED_DIAGNOSTICS;
+        messages.truncate(MAX_LISTED_DIAGNOSTICS);
+        messages.push(format!(
+            "{left_out} more {noun} not listed; run `highway-ratelimit check` on the schedule to \
+             see them all"
+        ));
+    }
+}
+
 fn respond<T: serde::Serialize>(result: Result<T, AdminError>, status: StatusCode) -> Response {
     match result {
         Ok(value) => (status, Json(value)).into_response(),
@@ -366,7 +432,14 @@ fn admin_error_response(error: AdminError) -> Response {
                 format!("{error}; set the \"resource\" field of the request body to one of them");
             return error_response(StatusCode::BAD_REQUEST, message);
         }
-        AdminError::InvalidLimit(_) | AdminError::InvalidSchedule(_) | AdminError::Report(_) => {
+        AdminError::InvalidSchedule(error) => {
+            let mut diagnostics: Vec<String> =
+                error.diagnostics.iter().map(ToString::to_string).collect();
+            cap_messages(&mut diagnostics, "errors");
+            let message = format!("invalid schedule:\n{}", diagnostics.join("\n"));
+            return error_response(StatusCode::BAD_REQUEST, message);
+        }
+        AdminError::InvalidLimit(_) | AdminError::InvalidPage(_) | AdminError::Report(_) => {
             StatusCode::BAD_REQUEST
         }
         AdminError::NotFound { tenant, tool } => {

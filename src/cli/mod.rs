@@ -32,7 +32,8 @@ enum Command {
     Migrate(migrate::MigrateArgs),
     /// Create, show, list and delete the limits of tenants and tools.
     Limits(limits::LimitsArgs),
-    /// Print the counters a tenant's calls to a tool are charged to, in their current windows.
+    /// Print a page of the counters a tenant's calls to a tool are charged to, in their current
+    /// windows, with the cursor of the next page; --all prints every page.
     Usage(usage::UsageArgs),
     /// Make one real decision for a call as the rate-limit layer would, and print it as JSON;
     /// exit 0 when admitted, 2 when rejected, 1 on error.

@@ -2,10 +2,10 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use chrono::format::ParseErrorKind;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::Utc;
 use clap::{Args, ValueEnum};
 
+use crate::admin::HorizonStart;
 use crate::report::{
     AvailabilityReport, MAX_HORIZON_DAYS, ReportError, ReportOptions, WeekView, resource_zone,
     select_resource,
@@ -57,7 +57,12 @@ pub(super) fn run(args: ReportArgs) -> ExitCode {
 
 /// Returns the text for stdout; prints warnings on stderr.
 fn render(args: &ReportArgs) -> Result<String, String> {
-    let from_arg = args.from.as_deref().map(HorizonStart::parse).transpose()?;
+    let from_arg = args
+        .from
+        .as_deref()
+        .map(HorizonStart::parse)
+        .transpose()
+        .map_err(|error| format!("error: {}", error.describe("--from")))?;
     let schedule = Schedule::from_file(&args.file).map_err(|error| error.to_string())?;
     for warning in &schedule.warnings {
         eprintln!("{warning}");
@@ -118,41 +123,5 @@ fn render(args: &ReportArgs) -> Result<String, String> {
             }
             Ok(view.to_string())
         }
-    }
-}
-
-/// The value of `--from`.
-enum HorizonStart {
-    /// Local midnight of this date in the resource's zone.
-    Date(NaiveDate),
-    /// An instant.
-    Instant(DateTime<Utc>),
-}
-
-impl HorizonStart {
-    /// Parses a date such as `2025-12-20` or an RFC 3339 instant.
-    fn parse(text: &str) -> Result<HorizonStart, String> {
-        let date = NaiveDate::parse_from_str(text, "%Y-%m-%d");
-        if let Ok(date) = date {
-            return Ok(HorizonStart::Date(date));
-        }
-        let instant = DateTime::parse_from_rfc3339(text);
-        if let Ok(at) = instant {
-            return Ok(HorizonStart::Instant(at.with_timezone(&Utc)));
-        }
-
-        // A value of the right form with a field out of range, such as 2026-02-30.
-        let out_of_range = [date.err(), instant.err()]
-            .into_iter()
-            .flatten()
-            .any(|error| error.kind() == ParseErrorKind::OutOfRange);
-        if out_of_range {
-            return Err(format!(
-                "error: invalid --from value {text:?}: no such date, time or UTC offset; check each field"
-            ));
-        }
-        Err(format!(
-            "error: invalid --from value {text:?}: expected a date such as 2025-12-20 or an RFC 3339 instant such as 2025-12-20T09:00:00Z"
-        ))
     }
 }

@@ -3,7 +3,10 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::database::{DatabaseArgs, block_on, print_json};
-use crate::admin::{Admin, PostgresPolicies};
+use crate::admin::{
+    Admin, DEFAULT_USAGE_PAGE_SIZE, MAX_USAGE_PAGE_SIZE, PostgresPolicies, UsageCursor, UsagePage,
+    UsageQuery,
+};
 use crate::error_chain::ErrorChain;
 use crate::policy::{PolicySource, Scope};
 
@@ -20,21 +23,40 @@ pub(super) struct UsageArgs {
     /// Only this workflow run's counters, for a limit that counts per workflow run.
     #[arg(long, value_name = "RUN")]
     workflow: Option<String>,
+    /// The maximum number of counters to print, 1 to 1000 (default 100, or 1000 per query with
+    /// --all).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_USAGE_PAGE_SIZE)))]
+    page_size: Option<u32>,
+    /// Start after this cursor: the "next" value that the previous page printed.
+    #[arg(long, value_name = "CURSOR", value_parser = parse_cursor)]
+    after: Option<UsageCursor>,
+    /// Read page after page and print every counter, with "next" null.
+    #[arg(long)]
+    all: bool,
+}
+
+fn parse_cursor(text: &str) -> Result<UsageCursor, String> {
+    text.parse().map_err(|error| format!("{error}"))
 }
 
 pub(super) fn run(args: UsageArgs) -> ExitCode {
     block_on(async move {
         let store = args.database.store()?;
         let admin = Admin::from_store(&store);
-        let counts = admin
-            .usage(&args.tenant, &args.tool, args.workflow.as_deref())
-            .await
-            .map_err(|error| args.database.describe_error(&error))?;
-        print_json(&counts)?;
+        let page = read_usage(&admin, &args).await?;
+        print_json(&page)?;
+        if let Some(next) = &page.next {
+            eprintln!(
+                "note: more counters follow; pass --after {next} for the next page, or --all for \
+                 every page"
+            );
+        }
+        let counts = page.counts;
         if !counts.is_empty() && args.workflow.is_some() {
             note_shared_counters(&admin, &args).await?;
         }
-        if counts.is_empty() {
+        // An empty page after a cursor only means that the listing ended.
+        if counts.is_empty() && args.after.is_none() {
             let policy = PostgresPolicies::from_admin(&admin)
                 .resolve(&args.tenant, &args.tool)
                 .await
@@ -74,6 +96,38 @@ pub(super) fn run(args: UsageArgs) -> ExitCode {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Reads one page of counters, or with `--all` every page from `--after` on, joined into one.
+async fn read_usage(admin: &Admin, args: &UsageArgs) -> Result<UsagePage, String> {
+    let default_size = if args.all {
+        MAX_USAGE_PAGE_SIZE
+    } else {
+        DEFAULT_USAGE_PAGE_SIZE
+    };
+    let mut query = UsageQuery {
+        workflow: args.workflow.clone(),
+        page_size: args.page_size.unwrap_or(default_size),
+        after: args.after.clone(),
+    };
+    let mut every = UsagePage {
+        counts: Vec::new(),
+        next: None,
+    };
+    loop {
+        let page = admin
+            .usage(&args.tenant, &args.tool, &query)
+            .await
+            .map_err(|error| args.database.describe_error(&error))?;
+        if !args.all {
+            return Ok(page);
+        }
+        every.counts.extend(page.counts);
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => return Ok(every),
+        }
+    }
 }
 
 /// Notes on stderr that the counters printed for `--workflow` are shared by every run, when the
