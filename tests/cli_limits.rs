@@ -831,6 +831,29 @@ async fn project_not_started_names_start() {
     assert!(message.contains("start and end dates"), "{message}");
 }
 
+/// The report's warnings read as warnings, as those of the schedule and of `report` do.
+#[tokio::test(flavor = "multi_thread")]
+async fn report_warnings_say_warning() {
+    let database = TestDatabase::new().await;
+    let url = Some(database.url());
+    assert_eq!(run(url, &["migrate"]).status.code(), Some(0));
+
+    let set = set_schedule(
+        url,
+        "project later \"Later\" 9000-01-01 +1y\nresource mail \"Mail\"\n",
+        &[],
+    );
+
+    assert_eq!(set.status.code(), Some(0), "{}", stderr(&set));
+    let warnings = stderr(&set);
+    assert!(
+        warnings
+            .lines()
+            .any(|line| line.starts_with("warning: the horizon lies outside")),
+        "{warnings}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn usage_of_run_notes_tenant_scope() {
     let database = TestDatabase::new().await;
