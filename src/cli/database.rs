@@ -58,11 +58,35 @@ impl DatabaseArgs {
         self.with_hint(ErrorChain(error).to_string())
     }
 
-    /// Returns `message` followed by what to do next when it reports missing tables or a
-    /// connection that failed, else `message` unchanged.
+    /// Returns `message` followed by what to do next when it reports missing tables, a missing
+    /// database, a login the server refused or a connection that failed, else `message`
+    /// unchanged.
     pub(super) fn with_hint(&self, message: String) -> String {
         if message.contains("relation \"highway.") && message.contains("does not exist") {
             format!("{message}; create the tables with `highway-ratelimit migrate`")
+        } else if message.contains("SQLSTATE 3D000")
+            || (message.contains("FATAL: database \"") && message.contains("does not exist"))
+        {
+            let name = self
+                .database_url
+                .parse::<tokio_postgres::Config>()
+                .ok()
+                .and_then(|config| config.get_dbname().map(str::to_owned))
+                .unwrap_or_else(|| "NAME".to_owned());
+            format!(
+                "{message}; create it (`createdb {name}` on the server) or name an existing \
+                 database in --database-url or DATABASE_URL"
+            )
+        } else if message.contains("SQLSTATE 28000")
+            || message.contains("SQLSTATE 28P01")
+            || (message.contains("FATAL: role \"") && message.contains("does not exist"))
+            || message.contains("password authentication failed")
+            || message.contains("no pg_hba.conf entry")
+        {
+            format!(
+                "{message}; check the user and password of --database-url or DATABASE_URL, and \
+                 that the server's pg_hba.conf lets that user in from this host"
+            )
         } else if message.contains("connect") || message.contains("timed out") {
             format!(
                 "{message}; check that PostgreSQL is running at {} and that --database-url or \
