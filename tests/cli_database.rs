@@ -47,6 +47,25 @@ fn invalid_connection_string_is_named() {
     }
 }
 
+/// An empty `DATABASE_URL`, as a shell's `DATABASE_URL= command` sets it, is no connection
+/// string: the error says to set one, and nothing is tried.
+#[test]
+fn empty_database_url_says_to_set_it() {
+    for url in ["", "  "] {
+        let output = run(url, &["limits", "list"]);
+
+        assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+        let message = stderr(&output);
+        assert!(
+            message.contains("the connection string is empty"),
+            "{message}"
+        );
+        assert!(message.contains("set DATABASE_URL"), "{message}");
+        assert!(!message.contains("hostaddr"), "{message}");
+        assert!(output.stdout.is_empty());
+    }
+}
+
 /// Without certificate authorities to trust (`--ssl-root-cert`), the store connects without TLS,
 /// so a connection string that requires TLS is refused before any connection is tried, with what
 /// to do instead.

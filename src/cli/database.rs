@@ -14,7 +14,13 @@ use crate::store::postgres::{PostgresConfig, PostgresStore};
 #[derive(Debug, Clone, Args)]
 pub(super) struct DatabaseArgs {
     /// The PostgreSQL connection string, such as postgres://user@host:5432/highway.
-    #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true,
+        value_parser = parse_database_url
+    )]
     database_url: String,
     /// Connects over TLS and trusts the server certificates signed by the certificates of this
     /// PEM file, such as /etc/ssl/certs/ca-certificates.crt. The server certificate must name
@@ -129,6 +135,19 @@ impl DatabaseArgs {
             servers.join(", ")
         }
     }
+}
+
+/// Parses `--database-url`, which an empty `DATABASE_URL` sets to an empty string: the
+/// connection would then fail with "both host and hostaddr are missing".
+fn parse_database_url(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        return Err(
+            "the connection string is empty: set DATABASE_URL to one, such as \
+             postgres://user@host:5432/highway, or pass --database-url"
+                .to_owned(),
+        );
+    }
+    Ok(text.to_owned())
 }
 
 /// The port of a connection string that names none.
