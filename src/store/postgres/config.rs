@@ -322,6 +322,14 @@ impl PostgresConfig {
                      postgres://user@host:port/dbname"
                 )
             })?;
+        if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
+            return Err(format!(
+                "invalid PostgreSQL connection string {shown:?}: it names no server, and \
+                 tokio-postgres has no default one; write the host, as in \
+                 postgres://user@localhost:5432/dbname, or the folder of the server's Unix \
+                 socket, as in postgres://user@%2Fvar%2Frun%2Fpostgresql/dbname"
+            ));
+        }
         #[cfg(feature = "tls")]
         let tls = self.tls.is_some();
         #[cfg(not(feature = "tls"))]
@@ -427,6 +435,11 @@ mod tests {
             .unwrap_err();
         assert!(error.contains("sslmode=require"), "{error}");
         assert!(!error.contains("pw@"), "{error}");
+
+        for url in ["", "postgres:///highway", "dbname=highway"] {
+            let error = PostgresConfig::new(url).connection().unwrap_err();
+            assert!(error.contains("names no server"), "{url:?}: {error}");
+        }
 
         #[cfg(feature = "tls")]
         {

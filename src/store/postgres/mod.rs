@@ -113,8 +113,9 @@ impl PostgresStore {
     ///
     /// # Errors
     ///
-    /// [`StoreError::Unavailable`] when the connection string is invalid or requires TLS
-    /// (`sslmode=require`) without [`PostgresConfig::tls`] (feature `tls`), when the statement
+    /// [`StoreError::Unavailable`] when the connection string is invalid, names no server (unlike
+    /// libpq, tokio-postgres has no default one) or requires TLS (`sslmode=require`) without
+    /// [`PostgresConfig::tls`] (feature `tls`), when the statement
     /// timeout is under 1 ms or over [`PostgresConfig::MAX_STATEMENT_TIMEOUT`], or when the call
     /// or connect timeout is zero.
     pub fn new(config: PostgresConfig) -> Result<Self, StoreError> {
