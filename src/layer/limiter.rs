@@ -162,8 +162,8 @@ impl LayerClock {
 type RenderedReport = Result<Arc<IndexedReport>, Arc<str>>;
 
 /// How far past the end of a report a rejection looks for the schedule's next opening when the
-/// report has none left: a month, longer than the closures of a business calendar (a holiday
-/// and its weekend, the days between Christmas and New Year).
+/// report has none left. A month is longer than the closures of a business calendar, such as a
+/// holiday and its weekend or the days between Christmas and New Year.
 const LOOKAHEAD_DAYS: u32 = 31;
 
 /// The schedule's first opening after a report's end, found by computing the report that follows

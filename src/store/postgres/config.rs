@@ -295,10 +295,10 @@ impl PostgresConfig {
     }
 
     /// Parses the connection string, which [`PostgresStore::new`](super::PostgresStore::new)
-    /// calls before it opens anything. The error shows the string without its password, says
-    /// what is wrong and what to write instead.
+    /// calls before it opens anything. The error contains the string without its password, the
+    /// problem and what to write instead.
     pub(super) fn connection(&self) -> Result<tokio_postgres::Config, String> {
-        let shown = redacted(&self.url);
+        let redacted_url = redacted(&self.url);
         if let Some((scheme, _)) = self.url.split_once("://")
             && !scheme.is_empty()
             && scheme
@@ -307,8 +307,8 @@ impl PostgresConfig {
             && !matches!(scheme, "postgres" | "postgresql")
         {
             return Err(format!(
-                "invalid PostgreSQL connection string {shown:?}: {scheme}:// is not a PostgreSQL \
-                 URL; write postgres://user@host:port/dbname"
+                "invalid PostgreSQL connection string {redacted_url:?}: {scheme}:// is not a \
+                 PostgreSQL URL; write postgres://user@host:port/dbname"
             ));
         }
         let config: tokio_postgres::Config =
@@ -318,13 +318,13 @@ impl PostgresConfig {
                 let reason = std::error::Error::source(&error)
                     .map_or_else(|| error.to_string(), ToString::to_string);
                 format!(
-                    "invalid PostgreSQL connection string {shown:?}: {reason}; expected \
+                    "invalid PostgreSQL connection string {redacted_url:?}: {reason}; expected \
                      postgres://user@host:port/dbname"
                 )
             })?;
         if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
             return Err(format!(
-                "invalid PostgreSQL connection string {shown:?}: it names no server, and \
+                "invalid PostgreSQL connection string {redacted_url:?}: it names no server, and \
                  tokio-postgres has no default one; write the host, as in \
                  postgres://user@localhost:5432/dbname, or the folder of the server's Unix \
                  socket, as in postgres://user@%2Fvar%2Frun%2Fpostgresql/dbname"
@@ -336,9 +336,9 @@ impl PostgresConfig {
         let tls = false;
         if !tls && config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
             return Err(format!(
-                "sslmode=require in the PostgreSQL connection string {shown:?}, but the store \
-                 has no certificate authorities to trust, so it connects without TLS and every \
-                 connection would fail; build with the `tls` feature and pass them \
+                "sslmode=require in the PostgreSQL connection string {redacted_url:?}, but the \
+                 store has no certificate authorities to trust, so it connects without TLS and \
+                 every connection would fail; build with the `tls` feature and pass them \
                  (`PostgresConfig::tls`, or --ssl-root-cert on the command line), or use \
                  sslmode=prefer or disable over a private network or a Unix socket"
             ));
