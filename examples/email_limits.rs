@@ -41,21 +41,25 @@ async fn main() -> std::process::ExitCode {
     match run().await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            // The causes carry the reason, such as "Connection refused" under "error connecting
-            // to server".
-            let mut message = format!("error: {error}");
-            let mut cause = error.source();
-            while let Some(inner) = cause {
-                let text = inner.to_string();
-                if !message.contains(&text) {
-                    message.push_str(&format!(": {text}"));
-                }
-                cause = inner.source();
-            }
-            eprintln!("{message}");
+            eprintln!("error: {}", with_causes(&*error));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Returns the message of `error` followed by those of its causes, which carry the reason, such
+/// as "Connection refused" under "error connecting to server".
+fn with_causes(error: &dyn Error) -> String {
+    let mut message = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let text = inner.to_string();
+        if !message.contains(&text) {
+            message.push_str(&format!(": {text}"));
+        }
+        cause = inner.source();
+    }
+    message
 }
 
 async fn run() -> Result<(), Box<dyn Error>> {
@@ -161,11 +165,26 @@ async fn run() -> Result<(), Box<dyn Error>> {
 }
 
 /// Returns the in-process store, or the PostgreSQL store when `DATABASE_URL` is set.
+/// An empty `DATABASE_URL` counts as unset.
 async fn token_store() -> Result<Arc<dyn TokenStore>, Box<dyn Error>> {
-    let Ok(url) = std::env::var("DATABASE_URL") else {
+    let url = std::env::var("DATABASE_URL").unwrap_or_default();
+    if url.trim().is_empty() {
         println!("Counting calls in process (set DATABASE_URL to count them in PostgreSQL).\n");
         return Ok(Arc::new(MemoryStore::new()));
-    };
+    }
+    let store = postgres_store(url).await.map_err(|error| {
+        format!(
+            "cannot count in the PostgreSQL database of DATABASE_URL: {}; check that it names \
+             a running server, or unset it to count in process",
+            with_causes(&*error)
+        )
+    })?;
+    println!("Counting calls in PostgreSQL (DATABASE_URL is set).\n");
+    Ok(Arc::new(store))
+}
+
+/// Opens the store at `url`, migrates it and clears the counters of an earlier run.
+async fn postgres_store(url: String) -> Result<PostgresStore, Box<dyn Error>> {
     let store = PostgresStore::new(PostgresConfig::new(url))?;
     store.migrate().await?;
     // The campaign runs on fixed dates: clear what an earlier run of this example counted.
@@ -178,8 +197,7 @@ async fn token_store() -> Result<Arc<dyn TokenStore>, Box<dyn Error>> {
             &[&TENANT, &TOOL],
         )
         .await?;
-    println!("Counting calls in PostgreSQL (DATABASE_URL is set).\n");
-    Ok(Arc::new(store))
+    Ok(store)
 }
 
 async fn send<S>(service: &mut S) -> Outcome

@@ -27,8 +27,7 @@
 //!     }
 //!     vacation "Bastille Day" 2026-07-14
 //! "#;
-//! let now = chrono::Utc::now();
-//! let options = ReportOptions { resource: None, from: now, days: 7, generated_at: now };
+//! let options = ReportOptions::new(chrono::Utc::now());
 //! let schedule = PolicySchedule::render("mail.tjp", definition, &options)?;
 //! let policies = StaticPolicies::new().with(Policy::scheduled("default", "tools.email.send", schedule));
 //! let limits = RateLimitLayer::builder(Arc::new(policies), Arc::new(MemoryStore::new()))

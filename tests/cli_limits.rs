@@ -831,6 +831,60 @@ async fn project_not_started_names_start() {
     assert!(message.contains("start and end dates"), "{message}");
 }
 
+/// A limited tenant that has made no call yet gets an empty list and a note that says why, so
+/// that `[]` does not read as a missing limit.
+#[tokio::test(flavor = "multi_thread")]
+async fn usage_before_first_call_notes_it() {
+    let database = TestDatabase::new().await;
+    let url = Some(database.url());
+    assert_eq!(run(url, &["migrate"]).status.code(), Some(0));
+    let set = run(
+        url,
+        &[
+            "limits",
+            "set",
+            "--tenant",
+            "default",
+            "--tool",
+            "tools.http",
+            "--per-day",
+            "5",
+        ],
+    );
+    assert_eq!(set.status.code(), Some(0), "{}", stderr(&set));
+
+    let usage = run(url, &["usage", "--tenant", "acme", "--tool", "tools.http"]);
+
+    assert_eq!(usage.status.code(), Some(0), "{}", stderr(&usage));
+    assert_eq!(json(&usage)["counts"], serde_json::json!([]));
+    let note = stderr(&usage);
+    assert!(note.contains("no call of tenant \"acme\""), "{note}");
+    assert!(note.contains("tenant \"default\""), "{note}");
+}
+
+/// The report's warnings read as warnings, as those of the schedule and of `report` do.
+#[tokio::test(flavor = "multi_thread")]
+async fn report_warnings_say_warning() {
+    let database = TestDatabase::new().await;
+    let url = Some(database.url());
+    assert_eq!(run(url, &["migrate"]).status.code(), Some(0));
+
+    let set = set_schedule(
+        url,
+        "project later \"Later\" 9000-01-01 +1y\nresource mail \"Mail\"\n",
+        &[],
+    );
+
+    assert_eq!(set.status.code(), Some(0), "{}", stderr(&set));
+    let warnings = stderr(&set);
+    assert!(
+        warnings
+            .lines()
+            .any(|line| line.starts_with("warning: the horizon lies outside")),
+        "{warnings}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn usage_of_run_notes_tenant_scope() {
     let database = TestDatabase::new().await;

@@ -858,6 +858,128 @@ async fn no_window_left_names_schedule_checks() {
     assert_eq!(tool.calls(), 0);
 }
 
+/// Returns a layer whose `default` policy follows `examples/schedules/email.tjp` (business hours
+/// in New York, Thanksgiving on 26 and 27 November 2026), with the report of the 7 days from
+/// Monday 23 November 08:30 in New York, and whose clock starts at `start`.
+fn thanksgiving_layer(start: DateTime<Utc>) -> RateLimitLayer {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/schedules/email.tjp");
+    let definition = std::fs::read_to_string(path).expect("the email example schedule exists");
+    let options = highway_ratelimit::report::ReportOptions {
+        resource: None,
+        from: utc("2026-11-23T13:30:00Z"),
+        days: 7,
+        generated_at: utc("2026-11-23T13:30:00Z"),
+    };
+    let schedule = PolicySchedule::render("email.tjp", definition, &options)
+        .expect("the email schedule renders");
+    RateLimitLayer::builder(
+        Arc::new(StaticPolicies::new().with(Policy::scheduled("default", TOOL, schedule))),
+        Arc::new(MemoryStore::new()),
+    )
+    .tool(TOOL)
+    .clock(TokioClock::starting_at(start))
+    .build()
+}
+
+/// The report ends on Monday 30 November at 08:30, before the schedule opens at 09:00, so on
+/// Thanksgiving it has no opening left. The retry time comes from the schedule past the report:
+/// Monday 09:00, not "no call before its report ends".
+#[tokio::test(start_paused = true)]
+async fn closure_past_report_end_retries_at_next_opening() {
+    let layer = thanksgiving_layer(utc("2026-11-26T15:00:00Z"));
+    let mut service = tower::Layer::layer(&layer, Tool::default().service());
+
+    let rejected = rejection(call(&mut service, request("acme")).await);
+
+    let monday_nine = utc("2026-11-30T14:00:00Z");
+    match rejected.reason() {
+        RejectionReason::BlockedDate { date, next_allowed } => {
+            assert_eq!(*date, NaiveDate::from_ymd_opt(2026, 11, 26).unwrap());
+            assert_eq!(*next_allowed, Some(monday_nine));
+        }
+        other => panic!("expected BlockedDate, got {other:?}"),
+    }
+    assert_eq!(rejected.retry_at(), Some(monday_nine));
+    assert!(
+        !rejected.to_string().contains("before its report ends"),
+        "{rejected}"
+    );
+
+    // On the Saturday after, the same opening, found again from the cache.
+    tokio::time::advance(Duration::from_secs(2 * 24 * 3600)).await;
+    let rejected = rejection(call(&mut service, request("acme")).await);
+    match rejected.reason() {
+        RejectionReason::OutsideHours { next_allowed } => {
+            assert_eq!(*next_allowed, Some(monday_nine));
+        }
+        other => panic!("expected OutsideHours, got {other:?}"),
+    }
+}
+
+/// A day quota used up on the Wednesday before Thanksgiving resets at midnight, on a holiday
+/// that the report still covers; the schedule next opens after the report ends, on Monday.
+#[tokio::test(start_paused = true)]
+async fn quota_reset_past_report_end_retries_at_next_opening() {
+    // From Wednesday 25 November, 09:00 in New York: 10 calls a minute and 100 an hour, so the
+    // day quota of 500 runs out in the fifth hour.
+    let layer = thanksgiving_layer(utc("2026-11-25T14:00:00Z"));
+    let mut service = tower::Layer::layer(&layer, Tool::default().service());
+    for _hour in 0..5 {
+        for _minute in 0..10 {
+            for _call in 0..10 {
+                call(&mut service, request("acme"))
+                    .await
+                    .expect("within the quotas");
+            }
+            tokio::time::advance(Duration::from_secs(60)).await;
+        }
+        tokio::time::advance(Duration::from_secs(50 * 60)).await;
+    }
+
+    let rejected = rejection(call(&mut service, request("acme")).await);
+
+    match rejected.reason() {
+        RejectionReason::QuotaExhausted { window, .. } => assert_eq!(*window, WindowKind::Day),
+        other => panic!("expected QuotaExhausted, got {other:?}"),
+    }
+    assert_eq!(rejected.retry_at(), Some(utc("2026-11-30T14:00:00Z")));
+}
+
+/// A schedule whose project ends inside the report has no opening past it either, and the
+/// rejection still says what to check.
+#[tokio::test(start_paused = true)]
+async fn ended_project_leaves_no_retry_time() {
+    let definition = "project mail \"Mail\" 2026-01-01 - 2026-03-06 { timezone \"UTC\" }\n\
+                      resource mail \"Mail\" {\n  limits { dailymax 5 }\n}\n";
+    let options = highway_ratelimit::report::ReportOptions {
+        resource: None,
+        from: utc("2026-03-02T00:00:00Z"),
+        days: 7,
+        generated_at: utc("2026-03-02T00:00:00Z"),
+    };
+    let schedule =
+        PolicySchedule::render("mail.tjp", definition, &options).expect("the schedule renders");
+    let layer = RateLimitLayer::builder(
+        Arc::new(StaticPolicies::new().with(Policy::scheduled("default", TOOL, schedule))),
+        Arc::new(MemoryStore::new()),
+    )
+    .tool(TOOL)
+    .clock(TokioClock::starting_at(utc("2026-03-07T10:00:00Z")))
+    .build();
+    let mut service = tower::Layer::layer(&layer, Tool::default().service());
+
+    let rejected = rejection(call(&mut service, request("acme")).await);
+
+    match rejected.reason() {
+        RejectionReason::OutsideHours { next_allowed } => assert_eq!(*next_allowed, None),
+        other => panic!("expected OutsideHours, got {other:?}"),
+    }
+    assert!(
+        rejected.to_string().contains("start and end dates"),
+        "{rejected}"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn blocked_date_rejects_with_date() {
     let layer = scheduled_layer(

@@ -14,7 +14,13 @@ use crate::store::postgres::{PostgresConfig, PostgresStore};
 #[derive(Debug, Clone, Args)]
 pub(super) struct DatabaseArgs {
     /// The PostgreSQL connection string, such as postgres://user@host:5432/highway.
-    #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true,
+        value_parser = parse_database_url
+    )]
     database_url: String,
     /// Connects over TLS and trusts the server certificates signed by the certificates of this
     /// PEM file, such as /etc/ssl/certs/ca-certificates.crt. The server certificate must name
@@ -58,11 +64,35 @@ impl DatabaseArgs {
         self.with_hint(ErrorChain(error).to_string())
     }
 
-    /// Returns `message` followed by what to do next when it reports missing tables or a
-    /// connection that failed, else `message` unchanged.
+    /// Returns `message` followed by what to do next when it reports missing tables, a missing
+    /// database, a login the server refused or a connection that failed, else `message`
+    /// unchanged.
     pub(super) fn with_hint(&self, message: String) -> String {
         if message.contains("relation \"highway.") && message.contains("does not exist") {
             format!("{message}; create the tables with `highway-ratelimit migrate`")
+        } else if message.contains("SQLSTATE 3D000")
+            || (message.contains("FATAL: database \"") && message.contains("does not exist"))
+        {
+            let name = self
+                .database_url
+                .parse::<tokio_postgres::Config>()
+                .ok()
+                .and_then(|config| config.get_dbname().map(str::to_owned))
+                .unwrap_or_else(|| "NAME".to_owned());
+            format!(
+                "{message}; create it (`createdb {name}` on the server) or name an existing \
+                 database in --database-url or DATABASE_URL"
+            )
+        } else if message.contains("SQLSTATE 28000")
+            || message.contains("SQLSTATE 28P01")
+            || (message.contains("FATAL: role \"") && message.contains("does not exist"))
+            || message.contains("password authentication failed")
+            || message.contains("no pg_hba.conf entry")
+        {
+            format!(
+                "{message}; check the user and password of --database-url or DATABASE_URL, and \
+                 that the server's pg_hba.conf lets that user in from this host"
+            )
         } else if message.contains("connect") || message.contains("timed out") {
             format!(
                 "{message}; check that PostgreSQL is running at {} and that --database-url or \
@@ -105,6 +135,19 @@ impl DatabaseArgs {
             servers.join(", ")
         }
     }
+}
+
+/// Parses `--database-url`, which an empty `DATABASE_URL` sets to an empty string: the
+/// connection would then fail with "both host and hostaddr are missing".
+fn parse_database_url(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        return Err(
+            "the connection string is empty: set DATABASE_URL to one, such as \
+             postgres://user@host:5432/highway, or pass --database-url"
+                .to_owned(),
+        );
+    }
+    Ok(text.to_owned())
 }
 
 /// The port of a connection string that names none.

@@ -120,9 +120,10 @@ pub(super) fn run(args: LimitsArgs) -> ExitCode {
                     }
                     other => database.describe_error(&other),
                 })?;
-                // The schedule's own warnings come first, and were printed with the file's name.
+                // The schedule's own warnings come first, and were printed with the file's name
+                // and `warning:`. The report's have neither, as in `report`.
                 for warning in outcome.warnings.iter().skip(printed) {
-                    eprintln!("{warning}");
+                    eprintln!("warning: {warning}");
                 }
                 if unlimited {
                     eprintln!(

@@ -91,7 +91,11 @@ pub(super) fn run(args: UsageArgs) -> ExitCode {
                         args.tool
                     );
                 }
-                Some(_) => {}
+                Some(policy) => eprintln!(
+                    "note: no call of tenant {:?} to tool {:?} is counted in the current windows \
+                     of the limit of tenant {:?}; the counters start with the first call",
+                    args.tenant, args.tool, policy.tenant
+                ),
             }
         }
         Ok(ExitCode::SUCCESS)

@@ -46,7 +46,7 @@ impl Default for Settings {
             max_wait: None,
             cache_capacity: 10_000,
             cache_ttl: Duration::from_secs(60),
-            report_days: 7,
+            report_days: crate::report::ReportOptions::DEFAULT_DAYS,
             unavailable_retry_after: Rejection::DEFAULT_UNAVAILABLE_RETRY_AFTER,
         }
     }

@@ -18,7 +18,7 @@ use super::key::scope_key;
 use crate::clock::{Clock, SystemClock};
 use crate::error_chain::ErrorChain;
 use crate::policy::{Policy, PolicySchedule, PolicySource, Scope};
-use crate::report::{AvailabilityReport, Capacity, Closed, ReportOptions};
+use crate::report::{AvailabilityReport, Capacity, Closed, GeneratedReport, ReportOptions};
 use crate::schedule::{ParseOptions, Schedule};
 use crate::store::{
     ConsumeRequest, Decision, ScopeKey, StoreError, TokenStore, WindowUsage, Windows,
@@ -161,6 +161,22 @@ impl LayerClock {
 /// A report computed again after the policy's own expired, or why that failed.
 type RenderedReport = Result<Arc<IndexedReport>, Arc<str>>;
 
+/// How far past the end of a report a rejection looks for the schedule's next opening when the
+/// report has none left. A month is longer than the closures of a business calendar, such as a
+/// holiday and its weekend or the days between Christmas and New Year.
+const LOOKAHEAD_DAYS: u32 = 31;
+
+/// The schedule's first opening after a report's end, found by computing the report that follows
+/// it. Cached per tenant and tool, so that the calls rejected while the schedule is closed
+/// compute it once.
+#[derive(Debug, Clone, Copy)]
+struct Lookahead {
+    /// The `valid_until` of the report it follows.
+    after: DateTime<Utc>,
+    /// `None` when the schedule does not open within [`LOOKAHEAD_DAYS`], or cannot be computed.
+    opening: Option<DateTime<Utc>>,
+}
+
 /// The outcome of a call's first check in its response future.
 pub(crate) enum FirstCheck {
     /// Admitted or rejected, and counted in the metrics.
@@ -199,6 +215,7 @@ pub(crate) struct Limiter {
     /// outage longer than the time to live.
     last_known: Cache<CacheKey, Option<Arc<ResolvedPolicy>>, RandomState>,
     report_cache: Cache<CacheKey, RenderedReport, RandomState>,
+    lookahead_cache: Cache<CacheKey, Lookahead, RandomState>,
 }
 
 // Written by hand because the policy source and the store need not implement `Debug`.
@@ -233,6 +250,10 @@ impl Limiter {
             .max_capacity(settings.cache_capacity)
             .time_to_live(cache_ttl)
             .build_with_hasher(RandomState::default());
+        let lookahead_cache = Cache::builder()
+            .max_capacity(settings.cache_capacity)
+            .time_to_live(cache_ttl)
+            .build_with_hasher(RandomState::default());
         Limiter {
             store_is_immediate: store.is_immediate(),
             policies,
@@ -243,6 +264,7 @@ impl Limiter {
             generation: AtomicU64::new(0),
             last_known,
             report_cache,
+            lookahead_cache,
         }
     }
 
@@ -261,6 +283,8 @@ impl Limiter {
             self.policy_cache.invalidate(&(tenant.into(), tool.into()));
         }
         self.report_cache.invalidate(&(tenant.into(), tool.into()));
+        self.lookahead_cache
+            .invalidate(&(tenant.into(), tool.into()));
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
@@ -269,6 +293,7 @@ impl Limiter {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.policy_cache.invalidate_all();
         self.report_cache.invalidate_all();
+        self.lookahead_cache.invalidate_all();
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
@@ -551,7 +576,12 @@ impl Limiter {
                 // has room again only when the schedule next opens.
                 let reset = report
                     .filter(|report| retry_at < report.valid_until)
-                    .and_then(|report| report.first_allowed_from(retry_at))
+                    .and_then(|report| {
+                        report.first_allowed_from(retry_at).or_else(|| {
+                            let schedule = resolved.policy.schedule.as_ref()?;
+                            self.opening_after(&resolved.policy, schedule, report)
+                        })
+                    })
                     .unwrap_or(retry_at);
                 // The report's capacity may rise before then (a day limit narrowed to the
                 // morning by `hours`), and the call may fit from that slot on. It may also be
@@ -718,14 +748,19 @@ impl Limiter {
         };
 
         let report = indexed.report();
+        let next_allowed = || {
+            report
+                .next_allowed(now)
+                .or_else(|| self.opening_after(policy, schedule, report))
+        };
         match report.closed_at(now) {
             None => Ok(OwnedCalendar::of_report(indexed, now)),
             Some(Closed::OutsideHours) => Err(RejectionReason::OutsideHours {
-                next_allowed: report.next_allowed(now),
+                next_allowed: next_allowed(),
             }),
             Some(Closed::BlockedDate(date)) => Err(RejectionReason::BlockedDate {
                 date,
-                next_allowed: report.next_allowed(now),
+                next_allowed: next_allowed(),
             }),
             Some(Closed::Expired) => Err(RejectionReason::ScheduleUnavailable {
                 message: format!(
@@ -735,6 +770,32 @@ impl Limiter {
                 .into(),
             }),
         }
+    }
+
+    /// Returns the schedule's first opening after the end of `report`, which has none left, within
+    /// [`LOOKAHEAD_DAYS`]. A report covers a few days, so a closure that outlasts them (a
+    /// Thursday holiday and the weekend after it) would otherwise leave a call without a retry
+    /// time, as if the schedule never opened again.
+    fn opening_after(
+        &self,
+        policy: &Policy,
+        schedule: &PolicySchedule,
+        report: &AvailabilityReport,
+    ) -> Option<DateTime<Utc>> {
+        let after = report.valid_until;
+        let cache_key: CacheKey = (policy.tenant.as_str().into(), policy.tool.as_str().into());
+        if let Some(cached) = self.lookahead_cache.get(&cache_key)
+            && cached.after == after
+        {
+            return cached.opening;
+        }
+
+        let opening = generate_report(policy, schedule, after, LOOKAHEAD_DAYS)
+            .ok()
+            .and_then(|generated| generated.report.first_allowed_from(after));
+        self.lookahead_cache
+            .insert(cache_key, Lookahead { after, opening });
+        opening
     }
 
     /// Returns the policy's report computed again from its definition at `now`, cached with
@@ -992,6 +1053,21 @@ fn render_report(
     now: DateTime<Utc>,
     days: u32,
 ) -> RenderedReport {
+    let generated = generate_report(policy, schedule, now, days)?;
+    for warning in &generated.warnings {
+        tracing::warn!(tenant = %policy.tenant, tool = %policy.tool, %warning, "availability report warning");
+    }
+    Ok(Arc::new(IndexedReport::new(Arc::new(generated.report))))
+}
+
+/// Parses the policy's schedule and computes its report for `days` from `from`, without logging
+/// the warnings.
+fn generate_report(
+    policy: &Policy,
+    schedule: &PolicySchedule,
+    from: DateTime<Utc>,
+    days: u32,
+) -> Result<GeneratedReport, Arc<str>> {
     let options = ParseOptions {
         file_name: format!(
             "schedule of tool {} for tenant {}",
@@ -1004,15 +1080,9 @@ fn render_report(
         Schedule::parse(&schedule.definition, &options).map_err(|error| error.to_string())?;
     let options = ReportOptions {
         resource: schedule.resource.clone(),
-        from: now,
+        from,
         days,
-        generated_at: now,
+        generated_at: from,
     };
-    let generated =
-        AvailabilityReport::generate(&parsed, &options).map_err(|error| error.to_string())?;
-
-    for warning in &generated.warnings {
-        tracing::warn!(tenant = %policy.tenant, tool = %policy.tool, %warning, "availability report warning");
-    }
-    Ok(Arc::new(IndexedReport::new(Arc::new(generated.report))))
+    AvailabilityReport::generate(&parsed, &options).map_err(|error| error.to_string().into())
 }

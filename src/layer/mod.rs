@@ -8,7 +8,8 @@
 //!
 //! 1. the allowed window: with a schedule, the call must fall inside a window of the policy's
 //!    availability report. Otherwise it is rejected as outside hours or on a blocked date, and
-//!    the start of the next window is its retry time;
+//!    the start of the next window is its retry time, looked up in the schedule past the report
+//!    when the report has no window left;
 //! 2. the capacity: the report's capacity at that instant, or the policy's static limits when it
 //!    has no schedule;
 //! 3. the tokens: the cost is charged to every limited window in one atomic step of the

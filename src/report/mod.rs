@@ -247,13 +247,39 @@ pub struct ReportOptions {
     pub resource: Option<String>,
     /// The start of the horizon.
     pub from: DateTime<Utc>,
-    /// The length of the horizon in days (7 by default).
+    /// The length of the horizon in local calendar days, from 1 to [`MAX_HORIZON_DAYS`].
     pub days: u32,
     /// The instant written as `generated_at`. The report covers no instant before it (see
     /// [`AvailabilityReport::covers`]), so pass `from`. With a later instant the report does not
     /// cover the start of its horizon. With an earlier one it covers time before its horizon,
     /// where it has no windows.
     pub generated_at: DateTime<Utc>,
+}
+
+impl ReportOptions {
+    /// The horizon of [`ReportOptions::new`], in days: the horizon of the reports that the
+    /// rate limit layer and the admin API compute by default.
+    pub const DEFAULT_DAYS: u32 = 7;
+
+    /// Returns the options of a report of the only resource of a schedule, for
+    /// [`DEFAULT_DAYS`](Self::DEFAULT_DAYS) days from `from`, stamped with `from` as its
+    /// `generated_at`. Change a field with the struct update syntax:
+    ///
+    /// ```
+    /// use highway_ratelimit::report::ReportOptions;
+    ///
+    /// let now = chrono::Utc::now();
+    /// let options = ReportOptions { resource: Some("smtp".to_owned()), ..ReportOptions::new(now) };
+    /// assert_eq!((options.days, options.generated_at), (7, now));
+    /// ```
+    pub fn new(from: DateTime<Utc>) -> Self {
+        ReportOptions {
+            resource: None,
+            from,
+            days: Self::DEFAULT_DAYS,
+            generated_at: from,
+        }
+    }
 }
 
 /// The error for a report that cannot be computed.

@@ -293,4 +293,179 @@ impl PostgresConfig {
     pub fn get_call_timeout(&self) -> Duration {
         self.call_timeout
     }
+
+    /// Parses the connection string, which [`PostgresStore::new`](super::PostgresStore::new)
+    /// calls before it opens anything. The error contains the string without its password, the
+    /// problem and what to write instead.
+    pub(super) fn connection(&self) -> Result<tokio_postgres::Config, String> {
+        let redacted_url = redacted(&self.url);
+        if let Some((scheme, _)) = self.url.split_once("://")
+            && !scheme.is_empty()
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+            && !matches!(scheme, "postgres" | "postgresql")
+        {
+            return Err(format!(
+                "invalid PostgreSQL connection string {redacted_url:?}: {scheme}:// is not a \
+                 PostgreSQL URL; write postgres://user@host:port/dbname"
+            ));
+        }
+        let config: tokio_postgres::Config =
+            self.url.parse().map_err(|error: tokio_postgres::Error| {
+                // tokio-postgres prints only "invalid connection string" and keeps the reason,
+                // such as "invalid value for option `port`", in its source.
+                let reason = std::error::Error::source(&error)
+                    .map_or_else(|| error.to_string(), ToString::to_string);
+                format!(
+                    "invalid PostgreSQL connection string {redacted_url:?}: {reason}; expected \
+                     postgres://user@host:port/dbname"
+                )
+            })?;
+        if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
+            return Err(format!(
+                "invalid PostgreSQL connection string {redacted_url:?}: it names no server, and \
+                 tokio-postgres has no default one; write the host, as in \
+                 postgres://user@localhost:5432/dbname, or the folder of the server's Unix \
+                 socket, as in postgres://user@%2Fvar%2Frun%2Fpostgresql/dbname"
+            ));
+        }
+        #[cfg(feature = "tls")]
+        let tls = self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        let tls = false;
+        if !tls && config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+            return Err(format!(
+                "sslmode=require in the PostgreSQL connection string {redacted_url:?}, but the \
+                 store has no certificate authorities to trust, so it connects without TLS and \
+                 every connection would fail; build with the `tls` feature and pass them \
+                 (`PostgresConfig::tls`, or --ssl-root-cert on the command line), or use \
+                 sslmode=prefer or disable over a private network or a Unix socket"
+            ));
+        }
+        Ok(config)
+    }
+}
+
+/// Returns a connection string with its password replaced by `***`, in the URL form
+/// (`postgres://user:password@host`) and as a `password=` parameter of the URL or key-value form.
+fn redacted(url: &str) -> String {
+    let mut shown = url.to_owned();
+    if let Some(scheme_end) = shown.find("://") {
+        let authority_start = scheme_end + 3;
+        let authority_end = shown[authority_start..]
+            .find(['/', '?'])
+            .map_or(shown.len(), |end| authority_start + end);
+        if let Some(at) = shown[authority_start..authority_end].rfind('@') {
+            let user_info = authority_start..authority_start + at;
+            if let Some(colon) = shown[user_info.clone()].find(':') {
+                shown.replace_range(user_info.start + colon + 1..user_info.end, "***");
+            }
+        }
+    }
+
+    let mut from = 0;
+    while let Some(found) = shown[from..].find("password=") {
+        let value_start = from + found + "password=".len();
+        let rest = &shown[value_start..];
+        let value_len = match rest.strip_prefix('\'') {
+            // A quoted key-value: up to the closing quote, past escaped quotes.
+            Some(quoted) => {
+                let mut escaped = false;
+                let close = quoted.char_indices().find(|&(_, c)| {
+                    let closes = c == '\'' && !escaped;
+                    escaped = c == '\\' && !escaped;
+                    closes
+                });
+                close.map_or(rest.len(), |(index, _)| index + 2)
+            }
+            None => rest.find([' ', '&', '\t', '\n']).unwrap_or(rest.len()),
+        };
+        shown.replace_range(value_start..value_start + value_len, "***");
+        from = value_start + 3;
+    }
+    shown
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{PostgresConfig, redacted};
+
+    #[test]
+    fn redacted_hides_every_password() {
+        assert_eq!(
+            redacted("postgres://highway:s3cr:et@db:5432/highway"),
+            "postgres://highway:***@db:5432/highway"
+        );
+        assert_eq!(
+            redacted("postgres://highway@db/highway?password=s3cret&sslmode=prefer"),
+            "postgres://highway@db/highway?password=***&sslmode=prefer"
+        );
+        assert_eq!(
+            redacted("host=db password='it\\'s secret' user=highway"),
+            "host=db password=*** user=highway"
+        );
+        assert_eq!(redacted("host=db password=s3cret"), "host=db password=***");
+        assert_eq!(redacted("nonsense"), "nonsense");
+    }
+
+    #[test]
+    fn connection_errors_name_the_string_without_password() {
+        let error = PostgresConfig::new("mysql://root:pw@127.0.0.1:3306/test")
+            .connection()
+            .unwrap_err();
+        assert!(
+            error.contains("\"mysql://root:***@127.0.0.1:3306/test\""),
+            "{error}"
+        );
+        assert!(
+            error.contains("mysql:// is not a PostgreSQL URL"),
+            "{error}"
+        );
+
+        let error = PostgresConfig::new("nonsense").connection().unwrap_err();
+        assert!(error.contains("\"nonsense\""), "{error}");
+        assert!(
+            error.contains("postgres://user@host:port/dbname"),
+            "{error}"
+        );
+
+        let error = PostgresConfig::new("postgres://u:pw@db/x?sslmode=require")
+            .connection()
+            .unwrap_err();
+        assert!(error.contains("sslmode=require"), "{error}");
+        assert!(!error.contains("pw@"), "{error}");
+
+        for url in ["", "postgres:///highway", "dbname=highway"] {
+            let error = PostgresConfig::new(url).connection().unwrap_err();
+            assert!(error.contains("names no server"), "{url:?}: {error}");
+        }
+
+        #[cfg(feature = "tls")]
+        {
+            #[allow(deprecated)]
+            let ring = rustls::crypto::ring::default_provider();
+            let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(ring))
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default protocol versions")
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth();
+            assert!(
+                PostgresConfig::new("postgres://u@db/x?sslmode=require")
+                    .tls(tls)
+                    .connection()
+                    .is_ok()
+            );
+        }
+        assert!(
+            PostgresConfig::new("postgres://u@db/x?sslmode=prefer")
+                .connection()
+                .is_ok()
+        );
+        assert!(
+            PostgresConfig::new("host=/run/postgresql password=a://b dbname=x")
+                .connection()
+                .is_ok()
+        );
+    }
 }

@@ -113,22 +113,18 @@ impl PostgresStore {
     ///
     /// # Errors
     ///
-    /// [`StoreError::Unavailable`] when the connection string is invalid, when the statement
+    /// [`StoreError::Unavailable`] when the connection string is invalid, names no server (unlike
+    /// libpq, tokio-postgres has no default one) or requires TLS (`sslmode=require`) without
+    /// [`PostgresConfig::tls`] (feature `tls`), when the statement
     /// timeout is under 1 ms or over [`PostgresConfig::MAX_STATEMENT_TIMEOUT`], or when the call
     /// or connect timeout is zero.
     pub fn new(config: PostgresConfig) -> Result<Self, StoreError> {
         config
             .check_timeouts()
             .map_err(|message| StoreError::Unavailable(message.into()))?;
-        let mut pg: tokio_postgres::Config = config.url.parse().map_err(|error: tokio_postgres::Error| {
-            // tokio-postgres prints only "invalid connection string" and keeps the reason, such
-            // as "invalid value for option `port`", in its source.
-            let reason = std::error::Error::source(&error)
-                .map_or_else(|| error.to_string(), ToString::to_string);
-            StoreError::Unavailable(
-                format!("invalid PostgreSQL connection string: {reason}; expected postgres://user@host:port/dbname").into(),
-            )
-        })?;
+        let mut pg = config
+            .connection()
+            .map_err(|message| StoreError::Unavailable(message.into()))?;
 
         let mut options = pg.get_options().map(str::to_owned).unwrap_or_default();
         options.push_str(&format!(
