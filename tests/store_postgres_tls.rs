@@ -293,7 +293,11 @@ fn command_line_trusts_root_certificate_file() {
     let untrusted = run(&[&certificates.other_authority]);
     assert_eq!(untrusted.status.code(), Some(1));
     let message = String::from_utf8_lossy(&untrusted.stderr);
-    assert!(message.to_lowercase().contains("certificate"), "{message}");
+    assert!(message.contains("invalid peer certificate"), "{message}");
+    assert!(
+        message.contains("pass the certificate authority"),
+        "{message}"
+    );
 
     let missing = run(&[Path::new("/nonexistent/ca.crt")]);
     assert_eq!(missing.status.code(), Some(1));

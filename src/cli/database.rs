@@ -93,6 +93,10 @@ impl DatabaseArgs {
                 "{message}; check the user and password of --database-url or DATABASE_URL, and \
                  that the server's pg_hba.conf lets that user in from this host"
             )
+        } else if message.contains("invalid peer certificate") {
+            format!(
+                "{message}; pass the certificate authority that signed the server's certificate                  with --ssl-root-cert, and name a host that the certificate names"
+            )
         } else if message.contains("connect") || message.contains("timed out") {
             format!(
                 "{message}; check that PostgreSQL is running at {} and that --database-url or \
