@@ -74,7 +74,6 @@ use tonic_types::{ErrorDetails, QuotaViolation, StatusExt};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::error_chain::ErrorChain;
 use crate::layer::{
     Admission, IdentityError, RateLimit, RateLimitError, RateLimitLayer, Rejection,
     RejectionReason, ResponseFuture,
@@ -252,7 +251,7 @@ pub fn code(rejection: &Rejection) -> Code {
 impl From<Rejection> for Status {
     fn from(rejection: Rejection) -> Status {
         let code = code(&rejection);
-        let message = ErrorChain(&rejection).to_string();
+        let message = rejection.client_message();
         let mut metadata = MetadataMap::new();
         if let Some(wait) = rejection.retry_after() {
             metadata.insert(RETRY_AFTER, MetadataValue::from(whole_seconds(wait)));

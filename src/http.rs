@@ -14,6 +14,10 @@
 //! | a static limit of 0, which switches the tool off | 403 Forbidden |
 //! | missing identity extension | 500 Internal Server Error: the service is misconfigured |
 //!
+//! The body is the rejection's message as plain text. For an unavailable store or policy source it
+//! leaves out the cause, such as a refused connection to the database's address, which the
+//! limiter logs instead.
+//!
 //! `Retry-After` is in whole seconds, rounded up so that a client that waits exactly that long
 //! is not rejected again, and at least 1 (see [`Rejection::retry_after`]). A quota rejection also carries the fields of
 //! draft-ietf-httpapi-ratelimit-headers (version 09): `RateLimit-Policy` lists every limited
@@ -80,7 +84,6 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::error_chain::ErrorChain;
 use crate::layer::{
     Admission, IdentityError, Limiter, RateLimit, RateLimitError, RateLimitLayer, Rejection,
     RejectionReason, ResponseFuture,
@@ -261,7 +264,7 @@ impl IntoResponse for Rejection {
                 insert_ratelimit_fields(&mut headers, &windows, self.decided_at());
             }
         }
-        let message = ErrorChain(&self).to_string();
+        let message = self.client_message();
         (status(&self), headers, message).into_response()
     }
 }

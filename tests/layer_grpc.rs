@@ -189,8 +189,13 @@ async fn store_down_is_unavailable() {
 
     assert_eq!(status.code(), Code::Unavailable);
     assert!(
-        status.message().contains("connection refused"),
+        status.message().contains("the token store failed"),
         "{}",
+        status.message()
+    );
+    assert!(
+        !status.message().contains("connection refused"),
+        "the store's error stays in the server's log: {}",
         status.message()
     );
     // No retry time is known, so the delay is the layer's default hint for an outage.

@@ -419,7 +419,12 @@ async fn store_down_is_503_when_failing_closed() {
         response.headers().get("ratelimit").is_none(),
         "no counter was read"
     );
-    assert!(body(response).await.contains("connection refused"));
+    let body = body(response).await;
+    assert!(body.contains("the token store failed"), "{body}");
+    assert!(
+        !body.contains("connection refused"),
+        "the store's error describes the server's network and stays in its log: {body}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

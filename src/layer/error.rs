@@ -182,6 +182,18 @@ impl Rejection {
         })
     }
 
+    /// Returns the message that an HTTP or gRPC response shows the client: the rejection and its
+    /// causes, except the cause of an unavailable store or policy source. That cause (a server
+    /// address, an operating system error) describes the server's own network, so it goes to the
+    /// server's log, where the limiter writes it, and not to the client.
+    pub(crate) fn client_message(&self) -> String {
+        if self.is_unavailable() {
+            self.to_string()
+        } else {
+            crate::error_chain::ErrorChain(self).to_string()
+        }
+    }
+
     /// Returns whether the call failed because a dependency of the limiter (the token store,
     /// the policy source, the schedule) is unavailable, rather than because of a limit.
     pub fn is_unavailable(&self) -> bool {
