@@ -186,6 +186,7 @@ impl Rejection {
     /// causes, except the cause of an unavailable store or policy source. That cause (a server
     /// address, an operating system error) describes the server's own network, so it goes to the
     /// server's log, where the limiter writes it, and not to the client.
+    #[cfg(any(feature = "axum", feature = "tonic"))]
     pub(crate) fn client_message(&self) -> String {
         if self.is_unavailable() {
             self.to_string()
