@@ -1,5 +1,5 @@
 //! The command line with connection strings and servers it cannot use: each error names the
-//! string (without its password) or the server, and says what to change.
+//! string (without its password) or the server, and what to change.
 
 mod common;
 
@@ -48,7 +48,7 @@ fn invalid_connection_string_is_named() {
 }
 
 /// An empty `DATABASE_URL`, as a shell's `DATABASE_URL= command` sets it, is no connection
-/// string: the error says to set one, and nothing is tried.
+/// string: the error asks to set one, and nothing is tried.
 #[test]
 fn empty_database_url_says_to_set_it() {
     for url in ["", "  "] {
@@ -86,7 +86,7 @@ fn required_tls_is_refused_up_front() {
     assert!(!message.contains("Connection refused"), "{message}");
 }
 
-/// A server that answers but has no such database, or no such user, gets advice about the
+/// A server that accepts the connection but has no such database, or no such user, gets advice about the
 /// database or the login, not about the server.
 #[tokio::test(flavor = "multi_thread")]
 async fn missing_database_and_user_say_what_to_change() {

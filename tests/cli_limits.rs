@@ -831,8 +831,8 @@ async fn project_not_started_names_start() {
     assert!(message.contains("start and end dates"), "{message}");
 }
 
-/// A limited tenant that has made no call yet gets an empty list and a note that says why, so
-/// that `[]` does not read as a missing limit.
+/// A limited tenant that has made no call yet gets an empty list and a note that explains why,
+/// so that `[]` does not read as a missing limit.
 #[tokio::test(flavor = "multi_thread")]
 async fn usage_before_first_call_notes_it() {
     let database = TestDatabase::new().await;

@@ -858,9 +858,9 @@ async fn no_window_left_names_schedule_checks() {
     assert_eq!(tool.calls(), 0);
 }
 
-/// Returns a layer whose `default` policy follows `examples/schedules/email.tjp` (business hours
-/// in New York, Thanksgiving on 26 and 27 November 2026), with the report of the 7 days from
-/// Monday 23 November 08:30 in New York, and whose clock starts at `start`.
+/// Returns a layer whose `default` policy follows `examples/schedules/email.tjp`: business hours
+/// in New York, and Thanksgiving on 26 and 27 November 2026. Its report covers the 7 days from
+/// Monday 23 November 08:30 in New York, and its clock starts at `start`.
 fn thanksgiving_layer(start: DateTime<Utc>) -> RateLimitLayer {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/schedules/email.tjp");
     let definition = std::fs::read_to_string(path).expect("the email example schedule exists");
@@ -917,9 +917,9 @@ async fn closure_past_report_end_retries_at_next_opening() {
 }
 
 /// A day quota used up on the Wednesday before Thanksgiving resets at midnight, on a holiday
-/// that the report still covers; the schedule next opens after the report ends, on Monday.
+/// that the report still covers. The schedule next opens after the report ends, on Monday.
 #[tokio::test(start_paused = true)]
-async fn quota_reset_past_report_end_retries_at_next_opening() {
+async fn quota_retry_past_report_end() {
     // From Wednesday 25 November, 09:00 in New York: 10 calls a minute and 100 an hour, so the
     // day quota of 500 runs out in the fifth hour.
     let layer = thanksgiving_layer(utc("2026-11-25T14:00:00Z"));
@@ -946,7 +946,7 @@ async fn quota_reset_past_report_end_retries_at_next_opening() {
 }
 
 /// A schedule whose project ends inside the report has no opening past it either, and the
-/// rejection still says what to check.
+/// rejection still names what to check.
 #[tokio::test(start_paused = true)]
 async fn ended_project_leaves_no_retry_time() {
     let definition = "project mail \"Mail\" 2026-01-01 - 2026-03-06 { timezone \"UTC\" }\n\

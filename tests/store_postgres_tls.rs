@@ -3,7 +3,7 @@
 //! command line connect to it, and a certificate they do not trust fails the connection.
 //!
 //! These tests start their own server from the local PostgreSQL binaries, whatever
-//! `DATABASE_URL` says, since its TLS settings are part of the test. They make their certificates
+//! `DATABASE_URL` contains, because its TLS settings are part of the test. They make their certificates
 //! with the `openssl` command.
 #![cfg(feature = "tls")]
 

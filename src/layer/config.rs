@@ -195,11 +195,11 @@ impl RateLimitBuilder {
     }
 
     /// Sets the wait announced to the client when a call is rejected because the token store,
-    /// the policy source or the schedule is unavailable and the policy fails closed (5 s by
-    /// default; at least one second is announced).
+    /// the policy source or the schedule is unavailable and the policy fails closed. It is 5 s by
+    /// default, and at least one second is announced.
     ///
-    /// The axum adapter sends it as the 503's `Retry-After`, the tonic adapter as the
-    /// `UNAVAILABLE` status's retry delay; [`Rejection::retry_after`] returns it. The limiter
+    /// The axum adapter sends it as the 503's `Retry-After`, and the tonic adapter as the
+    /// `UNAVAILABLE` status's retry delay. [`Rejection::retry_after`] returns it. The limiter
     /// cannot know when the dependency recovers, so this is a hint that keeps clients from
     /// sending their retries all at once into an outage. A longer wait spares a struggling
     /// database more load, a shorter one resumes the tools sooner after a short outage.

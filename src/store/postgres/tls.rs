@@ -20,23 +20,23 @@ use rustls::pki_types::pem::PemObject;
 /// When the file cannot be read, contains no certificate, or contains one that rustls rejects
 /// as a root. The message names the file.
 pub fn root_certificates_config(root_certificates: &Path) -> Result<rustls::ClientConfig, String> {
-    let shown = root_certificates.display();
+    let file = root_certificates.display();
     let certificates: Vec<CertificateDer<'static>> =
         CertificateDer::pem_file_iter(root_certificates)
             .and_then(Iterator::collect)
             .map_err(|error| {
-                format!("cannot read root certificates from {shown}: {error}; pass a PEM file")
+                format!("cannot read root certificates from {file}: {error}; pass a PEM file")
             })?;
     if certificates.is_empty() {
         return Err(format!(
-            "no certificate in {shown}: pass a PEM file with `-----BEGIN CERTIFICATE-----` blocks"
+            "no certificate in {file}: pass a PEM file with `-----BEGIN CERTIFICATE-----` blocks"
         ));
     }
     let mut roots = rustls::RootCertStore::empty();
     for certificate in certificates {
         roots
             .add(certificate)
-            .map_err(|error| format!("invalid root certificate in {shown}: {error}"))?;
+            .map_err(|error| format!("invalid root certificate in {file}: {error}"))?;
     }
     let provider = rustls::crypto::CryptoProvider::get_default()
         .cloned()
