@@ -91,6 +91,23 @@ fn layer_with(policies: StaticPolicies) -> RateLimitLayer {
         .build()
 }
 
+/// Returns a layer in wait mode, waiting up to `max_wait_seconds`, over a default policy of
+/// `per_minute_limit` calls a minute, whose clock starts at `start`.
+fn waiting_layer(per_minute_limit: u64, start: &str, max_wait_seconds: u64) -> RateLimitLayer {
+    RateLimitLayer::builder(
+        Arc::new(StaticPolicies::new().with(Policy::new(
+            "default",
+            TOOL,
+            per_minute(per_minute_limit),
+        ))),
+        Arc::new(MemoryStore::new()),
+    )
+    .tool(TOOL)
+    .clock(TokioClock::starting_at(utc(start)))
+    .wait_up_to(Duration::from_secs(max_wait_seconds))
+    .build()
+}
+
 async fn call<S>(service: &mut S, request: Request) -> Result<String, RateLimitError<Infallible>>
 where
     S: Service<Request, Response = String, Error = RateLimitError<Infallible>>,
@@ -455,14 +472,7 @@ async fn zero_limit_rejects_as_switched_off() {
 #[tokio::test(start_paused = true)]
 async fn zero_limit_does_not_wait() {
     let tool = Tool::default();
-    let layer = RateLimitLayer::builder(
-        Arc::new(StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(0)))),
-        Arc::new(MemoryStore::new()),
-    )
-    .tool(TOOL)
-    .clock(TokioClock::starting_at(utc("2026-03-02T10:00:30Z")))
-    .wait_up_to(Duration::from_secs(120))
-    .build();
+    let layer = waiting_layer(0, "2026-03-02T10:00:30Z", 120);
     let mut service = tower::Layer::layer(&layer, tool.service());
     let started = tokio::time::Instant::now();
 
@@ -1243,14 +1253,7 @@ async fn slow_store_times_out_open() {
 #[tokio::test(start_paused = true)]
 async fn wait_mode_sleeps_until_window_resets() {
     let tool = Tool::default();
-    let layer = RateLimitLayer::builder(
-        Arc::new(StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(1)))),
-        Arc::new(MemoryStore::new()),
-    )
-    .tool(TOOL)
-    .clock(TokioClock::starting_at(utc("2026-03-02T10:00:45Z")))
-    .wait_up_to(Duration::from_secs(30))
-    .build();
+    let layer = waiting_layer(1, "2026-03-02T10:00:45Z", 30);
     let mut service = tower::Layer::layer(&layer, tool.service());
     let started = tokio::time::Instant::now();
 
@@ -1289,14 +1292,7 @@ async fn subsecond_reset_announces_a_second() {
 #[tokio::test(start_paused = true)]
 async fn wait_mode_sleeps_subsecond_wait() {
     let tool = Tool::default();
-    let layer = RateLimitLayer::builder(
-        Arc::new(StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(1)))),
-        Arc::new(MemoryStore::new()),
-    )
-    .tool(TOOL)
-    .clock(TokioClock::starting_at(utc("2026-03-02T10:00:59.750Z")))
-    .wait_up_to(Duration::from_secs(30))
-    .build();
+    let layer = waiting_layer(1, "2026-03-02T10:00:59.750Z", 30);
     let mut service = tower::Layer::layer(&layer, tool.service());
     let started = tokio::time::Instant::now();
 
@@ -1309,14 +1305,7 @@ async fn wait_mode_sleeps_subsecond_wait() {
 
 #[tokio::test(start_paused = true)]
 async fn wait_mode_rejects_long_waits_at_once() {
-    let layer = RateLimitLayer::builder(
-        Arc::new(StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(1)))),
-        Arc::new(MemoryStore::new()),
-    )
-    .tool(TOOL)
-    .clock(TokioClock::starting_at(utc("2026-03-02T10:00:10Z")))
-    .wait_up_to(Duration::from_secs(30))
-    .build();
+    let layer = waiting_layer(1, "2026-03-02T10:00:10Z", 30);
     let mut service = tower::Layer::layer(&layer, Tool::default().service());
     let started = tokio::time::Instant::now();
 
@@ -2194,14 +2183,7 @@ fn wait_mode_without_timers_panics() {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("a runtime starts");
-    let layer = RateLimitLayer::builder(
-        Arc::new(StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(1)))),
-        Arc::new(MemoryStore::new()),
-    )
-    .tool(TOOL)
-    .clock(TokioClock::starting_at(utc("2026-03-02T10:00:45Z")))
-    .wait_up_to(Duration::from_secs(30))
-    .build();
+    let layer = waiting_layer(1, "2026-03-02T10:00:45Z", 30);
     let tool = Tool::default();
     let mut service = tower::Layer::layer(&layer, tool.service());
 
@@ -2271,14 +2253,7 @@ async fn zero_settings_still_limit() {
 #[tokio::test(start_paused = true)]
 async fn dropped_waiting_call_is_uncharged() {
     let tool = Tool::default();
-    let layer = RateLimitLayer::builder(
-        Arc::new(StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(1)))),
-        Arc::new(MemoryStore::new()),
-    )
-    .tool(TOOL)
-    .clock(TokioClock::starting_at(utc("2026-03-02T10:00:45Z")))
-    .wait_up_to(Duration::from_secs(30))
-    .build();
+    let layer = waiting_layer(1, "2026-03-02T10:00:45Z", 30);
     let limited = tower::limit::ConcurrencyLimit::new(tool.service(), 1);
     let mut service = tower::ServiceBuilder::new()
         .timeout(Duration::from_secs(5))
@@ -2420,14 +2395,7 @@ async fn buffered_rejections_keep_permits() {
 #[tokio::test(start_paused = true)]
 async fn waiting_call_leaves_permit_free() {
     let tool = Tool::default();
-    let layer = RateLimitLayer::builder(
-        Arc::new(StaticPolicies::new().with(Policy::new("default", TOOL, per_minute(1)))),
-        Arc::new(MemoryStore::new()),
-    )
-    .tool(TOOL)
-    .clock(TokioClock::starting_at(utc("2026-03-02T10:00:45Z")))
-    .wait_up_to(Duration::from_secs(30))
-    .build();
+    let layer = waiting_layer(1, "2026-03-02T10:00:45Z", 30);
     let limited = tower::limit::ConcurrencyLimit::new(tool.service(), 1);
     let mut service = tower::Layer::layer(&layer, limited);
     let mut other = service.clone();
